@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+// Blob writes fsync in libuv's thread pool; the default of 4 threads starves it.
+process.env.UV_THREADPOOL_SIZE ??= '16'
+
+const { execute } = await import('@oclif/core')
+await execute({ dir: import.meta.url })

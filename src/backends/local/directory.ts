@@ -1,0 +1,49 @@
+import fs from 'node:fs/promises'
+import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
+import { type Directory, validateDirectory } from '../../castore/directory.js'
+import { ClosureValidator, type DirectoryService, walkClosure } from '../../castore/directory-service.js'
+import { IntegrityError } from '../../errors.js'
+import { decodeDirectory, encodeDirectory } from '../../proto/codec.js'
+import { exists, type LocalRoot } from './layout.js'
+
+export class LocalDirectoryService implements DirectoryService {
+  constructor(private readonly root: LocalRoot) {}
+
+  private path(d: B3Digest): string {
+    return this.root.objectPath('dirs', toHex(d))
+  }
+
+  async get(d: B3Digest): Promise<Directory | undefined> {
+    let bytes: Buffer
+    try {
+      bytes = await fs.readFile(this.path(d))
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw e
+    }
+    // Stored bytes are canonical, so hashing them as read is the check.
+    if (!bytesEqual(b3(bytes), d)) throw new IntegrityError(`directory ${b3Display(d)} is corrupt: its bytes do not match its digest`)
+    const dir = decodeDirectory(bytes)
+    validateDirectory(dir)
+    return dir
+  }
+
+  getClosure(root: B3Digest): AsyncIterable<Directory> {
+    return walkClosure(root, (d) => this.get(d))
+  }
+
+  async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
+    await this.root.init()
+    const v = new ClosureValidator()
+    const accepted: Array<[B3Digest, Uint8Array]> = []
+    for await (const dir of dirs) accepted.push([v.add(dir), encodeDirectory(dir)])
+    const rootDigest = v.finish()
+    // Leaves first, so a crash never leaves a parent whose children are missing.
+    for (const [d, bytes] of accepted) {
+      const p = this.path(d)
+      if (!(await exists(p))) await this.root.writeAtomic(p, bytes)
+    }
+    await this.root.sync()
+    return rootDigest
+  }
+}

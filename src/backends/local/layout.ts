@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto'
+import { constants } from 'node:fs'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { BackendError, UsageError } from '../../errors.js'
+
+/**
+ * On-disk layout of a local store (format version 1):
+ *
+ *   tvix-store.json              format marker {"format":"tvix-store-local","version":1}
+ *   blobs/b3/<hex[0..2]>/<hex>   blob contents, named by BLAKE3
+ *   dirs/b3/<hex[0..2]>/<hex>    canonical Directory protobuf, named by BLAKE3
+ *   pathinfo/<nixbase32>         PathInfo protobuf, named by the store path hash part
+ *   tmp/                         temp files; same filesystem, so rename is atomic
+ *
+ * Every object is written to tmp/, fsynced, then renamed to its final
+ * name, so a reader sees a whole object or none. Objects are immutable
+ * and content-addressed, so concurrent writers of the same object are
+ * harmless. Parent directories of renamed files are fsynced (sync()) before
+ * a PathInfo that needs them is written.
+ */
+export const FORMAT = { format: 'tvix-store-local', version: 1 } as const
+const MARKER = 'tvix-store.json'
+
+export class LocalRoot {
+  readonly tmp: string
+  private readonly madeDirs = new Set<string>()
+  private readonly dirty = new Set<string>()
+  private ready: Promise<void> | undefined
+
+  constructor(readonly root: string) {
+    this.tmp = path.join(root, 'tmp')
+  }
+
+  objectPath(kind: 'blobs' | 'dirs', hex: string): string {
+    return path.join(this.root, kind, 'b3', hex.slice(0, 2), hex)
+  }
+
+  pathInfoPath(hashPart: string): string {
+    return path.join(this.root, 'pathinfo', hashPart)
+  }
+
+  /** Checks the format marker of an existing store; does not create anything. */
+  async checkFormat(): Promise<boolean> {
+    let text: string
+    try {
+      text = await fs.readFile(path.join(this.root, MARKER), 'utf8')
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new BackendError(`cannot read store at ${this.root}`, { cause: e })
+      const entries = await fs.readdir(this.root).catch(() => [])
+      if (entries.length > 0) throw new UsageError(`${this.root} is not a tvix-store directory (no ${MARKER})`)
+      return false
+    }
+    let marker: { format?: string; version?: number }
+    try {
+      marker = JSON.parse(text)
+    } catch {
+      marker = {}
+    }
+    if (marker.format !== FORMAT.format || marker.version !== FORMAT.version) {
+      throw new UsageError(`store at ${this.root} has an unsupported format (${text.trim()}); this tvix-store reads version ${FORMAT.version}`)
+    }
+    return true
+  }
+
+  /** Creates the layout on first write (idempotent, safe with concurrent creators). */
+  init(): Promise<void> {
+    this.ready ??= (async () => {
+      if (await this.checkFormat()) return
+      await fs.mkdir(this.tmp, { recursive: true })
+      for (const d of ['blobs/b3', 'dirs/b3', 'pathinfo']) await fs.mkdir(path.join(this.root, d), { recursive: true })
+      // The marker itself goes in atomically; a concurrent creator writes the same bytes.
+      await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
+      await this.sync()
+    })()
+    return this.ready
+  }
+
+  tempPath(): string {
+    return path.join(this.tmp, `${process.pid}-${randomBytes(8).toString('hex')}`)
+  }
+
+  async ensureParent(file: string): Promise<void> {
+    const dir = path.dirname(file)
+    if (this.madeDirs.has(dir)) return
+    await fs.mkdir(dir, { recursive: true })
+    this.madeDirs.add(dir)
+  }
+
+  /** temp file, write, fsync, rename. */
+  async writeAtomic(final: string, data: Uint8Array): Promise<void> {
+    const tmp = this.tempPath()
+    const fh = await fs.open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o444)
+    try {
+      await fh.writeFile(data)
+      await fh.sync()
+    } catch (e) {
+      await fh.close()
+      await fs.rm(tmp, { force: true })
+      throw e
+    }
+    await fh.close()
+    await this.publish(tmp, final)
+  }
+
+  /** Moves a finished, fsynced temp file to its final name. */
+  async publish(tmp: string, final: string): Promise<void> {
+    await this.ensureParent(final)
+    await fs.rename(tmp, final)
+    this.dirty.add(path.dirname(final))
+  }
+
+  /** fsyncs the directories that received renames, so those names survive a crash. */
+  async sync(): Promise<void> {
+    const dirs = [...this.dirty]
+    this.dirty.clear()
+    await Promise.all(
+      dirs.map(async (d) => {
+        const fh = await fs.open(d, 'r')
+        try {
+          await fh.sync()
+        } finally {
+          await fh.close()
+        }
+      }),
+    )
+  }
+}
+
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.access(p)
+    return true
+  } catch {
+    return false
+  }
+}

@@ -1,0 +1,110 @@
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifyBlob } from '../../castore/blob-service.js'
+import { type B3Digest, b3Hasher, toHex } from '../../castore/digest.js'
+import type { Directory } from '../../castore/directory.js'
+import { ClosureValidator, type DirectoryService, walkClosure } from '../../castore/directory-service.js'
+import { decodeDirectory, decodePathInfo, encodeDirectory, encodePathInfo } from '../../proto/codec.js'
+import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
+import { type PathInfoService, requireRootData } from '../../store/path-info-service.js'
+import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
+import type { Store } from '../../store/store.js'
+import * as nixbase32 from '../../store/nixbase32.js'
+
+async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo }> {
+  const h = b3Hasher()
+  const parts: Uint8Array[] = []
+  for await (const c of iterateSource(src)) {
+    h.update(c)
+    parts.push(Uint8Array.from(c))
+  }
+  const data = Buffer.concat(parts)
+  return { data, info: { digest: h.digest(), size: data.length } }
+}
+
+export class MemoryBlobService implements BlobService {
+  readonly blobs = new Map<string, Buffer>()
+
+  async has(d: B3Digest): Promise<boolean> {
+    return this.blobs.has(toHex(d))
+  }
+
+  async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const data = this.blobs.get(toHex(d))
+    return data && verifyBlob(d, iterateSource(data))
+  }
+
+  async put(src: ByteSource): Promise<BlobInfo> {
+    const { data, info } = await collect(src)
+    this.blobs.set(toHex(info.digest), data)
+    return info
+  }
+
+  stage(): BlobStage {
+    const pending = new Map<string, Buffer>()
+    return {
+      put: async (src) => {
+        const { data, info } = await collect(src)
+        pending.set(toHex(info.digest), data)
+        return info
+      },
+      commit: async () => {
+        for (const [k, v] of pending) this.blobs.set(k, v)
+        pending.clear()
+      },
+      abort: async () => pending.clear(),
+    }
+  }
+}
+
+/** Stores encoded bytes, so what comes back out has gone through the codec like any backend. */
+export class MemoryDirectoryService implements DirectoryService {
+  readonly dirs = new Map<string, Uint8Array>()
+
+  async get(d: B3Digest): Promise<Directory | undefined> {
+    const bytes = this.dirs.get(toHex(d))
+    return bytes && decodeDirectory(bytes)
+  }
+
+  getClosure(root: B3Digest): AsyncIterable<Directory> {
+    return walkClosure(root, (d) => this.get(d))
+  }
+
+  async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
+    const v = new ClosureValidator()
+    const accepted = new Map<string, Uint8Array>()
+    for await (const dir of dirs) accepted.set(toHex(v.add(dir)), encodeDirectory(dir))
+    const root = v.finish()
+    for (const [k, bytes] of accepted) this.dirs.set(k, bytes)
+    return root
+  }
+}
+
+export class MemoryPathInfoService implements PathInfoService {
+  readonly infos = new Map<string, Uint8Array>()
+
+  constructor(
+    private readonly blobs: BlobService,
+    private readonly directories: DirectoryService,
+  ) {}
+
+  async get(digest: Uint8Array): Promise<PathInfo | undefined> {
+    const bytes = this.infos.get(nixbase32.encode(digest))
+    return bytes && decodePathInfo(bytes)
+  }
+
+  async put(info: PathInfo): Promise<PathInfo> {
+    const path = validatePathInfo(info)
+    await requireRootData(info, this.blobs, this.directories)
+    this.infos.set(nixbase32.encode(path.digest), encodePathInfo(info))
+    return info
+  }
+
+  async *list(): AsyncIterable<PathInfo> {
+    for (const bytes of this.infos.values()) yield decodePathInfo(bytes)
+  }
+}
+
+export function openMemoryStore(storeDir = DEFAULT_STORE_DIR): Store {
+  const blobs = new MemoryBlobService()
+  const directories = new MemoryDirectoryService()
+  return { blobs, directories, pathInfos: new MemoryPathInfoService(blobs, directories), storeDir, close: async () => {} }
+}

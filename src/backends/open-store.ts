@@ -1,0 +1,90 @@
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { UnsupportedError, UsageError } from '../errors.js'
+import { DEFAULT_STORE_DIR } from '../store/store-path.js'
+import type { Store } from '../store/store.js'
+
+/** What a store URL names. */
+export type StoreAddress =
+  | { kind: 'local'; path: string }
+  | { kind: 'memory' }
+  | { kind: 'grpc'; target: string; tls: boolean }
+
+/** `$XDG_DATA_HOME/tvix-store`, else `~/.local/share/tvix-store`. */
+export function defaultStoreLocation(env = process.env): string {
+  const xdg = env.XDG_DATA_HOME
+  const base = xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.local', 'share')
+  return path.join(base, 'tvix-store')
+}
+
+/**
+ * Parses a store URL: a plain path or `file:///abs` (local directory),
+ * `memory://`, `grpc+http://host:port`, `grpc+https://host:port`,
+ * `grpc+unix:///abs/socket`.
+ */
+export function parseStoreUrl(url: string): StoreAddress {
+  if (url === '') throw new UsageError('empty store URL')
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase()
+  if (!scheme) return { kind: 'local', path: path.resolve(url) }
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    throw new UsageError(`invalid store URL ${JSON.stringify(url)}`)
+  }
+  const noQuery = () => {
+    if (u.search || u.hash) throw new UsageError(`store URL ${JSON.stringify(url)}: unexpected query or fragment`)
+  }
+  switch (scheme) {
+    case 'file':
+      noQuery()
+      if (u.host !== '') throw new UsageError(`store URL ${JSON.stringify(url)}: file URLs take no host (file:///abs/path)`)
+      return { kind: 'local', path: fileURLToPath(u) }
+    case 'memory':
+      noQuery()
+      if (u.host !== '' || (u.pathname !== '' && u.pathname !== '/')) {
+        throw new UsageError(`store URL ${JSON.stringify(url)}: memory:// takes no host or path`)
+      }
+      return { kind: 'memory' }
+    case 'grpc+http':
+    case 'grpc+https':
+      if (u.host === '' || (u.pathname !== '' && u.pathname !== '/')) {
+        throw new UsageError(`store URL ${JSON.stringify(url)}: want ${scheme}://HOST:PORT with no path`)
+      }
+      return { kind: 'grpc', target: u.host, tls: scheme === 'grpc+https' }
+    case 'grpc+unix':
+      if (u.host !== '' || !u.pathname.startsWith('/')) {
+        throw new UsageError(`store URL ${JSON.stringify(url)}: want grpc+unix:///absolute/path`)
+      }
+      return { kind: 'grpc', target: `unix:${decodeURIComponent(u.pathname)}`, tls: false }
+    default:
+      throw new UsageError(`unknown store URL scheme ${JSON.stringify(scheme + ':')} (use a path, file://, memory://, grpc+http://, grpc+unix://)`)
+  }
+}
+
+export interface OpenStoreOptions {
+  url?: string
+  storeDir?: string
+}
+
+/** Opens the store a URL names; backends load lazily to keep start-up light. */
+export async function openStore(opts: OpenStoreOptions = {}): Promise<Store> {
+  const storeDir = normaliseStoreDir(opts.storeDir ?? DEFAULT_STORE_DIR)
+  const addr = parseStoreUrl(opts.url ?? defaultStoreLocation())
+  switch (addr.kind) {
+    case 'memory':
+      return (await import('./memory/index.js')).openMemoryStore(storeDir)
+    case 'local':
+      return (await import('./local/index.js')).openLocalStore(addr.path, storeDir)
+    case 'grpc':
+      throw new UnsupportedError(`remote stores (${opts.url}) are not supported yet: the gRPC client backend is not built`)
+  }
+}
+
+function normaliseStoreDir(dir: string): string {
+  if (!path.isAbsolute(dir)) throw new UsageError(`store dir ${JSON.stringify(dir)} must be an absolute path`)
+  const n = path.posix.normalize(dir).replace(/\/+$/, '')
+  if (n === '') throw new UsageError('store dir must not be /')
+  return n
+}

@@ -1,0 +1,46 @@
+import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash'
+import { InvalidInputError } from '../errors.js'
+
+/** BLAKE3 digests are 32 bytes; everything in the castore is keyed by one. */
+export const B3_LEN = 32
+
+export type B3Digest = Uint8Array
+
+export function b3(data: Uint8Array): B3Digest {
+  return blake3(data)
+}
+
+/** Incremental BLAKE3 (native, N-API). */
+export function b3Hasher(): { update(d: Uint8Array): void; digest(): B3Digest } {
+  const h = new Blake3Hasher()
+  return {
+    update: (d) => void h.update(d),
+    digest: () => h.digestBuffer(),
+  }
+}
+
+export function toHex(d: Uint8Array): string {
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('hex')
+}
+
+/** tvix's display form, e.g. `b3:rxNJufX5oaagQE3qNtzJSZvLJcmtwRK3zJqTyuQfMmI=`. */
+export function b3Display(d: B3Digest): string {
+  return 'b3:' + Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('base64')
+}
+
+export function assertB3(d: Uint8Array, what = 'digest'): B3Digest {
+  if (d.length !== B3_LEN) throw new InvalidInputError(`${what} has ${d.length} bytes, want ${B3_LEN}`)
+  return d
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0
+}
+
+/** Unsigned bytewise order, the order of Directory entries and NAR entries. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b)
+}
+
+/** The digest of the empty string: both the empty blob and the empty Directory. */
+export const EMPTY_DIGEST: B3Digest = b3(new Uint8Array(0))

@@ -1,0 +1,42 @@
+import { once } from 'node:events'
+import type { Writable } from 'node:stream'
+import { Chalk, type ChalkInstance } from 'chalk'
+
+/** Colour only on a terminal, and never when NO_COLOR is set (chalk alone ignores it). */
+export function colourFor(stream: { isTTY?: boolean }, env = process.env): ChalkInstance {
+  const on = Boolean(stream.isTTY) && !env.NO_COLOR && env.TERM !== 'dumb'
+  return new Chalk({ level: on ? 1 : 0 })
+}
+
+/** Writes chunks with backpressure; leaves the stream open (it may be stdout). */
+export async function writeAll(out: Writable, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
+  for await (const c of chunks) {
+    if (!out.write(c)) await waitDrain(out)
+  }
+}
+
+async function waitDrain(out: Writable): Promise<void> {
+  const ac = new AbortController()
+  try {
+    await Promise.race([once(out, 'drain', { signal: ac.signal }), once(out, 'error', { signal: ac.signal }).then(([e]) => Promise.reject(e))])
+  } finally {
+    ac.abort()
+  }
+}
+
+/** Lines joined into few large writes (listings can be long). */
+export async function* batchLines(lines: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const NL = Buffer.from('\n')
+  let batch: Uint8Array[] = []
+  let size = 0
+  for await (const l of lines) {
+    batch.push(l, NL)
+    size += l.length + 1
+    if (size >= 64 * 1024) {
+      yield Buffer.concat(batch)
+      batch = []
+      size = 0
+    }
+  }
+  if (batch.length > 0) yield Buffer.concat(batch)
+}

@@ -1,0 +1,57 @@
+import fs from 'node:fs'
+import path from 'node:path'
+
+/** Only imports at least this big get a progress bar. */
+const BAR_THRESHOLD = 32 * 1024 * 1024
+
+/** Total bytes of regular files below `p` (symlinks not followed). */
+function treeBytes(p: string): number {
+  const st = fs.lstatSync(p, { throwIfNoEntry: false })
+  if (!st) return 0
+  if (st.isFile()) return st.size
+  if (!st.isDirectory()) return 0
+  let total = 0
+  for (const name of fs.readdirSync(p)) total += treeBytes(path.join(p, name))
+  return total
+}
+
+export interface Progress {
+  update(bytes: number, files: number): void
+  stop(): void
+}
+
+const NONE: Progress = { update() {}, stop() {} }
+
+/**
+ * A cli-progress bar on stderr for large imports, only on a terminal;
+ * piped or small runs print nothing extra. Sizing the tree costs one extra
+ * metadata walk, which is why it only happens on a terminal.
+ */
+export async function importProgress(paths: string[]): Promise<Progress> {
+  if (!process.stderr.isTTY || process.env.CI) return NONE
+  const total = paths.reduce((n, p) => n + treeBytes(path.resolve(p)), 0)
+  if (total < BAR_THRESHOLD) return NONE
+  const { default: cliProgress } = await import('cli-progress')
+  const bar = new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: 'importing [{bar}] {percentage}% | {done}/{size} MiB | {files} files',
+      hideCursor: true,
+      clearOnComplete: true,
+      fps: 10,
+    },
+    cliProgress.Presets.shades_classic,
+  )
+  let done = 0
+  let files = 0
+  const mib = (n: number) => (n / 1048576).toFixed(0)
+  bar.start(total, 0, { done: '0', size: mib(total), files: 0 })
+  return {
+    update(bytes, nfiles) {
+      done += bytes
+      files += nfiles
+      bar.update(Math.min(done, total), { done: mib(done), files })
+    },
+    stop: () => bar.stop(),
+  }
+}

@@ -1,0 +1,81 @@
+import { Command, Flags, Interfaces } from '@oclif/core'
+import { openStore } from '../backends/open-store.js'
+import { StoreError } from '../errors.js'
+import { DEFAULT_STORE_DIR } from '../store/store-path.js'
+import type { Store } from '../store/store.js'
+import { colourFor } from './output.js'
+
+export type StoreFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof StoreCommand)['baseFlags'] & T['flags']>
+export type StoreArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+/**
+ * Shared by every command that works on a store: the store flags, opening
+ * and closing the store, and turning any failure into one `error:` line on
+ * stderr with the error's exit code (a stack trace only with DEBUG).
+ */
+export abstract class StoreCommand<T extends typeof Command> extends Command {
+  static override baseFlags = {
+    store: Flags.string({
+      summary: 'Store URL: a path, file:///abs, memory://, grpc+http://host:port or grpc+unix:///socket.',
+      description: 'Defaults to $XDG_DATA_HOME/tvix-store (else ~/.local/share/tvix-store).',
+      env: 'TVIX_STORE',
+      helpGroup: 'STORE',
+    }),
+    'store-dir': Flags.string({
+      summary: 'Store directory that printed store paths live under.',
+      env: 'NIX_STORE_DIR',
+      default: DEFAULT_STORE_DIR,
+      helpGroup: 'STORE',
+    }),
+  }
+
+  protected flags!: StoreFlags<T>
+  protected args!: StoreArgs<T>
+  private opened: Store | undefined
+
+  public override async init(): Promise<void> {
+    await super.init()
+    const { args, flags } = await this.parse({
+      flags: this.ctor.flags,
+      baseFlags: (this.ctor as typeof StoreCommand).baseFlags,
+      enableJsonFlag: this.ctor.enableJsonFlag,
+      args: this.ctor.args,
+      strict: this.ctor.strict,
+    })
+    this.flags = flags as StoreFlags<T>
+    this.args = args as StoreArgs<T>
+  }
+
+  /** Opens the store once, lazily: a command that fails on its arguments never touches it. */
+  protected async store(): Promise<Store> {
+    this.opened ??= await openStore({ url: this.flags.store, storeDir: this.flags['store-dir'] })
+    return this.opened
+  }
+
+  public override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<void> {
+    const c = colourFor(process.stderr)
+    const exit = err instanceof StoreError ? err.exitCode : (err.oclif?.exit ?? 1)
+    if (err.oclif?.exit === 0) return
+    const message = oneLine(err)
+    if (this.jsonEnabled()) {
+      const code = err instanceof StoreError ? err.code : exit === 2 ? 'ERR_USAGE' : 'ERR_INTERNAL'
+      process.stderr.write(JSON.stringify({ error: { code, message } }) + '\n')
+    } else {
+      process.stderr.write(`${c.red.bold('error:')} ${message}\n`)
+    }
+    if (process.env.DEBUG && err.stack) process.stderr.write(err.stack + '\n')
+    process.exitCode = exit
+  }
+
+  public override async finally(err: Error | undefined): Promise<void> {
+    await this.opened?.close()
+    await super.finally(err)
+  }
+}
+
+/** The message on one line; oclif's parse errors add help hints on further lines. */
+function oneLine(err: Error): string {
+  const lines = String(err.message ?? err).split('\n').map((l) => l.trim()).filter(Boolean)
+  if (lines.length <= 1) return lines[0] ?? 'unknown error'
+  return `${lines[0]} ${lines.slice(1).filter((l) => !/^See more help/.test(l)).join(' ')}`.trim()
+}

@@ -1,0 +1,62 @@
+import { Args, Flags } from '@oclif/core'
+import fs from 'node:fs'
+import { importProgress } from '../cli/progress.js'
+import { StoreCommand } from '../cli/store-command.js'
+import { UsageError } from '../errors.js'
+import { importNar } from '../ops/import-nar.js'
+import { importPath } from '../ops/import-paths.js'
+import type { Imported } from '../ops/register.js'
+import * as nixbase32 from '../store/nixbase32.js'
+
+interface ImportJson {
+  path: string
+  narHash: string
+  narSize: number
+}
+
+export default class Import extends StoreCommand<typeof Import> {
+  static override summary = 'Add files, directories or a NAR to the store, as `nix-store --add` does.'
+  static override description =
+    'Prints one store path per argument, identical to what `nix-store --add` prints. Symlinks are stored, never followed.'
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> ./src',
+    '<%= config.bin %> <%= command.id %> --name hello ./hello.txt',
+    'nix-store --dump /nix/store/…-foo | <%= config.bin %> <%= command.id %> --nar - --name foo',
+  ]
+  static override strict = false
+  static override enableJsonFlag = true
+  static override args = { path: Args.string({ description: 'file, directory or symlink to import' }) }
+  static override flags = {
+    name: Flags.string({ summary: 'Store path name (default: the last component of PATH).' }),
+    nar: Flags.string({ summary: 'Import a NAR from FILE, or from stdin with "-".', helpValue: 'FILE|-' }),
+  }
+
+  async run(): Promise<ImportJson[]> {
+    const { argv } = await this.parse(Import)
+    const paths = argv as string[]
+    const { name, nar } = this.flags
+    if (nar !== undefined && paths.length > 0) throw new UsageError('give either --nar or paths, not both')
+    if (nar === undefined && paths.length === 0) throw new UsageError('nothing to import: give at least one PATH (or --nar FILE)')
+    if (name !== undefined && paths.length > 1) throw new UsageError('--name needs exactly one PATH')
+    const store = await this.store()
+    const results: ImportJson[] = []
+    const done = (r: Imported) => {
+      results.push({ path: r.storePath, narHash: `sha256:${nixbase32.encode(r.narSha256)}`, narSize: r.narSize })
+      if (!this.jsonEnabled()) process.stdout.write(r.storePath + '\n')
+    }
+    if (nar !== undefined) {
+      const narName = name ?? (nar === '-' ? undefined : nar.replace(/^.*\//, '').replace(/\.nar$/, ''))
+      if (!narName) throw new UsageError('--nar - needs --name')
+      const src = nar === '-' ? process.stdin : fs.createReadStream(nar, { highWaterMark: 1 << 20 })
+      done(await importNar(store, src, narName))
+      return results
+    }
+    const progress = await importProgress(paths)
+    try {
+      for (const p of paths) done(await importPath(store, p, { name, onProgress: (b, f) => progress.update(b, f) }))
+    } finally {
+      progress.stop()
+    }
+    return results
+  }
+}

@@ -1,0 +1,31 @@
+import { Args, Flags } from '@oclif/core'
+import { batchLines, writeAll } from '../cli/output.js'
+import { StoreCommand } from '../cli/store-command.js'
+import { UsageError } from '../errors.js'
+import { listJson, listingToJson, listText } from '../ops/ls.js'
+
+export default class Ls extends StoreCommand<typeof Ls> {
+  static override summary = 'List a store path or a directory inside it, as `nix store ls` does.'
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> -lR /nix/store/…-hello',
+    '<%= config.bin %> <%= command.id %> --json /nix/store/…-hello/bin',
+  ]
+  static override args = { path: Args.string({ required: true, description: 'store path, optionally /sub/path inside it' }) }
+  static override flags = {
+    long: Flags.boolean({ char: 'l', summary: 'Show type, size and symlink targets.' }),
+    recursive: Flags.boolean({ char: 'R', summary: 'List subdirectories recursively.' }),
+    directory: Flags.boolean({ char: 'd', summary: 'Show directories rather than their contents.' }),
+    json: Flags.boolean({ summary: "Print one line of JSON in Nix's listing format." }),
+  }
+
+  async run(): Promise<void> {
+    const { json, long, recursive, directory } = this.flags
+    const store = await this.store()
+    if (json) {
+      if (directory) throw new UsageError("'--directory' is useless with '--json'")
+      process.stdout.write(listingToJson(await listJson(store, this.args.path, { recursive })) + '\n')
+      return
+    }
+    await writeAll(process.stdout, batchLines(listText(store, this.args.path, { long, recursive, directory })))
+  }
+}

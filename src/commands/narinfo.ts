@@ -1,0 +1,18 @@
+import { Args } from '@oclif/core'
+import { StoreCommand } from '../cli/store-command.js'
+import { narInfo } from '../ops/narinfo.js'
+import { type NarInfoFields, renderNarInfo } from '../store/narinfo.js'
+
+export default class NarInfo extends StoreCommand<typeof NarInfo> {
+  static override summary = 'Print the .narinfo of a store path as Nix writes it.'
+  static override description = 'The NAR is described uncompressed (Compression: none), as `nix copy --to file://…?compression=none` writes it.'
+  static override examples = ['<%= config.bin %> <%= command.id %> /nix/store/…-hello', '<%= config.bin %> <%= command.id %> --json /nix/store/…-hello']
+  static override enableJsonFlag = true
+  static override args = { path: Args.string({ required: true, description: 'store path' }) }
+
+  async run(): Promise<NarInfoFields> {
+    const fields = await narInfo(await this.store(), this.args.path)
+    if (!this.jsonEnabled()) process.stdout.write(renderNarInfo(fields))
+    return fields
+  }
+}

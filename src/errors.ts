@@ -1,0 +1,48 @@
+/**
+ * Error classes shared by every layer. Each carries a stable `code` for
+ * scripts (`--json`) and the process exit code the CLI should use.
+ */
+export abstract class StoreError extends Error {
+  abstract readonly code: string
+  readonly exitCode: number = 1
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+  }
+
+  toJSON(): { code: string; message: string } {
+    return { code: this.code, message: this.message }
+  }
+}
+
+/** Bad flag, argument, URL or store path syntax. */
+export class UsageError extends StoreError {
+  readonly code = 'ERR_USAGE'
+  override readonly exitCode = 2
+}
+
+/** A store path, sub-path, blob or directory that is not there. */
+export class NotFoundError extends StoreError {
+  readonly code = 'ERR_NOT_FOUND'
+}
+
+/** Malformed input: an invalid NAR, Directory, PathInfo or store path name. */
+export class InvalidInputError extends StoreError {
+  readonly code = 'ERR_INVALID'
+}
+
+/** Stored data that does not match its digest or size. */
+export class IntegrityError extends StoreError {
+  readonly code = 'ERR_INTEGRITY'
+}
+
+/** The backend lacks a capability. */
+export class UnsupportedError extends StoreError {
+  readonly code = 'ERR_UNSUPPORTED'
+}
+
+/** I/O or remote failure; the original error is in `cause`. */
+export class BackendError extends StoreError {
+  readonly code = 'ERR_BACKEND'
+}

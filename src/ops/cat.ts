@@ -1,0 +1,21 @@
+import { IntegrityError, InvalidInputError } from '../errors.js'
+import type { Store } from '../store/store.js'
+import { resolvePath } from './resolve.js'
+
+/** The bytes of a regular file inside the store; like `nix store cat`. */
+export async function catFile(store: Store, arg: string): Promise<AsyncIterable<Uint8Array>> {
+  const { node, display } = await resolvePath(store, arg)
+  if (node.kind !== 'file') throw new InvalidInputError(`path '${display}' is not a regular file`)
+  const blob = await store.blobs.open(node.digest)
+  if (!blob) throw new IntegrityError(`the contents of '${display}' are missing from the store`)
+  return checkedSize(blob, node.size, display)
+}
+
+async function* checkedSize(blob: AsyncIterable<Uint8Array>, size: number, display: string): AsyncGenerator<Uint8Array> {
+  let got = 0
+  for await (const c of blob) {
+    got += c.length
+    yield c
+  }
+  if (got !== size) throw new IntegrityError(`the contents of '${display}' have ${got} bytes, want ${size}`)
+}

@@ -1,0 +1,49 @@
+import type { BlobStage } from '../castore/blob-service.js'
+import { renameNode } from '../castore/node.js'
+import type { IngestResult } from '../store/ingest-fs.js'
+import { CaHash, type PathInfo } from '../store/path-info.js'
+import { absolute, basename, makeSourcePath } from '../store/store-path.js'
+import type { Store } from '../store/store.js'
+
+export interface Imported {
+  storePath: string
+  narSize: number
+  narSha256: Uint8Array
+  info: PathInfo
+}
+
+/**
+ * Makes an ingested tree visible, in the only safe order: blobs, then
+ * Directories (leaves first), then the PathInfo that points at them. The
+ * store path is the one `nix-store --add` computes: type `source`, NAR
+ * SHA-256, no references.
+ */
+export async function registerSource(store: Store, ingested: IngestResult, stage: BlobStage, name: string): Promise<Imported> {
+  const path = makeSourcePath(ingested.narSha256, name, store.storeDir)
+  await stage.commit()
+  if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
+  const info: PathInfo = {
+    node: renameNode(ingested.root, Buffer.from(basename(path))),
+    references: [],
+    narinfo: {
+      narSize: ingested.narSize,
+      narSha256: ingested.narSha256,
+      signatures: [],
+      referenceNames: [],
+      ca: { type: CaHash.NAR_SHA256, digest: ingested.narSha256 },
+    },
+  }
+  await store.pathInfos.put(info)
+  return { storePath: absolute(path, store.storeDir), narSize: ingested.narSize, narSha256: ingested.narSha256, info }
+}
+
+/** Runs an ingest inside a blob stage that is dropped if anything fails. */
+export async function withStage<T>(store: Store, fn: (stage: BlobStage) => Promise<T>): Promise<T> {
+  const stage = store.blobs.stage()
+  try {
+    return await fn(stage)
+  } catch (e) {
+    await stage.abort()
+    throw e
+  }
+}

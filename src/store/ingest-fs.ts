@@ -1,0 +1,148 @@
+import { createHash } from 'node:crypto'
+import fs from 'node:fs'
+import type { BlobStage } from '../castore/blob-service.js'
+import { b3 } from '../castore/digest.js'
+import { type Directory, directoryDigest, directoryFromEntries, directorySize } from '../castore/directory.js'
+import type { Node } from '../castore/node.js'
+import { InvalidInputError } from '../errors.js'
+import { NarEncoder } from './nar/encoder.js'
+
+export interface IngestProgress {
+  (bytes: number, files: number): void
+}
+
+export interface IngestResult {
+  /** Anonymous (empty-named) root node. */
+  root: Node
+  /** Every Directory of the tree, leaves first, root last. */
+  directories: Directory[]
+  narSize: number
+  narSha256: Uint8Array
+}
+
+/** Files up to this size are read in one call; larger ones are streamed. */
+const SMALL_FILE = 1 << 20
+const READ_CHUNK = 1 << 20
+/** Blob writes in flight while the walk goes on. */
+const MAX_PENDING_WRITES = 32
+const EMPTY = new Uint8Array(0)
+const SLASH = Buffer.from('/')
+
+/**
+ * Imports a filesystem path into the castore, reading each file once:
+ * the same bytes feed the blob writer (BLAKE3) and the NAR hash (SHA-256),
+ * so the store path is known without rendering the NAR again. The walk
+ * goes in NAR order (names sorted bytewise) and never follows symlinks.
+ * Metadata and small files are read synchronously (this runs in a CLI,
+ * and it avoids a thread-pool round trip per syscall); writes run in the
+ * background, bounded.
+ */
+export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: IngestProgress): Promise<IngestResult> {
+  const sha = createHash('sha256')
+  const nar = new NarEncoder((c) => sha.update(c))
+  const directories: Directory[] = []
+  const pending = new Set<Promise<unknown>>()
+  let failure: unknown
+
+  const track = (p: Promise<unknown>) => {
+    const q: Promise<unknown> = p.then(
+      () => pending.delete(q),
+      (e) => {
+        pending.delete(q)
+        failure ??= e
+      },
+    )
+    pending.add(q)
+  }
+  const throttle = async () => {
+    while (pending.size >= MAX_PENDING_WRITES) await Promise.race(pending)
+    if (failure) throw failure
+  }
+
+  async function file(p: Buffer, st: fs.Stats): Promise<Node> {
+    const executable = (st.mode & 0o100) !== 0
+    if (st.size <= SMALL_FILE) {
+      const data = st.size === 0 ? EMPTY : fs.readFileSync(p)
+      nar.regular(executable, data.length)
+      nar.contents(data)
+      nar.endContents(data.length)
+      await throttle()
+      const put = stage.put(data)
+      track(put)
+      onProgress?.(data.length, 1)
+      // BLAKE3 of <= 1 MiB is microseconds; knowing the digest now keeps the walk going.
+      return { kind: 'file', name: EMPTY, digest: b3(data), size: data.length, executable }
+    }
+    nar.regular(executable, st.size)
+    const info = await stage.put(streamFile(p, st.size, (c) => {
+      nar.contents(c)
+      onProgress?.(c.length, 0)
+    }))
+    onProgress?.(0, 1)
+    nar.endContents(st.size)
+    return { kind: 'file', name: EMPTY, digest: info.digest, size: info.size, executable }
+  }
+
+  async function node(p: Buffer): Promise<Node> {
+    const st = fs.lstatSync(p)
+    if (st.isSymbolicLink()) {
+      const target = fs.readlinkSync(p, { encoding: 'buffer' })
+      nar.symlink(target)
+      return { kind: 'symlink', name: EMPTY, target }
+    }
+    if (st.isFile()) return file(p, st)
+    if (st.isDirectory()) {
+      nar.directory()
+      const names = fs.readdirSync(p, { encoding: 'buffer' }).sort(Buffer.compare)
+      const children: Node[] = []
+      for (const name of names) {
+        nar.entry(name)
+        const child = await node(Buffer.concat([p, SLASH, name]))
+        nar.endEntry()
+        children.push({ ...child, name })
+      }
+      nar.endDirectory()
+      const dir = directoryFromEntries(children)
+      directories.push(dir)
+      return { kind: 'directory', name: EMPTY, digest: directoryDigest(dir), size: directorySize(dir) }
+    }
+    throw new InvalidInputError(`file '${p.toString()}' has an unsupported type`)
+  }
+
+  try {
+    nar.begin()
+    const root = await node(Buffer.from(fsPath))
+    await Promise.all(pending)
+    if (failure) throw failure
+    nar.flush()
+    return { root, directories, narSize: nar.size, narSha256: sha.digest() }
+  } catch (e) {
+    await Promise.allSettled(pending)
+    throw e
+  }
+}
+
+/** Streams exactly `size` bytes of a file, failing if it changed meanwhile. */
+async function* streamFile(p: Buffer, size: number, tap: (c: Uint8Array) => void): AsyncGenerator<Uint8Array> {
+  const fh = await fs.promises.open(p, 'r')
+  try {
+    let left = size
+    for (;;) {
+      const buf = Buffer.allocUnsafe(READ_CHUNK)
+      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
+      if (bytesRead === 0) break
+      if (bytesRead > left) throw changed(p)
+      left -= bytesRead
+      const chunk = buf.subarray(0, bytesRead)
+      tap(chunk)
+      yield chunk
+    }
+    if (left !== 0) throw changed(p)
+  } finally {
+    await fh.close()
+  }
+}
+
+function changed(p: Buffer): InvalidInputError {
+  return new InvalidInputError(`file '${p.toString()}' changed while it was being imported`)
+}

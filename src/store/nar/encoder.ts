@@ -1,0 +1,148 @@
+/**
+ * NAR serialisation (SPEC 5). Every token is `u64le(len) ‖ bytes ‖ zero
+ * padding to 8`. The encoder coalesces the many small tokens into one
+ * buffer and hands the sink large chunks, so hashing or writing a NAR costs
+ * a few calls per file instead of a dozen.
+ */
+export type NarSink = (chunk: Uint8Array) => void
+
+const FLUSH_AT = 64 * 1024
+const ZEROS = new Uint8Array(8)
+
+export function padLen(n: number): number {
+  return (8 - (n % 8)) % 8
+}
+
+const enc = (s: string) => new TextEncoder().encode(s)
+export const T = {
+  magic: enc('nix-archive-1'),
+  open: enc('('),
+  close: enc(')'),
+  type: enc('type'),
+  regular: enc('regular'),
+  executable: enc('executable'),
+  empty: new Uint8Array(0),
+  contents: enc('contents'),
+  symlink: enc('symlink'),
+  target: enc('target'),
+  directory: enc('directory'),
+  entry: enc('entry'),
+  name: enc('name'),
+  node: enc('node'),
+} as const
+
+export class NarEncoder {
+  private buf = Buffer.allocUnsafe(FLUSH_AT + 1024)
+  private pos = 0
+  /** Bytes emitted so far (flushed or not). */
+  size = 0
+
+  constructor(private readonly sink: NarSink) {}
+
+  /** Magic and the opening of the root node. */
+  begin(): void {
+    this.token(T.magic)
+    this.openNode()
+  }
+
+  openNode(): void {
+    this.token(T.open)
+    this.token(T.type)
+  }
+
+  /** After this, exactly `size` bytes through contents(), then endContents(). */
+  regular(executable: boolean, size: number): void {
+    this.token(T.regular)
+    if (executable) {
+      this.token(T.executable)
+      this.token(T.empty)
+    }
+    this.token(T.contents)
+    this.u64(size)
+  }
+
+  contents(chunk: Uint8Array): void {
+    if (chunk.length < 4096 && this.pos + chunk.length <= this.buf.length) {
+      this.buf.set(chunk, this.pos)
+      this.pos += chunk.length
+      this.size += chunk.length
+      if (this.pos >= FLUSH_AT) this.flush()
+      return
+    }
+    this.flush()
+    this.size += chunk.length
+    this.sink(chunk)
+  }
+
+  endContents(size: number): void {
+    this.raw(ZEROS.subarray(0, padLen(size)))
+    this.token(T.close)
+  }
+
+  symlink(target: Uint8Array): void {
+    this.token(T.symlink)
+    this.token(T.target)
+    this.token(target)
+    this.token(T.close)
+  }
+
+  directory(): void {
+    this.token(T.directory)
+  }
+
+  /** Opens `entry ( name <name> node`, followed by openNode() of the child. */
+  entry(name: Uint8Array): void {
+    this.token(T.entry)
+    this.token(T.open)
+    this.token(T.name)
+    this.token(name)
+    this.token(T.node)
+    this.openNode()
+  }
+
+  /** Closes a directory node. */
+  endDirectory(): void {
+    this.token(T.close)
+  }
+
+  /** Closes an entry opened by entry(). */
+  endEntry(): void {
+    this.token(T.close)
+  }
+
+  flush(): void {
+    if (this.pos === 0) return
+    // The sink may keep the chunk, so hand out a copy and keep our buffer.
+    this.sink(Buffer.from(this.buf.subarray(0, this.pos)))
+    this.pos = 0
+  }
+
+  private token(bytes: Uint8Array): void {
+    this.u64(bytes.length)
+    this.raw(bytes)
+    this.raw(ZEROS.subarray(0, padLen(bytes.length)))
+  }
+
+  private u64(n: number): void {
+    if (this.pos + 8 > this.buf.length) this.flush()
+    this.buf.writeUInt32LE(n >>> 0, this.pos)
+    this.buf.writeUInt32LE(Math.floor(n / 0x1_0000_0000), this.pos + 4)
+    this.pos += 8
+    this.size += 8
+  }
+
+  private raw(bytes: Uint8Array): void {
+    if (bytes.length === 0) return
+    if (this.pos + bytes.length > this.buf.length) {
+      this.flush()
+      if (bytes.length > this.buf.length) {
+        this.size += bytes.length
+        this.sink(bytes)
+        return
+      }
+    }
+    this.buf.set(bytes, this.pos)
+    this.pos += bytes.length
+    this.size += bytes.length
+  }
+}
