@@ -1,0 +1,45 @@
+import { execFileSync, spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+
+/** Settings that let Nix 2.8 run as root here with a private store. */
+export const NIX_ENV = {
+  ...process.env,
+  NIX_CONFIG: 'experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =',
+}
+
+/** Why real Nix cannot be used, or undefined when it can. */
+export function nixMissing(): string | undefined {
+  const r = spawnSync('nix-store', ['--version'], { encoding: 'utf8' })
+  if (r.error || r.status !== 0) return 'nix-store not found on PATH (install nix-bin; .ci/run does)'
+  return undefined
+}
+
+/** A private Nix store under `root` (no daemon, no /nix needed). */
+export class NixStore {
+  readonly url: string
+  constructor(readonly root: string) {
+    this.url = `local?root=${root}`
+  }
+
+  run(cmd: string, args: string[], opts: { input?: Uint8Array } = {}): Buffer {
+    return execFileSync(cmd, args, { env: NIX_ENV, input: opts.input, maxBuffer: 1 << 30 })
+  }
+
+  /** `nix-store --add` as Nix prints it. */
+  add(p: string): string {
+    return this.run('nix-store', ['--store', this.url, '--add', p]).toString().trim()
+  }
+
+  /** `nix-store --dump` of any filesystem path. */
+  static dump(p: string): Buffer {
+    return execFileSync('nix-store', ['--dump', p], { env: NIX_ENV, maxBuffer: 1 << 30 })
+  }
+
+  /** The .narinfo `nix copy --to file://…?compression=none` writes for `storePath`. */
+  narinfo(storePath: string, cacheDir: string): string {
+    this.run('nix', ['copy', '--store', this.url, '--to', `file://${cacheDir}?compression=none`, storePath])
+    const hash = path.basename(storePath).slice(0, 32)
+    return fs.readFileSync(path.join(cacheDir, `${hash}.narinfo`), 'utf8')
+  }
+}
