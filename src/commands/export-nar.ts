@@ -11,7 +11,7 @@ export default class ExportNar extends StoreCommand<typeof ExportNar> {
     '<%= config.bin %> <%= command.id %> /nix/store/…-hello > hello.nar',
     '<%= config.bin %> <%= command.id %> /nix/store/…-hello -o hello.nar',
   ]
-  static override args = { path: Args.string({ required: true, description: 'store path (optionally /sub/path inside it)' }) }
+  static override args = { path: Args.string({ ignoreStdin: true, required: true, description: 'store path (optionally /sub/path inside it)' }) }
   static override flags = {
     output: Flags.string({ char: 'o', summary: 'Write to FILE (atomically) instead of stdout.', helpValue: 'FILE' }),
   }

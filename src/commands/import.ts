@@ -25,7 +25,7 @@ export default class Import extends StoreCommand<typeof Import> {
   ]
   static override strict = false
   static override enableJsonFlag = true
-  static override args = { path: Args.string({ description: 'file, directory or symlink to import' }) }
+  static override args = { path: Args.string({ ignoreStdin: true, description: 'file, directory or symlink to import' }) }
   static override flags = {
     name: Flags.string({ summary: 'Store path name (default: the last component of PATH).' }),
     nar: Flags.string({ summary: 'Import a NAR from FILE, or from stdin with "-".', helpValue: 'FILE|-' }),

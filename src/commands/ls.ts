@@ -10,7 +10,7 @@ export default class Ls extends StoreCommand<typeof Ls> {
     '<%= config.bin %> <%= command.id %> -lR /nix/store/…-hello',
     '<%= config.bin %> <%= command.id %> --json /nix/store/…-hello/bin',
   ]
-  static override args = { path: Args.string({ required: true, description: 'store path, optionally /sub/path inside it' }) }
+  static override args = { path: Args.string({ ignoreStdin: true, required: true, description: 'store path, optionally /sub/path inside it' }) }
   static override flags = {
     long: Flags.boolean({ char: 'l', summary: 'Show type, size and symlink targets.' }),
     recursive: Flags.boolean({ char: 'R', summary: 'List subdirectories recursively.' }),

@@ -8,7 +8,7 @@ export default class NarInfo extends StoreCommand<typeof NarInfo> {
   static override description = 'The NAR is described uncompressed (Compression: none), as `nix copy --to file://…?compression=none` writes it.'
   static override examples = ['<%= config.bin %> <%= command.id %> /nix/store/…-hello', '<%= config.bin %> <%= command.id %> --json /nix/store/…-hello']
   static override enableJsonFlag = true
-  static override args = { path: Args.string({ required: true, description: 'store path' }) }
+  static override args = { path: Args.string({ ignoreStdin: true, required: true, description: 'store path' }) }
 
   async run(): Promise<NarInfoFields> {
     const fields = await narInfo(await this.store(), this.args.path)

@@ -24,10 +24,11 @@ function bad(msg: string): InvalidInputError {
 
 async function readLen(r: ByteReader, max: number, what: string): Promise<number> {
   const b = await r.read(8)
-  const lo = b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! * 0x1000000)
-  const hi = b[4]! | (b[5]! << 8) | (b[6]! << 16) | (b[7]! * 0x1000000)
+  // `+` for the top byte: `|` would make the value a negative int32.
+  const lo = (b[0]! | (b[1]! << 8) | (b[2]! << 16)) + b[3]! * 0x1000000
+  const hi = (b[4]! | (b[5]! << 8) | (b[6]! << 16)) + b[7]! * 0x1000000
   if (hi >= 0x200000) throw bad(`${what} length too large`)
-  const n = hi * 0x1_0000_0000 + (lo >>> 0)
+  const n = hi * 0x1_0000_0000 + lo
   if (n > max) throw bad(`${what} longer than ${max} bytes`)
   return n
 }

@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { b3, toHex } from '../../src/castore/digest.js'
+import { decodePathInfo, encodeNode, encodePathInfo } from '../../src/proto/codec.js'
+import { narInfoFields, renderNarInfo } from '../../src/store/narinfo.js'
+import { validatePathInfo } from '../../src/store/path-info.js'
+
+// SPEC 1.6: bytes tvix produces for the file `hw` ("Hello World!").
+const PATHINFO_HW =
+  '0a4b12490a23697836796b6764726b346d3964666c307a6c343864306e7238386730327278712d6877' +
+  '12205ca7815adcb484e9a136c11efe69c1d530176d549b5d18d038eb5280b4b3470c180c' +
+  '1a490880011220' + '03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040' +
+  '32221220' + '03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040'
+
+describe('protobuf codec', () => {
+  test('anonymous file node bytes (CalculateNAR request)', () => {
+    const node = { kind: 'file' as const, name: new Uint8Array(0), digest: b3(Buffer.from('Hello World!')), size: 12, executable: false }
+    assert.equal(toHex(encodeNode(node)), '122412205ca7815adcb484e9a136c11efe69c1d530176d549b5d18d038eb5280b4b3470c180c')
+  })
+
+  test('PathInfo decodes, validates and re-encodes to the same bytes', () => {
+    const info = decodePathInfo(Buffer.from(PATHINFO_HW, 'hex'))
+    assert.equal(validatePathInfo(info).name, 'hw')
+    assert.equal(info.narinfo?.ca?.type, 0)
+    assert.equal(toHex(encodePathInfo(info)), PATHINFO_HW)
+  })
+
+  test('PathInfo renders to the narinfo Nix writes (SPEC 6.3, minus Sig)', () => {
+    const info = decodePathInfo(Buffer.from(PATHINFO_HW, 'hex'))
+    assert.equal(
+      renderNarInfo(narInfoFields(info, '/nix/store')),
+      [
+        'StorePath: /nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-hw',
+        'URL: nar/0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3.nar',
+        'Compression: none',
+        'FileHash: sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3',
+        'FileSize: 128',
+        'NarHash: sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3',
+        'NarSize: 128',
+        'References: ',
+        'CA: fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3',
+        '',
+      ].join('\n'),
+    )
+  })
+
+  test('malformed bytes give a clear error', () => {
+    assert.throws(() => decodePathInfo(Buffer.from('0aff', 'hex')), /malformed PathInfo/)
+  })
+
+  test('PathInfo validation rules (SPEC 3.5)', () => {
+    const base = () => decodePathInfo(Buffer.from(PATHINFO_HW, 'hex'))
+    const ref = Buffer.from('b867011e42d9828608fd80ba962a99b9bde94d8f', 'hex')
+    const cases: Array<[string, (i: ReturnType<typeof base>) => void, RegExp]> = [
+      ['short reference', (i) => i.references.push(new Uint8Array(19)), /reference 0 has 19 bytes/],
+      ['missing narinfo', (i) => delete i.narinfo, /narinfo is missing/],
+      ['reference without name', (i) => i.references.push(ref), /1 references but 0 reference names/],
+      ['mismatched reference name', (i) => { i.references.push(ref); i.narinfo!.referenceNames.push('00bgd045z0d4icpbc2yyz4gx48ak44la-hw') }, /does not match/],
+      ['short nar_sha256', (i) => (i.narinfo!.narSha256 = new Uint8Array(31)), /nar_sha256/],
+      ['short signature', (i) => i.narinfo!.signatures.push({ name: 'k', data: new Uint8Array(63) }), /signature 0/],
+      ['bad CA length', (i) => (i.narinfo!.ca = { type: 1, digest: new Uint8Array(32) }), /CA digest/],
+      ['bad root name', (i) => (i.node = { ...i.node, name: Buffer.from('hw') }), /root node name/],
+      ['short root digest', (i) => (i.node = { kind: 'file', name: i.node.name, digest: new Uint8Array(3), size: 1, executable: false }), /root node digest/],
+    ]
+    for (const [name, mutate, re] of cases) {
+      const i = base()
+      mutate(i)
+      assert.throws(() => validatePathInfo(i), re, name)
+    }
+  })
+})
