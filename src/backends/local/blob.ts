@@ -1,10 +1,11 @@
-import { constants } from 'node:fs'
+import fsSync, { constants } from 'node:fs'
 import fs from 'node:fs/promises'
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, verifyBlob } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { exists, type LocalRoot } from './layout.js'
 
 const READ_CHUNK = 1 << 20
+const SMALL_BLOB = 256 * 1024
 
 /** A written temp file: its digest and where it waits. */
 interface Staged extends BlobInfo {
@@ -23,9 +24,15 @@ export class LocalBlobService implements BlobService {
   }
 
   async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const p = this.path(d)
+    // Small blobs (most files of a tree) in one synchronous read: microseconds,
+    // where the async route costs three thread-pool round trips per file.
+    const st = fsSync.statSync(p, { throwIfNoEntry: false })
+    if (!st) return undefined
+    if (st.size <= SMALL_BLOB) return verifyBlob(d, iterateSource(fsSync.readFileSync(p)))
     let fh: fs.FileHandle
     try {
-      fh = await fs.open(this.path(d), 'r')
+      fh = await fs.open(p, 'r')
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
       throw e

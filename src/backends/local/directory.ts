@@ -1,10 +1,9 @@
-import fs from 'node:fs/promises'
 import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import { decodeDirectory, encodeDirectory } from '../../proto/codec.js'
-import { exists, type LocalRoot } from './layout.js'
+import { exists, type LocalRoot, readSmallFile } from './layout.js'
 
 export class LocalDirectoryService implements DirectoryService {
   constructor(private readonly root: LocalRoot) {}
@@ -14,13 +13,8 @@ export class LocalDirectoryService implements DirectoryService {
   }
 
   async get(d: B3Digest): Promise<Directory | undefined> {
-    let bytes: Buffer
-    try {
-      bytes = await fs.readFile(this.path(d))
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw e
-    }
+    const bytes = readSmallFile(this.path(d))
+    if (!bytes) return undefined
     // Stored bytes are canonical, so hashing them as read is the check.
     if (!bytesEqual(b3(bytes), d)) throw new IntegrityError(`directory ${b3Display(d)} is corrupt: its bytes do not match its digest`)
     const dir = decodeDirectory(bytes)

@@ -6,7 +6,7 @@ import { decodePathInfo, encodePathInfo } from '../../proto/codec.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { type PathInfoService, requireRootData } from '../../store/path-info-service.js'
-import type { LocalRoot } from './layout.js'
+import { type LocalRoot, readSmallFile } from './layout.js'
 
 export class LocalPathInfoService implements PathInfoService {
   constructor(
@@ -16,13 +16,8 @@ export class LocalPathInfoService implements PathInfoService {
   ) {}
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
-    let bytes: Buffer
-    try {
-      bytes = await fs.readFile(this.root.pathInfoPath(nixbase32.encode(digest)))
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw e
-    }
+    const bytes = readSmallFile(this.root.pathInfoPath(nixbase32.encode(digest)))
+    if (!bytes) return undefined
     return decodePathInfo(bytes)
   }
 

@@ -1,0 +1,142 @@
+/**
+ * Minimal protobuf wire format: varints and length-delimited fields, the
+ * only wire types the tvix messages use. Writing follows the canonical
+ * rules prost uses (fields in number order, defaults omitted), which is
+ * what Directory digests are computed over.
+ */
+import { InvalidInputError } from '../errors.js'
+
+export class Writer {
+  private buf = Buffer.allocUnsafe(256)
+  private pos = 0
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n))
+    this.buf.copy(next, 0, 0, this.pos)
+    this.buf = next
+  }
+
+  varint(v: number): void {
+    this.ensure(10)
+    while (v > 0x7f) {
+      this.buf[this.pos++] = (v % 128) | 0x80
+      v = Math.floor(v / 128)
+    }
+    this.buf[this.pos++] = v
+  }
+
+  private tag(field: number, wireType: number): void {
+    this.varint(field * 8 + wireType)
+  }
+
+  /** uint64/bool/enum field; omitted when 0 (proto3 implicit presence). */
+  uint(field: number, v: number): void {
+    if (v === 0) return
+    this.tag(field, 0)
+    this.varint(v)
+  }
+
+  bool(field: number, v: boolean): void {
+    if (v) this.uint(field, 1)
+  }
+
+  /** bytes/string field; omitted when empty. */
+  bytes(field: number, v: Uint8Array): void {
+    if (v.length === 0) return
+    this.bytesAlways(field, v)
+  }
+
+  string(field: number, v: string): void {
+    if (v !== '') this.bytes(field, Buffer.from(v, 'utf8'))
+  }
+
+  /** Repeated elements and sub-messages are written even when empty. */
+  bytesAlways(field: number, v: Uint8Array): void {
+    this.tag(field, 2)
+    this.varint(v.length)
+    this.ensure(v.length)
+    this.buf.set(v, this.pos)
+    this.pos += v.length
+  }
+
+  message(field: number, write: (w: Writer) => void): void {
+    const inner = new Writer()
+    write(inner)
+    this.bytesAlways(field, inner.finish())
+  }
+
+  finish(): Uint8Array {
+    return this.buf.subarray(0, this.pos)
+  }
+}
+
+export function encode(write: (w: Writer) => void): Uint8Array {
+  const w = new Writer()
+  write(w)
+  return w.finish()
+}
+
+export type Field = { field: number; wireType: 0; value: number } | { field: number; wireType: 2; value: Uint8Array }
+
+function malformed(what: string): InvalidInputError {
+  return new InvalidInputError(`malformed protobuf: ${what}`)
+}
+
+/** Iterates the fields of a message, skipping fixed32/fixed64 ones (unknown to us). */
+export function* fields(buf: Uint8Array): Generator<Field> {
+  let pos = 0
+  const varint = (): number => {
+    let result = 0
+    let mul = 1
+    for (let i = 0; i < 10; i++) {
+      if (pos >= buf.length) throw malformed('truncated varint')
+      const b = buf[pos++]!
+      result += (b & 0x7f) * mul
+      if (b < 0x80) {
+        if (result > Number.MAX_SAFE_INTEGER) throw malformed('integer too large')
+        return result
+      }
+      mul *= 128
+    }
+    throw malformed('varint too long')
+  }
+  while (pos < buf.length) {
+    const key = varint()
+    const field = Math.floor(key / 8)
+    const wireType = key & 7
+    if (field === 0) throw malformed('field number 0')
+    switch (wireType) {
+      case 0:
+        yield { field, wireType, value: varint() }
+        break
+      case 1:
+        pos += 8
+        break
+      case 2: {
+        const len = varint()
+        if (pos + len > buf.length) throw malformed('truncated length-delimited field')
+        yield { field, wireType, value: buf.subarray(pos, pos + len) }
+        pos += len
+        break
+      }
+      case 5:
+        pos += 4
+        break
+      default:
+        throw malformed(`unsupported wire type ${wireType}`)
+    }
+    if (pos > buf.length) throw malformed('truncated fixed-width field')
+  }
+}
+
+/** The payload of a length-delimited field, or a clear error for the wrong wire type. */
+export function asBytes(f: Field, name: string): Uint8Array {
+  if (f.wireType !== 2) throw malformed(`${name} has wire type ${f.wireType}, want 2`)
+  return f.value
+}
+
+export function asUint(f: Field, name: string): number {
+  if (f.wireType !== 0) throw malformed(`${name} has wire type ${f.wireType}, want 0`)
+  return f.value
+}
