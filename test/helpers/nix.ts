@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 
@@ -42,4 +42,28 @@ export class NixStore {
     const hash = path.basename(storePath).slice(0, 32)
     return fs.readFileSync(path.join(cacheDir, `${hash}.narinfo`), 'utf8')
   }
+}
+
+export interface NixResult {
+  code: number
+  stdout: Buffer
+  stderr: string
+}
+
+/**
+ * Runs a Nix command (`nix`, `nix-store`, …) asynchronously with NIX_ENV and
+ * never throws on a non-zero exit, so failures can be compared with ours.
+ */
+export function runNix(cmd: string, args: string[], opts: { input?: Uint8Array } = {}): Promise<NixResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: NIX_ENV, stdio: ['pipe', 'pipe', 'pipe'] })
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    child.stdout.on('data', (c: Buffer) => out.push(c))
+    child.stderr.on('data', (c: Buffer) => err.push(c))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() }))
+    child.stdin.on('error', () => {})
+    child.stdin.end(opts.input ?? '')
+  })
 }

@@ -1,0 +1,460 @@
+/**
+ * End-to-end interop: our built CLI (bin/run.js) against real Nix 2.8, on
+ * every seeded tree in TREES. Each tree is built once, added once to a
+ * private Nix store and imported once into our store (in `before`); the
+ * tests then compare store paths, NAR bytes, narinfo text, listings and
+ * file contents with what Nix produces for the same input.
+ *
+ * Run: npm run build && node --import tsx --test test/e2e/nix-interop.test.ts
+ */
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { type CliResult, runCli } from '../helpers/cli.js'
+import { NixStore, nixMissing, runNix } from '../helpers/nix.js'
+import { TREES, makeTree } from '../helpers/trees.js'
+
+const SKIP = nixMissing()
+if (SKIP) console.log(SKIP)
+
+const KINDS = Object.keys(TREES)
+
+/**
+ * How many child processes a test runs at once, and how many trees are
+ * tested at once (2 cores; CLI start-up is mostly CPU, NAR import mostly
+ * fsync, so some overlap pays).
+ */
+const PARALLEL = 2
+const TREES_AT_ONCE = 2
+
+/** Known mismatches with Nix / the spec (reported, not fixed here: src/ is not ours). */
+const LS_JSON_NEWLINE_TODO = 'ls --json ends its output with a newline; Nix 2.8 `nix store ls --json` prints no final newline (src/commands/ls.ts)'
+const NARINFO_SUBPATH_TODO =
+  'narinfo STORE_PATH/SUB ignores SUB and prints the narinfo of STORE_PATH with exit 0 (src/ops/narinfo.ts -> getPathInfo drops the sub-path)'
+
+/**
+ * Sub-paths (relative to the store path) that `ls` is compared on, each with
+ * the flag sets to try. The root path always gets every variant in LS_ALL.
+ */
+const LS_ALL: string[][] = [[], ['-l'], ['-R'], ['-lR'], ['--json'], ['--json', '-R'], ['-d']]
+const LS_DIR: string[][] = [['-lR'], ['--json', '-R'], ['-d']]
+const LS_LEAF: string[][] = [['-l'], ['--json']]
+const LS_SUBPATHS: Record<string, Array<[string, string[][]]>> = {
+  mixed: [
+    ['sub', LS_ALL],
+    ['emptydir', LS_DIR],
+    ['sub/a.txt', LS_LEAF],
+    ['run.sh', LS_LEAF],
+    ['link', LS_LEAF],
+    ['sub/outside', LS_LEAF],
+  ],
+  'odd-names': [
+    ['.dotdir', LS_DIR],
+    ['ünïcödé ✓', LS_LEAF],
+  ],
+  'big-file': [['big.bin', LS_LEAF]],
+  deep: [
+    ['d0/d1/d2', LS_DIR],
+    [Array.from({ length: 50 }, (_, i) => `d${i}`).join('/') + '/bottom.txt', LS_LEAF],
+  ],
+  wide: [['f1999', LS_LEAF]],
+}
+
+interface Walked {
+  files: string[]
+  dirs: string[]
+  symlinks: string[]
+}
+
+interface Prepared {
+  kind: string
+  input: string
+  /** Raw stdout of `nix-store --add`. */
+  nixAddOut: string
+  nixPath: string
+  /** `nix-store --dump` of the input. */
+  dump: Buffer
+  /** The dump written to `<nars>/<kind>.nar`. */
+  narFile: string
+  /** The .narinfo `nix copy --to file://…?compression=none` wrote. */
+  nixNarinfo: string
+  /** Our `import` of the input into the main store. */
+  ourImport: CliResult
+  /** Entries of the input ('' = the root itself), in sorted order. */
+  walk: Walked
+}
+
+let root = ''
+let store = '' // our main store; written by before() (and re-imports in the import tests)
+let nix: NixStore
+const prepared = new Map<string, Prepared>()
+
+function P(kind: string): Prepared {
+  const p = prepared.get(kind)
+  assert.ok(p, `tree ${kind} was not prepared (see the before hook)`)
+  return p
+}
+
+/** `storePath` or `storePath/rel`. */
+function sp(storePath: string, rel: string): string {
+  return rel ? `${storePath}/${rel}` : storePath
+}
+
+function walk(p: string): Walked {
+  const out: Walked = { files: [], dirs: [], symlinks: [] }
+  const visit = (rel: string) => {
+    const st = fs.lstatSync(path.join(p, rel))
+    if (st.isSymbolicLink()) out.symlinks.push(rel)
+    else if (st.isFile()) out.files.push(rel)
+    else if (st.isDirectory()) {
+      out.dirs.push(rel)
+      const names = fs.readdirSync(path.join(p, rel)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+      for (const n of names) visit(rel ? `${rel}/${n}` : n)
+    } else throw new Error(`unexpected file type at ${rel}`)
+  }
+  visit('')
+  return out
+}
+
+type SubtestOptions = { todo?: string }
+interface HasSubtests {
+  test: (name: string, options: SubtestOptions, fn: () => Promise<void>) => Promise<void>
+}
+
+/** Runs the cases as concurrent subtests of `t` (concurrency is the parent test's option). */
+async function subtests<T>(t: HasSubtests, cases: T[], name: (c: T) => string, fn: (c: T) => Promise<void>, options: (c: T) => SubtestOptions = () => ({})): Promise<void> {
+  await Promise.all(cases.map((c) => t.test(name(c), options(c), () => fn(c))))
+}
+
+/** The lines of a narinfo as a map key → values (a key may repeat, e.g. Sig). */
+function narinfoFields(text: string): Map<string, string[]> {
+  const m = new Map<string, string[]>()
+  for (const line of text.split('\n')) {
+    if (line === '') continue
+    const i = line.indexOf(': ')
+    assert.ok(i > 0, `narinfo line without ": ": ${JSON.stringify(line)}`)
+    const k = line.slice(0, i)
+    m.set(k, [...(m.get(k) ?? []), line.slice(i + 2)])
+  }
+  return m
+}
+
+/** Exit code non-zero, nothing on stdout, exactly one `error: ` line on stderr. */
+function assertOneError(r: CliResult, what: string): void {
+  assert.notEqual(r.code, 0, `${what}: exit code should be non-zero (stdout: ${JSON.stringify(r.stdout.toString())})`)
+  assert.equal(r.stdout.length, 0, `${what}: stdout should be empty, got ${JSON.stringify(r.stdout.toString())}`)
+  assert.match(r.stderr, /^error: [^\n]*\n$/, `${what}: want exactly one "error: " line on stderr`)
+}
+
+function assertSameBytes(ours: Buffer, theirs: Buffer, what: string): void {
+  if (ours.equals(theirs)) return
+  // Readable diff for small outputs; only sizes and first difference for big ones.
+  if (ours.length < 64 * 1024 && theirs.length < 64 * 1024) assert.equal(ours.toString(), theirs.toString(), what)
+  let i = 0
+  while (i < ours.length && i < theirs.length && ours[i] === theirs[i]) i++
+  assert.fail(`${what}: ${ours.length} vs ${theirs.length} bytes, first difference at byte ${i}`)
+}
+
+describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
+  before(async () => {
+    if (SKIP) return
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-nix-interop-'))
+    store = path.join(root, 'store')
+    nix = new NixStore(path.join(root, 'nix'))
+    const inputs = path.join(root, 'in')
+    const nars = path.join(root, 'nars')
+    const cache = path.join(root, 'cache')
+    fs.mkdirSync(inputs)
+    fs.mkdirSync(nars)
+    for (const kind of KINDS) {
+      const input = makeTree(inputs, kind)
+      const nixAddOut = nix.run('nix-store', ['--store', nix.url, '--add', input]).toString()
+      const nixPath = nixAddOut.trim()
+      const dump = NixStore.dump(input)
+      const narFile = path.join(nars, `${kind}.nar`)
+      fs.writeFileSync(narFile, dump)
+      prepared.set(kind, { kind, input, nixAddOut, nixPath, dump, narFile, nixNarinfo: '', ourImport: undefined as unknown as CliResult, walk: walk(input) })
+    }
+    // One `nix copy` for all paths (as NixStore.narinfo does per path, but quiet).
+    const paths = KINDS.map((k) => P(k).nixPath)
+    const copy = await runNix('nix', ['copy', '--store', nix.url, '--to', `file://${cache}?compression=none`, ...paths])
+    assert.equal(copy.code, 0, `nix copy failed: ${copy.stderr}`)
+    for (const kind of KINDS) P(kind).nixNarinfo = fs.readFileSync(path.join(cache, `${path.basename(P(kind).nixPath).slice(0, 32)}.narinfo`), 'utf8')
+    // Imports into one store run one at a time (each opens the store), other work is already done.
+    for (const kind of KINDS) P(kind).ourImport = await runCli(['import', '--store', store, P(kind).input])
+  })
+
+  after(() => {
+    if (root) fs.rmSync(root, { recursive: true, force: true })
+  })
+
+  for (const kind of KINDS) {
+    describe(kind, () => {
+      test('import prints the same store path as nix-store --add', { skip: SKIP }, async () => {
+        const p = P(kind)
+        assert.equal(p.ourImport.stderr, '')
+        assert.equal(p.ourImport.code, 0)
+        assert.equal(p.ourImport.stdout.toString(), p.nixAddOut)
+        assert.match(p.nixAddOut, new RegExp(`^/nix/store/[0-9a-z]{32}-${kind}\\n$`))
+        // --json: same path, and NarHash/NarSize as in Nix's narinfo.
+        const j = await runCli(['import', '--json', '--store', store, p.input])
+        assert.equal(j.code, 0, j.stderr)
+        const ni = narinfoFields(p.nixNarinfo)
+        assert.deepEqual(JSON.parse(j.stdout.toString()), [{ path: p.nixPath, narHash: ni.get('NarHash')![0], narSize: Number(ni.get('NarSize')![0]) }])
+      })
+
+      test('export-nar is byte-identical to nix-store --dump (stdout and -o FILE)', { skip: SKIP }, async () => {
+        const p = P(kind)
+        const outDir = path.join(root, 'export', kind)
+        fs.mkdirSync(outDir, { recursive: true })
+        const outFile = path.join(outDir, `${kind}.nar`)
+        const [toStdout, toFile] = await Promise.all([
+          runCli(['export-nar', '--store', store, p.nixPath]),
+          runCli(['export-nar', '--store', store, p.nixPath, '-o', outFile]),
+        ])
+        assert.equal(toStdout.code, 0, toStdout.stderr)
+        assert.equal(toStdout.stderr, '')
+        assertSameBytes(toStdout.stdout, p.dump, 'export-nar stdout vs nix-store --dump')
+        assert.equal(toFile.code, 0, toFile.stderr)
+        assert.equal(toFile.stdout.length, 0, 'export-nar -o writes nothing to stdout')
+        assertSameBytes(fs.readFileSync(outFile), p.dump, 'export-nar -o FILE vs nix-store --dump')
+        assert.deepEqual(fs.readdirSync(outDir), [`${kind}.nar`], 'no temp file left next to FILE')
+      })
+
+      test("import --nar of Nix's NAR gives the same store path (stdin and FILE)", { skip: SKIP, concurrency: 3 }, async (t) => {
+        const p = P(kind)
+        const want = p.nixPath + '\n'
+        const cases: Array<{ label: string; args: string[]; input?: Buffer }> = [
+          { label: '--nar - --name', args: ['--nar', '-', '--name', kind], input: p.dump },
+          { label: '--nar FILE --name', args: ['--nar', p.narFile, '--name', kind] },
+          { label: '--nar FILE (name from FILE = <kind>.nar)', args: ['--nar', p.narFile] },
+        ]
+        await subtests(
+          t,
+          cases,
+          (c) => `${c.label} into a fresh store, then export-nar round-trips`,
+          async (c) => {
+            const fresh = fs.mkdtempSync(path.join(root, `nar-${kind}-`))
+            const r = await runCli(['import', '--store', fresh, ...c.args], { input: c.input })
+            assert.equal(r.code, 0, r.stderr)
+            assert.equal(r.stdout.toString(), want)
+            const back = await runCli(['export-nar', '--store', fresh, p.nixPath])
+            assert.equal(back.code, 0, back.stderr)
+            assertSameBytes(back.stdout, p.dump, `export-nar after import ${c.label}`)
+          },
+        )
+      })
+
+      test('narinfo matches the .narinfo nix copy writes', { skip: SKIP }, async () => {
+        const p = P(kind)
+        const [text, json] = await Promise.all([runCli(['narinfo', '--store', store, p.nixPath]), runCli(['narinfo', '--json', '--store', store, p.nixPath])])
+        assert.equal(text.code, 0, text.stderr)
+        const ours = narinfoFields(text.stdout.toString())
+        const theirs = narinfoFields(p.nixNarinfo)
+        for (const k of ['StorePath', 'NarHash', 'NarSize', 'CA', 'References']) {
+          assert.deepEqual(ours.get(k), theirs.get(k), `narinfo ${k}`)
+        }
+        assert.deepEqual(theirs.get('References'), [''], 'nix-store --add paths have no references')
+        assert.ok(!theirs.has('Sig'), 'Nix signed the path; no key was configured')
+        assert.equal(text.stdout.toString(), p.nixNarinfo, 'whole narinfo text, line for line')
+        // --json carries the same values.
+        assert.equal(json.code, 0, json.stderr)
+        const j = JSON.parse(json.stdout.toString())
+        assert.equal(j.storePath, theirs.get('StorePath')![0])
+        assert.equal(j.narHash, theirs.get('NarHash')![0])
+        assert.equal(j.narSize, Number(theirs.get('NarSize')![0]))
+        assert.equal(j.ca, theirs.get('CA')![0])
+        assert.deepEqual(j.references, [])
+      })
+
+      test('ls agrees with nix store ls', { skip: SKIP, concurrency: PARALLEL }, async (t) => {
+        const p = P(kind)
+        const cases: Array<{ rel: string; flags: string[] }> = []
+        for (const [rel, variants] of [['', LS_ALL] as [string, string[][]], ...(LS_SUBPATHS[kind] ?? [])]) {
+          assert.ok([...p.walk.files, ...p.walk.dirs, ...p.walk.symlinks].includes(rel), `sub-path ${rel} exists in the input`)
+          for (const flags of variants) cases.push({ rel, flags })
+        }
+        await subtests(
+          t,
+          cases,
+          (c) => `ls ${c.flags.join(' ')} ${c.rel ? `<path>/${c.rel}` : '<path>'}`.replace(/ +/g, ' '),
+          async ({ rel, flags }) => {
+            const target = sp(p.nixPath, rel)
+            const [ours, theirs] = await Promise.all([
+              runCli(['ls', '--store', store, ...flags, target]),
+              runNix('nix', ['store', 'ls', '--store', nix.url, ...flags, target]),
+            ])
+            assert.equal(theirs.code, 0, `nix store ls failed: ${theirs.stderr}`)
+            assert.equal(ours.code, 0, ours.stderr)
+            assert.equal(ours.stderr, '')
+            if (flags.includes('--json')) {
+              // Nix 2.8 prints the JSON without a final newline; ours ends with
+              // exactly one. That one byte is checked (as a todo) separately below.
+              const nixText = theirs.stdout.toString()
+              assert.equal(ours.stdout.toString(), nixText.endsWith('\n') ? nixText : nixText + '\n')
+              assert.deepEqual(JSON.parse(ours.stdout.toString()), JSON.parse(nixText))
+            } else {
+              assertSameBytes(ours.stdout, theirs.stdout, `ls ${flags.join(' ')} ${target}`)
+            }
+          },
+        )
+      })
+
+      if (kind === 'mixed') {
+        test('ls --json output is byte-identical to nix store ls --json', { skip: SKIP, todo: SKIP ? undefined : LS_JSON_NEWLINE_TODO }, async () => {
+          const p = P(kind)
+          for (const flags of [['--json'], ['--json', '-R']]) {
+            const [ours, theirs] = await Promise.all([
+              runCli(['ls', '--store', store, ...flags, p.nixPath]),
+              runNix('nix', ['store', 'ls', '--store', nix.url, ...flags, p.nixPath]),
+            ])
+            assert.equal(theirs.code, 0, theirs.stderr)
+            assert.equal(ours.code, 0, ours.stderr)
+            assert.equal(ours.stdout.toString(), theirs.stdout.toString(), `ls ${flags.join(' ')}: exact bytes`)
+          }
+        })
+      }
+
+      test('cat of regular files equals nix store cat and the input bytes', { skip: SKIP, concurrency: PARALLEL }, async (t) => {
+        const p = P(kind)
+        let files = p.walk.files
+        if (kind === 'wide') files = files.filter((_, i) => i % 100 === 0) // 20 of 2000
+        assert.ok(files.length > 0 || p.walk.dirs.length + p.walk.symlinks.length > 0)
+        await subtests(
+          t,
+          files,
+          (rel) => `cat ${rel ? `<path>/${rel}` : '<path>'}`,
+          async (rel) => {
+            const target = sp(p.nixPath, rel)
+            const [ours, theirs] = await Promise.all([runCli(['cat', '--store', store, target]), runNix('nix', ['store', 'cat', '--store', nix.url, target])])
+            assert.equal(theirs.code, 0, `nix store cat failed: ${theirs.stderr}`)
+            assert.equal(ours.code, 0, ours.stderr)
+            assert.equal(ours.stderr, '')
+            assertSameBytes(ours.stdout, theirs.stdout, `cat ${target} vs nix store cat`)
+            assertSameBytes(ours.stdout, fs.readFileSync(path.join(p.input, rel)), `cat ${target} vs input file`)
+          },
+        )
+      })
+
+      const notFiles = (p: Prepared) => [...p.walk.dirs.slice(0, 2), ...p.walk.symlinks.slice(0, 3)]
+      test('cat of a directory or symlink fails like nix store cat', { skip: SKIP, concurrency: PARALLEL }, async (t) => {
+        const p = P(kind)
+        const cases = notFiles(p)
+        if (cases.length === 0) return t.skip(`${kind} has no directory or symlink`)
+        await subtests(
+          t,
+          cases,
+          (rel) => `cat ${rel ? `<path>/${rel}` : '<path>'} (${p.walk.dirs.includes(rel) ? 'directory' : 'symlink'})`,
+          async (rel) => {
+            const target = sp(p.nixPath, rel)
+            const [ours, theirs] = await Promise.all([runCli(['cat', '--store', store, target]), runNix('nix', ['store', 'cat', '--store', nix.url, target])])
+            assert.notEqual(theirs.code, 0, 'nix store cat should fail')
+            assertOneError(ours, `cat ${target}`)
+            assert.match(ours.stderr, /is not a regular file/)
+            assert.equal(ours.stderr, theirs.stderr, 'same message as Nix')
+          },
+        )
+      })
+    })
+  }
+
+  describe('errors (our CLI only)', () => {
+    const ABSENT_ZEROS = '/nix/store/00000000000000000000000000000000-absent'
+    const cases = (): Array<{ label: string; arg: string; subpath?: boolean }> => {
+      const mixed = P('mixed').nixPath
+      return [
+        { label: 'absent store path', arg: ABSENT_ZEROS },
+        { label: 'absent name for a present hash', arg: `${mixed.slice(0, '/nix/store/'.length + 32)}-othername` },
+        { label: 'malformed /nix/store/foo', arg: '/nix/store/foo' },
+        { label: 'malformed hash (non-nixbase32 chars)', arg: '/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x' },
+        { label: 'path outside the store dir', arg: '/tmp/x/y' },
+        { label: 'missing sub-path', arg: `${mixed}/nope`, subpath: true },
+        { label: 'sub-path below a regular file', arg: `${mixed}/run.sh/x`, subpath: true },
+        { label: 'sub-path through a symlink', arg: `${mixed}/link/x`, subpath: true },
+      ]
+    }
+    for (const cmd of ['export-nar', 'ls', 'cat', 'narinfo']) {
+      test(`${cmd}: bad paths give one error line and no output`, { skip: SKIP, concurrency: PARALLEL }, async (t) => {
+        await subtests(
+          t,
+          cases(),
+          (c) => `${cmd} ${c.label}`,
+          async (c) => {
+            const r = await runCli([cmd, '--store', store, c.arg])
+            assertOneError(r, `${cmd} ${c.arg}`)
+          },
+          (c) => (cmd === 'narinfo' && c.subpath ? { todo: NARINFO_SUBPATH_TODO } : {}),
+        )
+      })
+    }
+
+    // Import failures go to a store of their own: other suites run at the
+    // same time and write temp files to the main store.
+    let errStore = ''
+    before(async () => {
+      if (SKIP) return
+      errStore = path.join(root, 'store-import-errors')
+      const r = await runCli(['import', '--store', errStore, P('single-file').input])
+      assert.equal(r.code, 0, r.stderr)
+    })
+
+    /** Relative paths of every file below `dir` (recursive). */
+    const listing = (dir: string): string[] => (fs.existsSync(dir) ? (fs.readdirSync(dir, { recursive: true }) as string[]).sort() : [])
+
+    /** Runs our import; if it blocks (e.g. opened a FIFO for reading), unblocks it and fails. */
+    async function importWithTimeout(arg: string, fifos: string[]): Promise<CliResult> {
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 20_000)))
+      const run = runCli(['import', '--store', errStore, arg])
+      const first = await Promise.race([run, timeout])
+      clearTimeout(timer)
+      if (first !== 'timeout') return first
+      for (const f of fifos) {
+        try {
+          fs.closeSync(fs.openSync(f, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)) // EOF for a blocked reader
+        } catch {}
+      }
+      await run
+      assert.fail(`import ${arg} blocked for 20 s (it read the FIFO)`)
+    }
+
+    const importCases = [
+      { label: 'nonexistent path', make: (d: string) => ({ arg: path.join(d, 'does-not-exist'), fifos: [] as string[] }) },
+      {
+        label: 'FIFO',
+        make: (d: string) => {
+          const f = path.join(d, 'fifo')
+          execFileSync('mkfifo', [f])
+          return { arg: f, fifos: [f] }
+        },
+      },
+      {
+        label: 'directory with a FIFO after a regular file',
+        make: (d: string) => {
+          const dir = path.join(d, 'withfifo')
+          fs.mkdirSync(path.join(dir, 'sub'), { recursive: true })
+          fs.writeFileSync(path.join(dir, 'a.txt'), 'a regular file first\n'.repeat(1000))
+          const f = path.join(dir, 'sub', 'fifo')
+          execFileSync('mkfifo', [f])
+          return { arg: dir, fifos: [f] }
+        },
+      },
+    ]
+    for (const c of importCases) {
+      test(`import of a ${c.label}: one error line, nothing registered, tmp/ clean`, { skip: SKIP }, async () => {
+        const d = fs.mkdtempSync(path.join(root, 'bad-'))
+        const { arg, fifos } = c.make(d)
+        const pathinfoBefore = listing(path.join(errStore, 'pathinfo'))
+        assert.ok(pathinfoBefore.length > 0, 'the store already holds a path')
+        assert.deepEqual(listing(path.join(errStore, 'tmp')), [], 'tmp/ is empty before')
+        const r = await importWithTimeout(arg, fifos)
+        assertOneError(r, `import ${arg}`)
+        assert.deepEqual(listing(path.join(errStore, 'pathinfo')), pathinfoBefore, 'no new entries under pathinfo/')
+        assert.deepEqual(listing(path.join(errStore, 'tmp')), [], 'no leftover files in tmp/')
+      })
+    }
+  })
+})
