@@ -23,7 +23,8 @@ export default class Ls extends StoreCommand<typeof Ls> {
     const store = await this.store()
     if (json) {
       if (directory) throw new UsageError("'--directory' is useless with '--json'")
-      process.stdout.write(listingToJson(await listJson(store, this.args.path, { recursive })) + '\n')
+      // Nix ends this line without a newline; so do we, byte for byte.
+      process.stdout.write(listingToJson(await listJson(store, this.args.path, { recursive })))
       return
     }
     await writeAll(process.stdout, batchLines(listText(store, this.args.path, { long, recursive, directory })))

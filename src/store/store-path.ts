@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { InvalidInputError, UsageError } from '../errors.js'
 import * as nixbase32 from './nixbase32.js'
+import { isNixbase32Char } from './nixbase32.js'
 
 export const DEFAULT_STORE_DIR = '/nix/store'
 export const DIGEST_LEN = 20
@@ -69,13 +70,17 @@ export function parseStorePathArg(arg: string, storeDir = DEFAULT_STORE_DIR): { 
   let rest: string
   if (arg.startsWith(storeDir + '/')) rest = arg.slice(storeDir.length + 1)
   else if (!arg.startsWith('/')) rest = arg
-  else throw new UsageError(`path ${JSON.stringify(arg)} is not in the Nix store ${storeDir}`)
-  const [base, ...sub] = rest.split('/')
+  else throw new UsageError(`path '${arg}' is not in the Nix store`)
+  const [base = '', ...sub] = rest.split('/')
+  // Nix's wording for each way a store path can be malformed.
+  if (base.length < HASH_PART_LEN + 1) throw new UsageError(`'${base}' is too short to be a valid store path`)
+  const bad = [...base.slice(0, HASH_PART_LEN)].find((c) => !nixbase32.isNixbase32Char(c.charCodeAt(0)))
+  if (bad) throw new UsageError(`store path '${base}' contains illegal base-32 character '${bad}'`)
   let path: StorePath
   try {
-    path = parseBasename(base ?? '')
+    path = parseBasename(base)
   } catch (e) {
-    throw new UsageError(`${JSON.stringify(arg)} is not a valid store path: ${(e as Error).message.replace(/^.*?: /, '')}`)
+    throw new UsageError(`'${base}' is not a valid store path: ${(e as Error).message.replace(/^.*?: /, '')}`)
   }
   return { path, sub: sub.filter((c) => c !== '' && c !== '.') }
 }
