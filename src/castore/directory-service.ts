@@ -63,8 +63,8 @@ export async function* walkClosure(
   if (!first) return
   const seen = new Set<string>([toHex(root)])
   const queue: Directory[] = [first]
-  while (queue.length > 0) {
-    const dir = queue.shift()!
+  for (let i = 0; i < queue.length; i++) {
+    const dir = queue[i]!
     yield dir
     for (const child of dir.directories) {
       const key = toHex(child.digest)

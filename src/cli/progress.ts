@@ -3,15 +3,19 @@ import path from 'node:path'
 
 /** Only imports at least this big get a progress bar. */
 const BAR_THRESHOLD = 32 * 1024 * 1024
+const SLASH = Buffer.from('/')
 
 /** Total bytes of regular files below `p` (symlinks not followed). */
-function treeBytes(p: string): number {
+function treeBytes(p: Buffer): number {
   const st = fs.lstatSync(p, { throwIfNoEntry: false })
   if (!st) return 0
   if (st.isFile()) return st.size
   if (!st.isDirectory()) return 0
   let total = 0
-  for (const name of fs.readdirSync(p)) total += treeBytes(path.join(p, name))
+  // Buffer names: file names need not be UTF-8. Errors are the import's to report.
+  try {
+    for (const name of fs.readdirSync(p, { encoding: 'buffer' })) total += treeBytes(Buffer.concat([p, SLASH, name]))
+  } catch {}
   return total
 }
 
@@ -29,7 +33,7 @@ const NONE: Progress = { update() {}, stop() {} }
  */
 export async function importProgress(paths: string[]): Promise<Progress> {
   if (!process.stderr.isTTY || process.env.CI) return NONE
-  const total = paths.reduce((n, p) => n + treeBytes(path.resolve(p)), 0)
+  const total = paths.reduce((n, p) => n + treeBytes(Buffer.from(path.resolve(p))), 0)
   if (total < BAR_THRESHOLD) return NONE
   const { default: cliProgress } = await import('cli-progress')
   const bar = new cliProgress.SingleBar(

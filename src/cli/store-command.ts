@@ -35,6 +35,11 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
 
   public override async init(): Promise<void> {
     await super.init()
+    // A reader that goes away (`| head`) ends us quietly, as SIGPIPE ends Nix.
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(141)
+      throw e
+    })
     const { args, flags } = await this.parse({
       flags: this.ctor.flags,
       baseFlags: (this.ctor as typeof StoreCommand).baseFlags,

@@ -21,6 +21,7 @@ import { BackendError, UsageError } from '../../errors.js'
  */
 export const FORMAT = { format: 'tvix-store-local', version: 1 } as const
 const MARKER = 'tvix-store.json'
+const LAYOUT_DIRS = new Set(['tmp', 'blobs', 'dirs', 'pathinfo'])
 
 export class LocalRoot {
   readonly tmp: string
@@ -47,8 +48,10 @@ export class LocalRoot {
       text = await fs.readFile(path.join(this.root, MARKER), 'utf8')
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new BackendError(`cannot read store at ${this.root}`, { cause: e })
+      // Empty, or a store another process is creating right now (layout
+      // folders come before the marker): initialise. Anything else is not ours.
       const entries = await fs.readdir(this.root).catch(() => [])
-      if (entries.length > 0) throw new UsageError(`${this.root} is not a tvix-store directory (no ${MARKER})`)
+      if (entries.some((e) => !LAYOUT_DIRS.has(e))) throw new UsageError(`${this.root} is not a tvix-store directory (no ${MARKER})`)
       return false
     }
     let marker: { format?: string; version?: number }
