@@ -1,5 +1,5 @@
 import { IntegrityError } from '../errors.js'
-import { type B3Digest, b3Hasher, bytesEqual, b3Display } from './digest.js'
+import { type B3Digest, b3, b3Hasher, bytesEqual, b3Display } from './digest.js'
 
 export type ByteSource = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>
 
@@ -49,6 +49,12 @@ export async function* verifyBlob(digest: B3Digest, chunks: AsyncIterable<Uint8A
     yield c
   }
   if (!bytesEqual(h.digest(), digest)) throw new IntegrityError(`blob ${b3Display(digest)} is corrupt: its contents do not match its digest`)
+}
+
+/** A whole blob already in memory: checked at once, so a mismatch fails before any byte is used. */
+export function verifiedBuffer(digest: B3Digest, data: Uint8Array): AsyncIterable<Uint8Array> {
+  if (!bytesEqual(b3(data), digest)) throw new IntegrityError(`blob ${b3Display(digest)} is corrupt: its contents do not match its digest`)
+  return iterateSource(data)
 }
 
 export async function readAll(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {

@@ -1,14 +1,15 @@
 import fsSync, { constants } from 'node:fs'
 import fs from 'node:fs/promises'
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifyBlob } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { exists, type LocalRoot } from './layout.js'
 
 const READ_CHUNK = 1 << 20
-const SMALL_BLOB = 256 * 1024
+/** Blobs up to this size are read and written with one synchronous call. */
+const SMALL_BLOB = 1 << 20
 
-/** A written temp file: its digest and where it waits. */
-interface Staged extends BlobInfo {
+/** A blob written to a temp file (or found already stored: no tmp). */
+interface Written extends BlobInfo {
   tmp?: string
 }
 
@@ -29,7 +30,7 @@ export class LocalBlobService implements BlobService {
     // where the async route costs three thread-pool round trips per file.
     const st = fsSync.statSync(p, { throwIfNoEntry: false })
     if (!st) return undefined
-    if (st.size <= SMALL_BLOB) return verifyBlob(d, iterateSource(fsSync.readFileSync(p)))
+    if (st.size <= SMALL_BLOB) return verifiedBuffer(d, fsSync.readFileSync(p))
     let fh: fs.FileHandle
     try {
       fh = await fs.open(p, 'r')
@@ -40,51 +41,72 @@ export class LocalBlobService implements BlobService {
     return verifyBlob(d, readChunks(fh))
   }
 
+  /** A single blob, durable when this returns: temp file, fsync, rename. */
   async put(src: ByteSource): Promise<BlobInfo> {
-    const s = await this.write(src)
-    if (s.tmp) await this.root.publish(s.tmp, this.path(s.digest))
-    return { digest: s.digest, size: s.size }
+    const w = await this.write(src)
+    if (w.tmp) {
+      await this.root.syncFiles([w.tmp])
+      await this.root.publish(w.tmp, this.path(w.digest))
+      await this.root.sync()
+    }
+    return { digest: w.digest, size: w.size }
   }
 
+  /**
+   * Many blobs made durable together: temp files are written without
+   * fsync, and commit() flushes them all at once (one syncfs instead of an
+   * fsync per file), then renames them into place and syncs the renames.
+   * Nothing is visible under a final name before its bytes are on disk.
+   */
   stage(): BlobStage {
-    const pending = new Map<string, Staged>()
-    const all: Promise<Staged>[] = []
+    const pending = new Map<string, Written>()
+    const inFlight = new Set<Promise<Written>>()
+    const keep = async (w: Written) => {
+      const key = toHex(w.digest)
+      if (w.tmp && pending.has(key)) await fs.rm(w.tmp, { force: true })
+      else if (w.tmp) pending.set(key, w)
+    }
     return {
       put: async (src) => {
         const p = this.write(src)
-        all.push(p)
-        const s = await p
-        const key = toHex(s.digest)
-        if (s.tmp && pending.has(key)) await fs.rm(s.tmp, { force: true })
-        else if (s.tmp) pending.set(key, s)
-        return { digest: s.digest, size: s.size }
+        inFlight.add(p)
+        try {
+          const w = await p
+          await keep(w)
+          return { digest: w.digest, size: w.size }
+        } finally {
+          inFlight.delete(p)
+        }
       },
       commit: async () => {
-        for (const s of pending.values()) await this.root.publish(s.tmp!, this.path(s.digest))
+        const staged = [...pending.values()]
         pending.clear()
+        if (staged.length === 0) return
+        await this.root.syncFiles(staged.map((w) => w.tmp!))
+        for (const w of staged) await this.root.publish(w.tmp!, this.path(w.digest))
         await this.root.sync()
       },
       abort: async () => {
-        // Wait for writes still in flight, then drop every temp file.
-        const settled = await Promise.allSettled(all)
-        for (const r of settled) if (r.status === 'fulfilled' && r.value.tmp) await fs.rm(r.value.tmp, { force: true })
+        await Promise.allSettled(inFlight)
+        for (const w of pending.values()) await fs.rm(w.tmp!, { force: true })
         pending.clear()
       },
     }
   }
 
   /**
-   * Writes `src` to a fsynced temp file while hashing it. Content already
-   * in the store is not written again: for a buffer that is known before
-   * writing, for a stream only afterwards (the temp is dropped).
+   * Writes `src` to a temp file while hashing it (not yet fsynced).
+   * Content already in the store is not written again: for a buffer that
+   * is known before writing, for a stream only afterwards.
    */
-  private async write(src: ByteSource): Promise<Staged> {
+  private async write(src: ByteSource): Promise<Written> {
     await this.root.init()
     if (src instanceof Uint8Array) {
       const digest = b3(src)
-      if (await this.has(digest)) return { digest, size: src.length }
+      if (fsSync.existsSync(this.path(digest))) return { digest, size: src.length }
       const tmp = this.root.tempPath()
-      await writeSynced(tmp, [src])
+      if (src.length <= SMALL_BLOB) fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
+      else await writeFile(tmp, [src])
       return { digest, size: src.length, tmp }
     }
     const h = b3Hasher()
@@ -97,7 +119,7 @@ export class LocalBlobService implements BlobService {
         yield c
       }
     }
-    await writeSynced(tmp, tap())
+    await writeFile(tmp, tap())
     const digest = h.digest()
     if (await this.has(digest)) {
       await fs.rm(tmp, { force: true })
@@ -107,11 +129,10 @@ export class LocalBlobService implements BlobService {
   }
 }
 
-async function writeSynced(file: string, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void> {
+async function writeFile(file: string, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void> {
   const fh = await fs.open(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o444)
   try {
     for await (const c of chunks) await fh.write(c)
-    await fh.sync()
   } catch (e) {
     await fh.close()
     await fs.rm(file, { force: true })

@@ -1,4 +1,4 @@
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifyBlob } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer } from '../../castore/blob-service.js'
 import { type B3Digest, b3Hasher, toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, walkClosure } from '../../castore/directory-service.js'
@@ -29,7 +29,7 @@ export class MemoryBlobService implements BlobService {
 
   async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
     const data = this.blobs.get(toHex(d))
-    return data && verifyBlob(d, iterateSource(data))
+    return data && verifiedBuffer(d, data)
   }
 
   async put(src: ByteSource): Promise<BlobInfo> {
