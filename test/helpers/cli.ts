@@ -1,15 +1,11 @@
-import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { type ProcessResult, runProcess } from './spawn.js'
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 export const BIN = path.join(REPO, 'bin/run.js')
 
-export interface CliResult {
-  code: number
-  stdout: Buffer
-  stderr: string
-}
+export type CliResult = ProcessResult
 
 /**
  * Runs the built CLI (`npm run build` first) as a real process. The
@@ -22,15 +18,5 @@ export function runCli(args: string[], opts: { env?: Record<string, string>; inp
   delete env.NIX_STORE_DIR
   env.NO_COLOR = '1'
   Object.assign(env, opts.env)
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env, cwd: opts.cwd ?? REPO, stdio: ['pipe', 'pipe', 'pipe'] })
-    const out: Buffer[] = []
-    const err: Buffer[] = []
-    child.stdout.on('data', (c: Buffer) => out.push(c))
-    child.stderr.on('data', (c: Buffer) => err.push(c))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() }))
-    child.stdin.on('error', () => {})
-    child.stdin.end(opts.input ?? '')
-  })
+  return runProcess(process.execPath, [BIN, ...args], { env, cwd: opts.cwd ?? REPO, input: opts.input })
 }

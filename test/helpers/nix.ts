@@ -1,6 +1,7 @@
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { type ProcessResult, runProcess } from './spawn.js'
 
 /** Settings that let Nix 2.8 run as root here with a private store. */
 export const NIX_ENV = {
@@ -44,26 +45,12 @@ export class NixStore {
   }
 }
 
-export interface NixResult {
-  code: number
-  stdout: Buffer
-  stderr: string
-}
+export type NixResult = ProcessResult
 
 /**
  * Runs a Nix command (`nix`, `nix-store`, …) asynchronously with NIX_ENV and
  * never throws on a non-zero exit, so failures can be compared with ours.
  */
 export function runNix(cmd: string, args: string[], opts: { input?: Uint8Array } = {}): Promise<NixResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: NIX_ENV, stdio: ['pipe', 'pipe', 'pipe'] })
-    const out: Buffer[] = []
-    const err: Buffer[] = []
-    child.stdout.on('data', (c: Buffer) => out.push(c))
-    child.stderr.on('data', (c: Buffer) => err.push(c))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() }))
-    child.stdin.on('error', () => {})
-    child.stdin.end(opts.input ?? '')
-  })
+  return runProcess(cmd, args, { env: NIX_ENV, input: opts.input })
 }
