@@ -6,26 +6,31 @@ export const B3_LEN = 32
 
 export type B3Digest = Uint8Array
 
+/** A Buffer view of the same memory (the native binding takes Buffers). */
+function buf(d: Uint8Array): Buffer {
+  return Buffer.isBuffer(d) ? d : Buffer.from(d.buffer, d.byteOffset, d.byteLength)
+}
+
 export function b3(data: Uint8Array): B3Digest {
-  return blake3(data)
+  return blake3(buf(data))
 }
 
 /** Incremental BLAKE3 (native, N-API). */
 export function b3Hasher(): { update(d: Uint8Array): void; digest(): B3Digest } {
   const h = new Blake3Hasher()
   return {
-    update: (d) => void h.update(d),
+    update: (d) => void h.update(buf(d)),
     digest: () => h.digestBuffer(),
   }
 }
 
 export function toHex(d: Uint8Array): string {
-  return Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('hex')
+  return buf(d).toString('hex')
 }
 
 /** tvix's display form, e.g. `b3:rxNJufX5oaagQE3qNtzJSZvLJcmtwRK3zJqTyuQfMmI=`. */
 export function b3Display(d: B3Digest): string {
-  return 'b3:' + Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('base64')
+  return 'b3:' + buf(d).toString('base64')
 }
 
 export function assertB3(d: Uint8Array, what = 'digest'): B3Digest {
