@@ -1,0 +1,34 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { describe, test } from 'node:test'
+import { BIN, runCli } from '../helpers/cli.js'
+
+const ESC = '\u001b['
+const PATH = '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-hw'
+const noScript = spawnSync('script', ['--version']).status === 0 ? undefined : 'util-linux script(1) is not installed, no pseudo-terminal to test with'
+if (noScript) console.log(`skipping the terminal colour tests: ${noScript}`)
+
+/** Runs the CLI on a pseudo-terminal (util-linux script), returning everything it printed. */
+function onTerminal(args: string[], env: Record<string, string | undefined>): string {
+  const cmd = [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' ')
+  const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, ...env }, encoding: 'utf8' })
+  return r.stdout
+}
+
+describe('colour', () => {
+  test('no colour codes when stderr is not a terminal', async () => {
+    const r = await runCli(['cat', '--store', 'memory://', PATH], { env: { NO_COLOR: '', FORCE_COLOR: '' } })
+    assert.equal(r.code, 1)
+    assert.ok(!r.stderr.includes(ESC), JSON.stringify(r.stderr))
+  })
+
+  test('colour on a terminal, none with NO_COLOR', { skip: noScript }, () => {
+    const env = { NO_COLOR: undefined, TERM: 'xterm', CI: undefined }
+    const coloured = onTerminal(['cat', '--store', 'memory://', PATH], env)
+    assert.match(coloured, /error:/)
+    assert.ok(coloured.includes(ESC), JSON.stringify(coloured))
+    const plain = onTerminal(['cat', '--store', 'memory://', PATH], { ...env, NO_COLOR: '1' })
+    assert.match(plain, /error:/)
+    assert.ok(!plain.includes(ESC), JSON.stringify(plain))
+  })
+})
