@@ -66,19 +66,49 @@ export function parseStoreUrl(url: string): StoreAddress {
 export interface OpenStoreOptions {
   url?: string
   storeDir?: string
+  /** tvix-style per-service overrides: each a store URL serving that one service. */
+  blobServiceAddr?: string
+  directoryServiceAddr?: string
+  pathInfoServiceAddr?: string
 }
 
 /** Opens the store a URL names; backends load lazily to keep start-up light. */
 export async function openStore(opts: OpenStoreOptions = {}): Promise<Store> {
   const storeDir = normaliseStoreDir(opts.storeDir ?? DEFAULT_STORE_DIR)
-  const addr = parseStoreUrl(opts.url ?? defaultStoreLocation())
+  const url = opts.url ?? defaultStoreLocation()
+  const base = await openOne(url, storeDir)
+  const overrides = [opts.blobServiceAddr, opts.directoryServiceAddr, opts.pathInfoServiceAddr]
+  if (overrides.every((o) => o === undefined)) return base
+  // Each overridden service comes from a store of its own; all are closed together.
+  const opened = [base]
+  const pick = async (addr: string | undefined) => {
+    if (addr === undefined) return base
+    const s = await openOne(addr, storeDir)
+    opened.push(s)
+    return s
+  }
+  const [b, d, p] = [await pick(opts.blobServiceAddr), await pick(opts.directoryServiceAddr), await pick(opts.pathInfoServiceAddr)]
+  return {
+    blobs: b.blobs,
+    directories: d.directories,
+    pathInfos: p.pathInfos,
+    storeDir,
+    close: async () => {
+      for (const s of opened) await s.close()
+    },
+  }
+}
+
+async function openOne(url: string, storeDir: string): Promise<Store> {
+  const addr = parseStoreUrl(url)
   switch (addr.kind) {
     case 'memory':
       return (await import('./memory/index.js')).openMemoryStore(storeDir)
     case 'local':
       return (await import('./local/index.js')).openLocalStore(addr.path, storeDir)
     case 'grpc':
-      throw new UnsupportedError(`remote stores (${opts.url}) are not supported yet: the gRPC client backend is not built`)
+      if (addr.tls) throw new UnsupportedError(`${url}: TLS (grpc+https) is not supported yet; use grpc+http or grpc+unix`)
+      return (await import('./grpc/index.js')).openGrpcStore(addr.target, url, storeDir)
   }
 }
 

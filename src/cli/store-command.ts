@@ -21,6 +21,21 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       env: 'TVIX_STORE',
       helpGroup: 'STORE',
     }),
+    'blob-service-addr': Flags.string({
+      summary: 'Store URL for the blob service alone (overrides --store for blobs).',
+      env: 'BLOB_SERVICE_ADDR',
+      helpGroup: 'STORE',
+    }),
+    'directory-service-addr': Flags.string({
+      summary: 'Store URL for the directory service alone.',
+      env: 'DIRECTORY_SERVICE_ADDR',
+      helpGroup: 'STORE',
+    }),
+    'path-info-service-addr': Flags.string({
+      summary: 'Store URL for the path info service alone.',
+      env: 'PATH_INFO_SERVICE_ADDR',
+      helpGroup: 'STORE',
+    }),
     'store-dir': Flags.string({
       summary: 'Store directory that printed store paths live under.',
       env: 'NIX_STORE_DIR',
@@ -53,7 +68,14 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
 
   /** Opens the store once, lazily: a command that fails on its arguments never touches it. */
   protected async store(): Promise<Store> {
-    this.opened ??= await openStore({ url: this.flags.store, storeDir: this.flags['store-dir'] })
+    const f = this.flags
+    this.opened ??= await openStore({
+      url: f.store,
+      storeDir: f['store-dir'],
+      blobServiceAddr: f['blob-service-addr'],
+      directoryServiceAddr: f['directory-service-addr'],
+      pathInfoServiceAddr: f['path-info-service-addr'],
+    })
     return this.opened
   }
 

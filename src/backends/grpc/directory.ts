@@ -1,0 +1,68 @@
+import { type B3Digest, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
+import { type Directory, directoryDigest, validateDirectory } from '../../castore/directory.js'
+import type { DirectoryService } from '../../castore/directory-service.js'
+import { IntegrityError } from '../../errors.js'
+import type { GetDirectoryRequest } from '../../grpc/messages.js'
+import { peek, type RpcClient } from './rpc.js'
+
+const SERVICE = 'tvix.castore.v1.DirectoryService'
+
+export class GrpcDirectoryService implements DirectoryService {
+  constructor(private readonly rpc: RpcClient) {}
+
+  async get(digest: B3Digest): Promise<Directory | undefined> {
+    let head
+    try {
+      head = await peek(this.rpc.serverStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest, recursive: false }))
+    } catch (e) {
+      throw this.rpc.error(e)
+    }
+    if (!head || head.first.done) return undefined
+    await head.rest.return?.()
+    return checked(head.first.value, digest)
+  }
+
+  /** Verifies that the first message is the root and every later one was announced before it. */
+  async *getClosure(root: B3Digest): AsyncIterable<Directory> {
+    const announced = new Set<string>([toHex(root)])
+    const stream = this.rpc.serverStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest: root, recursive: true })
+    try {
+      for await (const dir of stream) {
+        const d = directoryDigest(dir)
+        if (!announced.has(toHex(d))) throw new IntegrityError(`the daemon sent directory ${b3Display(d)}, which nothing before it refers to`)
+        validateDirectory(dir)
+        for (const child of dir.directories) announced.add(toHex(child.digest))
+        yield dir
+      }
+    } catch (e) {
+      if (e instanceof IntegrityError) throw e
+      throw this.rpc.error(e)
+    } finally {
+      stream.cancel()
+    }
+  }
+
+  async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
+    let last: Directory | undefined
+    async function* tap() {
+      for await (const d of dirs) {
+        last = d
+        yield d
+      }
+    }
+    let root: Uint8Array
+    try {
+      root = await this.rpc.clientStream<Directory, Uint8Array>(SERVICE, 'Put', tap())
+    } catch (e) {
+      throw this.rpc.error(e)
+    }
+    if (last && !bytesEqual(root, directoryDigest(last))) throw new IntegrityError(`the daemon answered root ${b3Display(root)} for a different closure`)
+    return root
+  }
+}
+
+function checked(dir: Directory, digest: B3Digest): Directory {
+  if (!bytesEqual(directoryDigest(dir), digest)) throw new IntegrityError(`the daemon sent the wrong directory for ${b3Display(digest)}`)
+  validateDirectory(dir)
+  return dir
+}

@@ -1,0 +1,39 @@
+import type { GetPathInfoRequest } from '../../grpc/messages.js'
+import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
+import type { PathInfoService } from '../../store/path-info-service.js'
+import { isNotFound, type RpcClient } from './rpc.js'
+
+const SERVICE = 'tvix.store.v1.PathInfoService'
+
+export class GrpcPathInfoService implements PathInfoService {
+  constructor(private readonly rpc: RpcClient) {}
+
+  async get(storePathDigest: Uint8Array): Promise<PathInfo | undefined> {
+    try {
+      return await this.rpc.unary<GetPathInfoRequest, PathInfo>(SERVICE, 'Get', { byOutputHash: storePathDigest })
+    } catch (e) {
+      if (isNotFound(e)) return undefined
+      throw this.rpc.error(e)
+    }
+  }
+
+  async put(info: PathInfo): Promise<PathInfo> {
+    validatePathInfo(info)
+    try {
+      return await this.rpc.unary<PathInfo, PathInfo>(SERVICE, 'Put', info)
+    } catch (e) {
+      throw this.rpc.error(e)
+    }
+  }
+
+  async *list(): AsyncIterable<PathInfo> {
+    const stream = this.rpc.serverStream<unknown, PathInfo>(SERVICE, 'List', {})
+    try {
+      yield* stream
+    } catch (e) {
+      throw this.rpc.error(e)
+    } finally {
+      stream.cancel()
+    }
+  }
+}

@@ -1,0 +1,95 @@
+import { Client, credentials, type ClientReadableStream, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js'
+import { once } from 'node:events'
+import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../grpc/definitions.js'
+import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
+
+/**
+ * One HTTP/2 channel to a daemon and typed helpers for the three call
+ * shapes. Calls fail fast (no wait-for-ready): a daemon that is down is
+ * one UNAVAILABLE error, turned into a clear BackendError by fromStatus.
+ */
+export class RpcClient {
+  private readonly client: Client
+
+  constructor(
+    readonly target: string,
+    /** For messages: how the user wrote the address. */
+    readonly display: string,
+  ) {
+    this.client = new Client(target, credentials.createInsecure(), {
+      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+      'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    })
+  }
+
+  private method(service: ServiceName, name: string) {
+    const def = serviceDefinition(service, 'client')[name]!
+    return def
+  }
+
+  unary<Req, Res>(service: ServiceName, name: string, req: Req): Promise<Res> {
+    const m = this.method(service, name)
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, req, (err: ServiceError | null, res?: Res) =>
+        err ? reject(err) : resolve(res!),
+      )
+    })
+  }
+
+  serverStream<Req, Res>(service: ServiceName, name: string, req: Req): ClientReadableStream<Res> {
+    const m = this.method(service, name)
+    return this.client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, req)
+  }
+
+  /** Streams `src` as requests with backpressure; resolves with the single response. */
+  async clientStream<Req, Res>(service: ServiceName, name: string, src: AsyncIterable<Req> | Iterable<Req>): Promise<Res> {
+    const m = this.method(service, name)
+    let call!: ClientWritableStream<Req>
+    const response = new Promise<Res>((resolve, reject) => {
+      call = this.client.makeClientStreamRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, (err: ServiceError | null, res?: Res) =>
+        err ? reject(err) : resolve(res!),
+      )
+    })
+    // If the server answers early (an error), stop sending.
+    let ended = false
+    response.catch(() => {}).finally(() => (ended = true))
+    try {
+      for await (const msg of src) {
+        if (ended) break
+        if (!call.write(msg)) await Promise.race([once(call, 'drain'), response.catch(() => {})])
+      }
+    } catch (e) {
+      call.cancel()
+      throw e
+    }
+    call.end()
+    return response
+  }
+
+  /** Maps a failed call to one of our errors, naming the daemon. */
+  error(e: unknown): Error {
+    return fromStatus(e, this.display)
+  }
+
+  close(): void {
+    this.client.close()
+  }
+}
+
+export function isNotFound(e: unknown): boolean {
+  return isServiceError(e) && e.code === Status.NOT_FOUND
+}
+
+/**
+ * The first message of a server stream, or `undefined` when the stream
+ * fails with NOT_FOUND before sending anything; then the rest.
+ */
+export async function peek<T>(stream: AsyncIterable<T>): Promise<{ first: IteratorResult<T>; rest: AsyncIterator<T> } | undefined> {
+  const it = stream[Symbol.asyncIterator]()
+  try {
+    return { first: await it.next(), rest: it }
+  } catch (e) {
+    if (isNotFound(e)) return undefined
+    throw e
+  }
+}

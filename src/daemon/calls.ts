@@ -1,0 +1,83 @@
+/**
+ * Adapters from async functions to grpc-js handlers: decoding of raw
+ * requests, backpressure on streamed responses, error -> status mapping,
+ * and one log line per failed call.
+ */
+import { once } from 'node:events'
+import type {
+  handleClientStreamingCall,
+  handleServerStreamingCall,
+  handleUnaryCall,
+  ServerReadableStream,
+  ServerWritableStream,
+} from '@grpc/grpc-js'
+import { Status, toStatus } from '../grpc/status.js'
+
+export type Log = (line: string) => void
+
+function fail(log: Log, method: string, e: unknown) {
+  const s = toStatus(e)
+  log(`${method} failed: ${Status[s.code]}: ${s.details}`)
+  return s
+}
+
+export function unary<Req, Res>(method: string, log: Log, decode: (b: Uint8Array) => Req, fn: (req: Req) => Promise<Res>): handleUnaryCall<Buffer, Res> {
+  return (call, callback) => {
+    Promise.resolve()
+      .then(() => fn(decode(call.request)))
+      .then(
+        (res) => callback(null, res),
+        (e) => callback(fail(log, method, e)),
+      )
+  }
+}
+
+export function serverStream<Req, Res>(
+  method: string,
+  log: Log,
+  decode: (b: Uint8Array) => Req,
+  fn: (req: Req) => AsyncIterable<Res>,
+): handleServerStreamingCall<Buffer, Res> {
+  return (call: ServerWritableStream<Buffer, Res>) => {
+    ;(async () => {
+      const it = fn(decode(call.request))[Symbol.asyncIterator]()
+      try {
+        for (;;) {
+          if (call.cancelled) return
+          const r = await it.next()
+          if (r.done) break
+          if (!call.write(r.value)) await Promise.race([once(call, 'drain'), once(call, 'cancelled')])
+        }
+        call.end()
+      } finally {
+        // Closes files (and upstream calls) when the client went away early.
+        await it.return?.()
+      }
+    })().catch((e) => {
+      if (!call.cancelled) call.emit('error', fail(log, method, e))
+    })
+  }
+}
+
+export function clientStream<Req, Res>(
+  method: string,
+  log: Log,
+  decode: (b: Uint8Array) => Req,
+  fn: (reqs: AsyncIterable<Req>) => Promise<Res>,
+): handleClientStreamingCall<Buffer, Res> {
+  return (call: ServerReadableStream<Buffer, Res>, callback) => {
+    async function* messages(): AsyncGenerator<Req> {
+      for await (const raw of call) yield decode(raw as Buffer)
+    }
+    Promise.resolve()
+      .then(() => fn(messages()))
+      .then(
+        (res) => callback(null, res),
+        (e) => {
+          callback(fail(log, method, e))
+          // Stop reading what the client still sends.
+          call.destroy()
+        },
+      )
+  }
+}

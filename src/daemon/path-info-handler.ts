@@ -1,0 +1,65 @@
+import type { UntypedServiceImplementation } from '@grpc/grpc-js'
+import { toHex } from '../castore/digest.js'
+import { invalidTargetReason } from '../castore/directory.js'
+import type { Node } from '../castore/node.js'
+import { decodeNode, decodePathInfo, encodeNode } from '../proto/codec.js'
+import { emptyMessage, getPathInfoRequest } from '../grpc/messages.js'
+import { Status, StatusError } from '../grpc/status.js'
+import { findMissing } from '../store/completeness.js'
+import { calculateNar } from '../store/nar/render.js'
+import * as nixbase32 from '../store/nixbase32.js'
+import { validatePathInfo } from '../store/path-info.js'
+import { DIGEST_LEN } from '../store/store-path.js'
+import type { Store } from '../store/store.js'
+import { requireDigest } from './blob-handler.js'
+import { type Log, serverStream, unary } from './calls.js'
+
+const NAR_CACHE_ENTRIES = 10_000
+
+/** tvix.store.v1.PathInfoService over a store (SPEC 3.4, 3.5). */
+export function pathInfoHandler(store: Store, log: Log): UntypedServiceImplementation {
+  // NAR size and hash are pure functions of the (anonymous) root node.
+  const narCache = new Map<string, { narSize: number; narSha256: Uint8Array }>()
+
+  return {
+    Get: unary('PathInfoService/Get', log, getPathInfoRequest.decode, async (req) => {
+      if (req.byOutputHash === undefined) throw new StatusError(Status.UNIMPLEMENTED, 'by_what is not set')
+      const d = requireDigest(req.byOutputHash, DIGEST_LEN, 'by_output_hash')
+      const info = await store.pathInfos.get(d)
+      if (!info) throw new StatusError(Status.NOT_FOUND, `no PathInfo for ${nixbase32.encode(d)}`)
+      return info
+    }),
+
+    Put: unary('PathInfoService/Put', log, decodePathInfo, async (info) => {
+      validatePathInfo(info)
+      const missing = await findMissing(info.node, store)
+      if (missing) throw new StatusError(Status.FAILED_PRECONDITION, `PathInfo refers to data the store does not have: ${missing}`)
+      return store.pathInfos.put(info)
+    }),
+
+    CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node) => {
+      const root = validateRootNode(node)
+      const key = toHex(encodeNode(root))
+      let hit = narCache.get(key)
+      if (!hit) {
+        hit = await calculateNar(root, store)
+        if (narCache.size >= NAR_CACHE_ENTRIES) narCache.delete(narCache.keys().next().value!)
+        narCache.set(key, hit)
+      }
+      return hit
+    }),
+
+    List: serverStream('PathInfoService/List', log, emptyMessage.decode, () => store.pathInfos.list()),
+  }
+}
+
+/** The node with its name dropped (seed clients send one, tvix-2024 none); digests checked. */
+function validateRootNode(node: Node): Node {
+  if (node.kind === 'symlink') {
+    const why = invalidTargetReason(node.target)
+    if (why) throw new StatusError(Status.INVALID_ARGUMENT, why)
+  } else if (node.digest.length !== 32) {
+    throw new StatusError(Status.INVALID_ARGUMENT, `node digest has ${node.digest.length} bytes, want 32`)
+  }
+  return { ...node, name: new Uint8Array(0) }
+}

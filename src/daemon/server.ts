@@ -1,0 +1,62 @@
+import { Server, ServerCredentials } from '@grpc/grpc-js'
+import fs from 'node:fs'
+import { BackendError } from '../errors.js'
+import { MAX_MESSAGE_BYTES, SERVICES, type ServiceName, serviceDefinition } from '../grpc/definitions.js'
+import type { Store } from '../store/store.js'
+import { blobHandler } from './blob-handler.js'
+import type { Log } from './calls.js'
+import { directoryHandler } from './directory-handler.js'
+import { addHealthService } from './health.js'
+import { type ListenAddress, bindTarget, clearStaleSocket, clientUrl } from './listen.js'
+import { pathInfoHandler } from './path-info-handler.js'
+import { addReflectionService } from './reflection.js'
+
+export interface Daemon {
+  /** The store URL clients use, with the port actually bound. */
+  url: string
+  /** Stops accepting calls, lets in-flight ones finish (up to `graceMs`), removes the socket file. */
+  shutdown(graceMs?: number): Promise<void>
+}
+
+/**
+ * Serves a store over the tvix protocol: BlobService, DirectoryService,
+ * PathInfoService, plus grpc.health.v1 and server reflection. Message
+ * sizes are capped explicitly; an oversized message is refused by grpc-js
+ * with RESOURCE_EXHAUSTED.
+ */
+export async function startDaemon(store: Store, listen: ListenAddress, log: Log): Promise<Daemon> {
+  const server = new Server({
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  })
+  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store.blobs, log))
+  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store.directories, log))
+  server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log))
+  const names = Object.keys(SERVICES) as ServiceName[]
+  const health = addHealthService(server, names)
+  addReflectionService(server, names)
+
+  if (listen.kind === 'unix') await clearStaleSocket(listen.path)
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(bindTarget(listen), ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(new BackendError(`cannot listen on ${bindTarget(listen)}: ${err.message}`, { cause: err })) : resolve(p),
+    )
+  })
+
+  let stopping: Promise<void> | undefined
+  return {
+    url: clientUrl(listen, port),
+    shutdown(graceMs = 10_000) {
+      stopping ??= new Promise<void>((resolve) => {
+        health.setServing(false)
+        const force = setTimeout(() => server.forceShutdown(), graceMs)
+        server.tryShutdown(() => {
+          clearTimeout(force)
+          if (listen.kind === 'unix') fs.rmSync(listen.path, { force: true })
+          resolve()
+        })
+      })
+      return stopping
+    },
+  }
+}

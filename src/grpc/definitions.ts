@@ -1,0 +1,89 @@
+/**
+ * The three tvix services as grpc-js service definitions, built from our
+ * codecs (no proto-loader, whose protobufjs encoding breaks digests).
+ * Servers receive raw request bytes and decode them in the handler, so a
+ * malformed message becomes INVALID_ARGUMENT instead of grpc-js's INTERNAL.
+ */
+import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js'
+import { decodeDirectory, decodeNode, decodePathInfo, encodeDirectory, encodeNode, encodePathInfo } from '../proto/codec.js'
+import * as m from './messages.js'
+
+interface Codec<T> {
+  encode(v: T): Uint8Array
+  decode(b: Uint8Array): T
+}
+
+interface Method<Req, Res> {
+  name: string
+  requestStream: boolean
+  responseStream: boolean
+  req: Codec<Req>
+  res: Codec<Res>
+}
+
+const method = <Req, Res>(name: string, requestStream: boolean, responseStream: boolean, req: Codec<Req>, res: Codec<Res>): Method<Req, Res> => ({
+  name,
+  requestStream,
+  responseStream,
+  req,
+  res,
+})
+
+const directory = { encode: encodeDirectory, decode: decodeDirectory }
+const pathInfo = { encode: encodePathInfo, decode: decodePathInfo }
+const node = { encode: encodeNode, decode: decodeNode }
+
+/** Package-qualified service name → its methods (SPEC 1.5). */
+export const SERVICES = {
+  'tvix.castore.v1.BlobService': {
+    Stat: method('Stat', false, false, m.statBlobRequest, m.statBlobResponse),
+    Read: method('Read', false, true, m.digestMessage, m.blobChunk),
+    Put: method('Put', true, false, m.blobChunk, m.digestMessage),
+  },
+  'tvix.castore.v1.DirectoryService': {
+    Get: method('Get', false, true, m.getDirectoryRequest, directory),
+    Put: method('Put', true, false, directory, m.putDirectoryResponse),
+  },
+  'tvix.store.v1.PathInfoService': {
+    Get: method('Get', false, false, m.getPathInfoRequest, pathInfo),
+    Put: method('Put', false, false, pathInfo, pathInfo),
+    CalculateNAR: method('CalculateNAR', false, false, node, m.calculateNarResponse),
+    List: method('List', false, true, m.emptyMessage, pathInfo),
+  },
+} as const
+
+export type ServiceName = keyof typeof SERVICES
+
+const toBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength)
+const identity = (b: Buffer) => b
+
+/**
+ * The grpc-js definition of a service. On the server side requests stay
+ * raw bytes (the handler decodes them and answers INVALID_ARGUMENT when
+ * they are malformed); on the client side everything is (de)coded here.
+ */
+export function serviceDefinition(service: ServiceName, side: 'server' | 'client'): ServiceDefinition {
+  const def: Record<string, MethodDefinition<unknown, unknown>> = {}
+  for (const [name, mm] of Object.entries(SERVICES[service]) as Array<[string, Method<unknown, unknown>]>) {
+    def[name] = {
+      path: `/${service}/${name}`,
+      requestStream: mm.requestStream,
+      responseStream: mm.responseStream,
+      requestSerialize: (v: unknown) => toBuffer(mm.req.encode(v)),
+      requestDeserialize: side === 'server' ? identity : (b: Buffer) => mm.req.decode(b),
+      responseSerialize: (v: unknown) => toBuffer(mm.res.encode(v)),
+      responseDeserialize: (b: Buffer) => mm.res.decode(b),
+    }
+  }
+  return def as ServiceDefinition
+}
+
+/** Gives the name a short, log-friendly form: `BlobService/Put`. */
+export function shortMethod(service: ServiceName, name: string): string {
+  return `${service.split('.').pop()}/${name}`
+}
+
+/** Largest message either side sends or accepts; blob data travels in chunks well below it. */
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+/** Blob data per BlobChunk message. */
+export const BLOB_CHUNK_BYTES = 1024 * 1024

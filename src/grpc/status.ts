@@ -1,0 +1,59 @@
+import { status as Status, type ServiceError } from '@grpc/grpc-js'
+import { BackendError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError } from '../errors.js'
+
+/** A gRPC status to answer with; handlers throw it, adapters send it. */
+export class StatusError extends Error {
+  constructor(
+    readonly code: Status,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** Our errors as gRPC status codes (SPEC 3.6). */
+export function toStatus(e: unknown): { code: Status; details: string } {
+  if (e instanceof StatusError) return { code: e.code, details: e.message }
+  const details = (e as Error)?.message ?? String(e)
+  if (e instanceof InvalidInputError || e instanceof UsageError) return { code: Status.INVALID_ARGUMENT, details }
+  if (e instanceof NotFoundError) return { code: Status.NOT_FOUND, details }
+  if (e instanceof IntegrityError) return { code: Status.DATA_LOSS, details }
+  if (e instanceof UnsupportedError) return { code: Status.UNIMPLEMENTED, details }
+  return { code: Status.INTERNAL, details }
+}
+
+export function isServiceError(e: unknown): e is ServiceError {
+  return typeof e === 'object' && e !== null && 'code' in e && typeof (e as ServiceError).code === 'number' && 'details' in e
+}
+
+/** A failed call as one of our errors, naming the daemon when it cannot be reached. */
+export function fromStatus(e: unknown, target: string): Error {
+  if (!isServiceError(e)) return e instanceof Error ? e : new BackendError(String(e))
+  const details = e.details || Status[e.code]
+  switch (e.code) {
+    case Status.NOT_FOUND:
+      return new NotFoundError(details, { cause: e })
+    case Status.INVALID_ARGUMENT:
+    case Status.FAILED_PRECONDITION:
+      return new InvalidInputError(`the daemon refused the request: ${details}`, { cause: e })
+    case Status.DATA_LOSS:
+      return new IntegrityError(`the daemon reports lost data: ${details}`, { cause: e })
+    case Status.UNIMPLEMENTED:
+      return new UnsupportedError(`the daemon at ${target} does not support this: ${details}`, { cause: e })
+    case Status.UNAVAILABLE:
+      return new BackendError(`cannot reach the tvix-store daemon at ${target}: ${connectReason(details)}`, { cause: e })
+    case Status.DEADLINE_EXCEEDED:
+      return new BackendError(`the tvix-store daemon at ${target} did not answer in time`, { cause: e })
+    default:
+      return new BackendError(`the tvix-store daemon at ${target} failed: ${Status[e.code]}: ${details}`, { cause: e })
+  }
+}
+
+/** grpc-js's connection failure text, reduced to its cause: "connect ECONNREFUSED 127.0.0.1:1". */
+function connectReason(details: string): string {
+  const cause = /Last error: (?:Error: )?(.*?)\.?(?: Resolution note:.*)?$/.exec(details)?.[1]
+  return (cause ?? details).trim()
+}
+
+export { Status }
+export type { StoreError }
