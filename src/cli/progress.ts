@@ -59,3 +59,23 @@ export async function importProgress(paths: string[]): Promise<Progress> {
     stop: () => bar.stop(),
   }
 }
+
+/** Paths done / total and bytes moved, for `copy` on a terminal. */
+export function copyProgress(): { update(p: { pathsDone: number; pathsTotal: number; bytes: number }): void; stop(): void } {
+  if (!process.stderr.isTTY || process.env.CI) return { update() {}, stop() {} }
+  let bar: import('cli-progress').SingleBar | undefined
+  let loading: Promise<void> | undefined
+  return {
+    update(p) {
+      loading ??= import('cli-progress').then(({ default: cliProgress }) => {
+        bar = new cliProgress.SingleBar(
+          { stream: process.stderr, format: 'copying [{bar}] {value}/{total} paths | {mib} MiB', hideCursor: true, clearOnComplete: true, fps: 10 },
+          cliProgress.Presets.shades_classic,
+        )
+        bar.start(p.pathsTotal, p.pathsDone, { mib: '0' })
+      })
+      bar?.update(p.pathsDone, { mib: (p.bytes / 1048576).toFixed(0) })
+    },
+    stop: () => bar?.stop(),
+  }
+}

@@ -15,10 +15,21 @@ import { Status, toStatus } from '../grpc/status.js'
 
 export type Log = (line: string) => void
 
+/** The status to answer with; logged unless it is NOT_FOUND, the protocol's normal "absent". */
 function fail(log: Log, method: string, e: unknown) {
   const s = toStatus(e)
-  log(`${method} failed: ${Status[s.code]}: ${s.details}`)
+  if (s.code !== Status.NOT_FOUND) log(`${method} failed: ${Status[s.code]}: ${s.details}`)
   return s
+}
+
+/** Waits for 'drain' or 'cancelled', removing both listeners afterwards. */
+async function drainOrCancel(call: ServerWritableStream<Buffer, unknown>): Promise<void> {
+  const ac = new AbortController()
+  try {
+    await Promise.race([once(call, 'drain', { signal: ac.signal }), once(call, 'cancelled', { signal: ac.signal })])
+  } finally {
+    ac.abort()
+  }
 }
 
 export function unary<Req, Res>(method: string, log: Log, decode: (b: Uint8Array) => Req, fn: (req: Req) => Promise<Res>): handleUnaryCall<Buffer, Res> {
@@ -46,7 +57,7 @@ export function serverStream<Req, Res>(
           if (call.cancelled) return
           const r = await it.next()
           if (r.done) break
-          if (!call.write(r.value)) await Promise.race([once(call, 'drain'), once(call, 'cancelled')])
+          if (!call.write(r.value)) await drainOrCancel(call as ServerWritableStream<Buffer, unknown>)
         }
         call.end()
       } finally {

@@ -6,7 +6,7 @@ import type { Store } from '../store/store.js'
 import { blobHandler } from './blob-handler.js'
 import type { Log } from './calls.js'
 import { directoryHandler } from './directory-handler.js'
-import { addHealthService } from './health.js'
+import { HEALTH_SERVICE_NAME, addHealthService } from './health.js'
 import { type ListenAddress, bindTarget, clearStaleSocket, clientUrl } from './listen.js'
 import { pathInfoHandler } from './path-info-handler.js'
 import { addReflectionService } from './reflection.js'
@@ -34,7 +34,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log)
   server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log))
   const names = Object.keys(SERVICES) as ServiceName[]
   const health = addHealthService(server, names)
-  addReflectionService(server, names)
+  addReflectionService(server, [...names, HEALTH_SERVICE_NAME])
 
   if (listen.kind === 'unix') await clearStaleSocket(listen.path)
   const port = await new Promise<number>((resolve, reject) => {
@@ -48,7 +48,8 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log)
     url: clientUrl(listen, port),
     shutdown(graceMs = 10_000) {
       stopping ??= new Promise<void>((resolve) => {
-        health.setServing(false)
+        // Ends open health Watch streams, which would otherwise hold up tryShutdown.
+        health.shutdown()
         const force = setTimeout(() => server.forceShutdown(), graceMs)
         server.tryShutdown(() => {
           clearTimeout(force)

@@ -14,14 +14,20 @@ export interface Imported {
 
 /**
  * Makes an ingested tree visible, in the only safe order: blobs, then
- * Directories (leaves first), then the PathInfo that points at them. The
- * store path is the one `nix-store --add` computes: type `source`, NAR
- * SHA-256, no references.
+ * Directories (leaves first), then the PathInfo that points at them.
+ */
+export async function publishIngested(store: Store, ingested: IngestResult, stage: BlobStage, info: PathInfo): Promise<void> {
+  await stage.commit()
+  if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
+  await store.pathInfos.put(info)
+}
+
+/**
+ * Registers an ingested tree under the store path `nix-store --add`
+ * computes: type `source`, NAR SHA-256, no references.
  */
 export async function registerSource(store: Store, ingested: IngestResult, stage: BlobStage, name: string): Promise<Imported> {
   const path = makeSourcePath(ingested.narSha256, name, store.storeDir)
-  await stage.commit()
-  if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
   const info: PathInfo = {
     node: renameNode(ingested.root, Buffer.from(basename(path))),
     references: [],
@@ -33,7 +39,7 @@ export async function registerSource(store: Store, ingested: IngestResult, stage
       ca: { type: CaHash.NAR_SHA256, digest: ingested.narSha256 },
     },
   }
-  await store.pathInfos.put(info)
+  await publishIngested(store, ingested, stage, info)
   return { storePath: absolute(path, store.storeDir), narSize: ingested.narSize, narSha256: ingested.narSha256, info }
 }
 

@@ -2,6 +2,7 @@ import type { BlobService } from '../castore/blob-service.js'
 import { b3Display } from '../castore/digest.js'
 import type { DirectoryService } from '../castore/directory-service.js'
 import type { Node } from '../castore/node.js'
+import { forEachLimit } from '../util/pool.js'
 
 const PARALLEL_CHECKS = 32
 
@@ -25,15 +26,9 @@ export async function findMissing(node: Node, store: { blobs: Pick<BlobService, 
     return (e as Error).message
   }
   if (seen === 0) return `directory ${b3Display(node.digest)}`
-  const digests = [...files.values()]
   let missing: string | undefined
-  let next = 0
-  const worker = async () => {
-    while (!missing && next < digests.length) {
-      const d = digests[next++]!
-      if (!(await store.blobs.has(d))) missing = `blob ${b3Display(d)}`
-    }
-  }
-  await Promise.all(Array.from({ length: PARALLEL_CHECKS }, worker))
+  await forEachLimit(files.values(), PARALLEL_CHECKS, async (d) => {
+    if (!missing && !(await store.blobs.has(d))) missing = `blob ${b3Display(d)}`
+  })
   return missing
 }

@@ -22,6 +22,34 @@ export function renderCa(ca: ContentAddress): string {
   return `${prefix}:${nixbase32.encode(ca.digest)}`
 }
 
+/** Parses a Nix CA string (`fixed:r:sha256:<nb32>`, `text:sha256:<nb32>`, …). */
+export function parseCa(s: string): ContentAddress {
+  const i = s.lastIndexOf(':')
+  const prefix = s.slice(0, i)
+  const entry = Object.entries(CA_PREFIX).find(([, p]) => p === prefix)
+  if (!entry || i < 0) throw new InvalidInputError(`unsupported content address ${JSON.stringify(s)}`)
+  return { type: Number(entry[0]) as CaHash, digest: parseHashDigest(s.slice(i + 1), s) }
+}
+
+/** A digest in nixbase32, hex or base64, as Nix writes them in different places. */
+export function parseHashDigest(text: string, context: string): Uint8Array {
+  try {
+    if (/^[0-9a-f]+$/.test(text) && [32, 40, 64, 128].includes(text.length)) return Buffer.from(text, 'hex')
+    if (/^[0-9a-df-np-sv-z]+$/.test(text)) return nixbase32.decode(text)
+    const b = Buffer.from(text, 'base64')
+    if (b.length > 0 && b.toString('base64') === text) return b
+  } catch {}
+  throw new InvalidInputError(`cannot read the hash in ${JSON.stringify(context)}`)
+}
+
+/** `sha256:<nb32|hex>` or SRI `sha256-<base64>`: the 32 raw bytes. */
+export function parseSha256(s: string): Uint8Array {
+  const m = /^sha256[:-](.+)$/.exec(s)
+  const d = m ? parseHashDigest(m[1]!, s) : undefined
+  if (!d || d.length !== 32) throw new InvalidInputError(`expected a sha256 hash, got ${JSON.stringify(s)}`)
+  return d
+}
+
 /** The fields of a .narinfo, as a script would want them. */
 export interface NarInfoFields {
   storePath: string

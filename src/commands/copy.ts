@@ -1,0 +1,65 @@
+import { Args, Flags } from '@oclif/core'
+import fs from 'node:fs'
+import { StoreCommand } from '../cli/store-command.js'
+import { copyProgress } from '../cli/progress.js'
+import { UsageError } from '../errors.js'
+import { openStore } from '../backends/open-store.js'
+import { readAll } from '../castore/blob-service.js'
+import { copyClosure, type CopyReport } from '../ops/copy.js'
+import { type ClosureImportReport, importClosure, parseClosureListing } from '../ops/import-closure.js'
+
+export default class Copy extends StoreCommand<typeof Copy> {
+  static override summary = 'Copy store paths with their closures between stores.'
+  static override description =
+    'Only what the target lacks moves, down to single blobs and directories; references go first, so the target never ' +
+    'holds a path whose data or references are missing. With --closure, the paths of a Nix closure listing ' +
+    '(`nix path-info --json --recursive`, or an exportReferencesGraph file) are read from the filesystem instead.'
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> --to grpc+http://[::1]:8000 /nix/store/…-hello',
+    '<%= config.bin %> <%= command.id %> --from grpc+unix:///run/tvix.sock --to ./backup /nix/store/…-hello',
+    'nix path-info --json --recursive /nix/store/…-hello | <%= config.bin %> <%= command.id %> --closure - --to grpc+http://[::1]:8000',
+  ]
+  static override strict = false
+  static override enableJsonFlag = true
+  static override args = { path: Args.string({ ignoreStdin: true, description: 'store paths to copy (with their closures)' }) }
+  static override flags = {
+    from: Flags.string({ summary: 'Source store URL (default: --store, else the default store).' }),
+    to: Flags.string({ summary: 'Target store URL.', required: true }),
+    closure: Flags.string({ summary: 'Read a Nix closure listing from FILE or stdin ("-"), and import its paths from the filesystem.', helpValue: 'FILE|-' }),
+    'nix-root': Flags.string({ summary: 'With --closure: the store paths live under DIR (a chroot store, like local?root=DIR).', helpValue: 'DIR' }),
+    parallel: Flags.integer({ summary: 'Store paths transferred at once.', default: 4, min: 1, max: 64 }),
+  }
+
+  async run(): Promise<CopyReport | ClosureImportReport> {
+    const { argv } = await this.parse(Copy)
+    const paths = argv as string[]
+    const f = this.flags
+    const to = await openStore({ url: f.to, storeDir: f['store-dir'] })
+    try {
+      if (f.closure !== undefined) {
+        if (paths.length > 0) throw new UsageError('give either --closure or store paths, not both')
+        const text = (f.closure === '-' ? await readAll(process.stdin) : fs.readFileSync(f.closure)).toString('utf8')
+        const report = await importClosure(to, parseClosureListing(text), { nixRoot: f['nix-root'] })
+        if (!this.jsonEnabled()) for (const p of report.copied) process.stdout.write(`${p}\n`)
+        return report
+      }
+      if (paths.length === 0) throw new UsageError('nothing to copy: give store paths (or --closure FILE)')
+      const from = f.from !== undefined ? await openStore({ url: f.from, storeDir: f['store-dir'] }) : await this.store()
+      try {
+        const progress = copyProgress()
+        let report: CopyReport
+        try {
+          report = await copyClosure(from, to, paths, { parallel: f.parallel, onProgress: progress.update })
+        } finally {
+          progress.stop()
+        }
+        if (!this.jsonEnabled()) for (const p of report.copied) process.stdout.write(`${p}\n`)
+        return report
+      } finally {
+        if (f.from !== undefined) await from.close()
+      }
+    } finally {
+      await to.close()
+    }
+  }
+}

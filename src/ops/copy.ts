@@ -1,0 +1,230 @@
+import type { BlobStage } from '../castore/blob-service.js'
+import { type B3Digest, b3Display, bytesEqual, toHex } from '../castore/digest.js'
+import { type Directory, directoryDigest } from '../castore/directory.js'
+import type { Node } from '../castore/node.js'
+import { IntegrityError, NotFoundError, UsageError } from '../errors.js'
+import * as nixbase32 from '../store/nixbase32.js'
+import { type PathInfo, storePathOf } from '../store/path-info.js'
+import { absolute, parseStorePathArg } from '../store/store-path.js'
+import type { Store } from '../store/store.js'
+import { forEachLimit } from '../util/pool.js'
+
+export interface CopyReport {
+  /** Every path of the closure, sorted. */
+  paths: string[]
+  copied: string[]
+  skipped: string[]
+  blobs: { copied: number; skipped: number }
+  directories: { copied: number; skipped: number }
+  bytes: number
+}
+
+export interface CopyOptions {
+  /** Store paths transferred at once. */
+  parallel?: number
+  onProgress?: (p: { pathsDone: number; pathsTotal: number; bytes: number }) => void
+}
+
+/** Lookups in flight when asking a store which paths it has: pipelined, not one round trip each. */
+const LOOKUPS_IN_FLIGHT = 64
+/** Blob transfers at once: each waits on a round trip (and on the target's fsync). */
+const BLOBS_IN_FLIGHT = 32
+
+/**
+ * Copies store paths and their closures from one store to another. The
+ * target is asked which paths it has (pipelined lookups), and for each
+ * missing path which blobs and Directories it has, so only what is
+ * missing moves. Paths go references first, and within a path blobs, then
+ * Directories, then the PathInfo: the target never holds a PathInfo whose
+ * data or references are missing.
+ */
+export async function copyClosure(from: Store, to: Store, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
+  const closure = await closureOf(from, args)
+  const report: CopyReport = {
+    paths: [...closure.values()].map((i) => absolute(storePathOf(i), from.storeDir)).sort(),
+    copied: [],
+    skipped: [],
+    blobs: { copied: 0, skipped: 0 },
+    directories: { copied: 0, skipped: 0 },
+    bytes: 0,
+  }
+  const present = new Set<string>()
+  await forEachLimit(closure.entries(), LOOKUPS_IN_FLIGHT, async ([hash, info]) => {
+    const there = await to.pathInfos.get(storePathOf(info).digest)
+    if (there && bytesEqual(there.node.name, info.node.name)) present.add(hash)
+  })
+
+  const blobs = new BlobCopier(from, to, report)
+  const done = new Map<string, Promise<void>>()
+  let pathsDone = present.size
+  const progress = () => opts.onProgress?.({ pathsDone, pathsTotal: closure.size, bytes: report.bytes })
+  let slots = Math.max(1, opts.parallel ?? 4)
+  const waiting: Array<() => void> = []
+  const acquire = async () => {
+    while (slots === 0) await new Promise<void>((r) => waiting.push(r))
+    slots--
+  }
+  const release = () => {
+    slots++
+    waiting.shift()?.()
+  }
+
+  const copyPath = (hash: string): Promise<void> => {
+    let p = done.get(hash)
+    if (p) return p
+    p = (async () => {
+      const info = closure.get(hash)!
+      // References first (a self-reference is not a dependency).
+      await Promise.all(
+        info.references.map((r) => nixbase32.encode(r)).filter((h) => h !== hash && !present.has(h)).map(copyPath),
+      )
+      await acquire()
+      try {
+        await copyTree(info.node, from, to, blobs, report)
+        await to.pathInfos.put(info)
+      } finally {
+        release()
+      }
+      report.copied.push(absolute(storePathOf(info), to.storeDir))
+      pathsDone++
+      progress()
+    })()
+    done.set(hash, p)
+    return p
+  }
+
+  progress()
+  const missing = [...closure.keys()].filter((h) => !present.has(h))
+  const results = await Promise.allSettled(missing.map(copyPath))
+  const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
+  if (failed) throw failed.reason
+  for (const h of present) report.skipped.push(absolute(storePathOf(closure.get(h)!), to.storeDir))
+  report.copied.sort()
+  report.skipped.sort()
+  return report
+}
+
+/** The PathInfos of `args` and of everything they refer to, keyed by hash part. */
+async function closureOf(from: Store, args: string[]): Promise<Map<string, PathInfo>> {
+  const closure = new Map<string, PathInfo>()
+  let frontier: Uint8Array[] = args.map((a) => {
+    const { path, sub } = parseStorePathArg(a, from.storeDir)
+    if (sub.length > 0) throw new UsageError(`'${a}' is a path inside a store path; copy takes store paths`)
+    return path.digest
+  })
+  const named = new Map(args.map((a) => [nixbase32.encode(parseStorePathArg(a, from.storeDir).path.digest), a]))
+  while (frontier.length > 0) {
+    const next: Uint8Array[] = []
+    await forEachLimit(frontier, LOOKUPS_IN_FLIGHT, async (digest) => {
+      const hash = nixbase32.encode(digest)
+      if (closure.has(hash)) return
+      const info = await from.pathInfos.get(digest)
+      if (!info) {
+        const what = named.get(hash) ?? `${from.storeDir}/${hash}-…`
+        throw new NotFoundError(`path '${what}' is not valid in the source store`)
+      }
+      if (closure.has(hash)) return
+      closure.set(hash, info)
+      for (const r of info.references) if (!closure.has(nixbase32.encode(r))) next.push(r)
+    })
+    frontier = next
+  }
+  return closure
+}
+
+/** Copies the castore data under `node` that the target lacks: blobs, then Directories. */
+async function copyTree(node: Node, from: Store, to: Store, blobs: BlobCopier, report: CopyReport): Promise<void> {
+  if (node.kind === 'symlink') return
+  if (node.kind === 'file') {
+    await blobs.copyAll([node.digest])
+    return
+  }
+  const dirs = new Map<string, Directory>()
+  for await (const d of from.directories.getClosure(node.digest)) dirs.set(toHex(directoryDigest(d)), d)
+  if (dirs.size === 0) throw new NotFoundError(`directory ${b3Display(node.digest)} is missing from the source store`)
+  const files = new Map<string, B3Digest>()
+  for (const d of dirs.values()) for (const f of d.files) files.set(toHex(f.digest), f.digest)
+  await blobs.copyAll(files.values())
+  // A Directory is stored only after its closure, so a present root means all of it is there.
+  if (await to.directories.get(node.digest)) {
+    report.directories.skipped += dirs.size
+    return
+  }
+  await to.directories.putClosure(leavesFirst(node.digest, dirs))
+  report.directories.copied += dirs.size
+}
+
+/** Post-order over the DAG: every Directory after all of its children. */
+function leavesFirst(root: B3Digest, dirs: Map<string, Directory>): Directory[] {
+  const out: Directory[] = []
+  const seen = new Set<string>()
+  const visit = (d: B3Digest) => {
+    const key = toHex(d)
+    if (seen.has(key)) return
+    seen.add(key)
+    const dir = dirs.get(key)
+    if (!dir) throw new IntegrityError(`directory ${b3Display(d)} is missing from the source store`)
+    for (const c of dir.directories) visit(c.digest)
+    out.push(dir)
+  }
+  visit(root)
+  return out
+}
+
+/** Blob transfers shared by all paths of one copy, so a blob shared by two paths moves once. */
+class BlobCopier {
+  /** Per blob: settles once the blob is visible in the target (its stage committed). */
+  private readonly visible = new Map<string, Promise<void>>()
+
+  constructor(
+    private readonly from: Store,
+    private readonly to: Store,
+    private readonly report: CopyReport,
+  ) {}
+
+  /** Copies the blobs the target lacks through one stage, made durable together. */
+  async copyAll(digests: Iterable<B3Digest>): Promise<void> {
+    const stage = this.to.blobs.stage()
+    const ours: Array<{ resolve: () => void; reject: (e: unknown) => void }> = []
+    const others: Promise<void>[] = []
+    const mine: B3Digest[] = []
+    for (const d of digests) {
+      const key = toHex(d)
+      const existing = this.visible.get(key)
+      if (existing) {
+        others.push(existing)
+        continue
+      }
+      let settle!: { resolve: () => void; reject: (e: unknown) => void }
+      const p = new Promise<void>((resolve, reject) => (settle = { resolve, reject }))
+      p.catch(() => {})
+      this.visible.set(key, p)
+      ours.push(settle)
+      mine.push(d)
+    }
+    try {
+      await forEachLimit(mine, BLOBS_IN_FLIGHT, (d) => this.copy(d, stage))
+      await stage.commit()
+    } catch (e) {
+      await stage.abort()
+      for (const s of ours) s.reject(e)
+      throw e
+    }
+    for (const s of ours) s.resolve()
+    // Blobs another path is moving must be visible before our Directories refer to them.
+    await Promise.all(others)
+  }
+
+  private async copy(d: B3Digest, stage: BlobStage): Promise<void> {
+    if (await this.to.blobs.has(d)) {
+      this.report.blobs.skipped++
+      return
+    }
+    const src = await this.from.blobs.open(d)
+    if (!src) throw new NotFoundError(`blob ${b3Display(d)} is missing from the source store`)
+    const info = await stage.put(src)
+    if (!bytesEqual(info.digest, d)) throw new IntegrityError(`blob ${b3Display(d)} arrived as ${b3Display(info.digest)}`)
+    this.report.blobs.copied++
+    this.report.bytes += info.size
+  }
+}
