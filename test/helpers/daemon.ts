@@ -1,0 +1,54 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import net from 'node:net'
+import { BIN, REPO } from './cli.js'
+
+export interface RunningDaemon {
+  url: string
+  proc: ChildProcess
+  /** Everything the daemon wrote to stderr so far. */
+  log(): string
+  /** SIGTERM and wait; resolves with the exit code. */
+  stop(): Promise<number | null>
+}
+
+/** A free TCP port on loopback (bound and released; good enough for tests). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+/** Starts the built CLI's daemon and waits for its "serving" line. */
+export async function startDaemon(store: string, listen: string): Promise<RunningDaemon> {
+  const env: Record<string, string> = { ...(process.env as Record<string, string>), NO_COLOR: '1' }
+  delete env.TVIX_STORE
+  const proc = spawn(process.execPath, [BIN, 'daemon', '--store', store, '--listen', listen], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon did not start: ${stderr}`)), 15_000)
+    proc.stderr!.on('data', (c: Buffer) => {
+      stderr += c.toString()
+      const m = / at (grpc\+\S+)/.exec(stderr)
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1]!)
+      }
+    })
+    exited.then((code) => reject(new Error(`daemon exited with ${code}: ${stderr}`)))
+  })
+  return {
+    url,
+    proc,
+    log: () => stderr,
+    stop: async () => {
+      proc.kill('SIGTERM')
+      return exited
+    },
+  }
+}
