@@ -1,3 +1,5 @@
+import { bytesEqual } from '../../castore/digest.js'
+import { IntegrityError } from '../../errors.js'
 import type { GetPathInfoRequest } from '../../grpc/messages.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import type { PathInfoService } from '../../store/path-info-service.js'
@@ -9,12 +11,18 @@ export class GrpcPathInfoService implements PathInfoService {
   constructor(private readonly rpc: RpcClient) {}
 
   async get(storePathDigest: Uint8Array): Promise<PathInfo | undefined> {
+    let info: PathInfo
     try {
-      return await this.rpc.unary<GetPathInfoRequest, PathInfo>(SERVICE, 'Get', { byOutputHash: storePathDigest })
+      info = await this.rpc.unary<GetPathInfoRequest, PathInfo>(SERVICE, 'Get', { byOutputHash: storePathDigest })
     } catch (e) {
       if (isNotFound(e)) return undefined
       throw this.rpc.error(e)
     }
+    // Trust nothing on the wire: it must be valid and be the path we asked for.
+    if (!bytesEqual(validatePathInfo(info).digest, storePathDigest)) {
+      throw new IntegrityError(`the daemon answered a PathInfo for another store path`)
+    }
+    return info
   }
 
   async put(info: PathInfo): Promise<PathInfo> {
