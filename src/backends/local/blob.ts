@@ -2,6 +2,7 @@ import fsSync, { constants } from 'node:fs'
 import fs from 'node:fs/promises'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
+import { Batcher } from '../../util/batcher.js'
 import { exists, type LocalRoot } from './layout.js'
 
 const READ_CHUNK = 1 << 20
@@ -14,7 +15,15 @@ interface Written extends BlobInfo {
 }
 
 export class LocalBlobService implements BlobService {
-  constructor(private readonly root: LocalRoot) {}
+  /** Temp files made durable together, before they are renamed into place. */
+  private readonly durable: Batcher<string>
+  /** Renames made durable together (fsync of the directories renamed into). */
+  private readonly named: Batcher<undefined>
+
+  constructor(private readonly root: LocalRoot) {
+    this.durable = new Batcher((tmps) => root.syncFiles(tmps))
+    this.named = new Batcher(() => root.sync())
+  }
 
   private path(d: B3Digest): string {
     return this.root.objectPath('blobs', toHex(d))
@@ -41,13 +50,14 @@ export class LocalBlobService implements BlobService {
     return verifyBlob(d, readChunks(fh))
   }
 
-  /** A single blob, durable when this returns: temp file, fsync, rename. */
+  /** A single blob, durable when this returns: temp file, fsync, rename, directory fsync. */
   async put(src: ByteSource): Promise<BlobInfo> {
     const w = await this.write(src)
     if (w.tmp) {
-      await this.root.syncFiles([w.tmp])
+      // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
+      await this.durable.add(w.tmp)
       await this.root.publish(w.tmp, this.path(w.digest))
-      await this.root.sync()
+      await this.named.add(undefined)
     }
     return { digest: w.digest, size: w.size }
   }

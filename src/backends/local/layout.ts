@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fsSync, { constants } from 'node:fs'
 import fs from 'node:fs/promises'
@@ -99,7 +99,7 @@ export class LocalRoot {
    * commit. Falls back to fsync per file if `sync` cannot be run.
    */
   async syncFiles(files: string[]): Promise<void> {
-    if (files.length > SYNCFS_ABOVE && syncFilesystem(this.tmp)) return
+    if (files.length > SYNCFS_ABOVE && (await syncFilesystem(this.tmp))) return
     await Promise.all(files.map((f) => fsyncPath(f)))
   }
 
@@ -131,7 +131,7 @@ export class LocalRoot {
   async sync(): Promise<void> {
     const dirs = [...this.dirty]
     this.dirty.clear()
-    if (dirs.length > SYNCFS_ABOVE && syncFilesystem(this.tmp)) return
+    if (dirs.length > SYNCFS_ABOVE && (await syncFilesystem(this.tmp))) return
     await Promise.all(dirs.map((d) => fsyncPath(d)))
   }
 }
@@ -168,8 +168,11 @@ async function fsyncPath(p: string): Promise<void> {
   }
 }
 
-/** syncfs(2) of the filesystem holding `p`, via coreutils; false if that failed. */
-function syncFilesystem(p: string): boolean {
-  const r = spawnSync('sync', ['--file-system', p], { stdio: 'ignore' })
-  return r.status === 0
+/** syncfs(2) of the filesystem holding `p`, via coreutils (async: a daemon keeps serving); false if that failed. */
+function syncFilesystem(p: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn('sync', ['--file-system', p], { stdio: 'ignore' })
+    child.once('error', () => resolve(false))
+    child.once('exit', (code) => resolve(code === 0))
+  })
 }
