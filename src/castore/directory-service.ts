@@ -14,21 +14,32 @@ export interface DirectoryService {
 /**
  * Checks a closure as it arrives leaves-first (SPEC 3.3): each Directory
  * is valid, and each child it names was sent earlier in the same closure
- * with the size the parent claims. finish() checks the closure is connected.
+ * or is already stored (`stored`, if given), with the size the parent
+ * claims. finish() checks the closure is connected.
  */
 export class ClosureValidator {
   private readonly sizes = new Map<string, number>()
   private readonly unreferenced = new Set<string>()
   private last: B3Digest | undefined
 
+  constructor(private readonly stored?: (d: B3Digest) => Promise<Directory | undefined>) {}
+
   /** Validates and returns the digest of `dir`. */
-  add(dir: Directory): B3Digest {
+  async add(dir: Directory): Promise<B3Digest> {
     validateDirectory(dir)
     for (const child of dir.directories) {
       const key = toHex(child.digest)
-      const size = this.sizes.get(key)
+      let size = this.sizes.get(key)
+      if (size === undefined && this.stored) {
+        // A child the store already has: its whole closure is there (stored leaves first).
+        const have = await this.stored(child.digest)
+        if (have) {
+          size = directorySize(have)
+          this.sizes.set(key, size)
+        }
+      }
       if (size === undefined) {
-        throw new InvalidInputError(`directory refers to ${b3Display(child.digest)}, which was not sent before it`)
+        throw new InvalidInputError(`directory refers to ${b3Display(child.digest)}, which was neither sent before it nor stored`)
       }
       if (size !== child.size) {
         throw new InvalidInputError(`directory entry for ${b3Display(child.digest)} claims size ${child.size}, want ${size}`)

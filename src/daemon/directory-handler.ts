@@ -28,10 +28,10 @@ export function directoryHandler(directories: DirectoryService, log: Log): Untyp
 
     Put: clientStream('DirectoryService/Put', log, decodeDirectory, async (stream) => {
       // Validate as the messages arrive, so a bad stream fails at its first bad message.
-      const v = new ClosureValidator()
+      const v = new ClosureValidator((d) => directories.get(d))
       const received: Directory[] = []
       for await (const dir of stream) {
-        v.add(dir)
+        await v.add(dir)
         received.push(dir)
         if (received.length > MAX_DIRECTORIES_PER_PUT) {
           throw new StatusError(Status.RESOURCE_EXHAUSTED, `more than ${MAX_DIRECTORIES_PER_PUT} directories in one Put`)

@@ -2,7 +2,7 @@ import type { BlobStage } from '../castore/blob-service.js'
 import { type B3Digest, b3Display, bytesEqual, toHex } from '../castore/digest.js'
 import { type Directory, directoryDigest } from '../castore/directory.js'
 import type { Node } from '../castore/node.js'
-import { IntegrityError, NotFoundError, UsageError } from '../errors.js'
+import { IntegrityError, InvalidInputError, NotFoundError, UsageError } from '../errors.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import { type PathInfo, storePathOf } from '../store/path-info.js'
 import { absolute, parseStorePathArg } from '../store/store-path.js'
@@ -145,13 +145,26 @@ async function copyTree(node: Node, from: Store, to: Store, blobs: BlobCopier, r
   const files = new Map<string, B3Digest>()
   for (const d of dirs.values()) for (const f of d.files) files.set(toHex(f.digest), f.digest)
   await blobs.copyAll(files.values())
-  // A Directory is stored only after its closure, so a present root means all of it is there.
-  if (await to.directories.get(node.digest)) {
-    report.directories.skipped += dirs.size
-    return
+  // Only the Directories the target lacks travel (it accepts children it already has);
+  // a peer that insists on whole closures in one stream gets the whole closure.
+  const order = leavesFirst(node.digest, dirs)
+  const lacking: Directory[] = []
+  await forEachLimit(order, LOOKUPS_IN_FLIGHT, async (d) => {
+    if (!(await to.directories.get(directoryDigest(d)))) lacking.push(d)
+  })
+  report.directories.skipped += order.length - lacking.length
+  if (lacking.length === 0) return
+  const missing = new Set(lacking)
+  const partial = order.filter((d) => missing.has(d))
+  try {
+    await to.directories.putClosure(partial)
+    report.directories.copied += partial.length
+  } catch (e) {
+    if (!(e instanceof InvalidInputError) || partial.length === order.length) throw e
+    await to.directories.putClosure(order)
+    report.directories.copied += order.length
+    report.directories.skipped -= order.length - partial.length
   }
-  await to.directories.putClosure(leavesFirst(node.digest, dirs))
-  report.directories.copied += dirs.size
 }
 
 /** Post-order over the DAG: every Directory after all of its children. */

@@ -85,12 +85,19 @@ export function describeStore(name: string, open: () => Promise<Store>, cleanup:
 
     test('directory closure rejects children not sent first, wrong sizes, disconnected sets, nothing', async () => {
       const digestD = toHex(directoryDigest(D))
-      await assert.rejects(store.directories.putClosure([D]), /not sent before/)
+      const unknown = dirOf({ directories: [dnode('x', b3(Buffer.from('no such directory')), 0)] })
+      await assert.rejects(store.directories.putClosure([unknown]), /neither sent before it nor stored/)
       const wrongSize = dirOf({ directories: [dnode('b', directoryDigest(B), 2)] })
       await assert.rejects(store.directories.putClosure([EMPTY, B, wrongSize]), /claims size 2/)
       await assert.rejects(store.directories.putClosure([EMPTY, dirOf({ files: [{ kind: 'file', name: Buffer.from('x'), digest: EMPTY_DIGEST, size: 0, executable: false }] })]), /not connected/)
       await assert.rejects(store.directories.putClosure([]), /empty/)
       void digestD
+    })
+
+    test('a closure may refer to Directories already stored (only the new ones are sent)', async () => {
+      await store.directories.putClosure([EMPTY, B])
+      const top = dirOf({ directories: [dnode('b', directoryDigest(B), 1)] })
+      assert.equal(toHex(await store.directories.putClosure([top])), toHex(directoryDigest(top)))
     })
 
     test('absent directory: get undefined, closure empty', async () => {

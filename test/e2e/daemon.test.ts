@@ -115,8 +115,10 @@ describe('copy', () => {
     const a = path.join(root, 'copy-a')
     const b = path.join(root, 'copy-b')
     const tree = path.join(root, 'copy-tree')
-    fs.mkdirSync(tree)
-    for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(tree, `f${i}`), randomBytes(1000 + i, 100 + i))
+    for (const sub of ['a', 'b', 'c']) fs.mkdirSync(path.join(tree, sub), { recursive: true })
+    // 50 small files spread over a/, b/, c/ and the top.
+    const where = (i: number) => path.join(tree, ['', 'a', 'b', 'c'][i % 4]!, `f${i}`)
+    for (let i = 0; i < 50; i++) fs.writeFileSync(where(i), randomBytes(1000 + i, 100 + i))
     fs.writeFileSync(path.join(tree, 'large'), randomBytes(3 << 20, 77))
     const p1 = (await ok(['import', '--store', a, tree])).toString().trim()
     const first = JSON.parse((await ok(['copy', '--json', '--from', a, '--to', daemon.url, p1])).toString())
@@ -129,14 +131,18 @@ describe('copy', () => {
     assert.deepEqual(again.copied, [])
     assert.deepEqual(again.skipped, [p1])
     assert.equal(again.bytes, 0)
-    // Change one small file: only its blob moves.
-    fs.writeFileSync(path.join(tree, 'f7'), 'changed')
+    // Change one small file in c/: only its blob, c/ and the root Directory move.
+    fs.writeFileSync(where(7), 'changed')
     const p2 = (await ok(['import', '--store', a, tree])).toString().trim()
     const changed = JSON.parse((await ok(['copy', '--json', '--from', a, '--to', daemon.url, p2])).toString())
     assert.deepEqual(changed.copied, [p2])
     assert.equal(changed.blobs.copied, 1)
     assert.equal(changed.blobs.skipped, 50)
     assert.equal(changed.bytes, 'changed'.length)
+    assert.deepEqual(changed.directories, { copied: 2, skipped: 2 })
+    const back = JSON.parse((await ok(['copy', '--json', '--from', daemon.url, '--to', b, p2])).toString())
+    assert.deepEqual(back.directories, { copied: 2, skipped: 2 })
+    assert.ok((await ok(['export-nar', '--store', b, p2])).equals(await ok(['export-nar', '--store', a, p2])))
   })
 
   test('a path missing from the source is one error line and copies nothing', async () => {

@@ -28,9 +28,9 @@ export class LocalDirectoryService implements DirectoryService {
 
   async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
     await this.root.init()
-    const v = new ClosureValidator()
+    const v = new ClosureValidator((d) => this.get(d))
     const accepted: Array<[B3Digest, Uint8Array]> = []
-    for await (const dir of dirs) accepted.push([v.add(dir), encodeDirectory(dir)])
+    for await (const dir of dirs) accepted.push([await v.add(dir), encodeDirectory(dir)])
     const rootDigest = v.finish()
     // Leaves first, so a crash never leaves a parent whose children are missing.
     for (const [d, bytes] of accepted) {

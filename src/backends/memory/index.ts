@@ -69,9 +69,9 @@ export class MemoryDirectoryService implements DirectoryService {
   }
 
   async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
-    const v = new ClosureValidator()
+    const v = new ClosureValidator((d) => this.get(d))
     const accepted = new Map<string, Uint8Array>()
-    for await (const dir of dirs) accepted.set(toHex(v.add(dir)), encodeDirectory(dir))
+    for await (const dir of dirs) accepted.set(toHex(await v.add(dir)), encodeDirectory(dir))
     const root = v.finish()
     for (const [k, bytes] of accepted) this.dirs.set(k, bytes)
     return root
