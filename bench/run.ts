@@ -1,10 +1,13 @@
 /**
  * `npm run bench`: times our CLI (node bin/run.js) against real Nix
  * (nix-store) on the same seeded inputs, in the same run, and prints
- * ours/nix ratios (< 1 means we are faster). Results also go to
- * .bench/last.json.
+ * ours/nix ratios (< 1 means we are faster). A second table times the
+ * same CLI through a gRPC daemon on loopback against a local store
+ * (bench/daemon.ts: blob throughput, import, copy, daemon RSS under 32
+ * readers), with daemon/local ratios. Results also go to .bench/last.json.
  *
  * Knobs (environment): BENCH_REPS (default 3), BENCH_STARTUP_RUNS (default 10),
+ * BENCH_PARTS (comma-separated subset of nix,daemon,startup; default all),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
 import { spawn, spawnSync } from 'node:child_process'
@@ -15,6 +18,7 @@ import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
+import { benchDaemon, type Unit } from './daemon.js'
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 /** Set by snapshotCli(): a private copy of the built CLI, so a concurrent `npm run build` (rm -rf dist) can't break a run. */
@@ -24,6 +28,7 @@ const OUT_JSON = path.join(REPO, '.bench/last.json')
 
 const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3))
 const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? 10))
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup').split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
 
@@ -208,7 +213,7 @@ function rmTree(p: string): void {
  * may rebuild dist/ at any moment; a half-built dist/ would fail the run.
  */
 async function snapshotCli(dest: string): Promise<void> {
-  const needed = ['import', 'export-nar', 'ls', 'cat'].map((c) => path.join(REPO, 'dist/commands', `${c}.js`))
+  const needed = [...['import', 'export-nar', 'ls', 'cat', 'copy', 'daemon'].map((c) => path.join(REPO, 'dist/commands', `${c}.js`)), path.join(REPO, 'dist/backends/open-store.js')]
   for (let attempt = 0; ; attempt++) {
     if (needed.every((f) => fs.existsSync(f))) {
       try {
@@ -243,9 +248,17 @@ function foreignLoad(a: ReturnType<typeof cpuTicks>, b: ReturnType<typeof cpuTic
 
 // ---------------------------------------------------------------- results
 
+/**
+ * 'nix': ours vs nix-store (`ours`, `nix`). 'daemon': our CLI through a
+ * gRPC daemon vs on a local store; there `ours` is the daemon figure and
+ * `nix` the local one (JSON keeps the names; the table says what they are).
+ */
+type Section = 'nix' | 'daemon'
+
 interface Row {
+  section: Section
   figure: string
-  unit: 's' | 'ms' | 'MiB'
+  unit: Unit
   ours: number
   nix?: number
   ratio?: number
@@ -254,11 +267,12 @@ interface Row {
 
 const rows: Row[] = []
 const checks: { check: string; ok: boolean; detail: string }[] = []
+const notes: string[] = []
 
-function addRow(figure: string, unit: Row['unit'], ours: number[], nix?: number[]): void {
+function addRow(figure: string, unit: Unit, ours: number[], nix?: number[], section: Section = 'nix'): void {
   const o = median(ours)
   const n = nix && nix.length > 0 ? median(nix) : undefined
-  rows.push({ figure, unit, ours: o, nix: n, ratio: n ? o / n : undefined, samples: { ours, nix } })
+  rows.push({ section, figure, unit, ours: o, nix: n, ratio: n ? o / n : undefined, samples: { ours, nix } })
 }
 
 function check(name: string, ok: boolean, detail: string): void {
@@ -270,12 +284,13 @@ function fmt(v: number | undefined, unit: Row['unit']): string {
   if (v === undefined) return '–'
   if (unit === 's') return `${(v / 1000).toFixed(3)} s`
   if (unit === 'ms') return `${v.toFixed(1)} ms`
+  if (unit === 'MB/s') return `${v.toFixed(1)} MB/s`
   return `${v.toFixed(1)} MiB`
 }
 
-function table(): string {
-  const head = ['figure', 'tvix-store', 'nix-store', 'ratio']
-  const body = rows.map((r) => [r.figure, fmt(r.ours, r.unit), fmt(r.nix, r.unit), r.ratio === undefined ? '–' : r.ratio.toFixed(2)])
+function table(section: Section): string {
+  const head = section === 'nix' ? ['figure', 'tvix-store', 'nix-store', 'ratio'] : ['figure (tvix-store CLI)', 'through daemon', 'local store', 'ratio']
+  const body = rows.filter((r) => r.section === section).map((r) => [r.figure, fmt(r.ours, r.unit), fmt(r.nix, r.unit), r.ratio === undefined ? '–' : r.ratio.toFixed(2)])
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)))
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ')
   return [line(head), w.map((n) => '-'.repeat(n)).join('-|-'), ...body.map(line)].join('\n')
@@ -394,19 +409,49 @@ async function main(): Promise<void> {
     }
     const genSeconds = (performance.now() - started) / 1000
 
-    for (const { name } of inputs) await benchInput(name, trees[name]!, devNull)
-    await benchStartup(devNull)
+    if (PARTS.has('nix')) for (const { name } of inputs) await benchInput(name, trees[name]!, devNull)
+    let daemonSeconds = 0
+    if (PARTS.has('daemon')) {
+      const t0 = performance.now()
+      await benchDaemon({
+        bin: BIN,
+        repo: REPO,
+        tmpRoot,
+        reps: REPS,
+        env: OUR_ENV,
+        devNull,
+        trees,
+        stats,
+        run: (args, stdout) => exec('ours', args, { stdout }),
+        addRow: (figure, unit, daemon, local) => addRow(figure, unit, daemon, local, 'daemon'),
+        check,
+        note: (line) => notes.push(line),
+        rmTree,
+      })
+      daemonSeconds = (performance.now() - t0) / 1000
+    }
+    if (PARTS.has('startup')) await benchStartup(devNull)
 
     const totalSeconds = (performance.now() - started) / 1000
     const foreign = ticks0 ? foreignLoad(ticks0, cpuTicks()) : undefined
-    const out = table()
     console.log(`tvix-store vs ${nixVersion.stdout.trim()} — median of ${REPS} runs (start-up: ${STARTUP_RUNS}); ratio = ours/nix, < 1 means we are faster`)
     console.log(`inputs: ${inputs.map(({ name }) => { const s = stats[name]!; return `${name} = ${s.files} files, ${s.symlinks} symlinks, ${s.directories} dirs, ${(s.bytes / MiB).toFixed(1)} MiB` }).join('; ')}`)
     console.log(`CLI built from ${commit || 'unknown commit'} (the dist/ snapshot taken at the start)`)
     console.log(`peak RSS via ${GNU_TIME ? 'GNU time (%M)' : 'a preload reading process.resourceUsage().maxRSS (ours only)'}`)
+    if (rows.some((r) => r.section === 'nix')) {
+      console.log()
+      console.log(table('nix'))
+    }
     console.log()
-    console.log(out)
-    console.log()
+    if (rows.some((r) => r.section === 'daemon')) {
+      console.log(`through a gRPC daemon on loopback (grpc+http://127.0.0.1, fresh store + daemon per run) vs a local store — median of ${REPS} runs (32 readers: once)`)
+      console.log('ratio = daemon/local: for s and MiB > 1 means the daemon costs more, for MB/s < 1 means it is slower; daemon peak RSS = VmHWM from /proc')
+      console.log()
+      console.log(table('daemon'))
+      for (const n of notes) console.log(n)
+      console.log(`daemon section took ${daemonSeconds.toFixed(1)} s`)
+      console.log()
+    }
     const failed = checks.filter((c) => !c.ok)
     for (const c of checks) console.log(`${c.ok ? 'ok  ' : 'FAIL'} ${c.check}${c.ok ? '' : ` — ${c.detail}`}`)
     if (foreign !== undefined) {
@@ -429,6 +474,9 @@ async function main(): Promise<void> {
           reps: REPS,
           startupRuns: STARTUP_RUNS,
           rssSource: GNU_TIME ? 'gnu-time' : 'preload',
+          parts: [...PARTS],
+          notes,
+          daemonSeconds,
           inputs: stats,
           rows,
           checks,
