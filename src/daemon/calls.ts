@@ -22,11 +22,11 @@ function fail(log: Log, method: string, e: unknown) {
   return s
 }
 
-/** Waits for 'drain' or 'cancelled', removing both listeners afterwards. */
-async function drainOrCancel(call: ServerWritableStream<Buffer, unknown>): Promise<void> {
+/** Writes one message and waits until it left the queue (or the client went away). */
+async function writeFlushed(call: ServerWritableStream<Buffer, unknown>, msg: unknown): Promise<void> {
   const ac = new AbortController()
   try {
-    await Promise.race([once(call, 'drain', { signal: ac.signal }), once(call, 'cancelled', { signal: ac.signal })])
+    await Promise.race([new Promise<void>((resolve) => call.write(msg, () => resolve())), once(call, 'cancelled', { signal: ac.signal })])
   } finally {
     ac.abort()
   }
@@ -57,7 +57,9 @@ export function serverStream<Req, Res>(
           if (call.cancelled) return
           const r = await it.next()
           if (r.done) break
-          if (!call.write(r.value)) await drainOrCancel(call as ServerWritableStream<Buffer, unknown>)
+          // Wait until each message is handed to HTTP/2: grpc-js would queue 16
+          // messages (16 MiB of blob data) per stream before saying stop.
+          await writeFlushed(call as ServerWritableStream<Buffer, unknown>, r.value)
         }
         call.end()
       } finally {
@@ -78,7 +80,8 @@ export function clientStream<Req, Res>(
 ): handleClientStreamingCall<Buffer, Res> {
   return (call: ServerReadableStream<Buffer, Res>, callback) => {
     async function* messages(): AsyncGenerator<Req> {
-      for await (const raw of call) yield decode(raw as Buffer)
+      // Not destroying the call when the loop ends: grpc-js ends it itself.
+      for await (const raw of call.iterator({ destroyOnReturn: false })) yield decode(raw as Buffer)
     }
     Promise.resolve()
       .then(() => fn(messages()))

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
-import { exists, type LocalRoot } from './layout.js'
+import type { LocalRoot } from './layout.js'
 
 const READ_CHUNK = 1 << 20
 /** Blobs up to this size are read and written with one synchronous call. */
@@ -29,8 +29,9 @@ export class LocalBlobService implements BlobService {
     return this.root.objectPath('blobs', toHex(d))
   }
 
-  has(d: B3Digest): Promise<boolean> {
-    return exists(this.path(d))
+  /** A stat without an exception for absent blobs (the common answer while copying). */
+  async has(d: B3Digest): Promise<boolean> {
+    return fsSync.existsSync(this.path(d))
   }
 
   async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
@@ -113,7 +114,7 @@ export class LocalBlobService implements BlobService {
     await this.root.init()
     if (src instanceof Uint8Array) {
       const digest = b3(src)
-      if (fsSync.existsSync(this.path(digest))) return { digest, size: src.length }
+      if (await this.has(digest)) return { digest, size: src.length }
       const tmp = this.root.tempPath()
       if (src.length <= SMALL_BLOB) fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
       else await writeFile(tmp, [src])
