@@ -122,23 +122,35 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
   }
 }
 
-/** Streams exactly `size` bytes of a file, failing if it changed meanwhile. */
+/**
+ * Streams exactly `size` bytes of a file, failing if it changed meanwhile.
+ * The next read is issued before a chunk is handed on, so reading overlaps
+ * with hashing and writing it.
+ */
 async function* streamFile(p: Buffer, size: number, tap: (c: Uint8Array) => void): AsyncGenerator<Uint8Array> {
   const fh = await fs.promises.open(p, 'r')
+  const read = async () => {
+    const buf = Buffer.allocUnsafe(READ_CHUNK)
+    const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
+    return buf.subarray(0, bytesRead)
+  }
+  let next: Promise<Buffer> | undefined
   try {
     let left = size
+    next = read()
     for (;;) {
-      const buf = Buffer.allocUnsafe(READ_CHUNK)
-      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
-      if (bytesRead === 0) break
-      if (bytesRead > left) throw changed(p)
-      left -= bytesRead
-      const chunk = buf.subarray(0, bytesRead)
+      const chunk = await next
+      next = undefined
+      if (chunk.length === 0) break
+      if (chunk.length > left) throw changed(p)
+      left -= chunk.length
+      next = read()
       tap(chunk)
       yield chunk
     }
     if (left !== 0) throw changed(p)
   } finally {
+    await next?.catch(() => {})
     await fh.close()
   }
 }

@@ -35,19 +35,24 @@ export class LocalBlobService implements BlobService {
   }
 
   async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const p = this.path(d)
-    // Small blobs (most files of a tree) in one synchronous read: microseconds,
-    // where the async route costs three thread-pool round trips per file.
-    const st = fsSync.statSync(p, { throwIfNoEntry: false })
-    if (!st) return undefined
-    if (st.size <= SMALL_BLOB) return verifiedBuffer(d, fsSync.readFileSync(p))
-    let fh: fs.FileHandle
+    // Small blobs (most files of a tree) with synchronous open/fstat/read/close:
+    // microseconds, where the async route costs a thread-pool round trip each.
+    let fd: number
     try {
-      fh = await fs.open(p, 'r')
+      fd = fsSync.openSync(this.path(d), 'r')
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
       throw e
     }
+    let size: number
+    try {
+      size = fsSync.fstatSync(fd).size
+      if (size <= SMALL_BLOB) return verifiedBuffer(d, readWhole(fd, size))
+    } catch (e) {
+      fsSync.closeSync(fd)
+      throw e
+    }
+    const fh = await fs.open(this.path(d), 'r').finally(() => fsSync.closeSync(fd))
     return verifyBlob(d, readChunks(fh))
   }
 
@@ -142,9 +147,16 @@ export class LocalBlobService implements BlobService {
 
 async function writeFile(file: string, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void> {
   const fh = await fs.open(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o444)
+  // One write in flight while the next chunk is produced (read, hashed).
+  let writing: Promise<unknown> = Promise.resolve()
   try {
-    for await (const c of chunks) await fh.write(c)
+    for await (const c of chunks) {
+      await writing
+      writing = fh.write(c)
+    }
+    await writing
   } catch (e) {
+    await writing.catch(() => {})
     await fh.close()
     await fs.rm(file, { force: true })
     throw e
@@ -152,15 +164,40 @@ async function writeFile(file: string, chunks: Iterable<Uint8Array> | AsyncItera
   await fh.close()
 }
 
+/** Reads all `size` bytes of an open file and closes it. */
+function readWhole(fd: number, size: number): Buffer {
+  try {
+    const buf = Buffer.allocUnsafe(size)
+    let got = 0
+    while (got < size) {
+      const n = fsSync.readSync(fd, buf, got, size - got, null)
+      if (n === 0) break
+      got += n
+    }
+    return buf.subarray(0, got)
+  } finally {
+    fsSync.closeSync(fd)
+  }
+}
+
+/** Reads a file in chunks, the next read already in flight while a chunk is used. */
 async function* readChunks(fh: fs.FileHandle): AsyncGenerator<Uint8Array> {
+  const read = async () => {
+    const buf = Buffer.allocUnsafe(READ_CHUNK)
+    const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
+    return buf.subarray(0, bytesRead)
+  }
+  let next: Promise<Buffer> | undefined = read()
   try {
     for (;;) {
-      const buf = Buffer.allocUnsafe(READ_CHUNK)
-      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
-      if (bytesRead === 0) return
-      yield buf.subarray(0, bytesRead)
+      const chunk = await next
+      next = undefined
+      if (chunk.length === 0) return
+      next = read()
+      yield chunk
     }
   } finally {
+    await next?.catch(() => {})
     await fh.close()
   }
 }
