@@ -47,11 +47,12 @@ export class LocalBlobService implements BlobService {
     let size: number
     try {
       size = fsSync.fstatSync(fd).size
-      if (size <= SMALL_BLOB) return verifiedBuffer(d, readWhole(fd, size))
     } catch (e) {
       fsSync.closeSync(fd)
       throw e
     }
+    // readWhole closes fd.
+    if (size <= SMALL_BLOB) return verifiedBuffer(d, readWhole(fd, size))
     const fh = await fs.open(this.path(d), 'r').finally(() => fsSync.closeSync(fd))
     return verifyBlob(d, readChunks(fh))
   }
