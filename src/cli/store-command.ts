@@ -3,6 +3,7 @@ import { openStore } from '../backends/open-store.js'
 import { StoreError } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
+import { runInterruptCleanups } from '../util/interrupt.js'
 import { colourFor } from './output.js'
 
 export type StoreFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof StoreCommand)['baseFlags'] & T['flags']>
@@ -14,6 +15,9 @@ export type StoreArgs<T extends typeof Command> = Interfaces.InferredArgs<T['arg
  * stderr with the error's exit code (a stack trace only with DEBUG).
  */
 export abstract class StoreCommand<T extends typeof Command> extends Command {
+  /** Commands that handle SIGINT/SIGTERM themselves (the daemon) set this. */
+  static handlesSignals = false
+
   static override baseFlags = {
     store: Flags.string({
       summary: 'Store URL: a path, file:///abs, memory://, grpc+http://host:port or grpc+unix:///socket.',
@@ -50,6 +54,17 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
 
   public override async init(): Promise<void> {
     await super.init()
+    // Interrupted mid-write: remove our temp files, say so, exit as a shell expects.
+    // (The daemon installs its own handlers, which let calls in flight finish.)
+    if (!(this.ctor as typeof StoreCommand).handlesSignals) {
+      for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+        process.once(sig, () => {
+          runInterruptCleanups()
+          process.stderr.write(`error: interrupted (${sig})\n`)
+          process.exit(code)
+        })
+      }
+    }
     // A reader that goes away (`| head`) ends us quietly, as SIGPIPE ends Nix.
     process.stdout.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'EPIPE') process.exit(141)

@@ -13,6 +13,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     '<%= config.bin %> <%= command.id %> --listen 127.0.0.1:9000 --store /var/lib/tvix-store',
     '<%= config.bin %> <%= command.id %> --listen unix:/run/tvix-store.sock',
   ]
+  static override handlesSignals = true
   static override flags = {
     listen: Flags.string({
       char: 'l',

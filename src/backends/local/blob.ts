@@ -80,7 +80,7 @@ export class LocalBlobService implements BlobService {
     const inFlight = new Set<Promise<Written>>()
     const keep = async (w: Written) => {
       const key = toHex(w.digest)
-      if (w.tmp && pending.has(key)) await fs.rm(w.tmp, { force: true })
+      if (w.tmp && pending.has(key)) await this.root.discard(w.tmp)
       else if (w.tmp) pending.set(key, w)
     }
     return {
@@ -105,7 +105,7 @@ export class LocalBlobService implements BlobService {
       },
       abort: async () => {
         await Promise.allSettled(inFlight)
-        for (const w of pending.values()) await fs.rm(w.tmp!, { force: true })
+        for (const w of pending.values()) await this.root.discard(w.tmp!)
         pending.clear()
       },
     }
@@ -139,7 +139,7 @@ export class LocalBlobService implements BlobService {
     await writeFile(tmp, tap())
     const digest = h.digest()
     if (await this.has(digest)) {
-      await fs.rm(tmp, { force: true })
+      await this.root.discard(tmp)
       return { digest, size }
     }
     return { digest, size, tmp }

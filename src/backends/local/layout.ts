@@ -4,6 +4,7 @@ import fsSync, { constants } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { BackendError, UsageError } from '../../errors.js'
+import { onInterrupt } from '../../util/interrupt.js'
 
 /**
  * On-disk layout of a local store (format version 1):
@@ -30,6 +31,8 @@ export class LocalRoot {
   readonly tmp: string
   private readonly madeDirs = new Set<string>()
   private readonly dirty = new Set<string>()
+  private readonly temps = new Set<string>()
+  private cleanupRegistered = false
   private ready: Promise<void> | undefined
 
   constructor(readonly root: string) {
@@ -82,8 +85,23 @@ export class LocalRoot {
     return this.ready
   }
 
+  /** A fresh temp file name; tracked until published or discarded, and removed if the process is interrupted. */
   tempPath(): string {
-    return path.join(this.tmp, `${process.pid}-${randomBytes(8).toString('hex')}`)
+    if (this.temps.size === 0 && !this.cleanupRegistered) {
+      onInterrupt(() => {
+        for (const t of this.temps) fsSync.rmSync(t, { force: true })
+      })
+      this.cleanupRegistered = true
+    }
+    const t = path.join(this.tmp, `${process.pid}-${randomBytes(8).toString('hex')}`)
+    this.temps.add(t)
+    return t
+  }
+
+  /** Removes a temp file that will not be published. */
+  async discard(tmp: string): Promise<void> {
+    await fs.rm(tmp, { force: true })
+    this.temps.delete(tmp)
   }
 
   ensureParent(file: string): void {
@@ -113,7 +131,7 @@ export class LocalRoot {
       await fh.sync()
     } catch (e) {
       await fh.close()
-      await fs.rm(tmp, { force: true })
+      await this.discard(tmp)
       throw e
     }
     await fh.close()
@@ -125,6 +143,7 @@ export class LocalRoot {
     // Synchronous: a rename is microseconds, an async one a thread-pool round trip.
     this.ensureParent(final)
     fsSync.renameSync(tmp, final)
+    this.temps.delete(tmp)
     this.dirty.add(path.dirname(final))
   }
 

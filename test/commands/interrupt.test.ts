@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { describe, test } from 'node:test'
+import { BIN } from '../helpers/cli.js'
+import { randomBytes } from '../helpers/trees.js'
+
+describe('an interrupted import', () => {
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    test(`${sig}: exits ${code}, removes its temp files, publishes nothing`, async () => {
+      const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-intr-'))
+      const tree = path.join(root, 'tree')
+      fs.mkdirSync(tree)
+      // Enough work that the signal lands mid-import: many files, then big ones.
+      for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(tree, `a${i}`), randomBytes(2000, i))
+      for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(tree, `z${i}`), randomBytes(24 << 20, 1000 + i))
+      const store = path.join(root, 'store')
+      const child = spawn(process.execPath, [BIN, 'import', '--store', store, tree], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let stderr = ''
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+      // Signal once the store has begun staging (temp files exist).
+      await new Promise<void>((resolve) => {
+        const poll = setInterval(() => {
+          const tmp = path.join(store, 'tmp')
+          if (fs.existsSync(tmp) && fs.readdirSync(tmp).length > 100) {
+            clearInterval(poll)
+            resolve()
+          }
+        }, 5)
+      })
+      child.kill(sig)
+      const exit = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+      assert.equal(exit, code, stderr)
+      assert.match(stderr, new RegExp(`^error: interrupted \\(${sig}\\)\\n$`))
+      assert.deepEqual(fs.readdirSync(path.join(store, 'tmp')), [])
+      assert.deepEqual(fs.readdirSync(path.join(store, 'pathinfo')), [])
+    })
+  }
+})
