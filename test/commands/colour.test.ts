@@ -32,3 +32,22 @@ describe('colour', () => {
     assert.ok(!plain.includes(ESC), JSON.stringify(plain))
   })
 })
+
+describe('progress bar', () => {
+  test('a large import on a terminal shows one; piped output stays one path per line', { skip: noScript }, async () => {
+    const fs = await import('node:fs')
+    const os = await import('node:os')
+    const path = await import('node:path')
+    const { randomBytes } = await import('../helpers/trees.js')
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-bar-'))
+    const big = path.join(root, 'big')
+    fs.mkdirSync(big)
+    for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(big, `f${i}`), randomBytes(16 << 20, i))
+    const shown = onTerminal(['import', '--store', path.join(root, 's1'), big], { CI: undefined, TERM: 'xterm', NO_COLOR: '1' })
+    assert.match(shown, /importing \[/)
+    assert.match(shown, /\/nix\/store\/[0-9a-z]{32}-big/)
+    const piped = await runCli(['import', '--store', path.join(root, 's2'), big], { env: { CI: '' } })
+    assert.match(piped.stdout.toString(), /^\/nix\/store\/[0-9a-z]{32}-big\n$/)
+    assert.equal(piped.stderr, '')
+  })
+})
