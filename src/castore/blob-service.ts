@@ -3,6 +3,12 @@ import { type B3Digest, b3, b3Hasher, bytesEqual, b3Display } from './digest.js'
 
 export type ByteSource = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>
 
+/** One chunk of a chunked blob (SPEC 1.2 StatBlobResponse.ChunkMeta). */
+export interface ChunkMeta {
+  digest: B3Digest
+  size: number
+}
+
 export interface BlobInfo {
   digest: B3Digest
   size: number
@@ -20,6 +26,10 @@ export interface BlobService {
    * it was. Backends that cannot stage write through (see writeThroughStage).
    */
   stage(): BlobStage
+  /** The blob's chunks in order (empty if stored whole), undefined if absent; optional capability. */
+  chunks?(digest: B3Digest): Promise<ChunkMeta[] | undefined>
+  /** True when reads cross a network: worth fetching only the chunks one lacks. */
+  readonly remote?: boolean
 }
 
 export interface BlobStage {

@@ -17,9 +17,10 @@ export function blobHandler(blobs: BlobService, log: Log): UntypedServiceImpleme
   return {
     Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req) => {
       const d = requireDigest(req.digest, B3_LEN)
-      if (!(await blobs.has(d))) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
-      // No finer chunking and no bao: an empty answer, as the spec allows.
-      return { chunks: [], bao: new Uint8Array(0) }
+      // With send_chunks, a chunked blob lists its chunks (each readable by its digest).
+      const chunks = req.sendChunks && blobs.chunks ? await blobs.chunks(d) : undefined
+      if (chunks === undefined && !(await blobs.has(d))) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
+      return { chunks: chunks ?? [], bao: new Uint8Array(0) }
     }),
 
     Read: serverStream('BlobService/Read', log, digestMessage.decode, async function* (digest) {

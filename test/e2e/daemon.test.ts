@@ -145,6 +145,24 @@ describe('copy', () => {
     assert.ok((await ok(['export-nar', '--store', b, p2])).equals(await ok(['export-nar', '--store', a, p2])))
   })
 
+  test('from a daemon, a changed large file moves only the chunks the target lacks', async () => {
+    const b = path.join(root, 'chunk-b')
+    const tree = path.join(root, 'chunk-tree')
+    fs.mkdirSync(tree)
+    const big = randomBytes(8 << 20, 808)
+    fs.writeFileSync(path.join(tree, 'big.bin'), big)
+    const p1 = (await ok(['import', '--store', daemon.url, tree])).toString().trim()
+    const first = JSON.parse((await ok(['copy', '--json', '--from', daemon.url, '--to', b, p1])).toString())
+    assert.equal(first.bytes, big.length)
+    big.write('a small edit somewhere in the middle', 3 << 20)
+    fs.writeFileSync(path.join(tree, 'big.bin'), big)
+    const p2 = (await ok(['import', '--store', daemon.url, tree])).toString().trim()
+    const second = JSON.parse((await ok(['copy', '--json', '--from', daemon.url, '--to', b, p2])).toString())
+    assert.deepEqual(second.copied, [p2])
+    assert.ok(second.bytes > 0 && second.bytes < 512 * 1024, `fetched ${second.bytes} bytes of ${big.length}`)
+    assert.ok((await ok(['export-nar', '--store', b, p2])).equals(await ok(['export-nar', '--store', daemon.url, p2])))
+  })
+
   test('a path missing from the source is one error line and copies nothing', async () => {
     const r = await runCli(['copy', '--from', path.join(root, 'copy-a'), '--to', path.join(root, 'copy-c'), '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-hw'])
     assert.equal(r.code, 1)

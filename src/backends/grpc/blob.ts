@@ -1,14 +1,29 @@
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifyBlob, writeThroughStage } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type ChunkMeta, type BlobStage, type ByteSource, iterateSource, verifyBlob, writeThroughStage } from '../../castore/blob-service.js'
 import { type B3Digest, b3Display, b3Hasher, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
-import type { StatBlobRequest } from '../../grpc/messages.js'
+import type { StatBlobRequest, StatBlobResponse } from '../../grpc/messages.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
 export class GrpcBlobService implements BlobService {
+  readonly remote = true
+
   constructor(private readonly rpc: RpcClient) {}
+
+  /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */
+  async chunks(digest: B3Digest): Promise<ChunkMeta[] | undefined> {
+    try {
+      const r = await this.rpc.unary<StatBlobRequest, StatBlobResponse>(SERVICE, 'Stat', { digest, sendChunks: true, sendBao: false })
+      for (const c of r.chunks) if (c.digest.length !== 32) throw new IntegrityError('the daemon listed a chunk with a malformed digest')
+      return r.chunks
+    } catch (e) {
+      if (isNotFound(e)) return undefined
+      if (e instanceof IntegrityError) throw e
+      throw this.rpc.error(e)
+    }
+  }
 
   async has(digest: B3Digest): Promise<boolean> {
     try {

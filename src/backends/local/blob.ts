@@ -1,8 +1,12 @@
-import fsSync, { constants } from 'node:fs'
+import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
+import { chunkStream } from '../../castore/chunker.js'
+import type { ChunkMeta } from '../../castore/blob-service.js'
+import { ChunkIndex, type ChunkRef, PACK_SUFFIX, PackWriter, readChunk, readManifest } from './pack.js'
+import path from 'node:path'
 import type { LocalRoot } from './layout.js'
 
 const READ_CHUNK = 1 << 20
@@ -12,6 +16,8 @@ const SMALL_BLOB = 1 << 20
 /** A blob written to a temp file (or found already stored: no tmp). */
 interface Written extends BlobInfo {
   tmp?: string
+  /** For a pack: its chunk list, indexed once the pack is published. */
+  chunks?: ChunkRef[]
 }
 
 export class LocalBlobService implements BlobService {
@@ -20,18 +26,40 @@ export class LocalBlobService implements BlobService {
   /** Renames made durable together (fsync of the directories renamed into). */
   private readonly named: Batcher<undefined>
 
+  private readonly index: ChunkIndex
+
   constructor(private readonly root: LocalRoot) {
     this.durable = new Batcher((tmps) => root.syncFiles(tmps))
     this.named = new Batcher(() => root.sync())
+    this.index = new ChunkIndex(path.join(root.root, 'blobs', 'b3'))
   }
 
   private path(d: B3Digest): string {
     return this.root.objectPath('blobs', toHex(d))
   }
 
-  /** A stat without an exception for absent blobs (the common answer while copying). */
+  private readonly packPath = (hex: string) => this.root.objectPath('blobs', hex) + PACK_SUFFIX
+
+  /** Where a written blob goes: a plain file, or a pack. */
+  private finalPath(w: Written): string {
+    return w.chunks ? this.packPath(toHex(w.digest)) : this.path(w.digest)
+  }
+
+  private async publish(w: Written): Promise<void> {
+    await this.root.publish(w.tmp!, this.finalPath(w))
+    if (w.chunks) this.index.addPack(toHex(w.digest), w.chunks)
+  }
+
+  /** A blob's chunks: empty for a plain blob, undefined if absent. */
+  async chunks(d: B3Digest): Promise<ChunkMeta[] | undefined> {
+    const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
+    if (manifest) return manifest.map((c) => ({ digest: c.digest, size: c.size }))
+    return fsSync.existsSync(this.path(d)) ? [] : undefined
+  }
+
+  /** Plain blob, pack, or a chunk of a pack (readable by its digest too). No exception when absent. */
   async has(d: B3Digest): Promise<boolean> {
-    return fsSync.existsSync(this.path(d))
+    return fsSync.existsSync(this.path(d)) || fsSync.existsSync(this.packPath(toHex(d))) || this.index.get(d) !== undefined
   }
 
   async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
@@ -41,7 +69,7 @@ export class LocalBlobService implements BlobService {
     try {
       fd = fsSync.openSync(this.path(d), 'r')
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return this.openChunked(d)
       throw e
     }
     let size: number
@@ -57,13 +85,29 @@ export class LocalBlobService implements BlobService {
     return verifyBlob(d, readChunks(fh))
   }
 
+  /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
+  private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | undefined {
+    const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
+    if (manifest) {
+      const packPath = this.packPath
+      return verifyBlob(
+        d,
+        (async function* () {
+          for (const c of manifest) yield readChunk(packPath, c)
+        })(),
+      )
+    }
+    const chunk = this.index.get(d)
+    return chunk && verifiedBuffer(d, readChunk(this.packPath, chunk))
+  }
+
   /** A single blob, durable when this returns: temp file, fsync, rename, directory fsync. */
   async put(src: ByteSource): Promise<BlobInfo> {
     const w = await this.write(src)
     if (w.tmp) {
       // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
       await this.durable.add(w.tmp)
-      await this.root.publish(w.tmp, this.path(w.digest))
+      await this.publish(w)
       await this.named.add(undefined)
     }
     return { digest: w.digest, size: w.size }
@@ -100,7 +144,7 @@ export class LocalBlobService implements BlobService {
         pending.clear()
         if (staged.length === 0) return
         await this.root.syncFiles(staged.map((w) => w.tmp!))
-        for (const w of staged) await this.root.publish(w.tmp!, this.path(w.digest))
+        for (const w of staged) await this.publish(w)
         await this.root.sync()
       },
       abort: async () => {
@@ -112,57 +156,69 @@ export class LocalBlobService implements BlobService {
   }
 
   /**
-   * Writes `src` to a temp file while hashing it (not yet fsynced).
+   * Writes `src` to a temp file while hashing it (not yet fsynced): up to
+   * SMALL_BLOB as a plain file, larger as a pack of content-defined chunks.
    * Content already in the store is not written again: for a buffer that
    * is known before writing, for a stream only afterwards.
    */
   private async write(src: ByteSource): Promise<Written> {
     await this.root.init()
-    if (src instanceof Uint8Array) {
+    if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = b3(src)
       if (await this.has(digest)) return { digest, size: src.length }
       const tmp = this.root.tempPath()
-      if (src.length <= SMALL_BLOB) fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
-      else await writeFile(tmp, [src])
+      fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
       return { digest, size: src.length, tmp }
     }
+    // A stream: look at its first SMALL_BLOB + 1 bytes to know which kind it is.
+    const it = iterateSource(src)[Symbol.asyncIterator]()
+    const head: Uint8Array[] = []
+    let headSize = 0
+    let ended = false
+    while (headSize <= SMALL_BLOB) {
+      const r = await it.next()
+      if (r.done) {
+        ended = true
+        break
+      }
+      head.push(r.value)
+      headSize += r.value.length
+    }
+    if (ended) return this.write(Buffer.concat(head))
+    async function* all() {
+      yield* head
+      for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
+    }
+    return this.writePack(all())
+  }
+
+  private async writePack(src: AsyncIterable<Uint8Array>): Promise<Written> {
     const h = b3Hasher()
     let size = 0
-    const tmp = this.root.tempPath()
     async function* tap() {
-      for await (const c of src as AsyncIterable<Uint8Array>) {
+      for await (const c of src) {
         h.update(c)
         size += c.length
         yield c
       }
     }
-    await writeFile(tmp, tap())
+    const tmp = this.root.tempPath()
+    const pack = await PackWriter.create(tmp)
+    try {
+      for await (const chunk of chunkStream(tap())) await pack.add(chunk, this.index)
+    } catch (e) {
+      await pack.abort()
+      await this.root.discard(tmp)
+      throw e
+    }
     const digest = h.digest()
+    const chunks = await pack.finish(toHex(digest))
     if (await this.has(digest)) {
       await this.root.discard(tmp)
       return { digest, size }
     }
-    return { digest, size, tmp }
+    return { digest, size, tmp, chunks }
   }
-}
-
-async function writeFile(file: string, chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<void> {
-  const fh = await fs.open(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o444)
-  // One write in flight while the next chunk is produced (read, hashed).
-  let writing: Promise<unknown> = Promise.resolve()
-  try {
-    for await (const c of chunks) {
-      await writing
-      writing = fh.write(c)
-    }
-    await writing
-  } catch (e) {
-    await writing.catch(() => {})
-    await fh.close()
-    await fs.rm(file, { force: true })
-    throw e
-  }
-  await fh.close()
 }
 
 /** Reads all `size` bytes of an open file and closes it. */

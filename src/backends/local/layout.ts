@@ -7,10 +7,11 @@ import { BackendError, UsageError } from '../../errors.js'
 import { onInterrupt } from '../../util/interrupt.js'
 
 /**
- * On-disk layout of a local store (format version 1):
+ * On-disk layout of a local store (format version 2):
  *
- *   tvix-store.json              format marker {"format":"tvix-store-local","version":1}
- *   blobs/b3/<hex[0..2]>/<hex>   blob contents, named by BLAKE3
+ *   tvix-store.json              format marker {"format":"tvix-store-local","version":2}
+ *   blobs/b3/<hex[0..2]>/<hex>   contents of a blob up to 1 MiB, named by BLAKE3
+ *   blobs/b3/<hex[0..2]>/<hex>.pack   a larger blob as content-defined chunks (pack.ts)
  *   dirs/b3/<hex[0..2]>/<hex>    canonical Directory protobuf, named by BLAKE3
  *   pathinfo/<nixbase32>         PathInfo protobuf, named by the store path hash part
  *   tmp/                         temp files; same filesystem, so rename is atomic
@@ -21,7 +22,9 @@ import { onInterrupt } from '../../util/interrupt.js'
  * harmless. Parent directories of renamed files are fsynced (sync()) before
  * a PathInfo that needs them is written.
  */
-export const FORMAT = { format: 'tvix-store-local', version: 1 } as const
+export const FORMAT = { format: 'tvix-store-local', version: 2 } as const
+/** Version 1 had no packs; it is read as is and upgraded by the first write. */
+const READABLE_VERSIONS = [1, 2]
 const MARKER = 'tvix-store.json'
 /** Above this many files, one syncfs (a child process, ~ms of CPU) beats fsync per file. */
 const SYNCFS_ABOVE = 64
@@ -33,6 +36,7 @@ export class LocalRoot {
   private readonly dirty = new Set<string>()
   private readonly temps = new Set<string>()
   private cleanupRegistered = false
+  private version = 0
   private ready: Promise<void> | undefined
 
   constructor(readonly root: string) {
@@ -66,16 +70,21 @@ export class LocalRoot {
     } catch {
       marker = {}
     }
-    if (marker.format !== FORMAT.format || marker.version !== FORMAT.version) {
-      throw new UsageError(`store at ${this.root} has an unsupported format (${text.trim()}); this tvix-store reads version ${FORMAT.version}`)
+    if (marker.format !== FORMAT.format || !READABLE_VERSIONS.includes(marker.version ?? -1)) {
+      throw new UsageError(`store at ${this.root} has an unsupported format (${text.trim()}); this tvix-store reads versions ${READABLE_VERSIONS.join(', ')}`)
     }
+    this.version = marker.version!
     return true
   }
 
   /** Creates the layout on first write (idempotent, safe with concurrent creators). */
   init(): Promise<void> {
     this.ready ??= (async () => {
-      if (await this.checkFormat()) return
+      if (await this.checkFormat()) {
+        // Packs are new in version 2: mark the store before writing any.
+        if (this.version < FORMAT.version) await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
+        return
+      }
       await fs.mkdir(this.tmp, { recursive: true })
       for (const d of ['blobs/b3', 'dirs/b3', 'pathinfo']) await fs.mkdir(path.join(this.root, d), { recursive: true })
       // The marker itself goes in atomically; a concurrent creator writes the same bytes.

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, chunkStream } from '../../src/castore/chunker.js'
+import { randomBytes } from '../helpers/trees.js'
+
+async function chunksOf(data: Buffer, readSize: number): Promise<Buffer[]> {
+  async function* src() {
+    for (let i = 0; i < data.length; i += readSize) yield data.subarray(i, i + readSize)
+  }
+  const out: Buffer[] = []
+  for await (const c of chunkStream(src())) out.push(Buffer.from(c))
+  return out
+}
+
+describe('content-defined chunker', () => {
+  const data = randomBytes(16 << 20, 42)
+
+  test('chunks concatenate to the input, sizes within bounds, average near the target', async () => {
+    const chunks = await chunksOf(data, 1 << 20)
+    assert.deepEqual(Buffer.concat(chunks), data)
+    for (const c of chunks.slice(0, -1)) assert.ok(c.length >= MIN_CHUNK && c.length <= MAX_CHUNK, `${c.length}`)
+    const avg = data.length / chunks.length
+    assert.ok(avg > AVG_CHUNK * 0.6 && avg < AVG_CHUNK * 1.6, `average ${avg}`)
+  })
+
+  test('boundaries do not depend on how the input was read', async () => {
+    const a = await chunksOf(data, 1 << 20)
+    const b = await chunksOf(data, 12345)
+    assert.deepEqual(a.map((c) => c.length), b.map((c) => c.length))
+  })
+
+  test('an edit in the middle changes only the chunks around it', async () => {
+    const edited = Buffer.from(data)
+    edited.write('a small edit', 8 << 20)
+    const inserted = Buffer.concat([data.subarray(0, 5 << 20), Buffer.from('inserted bytes'), data.subarray(5 << 20)])
+    const key = (cs: Buffer[]) => new Set(cs.map((c) => c.toString('base64')))
+    const before = key(await chunksOf(data, 1 << 20))
+    for (const changed of [edited, inserted]) {
+      const after = await chunksOf(changed, 1 << 20)
+      const fresh = after.filter((c) => !before.has(c.toString('base64')))
+      assert.ok(fresh.length <= 3, `${fresh.length} new chunks of ${after.length}`)
+    }
+  })
+
+  test('small inputs are one chunk', async () => {
+    assert.equal((await chunksOf(data.subarray(0, MIN_CHUNK - 1), 100)).length, 1)
+    assert.equal((await chunksOf(Buffer.alloc(0), 100)).length, 0)
+  })
+})
