@@ -5,7 +5,7 @@ import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta } from '../../castore/blob-service.js'
-import { ChunkIndex, type ChunkRef, PACK_SUFFIX, PackWriter, readChunk, readManifest } from './pack.js'
+import { ChunkIndex, ChunkReader, type ChunkRef, PACK_SUFFIX, PackWriter, readManifest } from './pack.js'
 import path from 'node:path'
 import type { LocalRoot } from './layout.js'
 
@@ -89,16 +89,27 @@ export class LocalBlobService implements BlobService {
   private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | undefined {
     const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
     if (manifest) {
-      const packPath = this.packPath
+      // The whole-blob check below covers every chunk.
+      const reader = new ChunkReader(this.packPath, false)
       return verifyBlob(
         d,
         (async function* () {
-          for (const c of manifest) yield readChunk(packPath, c)
+          try {
+            for (const c of manifest) yield reader.read(c)
+          } finally {
+            reader.close()
+          }
         })(),
       )
     }
     const chunk = this.index.get(d)
-    return chunk && verifiedBuffer(d, readChunk(this.packPath, chunk))
+    if (!chunk) return undefined
+    const reader = new ChunkReader(this.packPath, true)
+    try {
+      return verifiedBuffer(d, reader.read(chunk))
+    } finally {
+      reader.close()
+    }
   }
 
   /** A single blob, durable when this returns: temp file, fsync, rename, directory fsync. */

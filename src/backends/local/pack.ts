@@ -22,8 +22,11 @@ import { IntegrityError } from '../../errors.js'
 export const PACK_SUFFIX = '.pack'
 const MAGIC = Buffer.from('TVXPACK1')
 const TRAILER = 4 + MAGIC.length
-/** Deflate a chunk only if a 4 KiB sample of it shrinks below this fraction. */
+/** A chunk is kept deflated only if that shrinks it below this fraction. */
 const COMPRESS_BELOW = 0.9
+/** Payload bytes gathered before one write. */
+const WRITE_BATCH = 4 << 20
+/** Bytes of a chunk whose entropy decides whether to try deflating it. */
 const SAMPLE = 4096
 
 export interface ChunkRef {
@@ -109,27 +112,44 @@ export function readManifest(file: string, self: string): ChunkRef[] | undefined
   }
 }
 
-/** Reads one chunk from its pack, inflates it, and checks it against its digest. */
-export function readChunk(packPath: (hex: string) => string, ref: ChunkRef): Buffer {
-  const file = packPath(ref.pack)
-  const fd = fsSync.openSync(file, 'r')
-  let stored: Buffer
-  try {
-    stored = Buffer.allocUnsafe(ref.stored)
+/**
+ * Reads chunks from pack files, keeping each pack open while it is in use.
+ * `verify` re-hashes each chunk; a reader of a whole blob leaves that to
+ * the whole-blob check and saves a second BLAKE3 pass.
+ */
+export class ChunkReader {
+  private readonly fds = new Map<string, number>()
+
+  constructor(
+    private readonly packPath: (hex: string) => string,
+    private readonly verify: boolean,
+  ) {}
+
+  read(ref: ChunkRef): Buffer {
+    const file = this.packPath(ref.pack)
+    let fd = this.fds.get(file)
+    if (fd === undefined) {
+      fd = fsSync.openSync(file, 'r')
+      this.fds.set(file, fd)
+    }
+    const stored = Buffer.allocUnsafe(ref.stored)
     if (fsSync.readSync(fd, stored, 0, ref.stored, ref.offset) !== ref.stored) throw new IntegrityError(`pack ${file} is truncated`)
-  } finally {
-    fsSync.closeSync(fd)
+    let data: Buffer
+    try {
+      data = ref.codec === 1 ? zlib.inflateRawSync(stored) : stored
+    } catch (e) {
+      throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} does not inflate`, { cause: e })
+    }
+    if (data.length !== ref.size || (this.verify && !bytesEqual(b3(data), ref.digest))) {
+      throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} is corrupt`)
+    }
+    return data
   }
-  let data: Buffer
-  try {
-    data = ref.codec === 1 ? zlib.inflateRawSync(stored) : stored
-  } catch (e) {
-    throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} does not inflate`, { cause: e })
+
+  close(): void {
+    for (const fd of this.fds.values()) fsSync.closeSync(fd)
+    this.fds.clear()
   }
-  if (data.length !== ref.size || !bytesEqual(b3(data), ref.digest)) {
-    throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} is corrupt`)
-  }
-  return data
 }
 
 /**
@@ -173,18 +193,34 @@ export class ChunkIndex {
   }
 }
 
+/**
+ * Bits of entropy per byte of a sample (order 0). Random or already
+ * compressed data is close to 8; deflate cannot win there, and the
+ * estimate costs microseconds where a trial deflate costs tens.
+ */
+function sampleEntropy(chunk: Uint8Array): number {
+  const n = Math.min(chunk.length, SAMPLE)
+  const counts = new Uint32Array(256)
+  for (let i = 0; i < n; i++) counts[chunk[i]!]!++
+  let h = 0
+  for (const c of counts) if (c > 0) h -= (c / n) * Math.log2(c / n)
+  return h
+}
+
 function maybeCompress(chunk: Uint8Array): { bytes: Uint8Array; codec: 0 | 1 } {
-  const sample = zlib.deflateRawSync(chunk.subarray(0, SAMPLE), { level: 1 })
-  if (sample.length >= Math.min(chunk.length, SAMPLE) * COMPRESS_BELOW) return { bytes: chunk, codec: 0 }
+  if (sampleEntropy(chunk) > 7.2) return { bytes: chunk, codec: 0 }
   const packed = zlib.deflateRawSync(chunk, { level: 1 })
   return packed.length < chunk.length * COMPRESS_BELOW ? { bytes: packed, codec: 1 } : { bytes: chunk, codec: 0 }
 }
 
-/** Writes one pack: new chunks appended, known ones referenced. */
+/** Writes one pack: new chunks appended (in large writes, one in flight), known ones referenced. */
 export class PackWriter {
   private readonly entries: ChunkRef[] = []
   private readonly own = new Map<string, ChunkRef>()
   private offset = 0
+  private batch: Uint8Array[] = []
+  private batchSize = 0
+  private writing: Promise<unknown> = Promise.resolve()
   static readonly SELF = ''
 
   private constructor(private readonly fh: fs.FileHandle) {}
@@ -201,15 +237,29 @@ export class PackWriter {
       return
     }
     const { bytes, codec } = maybeCompress(chunk)
-    await this.fh.write(bytes)
     const ref: ChunkRef = { digest, size: chunk.length, pack: PackWriter.SELF, offset: this.offset, stored: bytes.length, codec }
     this.offset += bytes.length
     this.own.set(toHex(digest), ref)
     this.entries.push(ref)
+    // chunkStream never reuses a buffer it has yielded from, so a view is safe to keep.
+    this.batch.push(bytes)
+    this.batchSize += bytes.length
+    if (this.batchSize >= WRITE_BATCH) await this.flush()
+  }
+
+  private async flush(): Promise<void> {
+    if (this.batchSize === 0) return
+    const data = Buffer.concat(this.batch)
+    this.batch = []
+    this.batchSize = 0
+    await this.writing
+    this.writing = this.fh.write(data)
   }
 
   /** Writes the manifest and closes; returns the entries with `self` as their own pack's name. */
   async finish(self: string): Promise<ChunkRef[]> {
+    await this.flush()
+    await this.writing
     const entries = this.entries.map((e) => (e.pack === PackWriter.SELF ? { ...e, pack: self } : e))
     const manifest = encodeManifest(entries, self)
     const trailer = Buffer.alloc(4)
@@ -220,6 +270,7 @@ export class PackWriter {
   }
 
   async abort(): Promise<void> {
+    await this.writing.catch(() => {})
     await this.fh.close().catch(() => {})
   }
 }
