@@ -60,7 +60,9 @@ export class LocalRoot {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new BackendError(`cannot read store at ${this.root}`, { cause: e })
       // Empty, or a store another process is creating right now (layout
       // folders come before the marker): initialise. Anything else is not ours.
-      const entries = await fs.readdir(this.root).catch(() => [])
+      const entries: string[] = await fs.readdir(this.root).catch(() => [])
+      // The marker may have appeared since we looked: another process finished creating the store.
+      if (entries.includes(MARKER)) return this.checkFormat()
       if (entries.some((e) => !LAYOUT_DIRS.has(e))) throw new UsageError(`${this.root} is not a tvix-store directory (no ${MARKER})`)
       return false
     }
