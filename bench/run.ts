@@ -4,10 +4,13 @@
  * ours/nix ratios (< 1 means we are faster). A second table times the
  * same CLI through a gRPC daemon on loopback against a local store
  * (bench/daemon.ts: blob throughput, import, copy, daemon RSS under 32
- * readers), with daemon/local ratios. Results also go to .bench/last.json.
+ * readers), with daemon/local ratios. A third (bench/space.ts) measures disk
+ * space: two releases of a generated tree with small differences, imported
+ * into one store, ours vs nix-store, against the issue's targets. Results also
+ * go to .bench/last.json.
  *
  * Knobs (environment): BENCH_REPS (default 3), BENCH_STARTUP_RUNS (default 10),
- * BENCH_PARTS (comma-separated subset of nix,daemon,startup; default all),
+ * BENCH_PARTS (comma-separated subset of nix,daemon,startup,space; default all),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
 import { spawn, spawnSync } from 'node:child_process'
@@ -19,6 +22,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
 import { benchDaemon, type Unit } from './daemon.js'
+import { benchSpace, type SpaceResult, spaceTable } from './space.js'
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 /** Set by snapshotCli(): a private copy of the built CLI, so a concurrent `npm run build` (rm -rf dist) can't break a run. */
@@ -28,7 +32,7 @@ const OUT_JSON = path.join(REPO, '.bench/last.json')
 
 const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3))
 const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? 10))
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup').split(',').map((s) => s.trim()))
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space').split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
 
@@ -390,10 +394,14 @@ async function main(): Promise<void> {
     const git = (args: string[]) => spawnSync('git', args, { cwd: REPO, encoding: 'utf8' }).stdout?.trim() ?? ''
     const commit = `${git(['rev-parse', '--short', 'HEAD'])}${git(['status', '--porcelain', '--', 'src']) ? ' + uncommitted src changes' : ''}`
     console.error(`generating inputs in ${tmpRoot}`)
-    const inputs: { name: string; make: (d: string) => void }[] = [
-      { name: 'many-small', make: makeManySmall },
-      { name: 'few-large', make: makeFewLarge },
-    ]
+    // The shared inputs serve the nix and daemon parts only.
+    const inputs: { name: string; make: (d: string) => void }[] =
+      PARTS.has('nix') || PARTS.has('daemon')
+        ? [
+            { name: 'many-small', make: makeManySmall },
+            { name: 'few-large', make: makeFewLarge },
+          ]
+        : []
     const stats: Record<string, InputStats> = {}
     const trees: Record<string, string> = {}
     for (const { name, make } of inputs) {
@@ -431,11 +439,21 @@ async function main(): Promise<void> {
       daemonSeconds = (performance.now() - t0) / 1000
     }
     if (PARTS.has('startup')) await benchStartup(devNull)
+    let space: SpaceResult | undefined
+    if (PARTS.has('space')) {
+      space = await benchSpace({
+        tmpRoot,
+        reps: REPS,
+        run: (tool, args, stdout) => exec(tool, args, { stdout }),
+        check,
+        rmTree,
+      })
+    }
 
     const totalSeconds = (performance.now() - started) / 1000
     const foreign = ticks0 ? foreignLoad(ticks0, cpuTicks()) : undefined
     console.log(`tvix-store vs ${nixVersion.stdout.trim()} — median of ${REPS} runs (start-up: ${STARTUP_RUNS}); ratio = ours/nix, < 1 means we are faster`)
-    console.log(`inputs: ${inputs.map(({ name }) => { const s = stats[name]!; return `${name} = ${s.files} files, ${s.symlinks} symlinks, ${s.directories} dirs, ${(s.bytes / MiB).toFixed(1)} MiB` }).join('; ')}`)
+    if (inputs.length > 0) console.log(`inputs: ${inputs.map(({ name }) => { const s = stats[name]!; return `${name} = ${s.files} files, ${s.symlinks} symlinks, ${s.directories} dirs, ${(s.bytes / MiB).toFixed(1)} MiB` }).join('; ')}`)
     console.log(`CLI built from ${commit || 'unknown commit'} (the dist/ snapshot taken at the start)`)
     console.log(`peak RSS via ${GNU_TIME ? 'GNU time (%M)' : 'a preload reading process.resourceUsage().maxRSS (ours only)'}`)
     if (rows.some((r) => r.section === 'nix')) {
@@ -450,6 +468,15 @@ async function main(): Promise<void> {
       console.log(table('daemon'))
       for (const n of notes) console.log(n)
       console.log(`daemon section took ${daemonSeconds.toFixed(1)} s`)
+      console.log()
+    }
+    if (space) {
+      console.log(`disk space: two releases of a generated tree with small differences, imported one after the other into one store (${nixVersion.stdout.trim()} for reference)`)
+      console.log(`on disk = sum of regular file sizes (our store dir / DIR/nix/store), or \`du -sk\`; ratio = tvix-store / reference; targets from the issue; times: median of ${REPS} fresh stores per tool`)
+      console.log()
+      console.log(spaceTable(space.rows))
+      for (const n of space.notes) console.log(n)
+      console.log(`space section took ${space.seconds.toFixed(1)} s`)
       console.log()
     }
     const failed = checks.filter((c) => !c.ok)
@@ -477,6 +504,7 @@ async function main(): Promise<void> {
           parts: [...PARTS],
           notes,
           daemonSeconds,
+          space: space ?? null,
           inputs: stats,
           rows,
           checks,
