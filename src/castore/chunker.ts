@@ -50,26 +50,44 @@ export function cutPoint(buf: Uint8Array, start: number, end: number): number {
 }
 
 /**
- * Splits a byte stream into content-defined chunks. Holds at most
- * MAX_CHUNK plus one input chunk in memory.
+ * Splits a byte stream into content-defined chunks. A cut is only made
+ * with a full MAX_CHUNK window in view (or at the end), so boundaries do
+ * not depend on how the input was read. Chunks inside one input buffer
+ * are views into it; only a chunk spanning two buffers is copied.
  */
 export async function* chunkStream(src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  let buf = Buffer.alloc(0)
-  for await (const data of src) {
-    buf = buf.length === 0 ? Buffer.from(data) : Buffer.concat([buf, data])
+  let tail: Uint8Array = new Uint8Array(0)
+  for await (const input of src) {
+    let data = input
+    // First finish the chunk that started in earlier input, through a small window.
+    while (tail.length > 0 && tail.length + data.length >= MAX_CHUNK) {
+      const take = MAX_CHUNK - tail.length
+      const window = Buffer.concat([tail, data.subarray(0, take)])
+      const n = cutPoint(window, 0, MAX_CHUNK)
+      yield window.subarray(0, n)
+      if (n < tail.length) {
+        tail = window.subarray(n, tail.length)
+      } else {
+        data = data.subarray(n - tail.length)
+        tail = new Uint8Array(0)
+      }
+    }
+    if (tail.length > 0) {
+      tail = Buffer.concat([tail, data])
+      continue
+    }
     let off = 0
-    // Cut only while a full MAX_CHUNK window is available: a cut must not depend on read sizes.
-    while (buf.length - off >= MAX_CHUNK) {
-      const n = cutPoint(buf, off, buf.length)
-      yield buf.subarray(off, off + n)
+    while (data.length - off >= MAX_CHUNK) {
+      const n = cutPoint(data, off, data.length)
+      yield data.subarray(off, off + n)
       off += n
     }
-    buf = buf.subarray(off)
+    tail = data.subarray(off)
   }
   let off = 0
-  while (off < buf.length) {
-    const n = cutPoint(buf, off, buf.length)
-    yield buf.subarray(off, off + n)
+  while (off < tail.length) {
+    const n = cutPoint(tail, off, tail.length)
+    yield tail.subarray(off, off + n)
     off += n
   }
 }

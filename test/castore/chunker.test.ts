@@ -24,9 +24,12 @@ describe('content-defined chunker', () => {
   })
 
   test('boundaries do not depend on how the input was read', async () => {
-    const a = await chunksOf(data, 1 << 20)
-    const b = await chunksOf(data, 12345)
-    assert.deepEqual(a.map((c) => c.length), b.map((c) => c.length))
+    const a = (await chunksOf(data, 1 << 20)).map((c) => c.length)
+    for (const size of [1000, 12345, 300_000, 16 << 20]) {
+      const b = await chunksOf(data, size)
+      assert.deepEqual(b.map((c) => c.length), a, `read size ${size}`)
+      assert.deepEqual(Buffer.concat(b), data)
+    }
   })
 
   test('an edit in the middle changes only the chunks around it', async () => {
