@@ -5,13 +5,15 @@ import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta } from '../../castore/blob-service.js'
-import { ChunkIndex, ChunkReader, type ChunkRef, PACK_SUFFIX, PackWriter, readManifest } from './pack.js'
+import { ChunkIndex, ChunkReader, type ChunkRef, PACK_SUFFIX, PackWriter, readManifest, readPackedBlob } from './pack.js'
 import path from 'node:path'
 import type { LocalRoot } from './layout.js'
 
 const READ_CHUNK = 1 << 20
 /** Blobs up to this size are read and written with one synchronous call. */
 const SMALL_BLOB = 1 << 20
+/** Bytes of a pack read at once when a whole blob is read (its chunks are mostly consecutive). */
+const PACK_READ_AHEAD = 4 << 20
 
 /** A blob written to a temp file (or found already stored: no tmp). */
 interface Written extends BlobInfo {
@@ -88,20 +90,8 @@ export class LocalBlobService implements BlobService {
   /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
   private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | undefined {
     const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
-    if (manifest) {
-      // The whole-blob check below covers every chunk.
-      const reader = new ChunkReader(this.packPath, false)
-      return verifyBlob(
-        d,
-        (async function* () {
-          try {
-            for (const c of manifest) yield reader.read(c)
-          } finally {
-            reader.close()
-          }
-        })(),
-      )
-    }
+    // The whole-blob check covers every chunk.
+    if (manifest) return verifyBlob(d, readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD))
     const chunk = this.index.get(d)
     if (!chunk) return undefined
     const reader = new ChunkReader(this.packPath, true)

@@ -134,21 +134,85 @@ export class ChunkReader {
     }
     const stored = Buffer.allocUnsafe(ref.stored)
     if (fsSync.readSync(fd, stored, 0, ref.stored, ref.offset) !== ref.stored) throw new IntegrityError(`pack ${file} is truncated`)
-    let data: Buffer
-    try {
-      data = ref.codec === 1 ? zlib.inflateRawSync(stored) : stored
-    } catch (e) {
-      throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} does not inflate`, { cause: e })
-    }
-    if (data.length !== ref.size || (this.verify && !bytesEqual(b3(data), ref.digest))) {
-      throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} is corrupt`)
-    }
-    return data
+    return unpack(stored, ref, file, this.verify)
   }
 
   close(): void {
     for (const fd of this.fds.values()) fsSync.closeSync(fd)
     this.fds.clear()
+  }
+}
+
+/** A stored chunk's bytes, inflated and checked (its digest only when `verify`). */
+function unpack(stored: Buffer, ref: ChunkRef, file: string, verify: boolean): Buffer {
+  let data: Buffer
+  try {
+    data = ref.codec === 1 ? zlib.inflateRawSync(stored) : stored
+  } catch (e) {
+    throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} does not inflate`, { cause: e })
+  }
+  if (data.length !== ref.size || (verify && !bytesEqual(b3(data), ref.digest))) {
+    throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} is corrupt`)
+  }
+  return data
+}
+
+/** Chunks stored back to back in one pack, read with one call. */
+interface Span {
+  pack: string
+  start: number
+  length: number
+  refs: ChunkRef[]
+}
+
+function spans(manifest: ChunkRef[], max: number): Span[] {
+  const out: Span[] = []
+  for (const r of manifest) {
+    const last = out.at(-1)
+    if (last && last.pack === r.pack && last.start + last.length === r.offset && last.length + r.stored <= max) {
+      last.length += r.stored
+      last.refs.push(r)
+    } else {
+      out.push({ pack: r.pack, start: r.offset, length: r.stored, refs: [r] })
+    }
+  }
+  return out
+}
+
+/**
+ * A whole packed blob, chunk by chunk: consecutive chunks come out of one
+ * read of up to `readAhead` bytes, the next read in flight (in the thread
+ * pool) while the current one is unpacked and used. Chunk digests are left
+ * to the caller's whole-blob check.
+ */
+export async function* readPackedBlob(packPath: (hex: string) => string, manifest: ChunkRef[], readAhead: number): AsyncGenerator<Uint8Array> {
+  const handles = new Map<string, Promise<fs.FileHandle>>()
+  const handle = (pack: string) => {
+    let h = handles.get(pack)
+    if (!h) {
+      h = fs.open(packPath(pack), 'r')
+      handles.set(pack, h)
+    }
+    return h
+  }
+  const load = async (sp: Span) => {
+    const buf = Buffer.allocUnsafe(sp.length)
+    const { bytesRead } = await (await handle(sp.pack)).read(buf, 0, sp.length, sp.start)
+    if (bytesRead !== sp.length) throw new IntegrityError(`pack ${packPath(sp.pack)} is truncated`)
+    return buf
+  }
+  const list = spans(manifest, readAhead)
+  let next: Promise<Buffer> | undefined = list.length > 0 ? load(list[0]!) : undefined
+  try {
+    for (let i = 0; i < list.length; i++) {
+      const sp = list[i]!
+      const buf = await next!
+      next = i + 1 < list.length ? load(list[i + 1]!) : undefined
+      for (const r of sp.refs) yield unpack(buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored), r, packPath(sp.pack), false)
+    }
+  } finally {
+    await next?.catch(() => {})
+    for (const h of handles.values()) await (await h.catch(() => undefined))?.close()
   }
 }
 
