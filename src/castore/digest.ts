@@ -1,5 +1,22 @@
-import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash'
+import { createRequire } from 'node:module'
 import { InvalidInputError } from '../errors.js'
+
+type BlakeBinding = typeof import('@napi-rs/blake-hash')
+
+/**
+ * The native BLAKE3 binding. Its generic loader asks process.report for the
+ * libc (~5 ms of every start-up); npm installs the -gnu package only on
+ * glibc systems, so try it first and fall back to the loader elsewhere.
+ */
+function loadBlake(): BlakeBinding {
+  const require = createRequire(import.meta.url)
+  try {
+    return require(`@napi-rs/blake-hash-${process.platform}-${process.arch}-gnu`) as BlakeBinding
+  } catch {
+    return require('@napi-rs/blake-hash') as BlakeBinding
+  }
+}
+const { Blake3Hasher, blake3 } = loadBlake()
 
 /** BLAKE3 digests are 32 bytes; everything in the castore is keyed by one. */
 export const B3_LEN = 32
