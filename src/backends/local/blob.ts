@@ -13,7 +13,7 @@ const READ_CHUNK = 1 << 20
 /** Blobs up to this size are read and written with one synchronous call. */
 const SMALL_BLOB = 1 << 20
 /** Bytes of a pack read at once when a whole blob is read (its chunks are mostly consecutive). */
-const PACK_READ_AHEAD = 4 << 20
+const PACK_READ_AHEAD = 1 << 20
 
 /** A blob written to a temp file (or found already stored: no tmp). */
 interface Written extends BlobInfo {
