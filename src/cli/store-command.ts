@@ -1,4 +1,6 @@
-import { Command, Flags, Interfaces } from '@oclif/core'
+import { Command } from '@oclif/core/command'
+import * as Flags from '@oclif/core/flags'
+import type { Interfaces } from '@oclif/core'
 import { openStore } from '../backends/open-store.js'
 import { StoreError } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'

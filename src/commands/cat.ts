@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core'
+import * as Args from '@oclif/core/args'
 import { writeAll } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { catFile } from '../ops/cat.js'

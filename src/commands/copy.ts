@@ -1,4 +1,5 @@
-import { Args, Flags } from '@oclif/core'
+import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
 import fs from 'node:fs'
 import { StoreCommand } from '../cli/store-command.js'
 import { copyProgress } from '../cli/progress.js'

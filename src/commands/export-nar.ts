@@ -1,4 +1,5 @@
-import { Args, Flags } from '@oclif/core'
+import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import { writeAll } from '../cli/output.js'

@@ -1,4 +1,5 @@
-import { Args, Flags } from '@oclif/core'
+import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
 import { batchLines, writeAll } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { UsageError } from '../errors.js'

@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core'
+import * as Args from '@oclif/core/args'
 import { StoreCommand } from '../cli/store-command.js'
 import { narInfo } from '../ops/narinfo.js'
 import { type NarInfoFields, renderNarInfo } from '../store/narinfo.js'
