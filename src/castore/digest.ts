@@ -1,5 +1,4 @@
 import { createRequire } from 'node:module'
-import { InvalidInputError } from '../errors.js'
 
 type BlakeBinding = typeof import('@napi-rs/blake-hash')
 
@@ -48,11 +47,6 @@ export function toHex(d: Uint8Array): string {
 /** tvix's display form, e.g. `b3:rxNJufX5oaagQE3qNtzJSZvLJcmtwRK3zJqTyuQfMmI=`. */
 export function b3Display(d: B3Digest): string {
   return 'b3:' + buf(d).toString('base64')
-}
-
-export function assertB3(d: Uint8Array, what = 'digest'): B3Digest {
-  if (d.length !== B3_LEN) throw new InvalidInputError(`${what} has ${d.length} bytes, want ${B3_LEN}`)
-  return d
 }
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

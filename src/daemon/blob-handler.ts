@@ -4,13 +4,7 @@ import { B3_LEN, b3Display } from '../castore/digest.js'
 import { BLOB_CHUNK_BYTES } from '../grpc/definitions.js'
 import { blobChunk, digestMessage, statBlobRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
-import { clientStream, type Log, serverStream, unary } from './calls.js'
-
-export function requireDigest(d: Uint8Array | undefined, len: number, what = 'digest'): Uint8Array {
-  if (d === undefined) throw new StatusError(Status.INVALID_ARGUMENT, `${what} is not set`)
-  if (d.length !== len) throw new StatusError(Status.INVALID_ARGUMENT, `${what} has ${d.length} bytes, want ${len}`)
-  return d
-}
+import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
 
 /** tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). */
 export function blobHandler(blobs: BlobService, log: Log): UntypedServiceImplementation {

@@ -11,9 +11,16 @@ import type {
   ServerReadableStream,
   ServerWritableStream,
 } from '@grpc/grpc-js'
-import { Status, toStatus } from '../grpc/status.js'
+import { Status, StatusError, toStatus } from '../grpc/status.js'
 
 export type Log = (line: string) => void
+
+/** A digest field that must be set and have `len` bytes (INVALID_ARGUMENT otherwise). */
+export function requireDigest(d: Uint8Array | undefined, len: number, what = 'digest'): Uint8Array {
+  if (d === undefined) throw new StatusError(Status.INVALID_ARGUMENT, `${what} is not set`)
+  if (d.length !== len) throw new StatusError(Status.INVALID_ARGUMENT, `${what} has ${d.length} bytes, want ${len}`)
+  return d
+}
 
 /** The status to answer with; logged unless it is NOT_FOUND, the protocol's normal "absent". */
 function fail(log: Log, method: string, e: unknown) {

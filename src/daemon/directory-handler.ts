@@ -5,8 +5,7 @@ import { ClosureValidator, type DirectoryService } from '../castore/directory-se
 import { decodeDirectory } from '../proto/codec.js'
 import { getDirectoryRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
-import { requireDigest } from './blob-handler.js'
-import { clientStream, type Log, serverStream } from './calls.js'
+import { clientStream, type Log, requireDigest, serverStream } from './calls.js'
 
 /** More Directories than this in one Put stream are refused (memory bound per call). */
 const MAX_DIRECTORIES_PER_PUT = 1_000_000

@@ -1,5 +1,5 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
-import { toHex } from '../castore/digest.js'
+import { B3_LEN, toHex } from '../castore/digest.js'
 import { invalidTargetReason } from '../castore/directory.js'
 import type { Node } from '../castore/node.js'
 import { decodeNode, decodePathInfo, encodeNode } from '../proto/codec.js'
@@ -11,8 +11,7 @@ import * as nixbase32 from '../store/nixbase32.js'
 import { validatePathInfo } from '../store/path-info.js'
 import { DIGEST_LEN } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
-import { requireDigest } from './blob-handler.js'
-import { type Log, serverStream, unary } from './calls.js'
+import { type Log, requireDigest, serverStream, unary } from './calls.js'
 
 const NAR_CACHE_ENTRIES = 10_000
 
@@ -58,8 +57,8 @@ function validateRootNode(node: Node): Node {
   if (node.kind === 'symlink') {
     const why = invalidTargetReason(node.target)
     if (why) throw new StatusError(Status.INVALID_ARGUMENT, why)
-  } else if (node.digest.length !== 32) {
-    throw new StatusError(Status.INVALID_ARGUMENT, `node digest has ${node.digest.length} bytes, want 32`)
+  } else if (node.digest.length !== B3_LEN) {
+    throw new StatusError(Status.INVALID_ARGUMENT, `node digest has ${node.digest.length} bytes, want ${B3_LEN}`)
   }
   return { ...node, name: new Uint8Array(0) }
 }

@@ -78,11 +78,6 @@ export function serviceDefinition(service: ServiceName, side: 'server' | 'client
   return def as ServiceDefinition
 }
 
-/** Gives the name a short, log-friendly form: `BlobService/Put`. */
-export function shortMethod(service: ServiceName, name: string): string {
-  return `${service.split('.').pop()}/${name}`
-}
-
 /** Largest message either side sends or accepts; blob data travels in chunks well below it. */
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 /** Blob data per BlobChunk message. */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { BlobService } from '../../castore/blob-service.js'
 import { b3Display } from '../../castore/digest.js'
 import { entriesInOrder } from '../../castore/directory.js'
@@ -65,7 +66,6 @@ export async function* renderNar(root: Node, store: CastoreReader): AsyncGenerat
 
 /** NAR size and SHA-256 of a castore tree, without keeping the NAR. */
 export async function calculateNar(root: Node, store: CastoreReader): Promise<{ narSize: number; narSha256: Uint8Array }> {
-  const { createHash } = await import('node:crypto')
   const sha = createHash('sha256')
   let narSize = 0
   for await (const c of renderNar(root, store)) {
