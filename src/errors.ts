@@ -37,6 +37,11 @@ export class IntegrityError extends StoreError {
   readonly code = 'ERR_INTEGRITY'
 }
 
+/** Refused because something live still needs it (a path a root or another path keeps alive). */
+export class StillAliveError extends StoreError {
+  readonly code = 'ERR_ALIVE'
+}
+
 /** The backend lacks a capability. */
 export class UnsupportedError extends StoreError {
   readonly code = 'ERR_UNSUPPORTED'

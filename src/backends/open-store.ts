@@ -93,6 +93,8 @@ export async function openStore(opts: OpenStoreOptions = {}): Promise<Store> {
     directories: d.directories,
     pathInfos: p.pathInfos,
     storeDir,
+    // A session on every store involved (local ones exclude their gc).
+    writeSession: <T>(fn: () => Promise<T>) => opened.reduceRight<() => Promise<T>>((inner, s) => () => s.writeSession(inner), fn)(),
     close: async () => {
       for (const s of opened) await s.close()
     },
@@ -117,4 +119,14 @@ function normaliseStoreDir(dir: string): string {
   const n = path.posix.normalize(dir).replace(/\/+$/, '')
   if (n === '') throw new UsageError('store dir must not be /')
   return n
+}
+
+/**
+ * The local store behind `store`, for what runs only where the data lives
+ * (gc, verify, GC roots); one clear refusal for any other kind of store.
+ */
+export async function asLocalStore(store: Store, url: string, what: string): Promise<import('./local/index.js').LocalStore> {
+  const { LocalStore } = await import('./local/index.js')
+  if (store instanceof LocalStore) return store
+  throw new UnsupportedError(`${what} runs where the data lives, on a local store; ${url} is not one (run it on the daemon's machine, against its store directory)`)
 }

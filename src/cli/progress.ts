@@ -79,3 +79,24 @@ export function copyProgress(): { update(p: { pathsDone: number; pathsTotal: num
     stop: () => bar?.stop(),
   }
 }
+
+/** A bar over a count of items (gc's deletions, verify's objects), on a terminal only. */
+export function countProgress(label: string): { update(done: number, total: number): void; stop(): void } {
+  if (!process.stderr.isTTY || process.env.CI) return { update() {}, stop() {} }
+  let bar: import('cli-progress').SingleBar | undefined
+  let loading: Promise<void> | undefined
+  return {
+    update(done, total) {
+      loading ??= import('cli-progress').then(({ default: cliProgress }) => {
+        bar = new cliProgress.SingleBar(
+          { stream: process.stderr, format: `${label} [{bar}] {value}/{total}`, hideCursor: true, clearOnComplete: true, fps: 10 },
+          cliProgress.Presets.shades_classic,
+        )
+        bar.start(total, done)
+      })
+      bar?.setTotal(total)
+      bar?.update(done)
+    },
+    stop: () => bar?.stop(),
+  }
+}

@@ -1,7 +1,8 @@
 import { Command } from '@oclif/core/command'
 import * as Flags from '@oclif/core/flags'
 import type { Interfaces } from '@oclif/core'
-import { openStore } from '../backends/open-store.js'
+import { asLocalStore, openStore } from '../backends/open-store.js'
+import type { LocalStore } from '../backends/local/index.js'
 import { StoreError } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
@@ -94,6 +95,11 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       pathInfoServiceAddr: f['path-info-service-addr'],
     })
     return this.opened
+  }
+
+  /** The store, which must be local: `what` (gc, verify, roots) runs where the data lives. */
+  protected async localStore(what: string): Promise<LocalStore> {
+    return asLocalStore(await this.store(), this.flags.store ?? 'the store', what)
   }
 
   public override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<void> {

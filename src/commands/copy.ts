@@ -4,7 +4,10 @@ import fs from 'node:fs'
 import { StoreCommand } from '../cli/store-command.js'
 import { copyProgress } from '../cli/progress.js'
 import { UsageError } from '../errors.js'
-import { openStore } from '../backends/open-store.js'
+import { asLocalStore, openStore } from '../backends/open-store.js'
+import { validateRootName } from '../backends/local/roots.js'
+import { addRoot } from '../ops/roots.js'
+import type { Store } from '../store/store.js'
 import { readAll } from '../castore/blob-service.js'
 import { copyClosure, type CopyReport } from '../ops/copy.js'
 import { type ClosureImportReport, importClosure, parseClosureListing } from '../ops/import-closure.js'
@@ -29,6 +32,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
     closure: Flags.string({ summary: 'Read a Nix closure listing from FILE or stdin ("-"), and import its paths from the filesystem.', helpValue: 'FILE|-' }),
     'nix-root': Flags.string({ summary: 'With --closure: the store paths live under DIR (a chroot store, like local?root=DIR).', helpValue: 'DIR' }),
     parallel: Flags.integer({ summary: 'Store paths transferred at once.', default: 4, min: 1, max: 64 }),
+    root: Flags.string({ summary: 'Register a GC root NAME in the target for the copied path, in the same step (local targets; one STORE_PATH).', helpValue: 'NAME' }),
   }
 
   async run(): Promise<CopyReport | ClosureImportReport> {
@@ -37,6 +41,17 @@ export default class Copy extends StoreCommand<typeof Copy> {
     const f = this.flags
     const to = await openStore({ url: f.to, storeDir: f['store-dir'] })
     try {
+      if (f.root !== undefined) {
+        if (paths.length !== 1 || f.closure !== undefined) throw new UsageError('--root needs exactly one STORE_PATH')
+        validateRootName(f.root)
+        const local = await asLocalStore(to, f.to, 'a GC root')
+        // Copy and root in one write session on the target: gc cannot prune the path in between.
+        return await to.writeSession(async () => {
+          const report = await this.copyPaths(to, paths)
+          await addRoot(local, f.root!, paths[0]!)
+          return report
+        })
+      }
       if (f.closure !== undefined) {
         if (paths.length > 0) throw new UsageError('give either --closure or store paths, not both')
         const text = (f.closure === '-' ? await readAll(process.stdin) : fs.readFileSync(f.closure)).toString('utf8')
@@ -44,23 +59,28 @@ export default class Copy extends StoreCommand<typeof Copy> {
         if (!this.jsonEnabled()) for (const p of report.copied) process.stdout.write(`${p}\n`)
         return report
       }
-      if (paths.length === 0) throw new UsageError('nothing to copy: give store paths (or --closure FILE)')
-      const from = f.from !== undefined ? await openStore({ url: f.from, storeDir: f['store-dir'] }) : await this.store()
-      try {
-        const progress = copyProgress()
-        let report: CopyReport
-        try {
-          report = await copyClosure(from, to, paths, { parallel: f.parallel, onProgress: progress.update })
-        } finally {
-          progress.stop()
-        }
-        if (!this.jsonEnabled()) for (const p of report.copied) process.stdout.write(`${p}\n`)
-        return report
-      } finally {
-        if (f.from !== undefined) await from.close()
-      }
+      return await this.copyPaths(to, paths)
     } finally {
       await to.close()
+    }
+  }
+
+  private async copyPaths(to: Store, paths: string[]): Promise<CopyReport> {
+    const f = this.flags
+    if (paths.length === 0) throw new UsageError('nothing to copy: give store paths (or --closure FILE)')
+    const from = f.from !== undefined ? await openStore({ url: f.from, storeDir: f['store-dir'] }) : await this.store()
+    try {
+      const progress = copyProgress()
+      let report: CopyReport
+      try {
+        report = await copyClosure(from, to, paths, { parallel: f.parallel, onProgress: progress.update })
+      } finally {
+        progress.stop()
+      }
+      if (!this.jsonEnabled()) for (const p of report.copied) process.stdout.write(`${p}\n`)
+      return report
+    } finally {
+      if (f.from !== undefined) await from.close()
     }
   }
 }

@@ -8,6 +8,10 @@ import { importNar } from '../ops/import-nar.js'
 import { importPath } from '../ops/import-paths.js'
 import type { Imported } from '../ops/register.js'
 import * as nixbase32 from '../store/nixbase32.js'
+import type { Store } from '../store/store.js'
+import { addRoot } from '../ops/roots.js'
+import { asLocalStore } from '../backends/open-store.js'
+import { validateRootName } from '../backends/local/roots.js'
 
 interface ImportJson {
   path: string
@@ -30,6 +34,7 @@ export default class Import extends StoreCommand<typeof Import> {
   static override flags = {
     name: Flags.string({ summary: 'Store path name (default: the last component of PATH).' }),
     nar: Flags.string({ summary: 'Import a NAR from FILE, or from stdin with "-".', helpValue: 'FILE|-' }),
+    root: Flags.string({ summary: 'Register a GC root NAME for the imported path, in the same step (local stores).', helpValue: 'NAME' }),
   }
 
   async run(): Promise<ImportJson[]> {
@@ -39,7 +44,22 @@ export default class Import extends StoreCommand<typeof Import> {
     if (nar !== undefined && paths.length > 0) throw new UsageError('give either --nar or paths, not both')
     if (nar === undefined && paths.length === 0) throw new UsageError('nothing to import: give at least one PATH (or --nar FILE)')
     if (name !== undefined && paths.length > 1) throw new UsageError('--name needs exactly one PATH')
+    if (this.flags.root !== undefined && paths.length > 1) throw new UsageError('--root needs exactly one PATH')
     const store = await this.store()
+    const { root } = this.flags
+    // Checked before importing anything: a root needs a local store and a valid name.
+    const local = root === undefined ? undefined : await asLocalStore(store, this.flags.store ?? 'the store', 'a GC root')
+    if (root !== undefined) validateRootName(root)
+    // The root goes in within the import's write session: gc cannot prune the path in between.
+    return store.writeSession(async () => {
+      const results = await this.importAll(store, paths)
+      if (local) await addRoot(local, root!, results[0]!.path)
+      return results
+    })
+  }
+
+  private async importAll(store: Store, paths: string[]): Promise<ImportJson[]> {
+    const { name, nar } = this.flags
     const results: ImportJson[] = []
     const done = (r: Imported) => {
       results.push({ path: r.storePath, narHash: `sha256:${nixbase32.encode(r.narSha256)}`, narSize: r.narSize })

@@ -1,13 +1,14 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
-import type { BlobService } from '../castore/blob-service.js'
 import { B3_LEN, b3Display } from '../castore/digest.js'
 import { BLOB_CHUNK_BYTES } from '../grpc/definitions.js'
 import { blobChunk, digestMessage, statBlobRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
+import type { Store } from '../store/store.js'
 import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
 
 /** tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). */
-export function blobHandler(blobs: BlobService, log: Log): UntypedServiceImplementation {
+export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: Log): UntypedServiceImplementation {
+  const { blobs } = store
   return {
     Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req) => {
       const d = requireDigest(req.digest, B3_LEN)
@@ -26,6 +27,7 @@ export function blobHandler(blobs: BlobService, log: Log): UntypedServiceImpleme
       }
     }),
 
-    Put: clientStream('BlobService/Put', log, blobChunk.decode, async (chunks) => (await blobs.put(chunks)).digest),
+    // A write session: the store's gc does not sweep while a blob goes in.
+    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks) => store.writeSession(async () => (await blobs.put(chunks)).digest)),
   }
 }

@@ -1,7 +1,8 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
 import { B3_LEN, b3Display } from '../castore/digest.js'
 import type { Directory } from '../castore/directory.js'
-import { ClosureValidator, type DirectoryService } from '../castore/directory-service.js'
+import { ClosureValidator } from '../castore/directory-service.js'
+import type { Store } from '../store/store.js'
 import { decodeDirectory } from '../proto/codec.js'
 import { getDirectoryRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
@@ -11,7 +12,8 @@ import { clientStream, type Log, requireDigest, serverStream } from './calls.js'
 const MAX_DIRECTORIES_PER_PUT = 1_000_000
 
 /** tvix.castore.v1.DirectoryService over any DirectoryService (SPEC 3.3). */
-export function directoryHandler(directories: DirectoryService, log: Log): UntypedServiceImplementation {
+export function directoryHandler(store: Pick<Store, 'directories' | 'writeSession'>, log: Log): UntypedServiceImplementation {
+  const { directories } = store
   return {
     Get: serverStream('DirectoryService/Get', log, getDirectoryRequest.decode, async function* (req) {
       const d = requireDigest(req.digest, B3_LEN)
@@ -25,7 +27,8 @@ export function directoryHandler(directories: DirectoryService, log: Log): Untyp
       yield dir
     }),
 
-    Put: clientStream('DirectoryService/Put', log, decodeDirectory, async (stream) => {
+    // A write session: children found stored stay stored until the parents are written.
+    Put: clientStream('DirectoryService/Put', log, decodeDirectory, (stream) => store.writeSession(async () => {
       // Validate as the messages arrive, so a bad stream fails at its first bad message.
       const v = new ClosureValidator((d) => directories.get(d))
       const received: Directory[] = []
@@ -39,6 +42,6 @@ export function directoryHandler(directories: DirectoryService, log: Log): Untyp
       if (received.length === 0) throw new StatusError(Status.INVALID_ARGUMENT, 'no directories sent')
       v.finish()
       return directories.putClosure(received)
-    }),
+    })),
   }
 }

@@ -31,9 +31,12 @@ export function pathInfoHandler(store: Store, log: Log): UntypedServiceImplement
 
     Put: unary('PathInfoService/Put', log, decodePathInfo, async (info) => {
       validatePathInfo(info)
-      const missing = await findMissing(info.node, store)
-      if (missing) throw new StatusError(Status.FAILED_PRECONDITION, `PathInfo refers to data the store does not have: ${missing}`)
-      return store.pathInfos.put(info)
+      // Checked and written in one write session: the store's gc cannot sweep in between.
+      return store.writeSession(async () => {
+        const missing = await findMissing(info.node, store)
+        if (missing) throw new StatusError(Status.FAILED_PRECONDITION, `PathInfo refers to data the store does not have: ${missing}`)
+        return store.pathInfos.put(info)
+      })
     }),
 
     CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node) => {

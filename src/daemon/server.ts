@@ -29,8 +29,8 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log)
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   })
-  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store.blobs, log))
-  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store.directories, log))
+  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log))
+  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log))
   server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log))
   const names = Object.keys(SERVICES) as ServiceName[]
   const health = addHealthService(server, names)

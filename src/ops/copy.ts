@@ -38,7 +38,12 @@ const BLOBS_IN_FLIGHT = 32
  * Directories, then the PathInfo: the target never holds a PathInfo whose
  * data or references are missing.
  */
-export async function copyClosure(from: Store, to: Store, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
+export function copyClosure(from: Store, to: Store, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
+  // One write session on the target: paths found there stay until the paths that refer to them are registered.
+  return to.writeSession(() => copyInSession(from, to, args, opts))
+}
+
+async function copyInSession(from: Store, to: Store, args: string[], opts: CopyOptions): Promise<CopyReport> {
   const closure = await closureOf(from, args)
   const report: CopyReport = {
     paths: [...closure.values()].map((i) => absolute(storePathOf(i), from.storeDir)).sort(),

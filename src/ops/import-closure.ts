@@ -107,7 +107,12 @@ export interface ClosureImportReport {
  * first, skipping paths the store has. Each path's NAR hash must match
  * the listing, so what is stored is what Nix registered.
  */
-export async function importClosure(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string } = {}): Promise<ClosureImportReport> {
+export function importClosure(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string } = {}): Promise<ClosureImportReport> {
+  // One write session: paths found stored stay until the paths that refer to them are registered.
+  return store.writeSession(() => importInSession(store, entries, opts))
+}
+
+async function importInSession(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string }): Promise<ClosureImportReport> {
   const byHash = new Map(entries.map((e) => [nixbase32.encode(parseStorePathArg(e.path, store.storeDir).path.digest), e]))
   const present = new Set<string>()
   await forEachLimit(byHash.keys(), 64, async (h) => {

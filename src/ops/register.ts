@@ -43,13 +43,19 @@ export async function registerSource(store: Store, ingested: IngestResult, stage
   return { storePath: absolute(path, store.storeDir), narSize: ingested.narSize, narSha256: ingested.narSha256, info }
 }
 
-/** Runs an ingest inside a blob stage that is dropped if anything fails. */
-export async function withStage<T>(store: Store, fn: (stage: BlobStage) => Promise<T>): Promise<T> {
-  const stage = store.blobs.stage()
-  try {
-    return await fn(stage)
-  } catch (e) {
-    await stage.abort()
-    throw e
-  }
+/**
+ * Runs an ingest inside a blob stage that is dropped if anything fails,
+ * as one write session: what the ingest finds already stored is not swept
+ * before its PathInfo is written.
+ */
+export function withStage<T>(store: Store, fn: (stage: BlobStage) => Promise<T>): Promise<T> {
+  return store.writeSession(async () => {
+    const stage = store.blobs.stage()
+    try {
+      return await fn(stage)
+    } catch (e) {
+      await stage.abort()
+      throw e
+    }
+  })
 }

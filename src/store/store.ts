@@ -8,5 +8,17 @@ export interface Store {
   directories: DirectoryService
   pathInfos: PathInfoService
   storeDir: string
+  /**
+   * Runs `fn` as one write session. A local store's gc waits for open
+   * sessions and holds new ones off while it sweeps, so what a session
+   * found stored stays stored until it has registered what relies on it.
+   * Stores without a local gc just run `fn`.
+   */
+  writeSession<T>(fn: () => Promise<T>): Promise<T>
   close(): Promise<void>
+}
+
+/** writeSession for stores that have nothing to exclude. */
+export function runNow<T>(fn: () => Promise<T>): Promise<T> {
+  return fn()
 }

@@ -34,6 +34,7 @@ export class LocalBlobService implements BlobService {
     this.durable = new Batcher((tmps) => root.syncFiles(tmps))
     this.named = new Batcher(() => root.sync())
     this.index = new ChunkIndex(path.join(root.root, 'blobs', 'b3'))
+    root.onSweep(() => this.index.reset())
   }
 
   private path(d: B3Digest): string {

@@ -5,16 +5,38 @@ import { LocalBlobService } from './blob.js'
 import { LocalDirectoryService } from './directory.js'
 import { LocalRoot } from './layout.js'
 import { LocalPathInfoService } from './path-info.js'
+import { GcRoots } from './roots.js'
+
+/** A store in a local directory: the three services, plus what only runs where the data lives (gc roots, gc, verify). */
+export class LocalStore implements Store {
+  readonly blobs: LocalBlobService
+  readonly directories: LocalDirectoryService
+  readonly pathInfos: LocalPathInfoService
+  readonly roots: GcRoots
+
+  constructor(
+    readonly root: LocalRoot,
+    readonly storeDir: string,
+  ) {
+    this.blobs = new LocalBlobService(root)
+    this.directories = new LocalDirectoryService(root)
+    this.pathInfos = new LocalPathInfoService(root, this.blobs, this.directories)
+    this.roots = new GcRoots(root, storeDir)
+  }
+
+  writeSession<T>(fn: () => Promise<T>): Promise<T> {
+    return this.root.locks.session(fn)
+  }
+
+  async close(): Promise<void> {}
+}
 
 /** Opens (without creating: the first write does) a local store rooted at `dir`. */
-export async function openLocalStore(dir: string, storeDir = DEFAULT_STORE_DIR): Promise<Store> {
+export async function openLocalStore(dir: string, storeDir = DEFAULT_STORE_DIR): Promise<LocalStore> {
   const root = new LocalRoot(path.resolve(dir))
   await root.checkFormat().catch((e) => {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
     throw e
   })
-  const blobs = new LocalBlobService(root)
-  const directories = new LocalDirectoryService(root)
-  const pathInfos = new LocalPathInfoService(root, blobs, directories)
-  return { blobs, directories, pathInfos, storeDir, close: async () => {} }
+  return new LocalStore(root, storeDir)
 }

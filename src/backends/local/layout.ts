@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import fsSync, { constants } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { BackendError, UsageError } from '../../errors.js'
 import { onInterrupt } from '../../util/interrupt.js'
+import { StoreLocks } from './locks.js'
 
 /**
  * On-disk layout of a local store (format version 2):
@@ -14,6 +14,8 @@ import { onInterrupt } from '../../util/interrupt.js'
  *   blobs/b3/<hex[0..2]>/<hex>.pack   a larger blob as content-defined chunks (pack.ts)
  *   dirs/b3/<hex[0..2]>/<hex>    canonical Directory protobuf, named by BLAKE3
  *   pathinfo/<nixbase32>         PathInfo protobuf, named by the store path hash part
+ *   roots/<name>                 a GC root: the store path it keeps alive (roots.ts)
+ *   locks/                       writer and sweeper tokens (locks.ts)
  *   tmp/                         temp files; same filesystem, so rename is atomic
  *
  * Every object is written to tmp/, fsynced, then renamed to its final
@@ -28,10 +30,12 @@ const READABLE_VERSIONS = [1, 2]
 const MARKER = 'tvix-store.json'
 /** Above this many files, one syncfs (a child process, ~ms of CPU) beats fsync per file. */
 const SYNCFS_ABOVE = 64
-const LAYOUT_DIRS = new Set(['tmp', 'blobs', 'dirs', 'pathinfo'])
+const LAYOUT_DIRS = new Set(['tmp', 'blobs', 'dirs', 'pathinfo', 'roots', 'locks'])
 
 export class LocalRoot {
   readonly tmp: string
+  readonly locks: StoreLocks
+  private readonly sweepListeners: Array<() => void> = []
   private readonly madeDirs = new Set<string>()
   private readonly dirty = new Set<string>()
   private readonly temps = new Set<string>()
@@ -41,6 +45,14 @@ export class LocalRoot {
 
   constructor(readonly root: string) {
     this.tmp = path.join(root, 'tmp')
+    this.locks = new StoreLocks(root, () => {
+      for (const l of this.sweepListeners) l()
+    })
+  }
+
+  /** `fn` runs when a sweep may have deleted objects this process remembers as stored. */
+  onSweep(fn: () => void): void {
+    this.sweepListeners.push(fn)
   }
 
   objectPath(kind: 'blobs' | 'dirs', hex: string): string {
@@ -104,7 +116,7 @@ export class LocalRoot {
       })
       this.cleanupRegistered = true
     }
-    const t = path.join(this.tmp, `${process.pid}-${randomBytes(8).toString('hex')}`)
+    const t = path.join(this.tmp, StoreLocks.tempName())
     this.temps.add(t)
     return t
   }
@@ -158,7 +170,19 @@ export class LocalRoot {
     this.dirty.add(path.dirname(final))
   }
 
-  /** fsyncs the directories that received renames, so those names survive a crash. */
+  /** Deletes an object file (gc, repair); sync() makes the deletion durable. False if it was already gone. */
+  remove(file: string): boolean {
+    try {
+      fsSync.unlinkSync(file)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
+      throw e
+    }
+    this.dirty.add(path.dirname(file))
+    return true
+  }
+
+  /** fsyncs the directories that received renames or deletions, so those changes survive a crash. */
   async sync(): Promise<void> {
     const dirs = [...this.dirty]
     this.dirty.clear()

@@ -246,6 +246,12 @@ export class ChunkIndex {
     }
   }
 
+  /** Forgets everything (a sweep may have deleted packs); reloaded on next use. */
+  reset(): void {
+    this.map.clear()
+    this.loaded = false
+  }
+
   get(digest: Uint8Array): ChunkRef | undefined {
     this.load()
     return this.map.get(toHex(digest))

@@ -6,7 +6,7 @@ import { decodeDirectory, decodePathInfo, encodeDirectory, encodePathInfo } from
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { type PathInfoService, requireRootData } from '../../store/path-info-service.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
-import type { Store } from '../../store/store.js'
+import { runNow, type Store } from '../../store/store.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 
 async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo }> {
@@ -106,5 +106,5 @@ export class MemoryPathInfoService implements PathInfoService {
 export function openMemoryStore(storeDir = DEFAULT_STORE_DIR): Store {
   const blobs = new MemoryBlobService()
   const directories = new MemoryDirectoryService()
-  return { blobs, directories, pathInfos: new MemoryPathInfoService(blobs, directories), storeDir, close: async () => {} }
+  return { blobs, directories, pathInfos: new MemoryPathInfoService(blobs, directories), storeDir, writeSession: runNow, close: async () => {} }
 }

@@ -1,0 +1,332 @@
+import fsSync from 'node:fs'
+import path from 'node:path'
+import { toHex } from '../../castore/digest.js'
+import type { Node } from '../../castore/node.js'
+import { NotFoundError, StillAliveError } from '../../errors.js'
+import { decodeDirectory, decodePathInfo } from '../../proto/codec.js'
+import * as nixbase32 from '../../store/nixbase32.js'
+import type { PathInfo } from '../../store/path-info.js'
+import { type StorePath, absolute, hashPart } from '../../store/store-path.js'
+import type { LocalStore } from './index.js'
+import { type StoredObject, listObjects, objectKey } from './inventory.js'
+import { readSmallFile } from './layout.js'
+import { StoreLocks, type ProcessId } from './locks.js'
+import { ChunkIndex, PACK_SUFFIX, readManifest } from './pack.js'
+
+export interface GcOptions {
+  /** Also delete PathInfos outside the closure of every GC root. */
+  prune?: boolean
+  /** With prune: only PathInfos registered more than this long ago go. */
+  olderThanMs?: number
+  /** Delete these paths (refused if anything live needs them), then their data. */
+  deletePaths?: StorePath[]
+  /** Anything written less than this long ago is kept: it may belong to an upload still in progress. */
+  graceMs: number
+  dryRun?: boolean
+  onWait?: (writers: ProcessId[]) => void
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface GcReport {
+  dryRun: boolean
+  /** Store paths whose PathInfo was deleted (absolute). */
+  paths: string[]
+  blobs: number
+  packs: number
+  directories: number
+  /** Leftovers of killed writers: temp files and lock tokens. */
+  tempFiles: number
+  bytes: number
+  /** Unreachable objects kept because they are younger than the grace period. */
+  keptYoung: number
+  seconds: number
+}
+
+/**
+ * Mark and sweep over a local store.
+ *
+ * Roots: the PathInfos that stay (all of them; with `prune`, the closure
+ * of the GC roots by references, plus PathInfos younger than the grace
+ * period or `olderThanMs`), every object younger than the grace period,
+ * and every object that appeared after the first listing. Marking follows
+ * root nodes into Directories, Directories into children and blobs, and
+ * packs into the older packs whose chunks they use.
+ *
+ * The mark runs twice: first while writers go on (the expensive part),
+ * then again, memoised, with writers held off (StoreLocks.exclusive) and
+ * a fresh listing, so the sweep acts on an up-to-date picture. Deletion
+ * goes PathInfos first, then Directories parents before children, then
+ * packs that use other packs before those, then plain blobs, each wave
+ * made durable before the next: a gc killed at any point leaves every
+ * remaining object whole, with all it refers to.
+ */
+export async function collectGarbage(store: LocalStore, opts: GcOptions): Promise<GcReport> {
+  const started = performance.now()
+  const marker = new Marker(store)
+  // Phase 1: warm the marks without holding writers off.
+  const first = listObjects(store.root.root)
+  plan(store, marker, first, undefined, opts)
+  return store.root.locks.exclusive(async () => {
+    const p = plan(store, marker, listObjects(store.root.root), new Set(first.keys()), opts)
+    const report: GcReport = {
+      dryRun: !!opts.dryRun,
+      paths: p.deadPaths.map((o) => o.display),
+      blobs: 0,
+      packs: 0,
+      directories: 0,
+      tempFiles: 0,
+      bytes: 0,
+      keptYoung: p.keptYoung,
+      seconds: 0,
+    }
+    const leftovers = [...staleTemps(store), ...store.root.locks.staleTokens()]
+    const waves = [[p.deadPaths.map((o) => o.obj)], deletionWaves(p.deadDirs, dirChildren), deletionWaves(p.deadPacks, packUses), [p.deadBlobs]]
+    const total = p.deadPaths.length + p.deadDirs.length + p.deadPacks.length + p.deadBlobs.length
+    let done = 0
+    for (const stage of waves) {
+      for (const wave of stage) {
+        for (const o of wave) {
+          if (opts.dryRun || store.root.remove(o.file)) {
+            report.bytes += o.size
+            if (o.kind === 'blob') report.blobs++
+            else if (o.kind === 'pack') report.packs++
+            else if (o.kind === 'dir') report.directories++
+          }
+          opts.onProgress?.(++done, total)
+        }
+        // Each wave durable before the next deletes what it referred to.
+        if (!opts.dryRun && wave.length > 0) await store.root.sync()
+      }
+    }
+    for (const f of leftovers) {
+      const size = fsSync.lstatSync(f, { throwIfNoEntry: false })?.size ?? 0
+      if (opts.dryRun || store.root.remove(f)) {
+        report.tempFiles++
+        report.bytes += size
+      }
+    }
+    if (!opts.dryRun && total > 0) store.root.locks.bumpEpoch()
+    report.seconds = (performance.now() - started) / 1000
+    return report
+  }, opts.onWait)
+}
+
+interface Plan {
+  deadPaths: Array<{ obj: StoredObject; display: string }>
+  deadDirs: StoredObject[]
+  deadPacks: StoredObject[]
+  deadBlobs: StoredObject[]
+  keptYoung: number
+}
+
+/**
+ * Decides what goes, given a listing. In phase 2 `before` holds the first
+ * listing's keys: an object missing there is new, so it is kept and keeps
+ * what it refers to.
+ */
+function plan(store: LocalStore, marker: Marker, objects: Map<string, StoredObject>, before: Set<string> | undefined, opts: GcOptions): Plan {
+  const nowMs = Date.now()
+  const isNew = (o: StoredObject) => before !== undefined && !before.has(objectKey(o.kind, o.name))
+  const young = (o: StoredObject) => nowMs - o.mtimeMs < opts.graceMs || isNew(o)
+  const infos = new Map<string, { obj: StoredObject; info?: PathInfo }>()
+  for (const o of objects.values()) {
+    if (o.kind !== 'pathinfo') continue
+    const bytes = readSmallFile(o.file)
+    let info: PathInfo | undefined
+    try {
+      info = bytes && decodePathInfo(bytes)
+    } catch {
+      info = undefined // corrupt: kept, and left to verify
+    }
+    if (bytes) infos.set(o.name, { obj: o, info })
+  }
+  const keep = livePathInfos(store, infos, young, opts)
+  for (const name of keep) {
+    const info = infos.get(name)?.info
+    if (info) marker.markNode(info.node)
+  }
+  // Unreachable yet young (or new since the first listing): roots too.
+  let keptYoung = 0
+  for (const o of objects.values()) {
+    if (o.kind === 'pathinfo' || marker.marked(o) || !young(o)) continue
+    keptYoung++
+    marker.markObject(o)
+  }
+  const dead = (kind: StoredObject['kind']) => [...objects.values()].filter((o) => o.kind === kind && !marker.marked(o))
+  const deadPaths = [...infos.entries()]
+    .filter(([name]) => !keep.has(name))
+    .map(([, { obj, info }]) => ({ obj, display: info ? `${store.storeDir}/${Buffer.from(info.node.name).toString('utf8')}` : obj.file }))
+  return { deadPaths, deadDirs: dead('dir'), deadPacks: dead('pack'), deadBlobs: dead('blob'), keptYoung }
+}
+
+/** Hash parts of the PathInfos that stay. */
+function livePathInfos(
+  store: LocalStore,
+  infos: Map<string, { obj: StoredObject; info?: PathInfo }>,
+  protectedObj: (o: StoredObject) => boolean,
+  opts: GcOptions,
+): Set<string> {
+  const refs = (name: string) => (infos.get(name)?.info?.references ?? []).map((r) => nixbase32.encode(r))
+  const closure = (start: Iterable<string>) => {
+    const seen = new Set<string>()
+    const stack = [...start]
+    while (stack.length > 0) {
+      const n = stack.pop()!
+      if (seen.has(n) || !infos.has(n)) continue
+      seen.add(n)
+      stack.push(...refs(n))
+    }
+    return seen
+  }
+  const all = new Set(infos.keys())
+  if (opts.deletePaths) {
+    const doomed = new Set(opts.deletePaths.map(hashPart))
+    const rooted = new Map<string, string>()
+    for (const r of store.roots.list()) if (r.path) for (const n of closure([hashPart(r.path)])) if (!rooted.has(n)) rooted.set(n, r.name)
+    for (const p of opts.deletePaths) {
+      const n = hashPart(p)
+      const shown = absolute(p, store.storeDir)
+      const info = infos.get(n)?.info
+      if (!info || Buffer.from(info.node.name).toString('utf8') !== `${n}-${p.name}`) throw new NotFoundError(`cannot delete path '${shown}': it is not in the store`)
+      if (rooted.has(n)) throw new StillAliveError(`cannot delete path '${shown}' since it is still alive: GC root '${rooted.get(n)}' needs it`)
+      for (const other of all) {
+        if (doomed.has(other) || !refs(other).includes(n)) continue
+        const by = infos.get(other)?.info
+        throw new StillAliveError(`cannot delete path '${shown}' since it is still alive: '${by ? `${store.storeDir}/${Buffer.from(by.node.name).toString('utf8')}` : other}' refers to it`)
+      }
+    }
+    return new Set([...all].filter((n) => !doomed.has(n)))
+  }
+  if (!opts.prune) return all
+  const nowMs = Date.now()
+  const start: string[] = []
+  for (const r of store.roots.list()) if (r.path) start.push(hashPart(r.path))
+  for (const [n, { obj, info }] of infos) {
+    // Kept: recent ones (an upload may still be under way), those inside the retention window, and undecodable ones (verify's job).
+    if (!info || protectedObj(obj) || (opts.olderThanMs !== undefined && nowMs - obj.mtimeMs < opts.olderThanMs)) start.push(n)
+  }
+  return closure(start)
+}
+
+/** Marks reachable castore objects, remembering across calls (the second phase only marks what is new). */
+class Marker {
+  private readonly dirs = new Set<string>()
+  private readonly blobs = new Set<string>()
+  private chunkIndex: ChunkIndex | undefined
+
+  constructor(private readonly store: LocalStore) {}
+
+  marked(o: StoredObject): boolean {
+    return o.kind === 'dir' ? this.dirs.has(o.name) : this.blobs.has(o.name)
+  }
+
+  markObject(o: StoredObject): void {
+    if (o.kind === 'dir') this.markDirs([o.name])
+    else if (o.kind === 'blob' || o.kind === 'pack') this.markBlob(o.name)
+  }
+
+  markNode(n: Node): void {
+    if (n.kind === 'directory') this.markDirs([toHex(n.digest)])
+    else if (n.kind === 'file') this.markBlob(toHex(n.digest))
+  }
+
+  private markDirs(start: string[]): void {
+    const stack = [...start]
+    while (stack.length > 0) {
+      const hex = stack.pop()!
+      if (this.dirs.has(hex)) continue
+      this.dirs.add(hex)
+      for (const c of dirChildren({ file: this.store.root.objectPath('dirs', hex) })) stack.push(c)
+      for (const f of dirFiles(this.store.root.objectPath('dirs', hex))) this.markBlob(f)
+    }
+  }
+
+  /** A blob is a plain file or a pack; a pack keeps the packs it takes chunks from; a digest that is only a chunk keeps its pack. */
+  private markBlob(start: string): void {
+    const stack = [start]
+    while (stack.length > 0) {
+      const hex = stack.pop()!
+      if (this.blobs.has(hex)) continue
+      this.blobs.add(hex)
+      const packFile = this.store.root.objectPath('blobs', hex) + PACK_SUFFIX
+      if (fsSync.existsSync(packFile)) {
+        stack.push(...packUses({ file: packFile, name: hex }))
+      } else if (!fsSync.existsSync(this.store.root.objectPath('blobs', hex))) {
+        this.chunkIndex ??= new ChunkIndex(path.join(this.store.root.root, 'blobs', 'b3'))
+        const chunk = this.chunkIndex.get(Buffer.from(hex, 'hex'))
+        if (chunk) stack.push(chunk.pack)
+      }
+    }
+  }
+}
+
+function readDir(file: string) {
+  const bytes = readSmallFile(file)
+  if (!bytes) return undefined
+  try {
+    return decodeDirectory(bytes)
+  } catch {
+    return undefined // corrupt: verify reports it
+  }
+}
+
+/** Hex digests of a stored Directory's child Directories. */
+function dirChildren(o: { file: string }): string[] {
+  return (readDir(o.file)?.directories ?? []).map((d) => toHex(d.digest))
+}
+
+function dirFiles(file: string): string[] {
+  return (readDir(file)?.files ?? []).map((f) => toHex(f.digest))
+}
+
+/** Hex digests of the other packs a pack takes chunks from. */
+function packUses(o: { file: string; name: string }): string[] {
+  let manifest
+  try {
+    manifest = readManifest(o.file, o.name) ?? []
+  } catch {
+    return [] // corrupt: verify reports it
+  }
+  return [...new Set(manifest.filter((c) => c.pack !== o.name).map((c) => c.pack))]
+}
+
+/**
+ * Orders dead objects so that nothing is deleted while a remaining object
+ * refers to it: each wave holds objects no remaining dead object refers to.
+ */
+function deletionWaves(dead: StoredObject[], refs: (o: StoredObject) => string[]): StoredObject[][] {
+  const byName = new Map(dead.map((o) => [o.name, o]))
+  const edges = new Map<string, string[]>()
+  const indegree = new Map<string, number>(dead.map((o) => [o.name, 0]))
+  for (const o of dead) {
+    const out = refs(o).filter((r) => byName.has(r) && r !== o.name)
+    edges.set(o.name, out)
+    for (const r of out) indegree.set(r, indegree.get(r)! + 1)
+  }
+  const waves: StoredObject[][] = []
+  let wave = dead.filter((o) => indegree.get(o.name) === 0)
+  while (wave.length > 0) {
+    waves.push(wave)
+    const next: StoredObject[] = []
+    for (const o of wave) {
+      for (const r of edges.get(o.name)!) {
+        const d = indegree.get(r)! - 1
+        indegree.set(r, d)
+        if (d === 0) next.push(byName.get(r)!)
+      }
+    }
+    wave = next
+  }
+  return waves
+}
+
+/** Temp files whose writer no longer runs. */
+function staleTemps(store: LocalStore): string[] {
+  let names: string[]
+  try {
+    names = fsSync.readdirSync(store.root.tmp)
+  } catch {
+    return []
+  }
+  return names.filter((n) => !StoreLocks.tempOwnerAlive(n)).map((n) => path.join(store.root.tmp, n))
+}

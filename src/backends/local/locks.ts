@@ -1,0 +1,215 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { randomBytes } from 'node:crypto'
+import fsSync from 'node:fs'
+import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+/**
+ * Writers and the garbage collector exclude each other through token
+ * files in `locks/`, one per process and role:
+ *
+ *   locks/w-<pid>-<start>-<n>    a process with write sessions open
+ *   locks/gc-<pid>-<start>-<n>   a process sweeping (gc, verify --repair)
+ *   locks/epoch              changed by every sweep that deleted something
+ *
+ * A writer creates its token, then looks for live gc tokens; a sweeper
+ * creates its token, then waits until no live writer token is left. Each
+ * creates before it looks, so at least one of them sees the other: the
+ * writer then backs off (removes its token, waits, retries), the sweeper
+ * waits. Whatever a write session checks ("this blob is stored, no need
+ * to write it") therefore still holds when it writes the PathInfo that
+ * relies on it.
+ *
+ * A token names its process by pid and start time (/proc), so the token
+ * of a killed process is recognised as stale and ignored; no lock is ever
+ * taken over, so there is no takeover race. Node has no flock(2); files
+ * and liveness checks need nothing beyond the filesystem.
+ */
+
+const WRITER = 'w-'
+const SWEEPER = 'gc-'
+const EPOCH = 'epoch'
+const BACKOFF_MS = [5, 20, 50, 100, 200]
+
+export interface ProcessId {
+  pid: number
+  /** Start time in clock ticks since boot (/proc/PID/stat field 22); 0 where /proc is missing. */
+  start: number
+}
+
+function startTime(pid: number): number | undefined {
+  let stat: string
+  try {
+    stat = fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ESRCH') return undefined
+    return 0
+  }
+  // The command name (field 2) may hold spaces and parentheses: count from its closing one.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[19]) || 0
+}
+
+export const self: ProcessId = { pid: process.pid, start: startTime(process.pid) ?? 0 }
+
+/** Whether the process a token names still runs (the same process, not a reuse of its pid). */
+export function isAlive(id: ProcessId): boolean {
+  if (id.pid === process.pid) return id.start === self.start
+  const start = startTime(id.pid)
+  if (start === undefined) return false
+  if (start !== 0 && id.start !== 0) return start === id.start
+  try {
+    process.kill(id.pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** The process a token name belongs to, or undefined for other names. */
+export function ownerOf(name: string): { role: 'writer' | 'sweeper'; id: ProcessId } | undefined {
+  const m = /^(w|gc)-(\d+)-(\d+)-[0-9a-f]+$/.exec(name)
+  if (!m) return undefined
+  return { role: m[1] === 'w' ? 'writer' : 'sweeper', id: { pid: Number(m[2]), start: Number(m[3]) } }
+}
+
+export class StoreLocks {
+  private readonly dir: string
+  private readonly inSession = new AsyncLocalStorage<true>()
+  private writers = 0
+  private lastEpoch: string | undefined
+  /** Two stores opened on one directory in one process keep separate tokens. */
+  private readonly instance = randomBytes(4).toString('hex')
+
+  /** `onEpoch` runs when a sweep deleted objects since this process last looked (caches of what exists are stale). */
+  constructor(
+    root: string,
+    private readonly onEpoch: () => void,
+  ) {
+    this.dir = path.join(root, 'locks')
+  }
+
+  /** A temp file name carrying its owner, so gc can tell a killed writer's leftovers from live ones. */
+  static tempName(): string {
+    return `${self.pid}-${self.start}-${randomBytes(8).toString('hex')}`
+  }
+
+  /** Whether a temp file's owner still runs; true for names that are not ours to judge. */
+  static tempOwnerAlive(name: string): boolean {
+    const m = /^(\d+)-(?:(\d+)-)?[0-9a-f]+$/.exec(name)
+    return m ? isAlive({ pid: Number(m[1]), start: Number(m[2] ?? 0) }) : true
+  }
+
+  private token(prefix: string): string {
+    return path.join(this.dir, `${prefix}${self.pid}-${self.start}-${this.instance}`)
+  }
+
+  private live(prefix: string): ProcessId[] {
+    let names: string[]
+    try {
+      names = fsSync.readdirSync(this.dir)
+    } catch {
+      return []
+    }
+    const out: ProcessId[] = []
+    for (const n of names) {
+      if (!n.startsWith(prefix)) continue
+      const o = ownerOf(n)
+      if (o && isAlive(o.id)) out.push(o.id)
+    }
+    return out
+  }
+
+  private create(file: string): void {
+    fsSync.mkdirSync(this.dir, { recursive: true })
+    fsSync.writeFileSync(file, '')
+  }
+
+  /**
+   * Runs `fn` as a write session: no sweep runs until it returns. Nested
+   * calls (a command's session around an import's) join the outer one.
+   */
+  async session<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.inSession.getStore()) return fn()
+    await this.enter()
+    try {
+      return await this.inSession.run(true, fn)
+    } finally {
+      this.leave()
+    }
+  }
+
+  private async enter(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.writers++ === 0) this.create(this.token(WRITER))
+      if (this.live(SWEEPER).length === 0) break
+      this.leave()
+      await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!)
+    }
+    const epoch = this.readEpoch()
+    if (this.lastEpoch !== undefined && epoch !== this.lastEpoch) this.onEpoch()
+    this.lastEpoch = epoch
+  }
+
+  private leave(): void {
+    if (--this.writers === 0) fsSync.rmSync(this.token(WRITER), { force: true })
+  }
+
+  private readEpoch(): string {
+    try {
+      return fsSync.readFileSync(path.join(this.dir, EPOCH), 'utf8')
+    } catch {
+      return ''
+    }
+  }
+
+  /**
+   * Runs `fn` with every writer excluded: announces the sweep, then waits
+   * for the sessions already open to end (`onWait` hears who is waited
+   * for, once per change). Sweeps do not exclude each other: each deletes
+   * only what it found unreachable from everything present, and writers
+   * are held off while any sweep runs.
+   */
+  async exclusive<T>(fn: () => Promise<T>, onWait?: (writers: ProcessId[]) => void): Promise<T> {
+    if (this.inSession.getStore()) throw new Error('a sweep cannot run inside a write session')
+    const token = this.token(SWEEPER)
+    this.create(token)
+    try {
+      let reported = ''
+      for (let attempt = 0; ; attempt++) {
+        const writers = this.live(WRITER)
+        if (writers.length === 0) break
+        const key = writers.map((w) => w.pid).join(',')
+        if (key !== reported) onWait?.(writers)
+        reported = key
+        await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!)
+      }
+      return await fn()
+    } finally {
+      fsSync.rmSync(token, { force: true })
+    }
+  }
+
+  /** Marks that objects were deleted: writers drop what they cached about which objects exist. */
+  bumpEpoch(): void {
+    const tmp = path.join(this.dir, `.epoch-${randomBytes(6).toString('hex')}`)
+    fsSync.writeFileSync(tmp, `${Date.now()}-${randomBytes(6).toString('hex')}`)
+    fsSync.renameSync(tmp, path.join(this.dir, EPOCH))
+    this.onEpoch()
+  }
+
+  /** Token files of processes that no longer run (left by a kill). */
+  staleTokens(): string[] {
+    let names: string[]
+    try {
+      names = fsSync.readdirSync(this.dir)
+    } catch {
+      return []
+    }
+    return names.filter((n) => {
+      const o = ownerOf(n)
+      return o !== undefined && !isAlive(o.id)
+    }).map((n) => path.join(this.dir, n))
+  }
+}

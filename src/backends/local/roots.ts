@@ -1,0 +1,78 @@
+import fsSync from 'node:fs'
+import path from 'node:path'
+import { InvalidInputError, NotFoundError } from '../../errors.js'
+import { type StorePath, absolute, parseBasename } from '../../store/store-path.js'
+import type { LocalRoot } from './layout.js'
+
+/** Root names: what a store path name allows, without a leading dot (no hidden files, no `.`/`..`). */
+const ROOT_NAME = /^[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]{0,210}$/
+
+export interface GcRoot {
+  name: string
+  /** The store path it keeps alive; undefined if the file does not hold one. */
+  path?: StorePath
+}
+
+export function validateRootName(name: string): string {
+  if (!ROOT_NAME.test(name)) {
+    throw new InvalidInputError(`invalid GC root name ${JSON.stringify(name)}: use 1-211 of A-Z a-z 0-9 + - . _ ? =, not starting with "."`)
+  }
+  return name
+}
+
+/**
+ * Named GC roots, one file each under `roots/`, holding the absolute
+ * store path it keeps alive (with its whole closure). Written atomically;
+ * adding a root under an existing name repoints it, as `ln -sfn` would.
+ */
+export class GcRoots {
+  private readonly dir: string
+
+  constructor(
+    private readonly root: LocalRoot,
+    private readonly storeDir: string,
+  ) {
+    this.dir = path.join(root.root, 'roots')
+  }
+
+  async add(name: string, storePath: StorePath): Promise<void> {
+    validateRootName(name)
+    await this.root.init()
+    await this.root.writeAtomic(path.join(this.dir, name), Buffer.from(absolute(storePath, this.storeDir) + '\n'))
+    await this.root.sync()
+  }
+
+  async remove(name: string): Promise<void> {
+    validateRootName(name)
+    try {
+      fsSync.unlinkSync(path.join(this.dir, name))
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no GC root named ${JSON.stringify(name)}`)
+      throw e
+    }
+  }
+
+  list(): GcRoot[] {
+    let names: string[]
+    try {
+      names = fsSync.readdirSync(this.dir)
+    } catch {
+      return []
+    }
+    const out: GcRoot[] = []
+    for (const name of names.filter((n) => ROOT_NAME.test(n)).sort()) {
+      let text: string
+      try {
+        text = fsSync.readFileSync(path.join(this.dir, name), 'utf8').trim()
+      } catch {
+        continue // removed since the listing
+      }
+      try {
+        out.push({ name, path: parseBasename(text.slice(text.lastIndexOf('/') + 1)) })
+      } catch {
+        out.push({ name })
+      }
+    }
+    return out
+  }
+}

@@ -1,0 +1,328 @@
+import fsSync from 'node:fs'
+import path from 'node:path'
+import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual, toHex } from '../../castore/digest.js'
+import { type Directory, validateDirectory } from '../../castore/directory.js'
+import type { Node } from '../../castore/node.js'
+import { decodeDirectory, decodePathInfo } from '../../proto/codec.js'
+import { calculateNar } from '../../store/nar/render.js'
+import * as nixbase32 from '../../store/nixbase32.js'
+import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
+import { type StorePath, hashPart } from '../../store/store-path.js'
+import type { LocalStore } from './index.js'
+import { type ObjectKind, type StoredObject, listObjects, objectKey } from './inventory.js'
+import { readSmallFile } from './layout.js'
+import { ChunkIndex, ChunkReader, PACK_SUFFIX, readManifest } from './pack.js'
+
+export interface VerifyOptions {
+  /** Only these paths and the objects their trees use; all of the store when undefined. */
+  paths?: StorePath[]
+  /** Re-render each NAR and compare it with the recorded NarHash and NarSize. */
+  narHash?: boolean
+  /** Remove corrupt objects, what can no longer be read because of them, and the paths that can no longer be served. */
+  repair?: boolean
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface Problem {
+  /** What is wrong, on one line. */
+  message: string
+}
+
+export interface VerifyReport {
+  checked: { blobs: number; packs: number; directories: number; paths: number }
+  problems: Problem[]
+  /** With repair: what was removed, one line each. */
+  removed: string[]
+  seconds: number
+}
+
+/**
+ * Checks a local store: every blob re-hashed (a pack chunk by chunk and
+ * as a whole), every Directory re-hashed, decoded and validated, with its
+ * child Directories present, every PathInfo decoded, validated, filed
+ * under its own hash and with a complete, intact tree; with `narHash`,
+ * every NAR re-rendered against its recorded hash and size.
+ *
+ * Repair runs with writers held off, as gc does, and removes objects
+ * outright, leaving the store as a crash-free history could have: a
+ * Directory whose child was removed goes too, as does a pack whose chunks
+ * were in a removed pack, and every PathInfo whose tree is no longer
+ * complete. A later import of the same content writes them again.
+ */
+export async function verifyStore(store: LocalStore, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const started = performance.now()
+  const run = async () => {
+    const v = new Verifier(store)
+    const report = await v.run(opts)
+    report.seconds = (performance.now() - started) / 1000
+    return report
+  }
+  return opts.repair ? store.root.locks.exclusive(run) : run()
+}
+
+class Verifier {
+  private readonly problems: Problem[] = []
+  /** Keys (objectKey) of objects found corrupt or unreadable. */
+  private readonly bad = new Set<string>()
+  private readonly checked = { blobs: 0, packs: 0, directories: 0, paths: 0 }
+  private chunks: ChunkIndex | undefined
+
+  constructor(private readonly store: LocalStore) {}
+
+  private problem(message: string, key?: string): void {
+    this.problems.push({ message })
+    if (key) this.bad.add(key)
+  }
+
+  async run(opts: VerifyOptions): Promise<VerifyReport> {
+    const all = listObjects(this.store.root.root)
+    const targets = opts.paths ? this.objectsOfPaths(opts.paths, all) : [...all.values()]
+    const order: ObjectKind[] = ['blob', 'pack', 'dir', 'pathinfo']
+    targets.sort((a, b) => order.indexOf(a.kind) - order.indexOf(b.kind))
+    let done = 0
+    for (const o of targets) {
+      await this.check(o, opts)
+      opts.onProgress?.(++done, targets.length)
+    }
+    const removed = opts.repair ? await this.repair(all) : []
+    return { checked: this.checked, problems: this.problems, removed, seconds: 0 }
+  }
+
+  /** The PathInfos named and every object their trees use (missing ones are reported when the PathInfo is checked). */
+  private objectsOfPaths(paths: StorePath[], all: Map<string, StoredObject>): StoredObject[] {
+    const out = new Map<string, StoredObject>()
+    const add = (kind: ObjectKind, name: string) => {
+      const o = all.get(objectKey(kind, name))
+      if (o) out.set(objectKey(kind, name), o)
+      return o
+    }
+    for (const p of paths) {
+      if (!add('pathinfo', hashPart(p))) {
+        this.problem(`path '${this.store.storeDir}/${hashPart(p)}-${p.name}' is not in the store`)
+        continue
+      }
+      const info = this.readPathInfo(all.get(objectKey('pathinfo', hashPart(p)))!)
+      if (!info) continue
+      const tree = this.treeOf(info.node)
+      for (const b of tree.blobs) this.addBlobObjects(b, add)
+      for (const d of tree.dirs) add('dir', d)
+    }
+    return [...out.values()]
+  }
+
+  private addBlobObjects(hex: string, add: (kind: ObjectKind, name: string) => StoredObject | undefined): void {
+    if (add('blob', hex)) return
+    const pack = add('pack', hex)
+    if (!pack) return
+    for (const c of safeManifest(pack) ?? []) if (c.pack !== hex) add('pack', c.pack)
+  }
+
+  private async check(o: StoredObject, opts: VerifyOptions): Promise<void> {
+    const key = objectKey(o.kind, o.name)
+    try {
+      if (o.kind === 'blob') this.checkBlob(o)
+      else if (o.kind === 'pack') this.checkPack(o)
+      else if (o.kind === 'dir') this.checkDir(o)
+      else await this.checkPathInfo(o, opts)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return // removed meanwhile (gc)
+      this.problem(`${describe(o)}: ${(e as Error).message}`, key)
+    }
+  }
+
+  private checkBlob(o: StoredObject): void {
+    this.checked.blobs++
+    const h = b3Hasher()
+    const fd = fsSync.openSync(o.file, 'r')
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20)
+      for (let n; (n = fsSync.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n))
+    } finally {
+      fsSync.closeSync(fd)
+    }
+    if (toHex(h.digest()) !== o.name) this.problem(`${describe(o)} is corrupt: its bytes do not match its digest`, objectKey(o.kind, o.name))
+  }
+
+  /** Each chunk against its own digest, the whole against the blob's; the packs it borrows chunks from must be there. */
+  private checkPack(o: StoredObject): void {
+    this.checked.packs++
+    const manifest = readManifest(o.file, o.name)!
+    const reader = new ChunkReader((hex) => this.store.root.objectPath('blobs', hex) + PACK_SUFFIX, true)
+    const h = b3Hasher()
+    try {
+      for (const c of manifest) {
+        if (c.pack !== o.name && !fsSync.existsSync(this.store.root.objectPath('blobs', c.pack) + PACK_SUFFIX)) {
+          this.problem(`${describe(o)} uses chunks of pack ${hexDisplay(c.pack)}, which is missing`, objectKey(o.kind, o.name))
+          return
+        }
+        h.update(reader.read(c))
+      }
+    } finally {
+      reader.close()
+    }
+    if (toHex(h.digest()) !== o.name) this.problem(`${describe(o)} is corrupt: its chunks do not add up to its digest`, objectKey(o.kind, o.name))
+  }
+
+  private checkDir(o: StoredObject): void {
+    this.checked.directories++
+    const bytes = fsSync.readFileSync(o.file)
+    if (toHex(b3(bytes)) !== o.name) return this.problem(`${describe(o)} is corrupt: its bytes do not match its digest`, objectKey(o.kind, o.name))
+    const dir = decodeDirectory(bytes)
+    validateDirectory(dir)
+    for (const c of dir.directories) {
+      if (!fsSync.existsSync(this.store.root.objectPath('dirs', toHex(c.digest)))) {
+        this.problem(`${describe(o)} refers to directory ${b3Display(c.digest)}, which is missing`, objectKey(o.kind, o.name))
+      }
+    }
+  }
+
+  private readPathInfo(o: StoredObject): PathInfo | undefined {
+    try {
+      return decodePathInfo(readSmallFile(o.file) ?? Buffer.alloc(0))
+    } catch {
+      return undefined
+    }
+  }
+
+  private async checkPathInfo(o: StoredObject, opts: VerifyOptions): Promise<void> {
+    this.checked.paths++
+    const info = decodePathInfo(fsSync.readFileSync(o.file))
+    const sp = validatePathInfo(info)
+    const shown = `path '${this.store.storeDir}/${Buffer.from(info.node.name).toString('utf8')}'`
+    if (hashPart(sp) !== o.name) return this.problem(`${shown} is filed under the wrong hash (${o.name})`, objectKey(o.kind, o.name))
+    const tree = this.treeOf(info.node)
+    if (tree.missing) return this.problem(`${shown} cannot be served: ${tree.missing} is missing`)
+    const broken = [...tree.blobs].find((b) => this.bad.has(objectKey('blob', b)) || this.bad.has(objectKey('pack', b)))
+    const brokenDir = [...tree.dirs].find((d) => this.bad.has(objectKey('dir', d)))
+    if (broken || brokenDir) return this.problem(`${shown} cannot be served: ${broken ? `blob ${hexDisplay(broken)}` : `directory ${hexDisplay(brokenDir!)}`} is corrupt`)
+    if (opts.narHash && info.narinfo) {
+      const nar = await calculateNar(info.node, this.store)
+      if (nar.narSize !== info.narinfo.narSize || !bytesEqual(nar.narSha256, info.narinfo.narSha256)) {
+        this.problem(
+          `${shown} has NAR hash sha256:${nixbase32.encode(nar.narSha256)} and size ${nar.narSize}, ` +
+            `but sha256:${nixbase32.encode(info.narinfo.narSha256)} and ${info.narinfo.narSize} are recorded`,
+        )
+      }
+    }
+  }
+
+  /** Directories and blobs (hex) of a tree, read without re-hashing; the first missing object, described. */
+  private treeOf(node: Node): { dirs: Set<string>; blobs: Set<string>; missing?: string } {
+    const dirs = new Set<string>()
+    const blobs = new Set<string>()
+    let missing: string | undefined
+    const blob = (d: B3Digest) => {
+      const hex = toHex(d)
+      if (blobs.has(hex)) return
+      blobs.add(hex)
+      const plain = this.store.root.objectPath('blobs', hex)
+      if (missing || fsSync.existsSync(plain) || fsSync.existsSync(plain + PACK_SUFFIX)) return
+      // A blob may also be a chunk of some pack, readable by its digest.
+      this.chunks ??= new ChunkIndex(path.join(this.store.root.root, 'blobs', 'b3'))
+      if (!this.chunks.get(d)) missing = `blob ${b3Display(d)}`
+    }
+    if (node.kind === 'file') blob(node.digest)
+    const stack = node.kind === 'directory' ? [node.digest] : []
+    while (stack.length > 0) {
+      const d = stack.pop()!
+      const hex = toHex(d)
+      if (dirs.has(hex)) continue
+      dirs.add(hex)
+      let dir: Directory | undefined
+      try {
+        const bytes = readSmallFile(this.store.root.objectPath('dirs', hex))
+        dir = bytes && decodeDirectory(bytes)
+      } catch {
+        continue // corrupt: reported as a directory problem
+      }
+      if (!dir) {
+        missing ??= `directory ${b3Display(d)}`
+        continue
+      }
+      for (const c of dir.directories) stack.push(c.digest)
+      for (const f of dir.files) blob(f.digest)
+    }
+    return { dirs, blobs, missing }
+  }
+
+  /**
+   * Removes bad objects, then to a fixpoint whatever can no longer be read
+   * because of them (packs borrowing from a removed pack, Directories with
+   * a removed child), then PathInfos whose tree is incomplete.
+   */
+  private async repair(all: Map<string, StoredObject>): Promise<string[]> {
+    const removed: string[] = []
+    const remove = (o: StoredObject, why: string) => {
+      if (this.store.root.remove(o.file)) removed.push(`removed ${describe(o)} (${why})`)
+      all.delete(objectKey(o.kind, o.name))
+    }
+    for (const key of this.bad) {
+      const o = all.get(key)
+      if (o) remove(o, 'corrupt')
+    }
+    for (let changed = true; changed; ) {
+      changed = false
+      for (const o of [...all.values()]) {
+        if (o.kind === 'pack') {
+          const lost = (safeManifest(o) ?? []).find((c) => c.pack !== o.name && !all.has(objectKey('pack', c.pack)))
+          if (lost) {
+            remove(o, `its chunks in pack ${hexDisplay(lost.pack)} are gone`)
+            changed = true
+          }
+        } else if (o.kind === 'dir') {
+          let dir: Directory | undefined
+          try {
+            dir = decodeDirectory(readSmallFile(o.file) ?? Buffer.alloc(0))
+          } catch {
+            continue
+          }
+          const lost = dir.directories.find((c) => !all.has(objectKey('dir', toHex(c.digest))))
+          if (lost) {
+            remove(o, `its child directory ${b3Display(lost.digest)} is gone`)
+            changed = true
+          }
+        }
+      }
+    }
+    for (const o of [...all.values()]) {
+      if (o.kind !== 'pathinfo') continue
+      const info = this.readPathInfo(o)
+      if (!info) {
+        remove(o, 'undecodable')
+        continue
+      }
+      const missing = this.treeOf(info.node).missing
+      if (missing) {
+        const shown = `path '${this.store.storeDir}/${Buffer.from(info.node.name).toString('utf8')}'`
+        if (this.store.root.remove(o.file)) removed.push(`removed ${shown} (${missing} is gone)`)
+        all.delete(objectKey(o.kind, o.name))
+      }
+    }
+    await this.store.root.sync()
+    if (removed.length > 0) this.store.root.locks.bumpEpoch()
+    return removed
+  }
+}
+
+function safeManifest(o: StoredObject) {
+  try {
+    return readManifest(o.file, o.name)
+  } catch {
+    return undefined
+  }
+}
+
+const hexDisplay = (hex: string) => b3Display(Buffer.from(hex, 'hex'))
+
+function describe(o: StoredObject): string {
+  switch (o.kind) {
+    case 'blob':
+      return `blob ${hexDisplay(o.name)}`
+    case 'pack':
+      return `blob ${hexDisplay(o.name)} (pack)`
+    case 'dir':
+      return `directory ${hexDisplay(o.name)}`
+    case 'pathinfo':
+      return `PathInfo ${path.basename(o.file)}`
+  }
+}

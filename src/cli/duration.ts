@@ -1,0 +1,11 @@
+import { UsageError } from '../errors.js'
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
+
+/** `90s`, `10m`, `36h`, `30d`, `2w`, or `0`: a duration in milliseconds. */
+export function parseDuration(text: string, flag: string): number {
+  if (text === '0') return 0
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/.exec(text.trim())
+  if (!m) throw new UsageError(`--${flag}: invalid duration ${JSON.stringify(text)} (want a number and a unit: s, m, h, d or w, e.g. 30d)`)
+  return Number(m[1]) * UNIT_MS[m[2]!]!
+}

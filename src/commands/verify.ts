@@ -1,0 +1,50 @@
+import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
+import { countProgress } from '../cli/progress.js'
+import { StoreCommand } from '../cli/store-command.js'
+import { verifyStore, type VerifyReport } from '../backends/local/verify.js'
+import { IntegrityError } from '../errors.js'
+import { parseStorePathArg } from '../store/store-path.js'
+
+export default class Verify extends StoreCommand<typeof Verify> {
+  static override summary = 'Check that the store is intact: every object re-hashed, every path complete.'
+  static override description =
+    'Without arguments the whole store is checked; with store paths, those paths and every object their trees use. ' +
+    'Each problem is printed on its own line and the exit code is 1 if there is any. --repair removes corrupt objects, ' +
+    'what can no longer be read because of them, and the paths that can no longer be served; importing them again restores them.'
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --nar-hash /nix/store/…-hello', '<%= config.bin %> <%= command.id %> --repair']
+  static override strict = false
+  static override enableJsonFlag = true
+  static override args = { path: Args.string({ ignoreStdin: true, description: 'store paths to check (default: everything)' }) }
+  static override flags = {
+    'nar-hash': Flags.boolean({ summary: 'Also re-render each NAR and compare it with the recorded NarHash and NarSize.' }),
+    repair: Flags.boolean({ summary: 'Remove corrupt objects and the paths that can no longer be served.' }),
+  }
+
+  async run(): Promise<VerifyReport> {
+    const { argv } = await this.parse(Verify)
+    const paths = (argv as string[]).map((p) => parseStorePathArg(p, this.flags['store-dir']).path)
+    const store = await this.localStore('verify')
+    const progress = countProgress('verifying')
+    let report: VerifyReport
+    try {
+      report = await verifyStore(store, { paths: paths.length > 0 ? paths : undefined, narHash: this.flags['nar-hash'], repair: this.flags.repair, onProgress: progress.update })
+    } finally {
+      progress.stop()
+    }
+    const c = report.checked
+    if (!this.jsonEnabled()) {
+      for (const p of report.problems) process.stdout.write(`${p.message}\n`)
+      for (const r of report.removed) process.stdout.write(`${r}\n`)
+      process.stderr.write(
+        `checked ${c.paths} paths, ${c.directories} directories, ${c.blobs + c.packs} blobs (${c.packs} packed) in ${report.seconds.toFixed(2)} s: ` +
+          `${report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`}` +
+          (this.flags.repair ? `, ${report.removed.length} removed` : '') +
+          '\n',
+      )
+    }
+    // The problems are on stdout (or in the JSON); the exit code says the store was not clean.
+    if (report.problems.length > 0) process.exitCode = 1
+    return report
+  }
+}
