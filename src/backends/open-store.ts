@@ -128,5 +128,5 @@ function normaliseStoreDir(dir: string): string {
 export async function asLocalStore(store: Store, url: string, what: string): Promise<import('./local/index.js').LocalStore> {
   const { LocalStore } = await import('./local/index.js')
   if (store instanceof LocalStore) return store
-  throw new UnsupportedError(`${what} runs where the data lives, on a local store; ${url} is not one (run it on the daemon's machine, against its store directory)`)
+  throw new UnsupportedError(`${what} works on a local store only, where the data lives: ${url} is not one (run it on the daemon's machine, against its store directory)`)
 }

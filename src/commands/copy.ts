@@ -44,7 +44,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
       if (f.root !== undefined) {
         if (paths.length !== 1 || f.closure !== undefined) throw new UsageError('--root needs exactly one STORE_PATH')
         validateRootName(f.root)
-        const local = await asLocalStore(to, f.to, 'a GC root')
+        const local = await asLocalStore(to, f.to, '--root')
         // Copy and root in one write session on the target: gc cannot prune the path in between.
         return await to.writeSession(async () => {
           const report = await this.copyPaths(to, paths)

@@ -48,7 +48,7 @@ export default class Import extends StoreCommand<typeof Import> {
     const store = await this.store()
     const { root } = this.flags
     // Checked before importing anything: a root needs a local store and a valid name.
-    const local = root === undefined ? undefined : await asLocalStore(store, this.flags.store ?? 'the store', 'a GC root')
+    const local = root === undefined ? undefined : await asLocalStore(store, this.flags.store ?? 'the store', '--root')
     if (root !== undefined) validateRootName(root)
     // The root goes in within the import's write session: gc cannot prune the path in between.
     return store.writeSession(async () => {

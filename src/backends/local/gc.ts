@@ -146,12 +146,13 @@ function plan(store: LocalStore, marker: Marker, objects: Map<string, StoredObje
     if (info) marker.markNode(info.node)
   }
   // Unreachable yet young (or new since the first listing): roots too.
-  let keptYoung = 0
   for (const o of objects.values()) {
     if (o.kind === 'pathinfo' || marker.marked(o) || !young(o)) continue
-    keptYoung++
+    marker.youngRoots.add(objectKey(o.kind, o.name))
     marker.markObject(o)
   }
+  let keptYoung = 0
+  for (const key of marker.youngRoots) if (objects.has(key)) keptYoung++
   const dead = (kind: StoredObject['kind']) => [...objects.values()].filter((o) => o.kind === kind && !marker.marked(o))
   const deadPaths = [...infos.entries()]
     .filter(([name]) => !keep.has(name))
@@ -213,6 +214,8 @@ class Marker {
   private readonly dirs = new Set<string>()
   private readonly blobs = new Set<string>()
   private chunkIndex: ChunkIndex | undefined
+  /** Objects kept only because they are young (for the report). */
+  readonly youngRoots = new Set<string>()
 
   constructor(private readonly store: LocalStore) {}
 
