@@ -9,3 +9,7 @@ export function parseDuration(text: string, flag: string): number {
   if (!m) throw new UsageError(`--${flag}: invalid duration ${JSON.stringify(text)} (want a number and a unit: s, m, h, d or w, e.g. 30d)`)
   return Number(m[1]) * UNIT_MS[m[2]!]!
 }
+
+/** gc keeps anything younger than this by default: it may belong to an upload still in progress through a daemon. */
+export const DEFAULT_GRACE = '10m'
+export const DEFAULT_GRACE_MS = 10 * 60_000

@@ -1,6 +1,9 @@
 import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
 import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
+import type { LocalStore } from '../backends/local/index.js'
+import { DEFAULT_GRACE_MS, parseDuration } from '../cli/duration.js'
+import { UsageError } from '../errors.js'
 
 export default class Daemon extends StoreCommand<typeof Daemon> {
   static override summary = 'Serve a store over the tvix gRPC protocol.'
@@ -21,6 +24,10 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       summary: 'HOST:PORT, [IPV6]:PORT or unix:/path/to.sock.',
       default: DEFAULT_LISTEN,
     }),
+    'gc-interval': Flags.string({
+      summary: 'Run gc (orphaned objects only, as plain `gc`) on the served local store every DURATION, e.g. 6h.',
+      helpValue: 'DURATION',
+    }),
   }
 
   async run(): Promise<void> {
@@ -28,14 +35,38 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     const store = await this.store()
     const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`)
     const { startDaemon } = await import('../daemon/server.js')
+    const every = this.flags['gc-interval']
+    const gc = every === undefined ? undefined : await periodicGc(await this.localStore('daemon --gc-interval'), parseDuration(every, 'gc-interval'), log)
     const daemon = await startDaemon(store, listen, log)
     log(`tvix-store daemon serving ${this.flags.store ?? 'the default store'} at ${daemon.url}`)
+    if (gc) log(`gc of orphaned objects every ${every}`)
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGINT', resolve)
       process.once('SIGTERM', resolve)
     })
     log(`${signal}: stopping (waiting for calls in flight)`)
+    await gc?.stop()
     await daemon.shutdown()
     log('tvix-store daemon stopped')
+  }
+}
+
+/** gc of orphans every `intervalMs`, one run at a time; stop() waits for a run in progress. */
+async function periodicGc(store: LocalStore, intervalMs: number, log: (line: string) => void): Promise<{ stop(): Promise<void> }> {
+  if (intervalMs < 1000) throw new UsageError('--gc-interval must be at least 1s')
+  const { collectGarbage } = await import('../backends/local/gc.js')
+  let running: Promise<void> | undefined
+  const timer = setInterval(() => {
+    running ??= collectGarbage(store, { graceMs: DEFAULT_GRACE_MS })
+      .then((r) => log(`gc: ${r.blobs + r.packs + r.directories} orphaned objects and ${r.tempFiles} leftover temp files deleted, ${(r.bytes / 1048576).toFixed(2)} MiB freed in ${r.seconds.toFixed(2)} s`))
+      .catch((e: Error) => log(`gc failed: ${e.message}`))
+      .finally(() => (running = undefined))
+  }, intervalMs)
+  timer.unref()
+  return {
+    async stop() {
+      clearInterval(timer)
+      await running
+    },
   }
 }

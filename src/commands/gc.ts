@@ -1,6 +1,6 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
-import { parseDuration } from '../cli/duration.js'
+import { DEFAULT_GRACE, parseDuration } from '../cli/duration.js'
 import { countProgress } from '../cli/progress.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { collectGarbage, type GcReport } from '../backends/local/gc.js'
@@ -27,7 +27,7 @@ export default class Gc extends StoreCommand<typeof Gc> {
     prune: Flags.boolean({ summary: 'Also delete paths outside the closure of every GC root.' }),
     'older-than': Flags.string({ summary: 'With --prune: only delete paths registered longer ago than DURATION (e.g. 30d).', helpValue: 'DURATION' }),
     delete: Flags.boolean({ summary: 'Delete the given store paths (refused if a root or another path still needs them), then their data.' }),
-    grace: Flags.string({ summary: 'Keep anything written less than DURATION ago.', default: '10m', helpValue: 'DURATION' }),
+    grace: Flags.string({ summary: 'Keep anything written less than DURATION ago.', default: DEFAULT_GRACE, helpValue: 'DURATION' }),
     'dry-run': Flags.boolean({ summary: 'Print what would be deleted; delete nothing.' }),
   }
 

@@ -4,6 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { describe, test } from 'node:test'
 import { runCli } from '../helpers/cli.js'
+import { freePort, startDaemon } from '../helpers/daemon.js'
 import { snapshot } from '../helpers/snapshot.js'
 
 const scratch = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-gccli-'))
@@ -118,5 +119,31 @@ describe('gc, roots and verify commands', () => {
     await fails(['import', '--store', 'grpc+http://[::1]:1', '--root', 'r', fileTree({ g: 'y' })], /--root works on a local store only/)
     await fails(['gc', '--store', store, '--delete', p, '--grace', '0', '--dry-run', '--prune'], /either --prune or --delete/, 2)
     assert.deepEqual(snapshot(store), before)
+  })
+
+  test('daemon --gc-interval sweeps orphans older than the grace period while serving', async () => {
+    const store = path.join(scratch(), 's')
+    const p = (await ok(['import', '--store', store, fileTree({ f: 'served' })])).trim()
+    const orphan = (await ok(['import', '--store', store, fileTree({ o: 'orphaned' })])).trim()
+    const hash = orphan.slice('/nix/store/'.length, '/nix/store/'.length + 32)
+    fs.rmSync(path.join(store, 'pathinfo', hash))
+    // Age everything past the default 10 minute grace.
+    const old = new Date(Date.now() - 3600_000)
+    for (const f of fs.readdirSync(store, { recursive: true }) as string[]) fs.utimesSync(path.join(store, f), old, old)
+    const d = await startDaemon(store, `[::1]:${await freePort()}`, ['--gc-interval', '1s'])
+    try {
+      const deadline = Date.now() + 20_000
+      while (!/gc: 2 orphaned objects/.test(d.log()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+      assert.match(d.log(), /gc of orphaned objects every 1s/)
+      assert.match(d.log(), /gc: 2 orphaned objects and 0 leftover temp files deleted/)
+      assert.equal(await ok(['cat', '--store', d.url, `${p}/f`]), 'served')
+      // A fresh import through the daemon while it keeps collecting.
+      const q = (await ok(['import', '--store', d.url, fileTree({ n: 'new' })])).trim()
+      await new Promise((r) => setTimeout(r, 1500))
+      assert.equal(await ok(['cat', '--store', d.url, `${q}/n`]), 'new')
+    } finally {
+      assert.equal(await d.stop(), 0)
+    }
+    assert.equal((await runCli(['verify', '--store', store])).code, 0)
   })
 })

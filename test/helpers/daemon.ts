@@ -24,10 +24,10 @@ export async function freePort(): Promise<number> {
 }
 
 /** Starts the built CLI's daemon and waits for its "serving" line. */
-export async function startDaemon(store: string, listen: string): Promise<RunningDaemon> {
+export async function startDaemon(store: string, listen: string, extraArgs: string[] = []): Promise<RunningDaemon> {
   const env: Record<string, string> = { ...(process.env as Record<string, string>), NO_COLOR: '1' }
   delete env.TVIX_STORE
-  const proc = spawn(process.execPath, [BIN, 'daemon', '--store', store, '--listen', listen], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc = spawn(process.execPath, [BIN, 'daemon', '--store', store, '--listen', listen, ...extraArgs], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
   const url = await new Promise<string>((resolve, reject) => {
