@@ -66,6 +66,7 @@ class Verifier {
   private readonly bad = new Set<string>()
   private readonly checked = { blobs: 0, packs: 0, directories: 0, paths: 0 }
   private chunks: ChunkIndex | undefined
+  private readBuf: Buffer | undefined
 
   constructor(private readonly store: LocalStore) {}
 
@@ -135,7 +136,7 @@ class Verifier {
     const h = b3Hasher()
     const fd = fsSync.openSync(o.file, 'r')
     try {
-      const buf = Buffer.allocUnsafe(1 << 20)
+      const buf = (this.readBuf ??= Buffer.allocUnsafe(1 << 20))
       for (let n; (n = fsSync.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n))
     } finally {
       fsSync.closeSync(fd)
