@@ -18,18 +18,34 @@
  *  - 32 concurrent export-nar readers of few-large through one daemon
  *    (run once): the daemon's peak RSS (VmHWM; VmRSS sampled every 100 ms
  *    is printed too) and the aggregate MB/s.
+ *
+ * Targets (issue 5): blob put and read through the daemon ≥ 500 MB/s; copy
+ * local → local and local → daemon ≥ 400 MB/s; the daemon serving 32
+ * readers ≤ 200 MB peak RSS.
+ *
+ * A second table (run once, figures are counts and bytes, not times): the
+ * second copy of a slightly changed tree moves only what changed. few-large
+ * is copied to a fresh local store and to a fresh daemon; then a copy of
+ * the tree with a few bytes overwritten inside one 64 MiB file is imported
+ * into the source store and copied to both again. Reported for that second
+ * copy: blobs + directories sent and bytes sent (from `copy --json`), and
+ * how much the target store grew (sum of its object files), against what
+ * changed between the two trees (distinct new file contents, directories
+ * on the way to the changed file, and the bytes of those new contents).
  */
 import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { randomBytes } from '../test/helpers/trees.js'
+import { randomBytes, rng } from '../test/helpers/trees.js'
+import { atMostReference, equalsReference, rateAtLeast, rssAtMost, type Target, type Unit } from './targets.js'
 
 const MiB = 1024 * 1024
 const BLOB_BYTES = 256 * MiB
 const READERS = 32
 
-export type Unit = 's' | 'ms' | 'MiB' | 'MB/s'
+export type { Unit }
 
 export interface DaemonBenchContext {
   /** The snapshot's bin/run.js. */
@@ -43,9 +59,11 @@ export interface DaemonBenchContext {
   stats: Record<string, { bytes: number }>
   /** Runs our CLI (wall time spawn → exit); rejects on a non-zero exit. */
   run(args: string[], stdout: 'pipe' | 'hash' | number): Promise<{ ms: number; stdout: string; sha256?: string }>
-  addRow(figure: string, unit: Unit, daemon: number[], local?: number[]): void
+  /** A row of the daemon table (daemon vs local), or with `section: 'changed'` of the changed-tree table (ours vs what changed). */
+  addRow(figure: string, unit: Unit, daemon: number[], local?: number[], target?: Target, section?: 'daemon' | 'changed'): void
   check(name: string, ok: boolean, detail: string): void
-  note(line: string): void
+  /** A line printed under the daemon table, or under the changed-tree table. */
+  note(line: string, section?: 'daemon' | 'changed'): void
   rmTree(p: string): void
 }
 
@@ -165,8 +183,8 @@ async function benchBlobs(ctx: DaemonBenchContext): Promise<void> {
     }
   }
   ctx.check('daemon: every blob put returned the same digest', digests.size === 1, [...digests].join(', '))
-  ctx.addRow(`gRPC blob put, ${BLOB_BYTES / MiB} MiB (in-process)`, 'MB/s', put.daemon, put.local)
-  ctx.addRow(`gRPC blob read, ${BLOB_BYTES / MiB} MiB (in-process)`, 'MB/s', read.daemon, read.local)
+  ctx.addRow(`gRPC blob put, ${BLOB_BYTES / MiB} MiB (in-process)`, 'MB/s', put.daemon, put.local, rateAtLeast(500))
+  ctx.addRow(`gRPC blob read, ${BLOB_BYTES / MiB} MiB (in-process)`, 'MB/s', read.daemon, read.local, rateAtLeast(500))
   fs.rmSync(file, { force: true })
 }
 
@@ -231,7 +249,7 @@ async function benchCopy(ctx: DaemonBenchContext, name: string, src: { store: st
       else ctx.rmTree(store)
     }
   }
-  ctx.addRow(`copy ${name} from a local store (MB/s of contents)`, 'MB/s', rate.daemon, rate.local)
+  ctx.addRow(`copy ${name} from a local store (MB/s of contents)`, 'MB/s', rate.daemon, rate.local, rateAtLeast(400, true))
   return last
 }
 
@@ -268,7 +286,7 @@ async function benchReaders(ctx: DaemonBenchContext, name: string, store: string
     const cpu1 = cpuSeconds(r.pid)
     const narBytes = ctx.stats[name]!.bytes
     ctx.addRow(`${READERS} concurrent export-nar ${name}, aggregate`, 'MB/s', [mbps(READERS * narBytes, wall)])
-    if (peak !== undefined) ctx.addRow(`daemon peak RSS, ${READERS} concurrent export-nar ${name}`, 'MiB', [peak / 1024])
+    if (peak !== undefined) ctx.addRow(`daemon peak RSS, ${READERS} concurrent export-nar ${name}`, 'MiB', [peak / 1024], undefined, rssAtMost(200))
     if (idle !== undefined && cpu0 !== undefined && cpu1 !== undefined) {
       ctx.note(
         `daemon serving ${READERS} export-nar of ${name}: ${(wall / 1000).toFixed(1)} s wall, daemon CPU ${(cpu1 - cpu0).toFixed(1)} s, ` +
@@ -278,6 +296,146 @@ async function benchReaders(ctx: DaemonBenchContext, name: string, store: string
   } finally {
     await stopped(r, 'after readers')
   }
+}
+
+// ---------------------------------------------------------------- second copy of a changed tree
+
+/** Bytes overwritten inside one large file of the changed tree. */
+const EDIT_BYTES = 100
+
+/**
+ * Copies `tree` to `dest` and overwrites EDIT_BYTES seeded random bytes at a
+ * seeded offset inside its largest file (so the file keeps its size and only
+ * a few bytes differ).
+ */
+function makeChanged(tree: string, dest: string): { file: string; size: number; offset: number; bytes: number } {
+  fs.mkdirSync(path.dirname(dest), { recursive: true })
+  fs.cpSync(tree, dest, { recursive: true, verbatimSymlinks: true })
+  const files = fs
+    .readdirSync(dest)
+    .map((n) => ({ n, size: fs.lstatSync(path.join(dest, n)).size, file: fs.lstatSync(path.join(dest, n)).isFile() }))
+    .filter((f) => f.file)
+    .sort((a, b) => b.size - a.size || (a.n < b.n ? -1 : 1))
+  const target = files[0]!
+  const r = rng(0xc4a93d)
+  const offset = Math.floor(target.size / 4 + r() * (target.size / 2))
+  const fd = fs.openSync(path.join(dest, target.n), 'r+')
+  try {
+    fs.writeSync(fd, randomBytes(EDIT_BYTES, 0xc4a93e), 0, EDIT_BYTES, offset)
+  } finally {
+    fs.closeSync(fd)
+  }
+  return { file: target.n, size: target.size, offset, bytes: EDIT_BYTES }
+}
+
+/** Per relative path: a file's mode and SHA-256, or a symlink's target, or 'dir'. */
+function entries(root: string, rel = '', out = new Map<string, string>()): Map<string, string> {
+  const p = path.join(root, rel)
+  const st = fs.lstatSync(p)
+  if (st.isSymbolicLink()) out.set(rel, `link ${fs.readlinkSync(p)}`)
+  else if (st.isDirectory()) {
+    out.set(rel, 'dir')
+    for (const n of fs.readdirSync(p)) entries(root, rel ? `${rel}/${n}` : n, out)
+  } else out.set(rel, `file ${st.mode & 0o100 ? 'x' : '-'} ${createHash('sha256').update(fs.readFileSync(p)).digest('hex')} ${st.size}`)
+  return out
+}
+
+/**
+ * What changed from tree `a` to tree `b`, in the castore's terms: the file
+ * contents of `b` that `a` does not have (distinct, with their bytes), and
+ * the directories of `b` whose listing changed (every directory on the way
+ * from the root to a changed, added or removed entry).
+ */
+function treeDiff(a: string, b: string): { contents: number; contentBytes: number; dirs: number } {
+  const ea = entries(a)
+  const eb = entries(b)
+  const contentsOfA = new Set([...ea.values()].filter((v) => v.startsWith('file ')).map((v) => v.split(' ')[2]))
+  const fresh = new Map<string, number>()
+  const dirs = new Set<string>()
+  const touch = (rel: string) => {
+    for (let d = path.posix.dirname(rel); ; d = path.posix.dirname(d)) {
+      dirs.add(d === '.' ? '' : d)
+      if (d === '.' || d === '/') break
+    }
+  }
+  for (const [rel, v] of eb) {
+    if (ea.get(rel) === v) continue
+    if (rel !== '') touch(rel)
+    if (v.startsWith('file ')) {
+      const [, , digest, size] = v.split(' ')
+      if (!contentsOfA.has(digest!)) fresh.set(digest!, Number(size))
+    }
+  }
+  for (const rel of ea.keys()) if (!eb.has(rel) && rel !== '') touch(rel)
+  return { contents: fresh.size, contentBytes: [...fresh.values()].reduce((x, y) => x + y, 0), dirs: dirs.size }
+}
+
+/** Bytes of the object files of one of our stores (blobs/, dirs/, pathinfo/; not tmp/). */
+function storeBytes(store: string): number {
+  let n = 0
+  const walk = (dir: string) => {
+    if (!fs.existsSync(dir)) return
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name)
+      if (e.isDirectory()) walk(p)
+      else if (e.isFile()) n += fs.statSync(p).size
+    }
+  }
+  for (const d of ['blobs', 'dirs', 'pathinfo']) walk(path.join(store, d))
+  return n
+}
+
+interface CopyJson {
+  copied: string[]
+  skipped: string[]
+  blobs: { copied: number; skipped: number }
+  directories: { copied: number; skipped: number }
+  bytes: number
+}
+
+/**
+ * `name` is in `src.store`; a slightly changed copy of it is imported there
+ * too, and both are copied one after the other to a fresh local store and to
+ * a fresh daemon.
+ */
+async function benchChanged(ctx: DaemonBenchContext, name: string, src: { store: string; storePath: string }): Promise<void> {
+  const tree = ctx.trees[name]!
+  const changed = path.join(ctx.tmpRoot, 'inputs-changed', name)
+  const edit = makeChanged(tree, changed)
+  const diff = treeDiff(tree, changed)
+  const second = (await ctx.run(['import', '--store', src.store, changed], 'pipe')).stdout.trim()
+  ctx.check(`changed tree: the changed ${name} imports as another store path`, second !== src.storePath && second.startsWith('/'), second)
+  console.error(`[daemon] second copy of a changed ${name} (${edit.bytes} bytes overwritten in ${edit.file}): to a local store and to a daemon`)
+  ctx.note(
+    `changed tree: ${name} with ${edit.bytes} bytes overwritten at offset ${edit.offset} of ${edit.file} (${(edit.size / MiB).toFixed(0)} MiB); ` +
+      `changed between the trees: ${diff.contents} file content(s) of ${(diff.contentBytes / MiB).toFixed(1)} MiB, ${diff.dirs} directory(ies)`,
+    'changed',
+  )
+  for (const where of ['local', 'daemon'] as const) {
+    const store = path.join(ctx.tmpRoot, 'stores', `changed-${where}`)
+    const d = where === 'daemon' ? await startDaemon(ctx, store) : undefined
+    const label = where === 'daemon' ? 'local → daemon' : 'local → local'
+    try {
+      const copy = async (p: string): Promise<CopyJson> => JSON.parse((await ctx.run(['copy', '--json', '--from', src.store, '--to', d?.url ?? store, p], 'pipe')).stdout) as CopyJson
+      const a = await copy(src.storePath)
+      const before = storeBytes(store)
+      const b = await copy(second)
+      const grew = storeBytes(store) - before
+      ctx.check(`changed tree: the second copy ${label} copies just the changed path`, b.copied.length === 1 && b.copied[0] === second && b.skipped.length === 0, JSON.stringify(b))
+      ctx.addRow(`${label}: blobs + directories sent`, 'count', [b.blobs.copied + b.directories.copied], [diff.contents + diff.dirs], equalsReference, 'changed')
+      ctx.addRow(`${label}: bytes sent (copy --json "bytes")`, 'bytes', [b.bytes], [diff.contentBytes], atMostReference, 'changed')
+      ctx.addRow(`${label}: target store grew by`, 'bytes', [grew], [diff.contentBytes], atMostReference, 'changed')
+      ctx.note(
+        `changed tree, ${label}: first copy sent ${a.blobs.copied} blobs + ${a.directories.copied} directories, ${(a.bytes / MiB).toFixed(1)} MiB, target store ${(before / MiB).toFixed(1)} MiB; ` +
+          `second copy sent ${b.blobs.copied} blob(s) + ${b.directories.copied} directory(ies) (skipped ${b.blobs.skipped} blobs, ${b.directories.skipped} directories), ${b.bytes} bytes, target store +${grew} bytes`,
+        'changed',
+      )
+    } finally {
+      if (d) await stopped(d, 'changed-tree copies')
+    }
+    ctx.rmTree(store)
+  }
+  ctx.rmTree(path.dirname(changed))
 }
 
 /** Runs one part and logs how long it took (stderr). */
@@ -294,6 +452,7 @@ export async function benchDaemon(ctx: DaemonBenchContext): Promise<void> {
   await timed('import many-small', () => benchImport(ctx, 'many-small', false))
   const daemonStore = await timed('copy few-large', () => benchCopy(ctx, 'few-large', src!))
   await timed(`${READERS} readers`, () => benchReaders(ctx, 'few-large', daemonStore, src!))
+  await timed('second copy of a changed tree', () => benchChanged(ctx, 'few-large', src!))
   ctx.rmTree(daemonStore)
   ctx.rmTree(src!.store)
   const bad = stops.filter((s) => s.code !== 0)

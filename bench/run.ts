@@ -1,16 +1,21 @@
 /**
  * `npm run bench`: times our CLI (node bin/run.js) against real Nix
  * (nix-store) on the same seeded inputs, in the same run, and prints
- * ours/nix ratios (< 1 means we are faster). A second table times the
- * same CLI through a gRPC daemon on loopback against a local store
- * (bench/daemon.ts: blob throughput, import, copy, daemon RSS under 32
- * readers), with daemon/local ratios. A third (bench/space.ts) measures disk
- * space: two releases of a generated tree with small differences, imported
- * into one store, ours vs nix-store, against the issue's targets. Results also
- * go to .bench/last.json.
+ * ours/nix ratios (< 1 means we are faster), with the cold start of ls, cat
+ * and narinfo. A second table times the same CLI through a gRPC daemon on
+ * loopback against a local store (bench/daemon.ts: blob throughput, import,
+ * copy, daemon RSS under 32 readers), with daemon/local ratios; a third
+ * (also bench/daemon.ts) shows that a second copy of a slightly changed tree
+ * moves only what changed. A fourth (bench/big.ts) measures time and peak
+ * RSS of import, export-nar and copy of one seeded 2 GiB file against Nix.
+ * The last (bench/space.ts) measures disk space: two releases of a
+ * generated tree with small differences, imported into one store, ours vs
+ * nix-store. Every table has the issue's target for each figure that has
+ * one, and whether it is met. Results also go to .bench/last.json.
  *
  * Knobs (environment): BENCH_REPS (default 3), BENCH_STARTUP_RUNS (default 10),
- * BENCH_PARTS (comma-separated subset of nix,daemon,startup,space; default all),
+ * BENCH_BIG_REPS (runs per tool in the 2 GiB part, default 1), BENCH_PARTS
+ * (comma-separated subset of nix,daemon,startup,space,big; default all),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
 import { spawn, spawnSync } from 'node:child_process'
@@ -21,8 +26,10 @@ import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
-import { benchDaemon, type Unit } from './daemon.js'
+import { benchBig } from './big.js'
+import { benchDaemon } from './daemon.js'
 import { benchSpace, type SpaceResult, spaceTable } from './space.js'
+import { fmt, msAtMost, ratioAtMost, type Target, textTable, type Unit } from './targets.js'
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 /** Set by snapshotCli(): a private copy of the built CLI, so a concurrent `npm run build` (rm -rf dist) can't break a run. */
@@ -32,7 +39,8 @@ const OUT_JSON = path.join(REPO, '.bench/last.json')
 
 const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3))
 const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? 10))
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space').split(',').map((s) => s.trim()))
+const BIG_REPS = Math.max(1, Number(process.env.BENCH_BIG_REPS ?? 1))
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big').split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
 
@@ -142,14 +150,16 @@ interface ExecOpts {
   /** 'pipe' collects stdout (small outputs only), 'hash' streams it into SHA-256, a number is an fd to hand over. */
   stdout: 'pipe' | 'hash' | number
   rss?: boolean
+  /** For tool 'nix': the Nix program to run (default nix-store; `nix` for `nix copy`). */
+  program?: 'nix-store' | 'nix'
 }
 
 let rssCounter = 0
 let tmpRoot = ''
 
-function argvFor(tool: Tool, args: string[], rssFile: string | undefined): { argv: string[]; env: NodeJS.ProcessEnv } {
+function argvFor(tool: Tool, args: string[], rssFile: string | undefined, program: 'nix-store' | 'nix' = 'nix-store'): { argv: string[]; env: NodeJS.ProcessEnv } {
   if (tool === 'nix') {
-    const argv = ['nix-store', ...args]
+    const argv = [program, ...args]
     return { argv: rssFile && GNU_TIME ? [GNU_TIME, '-f', '%M', '-o', rssFile, ...argv] : argv, env: NIX_ENV }
   }
   if (rssFile && !GNU_TIME) return { argv: [process.execPath, '--import', PRELOAD, BIN, ...args], env: { ...OUR_ENV, BENCH_RSS_FILE: rssFile } }
@@ -160,7 +170,7 @@ function argvFor(tool: Tool, args: string[], rssFile: string | undefined): { arg
 /** Runs one command; wall time is spawn → exit. Rejects on a non-zero exit with its stderr. */
 function exec(tool: Tool, args: string[], opts: ExecOpts): Promise<Sample> {
   const rssFile = opts.rss ? path.join(tmpRoot, `rss-${rssCounter++}`) : undefined
-  const { argv, env } = argvFor(tool, args, rssFile)
+  const { argv, env } = argvFor(tool, args, rssFile, opts.program)
   return new Promise((resolve, reject) => {
     const stdoutSpec = typeof opts.stdout === 'number' ? opts.stdout : 'pipe'
     const t0 = performance.now()
@@ -217,7 +227,7 @@ function rmTree(p: string): void {
  * may rebuild dist/ at any moment; a half-built dist/ would fail the run.
  */
 async function snapshotCli(dest: string): Promise<void> {
-  const needed = [...['import', 'export-nar', 'ls', 'cat', 'copy', 'daemon'].map((c) => path.join(REPO, 'dist/commands', `${c}.js`)), path.join(REPO, 'dist/backends/open-store.js')]
+  const needed = [...['import', 'export-nar', 'ls', 'cat', 'narinfo', 'copy', 'daemon'].map((c) => path.join(REPO, 'dist/commands', `${c}.js`)), path.join(REPO, 'dist/backends/open-store.js')]
   for (let attempt = 0; ; attempt++) {
     if (needed.every((f) => fs.existsSync(f))) {
       try {
@@ -253,11 +263,14 @@ function foreignLoad(a: ReturnType<typeof cpuTicks>, b: ReturnType<typeof cpuTic
 // ---------------------------------------------------------------- results
 
 /**
- * 'nix': ours vs nix-store (`ours`, `nix`). 'daemon': our CLI through a
- * gRPC daemon vs on a local store; there `ours` is the daemon figure and
- * `nix` the local one (JSON keeps the names; the table says what they are).
+ * 'nix': ours vs nix-store (`ours`, `nix`); the start-up rows have no Nix
+ * figure. 'daemon': our CLI through a gRPC daemon vs on a local store; there
+ * `ours` is the daemon figure and `nix` the local one. 'changed': the second
+ * copy of a slightly changed tree, `nix` being what changed in the tree.
+ * 'big': one 2 GiB file, ours vs Nix (nix-store --add / --dump, nix copy).
+ * JSON keeps the names; the tables say what the columns are.
  */
-type Section = 'nix' | 'daemon'
+type Section = 'nix' | 'daemon' | 'changed' | 'big'
 
 interface Row {
   section: Section
@@ -266,17 +279,23 @@ interface Row {
   ours: number
   nix?: number
   ratio?: number
+  /** The issue's target for this figure, and whether the medians meet it. */
+  target?: string
+  met?: boolean
   samples: { ours: number[]; nix?: number[] }
 }
 
 const rows: Row[] = []
 const checks: { check: string; ok: boolean; detail: string }[] = []
-const notes: string[] = []
+/** Lines printed under a table. */
+const notes: Record<'daemon' | 'changed' | 'big', string[]> = { daemon: [], changed: [], big: [] }
 
-function addRow(figure: string, unit: Unit, ours: number[], nix?: number[], section: Section = 'nix'): void {
+function addRow(figure: string, unit: Unit, ours: number[], nix?: number[], section: Section = 'nix', target?: Target): void {
   const o = median(ours)
   const n = nix && nix.length > 0 ? median(nix) : undefined
-  rows.push({ section, figure, unit, ours: o, nix: n, ratio: n ? o / n : undefined, samples: { ours, nix } })
+  const ratio = n ? o / n : undefined
+  const met = target ? target.ok({ ours: o, ref: n, ratio }) : undefined
+  rows.push({ section, figure, unit, ours: o, nix: n, ratio, target: target?.text, met, samples: { ours, nix } })
 }
 
 function check(name: string, ok: boolean, detail: string): void {
@@ -284,20 +303,21 @@ function check(name: string, ok: boolean, detail: string): void {
   console.error(`${ok ? 'ok  ' : 'FAIL'} ${name}${ok ? '' : `: ${detail}`}`)
 }
 
-function fmt(v: number | undefined, unit: Row['unit']): string {
-  if (v === undefined) return '–'
-  if (unit === 's') return `${(v / 1000).toFixed(3)} s`
-  if (unit === 'ms') return `${v.toFixed(1)} ms`
-  if (unit === 'MB/s') return `${v.toFixed(1)} MB/s`
-  return `${v.toFixed(1)} MiB`
+/** Two decimals; tiny ratios (bytes moved vs a whole tree) with two significant digits. */
+const ratioText = (r: number | undefined): string => (r === undefined ? '–' : r === 0 || r >= 0.01 ? r.toFixed(2) : r.toPrecision(2))
+
+const HEADS: Record<Section, string[]> = {
+  nix: ['figure', 'tvix-store', 'nix-store', 'ratio'],
+  daemon: ['figure (tvix-store CLI)', 'through daemon', 'local store', 'ratio'],
+  changed: ['figure (second copy of a slightly changed tree)', 'tvix-store', 'changed in the tree', 'ratio'],
+  big: ['figure (one 2 GiB file)', 'tvix-store', 'Nix', 'ratio'],
 }
 
 function table(section: Section): string {
-  const head = section === 'nix' ? ['figure', 'tvix-store', 'nix-store', 'ratio'] : ['figure (tvix-store CLI)', 'through daemon', 'local store', 'ratio']
-  const body = rows.filter((r) => r.section === section).map((r) => [r.figure, fmt(r.ours, r.unit), fmt(r.nix, r.unit), r.ratio === undefined ? '–' : r.ratio.toFixed(2)])
-  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)))
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ')
-  return [line(head), w.map((n) => '-'.repeat(n)).join('-|-'), ...body.map(line)].join('\n')
+  const body = rows
+    .filter((r) => r.section === section)
+    .map((r) => [r.figure, fmt(r.ours, r.unit), fmt(r.nix, r.unit), ratioText(r.ratio), r.target ?? '–', r.met === undefined ? '–' : r.met ? 'yes' : 'no'])
+  return textTable([...HEADS[section], 'target', 'met?'], body)
 }
 
 // ---------------------------------------------------------------- the bench
@@ -337,9 +357,9 @@ async function benchInput(name: string, tree: string, devNull: number): Promise<
 
   const ms = (t: Tool, s: Record<Tool, Sample[]>) => s[t].map((x) => x.ms)
   const rss = (t: Tool, s: Record<Tool, Sample[]>) => s[t].flatMap((x) => (x.rssKiB === undefined ? [] : [x.rssKiB / 1024]))
-  addRow(`import ${name}`, 's', ms('ours', imp), ms('nix', imp))
-  addRow(`re-import ${name}`, 's', ms('ours', reimp), ms('nix', reimp))
-  addRow(`export-nar ${name} (to /dev/null)`, 's', ms('ours', exp), ms('nix', exp))
+  addRow(`import ${name}`, 's', ms('ours', imp), ms('nix', imp), 'nix', ratioAtMost(0.8))
+  addRow(`re-import ${name}`, 's', ms('ours', reimp), ms('nix', reimp), 'nix', ratioAtMost(0.5))
+  addRow(`export-nar ${name} (to /dev/null)`, 's', ms('ours', exp), ms('nix', exp), 'nix', ratioAtMost(1.0))
   addRow(`peak RSS import ${name}`, 'MiB', rss('ours', imp), rss('nix', imp))
   addRow(`peak RSS export-nar ${name}`, 'MiB', rss('ours', exp), rss('nix', exp))
 
@@ -347,24 +367,31 @@ async function benchInput(name: string, tree: string, devNull: number): Promise<
 }
 
 async function benchStartup(devNull: number): Promise<void> {
-  console.error(`[start-up] ${STARTUP_RUNS} runs each of ls, cat and a bare node`)
+  console.error(`[start-up] ${STARTUP_RUNS} runs each of ls, cat, narinfo and a bare node`)
   const store = path.join(tmpRoot, 'stores', 'ours-startup')
   const small = path.join(tmpRoot, 'inputs', 'small')
   TREES.mixed!(small)
   const p = (await exec('ours', ['import', '--store', store, small], { stdout: 'pipe' })).stdout.trim()
   const ls = (await exec('ours', ['ls', '--store', store, p], { stdout: 'pipe' })).stdout
   const cat = (await exec('ours', ['cat', '--store', store, `${p}/sub/a.txt`], { stdout: 'pipe' })).stdout
-  check('start-up: ls and cat of the small path work', ls.includes('run.sh') && cat === 'abc', `ls ${JSON.stringify(ls)}, cat ${JSON.stringify(cat)}`)
-  const t = { ls: [] as number[], cat: [] as number[], node: [] as number[] }
+  const narinfo = (await exec('ours', ['narinfo', '--store', store, p], { stdout: 'pipe' })).stdout
+  check(
+    'start-up: ls, cat and narinfo of the small path work',
+    ls.includes('run.sh') && cat === 'abc' && narinfo.includes(`StorePath: ${p}\n`) && narinfo.includes('NarHash: sha256:'),
+    `ls ${JSON.stringify(ls)}, cat ${JSON.stringify(cat)}, narinfo ${JSON.stringify(narinfo)}`,
+  )
+  const t = { ls: [] as number[], cat: [] as number[], narinfo: [] as number[], node: [] as number[] }
   for (let i = 0; i < STARTUP_RUNS; i++) {
     t.ls.push((await exec('ours', ['ls', '--store', store, p], { stdout: devNull })).ms)
     t.cat.push((await exec('ours', ['cat', '--store', store, `${p}/sub/a.txt`], { stdout: devNull })).ms)
+    t.narinfo.push((await exec('ours', ['narinfo', '--store', store, p], { stdout: devNull })).ms)
     const t0 = performance.now()
     spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' })
     t.node.push(performance.now() - t0)
   }
-  addRow('start-up: ls of a small path', 'ms', t.ls)
-  addRow('start-up: cat of a small file', 'ms', t.cat)
+  addRow('start-up: ls of a small path', 'ms', t.ls, undefined, 'nix', msAtMost(150))
+  addRow('start-up: cat of a small file', 'ms', t.cat, undefined, 'nix', msAtMost(150))
+  addRow('start-up: narinfo of a small path', 'ms', t.narinfo, undefined, 'nix', msAtMost(150))
   addRow('(baseline: node -e 0)', 'ms', t.node)
 }
 
@@ -431,14 +458,27 @@ async function main(): Promise<void> {
         trees,
         stats,
         run: (args, stdout) => exec('ours', args, { stdout }),
-        addRow: (figure, unit, daemon, local) => addRow(figure, unit, daemon, local, 'daemon'),
+        addRow: (figure, unit, daemon, local, target, section = 'daemon') => addRow(figure, unit, daemon, local, section, target),
         check,
-        note: (line) => notes.push(line),
+        note: (line, section = 'daemon') => notes[section].push(line),
         rmTree,
       })
       daemonSeconds = (performance.now() - t0) / 1000
     }
     if (PARTS.has('startup')) await benchStartup(devNull)
+    let bigSeconds = 0
+    if (PARTS.has('big')) {
+      bigSeconds = await benchBig({
+        tmpRoot,
+        reps: BIG_REPS,
+        devNull,
+        run: (tool, args, opts) => exec(tool, args, opts),
+        addRow: (figure, unit, ours, nix, target) => addRow(figure, unit, ours, nix, 'big', target),
+        check,
+        note: (line) => notes.big.push(line),
+        rmTree,
+      })
+    }
     let space: SpaceResult | undefined
     if (PARTS.has('space')) {
       space = await benchSpace({
@@ -452,7 +492,7 @@ async function main(): Promise<void> {
 
     const totalSeconds = (performance.now() - started) / 1000
     const foreign = ticks0 ? foreignLoad(ticks0, cpuTicks()) : undefined
-    console.log(`tvix-store vs ${nixVersion.stdout.trim()} — median of ${REPS} runs (start-up: ${STARTUP_RUNS}); ratio = ours/nix, < 1 means we are faster`)
+    console.log(`tvix-store vs ${nixVersion.stdout.trim()} — median of ${REPS} runs (start-up: ${STARTUP_RUNS}); ratio = ours/nix, < 1 means we are faster; targets from the issue (MB = 10^6 bytes)`)
     if (inputs.length > 0) console.log(`inputs: ${inputs.map(({ name }) => { const s = stats[name]!; return `${name} = ${s.files} files, ${s.symlinks} symlinks, ${s.directories} dirs, ${(s.bytes / MiB).toFixed(1)} MiB` }).join('; ')}`)
     console.log(`CLI built from ${commit || 'unknown commit'} (the dist/ snapshot taken at the start)`)
     console.log(`peak RSS via ${GNU_TIME ? 'GNU time (%M)' : 'a preload reading process.resourceUsage().maxRSS (ours only)'}`)
@@ -466,8 +506,24 @@ async function main(): Promise<void> {
       console.log('ratio = daemon/local: for s and MiB > 1 means the daemon costs more, for MB/s < 1 means it is slower; daemon peak RSS = VmHWM from /proc')
       console.log()
       console.log(table('daemon'))
-      for (const n of notes) console.log(n)
+      for (const n of notes.daemon) console.log(n)
       console.log(`daemon section took ${daemonSeconds.toFixed(1)} s`)
+      console.log()
+    }
+    if (rows.some((r) => r.section === 'changed')) {
+      console.log('second copy of a slightly changed tree (once): the tree is copied from a local store to a fresh local store and to a fresh daemon, then a changed copy of it')
+      console.log('figures of the second copy, from `copy --json` and the target store\'s object files, against what changed between the two trees (contents, directories, bytes of changed contents)')
+      console.log()
+      console.log(table('changed'))
+      for (const n of notes.changed) console.log(n)
+      console.log()
+    }
+    if (rows.some((r) => r.section === 'big')) {
+      console.log(`one 2 GiB file — median of ${BIG_REPS} run(s) per tool; Nix = nix-store --add / nix-store --dump / nix copy of the same file; ratio = ours/Nix (for MB/s, > 1 means we are faster); peak RSS of the whole process`)
+      console.log()
+      console.log(table('big'))
+      for (const n of notes.big) console.log(n)
+      console.log(`2 GiB section took ${bigSeconds.toFixed(1)} s`)
       console.log()
     }
     if (space) {
@@ -500,10 +556,12 @@ async function main(): Promise<void> {
           cpuModel: os.cpus()[0]?.model,
           reps: REPS,
           startupRuns: STARTUP_RUNS,
+          bigReps: BIG_REPS,
           rssSource: GNU_TIME ? 'gnu-time' : 'preload',
           parts: [...PARTS],
           notes,
           daemonSeconds,
+          bigSeconds,
           space: space ?? null,
           inputs: stats,
           rows,
