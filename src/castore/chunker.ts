@@ -62,7 +62,10 @@ export async function* chunkStream(src: AsyncIterable<Uint8Array>): AsyncGenerat
     // First finish the chunk that started in earlier input, through a small window.
     while (tail.length > 0 && tail.length + data.length >= MAX_CHUNK) {
       const take = MAX_CHUNK - tail.length
-      const window = Buffer.concat([tail, data.subarray(0, take)])
+      // Always MAX_CHUNK bytes: one allocation size, which the heap reuses without fragmenting.
+      const window = Buffer.allocUnsafe(MAX_CHUNK)
+      window.set(tail, 0)
+      window.set(data.subarray(0, take), tail.length)
       const n = cutPoint(window, 0, MAX_CHUNK)
       yield window.subarray(0, n)
       if (n < tail.length) {

@@ -196,7 +196,8 @@ export async function* readPackedBlob(packPath: (hex: string) => string, manifes
     return h
   }
   const load = async (sp: Span) => {
-    const buf = Buffer.allocUnsafe(sp.length)
+    // One size for every span buffer: glibc reuses freed blocks of one size, where varying sizes fragment the heap.
+    const buf = Buffer.allocUnsafe(Math.max(readAhead, sp.length)).subarray(0, sp.length)
     const { bytesRead } = await (await handle(sp.pack)).read(buf, 0, sp.length, sp.start)
     if (bytesRead !== sp.length) throw new IntegrityError(`pack ${packPath(sp.pack)} is truncated`)
     return buf
@@ -208,7 +209,9 @@ export async function* readPackedBlob(packPath: (hex: string) => string, manifes
       const sp = list[i]!
       const buf = await next!
       next = i + 1 < list.length ? load(list[i + 1]!) : undefined
-      for (const r of sp.refs) yield unpack(buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored), r, packPath(sp.pack), false)
+      // Stored raw (incompressible data): the span is the bytes, one piece; fewer, larger pieces downstream.
+      if (sp.refs.every((r) => r.codec === 0 && r.stored === r.size)) yield buf
+      else for (const r of sp.refs) yield unpack(buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored), r, packPath(sp.pack), false)
     }
   } finally {
     await next?.catch(() => {})
@@ -319,11 +322,17 @@ export class PackWriter {
 
   private async flush(): Promise<void> {
     if (this.batchSize === 0) return
-    const data = Buffer.concat(this.batch)
+    const parts = this.batch
+    const size = this.batchSize
     this.batch = []
     this.batchSize = 0
     await this.writing
-    this.writing = this.fh.write(data)
+    // writev, not a concatenated copy: a fresh 4 MiB buffer per batch made
+    // glibc raise its mmap threshold and the heap fragment, so RSS grew with
+    // the size of the input.
+    this.writing = this.fh.writev(parts).then(async ({ bytesWritten }) => {
+      if (bytesWritten < size) await this.fh.write(Buffer.concat(parts).subarray(bytesWritten))
+    })
   }
 
   /** Writes the manifest and closes; returns the entries with `self` as their own pack's name. */
