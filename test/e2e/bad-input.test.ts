@@ -22,6 +22,8 @@ import { NAR_DIR, narCorpus } from '../corpus/make-nars.js'
 import { type CliResult, REPO, runCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { snapshot } from '../helpers/snapshot.js'
+import { openLocalStore } from '../../src/backends/local/index.js'
+import { verifyStore } from '../../src/backends/local/verify.js'
 
 /**
  * The bad-input corpus (test/corpus/cases.ts) against real stores: the
@@ -38,13 +40,14 @@ let caseCounter = 0
 
 /**
  * The store holds exactly what it held before the case: the same files
- * with the same sizes, and no temp files left behind.
+ * with the same sizes, no temp files left behind, and `verify` finds it
+ * intact (for a store damaged on purpose: finds the damage).
  */
-async function assertStoreUnchanged(storeDir: string, before: string[]): Promise<void> {
+async function assertStoreUnchanged(storeDir: string, before: string[], opts: { damaged?: boolean } = {}): Promise<void> {
   assert.deepEqual(snapshot(storeDir), before, `the store at ${storeDir} changed`)
-  // TODO(verify): once `tvix-store verify` exists, run it on storeDir here: it
-  // must pass for every case on an intact store, and for the damaged-store
-  // cases report the damage done to the store and nothing else.
+  const report = await verifyStore(await openLocalStore(storeDir), { narHash: true })
+  if (opts.damaged) assert.ok(report.problems.length > 0, 'verify does not see the damage')
+  else assert.deepEqual(report.problems, [], `verify finds problems in ${storeDir}`)
 }
 
 /** A fresh copy of the seeded store, and an empty scratch folder for outputs. */
@@ -299,7 +302,7 @@ describe('stores damaged on disk', { concurrency: 2 }, () => {
       const before = snapshot(store)
       await run(c, dir, store, out)
       assertNothingLeftIn(out)
-      await assertStoreUnchanged(store, before)
+      await assertStoreUnchanged(store, before, { damaged: true })
     })
   }
 })

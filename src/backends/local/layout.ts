@@ -45,7 +45,7 @@ export class LocalRoot {
 
   constructor(readonly root: string) {
     this.tmp = path.join(root, 'tmp')
-    this.locks = new StoreLocks(root, () => {
+    this.locks = new StoreLocks(path.join(root, MARKER), () => {
       for (const l of this.sweepListeners) l()
     })
   }
@@ -95,6 +95,7 @@ export class LocalRoot {
   init(): Promise<void> {
     this.ready ??= (async () => {
       if (await this.checkFormat()) {
+        this.locks.joinCreated()
         // Packs are new in version 2: mark the store before writing any.
         if (this.version < FORMAT.version) await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
         return
@@ -104,6 +105,7 @@ export class LocalRoot {
       // The marker itself goes in atomically; a concurrent creator writes the same bytes.
       await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
       await this.sync()
+      this.locks.joinCreated()
     })()
     return this.ready
   }

@@ -84,10 +84,11 @@ export class StoreLocks {
 
   /** `onEpoch` runs when a sweep deleted objects since this process last looked (caches of what exists are stale). */
   constructor(
-    root: string,
+    /** The store's format marker: no marker, no store. */
+    private readonly marker: string,
     private readonly onEpoch: () => void,
   ) {
-    this.dir = path.join(root, 'locks')
+    this.dir = path.join(path.dirname(marker), 'locks')
   }
 
   /** A temp file name carrying its owner, so gc can tell a killed writer's leftovers from live ones. */
@@ -141,6 +142,14 @@ export class StoreLocks {
   }
 
   private async enter(): Promise<void> {
+    // No store yet (no marker): nothing to sweep, and a failed first write must not create one,
+    // nor write into a directory that is not a store. LocalRoot.init registers the session
+    // (joinCreated) once the store is checked or created, before any object is written.
+    if (!fsSync.existsSync(this.marker)) {
+      this.writers++
+      this.lastEpoch ??= '' // no store, no sweep yet: any epoch seen later is news
+      return
+    }
     for (let attempt = 0; ; attempt++) {
       if (this.writers++ === 0) this.create(this.token(WRITER))
       if (this.live(SWEEPER).length === 0) break
@@ -150,6 +159,16 @@ export class StoreLocks {
     const epoch = this.readEpoch()
     if (this.lastEpoch !== undefined && epoch !== this.lastEpoch) this.onEpoch()
     this.lastEpoch = epoch
+  }
+
+  /**
+   * Called once the store is known to exist (LocalRoot.init): sessions that
+   * began before it existed get their token now, before their first
+   * object. A sweep that started meanwhile listed none of their objects, so
+   * it treats them as new and keeps them.
+   */
+  joinCreated(): void {
+    if (this.writers > 0 && !fsSync.existsSync(this.token(WRITER))) this.create(this.token(WRITER))
   }
 
   private leave(): void {
@@ -173,6 +192,8 @@ export class StoreLocks {
    */
   async exclusive<T>(fn: () => Promise<T>, onWait?: (writers: ProcessId[]) => void): Promise<T> {
     if (this.inSession.getStore()) throw new Error('a sweep cannot run inside a write session')
+    // No store: nothing to sweep, and nothing to create.
+    if (!fsSync.existsSync(this.marker)) return fn()
     const token = this.token(SWEEPER)
     this.create(token)
     try {

@@ -2,6 +2,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import type { BlobService } from '../../castore/blob-service.js'
 import type { DirectoryService } from '../../castore/directory-service.js'
+import { IntegrityError } from '../../errors.js'
 import { decodePathInfo, encodePathInfo } from '../../proto/codec.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
@@ -16,9 +17,14 @@ export class LocalPathInfoService implements PathInfoService {
   ) {}
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
-    const bytes = readSmallFile(this.root.pathInfoPath(nixbase32.encode(digest)))
+    const hash = nixbase32.encode(digest)
+    const bytes = readSmallFile(this.root.pathInfoPath(hash))
     if (!bytes) return undefined
-    return decodePathInfo(bytes)
+    try {
+      return decodePathInfo(bytes)
+    } catch (e) {
+      throw new IntegrityError(`the stored PathInfo of ${hash} is corrupt (${(e as Error).message}); \`verify --repair\` removes it`)
+    }
   }
 
   async put(info: PathInfo): Promise<PathInfo> {

@@ -59,7 +59,10 @@ async function expect(r: ByteReader, token: Uint8Array, where: string): Promise<
 
 /** Parses a whole NAR (and requires the input to end right after it). */
 export async function readNar<N>(r: ByteReader, v: NarVisitor<N>): Promise<N> {
-  await expect(r, T.magic, 'at start (not a NAR)')
+  await expect(r, T.magic, 'at start (not a NAR)').catch((e: Error) => {
+    // A text file or a compressed NAR fails on the first length: say what it is not.
+    throw /token (length too large|longer than)/.test(e.message) ? bad('not a NAR: it does not start with "nix-archive-1" (a compressed NAR must be decompressed first)') : e
+  })
   const root = await readNode(r, v, 0)
   if (!(await r.atEnd())) throw bad('trailing data after the end of the archive')
   return root
