@@ -78,7 +78,13 @@ export class StoreLocks {
   private readonly dir: string
   private readonly inSession = new AsyncLocalStorage<true>()
   private writers = 0
-  private lastEpoch: string | undefined
+  /**
+   * The epoch when this process last looked. Read when the store is
+   * opened, before anything is cached: reads outside a session (a daemon's
+   * Stat) may fill caches before the first session, and a sweep in
+   * between must still be noticed when that session starts.
+   */
+  private lastEpoch: string
   /** Two stores opened on one directory in one process keep separate tokens. */
   private readonly instance = randomBytes(4).toString('hex')
 
@@ -88,6 +94,7 @@ export class StoreLocks {
     private readonly onEpoch: () => void,
   ) {
     this.dir = path.join(root, 'locks')
+    this.lastEpoch = this.readEpoch()
   }
 
   /** A temp file name carrying its owner, so gc can tell a killed writer's leftovers from live ones. */
@@ -148,7 +155,7 @@ export class StoreLocks {
       await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!)
     }
     const epoch = this.readEpoch()
-    if (this.lastEpoch !== undefined && epoch !== this.lastEpoch) this.onEpoch()
+    if (epoch !== this.lastEpoch) this.onEpoch()
     this.lastEpoch = epoch
   }
 
