@@ -1,4 +1,6 @@
+import { type ChildProcess, spawn } from 'node:child_process'
 import path from 'node:path'
+import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { type ProcessResult, runProcess } from './spawn.js'
 
@@ -13,10 +15,43 @@ export type CliResult = ProcessResult
  * user's default store; pass `--store` or TVIX_STORE explicitly.
  */
 export function runCli(args: string[], opts: { env?: Record<string, string>; input?: Uint8Array | string; cwd?: string } = {}): Promise<CliResult> {
+  return runProcess(process.execPath, [BIN, ...args], { env: cliEnv(opts.env), cwd: opts.cwd ?? REPO, input: opts.input })
+}
+
+function cliEnv(extra?: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = { ...(process.env as Record<string, string>) }
   delete env.TVIX_STORE
   delete env.NIX_STORE_DIR
   env.NO_COLOR = '1'
-  Object.assign(env, opts.env)
-  return runProcess(process.execPath, [BIN, ...args], { env, cwd: opts.cwd ?? REPO, input: opts.input })
+  return Object.assign(env, extra)
+}
+
+export interface CliExit {
+  /** Exit code, or null when a signal ended the process. */
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: Buffer
+  stderr: string
+  /** Wall time from spawn to exit. */
+  ms: number
+}
+
+/**
+ * Starts the built CLI as a child process (stdin closed) and returns at
+ * once, for tests that signal it mid-run; `exited` settles when it is gone.
+ */
+export function spawnCli(args: string[], opts: { env?: Record<string, string> } = {}): { child: ChildProcess; exited: Promise<CliExit> } {
+  const started = performance.now()
+  const child = spawn(process.execPath, [BIN, ...args], { env: cliEnv(opts.env), cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
+  const out: Buffer[] = []
+  const err: Buffer[] = []
+  child.stdout!.on('data', (c: Buffer) => out.push(c))
+  child.stderr!.on('data', (c: Buffer) => err.push(c))
+  const exited = new Promise<CliExit>((resolve, reject) => {
+    child.once('error', reject)
+    child.once('close', (code, signal) =>
+      resolve({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString(), ms: performance.now() - started }),
+    )
+  })
+  return { child, exited }
 }

@@ -32,6 +32,11 @@ export class NixStore {
     return this.run('nix-store', ['--store', this.url, '--add', p]).toString().trim()
   }
 
+  /** The store path `nix-store --add` would give `p` (`nix store add-path --dry-run`: nothing is copied). */
+  pathOf(p: string, name?: string): string {
+    return this.run('nix', ['store', 'add-path', '--dry-run', '--store', this.url, ...(name ? ['--name', name] : []), p]).toString().trim()
+  }
+
   /** `nix-store --dump` of any filesystem path. */
   static dump(p: string): Buffer {
     return execFileSync('nix-store', ['--dump', p], { env: NIX_ENV, maxBuffer: 1 << 30 })

@@ -78,7 +78,13 @@ export class StoreLocks {
   private readonly dir: string
   private readonly inSession = new AsyncLocalStorage<true>()
   private writers = 0
-  private lastEpoch: string | undefined
+  /**
+   * The epoch when this process last looked. Read when the store is
+   * opened, before anything is cached: reads outside a session (a daemon's
+   * Stat) may fill caches before the first session, and a sweep in
+   * between must still be noticed when that session starts.
+   */
+  private lastEpoch: string
   /** Two stores opened on one directory in one process keep separate tokens. */
   private readonly instance = randomBytes(4).toString('hex')
 
@@ -89,6 +95,9 @@ export class StoreLocks {
     private readonly onEpoch: () => void,
   ) {
     this.dir = path.join(path.dirname(marker), 'locks')
+    // From the moment the store is opened: what this process caches before its first
+    // write session (a daemon's chunk index, loaded by a Stat) may predate a sweep.
+    this.lastEpoch = this.readEpoch()
   }
 
   /** A temp file name carrying its owner, so gc can tell a killed writer's leftovers from live ones. */
@@ -147,7 +156,6 @@ export class StoreLocks {
     // (joinCreated) once the store is checked or created, before any object is written.
     if (!fsSync.existsSync(this.marker)) {
       this.writers++
-      this.lastEpoch ??= '' // no store, no sweep yet: any epoch seen later is news
       return
     }
     for (let attempt = 0; ; attempt++) {
@@ -157,7 +165,7 @@ export class StoreLocks {
       await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!)
     }
     const epoch = this.readEpoch()
-    if (this.lastEpoch !== undefined && epoch !== this.lastEpoch) this.onEpoch()
+    if (epoch !== this.lastEpoch) this.onEpoch()
     this.lastEpoch = epoch
   }
 
