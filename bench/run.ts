@@ -10,12 +10,13 @@
  * RSS of import, export-nar and copy of one seeded 2 GiB file against Nix.
  * The last (bench/space.ts) measures disk space: two releases of a
  * generated tree with small differences, imported into one store, ours vs
- * nix-store. Every table has the issue's target for each figure that has
- * one, and whether it is met. Results also go to .bench/last.json.
+ * nix-store. bench/gc.ts times gc and verify on a store of ~100k objects.
+ * Every table has the issue's target for each figure that has one, and
+ * whether it is met. Results also go to .bench/last.json.
  *
  * Knobs (environment): BENCH_REPS (default 3), BENCH_STARTUP_RUNS (default 10),
  * BENCH_BIG_REPS (runs per tool in the 2 GiB part, default 1), BENCH_PARTS
- * (comma-separated subset of nix,daemon,startup,space,big; default all),
+ * (comma-separated subset of nix,daemon,startup,space,big,gc; default all),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
 import { spawn, spawnSync } from 'node:child_process'
@@ -27,6 +28,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
 import { benchBig } from './big.js'
+import { benchGc, gcTable, type GcRow } from './gc.js'
 import { benchDaemon } from './daemon.js'
 import { benchSpace, type SpaceResult, spaceTable } from './space.js'
 import { fmt, msAtMost, ratioAtMost, type Target, textTable, type Unit } from './targets.js'
@@ -40,7 +42,7 @@ const OUT_JSON = path.join(REPO, '.bench/last.json')
 const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3))
 const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? 10))
 const BIG_REPS = Math.max(1, Number(process.env.BENCH_BIG_REPS ?? 1))
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big').split(',').map((s) => s.trim()))
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big,gc').split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
 
@@ -490,6 +492,17 @@ async function main(): Promise<void> {
       })
     }
 
+    let gcRows: GcRow[] | undefined
+    let gcSeconds = 0
+    if (PARTS.has('gc')) {
+      const t0 = performance.now()
+      const work = path.join(tmpRoot, 'gc')
+      fs.mkdirSync(work)
+      gcRows = await benchGc(work, BIN, NIX_ENV)
+      rmTree(work)
+      gcSeconds = (performance.now() - t0) / 1000
+    }
+
     const totalSeconds = (performance.now() - started) / 1000
     const foreign = ticks0 ? foreignLoad(ticks0, cpuTicks()) : undefined
     console.log(`tvix-store vs ${nixVersion.stdout.trim()} — median of ${REPS} runs (start-up: ${STARTUP_RUNS}); ratio = ours/nix, < 1 means we are faster; targets from the issue (MB = 10^6 bytes)`)
@@ -535,6 +548,13 @@ async function main(): Promise<void> {
       console.log(`space section took ${space.seconds.toFixed(1)} s`)
       console.log()
     }
+    if (gcRows) {
+      console.log('gc and verify on a store of ~100k objects (two trees of 50,000 small files each; one run each); nix-store --delete of the same tree in a private Nix store for reference')
+      console.log()
+      console.log(gcTable(gcRows))
+      console.log(`gc section took ${gcSeconds.toFixed(1)} s`)
+      console.log()
+    }
     const failed = checks.filter((c) => !c.ok)
     for (const c of checks) console.log(`${c.ok ? 'ok  ' : 'FAIL'} ${c.check}${c.ok ? '' : ` — ${c.detail}`}`)
     if (foreign !== undefined) {
@@ -562,6 +582,7 @@ async function main(): Promise<void> {
           notes,
           daemonSeconds,
           bigSeconds,
+          gc: gcRows ?? null,
           space: space ?? null,
           inputs: stats,
           rows,
