@@ -47,16 +47,19 @@ export async function benchGc(work: string, cli: string, nixEnv: NodeJS.ProcessE
   console.error(`[gc] store of ${objects} objects built`)
   const rows: GcRow[] = []
   execFileSync('sync')
-  rows.push({ figure: `gc, nothing to delete (${objects} objects marked)`, ours: ours(['gc', '--grace', '0']).seconds })
+  const idle = ours(['gc', '--grace', '0', '--json'])
+  rows.push({ figure: `gc, nothing to delete (${objects} objects marked)`, ours: idle.seconds })
+  rows.push({ figure: '… of which writers were held off', ours: JSON.parse(idle.stdout).writersHeldOffSeconds })
   rows.push({ figure: `verify (${objects} objects re-hashed)`, ours: ours(['verify']).seconds })
 
   const nixRoot = path.join(work, 'nix')
   const nix = (args: string[]) => timed(['nix-store', '--store', `local?root=${nixRoot}`, ...args], nixEnv)
   const nixB = nix(['--add', a, b]).stdout.trim().split('\n')[1]!
   execFileSync('sync')
-  const oursDelete = ours(['gc', '--grace', '0', '--delete', pathB]).seconds
+  const oursDelete = ours(['gc', '--grace', '0', '--json', '--delete', pathB])
   const nixDelete = nix(['--delete', nixB]).seconds
-  rows.push({ figure: `gc --delete of a path of ${DIRS * FILES_PER_DIR} files`, ours: oursDelete, nix: nixDelete })
+  rows.push({ figure: `gc --delete of a path of ${DIRS * FILES_PER_DIR} files`, ours: oursDelete.seconds, nix: nixDelete })
+  rows.push({ figure: '… of which writers were held off', ours: JSON.parse(oursDelete.stdout).writersHeldOffSeconds })
   return rows
 }
 

@@ -74,7 +74,7 @@ describe('gc on a local store', () => {
     const dry = await collectGarbage(store, { ...NOW, dryRun: true })
     assert.equal(objectFiles(root, 'blobs').length + objectFiles(root, 'dirs').length, before, 'a dry run deletes nothing')
     const r = await collectGarbage(store, NOW)
-    assert.deepEqual({ ...r, seconds: 0, dryRun: true }, { ...dry, seconds: 0 })
+    assert.deepEqual({ ...r, seconds: 0, writersHeldOffSeconds: 0, dryRun: true }, { ...dry, seconds: 0, writersHeldOffSeconds: 0 })
     assert.deepEqual(r.paths, [])
     assert.equal(r.blobs, 2) // "orphan", "only here"
     assert.equal(r.packs, 1) // big

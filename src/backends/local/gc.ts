@@ -40,6 +40,8 @@ export interface GcReport {
   /** Unreachable objects kept because they are younger than the grace period. */
   keptYoung: number
   seconds: number
+  /** How long writers were held off (the second mark and the sweep). */
+  writersHeldOffSeconds: number
 }
 
 /**
@@ -67,6 +69,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
   const first = listObjects(store.root.root)
   plan(store, marker, first, undefined, opts)
   return store.root.locks.exclusive(async () => {
+    const exclusiveFrom = performance.now()
     const p = plan(store, marker, listObjects(store.root.root), new Set(first.keys()), opts)
     const report: GcReport = {
       dryRun: !!opts.dryRun,
@@ -78,6 +81,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
       bytes: 0,
       keptYoung: p.keptYoung,
       seconds: 0,
+      writersHeldOffSeconds: 0,
     }
     const leftovers = [...staleTemps(store), ...store.root.locks.staleTokens()]
     const waves = [[p.deadPaths.map((o) => o.obj)], deletionWaves(p.deadDirs, dirChildren), deletionWaves(p.deadPacks, packUses), [p.deadBlobs]]
@@ -107,6 +111,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
     }
     if (!opts.dryRun && total > 0) store.root.locks.bumpEpoch()
     report.seconds = (performance.now() - started) / 1000
+    report.writersHeldOffSeconds = (performance.now() - exclusiveFrom) / 1000
     return report
   }, opts.onWait)
 }
