@@ -71,7 +71,7 @@ function summary(r: GcReport, grace: string): string {
   const verb = r.dryRun ? 'would be deleted' : 'deleted'
   const objects = r.blobs + r.packs + r.directories
   let line =
-    `${n(r.paths.length, 'store path')} ${verb}, ${n(objects, 'object')} (${r.blobs} blobs, ${r.packs} packs, ${r.directories} directories)` +
+    `${n(r.paths.length, 'store path')} ${verb}, ${n(objects, 'object')} (${n(r.blobs, 'blob')}, ${n(r.packs, 'pack')}, ${r.directories} director${r.directories === 1 ? 'y' : 'ies'})` +
     (r.tempFiles > 0 ? ` and ${n(r.tempFiles, 'leftover temp file')}` : '') +
     `, ${(r.bytes / 1048576).toFixed(2)} MiB ${r.dryRun ? 'to free' : 'freed'}, in ${r.seconds.toFixed(2)} s`
   if (r.keptYoung > 0) line += `; kept ${n(r.keptYoung, 'unreachable object')} written within --grace ${grace}`

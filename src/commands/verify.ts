@@ -37,7 +37,7 @@ export default class Verify extends StoreCommand<typeof Verify> {
       for (const p of report.problems) process.stdout.write(`${p.message}\n`)
       for (const r of report.removed) process.stdout.write(`${r}\n`)
       process.stderr.write(
-        `checked ${c.paths} paths, ${c.directories} directories, ${c.blobs + c.packs} blobs (${c.packs} packed) in ${report.seconds.toFixed(2)} s: ` +
+        `checked ${c.paths} paths, ${c.directories} directories and ${c.blobs + c.packs} blobs (${c.packs} packed) in ${report.seconds.toFixed(2)} s: ` +
           `${report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`}` +
           (this.flags.repair ? `, ${report.removed.length} removed` : '') +
           '\n',
