@@ -1,5 +1,6 @@
 import { Server, ServerCredentials } from '@grpc/grpc-js'
 import fs from 'node:fs'
+import type { Http2Session } from 'node:http2'
 import { BackendError } from '../errors.js'
 import { MAX_MESSAGE_BYTES, SERVICES, type ServiceName, serviceDefinition } from '../grpc/definitions.js'
 import type { Store } from '../store/store.js'
@@ -29,6 +30,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log)
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   })
+  widenReceiveWindow(server)
   server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log))
   server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log))
   server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log))
@@ -43,6 +45,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log)
     )
   })
 
+  widenSessionWindows(server)
   let stopping: Promise<void> | undefined
   return {
     url: clientUrl(listen, port),
@@ -59,5 +62,36 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log)
       })
       return stopping
     },
+  }
+}
+
+/** HTTP/2 receive window for uploads, per stream and per connection. */
+const RECEIVE_WINDOW = 16 << 20
+
+/**
+ * grpc-js leaves a server's HTTP/2 receive windows at the 64 KiB default
+ * and has no option for them (its `grpc-node.flow_control_window` is
+ * client-side), which caps a blob upload at a round trip per 64 KiB. Its
+ * server keeps the options it passes to http2.createServer in a field;
+ * adding `initialWindowSize` there widens every stream's window. Both
+ * hooks are best effort: if a grpc-js version renames the fields, uploads
+ * are slower, nothing else changes.
+ */
+function widenReceiveWindow(server: Server): void {
+  const opts = (server as unknown as { commonServerOptions?: { settings?: Record<string, number> } }).commonServerOptions
+  if (opts) opts.settings = { ...opts.settings, initialWindowSize: RECEIVE_WINDOW }
+}
+
+/** The connection-level window is per session: set it as each session opens. */
+function widenSessionWindows(server: Server): void {
+  const servers = (server as unknown as { http2Servers?: Map<{ on(e: 'session', f: (s: Http2Session) => void): void }, unknown> }).http2Servers
+  for (const h2 of servers?.keys() ?? []) {
+    h2.on('session', (session) => {
+      try {
+        session.setLocalWindowSize(RECEIVE_WINDOW)
+      } catch {
+        // a session already closing
+      }
+    })
   }
 }
