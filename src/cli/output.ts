@@ -40,3 +40,8 @@ export async function* batchLines(lines: AsyncIterable<Uint8Array>): AsyncGenera
   }
   if (batch.length > 0) yield Buffer.concat(batch)
 }
+
+/** `1 path`, `2 paths`: a count with its noun. */
+export function plural(k: number, noun: string): string {
+  return `${k} ${noun}${k === 1 ? '' : 's'}`
+}

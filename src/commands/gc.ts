@@ -2,6 +2,7 @@ import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 import { DEFAULT_GRACE, parseDuration } from '../cli/duration.js'
 import { countProgress } from '../cli/progress.js'
+import { plural } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { collectGarbage, type GcReport } from '../backends/local/gc.js'
 import { UsageError } from '../errors.js'
@@ -67,7 +68,7 @@ export default class Gc extends StoreCommand<typeof Gc> {
 }
 
 function summary(r: GcReport, grace: string): string {
-  const n = (k: number, what: string) => `${k} ${what}${k === 1 ? '' : 's'}`
+  const n = plural
   const verb = r.dryRun ? 'would be deleted' : 'deleted'
   const objects = r.blobs + r.packs + r.directories
   let line =

@@ -1,6 +1,7 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 import { countProgress } from '../cli/progress.js'
+import { plural } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { verifyStore, type VerifyReport } from '../backends/local/verify.js'
 import { IntegrityError } from '../errors.js'
@@ -37,8 +38,8 @@ export default class Verify extends StoreCommand<typeof Verify> {
       for (const p of report.problems) process.stdout.write(`${p.message}\n`)
       for (const r of report.removed) process.stdout.write(`${r}\n`)
       process.stderr.write(
-        `checked ${c.paths} paths, ${c.directories} directories and ${c.blobs + c.packs} blobs (${c.packs} packed) in ${report.seconds.toFixed(2)} s: ` +
-          `${report.problems.length === 0 ? 'no problems' : `${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`}` +
+        `checked ${plural(c.paths, 'path')}, ${c.directories} director${c.directories === 1 ? 'y' : 'ies'} and ${plural(c.blobs + c.packs, 'blob')} (${c.packs} packed) in ${report.seconds.toFixed(2)} s: ` +
+          `${report.problems.length === 0 ? 'no problems' : plural(report.problems.length, 'problem')}` +
           (this.flags.repair ? `, ${report.removed.length} removed` : '') +
           '\n',
       )

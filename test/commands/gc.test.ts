@@ -66,7 +66,7 @@ describe('gc, roots and verify commands', () => {
     await fails(['export-nar', '--store', store, gone], /is not valid/)
     const v = await runCli(['verify', '--store', store, '--nar-hash'])
     assert.equal(v.code, 0, v.stdout.toString())
-    assert.match(v.stderr.toString(), /^checked 1 paths, 1 directories and 1 blobs \(0 packed\) in [\d.]+ s: no problems\n$/)
+    assert.match(v.stderr.toString(), /^checked 1 path, 1 directory and 1 blob \(0 packed\) in [\d.]+ s: no problems\n$/)
   })
 
   test('copy --root registers the root in the target, in the same step', async () => {
