@@ -167,7 +167,8 @@ export class LocalBlobService implements BlobService {
     await this.root.init()
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = b3(src)
-      if (await this.has(digest)) return { digest, size: src.length }
+      // Contents this small are never a pack of their own: a plain file, or a chunk of some pack.
+      if (fsSync.existsSync(this.path(digest)) || this.index.get(digest) !== undefined) return { digest, size: src.length }
       const tmp = this.root.tempPath()
       fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
       return { digest, size: src.length, tmp }

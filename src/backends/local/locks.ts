@@ -30,6 +30,9 @@ const WRITER = 'w-'
 const SWEEPER = 'gc-'
 const EPOCH = 'epoch'
 const BACKOFF_MS = [5, 20, 50, 100, 200]
+/** Random per process: temp names stay unique even if a pid and start time repeat (another container, a reboot). */
+const TEMP_PREFIX = randomBytes(4).toString('hex')
+let tempCounter = 0
 
 export interface ProcessId {
   pid: number
@@ -102,7 +105,8 @@ export class StoreLocks {
 
   /** A temp file name carrying its owner, so gc can tell a killed writer's leftovers from live ones. */
   static tempName(): string {
-    return `${self.pid}-${self.start}-${randomBytes(8).toString('hex')}`
+    // Unique within the process by the counter, across processes by pid and start time; no random bytes per file.
+    return `${self.pid}-${self.start}-${TEMP_PREFIX}${(tempCounter++).toString(16)}`
   }
 
   /** Whether a temp file's owner still runs; true for names that are not ours to judge. */
