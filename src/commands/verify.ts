@@ -4,7 +4,6 @@ import { countProgress } from '../cli/progress.js'
 import { plural } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { verifyStore, type VerifyReport } from '../backends/local/verify.js'
-import { IntegrityError } from '../errors.js'
 import { parseStorePathArg } from '../store/store-path.js'
 
 export default class Verify extends StoreCommand<typeof Verify> {

@@ -3,15 +3,15 @@ import path from 'node:path'
 import { toHex } from '../../castore/digest.js'
 import type { Node } from '../../castore/node.js'
 import { NotFoundError, StillAliveError } from '../../errors.js'
-import { decodeDirectory, decodePathInfo } from '../../proto/codec.js'
+import { decodePathInfo } from '../../proto/codec.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { PathInfo } from '../../store/path-info.js'
 import { type StorePath, absolute, hashPart } from '../../store/store-path.js'
 import type { LocalStore } from './index.js'
-import { type StoredObject, listObjects, objectKey } from './inventory.js'
+import { type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDirectory } from './inventory.js'
 import { readSmallFile } from './layout.js'
 import { StoreLocks, type ProcessId } from './locks.js'
-import { ChunkIndex, PACK_SUFFIX, readManifest } from './pack.js'
+import { ChunkIndex, PACK_SUFFIX } from './pack.js'
 
 export interface GcOptions {
   /** Also delete PathInfos outside the closure of every GC root. */
@@ -244,8 +244,10 @@ class Marker {
       const hex = stack.pop()!
       if (this.dirs.has(hex)) continue
       this.dirs.add(hex)
-      for (const c of dirChildren({ file: this.store.root.objectPath('dirs', hex) })) stack.push(c)
-      for (const f of dirFiles(this.store.root.objectPath('dirs', hex))) this.markBlob(f)
+      // Read once: its child Directories and its files.
+      const dir = readStoredDirectory(this.store.root.objectPath('dirs', hex))
+      for (const c of dir?.directories ?? []) stack.push(toHex(c.digest))
+      for (const f of dir?.files ?? []) this.markBlob(toHex(f.digest))
     }
   }
 
@@ -258,7 +260,7 @@ class Marker {
       this.blobs.add(hex)
       const packFile = this.store.root.objectPath('blobs', hex) + PACK_SUFFIX
       if (fsSync.existsSync(packFile)) {
-        stack.push(...packUses({ file: packFile, name: hex }))
+        stack.push(...borrowedPacks(packFile, hex))
       } else if (!fsSync.existsSync(this.store.root.objectPath('blobs', hex))) {
         this.chunkIndex ??= new ChunkIndex(path.join(this.store.root.root, 'blobs', 'b3'))
         const chunk = this.chunkIndex.get(Buffer.from(hex, 'hex'))
@@ -268,35 +270,9 @@ class Marker {
   }
 }
 
-function readDir(file: string) {
-  const bytes = readSmallFile(file)
-  if (!bytes) return undefined
-  try {
-    return decodeDirectory(bytes)
-  } catch {
-    return undefined // corrupt: verify reports it
-  }
-}
-
 /** Hex digests of a stored Directory's child Directories. */
-function dirChildren(o: { file: string }): string[] {
-  return (readDir(o.file)?.directories ?? []).map((d) => toHex(d.digest))
-}
-
-function dirFiles(file: string): string[] {
-  return (readDir(file)?.files ?? []).map((f) => toHex(f.digest))
-}
-
-/** Hex digests of the other packs a pack takes chunks from. */
-function packUses(o: { file: string; name: string }): string[] {
-  let manifest
-  try {
-    manifest = readManifest(o.file, o.name) ?? []
-  } catch {
-    return [] // corrupt: verify reports it
-  }
-  return [...new Set(manifest.filter((c) => c.pack !== o.name).map((c) => c.pack))]
-}
+const dirChildren = (o: StoredObject) => (readStoredDirectory(o.file)?.directories ?? []).map((d) => toHex(d.digest))
+const packUses = (o: StoredObject) => borrowedPacks(o.file, o.name)
 
 /**
  * Orders dead objects so that nothing is deleted while a remaining object

@@ -1,6 +1,9 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
-import { PACK_SUFFIX } from './pack.js'
+import type { Directory } from '../../castore/directory.js'
+import { decodeDirectory } from '../../proto/codec.js'
+import { readSmallFile } from './layout.js'
+import { PACK_SUFFIX, readManifest } from './pack.js'
 
 export type ObjectKind = 'blob' | 'pack' | 'dir' | 'pathinfo'
 
@@ -51,4 +54,26 @@ function readdir(dir: string): string[] {
   } catch {
     return []
   }
+}
+
+/** A stored Directory, decoded without re-hashing; undefined if absent or undecodable (verify reports those). */
+export function readStoredDirectory(file: string): Directory | undefined {
+  const bytes = readSmallFile(file)
+  if (!bytes) return undefined
+  try {
+    return decodeDirectory(bytes)
+  } catch {
+    return undefined
+  }
+}
+
+/** Hex digests of the other packs a pack borrows chunks from; none if it is absent or its manifest is corrupt. */
+export function borrowedPacks(file: string, self: string): string[] {
+  let manifest
+  try {
+    manifest = readManifest(file, self) ?? []
+  } catch {
+    return []
+  }
+  return [...new Set(manifest.filter((c) => c.pack !== self).map((c) => c.pack))]
 }

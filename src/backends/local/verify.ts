@@ -9,7 +9,7 @@ import * as nixbase32 from '../../store/nixbase32.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { type StorePath, hashPart } from '../../store/store-path.js'
 import type { LocalStore } from './index.js'
-import { type ObjectKind, type StoredObject, listObjects, objectKey } from './inventory.js'
+import { type ObjectKind, type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDirectory } from './inventory.js'
 import { readSmallFile } from './layout.js'
 import { ChunkIndex, ChunkReader, PACK_SUFFIX, readManifest } from './pack.js'
 
@@ -115,7 +115,7 @@ class Verifier {
     if (add('blob', hex)) return
     const pack = add('pack', hex)
     if (!pack) return
-    for (const c of safeManifest(pack) ?? []) if (c.pack !== hex) add('pack', c.pack)
+    for (const other of borrowedPacks(pack.file, hex)) add('pack', other)
   }
 
   private async check(o: StoredObject, opts: VerifyOptions): Promise<void> {
@@ -265,19 +265,13 @@ class Verifier {
       changed = false
       for (const o of [...all.values()]) {
         if (o.kind === 'pack') {
-          const lost = (safeManifest(o) ?? []).find((c) => c.pack !== o.name && !all.has(objectKey('pack', c.pack)))
+          const lost = borrowedPacks(o.file, o.name).find((other) => !all.has(objectKey('pack', other)))
           if (lost) {
-            remove(o, `its chunks in pack ${hexDisplay(lost.pack)} are gone`)
+            remove(o, `its chunks in pack ${hexDisplay(lost)} are gone`)
             changed = true
           }
         } else if (o.kind === 'dir') {
-          let dir: Directory | undefined
-          try {
-            dir = decodeDirectory(readSmallFile(o.file) ?? Buffer.alloc(0))
-          } catch {
-            continue
-          }
-          const lost = dir.directories.find((c) => !all.has(objectKey('dir', toHex(c.digest))))
+          const lost = readStoredDirectory(o.file)?.directories.find((c) => !all.has(objectKey('dir', toHex(c.digest))))
           if (lost) {
             remove(o, `its child directory ${b3Display(lost.digest)} is gone`)
             changed = true
@@ -302,14 +296,6 @@ class Verifier {
     await this.store.root.sync()
     if (removed.length > 0) this.store.root.locks.bumpEpoch()
     return removed
-  }
-}
-
-function safeManifest(o: StoredObject) {
-  try {
-    return readManifest(o.file, o.name)
-  } catch {
-    return undefined
   }
 }
 
