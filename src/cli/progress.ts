@@ -60,43 +60,40 @@ export async function importProgress(paths: string[]): Promise<Progress> {
   }
 }
 
-/** Paths done / total and bytes moved, for `copy` on a terminal. */
-export function copyProgress(): { update(p: { pathsDone: number; pathsTotal: number; bytes: number }): void; stop(): void } {
+/**
+ * A bar over a count, on a terminal only; cli-progress is loaded on the
+ * first update, so commands that never show one do not pay for it.
+ */
+function lazyBar(format: string): { update(done: number, total: number, payload?: Record<string, string>): void; stop(): void } {
   if (!process.stderr.isTTY || process.env.CI) return { update() {}, stop() {} }
   let bar: import('cli-progress').SingleBar | undefined
   let loading: Promise<void> | undefined
+  let stopped = false
   return {
-    update(p) {
+    update(done, total, payload) {
       loading ??= import('cli-progress').then(({ default: cliProgress }) => {
-        bar = new cliProgress.SingleBar(
-          { stream: process.stderr, format: 'copying [{bar}] {value}/{total} paths | {mib} MiB', hideCursor: true, clearOnComplete: true, fps: 10 },
-          cliProgress.Presets.shades_classic,
-        )
-        bar.start(p.pathsTotal, p.pathsDone, { mib: '0' })
+        // Work that ended before the module loaded gets no bar: one started now would never be stopped, and its timer would keep the process alive.
+        if (stopped) return
+        bar = new cliProgress.SingleBar({ stream: process.stderr, format, hideCursor: true, clearOnComplete: true, fps: 10 }, cliProgress.Presets.shades_classic)
+        bar.start(total, done, payload)
       })
-      bar?.update(p.pathsDone, { mib: (p.bytes / 1048576).toFixed(0) })
+      bar?.setTotal(total)
+      bar?.update(done, payload)
     },
-    stop: () => bar?.stop(),
+    stop: () => {
+      stopped = true
+      bar?.stop()
+    },
   }
+}
+
+/** Paths done / total and bytes moved, for `copy` on a terminal. */
+export function copyProgress(): { update(p: { pathsDone: number; pathsTotal: number; bytes: number }): void; stop(): void } {
+  const bar = lazyBar('copying [{bar}] {value}/{total} paths | {mib} MiB')
+  return { update: (p) => bar.update(p.pathsDone, p.pathsTotal, { mib: (p.bytes / 1048576).toFixed(0) }), stop: bar.stop }
 }
 
 /** A bar over a count of items (gc's deletions, verify's objects), on a terminal only. */
 export function countProgress(label: string): { update(done: number, total: number): void; stop(): void } {
-  if (!process.stderr.isTTY || process.env.CI) return { update() {}, stop() {} }
-  let bar: import('cli-progress').SingleBar | undefined
-  let loading: Promise<void> | undefined
-  return {
-    update(done, total) {
-      loading ??= import('cli-progress').then(({ default: cliProgress }) => {
-        bar = new cliProgress.SingleBar(
-          { stream: process.stderr, format: `${label} [{bar}] {value}/{total}`, hideCursor: true, clearOnComplete: true, fps: 10 },
-          cliProgress.Presets.shades_classic,
-        )
-        bar.start(total, done)
-      })
-      bar?.setTotal(total)
-      bar?.update(done)
-    },
-    stop: () => bar?.stop(),
-  }
+  return lazyBar(`${label} [{bar}] {value}/{total}`)
 }

@@ -9,9 +9,10 @@ const noScript = spawnSync('script', ['--version']).status === 0 ? undefined : '
 if (noScript) console.log(`skipping the terminal colour tests: ${noScript}`)
 
 /** Runs the CLI on a pseudo-terminal (util-linux script), returning everything it printed. */
-function onTerminal(args: string[], env: Record<string, string | undefined>): string {
+function onTerminal(args: string[], env: Record<string, string | undefined>, timeout?: number): string {
   const cmd = [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' ')
-  const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, ...env }, encoding: 'utf8' })
+  const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, ...env }, encoding: 'utf8', timeout })
+  if (r.error) throw r.error
   return r.stdout
 }
 
@@ -49,5 +50,22 @@ describe('progress bar', () => {
     const piped = await runCli(['import', '--store', path.join(root, 's2'), big], { env: { CI: '' } })
     assert.match(piped.stdout.toString(), /^\/nix\/store\/[0-9a-z]{32}-big\n$/)
     assert.equal(piped.stderr, '')
+  })
+
+  test('work that ends before the bar has loaded does not hang the command (copy, verify, gc)', { skip: noScript }, async () => {
+    const fs = await import('node:fs')
+    const os = await import('node:os')
+    const path = await import('node:path')
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-bar-'))
+    const tree = path.join(root, 't')
+    fs.mkdirSync(tree)
+    for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(tree, `f${i}`), `${i}`)
+    const [from, to] = [path.join(root, 'from'), path.join(root, 'to')]
+    const p = (await runCli(['import', '--store', from, tree])).stdout.toString().trim()
+    const env = { CI: undefined, TERM: 'xterm', NO_COLOR: '1' }
+    // Each must exit on its own (a bar started after its work ended kept the process alive).
+    assert.match(onTerminal(['copy', '--from', from, '--to', to, p], env, 30_000), new RegExp(p))
+    assert.match(onTerminal(['verify', '--store', to], env, 30_000), /no problems/)
+    assert.match(onTerminal(['gc', '--store', to, '--prune', '--grace', '0'], env, 30_000), /1 store path deleted/)
   })
 })
