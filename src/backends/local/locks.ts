@@ -119,20 +119,22 @@ export class StoreLocks {
     return path.join(this.dir, `${prefix}${self.pid}-${self.start}-${this.instance}`)
   }
 
-  private live(prefix: string): ProcessId[] {
+  /** The token files in locks/, with their owners. */
+  private tokens(): Array<{ file: string; prefix: string; id: ProcessId }> {
     let names: string[]
     try {
       names = fsSync.readdirSync(this.dir)
     } catch {
       return []
     }
-    const out: ProcessId[] = []
-    for (const n of names) {
-      if (!n.startsWith(prefix)) continue
+    return names.flatMap((n) => {
       const o = ownerOf(n)
-      if (o && isAlive(o.id)) out.push(o.id)
-    }
-    return out
+      return o ? [{ file: path.join(this.dir, n), prefix: o.role === 'writer' ? WRITER : SWEEPER, id: o.id }] : []
+    })
+  }
+
+  private live(prefix: string): ProcessId[] {
+    return this.tokens().filter((t) => t.prefix === prefix && isAlive(t.id)).map((t) => t.id)
   }
 
   private create(file: string): void {
@@ -234,15 +236,6 @@ export class StoreLocks {
 
   /** Token files of processes that no longer run (left by a kill). */
   staleTokens(): string[] {
-    let names: string[]
-    try {
-      names = fsSync.readdirSync(this.dir)
-    } catch {
-      return []
-    }
-    return names.filter((n) => {
-      const o = ownerOf(n)
-      return o !== undefined && !isAlive(o.id)
-    }).map((n) => path.join(this.dir, n))
+    return this.tokens().filter((t) => !isAlive(t.id)).map((t) => t.file)
   }
 }
