@@ -51,3 +51,16 @@ export class UnsupportedError extends StoreError {
 export class BackendError extends StoreError {
   readonly code = 'ERR_BACKEND'
 }
+
+/**
+ * A sweep deleted an object the write relied on while the write was under
+ * way; nothing was registered. Running the write again succeeds.
+ */
+export class ConflictError extends StoreError {
+  readonly code = 'ERR_CONFLICT'
+}
+
+/** A wait gave up: something held a lock far longer than it may. */
+export class TimeoutError extends StoreError {
+  readonly code = 'ERR_TIMEOUT'
+}

@@ -13,3 +13,6 @@ export function parseDuration(text: string, flag: string): number {
 /** gc keeps anything younger than this by default: it may belong to an upload still in progress through a daemon. */
 export const DEFAULT_GRACE = '10m'
 export const DEFAULT_GRACE_MS = 10 * 60_000
+
+/** How long gc waits for writers inside a commit (milliseconds each) before giving up: see StoreLocks.exclusive. */
+export const DEFAULT_MAX_WAIT = '2m'

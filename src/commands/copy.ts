@@ -1,6 +1,7 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 import fs from 'node:fs'
+import { retryOnConflict } from '../ops/retry.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { copyProgress } from '../cli/progress.js'
 import { UsageError } from '../errors.js'
@@ -46,20 +47,23 @@ export default class Copy extends StoreCommand<typeof Copy> {
         validateRootName(f.root)
         const local = await asLocalStore(to, f.to, '--root')
         // Copy and root in one write session on the target: gc cannot prune the path in between.
-        return await to.writeSession(async () => {
-          const report = await this.copyPaths(to, paths)
-          await addRoot(local, f.root!, paths[0]!)
-          return report
-        })
+        return await retryOnConflict(() =>
+          to.writeSession(async () => {
+            const report = await this.copyPaths(to, paths)
+            await addRoot(local, f.root!, paths[0]!)
+            return report
+          }),
+        )
       }
       if (f.closure !== undefined) {
         if (paths.length > 0) throw new UsageError('give either --closure or store paths, not both')
         const text = (f.closure === '-' ? await readAll(process.stdin) : fs.readFileSync(f.closure)).toString('utf8')
-        const report = await importClosure(to, parseClosureListing(text), { nixRoot: f['nix-root'] })
+        const listing = parseClosureListing(text)
+        const report = await retryOnConflict(() => importClosure(to, listing, { nixRoot: f['nix-root'] }))
         if (!this.jsonEnabled()) for (const p of report.copied) process.stdout.write(`${p}\n`)
         return report
       }
-      return await this.copyPaths(to, paths)
+      return await retryOnConflict(() => this.copyPaths(to, paths))
     } finally {
       await to.close()
     }

@@ -56,16 +56,21 @@ async function periodicGc(store: LocalStore, intervalMs: number, log: (line: str
   if (intervalMs < 1000) throw new UsageError('--gc-interval must be at least 1s')
   const { collectGarbage } = await import('../backends/local/gc.js')
   let running: Promise<void> | undefined
+  // Shutdown stops a run still waiting for commits to end; a sweep under way finishes.
+  const stopping = new AbortController()
   const timer = setInterval(() => {
-    running ??= collectGarbage(store, { graceMs: DEFAULT_GRACE_MS })
+    running ??= collectGarbage(store, { graceMs: DEFAULT_GRACE_MS, signal: stopping.signal })
       .then((r) => log(`gc: ${r.blobs + r.packs + r.directories} orphaned objects and ${r.tempFiles} leftover temp files deleted, ${(r.bytes / 1048576).toFixed(2)} MiB freed in ${r.seconds.toFixed(2)} s`))
-      .catch((e: Error) => log(`gc failed: ${e.message}`))
+      .catch((e: Error) => {
+        if (!stopping.signal.aborted) log(`gc failed: ${e.message}`)
+      })
       .finally(() => (running = undefined))
   }, intervalMs)
   timer.unref()
   return {
     async stop() {
       clearInterval(timer)
+      stopping.abort()
       await running
     },
   }

@@ -1,6 +1,6 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
-import { DEFAULT_GRACE, parseDuration } from '../cli/duration.js'
+import { DEFAULT_GRACE, DEFAULT_MAX_WAIT, parseDuration } from '../cli/duration.js'
 import { countProgress } from '../cli/progress.js'
 import { plural } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
@@ -30,6 +30,11 @@ export default class Gc extends StoreCommand<typeof Gc> {
     delete: Flags.boolean({ summary: 'Delete the given store paths (refused if a root or another path still needs them), then their data.' }),
     grace: Flags.string({ summary: 'Keep anything written less than DURATION ago.', default: DEFAULT_GRACE, helpValue: 'DURATION' }),
     'dry-run': Flags.boolean({ summary: 'Print what would be deleted; delete nothing.' }),
+    'max-wait': Flags.string({
+      summary: 'Give up, deleting nothing, if writers stay inside a commit longer than DURATION (a stopped or hung process).',
+      default: DEFAULT_MAX_WAIT,
+      helpValue: 'DURATION',
+    }),
   }
 
   async run(): Promise<GcReport> {
@@ -53,8 +58,9 @@ export default class Gc extends StoreCommand<typeof Gc> {
         deletePaths,
         graceMs,
         dryRun: f['dry-run'],
+        maxWaitMs: parseDuration(f['max-wait'], 'max-wait'),
         onProgress: progress.update,
-        onWait: (w) => process.stderr.write(`waiting for ${w.length} writer${w.length === 1 ? '' : 's'} to finish (pid ${w.map((x) => x.pid).join(', ')})\n`),
+        onWait: (w) => process.stderr.write(`waiting for ${w.length} writer${w.length === 1 ? '' : 's'} to finish a commit (pid ${w.map((x) => x.pid).join(', ')})\n`),
       })
     } finally {
       progress.stop()

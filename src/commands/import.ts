@@ -1,6 +1,7 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 import fs from 'node:fs'
+import { retryOnConflict } from '../ops/retry.js'
 import { importProgress } from '../cli/progress.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { UsageError } from '../errors.js'
@@ -51,19 +52,26 @@ export default class Import extends StoreCommand<typeof Import> {
     const local = root === undefined ? undefined : await asLocalStore(store, this.flags.store ?? 'the store', '--root')
     if (root !== undefined) validateRootName(root)
     // The root goes in within the import's write session: gc cannot prune the path in between.
-    return store.writeSession(async () => {
-      const results = await this.importAll(store, paths)
-      if (local) await addRoot(local, root!, results[0]!.path)
-      return results
-    })
+    const once = () =>
+      store.writeSession(async () => {
+        const results = await this.importAll(store, paths)
+        if (local) await addRoot(local, root!, results[0]!.path)
+        return results
+      })
+    // Files can be read again if a concurrent gc invalidated the import; a stream (--nar) cannot.
+    return nar === undefined ? retryOnConflict(once) : once()
   }
+
+  /** Store paths already printed: a run repeated after a conflict with gc prints each once. */
+  private readonly printed = new Set<string>()
 
   private async importAll(store: Store, paths: string[]): Promise<ImportJson[]> {
     const { name, nar } = this.flags
     const results: ImportJson[] = []
     const done = (r: Imported) => {
       results.push({ path: r.storePath, narHash: `sha256:${nixbase32.encode(r.narSha256)}`, narSize: r.narSize })
-      if (!this.jsonEnabled()) process.stdout.write(r.storePath + '\n')
+      if (!this.jsonEnabled() && !this.printed.has(r.storePath)) process.stdout.write(r.storePath + '\n')
+      this.printed.add(r.storePath)
     }
     if (nar !== undefined) {
       const narName = name ?? (nar === '-' ? undefined : nar.replace(/^.*\//, '').replace(/\.nar$/, ''))

@@ -1,5 +1,5 @@
 import { status as Status, type ServiceError } from '@grpc/grpc-js'
-import { BackendError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError } from '../errors.js'
+import { BackendError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError } from '../errors.js'
 
 /** A gRPC status to answer with; handlers throw it, adapters send it. */
 export class StatusError extends Error {
@@ -19,6 +19,8 @@ export function toStatus(e: unknown): { code: Status; details: string } {
   if (e instanceof NotFoundError) return { code: Status.NOT_FOUND, details }
   if (e instanceof IntegrityError) return { code: Status.DATA_LOSS, details }
   if (e instanceof UnsupportedError) return { code: Status.UNIMPLEMENTED, details }
+  // Retryable by the client, as gRPC defines ABORTED: a concurrent gc took what the call relied on.
+  if (e instanceof ConflictError) return { code: Status.ABORTED, details }
   return { code: Status.INTERNAL, details }
 }
 
@@ -40,6 +42,8 @@ export function fromStatus(e: unknown, target: string): Error {
       return new IntegrityError(`the daemon reports lost data: ${details}`, { cause: e })
     case Status.UNIMPLEMENTED:
       return new UnsupportedError(`the daemon at ${target} does not support this: ${details}`, { cause: e })
+    case Status.ABORTED:
+      return new ConflictError(`the daemon at ${target} aborted the write: ${details}`, { cause: e })
     case Status.UNAVAILABLE:
       return new BackendError(`cannot reach the tvix-store daemon at ${target}: ${connectReason(details)}`, { cause: e })
     case Status.DEADLINE_EXCEEDED:

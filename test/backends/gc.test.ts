@@ -7,6 +7,8 @@ import { collectGarbage, type GcOptions } from '../../src/backends/local/gc.js'
 import { type LocalStore, openLocalStore } from '../../src/backends/local/index.js'
 import { verifyStore } from '../../src/backends/local/verify.js'
 import { readAll } from '../../src/castore/blob-service.js'
+import { directoryDigest, directoryFromEntries } from '../../src/castore/directory.js'
+import { ConflictError, TimeoutError } from '../../src/errors.js'
 import { toHex } from '../../src/castore/digest.js'
 import { exportNar } from '../../src/ops/export-nar.js'
 import { importPath } from '../../src/ops/import-paths.js'
@@ -188,7 +190,7 @@ describe('gc on a local store', () => {
     await assertClean(writer)
   })
 
-  test('gc waits for open write sessions, and sessions wait while gc sweeps', async () => {
+  test('gc waits for a commit under way, and commits wait while gc sweeps', async () => {
     const root = scratch()
     const store = await openLocalStore(root)
     await importPath(store, tree({ f: 'x' }))
@@ -196,10 +198,10 @@ describe('gc on a local store', () => {
     const events: string[] = []
     let release!: () => void
     const held = new Promise<void>((r) => (release = r))
-    const session = other.writeSession(async () => {
-      events.push('session open')
+    const commit = other.root.locks.commit(async () => {
+      events.push('commit open')
       await held
-      events.push('session end')
+      events.push('commit end')
     })
     await new Promise((r) => setTimeout(r, 20))
     let waitedFor: number[] = []
@@ -207,9 +209,66 @@ describe('gc on a local store', () => {
     await new Promise((r) => setTimeout(r, 100))
     events.push('release')
     release()
-    await Promise.all([session, gc])
-    assert.deepEqual(events, ['session open', 'release', 'session end', 'gc done'])
+    await Promise.all([commit, gc])
+    assert.deepEqual(events, ['commit open', 'release', 'commit end', 'gc done'])
     assert.deepEqual(waitedFor, [process.pid])
+  })
+
+  test('a write session that waits for input holds nothing: gc runs meanwhile, and a commit relying on what it swept fails and registers nothing', async () => {
+    const root = scratch()
+    const store = await openLocalStore(root)
+    await importPath(store, tree({ f: 'x' }))
+    // An orphan blob (nothing refers to it), older than the grace period of 0.
+    const orphan = await store.blobs.put(Buffer.from('an orphan the session finds stored'))
+    const other = await openLocalStore(root)
+    let resume!: () => void
+    const input = new Promise<void>((r) => (resume = r))
+    let found = false
+    const session = other.writeSession(async () => {
+      // Found stored, so not written again: the session relies on it.
+      found = await other.blobs.has(orphan.digest)
+      await input // a client that has not sent the rest yet
+      const dir = directoryFromEntries([{ kind: 'file', name: Buffer.from('f'), digest: orphan.digest, size: orphan.size, executable: false }])
+      return other.directories.putClosure([dir])
+    })
+    await new Promise((r) => setTimeout(r, 20))
+    // Not held off by the stalled session: the sweep takes the orphan.
+    const r = await collectGarbage(store, NOW)
+    assert.equal(r.blobs, 1)
+    assert.equal(await store.blobs.has(orphan.digest), false)
+    resume()
+    await assert.rejects(session, (e: Error) => e instanceof ConflictError && /garbage-collected while this write was under way/.test(e.message))
+    assert.equal(found, true)
+    const dirs = objectFiles(root, 'dirs')
+    // The Directory that would have named a missing blob was not published.
+    const dir = directoryFromEntries([{ kind: 'file', name: Buffer.from('f'), digest: orphan.digest, size: orphan.size, executable: false }])
+    assert.equal(dirs.some((n) => n.endsWith(toHex(directoryDigest(dir)))), false)
+    // A new session starts from the store as it is now, and succeeds.
+    await other.writeSession(async () => {
+      await other.blobs.put(Buffer.from('an orphan the session finds stored'))
+      await other.directories.putClosure([dir])
+    })
+    assert.equal((await verifyStore(store)).problems.length, 0)
+  })
+
+  test('gc gives up, deleting nothing, when a commit outlasts maxWaitMs; writers are not held off after that', async () => {
+    const root = scratch()
+    const store = await openLocalStore(root)
+    await importPath(store, tree({ f: 'x' }))
+    const orphan = await store.blobs.put(Buffer.from('kept: gc gives up'))
+    const stuck = await openLocalStore(root)
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    // A commit that never ends (a stopped process would look the same to gc).
+    const commit = stuck.root.locks.commit(() => held)
+    await new Promise((r) => setTimeout(r, 20))
+    await assert.rejects(collectGarbage(store, { ...NOW, maxWaitMs: 200 }), (e: Error) => e instanceof TimeoutError && /nothing was deleted/.test(e.message))
+    assert.equal(await store.blobs.has(orphan.digest), true)
+    // No gc token is left behind: another writer commits at once.
+    assert.deepEqual(fs.readdirSync(path.join(root, 'locks')).filter((n) => n.startsWith('gc-')), [])
+    await importPath(await openLocalStore(root), tree({ g: 'y' }))
+    release()
+    await commit
   })
 
   test('tokens and temp files of killed processes are recognised as stale and swept', async () => {

@@ -60,9 +60,26 @@ export class LocalBlobService implements BlobService {
     return fsSync.existsSync(this.path(d)) ? [] : undefined
   }
 
-  /** Plain blob, pack, or a chunk of a pack (readable by its digest too). No exception when absent. */
+  /**
+   * Plain blob, pack, or a chunk of a pack (readable by its digest too). No
+   * exception when absent. A write session relies on what it found.
+   */
   async has(d: B3Digest): Promise<boolean> {
-    return fsSync.existsSync(this.path(d)) || fsSync.existsSync(this.packPath(toHex(d))) || this.index.get(d) !== undefined
+    return this.storedAs(d) !== undefined
+  }
+
+  /** The file holding `d` (recorded as relied on by the current write session), or undefined. */
+  private storedAs(d: B3Digest): string | undefined {
+    const plain = this.path(d)
+    let file: string | undefined
+    if (fsSync.existsSync(plain)) file = plain
+    else if (fsSync.existsSync(this.packPath(toHex(d)))) file = this.packPath(toHex(d))
+    else {
+      const chunk = this.index.get(d)
+      if (chunk) file = this.packPath(chunk.pack)
+    }
+    if (file) this.root.rely(file)
+    return file
   }
 
   async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
@@ -109,8 +126,10 @@ export class LocalBlobService implements BlobService {
     if (w.tmp) {
       // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
       await this.durable.add(w.tmp)
-      await this.publish(w)
-      await this.named.add(undefined)
+      await this.root.commit(async () => {
+        await this.publish(w)
+        await this.named.add(undefined)
+      })
     }
     return { digest: w.digest, size: w.size }
   }
@@ -143,11 +162,13 @@ export class LocalBlobService implements BlobService {
       },
       commit: async () => {
         const staged = [...pending.values()]
-        pending.clear()
         if (staged.length === 0) return
         await this.root.syncFiles(staged.map((w) => w.tmp!))
-        for (const w of staged) await this.publish(w)
-        await this.root.sync()
+        await this.root.commit(async () => {
+          for (const w of staged) await this.publish(w)
+          await this.root.sync()
+        })
+        pending.clear()
       },
       abort: async () => {
         await Promise.allSettled(inFlight)
@@ -168,7 +189,7 @@ export class LocalBlobService implements BlobService {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = b3(src)
       // Contents this small are never a pack of their own: a plain file, or a chunk of some pack.
-      if (fsSync.existsSync(this.path(digest)) || this.index.get(digest) !== undefined) return { digest, size: src.length }
+      if (this.storedAs(digest)) return { digest, size: src.length }
       const tmp = this.root.tempPath()
       fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
       return { digest, size: src.length, tmp }
@@ -216,6 +237,8 @@ export class LocalBlobService implements BlobService {
     }
     const digest = h.digest()
     const chunks = await pack.finish(toHex(digest))
+    // Chunks borrowed from older packs: those packs must outlive this session's commit.
+    for (const c of chunks) if (c.pack !== toHex(digest)) this.root.rely(this.packPath(c.pack))
     if (await this.has(digest)) {
       await this.root.discard(tmp)
       return { digest, size }

@@ -13,8 +13,10 @@ export class LocalDirectoryService implements DirectoryService {
   }
 
   async get(d: B3Digest): Promise<Directory | undefined> {
-    const bytes = readSmallFile(this.path(d))
+    const file = this.path(d)
+    const bytes = readSmallFile(file)
     if (!bytes) return undefined
+    this.root.rely(file)
     // Stored bytes are canonical, so hashing them as read is the check.
     if (!bytesEqual(b3(bytes), d)) throw new IntegrityError(`directory ${b3Display(d)} is corrupt: its bytes do not match its digest`)
     const dir = decodeDirectory(bytes)
@@ -33,11 +35,14 @@ export class LocalDirectoryService implements DirectoryService {
     for await (const dir of dirs) accepted.push([await v.add(dir), encodeDirectory(dir)])
     const rootDigest = v.finish()
     // Leaves first, so a crash never leaves a parent whose children are missing.
-    for (const [d, bytes] of accepted) {
-      const p = this.path(d)
-      if (!(await exists(p))) await this.root.writeAtomic(p, bytes)
-    }
-    await this.root.sync()
+    await this.root.commit(async () => {
+      for (const [d, bytes] of accepted) {
+        const p = this.path(d)
+        if (await exists(p)) this.root.rely(p)
+        else await this.root.writeAtomic(p, bytes)
+      }
+      await this.root.sync()
+    })
     return rootDigest
   }
 }

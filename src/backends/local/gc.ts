@@ -24,6 +24,10 @@ export interface GcOptions {
   graceMs: number
   dryRun?: boolean
   onWait?: (writers: ProcessId[]) => void
+  /** Give up (TimeoutError) if commits hold the sweep off longer than this. */
+  maxWaitMs?: number
+  /** Aborts a gc still waiting for commits (a daemon shutting down). */
+  signal?: AbortSignal
   onProgress?: (done: number, total: number) => void
 }
 
@@ -113,7 +117,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
     report.seconds = (performance.now() - started) / 1000
     report.writersHeldOffSeconds = (performance.now() - exclusiveFrom) / 1000
     return report
-  }, opts.onWait)
+  }, { onWait: opts.onWait, maxWaitMs: opts.maxWaitMs, signal: opts.signal })
 }
 
 interface Plan {

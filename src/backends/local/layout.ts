@@ -170,6 +170,18 @@ export class LocalRoot {
     fsSync.renameSync(tmp, final)
     this.temps.delete(tmp)
     this.dirty.add(path.dirname(final))
+    // Not yet reachable from a PathInfo: a sweep could take it until the session registers what needs it.
+    this.locks.rely(final)
+  }
+
+  /** A short publishing step with sweeps excluded (StoreLocks.commit). */
+  commit<T>(fn: () => Promise<T>): Promise<T> {
+    return this.locks.commit(fn)
+  }
+
+  /** The current write session relies on the object at `file`, found stored, staying (StoreLocks.rely). */
+  rely(file: string): void {
+    this.locks.rely(file)
   }
 
   /** Deletes an object file (gc, repair); sync() makes the deletion durable. False if it was already gone. */

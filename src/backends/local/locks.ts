@@ -3,27 +3,37 @@ import { randomBytes } from 'node:crypto'
 import fsSync from 'node:fs'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { ConflictError, TimeoutError } from '../../errors.js'
 
 /**
  * Writers and the garbage collector exclude each other through token
  * files in `locks/`, one per process and role:
  *
- *   locks/w-<pid>-<start>-<n>    a process with write sessions open
+ *   locks/w-<pid>-<start>-<n>    a process inside a commit (publishing objects)
  *   locks/gc-<pid>-<start>-<n>   a process sweeping (gc, verify --repair)
  *   locks/epoch              changed by every sweep that deleted something
  *
- * A writer creates its token, then looks for live gc tokens; a sweeper
- * creates its token, then waits until no live writer token is left. Each
- * creates before it looks, so at least one of them sees the other: the
- * writer then backs off (removes its token, waits, retries), the sweeper
- * waits. Whatever a write session checks ("this blob is stored, no need
- * to write it") therefore still holds when it writes the PathInfo that
- * relies on it.
+ * Write sessions are optimistic: reading input, hashing and writing temp
+ * files hold no token, so a stalled writer (an upload that never ends, a
+ * pipe that never closes) cannot hold gc off, and through gc every other
+ * writer. A session records what it relies on (objects it found stored
+ * and skipped writing, objects it published) and the epoch it started
+ * in. Only its commits, short steps that rename finished files into place
+ * and never wait for input, take a writer token: a commit creates its
+ * token, then looks for live gc tokens; a sweeper creates its token, then
+ * waits until no live writer token is left. Each creates before it looks,
+ * so at least one of them sees the other. Inside a commit, if the epoch
+ * moved since the session last checked, every object it relies on must
+ * still exist, or the session fails with ConflictError and registers
+ * nothing: what a PathInfo needs is therefore present when it is written.
  *
  * A token names its process by pid and start time (/proc), so the token
  * of a killed process is recognised as stale and ignored; no lock is ever
- * taken over, so there is no takeover race. Node has no flock(2); files
- * and liveness checks need nothing beyond the filesystem.
+ * taken over, so there is no takeover race. A sweeper waits for commits
+ * at most `maxWaitMs` (a commit that takes longer belongs to a stopped or
+ * hung process) and then gives up, so it never holds writers off
+ * unboundedly either. Node has no flock(2); files and liveness checks
+ * need nothing beyond the filesystem.
  */
 
 const WRITER = 'w-'
@@ -77,9 +87,21 @@ export function ownerOf(name: string): { role: 'writer' | 'sweeper'; id: Process
   return { role: m[1] === 'w' ? 'writer' : 'sweeper', id: { pid: Number(m[2]), start: Number(m[3]) } }
 }
 
+/** What a write session relies on: checked at each commit if a sweep ran since. */
+interface Session {
+  /** The epoch in which everything in `relied` was last known to exist. */
+  epoch: string
+  /** Object files found stored (and so not written) or published by the session. */
+  relied: Set<string>
+}
+
+/** How long a sweeper waits for commits before giving up (a commit takes milliseconds). */
+export const DEFAULT_MAX_WAIT_MS = 2 * 60_000
+
 export class StoreLocks {
   private readonly dir: string
-  private readonly inSession = new AsyncLocalStorage<true>()
+  private readonly sessions = new AsyncLocalStorage<Session>()
+  private readonly inCommit = new AsyncLocalStorage<true>()
   private writers = 0
   /**
    * The epoch when this process last looked. Read when the store is
@@ -142,15 +164,51 @@ export class StoreLocks {
     fsSync.writeFileSync(file, '')
   }
 
+  /** Notices a sweep since this process last looked: caches of what exists are dropped. */
+  private observeEpoch(): string {
+    const epoch = this.readEpoch()
+    if (epoch !== this.lastEpoch) this.onEpoch()
+    this.lastEpoch = epoch
+    return epoch
+  }
+
   /**
-   * Runs `fn` as a write session: no sweep runs until it returns. Nested
-   * calls (a command's session around an import's) join the outer one.
+   * Runs `fn` as a write session. It holds no token: gc may sweep while
+   * it reads its input. What it relies on is recorded (rely) and checked
+   * by its commits. Nested calls (a command's session around an import's)
+   * join the outer one.
    */
   async session<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.inSession.getStore()) return fn()
+    if (this.sessions.getStore()) return fn()
+    return this.sessions.run({ epoch: this.observeEpoch(), relied: new Set() }, fn)
+  }
+
+  /** The current session relies on `file` (an object it found stored, or published) staying until it commits. */
+  rely(file: string): void {
+    this.sessions.getStore()?.relied.add(file)
+  }
+
+  /**
+   * Runs `fn`, a short step that publishes objects, with sweeps excluded.
+   * If a sweep deleted anything since the session last checked, every
+   * object the session relies on must still be there (ConflictError if
+   * not). `fn` must not wait for input: a sweeper waits for it.
+   */
+  async commit<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.inCommit.getStore()) return fn()
     await this.enter()
     try {
-      return await this.inSession.run(true, fn)
+      const epoch = this.observeEpoch()
+      const s = this.sessions.getStore()
+      if (s && epoch !== s.epoch) {
+        for (const f of s.relied) {
+          if (!fsSync.existsSync(f)) {
+            throw new ConflictError(`the store was garbage-collected while this write was under way (${path.relative(path.dirname(this.marker), f)} is gone); nothing was registered, run it again`)
+          }
+        }
+        s.epoch = epoch
+      }
+      return await this.inCommit.run(true, fn)
     } finally {
       this.leave()
     }
@@ -158,7 +216,7 @@ export class StoreLocks {
 
   private async enter(): Promise<void> {
     // No store yet (no marker): nothing to sweep, and a failed first write must not create one,
-    // nor write into a directory that is not a store. LocalRoot.init registers the session
+    // nor write into a directory that is not a store. LocalRoot.init registers the commit
     // (joinCreated) once the store is checked or created, before any object is written.
     if (!fsSync.existsSync(this.marker)) {
       this.writers++
@@ -170,13 +228,10 @@ export class StoreLocks {
       this.leave()
       await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!)
     }
-    const epoch = this.readEpoch()
-    if (epoch !== this.lastEpoch) this.onEpoch()
-    this.lastEpoch = epoch
   }
 
   /**
-   * Called once the store is known to exist (LocalRoot.init): sessions that
+   * Called once the store is known to exist (LocalRoot.init): commits that
    * began before it existed get their token now, before their first
    * object. A sweep that started meanwhile listed none of their objects, so
    * it treats them as new and keeps them.
@@ -199,24 +254,34 @@ export class StoreLocks {
 
   /**
    * Runs `fn` with every writer excluded: announces the sweep, then waits
-   * for the sessions already open to end (`onWait` hears who is waited
-   * for, once per change). Sweeps do not exclude each other: each deletes
-   * only what it found unreachable from everything present, and writers
-   * are held off while any sweep runs.
+   * for the commits already under way to end (`onWait` hears who is waited
+   * for, once per change). Commits are short; one still running after
+   * `maxWaitMs` belongs to a stopped or hung process, and the sweep gives
+   * up (TimeoutError) rather than hold every writer off behind it. Sweeps
+   * do not exclude each other: each deletes only what it found unreachable
+   * from everything present, and writers are held off while any sweep runs.
    */
-  async exclusive<T>(fn: () => Promise<T>, onWait?: (writers: ProcessId[]) => void): Promise<T> {
-    if (this.inSession.getStore()) throw new Error('a sweep cannot run inside a write session')
+  async exclusive<T>(fn: () => Promise<T>, opts: { onWait?: (writers: ProcessId[]) => void; maxWaitMs?: number; signal?: AbortSignal } = {}): Promise<T> {
+    if (this.inCommit.getStore()) throw new Error('a sweep cannot run inside a commit')
     // No store: nothing to sweep, and nothing to create.
     if (!fsSync.existsSync(this.marker)) return fn()
+    const maxWaitMs = opts.maxWaitMs ?? DEFAULT_MAX_WAIT_MS
     const token = this.token(SWEEPER)
     this.create(token)
     try {
+      const started = Date.now()
       let reported = ''
       for (let attempt = 0; ; attempt++) {
         const writers = this.live(WRITER)
         if (writers.length === 0) break
+        opts.signal?.throwIfAborted()
+        if (Date.now() - started > maxWaitMs) {
+          throw new TimeoutError(
+            `gave up after waiting ${Math.round((Date.now() - started) / 1000)} s for a commit of process ${writers.map((w) => w.pid).join(', ')} to end (stopped or hung?); nothing was deleted`,
+          )
+        }
         const key = writers.map((w) => w.pid).join(',')
-        if (key !== reported) onWait?.(writers)
+        if (key !== reported) opts.onWait?.(writers)
         reported = key
         await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!)
       }

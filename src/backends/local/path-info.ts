@@ -18,8 +18,11 @@ export class LocalPathInfoService implements PathInfoService {
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
     const hash = nixbase32.encode(digest)
-    const bytes = readSmallFile(this.root.pathInfoPath(hash))
+    const file = this.root.pathInfoPath(hash)
+    const bytes = readSmallFile(file)
     if (!bytes) return undefined
+    // A write session that found a path (a reference, or one it skips copying) relies on it.
+    this.root.rely(file)
     try {
       return decodePathInfo(bytes)
     } catch (e) {
@@ -33,8 +36,10 @@ export class LocalPathInfoService implements PathInfoService {
     await requireRootData(info, this.blobs, this.directories)
     // Everything this process renamed into place must be durable before the PathInfo that needs it.
     await this.root.sync()
-    await this.root.writeAtomic(this.root.pathInfoPath(nixbase32.encode(sp.digest)), encodePathInfo(info))
-    await this.root.sync()
+    await this.root.commit(async () => {
+      await this.root.writeAtomic(this.root.pathInfoPath(nixbase32.encode(sp.digest)), encodePathInfo(info))
+      await this.root.sync()
+    })
     return info
   }
 

@@ -38,8 +38,11 @@ export class GcRoots {
   async add(name: string, storePath: StorePath): Promise<void> {
     validateRootName(name)
     await this.root.init()
-    await this.root.writeAtomic(path.join(this.dir, name), Buffer.from(absolute(storePath, this.storeDir) + '\n'))
-    await this.root.sync()
+    // The path it roots was looked up in this session: a sweep that took it since fails the commit.
+    await this.root.commit(async () => {
+      await this.root.writeAtomic(path.join(this.dir, name), Buffer.from(absolute(storePath, this.storeDir) + '\n'))
+      await this.root.sync()
+    })
   }
 
   async remove(name: string): Promise<void> {
