@@ -30,8 +30,13 @@ export async function startDaemon(store: string, listen: string, extraArgs: stri
   const proc = spawn(process.execPath, [BIN, 'daemon', '--store', store, '--listen', listen, ...extraArgs], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  // Generous: on a loaded machine start-up can take many seconds. On failure the process is killed,
+  // or its open pipes would keep the test process alive.
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`daemon did not start: ${stderr}`)), 15_000)
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL')
+      reject(new Error(`daemon did not start within 2 minutes: ${stderr}`))
+    }, 120_000)
     proc.stderr!.on('data', (c: Buffer) => {
       stderr += c.toString()
       const m = / at (grpc\+\S+)/.exec(stderr)
@@ -40,7 +45,10 @@ export async function startDaemon(store: string, listen: string, extraArgs: stri
         resolve(m[1]!)
       }
     })
-    exited.then((code) => reject(new Error(`daemon exited with ${code}: ${stderr}`)))
+    exited.then((code) => {
+      clearTimeout(timer)
+      reject(new Error(`daemon exited with ${code}: ${stderr}`))
+    })
   })
   return {
     url,
