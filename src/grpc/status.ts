@@ -1,5 +1,5 @@
 import { status as Status, type ServiceError } from '@grpc/grpc-js'
-import { BackendError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError } from '../errors.js'
+import { BackendError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError, isNoSpace } from '../errors.js'
 
 /** A gRPC status to answer with; handlers throw it, adapters send it. */
 export class StatusError extends Error {
@@ -19,6 +19,8 @@ export function toStatus(e: unknown): { code: Status; details: string } {
   if (e instanceof NotFoundError) return { code: Status.NOT_FOUND, details }
   if (e instanceof IntegrityError) return { code: Status.DATA_LOSS, details }
   if (e instanceof UnsupportedError) return { code: Status.UNIMPLEMENTED, details }
+  // A full disk is the server's resource, not a bug: the client may retry later.
+  if (isNoSpace(e)) return { code: Status.RESOURCE_EXHAUSTED, details }
   return { code: Status.INTERNAL, details }
 }
 
