@@ -19,6 +19,8 @@ export function toStatus(e: unknown): { code: Status; details: string } {
   if (e instanceof NotFoundError) return { code: Status.NOT_FOUND, details }
   if (e instanceof IntegrityError) return { code: Status.DATA_LOSS, details }
   if (e instanceof UnsupportedError) return { code: Status.UNIMPLEMENTED, details }
+  // The client went away mid-stream (killed, disconnected): not a failure of ours.
+  if ((e as NodeJS.ErrnoException)?.code === 'ERR_STREAM_PREMATURE_CLOSE') return { code: Status.CANCELLED, details: 'the client went away' }
   // A full disk is the server's resource, not a bug: the client may retry later.
   if (isNoSpace(e)) return { code: Status.RESOURCE_EXHAUSTED, details }
   return { code: Status.INTERNAL, details }
