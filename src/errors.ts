@@ -1,3 +1,5 @@
+import { getSystemErrorMap } from 'node:util'
+
 /**
  * Error classes shared by every layer. Each carries a stable `code` for
  * scripts (`--json`) and the process exit code the CLI should use.
@@ -63,4 +65,21 @@ export class ConflictError extends StoreError {
 /** A wait gave up: something held a lock far longer than it may. */
 export class TimeoutError extends StoreError {
   readonly code = 'ERR_TIMEOUT'
+}
+
+/** The disk (or quota) is full; a retry after freeing space can succeed. */
+export class NoSpaceError extends StoreError {
+  readonly code = 'ERR_NO_SPACE'
+}
+
+/** ENOSPC or EDQUOT from the system, or our NoSpaceError. */
+export function isNoSpace(e: unknown): boolean {
+  if (e instanceof NoSpaceError) return true
+  const code = (e as NodeJS.ErrnoException | undefined)?.code
+  return code === 'ENOSPC' || code === 'EDQUOT'
+}
+
+/** The system's wording of an errno error ("no space left on device"), without Node's "ENOSPC: …, write" frame. */
+export function systemMessage(e: NodeJS.ErrnoException): string {
+  return (typeof e.errno === 'number' && getSystemErrorMap().get(e.errno)?.[1]) || e.message
 }

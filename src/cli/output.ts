@@ -8,14 +8,22 @@ export function colourFor(stream: { isTTY?: boolean }, env = process.env): Chalk
   return new Chalk({ level: on ? 1 : 0 })
 }
 
-/** Writes chunks with backpressure; leaves the stream open (it may be stdout). */
+/**
+ * Writes chunks with backpressure; leaves the stream open (it may be
+ * stdout). Fails with the stream's error as soon as a write has failed.
+ */
 export async function writeAll(out: Writable, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
   for await (const c of chunks) {
+    // A write that failed while the next chunk was being made (ENOSPC) was reported
+    // then, once: a failed stream never drains, so waiting for it would hang.
+    if (out.errored) throw out.errored
     if (!out.write(c)) await waitDrain(out)
   }
+  if (out.errored) throw out.errored
 }
 
 async function waitDrain(out: Writable): Promise<void> {
+  if (out.errored) throw out.errored
   const ac = new AbortController()
   try {
     await Promise.race([once(out, 'drain', { signal: ac.signal }), once(out, 'error', { signal: ac.signal }).then(([e]) => Promise.reject(e))])

@@ -3,7 +3,7 @@ import * as Flags from '@oclif/core/flags'
 import type { Interfaces } from '@oclif/core'
 import { asLocalStore, openStore } from '../backends/open-store.js'
 import type { LocalStore } from '../backends/local/index.js'
-import { StoreError } from '../errors.js'
+import { BackendError, NoSpaceError, StoreError, isNoSpace, systemMessage } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { runInterruptCleanups } from '../util/interrupt.js'
@@ -68,11 +68,8 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
         })
       }
     }
-    // A reader that goes away (`| head`) ends us quietly, as SIGPIPE ends Nix.
-    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'EPIPE') process.exit(141)
-      throw e
-    })
+    // Before oclif's own listener, which rethrows (a stack trace) all but EPIPE, and swallows that.
+    process.stdout.prependListener('error', (e: NodeJS.ErrnoException) => this.stdoutFailed(e))
     const { args, flags } = await this.parse({
       flags: this.ctor.flags,
       baseFlags: (this.ctor as typeof StoreCommand).baseFlags,
@@ -102,10 +99,32 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
     return asLocalStore(await this.store(), this.flags.store ?? 'the store', what)
   }
 
+  /**
+   * Standard output cannot be written (`> /dev/full`, a closed pipe): the
+   * command cannot do its job, whatever it is doing now. A reader that went
+   * away (`| head`) ends us quietly, as SIGPIPE ends Nix and other Unix
+   * tools; anything else is one error line. Temp files go as on an interrupt.
+   */
+  private stdoutFailed(e: NodeJS.ErrnoException): never {
+    runInterruptCleanups()
+    if (e.code === 'EPIPE') process.exit(141)
+    this.report(new BackendError(`cannot write to standard output: ${systemMessage(e)}`, { cause: e }))
+    process.exit(1)
+  }
+
   public override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<void> {
+    if (err.oclif?.exit === 0) return
+    // writeAll saw stdout fail before its 'error' event was emitted.
+    if (err === process.stdout.errored) this.stdoutFailed(err)
+    // A full disk that the layer below did not name (a Directory or PathInfo write).
+    if (isNoSpace(err) && !(err instanceof StoreError)) err = new NoSpaceError(systemMessage(err), { cause: err })
+    process.exitCode = this.report(err)
+  }
+
+  /** Prints one error line (a JSON object with --json); returns the exit code the error calls for. */
+  private report(err: Error & { exitCode?: number; oclif?: { exit?: number } }): number {
     const c = colourFor(process.stderr)
     const exit = err instanceof StoreError ? err.exitCode : (err.oclif?.exit ?? 1)
-    if (err.oclif?.exit === 0) return
     const message = oneLine(err)
     if (this.jsonEnabled()) {
       const code = err instanceof StoreError ? err.code : exit === 2 ? 'ERR_USAGE' : 'ERR_INTERNAL'
@@ -114,7 +133,7 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       process.stderr.write(`${c.red.bold('error:')} ${message}\n`)
     }
     if (process.env.DEBUG && err.stack) process.stderr.write(err.stack + '\n')
-    process.exitCode = exit
+    return exit
   }
 
   public override async finally(err: Error | undefined): Promise<void> {

@@ -33,8 +33,15 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
   async run(): Promise<void> {
     const listen = parseListen(this.flags.listen)
     const store = await this.store()
-    const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`)
+    // Nothing after the stop line: a handler whose client vanished may settle after the server closed.
+    let stopped = false
+    const log = (line: string) => {
+      if (!stopped) process.stderr.write(`${new Date().toISOString()} ${line}\n`)
+    }
     const { startDaemon } = await import('../daemon/server.js')
+    const grpc = await import('@grpc/grpc-js')
+    // grpc-js prints its own copy of a failed bind ("E No address added…"): our error line says it once.
+    if (!process.env.GRPC_VERBOSITY) grpc.setLogVerbosity(grpc.logVerbosity.NONE)
     const every = this.flags['gc-interval']
     const gc = every === undefined ? undefined : await periodicGc(await this.localStore('daemon --gc-interval'), parseDuration(every, 'gc-interval'), log)
     const daemon = await startDaemon(store, listen, log)
@@ -48,6 +55,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     await gc?.stop()
     await daemon.shutdown()
     log('tvix-store daemon stopped')
+    stopped = true
   }
 }
 

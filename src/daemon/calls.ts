@@ -22,10 +22,10 @@ export function requireDigest(d: Uint8Array | undefined, len: number, what = 'di
   return d
 }
 
-/** The status to answer with; logged unless it is NOT_FOUND, the protocol's normal "absent". */
+/** The status to answer with; logged unless it is NOT_FOUND, the protocol's normal "absent", or CANCELLED: the client left. */
 function fail(log: Log, method: string, e: unknown) {
   const s = toStatus(e)
-  if (s.code !== Status.NOT_FOUND) log(`${method} failed: ${Status[s.code]}: ${s.details}`)
+  if (s.code !== Status.NOT_FOUND && s.code !== Status.CANCELLED) log(`${method} failed: ${Status[s.code]}: ${s.details}`)
   return s
 }
 

@@ -1,17 +1,29 @@
 import fs from 'node:fs'
 import net from 'node:net'
-import { UsageError } from '../errors.js'
+import { dirname } from 'node:path'
+import { NotFoundError, UsageError } from '../errors.js'
 
 /** Where the daemon listens: a TCP host:port or a unix socket path. */
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string }
 
 export const DEFAULT_LISTEN = '[::1]:8000'
 
+/**
+ * Longest unix socket path the system takes: sun_path holds 108 bytes with
+ * the terminating NUL. bind(2) silently truncates a longer one, so the
+ * daemon would listen somewhere else than it says.
+ */
+const MAX_SOCKET_PATH = 107
+
 /** Parses `host:port`, `[v6]:port` or `unix:/path/to.sock`. */
 export function parseListen(s: string): ListenAddress {
   if (s.startsWith('unix:')) {
     const p = s.slice('unix:'.length).replace(/^\/\/(?=\/)/, '')
     if (!p.startsWith('/')) throw new UsageError(`--listen ${JSON.stringify(s)}: want unix:/absolute/path`)
+    const bytes = Buffer.byteLength(p)
+    if (bytes > MAX_SOCKET_PATH) {
+      throw new UsageError(`--listen ${JSON.stringify(s)}: a unix socket path can have at most ${MAX_SOCKET_PATH} bytes, this one has ${bytes}`)
+    }
     return { kind: 'unix', path: p }
   }
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s)
@@ -33,11 +45,16 @@ export function clientUrl(a: ListenAddress, port?: number): string {
 
 /**
  * Removes a socket file left by a daemon that died, but refuses to take
- * over a socket something still answers on.
+ * over a socket something still answers on. A missing folder is named as
+ * such: libuv reports it from bind(2) as EACCES.
  */
 export async function clearStaleSocket(path: string): Promise<void> {
   const st = fs.lstatSync(path, { throwIfNoEntry: false })
-  if (!st) return
+  if (!st) {
+    const dir = dirname(path)
+    if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new NotFoundError(`cannot listen on unix:${path}: its folder ${dir} does not exist`)
+    return
+  }
   if (!st.isSocket()) throw new UsageError(`${path} exists and is not a socket`)
   const alive = await new Promise<boolean>((resolve) => {
     const c = net.connect(path)

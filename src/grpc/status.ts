@@ -1,5 +1,5 @@
 import { status as Status, type ServiceError } from '@grpc/grpc-js'
-import { BackendError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError } from '../errors.js'
+import { BackendError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError, isNoSpace } from '../errors.js'
 
 /** A gRPC status to answer with; handlers throw it, adapters send it. */
 export class StatusError extends Error {
@@ -21,6 +21,10 @@ export function toStatus(e: unknown): { code: Status; details: string } {
   if (e instanceof UnsupportedError) return { code: Status.UNIMPLEMENTED, details }
   // Retryable by the client, as gRPC defines ABORTED: a concurrent gc took what the call relied on.
   if (e instanceof ConflictError) return { code: Status.ABORTED, details }
+  // The client went away mid-stream (killed, disconnected): not a failure of ours.
+  if ((e as NodeJS.ErrnoException)?.code === 'ERR_STREAM_PREMATURE_CLOSE') return { code: Status.CANCELLED, details: 'the client went away' }
+  // A full disk is the server's resource, not a bug: the client may retry later.
+  if (isNoSpace(e)) return { code: Status.RESOURCE_EXHAUSTED, details }
   return { code: Status.INTERNAL, details }
 }
 

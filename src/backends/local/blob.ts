@@ -2,6 +2,7 @@ import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
+import { NoSpaceError, isNoSpace } from '../../errors.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta } from '../../castore/blob-service.js'
@@ -46,6 +47,12 @@ export class LocalBlobService implements BlobService {
   /** Where a written blob goes: a plain file, or a pack. */
   private finalPath(w: Written): string {
     return w.chunks ? this.packPath(toHex(w.digest)) : this.path(w.digest)
+  }
+
+  /** A full disk as one clear error naming the store; anything else as it is. */
+  private explain(e: unknown): unknown {
+    if (!isNoSpace(e) || e instanceof NoSpaceError) return e
+    return new NoSpaceError(`no space left on device while writing to the store at ${this.root.root}`, { cause: e })
   }
 
   private async publish(w: Written): Promise<void> {
@@ -124,12 +131,17 @@ export class LocalBlobService implements BlobService {
   async put(src: ByteSource): Promise<BlobInfo> {
     const w = await this.write(src)
     if (w.tmp) {
-      // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
-      await this.durable.add(w.tmp)
-      await this.root.commit(async () => {
-        await this.publish(w)
-        await this.named.add(undefined)
-      })
+      try {
+        // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
+        await this.durable.add(w.tmp)
+        await this.root.commit(async () => {
+          await this.publish(w)
+          await this.named.add(undefined)
+        })
+      } catch (e) {
+        await this.root.discard(w.tmp)
+        throw this.explain(e)
+      }
     }
     return { digest: w.digest, size: w.size }
   }
@@ -162,13 +174,19 @@ export class LocalBlobService implements BlobService {
       },
       commit: async () => {
         const staged = [...pending.values()]
-        if (staged.length === 0) return
-        await this.root.syncFiles(staged.map((w) => w.tmp!))
-        await this.root.commit(async () => {
-          for (const w of staged) await this.publish(w)
-          await this.root.sync()
-        })
         pending.clear()
+        if (staged.length === 0) return
+        try {
+          await this.root.syncFiles(staged.map((w) => w.tmp!))
+          await this.root.commit(async () => {
+            for (const w of staged) await this.publish(w)
+            await this.root.sync()
+          })
+        } catch (e) {
+          // abort() no longer sees these: remove what was not renamed into place.
+          for (const w of staged) await this.root.discard(w.tmp!)
+          throw this.explain(e)
+        }
       },
       abort: async () => {
         await Promise.allSettled(inFlight)
@@ -182,16 +200,31 @@ export class LocalBlobService implements BlobService {
    * Writes `src` to a temp file while hashing it (not yet fsynced): up to
    * SMALL_BLOB as a plain file, larger as a pack of content-defined chunks.
    * Content already in the store is not written again: for a buffer that
-   * is known before writing, for a stream only afterwards.
+   * is known before writing, for a stream only afterwards. On failure
+   * nothing is left in tmp/.
    */
   private async write(src: ByteSource): Promise<Written> {
-    await this.root.init()
+    try {
+      await this.root.init()
+      return await this.writeTemp(src)
+    } catch (e) {
+      throw this.explain(e)
+    }
+  }
+
+  private async writeTemp(src: ByteSource): Promise<Written> {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = b3(src)
       // Contents this small are never a pack of their own: a plain file, or a chunk of some pack.
       if (this.storedAs(digest)) return { digest, size: src.length }
       const tmp = this.root.tempPath()
-      fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
+      try {
+        fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
+      } catch (e) {
+        // A full disk leaves a partial file behind.
+        await this.root.discard(tmp)
+        throw e
+      }
       return { digest, size: src.length, tmp }
     }
     // A stream: look at its first SMALL_BLOB + 1 bytes to know which kind it is.
@@ -208,7 +241,7 @@ export class LocalBlobService implements BlobService {
       head.push(r.value)
       headSize += r.value.length
     }
-    if (ended) return this.write(Buffer.concat(head))
+    if (ended) return this.writeTemp(Buffer.concat(head))
     async function* all() {
       yield* head
       for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
@@ -227,16 +260,21 @@ export class LocalBlobService implements BlobService {
       }
     }
     const tmp = this.root.tempPath()
-    const pack = await PackWriter.create(tmp)
+    const pack = await PackWriter.create(tmp).catch(async (e) => {
+      await this.root.discard(tmp)
+      throw e
+    })
+    let digest: B3Digest
+    let chunks: ChunkRef[]
     try {
       for await (const chunk of chunkStream(tap())) await pack.add(chunk, this.index)
+      digest = h.digest()
+      chunks = await pack.finish(toHex(digest))
     } catch (e) {
       await pack.abort()
       await this.root.discard(tmp)
       throw e
     }
-    const digest = h.digest()
-    const chunks = await pack.finish(toHex(digest))
     // Chunks borrowed from older packs: those packs must outlive this session's commit.
     for (const c of chunks) if (c.pack !== toHex(digest)) this.root.rely(this.packPath(c.pack))
     if (await this.has(digest)) {

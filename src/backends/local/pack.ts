@@ -333,6 +333,9 @@ export class PackWriter {
     this.writing = this.fh.writev(parts).then(async ({ bytesWritten }) => {
       if (bytesWritten < size) await this.fh.write(Buffer.concat(parts).subarray(bytesWritten))
     })
+    // A failed write (ENOSPC) surfaces at the next flush, finish or abort; until
+    // then nobody awaits it, and an unhandled rejection would end the process.
+    this.writing.catch(() => {})
   }
 
   /** Writes the manifest and closes; returns the entries with `self` as their own pack's name. */
