@@ -105,3 +105,13 @@ export async function eventually(cond: () => boolean, ms = 10_000): Promise<bool
   }
   return cond()
 }
+
+/** Writes every message with backpressure; resolves when all are handed to grpc-js or the call ended. */
+export async function writeAll(call: ClientWritableStream<Buffer>, messages: Iterable<Buffer>, result: Promise<unknown>): Promise<void> {
+  let done = false
+  void result.finally(() => (done = true))
+  for (const m of messages) {
+    if (done) return
+    if (!call.write(m)) await Promise.race([new Promise((r) => call.once('drain', r)), result])
+  }
+}
