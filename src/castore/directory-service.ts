@@ -10,6 +10,28 @@ import { type Directory, directorySize, validateDirectory } from './directory.js
  */
 export const MAX_DIRECTORY_BYTES = 4 * 1024 * 1024
 
+/** Bytes per entry beyond its name (and target): tags, lengths, digest, size, flag. */
+const ENTRY_OVERHEAD = 64
+
+/**
+ * Throws unless `dir` encodes to at most MAX_DIRECTORY_BYTES. An upper
+ * bound from the entries' names decides most Directories without
+ * encoding them; `encoded`, if known, is used as is.
+ */
+export function requireServableDirectory(dir: Directory, encoded?: Uint8Array): void {
+  let bound = 0
+  for (const n of dir.directories) bound += n.name.length + ENTRY_OVERHEAD
+  for (const n of dir.files) bound += n.name.length + ENTRY_OVERHEAD
+  for (const n of dir.symlinks) bound += n.name.length + n.target.length + ENTRY_OVERHEAD
+  if (bound <= MAX_DIRECTORY_BYTES) return
+  const size = (encoded ?? encodeDirectory(dir)).length
+  if (size <= MAX_DIRECTORY_BYTES) return
+  throw new InvalidInputError(
+    `a directory with ${dir.directories.length + dir.files.length + dir.symlinks.length} entries is ${size} bytes encoded, ` +
+      `over the limit of ${MAX_DIRECTORY_BYTES} bytes (4 MiB, one gRPC message) a Directory can be served with`,
+  )
+}
+
 /** Merkle-DAG storage of Directory messages, keyed by their canonical digest. */
 export interface DirectoryService {
   get(digest: B3Digest): Promise<Directory | undefined>
@@ -75,12 +97,7 @@ export class ClosureValidator {
   async accept(dir: Directory): Promise<{ digest: B3Digest; bytes: Uint8Array; fresh: boolean }> {
     validateDirectory(dir)
     const bytes = encodeDirectory(dir)
-    if (bytes.length > MAX_DIRECTORY_BYTES) {
-      throw new InvalidInputError(
-        `a directory with ${dir.directories.length + dir.files.length + dir.symlinks.length} entries is ${bytes.length} bytes encoded, ` +
-          `over the limit of ${MAX_DIRECTORY_BYTES} bytes (4 MiB) that a Directory can be served with`,
-      )
-    }
+    requireServableDirectory(dir, bytes)
     for (const child of dir.directories) {
       const key = toHex(child.digest)
       let size = this.sizes.get(key)

@@ -1,6 +1,7 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
 import { B3_LEN, b3, b3Display } from '../castore/digest.js'
-import { ClosureValidator } from '../castore/directory-service.js'
+import { ClosureValidator, requireServableDirectory } from '../castore/directory-service.js'
+import type { Directory } from '../castore/directory.js'
 import type { Store } from '../store/store.js'
 import { decodeDirectory } from '../proto/codec.js'
 import { getDirectoryRequest } from '../grpc/messages.js'
@@ -10,6 +11,20 @@ import { cancelledError, clientStream, type Log, requireDigest, serverStream } f
 /** More Directories than this in one Put stream are refused (memory bound per call). */
 const MAX_DIRECTORIES_PER_PUT = 1_000_000
 
+/**
+ * A Directory too large for one message (stored before the limit existed)
+ * fails the call with a reason, and a log line, instead of grpc-js's
+ * silent RESOURCE_EXHAUSTED.
+ */
+function servable(dir: Directory): Directory {
+  try {
+    requireServableDirectory(dir)
+  } catch (e) {
+    throw new StatusError(Status.FAILED_PRECONDITION, `cannot send ${(e as Error).message}`)
+  }
+  return dir
+}
+
 /** tvix.castore.v1.DirectoryService over any DirectoryService (SPEC 3.3). */
 export function directoryHandler(store: Pick<Store, 'directories' | 'writeSession'>, log: Log): UntypedServiceImplementation {
   const { directories } = store
@@ -18,12 +33,12 @@ export function directoryHandler(store: Pick<Store, 'directories' | 'writeSessio
       const d = requireDigest(req.digest, B3_LEN)
       if (req.recursive) {
         // An absent root is an empty stream, as tvix (2024) answers.
-        yield* directories.getClosure(d)
+        for await (const dir of directories.getClosure(d)) yield servable(dir)
         return
       }
       const dir = await directories.get(d)
       if (!dir) throw new StatusError(Status.NOT_FOUND, `directory ${b3Display(d)} not found`)
-      yield dir
+      yield servable(dir)
     }),
 
     // A write session: children found stored stay stored until the parents are written.

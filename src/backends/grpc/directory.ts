@@ -1,6 +1,6 @@
 import { type B3Digest, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { type Directory, directoryDigest, validateDirectory } from '../../castore/directory.js'
-import { bufferedStage, type DirectoryService, type DirectoryStage } from '../../castore/directory-service.js'
+import { bufferedStage, type DirectoryService, type DirectoryStage, requireServableDirectory } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import type { GetDirectoryRequest } from '../../grpc/messages.js'
 import { peek, type RpcClient } from './rpc.js'
@@ -46,6 +46,8 @@ export class GrpcDirectoryService implements DirectoryService {
     let last: Directory | undefined
     async function* tap() {
       for await (const d of dirs) {
+        // Refused here with the reason, not by grpc-js as an oversized message.
+        requireServableDirectory(d)
         last = d
         yield d
       }
