@@ -1,6 +1,36 @@
 import { IntegrityError, InvalidInputError } from '../errors.js'
-import { type B3Digest, b3Display, toHex } from './digest.js'
-import { type Directory, directoryDigest, directorySize, validateDirectory } from './directory.js'
+import { decodeDirectory, encodeDirectory } from '../proto/codec.js'
+import { type B3Digest, b3, b3Display, toHex } from './digest.js'
+import { type Directory, directorySize, validateDirectory } from './directory.js'
+
+/**
+ * Largest encoded Directory a store accepts. It must cross the wire as one
+ * gRPC message, and tvix/snix peers keep tonic's default 4 MiB receive
+ * limit; a store that held a larger one could never serve it.
+ */
+export const MAX_DIRECTORY_BYTES = 4 * 1024 * 1024
+
+/** Bytes per entry beyond its name (and target): tags, lengths, digest, size, flag. */
+const ENTRY_OVERHEAD = 64
+
+/**
+ * Throws unless `dir` encodes to at most MAX_DIRECTORY_BYTES. An upper
+ * bound from the entries' names decides most Directories without
+ * encoding them; `encoded`, if known, is used as is.
+ */
+export function requireServableDirectory(dir: Directory, encoded?: Uint8Array): void {
+  let bound = 0
+  for (const n of dir.directories) bound += n.name.length + ENTRY_OVERHEAD
+  for (const n of dir.files) bound += n.name.length + ENTRY_OVERHEAD
+  for (const n of dir.symlinks) bound += n.name.length + n.target.length + ENTRY_OVERHEAD
+  if (bound <= MAX_DIRECTORY_BYTES) return
+  const size = (encoded ?? encodeDirectory(dir)).length
+  if (size <= MAX_DIRECTORY_BYTES) return
+  throw new InvalidInputError(
+    `a directory with ${dir.directories.length + dir.files.length + dir.symlinks.length} entries is ${size} bytes encoded, ` +
+      `over the limit of ${MAX_DIRECTORY_BYTES} bytes (4 MiB, one gRPC message) a Directory can be served with`,
+  )
+}
 
 /** Merkle-DAG storage of Directory messages, keyed by their canonical digest. */
 export interface DirectoryService {
@@ -9,6 +39,30 @@ export interface DirectoryService {
   getClosure(root: B3Digest): AsyncIterable<Directory>
   /** Stores a closure sent leaves first; returns the digest of the last (root) Directory. */
   putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest>
+  /** Writes of validated Directories that stay invisible until commit(), for closures too large to hold in memory. */
+  stage(): DirectoryStage
+}
+
+export interface DirectoryStage {
+  /** Keeps a Directory (validated by the caller; its canonical bytes) until commit. */
+  put(digest: B3Digest, bytes: Uint8Array): Promise<void>
+  /** Makes everything put visible, in the order it was put (leaves first). */
+  commit(): Promise<void>
+  abort(): Promise<void>
+}
+
+/** A stage for backends that keep Directories in memory or send them on: held, then one putClosure. */
+export function bufferedStage(dirs: Pick<DirectoryService, 'putClosure'>): DirectoryStage {
+  let held: Uint8Array[] = []
+  return {
+    put: async (_digest, bytes) => void held.push(bytes),
+    commit: async () => {
+      const all = held
+      held = []
+      if (all.length > 0) await dirs.putClosure(all.map((b) => decodeDirectory(b)))
+    },
+    abort: async () => void (held = []),
+  }
 }
 
 /**
@@ -26,7 +80,24 @@ export class ClosureValidator {
 
   /** Validates and returns the digest of `dir`. */
   async add(dir: Directory): Promise<B3Digest> {
+    return (await this.accept(dir)).digest
+  }
+
+  /**
+   * A Directory already accepted in this closure, or stored, sent again:
+   * nothing to check, it only becomes the latest. False if it is new.
+   */
+  repeat(digest: B3Digest): boolean {
+    if (!this.sizes.has(toHex(digest))) return false
+    this.last = digest
+    return true
+  }
+
+  /** Validates `dir`; its digest and canonical bytes, and whether it is new to this closure. */
+  async accept(dir: Directory): Promise<{ digest: B3Digest; bytes: Uint8Array; fresh: boolean }> {
     validateDirectory(dir)
+    const bytes = encodeDirectory(dir)
+    requireServableDirectory(dir, bytes)
     for (const child of dir.directories) {
       const key = toHex(child.digest)
       let size = this.sizes.get(key)
@@ -46,14 +117,15 @@ export class ClosureValidator {
       }
       this.unreferenced.delete(key)
     }
-    const digest = directoryDigest(dir)
+    const digest = b3(bytes)
     const key = toHex(digest)
-    if (!this.sizes.has(key)) {
+    const fresh = !this.sizes.has(key)
+    if (fresh) {
       this.sizes.set(key, directorySize(dir))
       this.unreferenced.add(key)
     }
     this.last = digest
-    return digest
+    return { digest, bytes, fresh }
   }
 
   finish(): B3Digest {

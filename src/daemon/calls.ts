@@ -4,6 +4,7 @@
  * and one log line per failed call.
  */
 import { once } from 'node:events'
+import type { Http2Session } from 'node:http2'
 import type {
   handleClientStreamingCall,
   handleServerStreamingCall,
@@ -79,22 +80,61 @@ export function serverStream<Req, Res>(
   }
 }
 
+/**
+ * Aborts when the client cancels the call (or it is otherwise torn down),
+ * so a handler can stop work it would throw away.
+ */
+export function cancelSignal(call: { cancelled: boolean; once(e: 'cancelled', f: () => void): unknown }): AbortSignal {
+  const ac = new AbortController()
+  if (call.cancelled) ac.abort()
+  else call.once('cancelled', () => ac.abort())
+  return ac.signal
+}
+
+/** What a cancelled client stream's messages throw: nothing it sent may be committed. */
+export const cancelledError = () => new StatusError(Status.CANCELLED, 'the client cancelled the call')
+
+/**
+ * Resolves once the client answered a PING sent now: HTTP/2 frames are
+ * ordered on the connection, so an RST_STREAM the client sent before it
+ * saw our PING has been processed by then. Best effort: if grpc-js hides
+ * the session (a future version), one I/O turn instead.
+ */
+async function pingBarrier(call: object): Promise<void> {
+  const session = (call as { call?: { nextCall?: { stream?: { session?: Http2Session } } } }).call?.nextCall?.stream?.session
+  await new Promise<void>((resolve) => {
+    if (!session || session.destroyed || !session.ping(() => resolve())) setImmediate(resolve)
+  })
+}
+
 export function clientStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
-  fn: (reqs: AsyncIterable<Req>) => Promise<Res>,
+  fn: (reqs: AsyncIterable<Req>, signal: AbortSignal) => Promise<Res>,
 ): handleClientStreamingCall<Buffer, Res> {
   return (call: ServerReadableStream<Buffer, Res>, callback) => {
+    const signal = cancelSignal(call)
     async function* messages(): AsyncGenerator<Req> {
       // Not destroying the call when the loop ends: grpc-js ends it itself.
-      for await (const raw of call.iterator({ destroyOnReturn: false })) yield decode(raw as Buffer)
+      for await (const raw of call.iterator({ destroyOnReturn: false })) {
+        if (signal.aborted) break
+        yield decode(raw as Buffer)
+      }
+      // A cancelled call is destroyed without an error, which ends the loop
+      // like the client's half-close would. And a Node client that cancels
+      // half-closes first, its RST_STREAM following a write later: give that
+      // one I/O turn to arrive before calling the stream complete.
+      if (call.readableEnded && !signal.aborted) await pingBarrier(call)
+      if (signal.aborted || !call.readableEnded) throw cancelledError()
     }
     Promise.resolve()
-      .then(() => fn(messages()))
+      .then(() => fn(messages(), signal))
       .then(
         (res) => callback(null, res),
         (e) => {
+          // Nobody hears the answer of a cancelled call: no log line either.
+          if (signal.aborted) return
           callback(fail(log, method, e))
           // Stop reading what the client still sends.
           call.destroy()

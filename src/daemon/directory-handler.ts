@@ -1,15 +1,29 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
-import { B3_LEN, b3Display } from '../castore/digest.js'
+import { B3_LEN, b3, b3Display } from '../castore/digest.js'
+import { ClosureValidator, requireServableDirectory } from '../castore/directory-service.js'
 import type { Directory } from '../castore/directory.js'
-import { ClosureValidator } from '../castore/directory-service.js'
 import type { Store } from '../store/store.js'
 import { decodeDirectory } from '../proto/codec.js'
 import { getDirectoryRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
-import { clientStream, type Log, requireDigest, serverStream } from './calls.js'
+import { cancelledError, clientStream, type Log, requireDigest, serverStream } from './calls.js'
 
 /** More Directories than this in one Put stream are refused (memory bound per call). */
 const MAX_DIRECTORIES_PER_PUT = 1_000_000
+
+/**
+ * A Directory too large for one message (stored before the limit existed)
+ * fails the call with a reason, and a log line, instead of grpc-js's
+ * silent RESOURCE_EXHAUSTED.
+ */
+function servable(dir: Directory): Directory {
+  try {
+    requireServableDirectory(dir)
+  } catch (e) {
+    throw new StatusError(Status.FAILED_PRECONDITION, `cannot send ${(e as Error).message}`)
+  }
+  return dir
+}
 
 /** tvix.castore.v1.DirectoryService over any DirectoryService (SPEC 3.3). */
 export function directoryHandler(store: Pick<Store, 'directories' | 'writeSession'>, log: Log): UntypedServiceImplementation {
@@ -19,29 +33,44 @@ export function directoryHandler(store: Pick<Store, 'directories' | 'writeSessio
       const d = requireDigest(req.digest, B3_LEN)
       if (req.recursive) {
         // An absent root is an empty stream, as tvix (2024) answers.
-        yield* directories.getClosure(d)
+        for await (const dir of directories.getClosure(d)) yield servable(dir)
         return
       }
       const dir = await directories.get(d)
       if (!dir) throw new StatusError(Status.NOT_FOUND, `directory ${b3Display(d)} not found`)
-      yield dir
+      yield servable(dir)
     }),
 
     // A write session: children found stored stay stored until the parents are written.
-    Put: clientStream('DirectoryService/Put', log, decodeDirectory, (stream) => store.writeSession(async () => {
-      // Validate as the messages arrive, so a bad stream fails at its first bad message.
+    Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal) => store.writeSession(async () => {
+      // Validated as the messages arrive (a bad stream fails at its first bad
+      // message) and spilled to the stage: memory per Directory is a digest
+      // and a size, whatever the Directories weigh.
       const v = new ClosureValidator((d) => directories.get(d))
-      const received: Directory[] = []
-      for await (const dir of stream) {
-        await v.add(dir)
-        received.push(dir)
-        if (received.length > MAX_DIRECTORIES_PER_PUT) {
-          throw new StatusError(Status.RESOURCE_EXHAUSTED, `more than ${MAX_DIRECTORIES_PER_PUT} directories in one Put`)
+      const stage = directories.stage()
+      try {
+        let count = 0
+        for await (const raw of stream) {
+          if (++count > MAX_DIRECTORIES_PER_PUT) {
+            throw new StatusError(Status.RESOURCE_EXHAUSTED, `more than ${MAX_DIRECTORIES_PER_PUT} directories in one Put`)
+          }
+          // Canonical bytes hash to their digest: a Directory sent again is known before it is decoded.
+          if (!v.repeat(b3(raw))) {
+            const { digest, bytes, fresh } = await v.accept(decodeDirectory(raw))
+            if (fresh) await stage.put(digest, bytes)
+          }
+          // Between messages the client had already sent, let other calls run.
+          await new Promise((resolve) => setImmediate(resolve))
         }
+        if (count === 0) throw new StatusError(Status.INVALID_ARGUMENT, 'no directories sent')
+        const root = v.finish()
+        if (signal.aborted) throw cancelledError()
+        await stage.commit()
+        return root
+      } catch (e) {
+        await stage.abort()
+        throw e
       }
-      if (received.length === 0) throw new StatusError(Status.INVALID_ARGUMENT, 'no directories sent')
-      v.finish()
-      return directories.putClosure(received)
     })),
   }
 }

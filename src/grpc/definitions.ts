@@ -6,6 +6,7 @@
  */
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js'
 import { decodeDirectory, decodeNode, decodePathInfo, encodeDirectory, encodeNode, encodePathInfo } from '../proto/codec.js'
+import { MAX_DIRECTORY_BYTES } from '../castore/directory-service.js'
 import * as m from './messages.js'
 
 interface Codec<T> {
@@ -78,7 +79,11 @@ export function serviceDefinition(service: ServiceName, side: 'server' | 'client
   return def as ServiceDefinition
 }
 
-/** Largest message either side sends or accepts; blob data travels in chunks well below it. */
-export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+/**
+ * Largest message either side sends or accepts: the largest Directory a
+ * store holds (4 MiB, tonic's default that tvix/snix peers keep); blob
+ * data travels in chunks well below it.
+ */
+export const MAX_MESSAGE_BYTES = MAX_DIRECTORY_BYTES
 /** Blob data per BlobChunk message. */
 export const BLOB_CHUNK_BYTES = 1024 * 1024

@@ -1,4 +1,5 @@
 import type { BlobStage } from '../castore/blob-service.js'
+import { requireServableDirectory } from '../castore/directory-service.js'
 import { renameNode } from '../castore/node.js'
 import type { IngestResult } from '../store/ingest-fs.js'
 import { CaHash, type PathInfo } from '../store/path-info.js'
@@ -17,6 +18,8 @@ export interface Imported {
  * Directories (leaves first), then the PathInfo that points at them.
  */
 export async function publishIngested(store: Store, ingested: IngestResult, stage: BlobStage, info: PathInfo): Promise<void> {
+  // Refused before anything is committed: a store never holds what it cannot serve.
+  for (const d of ingested.directories) requireServableDirectory(d)
   await stage.commit()
   if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
   await store.pathInfos.put(info)

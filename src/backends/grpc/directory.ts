@@ -1,6 +1,6 @@
 import { type B3Digest, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { type Directory, directoryDigest, validateDirectory } from '../../castore/directory.js'
-import type { DirectoryService } from '../../castore/directory-service.js'
+import { bufferedStage, type DirectoryService, type DirectoryStage, requireServableDirectory } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import type { GetDirectoryRequest } from '../../grpc/messages.js'
 import { peek, type RpcClient } from './rpc.js'
@@ -46,6 +46,8 @@ export class GrpcDirectoryService implements DirectoryService {
     let last: Directory | undefined
     async function* tap() {
       for await (const d of dirs) {
+        // Refused here with the reason, not by grpc-js as an oversized message.
+        requireServableDirectory(d)
         last = d
         yield d
       }
@@ -58,6 +60,11 @@ export class GrpcDirectoryService implements DirectoryService {
     }
     if (last && !bytesEqual(root, directoryDigest(last))) throw new IntegrityError(`the daemon answered root ${b3Display(root)} for a different closure`)
     return root
+  }
+
+  /** The protocol has no transactions: a staged closure is one Put at commit. */
+  stage(): DirectoryStage {
+    return bufferedStage(this)
   }
 }
 

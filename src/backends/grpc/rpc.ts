@@ -11,6 +11,10 @@ import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
 /** Bytes in flight per call before the sender waits for the reader. */
 const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024
 
+/** A truncated length prefix: malformed as any request message. */
+const ABORT_BYTES = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])
+const ABORT = Symbol('abort')
+
 export class RpcClient {
   private readonly client: Client
 
@@ -50,8 +54,9 @@ export class RpcClient {
   async clientStream<Req, Res>(service: ServiceName, name: string, src: AsyncIterable<Req> | Iterable<Req>): Promise<Res> {
     const m = this.method(service, name)
     let call!: ClientWritableStream<Req>
+    const serialize = (v: Req) => (v === ABORT ? ABORT_BYTES : m.requestSerialize(v))
     const response = new Promise<Res>((resolve, reject) => {
-      call = this.client.makeClientStreamRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, (err: ServiceError | null, res?: Res) =>
+      call = this.client.makeClientStreamRequest(m.path, serialize, m.responseDeserialize as (b: Buffer) => Res, (err: ServiceError | null, res?: Res) =>
         err ? reject(err) : resolve(res!),
       )
     })
@@ -64,6 +69,10 @@ export class RpcClient {
         if (!call.write(msg)) await Promise.race([once(call, 'drain'), response.catch(() => {})])
       }
     } catch (e) {
+      // Node's HTTP/2 half-closes a stream before resetting it, so a server
+      // may see a cancelled stream as complete until the reset arrives. A
+      // message no server accepts, sent first, makes it fail for sure.
+      if (!ended) await Promise.race([new Promise<void>((resolve) => call.write(ABORT as Req, () => resolve())), response.catch(() => {})])
       call.cancel()
       throw e
     }

@@ -1,8 +1,9 @@
 import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { type Directory, validateDirectory } from '../../castore/directory.js'
-import { ClosureValidator, type DirectoryService, walkClosure } from '../../castore/directory-service.js'
+import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import { decodeDirectory, encodeDirectory } from '../../proto/codec.js'
+import fs from 'node:fs/promises'
 import { exists, type LocalRoot, readSmallFile } from './layout.js'
 
 export class LocalDirectoryService implements DirectoryService {
@@ -44,5 +45,47 @@ export class LocalDirectoryService implements DirectoryService {
       await this.root.sync()
     })
     return rootDigest
+  }
+
+  /**
+   * Directories spilled to temp files as they come (memory per Directory:
+   * its digest and temp name), renamed into place leaves first at commit.
+   */
+  stage(): DirectoryStage {
+    let staged: Array<{ digest: B3Digest; tmp: string }> = []
+    return {
+      put: async (digest, bytes) => {
+        await this.root.init()
+        const tmp = this.root.tempPath()
+        staged.push({ digest, tmp })
+        await fs.writeFile(tmp, bytes, { flag: 'wx', mode: 0o444 })
+      },
+      commit: async () => {
+        const all = staged
+        staged = []
+        try {
+          await this.root.syncFiles(all.map((s) => s.tmp))
+          await this.root.commit(async () => {
+            for (const { digest, tmp } of all) {
+              const p = this.path(digest)
+              if (await exists(p)) {
+                this.root.rely(p)
+                await this.root.discard(tmp)
+              } else await this.root.publish(tmp, p)
+            }
+            await this.root.sync()
+          })
+        } catch (e) {
+          // What was not renamed into place (a conflict with gc, a full disk) goes.
+          for (const { tmp } of all) await this.root.discard(tmp)
+          throw e
+        }
+      },
+      abort: async () => {
+        const all = staged
+        staged = []
+        for (const { tmp } of all) await this.root.discard(tmp)
+      },
+    }
   }
 }

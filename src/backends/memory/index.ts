@@ -1,7 +1,7 @@
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer } from '../../castore/blob-service.js'
 import { type B3Digest, b3Hasher, toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
-import { ClosureValidator, type DirectoryService, walkClosure } from '../../castore/directory-service.js'
+import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { decodeDirectory, decodePathInfo, encodeDirectory, encodePathInfo } from '../../proto/codec.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { type PathInfoService, requireRootData } from '../../store/path-info-service.js'
@@ -75,6 +75,10 @@ export class MemoryDirectoryService implements DirectoryService {
     const root = v.finish()
     for (const [k, bytes] of accepted) this.dirs.set(k, bytes)
     return root
+  }
+
+  stage(): DirectoryStage {
+    return bufferedStage(this)
   }
 }
 

@@ -1,0 +1,117 @@
+/**
+ * Scripted gRPC clients that misbehave against a daemon process, and a
+ * watcher measuring what that costs: the daemon's RSS (from /proc) and the
+ * latency a well-behaved client sees meanwhile.
+ */
+import { Client, type ClientWritableStream, credentials, type ChannelOptions, type ServiceError } from '@grpc/grpc-js'
+import fs from 'node:fs'
+import { performance } from 'node:perf_hooks'
+
+/** VmRSS (now) or VmHWM (peak so far) of a process, in KiB; undefined off Linux. */
+export function vmRssKiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | undefined {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) : undefined
+  } catch {
+    return undefined // not Linux, or the process is gone
+  }
+}
+
+const raw = (b: Buffer) => b
+
+/** A grpc-js client that sends and receives raw message bytes. */
+export function rawClient(url: string, options: ChannelOptions = {}): Client {
+  const target = url.replace(/^grpc\+http:\/\//, '').replace(/^grpc\+unix:\/\//, 'unix:')
+  return new Client(target, credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20, 'grpc.max_receive_message_length': 64 << 20, ...options })
+}
+
+export function rawUnary(client: Client, method: string, body: Buffer): Promise<{ code: number; details?: string; body?: Buffer }> {
+  return new Promise((resolve) => {
+    client.makeUnaryRequest(method, raw, raw, body, (err: ServiceError | null, res?: Buffer) => resolve(err ? { code: err.code, details: err.details } : { code: 0, body: res }))
+  })
+}
+
+/** A client stream whose writes the test drives; `result` settles with the call's status. */
+export function rawClientStream(client: Client, method: string) {
+  let call!: ClientWritableStream<Buffer>
+  const result = new Promise<{ code: number; details?: string; body?: Buffer }>((resolve) => {
+    call = client.makeClientStreamRequest(method, raw, raw, (err: ServiceError | null, res?: Buffer) => resolve(err ? { code: err.code, details: err.details } : { code: 0, body: res }))
+  })
+  return { call, result }
+}
+
+/** A protobuf message with one length-delimited field 1: a BlobChunk, or a digest request. */
+export function field1(data: Uint8Array): Buffer {
+  const len: number[] = []
+  for (let n = data.length; ; n >>>= 7) {
+    if (n < 0x80) {
+      len.push(n)
+      break
+    }
+    len.push((n & 0x7f) | 0x80)
+  }
+  return Buffer.concat([Buffer.from([0x0a, ...len]), data])
+}
+
+export interface Watch {
+  /** Stops sampling; peak RSS in MiB over the attack, and the probe client's latencies. */
+  stop(): Promise<{ peakRssMiB: number; probes: number; medianMs: number; maxMs: number }>
+}
+
+/**
+ * Samples the daemon's RSS and times a well-behaved call (a Stat of an
+ * absent blob: one round trip through the daemon's event loop) back to
+ * back until stopped. Its own channel, so it shares no connection with the
+ * attack.
+ */
+export function watchDaemon(pid: number, url: string): Watch {
+  let peak = vmRssKiB(pid) ?? 0
+  const sampler = setInterval(() => (peak = Math.max(peak, vmRssKiB(pid) ?? 0)), 50)
+  const client = rawClient(url)
+  const latencies: number[] = []
+  let stopped = false
+  const probing = (async () => {
+    while (!stopped) {
+      const t = performance.now()
+      await rawUnary(client, '/tvix.castore.v1.BlobService/Stat', field1(Buffer.alloc(32, 0xee)))
+      latencies.push(performance.now() - t)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  })()
+  return {
+    async stop() {
+      stopped = true
+      await probing
+      clearInterval(sampler)
+      peak = Math.max(peak, vmRssKiB(pid) ?? 0)
+      client.close()
+      const sorted = [...latencies].sort((a, b) => a - b)
+      return {
+        peakRssMiB: Math.round(peak / 1024),
+        probes: sorted.length,
+        medianMs: Math.round(sorted[Math.floor(sorted.length / 2)] ?? NaN),
+        maxMs: Math.round(sorted.at(-1) ?? NaN),
+      }
+    },
+  }
+}
+
+/** Polls `cond` until it holds or `ms` pass; true if it held. */
+export async function eventually(cond: () => boolean, ms = 10_000): Promise<boolean> {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (cond()) return true
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return cond()
+}
+
+/** Writes every message with backpressure; resolves when all are handed to grpc-js or the call ended. */
+export async function writeAll(call: ClientWritableStream<Buffer>, messages: Iterable<Buffer>, result: Promise<unknown>): Promise<void> {
+  let done = false
+  void result.finally(() => (done = true))
+  for (const m of messages) {
+    if (done) return
+    if (!call.write(m)) await Promise.race([new Promise((r) => call.once('drain', r)), result])
+  }
+}
