@@ -263,37 +263,49 @@ class Verifier {
   }
 
   /**
-   * Removes bad objects, then to a fixpoint whatever can no longer be read
-   * because of them (packs borrowing from a removed pack, Directories with
-   * a removed child), then PathInfos whose tree is incomplete.
+   * Removes bad objects, then whatever can no longer be read because of
+   * them (packs borrowing from a removed pack, Directories with a removed
+   * child), then PathInfos whose tree is incomplete. Who needs what is
+   * read once and removals follow it backwards, so the cost is linear in
+   * the store however deep its trees are.
    */
   private async repair(all: Map<string, StoredObject>): Promise<string[]> {
     const removed: string[] = []
+    /** Keys of removed objects whose dependants are still to be looked at. */
+    const gone: string[] = []
     const remove = (o: StoredObject, why: string) => {
+      const key = objectKey(o.kind, o.name)
+      if (!all.has(key)) return
       if (this.store.root.remove(o.file)) removed.push(`removed ${describe(o)} (${why})`)
-      all.delete(objectKey(o.kind, o.name))
+      all.delete(key)
+      gone.push(key)
     }
+    const lostWhy = (o: StoredObject, name: string) =>
+      o.kind === 'pack' ? `its chunks in pack ${hexDisplay(name)} are gone` : `its child directory ${hexDisplay(name)} is gone`
     for (const key of this.bad) {
       const o = all.get(key)
       if (o) remove(o, 'corrupt')
     }
-    for (let changed = true; changed; ) {
-      changed = false
-      for (const o of [...all.values()]) {
-        if (o.kind === 'pack') {
-          const lost = borrowedPacks(o.file, o.name).find((other) => !all.has(objectKey('pack', other)))
-          if (lost) {
-            remove(o, `its chunks in pack ${hexDisplay(lost)} are gone`)
-            changed = true
-          }
-        } else if (o.kind === 'dir') {
-          const lost = readStoredDirectory(o.file)?.directories.find((c) => !all.has(objectKey('dir', toHex(c.digest))))
-          if (lost) {
-            remove(o, `its child directory ${b3Display(lost.digest)} is gone`)
-            changed = true
-          }
+    /** Per object key: the objects that cannot be read without it. */
+    const dependants = new Map<string, Array<{ o: StoredObject; name: string }>>()
+    for (const o of [...all.values()]) {
+      if (!all.has(objectKey(o.kind, o.name))) continue
+      const kind = o.kind === 'pack' ? 'pack' : o.kind === 'dir' ? 'dir' : undefined
+      if (!kind) continue
+      const needs = kind === 'pack' ? borrowedPacks(o.file, o.name) : (readStoredDirectory(o.file)?.directories ?? []).map((c) => toHex(c.digest))
+      for (const name of needs) {
+        const key = objectKey(kind, name)
+        if (!all.has(key)) {
+          remove(o, lostWhy(o, name))
+          break
         }
+        let list = dependants.get(key)
+        if (!list) dependants.set(key, (list = []))
+        list.push({ o, name })
       }
+    }
+    while (gone.length > 0) {
+      for (const { o, name } of dependants.get(gone.pop()!) ?? []) remove(o, lostWhy(o, name))
     }
     for (const o of [...all.values()]) {
       if (o.kind !== 'pathinfo') continue
