@@ -4,6 +4,7 @@ import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
 import type { LocalStore } from '../backends/local/index.js'
 import { DEFAULT_GRACE_MS, parseDuration } from '../cli/duration.js'
 import { UsageError } from '../errors.js'
+import { parseSize } from '../util/size.js'
 
 export default class Daemon extends StoreCommand<typeof Daemon> {
   static override summary = 'Serve a store over the tvix gRPC protocol.'
@@ -23,6 +24,11 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       aliases: ['listen-address'],
       summary: 'HOST:PORT, [IPV6]:PORT or unix:/path/to.sock.',
       default: DEFAULT_LISTEN,
+    }),
+    'max-nar-size': Flags.string({
+      summary: 'Refuse (RESOURCE_EXHAUSTED) a CalculateNAR whose NAR would be larger than SIZE, e.g. 64G; bounds what one call can cost.',
+      helpValue: 'SIZE',
+      default: '64G',
     }),
     'gc-interval': Flags.string({
       summary: 'Run gc (orphaned objects only, as plain `gc`) on the served local store every DURATION, e.g. 6h.',
@@ -44,7 +50,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     if (!process.env.GRPC_VERBOSITY) grpc.setLogVerbosity(grpc.logVerbosity.NONE)
     const every = this.flags['gc-interval']
     const gc = every === undefined ? undefined : await periodicGc(await this.localStore('daemon --gc-interval'), parseDuration(every, 'gc-interval'), log)
-    const daemon = await startDaemon(store, listen, log)
+    const daemon = await startDaemon(store, listen, log, { maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size') })
     log(`tvix-store daemon serving ${this.flags.store ?? 'the default store'} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)
     const signal = await new Promise<NodeJS.Signals>((resolve) => {

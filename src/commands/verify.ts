@@ -5,6 +5,7 @@ import { plural } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { verifyStore, type VerifyReport } from '../backends/local/verify.js'
 import { parseStorePathArg } from '../store/store-path.js'
+import { parseSize } from '../util/size.js'
 
 export default class Verify extends StoreCommand<typeof Verify> {
   static override summary = 'Check that the store is intact: every object re-hashed, every path complete.'
@@ -18,17 +19,23 @@ export default class Verify extends StoreCommand<typeof Verify> {
   static override args = { path: Args.string({ ignoreStdin: true, description: 'store paths to check (default: everything)' }) }
   static override flags = {
     'nar-hash': Flags.boolean({ summary: 'Also re-render each NAR and compare it with the recorded NarHash and NarSize.' }),
+    'max-nar-size': Flags.string({
+      summary: 'With --nar-hash: skip (and list) paths whose NAR is larger than SIZE, e.g. 64G, instead of rendering it.',
+      helpValue: 'SIZE',
+      default: '64G',
+    }),
     repair: Flags.boolean({ summary: 'Remove corrupt objects and the paths that can no longer be served.' }),
   }
 
   async run(): Promise<VerifyReport> {
     const { argv } = await this.parse(Verify)
     const paths = (argv as string[]).map((p) => parseStorePathArg(p, this.flags['store-dir']).path)
+    const maxNarSize = parseSize(this.flags['max-nar-size'], 'max-nar-size')
     const store = await this.localStore('verify')
     const progress = countProgress('verifying')
     let report: VerifyReport
     try {
-      report = await verifyStore(store, { paths: paths.length > 0 ? paths : undefined, narHash: this.flags['nar-hash'], repair: this.flags.repair, onProgress: progress.update })
+      report = await verifyStore(store, { paths: paths.length > 0 ? paths : undefined, narHash: this.flags['nar-hash'], maxNarSize, repair: this.flags.repair, onProgress: progress.update })
     } finally {
       progress.stop()
     }
@@ -36,10 +43,12 @@ export default class Verify extends StoreCommand<typeof Verify> {
     if (!this.jsonEnabled()) {
       for (const p of report.problems) process.stdout.write(`${p.message}\n`)
       for (const r of report.removed) process.stdout.write(`${r}\n`)
+      for (const s of report.skipped) process.stderr.write(`skipped ${s}\n`)
       process.stderr.write(
         `checked ${plural(c.paths, 'path')}, ${c.directories} director${c.directories === 1 ? 'y' : 'ies'} and ${plural(c.blobs + c.packs, 'blob')} (${c.packs} packed) in ${report.seconds.toFixed(2)} s: ` +
           `${report.problems.length === 0 ? 'no problems' : plural(report.problems.length, 'problem')}` +
           (this.flags.repair ? `, ${report.removed.length} removed` : '') +
+          (report.skipped.length > 0 ? `, ${report.skipped.length} skipped` : '') +
           '\n',
       )
     }

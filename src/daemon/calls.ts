@@ -40,10 +40,21 @@ async function writeFlushed(call: ServerWritableStream<Buffer, unknown>, msg: un
   }
 }
 
-export function unary<Req, Res>(method: string, log: Log, decode: (b: Uint8Array) => Req, fn: (req: Req) => Promise<Res>): handleUnaryCall<Buffer, Res> {
+/**
+ * `fn` gets a signal that is aborted when the client cancels the call or
+ * goes away, so that long work (rendering a NAR) stops with it.
+ */
+export function unary<Req, Res>(
+  method: string,
+  log: Log,
+  decode: (b: Uint8Array) => Req,
+  fn: (req: Req, signal: AbortSignal) => Promise<Res>,
+): handleUnaryCall<Buffer, Res> {
   return (call, callback) => {
+    const ac = new AbortController()
+    call.once('cancelled', () => ac.abort(new StatusError(Status.CANCELLED, 'the client cancelled the call')))
     Promise.resolve()
-      .then(() => fn(decode(call.request)))
+      .then(() => fn(decode(call.request), ac.signal))
       .then(
         (res) => callback(null, res),
         (e) => callback(fail(log, method, e)),

@@ -6,7 +6,7 @@ import { decodeNode, decodePathInfo, encodeNode } from '../proto/codec.js'
 import { emptyMessage, getPathInfoRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import { findMissing } from '../store/completeness.js'
-import { calculateNar } from '../store/nar/render.js'
+import { checkedNarTotals, DEFAULT_MAX_NAR_SIZE, NarSizeMemo, NarTooLargeError } from '../store/nar/size.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import { validatePathInfo } from '../store/path-info.js'
 import { DIGEST_LEN } from '../store/store-path.js'
@@ -15,10 +15,20 @@ import { type Log, requireDigest, serverStream, unary } from './calls.js'
 
 const NAR_CACHE_ENTRIES = 10_000
 
+export interface PathInfoHandlerOptions {
+  /** Largest NAR one CalculateNAR may render; DEFAULT_MAX_NAR_SIZE when unset. */
+  maxNarSize?: number
+  /** Aborted when the daemon stops: renders in flight end. */
+  stopped?: AbortSignal
+}
+
 /** tvix.store.v1.PathInfoService over a store (SPEC 3.4, 3.5). */
-export function pathInfoHandler(store: Store, log: Log): UntypedServiceImplementation {
+export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOptions = {}): UntypedServiceImplementation {
   // NAR size and hash are pure functions of the (anonymous) root node.
   const narCache = new Map<string, { narSize: number; narSha256: Uint8Array }>()
+  // NAR sizes per Directory: what lets a bomb of shared children be refused after a few reads.
+  const sizes = new NarSizeMemo()
+  const maxNarSize = opts.maxNarSize ?? DEFAULT_MAX_NAR_SIZE
 
   return {
     Get: unary('PathInfoService/Get', log, getPathInfoRequest.decode, async (req) => {
@@ -39,12 +49,18 @@ export function pathInfoHandler(store: Store, log: Log): UntypedServiceImplement
       })
     }),
 
-    CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node) => {
+    CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node, cancelled) => {
       const root = validateRootNode(node)
       const key = toHex(encodeNode(root))
       let hit = narCache.get(key)
       if (!hit) {
-        hit = await calculateNar(root, store)
+        const signal = opts.stopped ? AbortSignal.any([cancelled, opts.stopped]) : cancelled
+        try {
+          hit = await checkedNarTotals(root, store, { maxNarSize, signal, memo: sizes })
+        } catch (e) {
+          if (e instanceof NarTooLargeError) throw new StatusError(Status.RESOURCE_EXHAUSTED, `refusing to render the NAR: ${e.message} (daemon --max-nar-size)`)
+          throw e
+        }
         if (narCache.size >= NAR_CACHE_ENTRIES) narCache.delete(narCache.keys().next().value!)
         narCache.set(key, hit)
       }

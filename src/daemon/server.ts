@@ -2,6 +2,7 @@ import { Server, ServerCredentials } from '@grpc/grpc-js'
 import fs from 'node:fs'
 import type { Http2Session } from 'node:http2'
 import { BackendError } from '../errors.js'
+import { Status, StatusError } from '../grpc/status.js'
 import { MAX_MESSAGE_BYTES, SERVICES, type ServiceName, serviceDefinition } from '../grpc/definitions.js'
 import type { Store } from '../store/store.js'
 import { blobHandler } from './blob-handler.js'
@@ -25,7 +26,14 @@ export interface Daemon {
  * sizes are capped explicitly; an oversized message is refused by grpc-js
  * with RESOURCE_EXHAUSTED.
  */
-export async function startDaemon(store: Store, listen: ListenAddress, log: Log): Promise<Daemon> {
+export interface DaemonOptions {
+  /** Largest NAR one CalculateNAR call may render (DEFAULT_MAX_NAR_SIZE when unset). */
+  maxNarSize?: number
+}
+
+export async function startDaemon(store: Store, listen: ListenAddress, log: Log, opts: DaemonOptions = {}): Promise<Daemon> {
+  // Aborted at shutdown: long calls (a NAR render) stop instead of holding it up.
+  const stopped = new AbortController()
   const server = new Server({
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
@@ -33,7 +41,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log)
   widenReceiveWindow(server)
   server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log))
   server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log))
-  server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log))
+  server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log, { maxNarSize: opts.maxNarSize, stopped: stopped.signal }))
   const names = Object.keys(SERVICES) as ServiceName[]
   const health = addHealthService(server, names)
   addReflectionService(server, [...names, HEALTH_SERVICE_NAME])
@@ -53,6 +61,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log)
       stopping ??= new Promise<void>((resolve) => {
         // Ends open health Watch streams, which would otherwise hold up tryShutdown.
         health.shutdown()
+        stopped.abort(new StatusError(Status.UNAVAILABLE, 'the daemon is shutting down'))
         const force = setTimeout(() => server.forceShutdown(), graceMs)
         server.tryShutdown(() => {
           clearTimeout(force)

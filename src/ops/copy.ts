@@ -172,20 +172,31 @@ async function copyTree(node: Node, from: Store, to: Store, blobs: BlobCopier, r
   }
 }
 
-/** Post-order over the DAG: every Directory after all of its children. */
+/** Post-order over the DAG: every Directory after all of its children. An explicit stack: any depth works. */
 function leavesFirst(root: B3Digest, dirs: Map<string, Directory>): Directory[] {
   const out: Directory[] = []
   const seen = new Set<string>()
-  const visit = (d: B3Digest) => {
-    const key = toHex(d)
-    if (seen.has(key)) return
-    seen.add(key)
-    const dir = dirs.get(key)
+  const lookup = (d: B3Digest) => {
+    const dir = dirs.get(toHex(d))
     if (!dir) throw new IntegrityError(`directory ${b3Display(d)} is missing from the source store`)
-    for (const c of dir.directories) visit(c.digest)
-    out.push(dir)
+    return dir
   }
-  visit(root)
+  seen.add(toHex(root))
+  // Each frame: a Directory and how many of its children were handled.
+  const stack = [{ dir: lookup(root), next: 0 }]
+  while (stack.length > 0) {
+    const top = stack.at(-1)!
+    if (top.next === top.dir.directories.length) {
+      out.push(top.dir)
+      stack.pop()
+      continue
+    }
+    const child = top.dir.directories[top.next++]!.digest
+    const key = toHex(child)
+    if (seen.has(key)) continue
+    seen.add(key)
+    stack.push({ dir: lookup(child), next: 0 })
+  }
   return out
 }
 

@@ -83,35 +83,57 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
     return { kind: 'file', name: EMPTY, digest: info.digest, size: info.size, executable }
   }
 
-  async function node(p: Buffer): Promise<Node> {
-    const st = fs.lstatSync(p)
+  /** A node that is not a Directory: a symlink or a file. */
+  async function leaf(p: Buffer, st: fs.Stats): Promise<Node> {
     if (st.isSymbolicLink()) {
       const target = fs.readlinkSync(p, { encoding: 'buffer' })
       nar.symlink(target)
       return { kind: 'symlink', name: EMPTY, target }
     }
     if (st.isFile()) return file(p, st)
-    if (st.isDirectory()) {
-      nar.directory()
-      const names = fs.readdirSync(p, { encoding: 'buffer' }).sort(Buffer.compare)
-      const children: Node[] = []
-      for (const name of names) {
-        nar.entry(name)
-        const child = await node(Buffer.concat([p, SLASH, name]))
-        nar.endEntry()
-        children.push({ ...child, name })
-      }
-      nar.endDirectory()
-      const dir = directoryFromEntries(children)
-      directories.push(dir)
-      return { kind: 'directory', name: EMPTY, digest: directoryDigest(dir), size: directorySize(dir) }
-    }
     throw new InvalidInputError(`file '${p.toString()}' has an unsupported type`)
+  }
+
+  /** Depth-first in NAR order, with an explicit stack of open directories: any depth works. */
+  async function walk(rootPath: Buffer): Promise<Node> {
+    const open: Array<{ path: Buffer; names: Buffer[]; next: number; children: Node[] }> = []
+    let p: Buffer | undefined = rootPath
+    let done: Node | undefined
+    for (;;) {
+      if (p) {
+        const st = fs.lstatSync(p)
+        if (st.isDirectory()) {
+          nar.directory()
+          open.push({ path: p, names: fs.readdirSync(p, { encoding: 'buffer' }).sort(Buffer.compare), next: 0, children: [] })
+        } else {
+          done = await leaf(p, st)
+        }
+        p = undefined
+      }
+      const top = open.at(-1)
+      if (!top) return done!
+      if (done) {
+        nar.endEntry()
+        top.children.push({ ...done, name: top.names[top.next - 1]! })
+        done = undefined
+      }
+      if (top.next < top.names.length) {
+        const name = top.names[top.next++]!
+        nar.entry(name)
+        p = Buffer.concat([top.path, SLASH, name])
+      } else {
+        nar.endDirectory()
+        open.pop()
+        const dir = directoryFromEntries(top.children)
+        directories.push(dir)
+        done = { kind: 'directory', name: EMPTY, digest: directoryDigest(dir), size: directorySize(dir) }
+      }
+    }
   }
 
   try {
     nar.begin()
-    const root = await node(Buffer.from(fsPath))
+    const root = await walk(Buffer.from(fsPath))
     await Promise.all(pending)
     if (failure) throw failure
     nar.flush()

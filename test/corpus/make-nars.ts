@@ -37,13 +37,6 @@ const inRegular = (...rest: Buffer[]) => cat(MAGIC, toks('(', 'type', 'regular')
 /** magic + a root symlink: `(`, `type`, `symlink`, then `rest`. */
 const inSymlink = (...rest: Buffer[]) => cat(MAGIC, toks('(', 'type', 'symlink'), ...rest)
 
-/** `n` levels of directories, each with one entry `d`, left open at the bottom. */
-function nested(levels: number): Buffer {
-  const parts: Buffer[] = [MAGIC, toks('(', 'type', 'directory')]
-  for (let i = 0; i < levels; i++) parts.push(toks('entry', '(', 'name', 'd', 'node', '(', 'type', 'directory'))
-  return cat(...parts)
-}
-
 /** The good tree the stores are seeded with: a.txt, link -> a.txt, sub/b.txt. */
 export function seedNar(): Buffer {
   return nar(
@@ -139,7 +132,6 @@ export function narCorpus(): Map<string, Buffer> {
     ['entries-duplicate-file-and-directory.nar', nar(directory(entry('a', regular('x')), entry('a', directory())))],
     ['entries-unsorted-in-subdirectory.nar', nar(directory(first(), entry('sub', directory(entry('z', regular('x')), entry('y', regular('y'))))))],
     ['subdirectory-truncated.nar', nar(directory(first(), entry('sub', directory(entry('deeper', directory(entry('x', regular('x')))))))).subarray(0, 700)],
-    ['nesting-deeper-than-1024.nar', nested(1025)],
 
     // --- after the end
     ['trailing-zero-bytes.nar', cat(good, Buffer.alloc(8))],

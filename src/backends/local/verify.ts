@@ -5,6 +5,7 @@ import { type Directory, validateDirectory } from '../../castore/directory.js'
 import type { Node } from '../../castore/node.js'
 import { decodeDirectory, decodePathInfo } from '../../proto/codec.js'
 import { calculateNar } from '../../store/nar/render.js'
+import { DEFAULT_MAX_NAR_SIZE, NarSizeMemo, NarTooLargeError, narSize } from '../../store/nar/size.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { type StorePath, hashPart } from '../../store/store-path.js'
@@ -18,6 +19,8 @@ export interface VerifyOptions {
   paths?: StorePath[]
   /** Re-render each NAR and compare it with the recorded NarHash and NarSize. */
   narHash?: boolean
+  /** With narHash: paths whose NAR is larger are skipped (listed in `skipped`), not rendered. DEFAULT_MAX_NAR_SIZE when unset. */
+  maxNarSize?: number
   /** Remove corrupt objects, what can no longer be read because of them, and the paths that can no longer be served. */
   repair?: boolean
   onProgress?: (done: number, total: number) => void
@@ -33,6 +36,8 @@ export interface VerifyReport {
   problems: Problem[]
   /** With repair: what was removed, one line each. */
   removed: string[]
+  /** With narHash: paths whose NAR hash was not checked, and why, one line each. */
+  skipped: string[]
   seconds: number
 }
 
@@ -67,6 +72,9 @@ class Verifier {
   private readonly checked = { blobs: 0, packs: 0, directories: 0, paths: 0 }
   private chunks: ChunkIndex | undefined
   private readBuf: Buffer | undefined
+  private readonly skipped: string[] = []
+  /** NAR sizes per Directory, shared by the paths checked (trees share Directories). */
+  private readonly narSizes = new NarSizeMemo()
 
   constructor(private readonly store: LocalStore) {}
 
@@ -86,7 +94,7 @@ class Verifier {
       opts.onProgress?.(++done, targets.length)
     }
     const removed = opts.repair ? await this.repair(all) : []
-    return { checked: this.checked, problems: this.problems, removed, seconds: 0 }
+    return { checked: this.checked, problems: this.problems, removed, skipped: this.skipped, seconds: 0 }
   }
 
   /** The PathInfos named and every object their trees use (missing ones are reported when the PathInfo is checked). */
@@ -197,6 +205,14 @@ class Verifier {
     const brokenDir = [...tree.dirs].find((d) => this.bad.has(objectKey('dir', d)))
     if (broken || brokenDir) return this.problem(`${shown} cannot be served: ${broken ? `blob ${hexDisplay(broken)}` : `directory ${hexDisplay(brokenDir!)}`} is corrupt`)
     if (opts.narHash && info.narinfo) {
+      const maxNarSize = opts.maxNarSize ?? DEFAULT_MAX_NAR_SIZE
+      // The size first, cheaply: a tree too large to hash within the limit is skipped, not rendered.
+      const size = await narSize(info.node, this.store, { memo: this.narSizes })
+      if (size > maxNarSize) {
+        if (size !== info.narinfo.narSize) return this.problem(`${shown} has NAR size ${size}, but ${info.narinfo.narSize} is recorded`)
+        this.skipped.push(`${shown}: NAR hash not checked: ${new NarTooLargeError(size, maxNarSize).message} (--max-nar-size)`)
+        return
+      }
       const nar = await calculateNar(info.node, this.store)
       if (nar.narSize !== info.narinfo.narSize || !bytesEqual(nar.narSha256, info.narinfo.narSha256)) {
         this.problem(
@@ -247,37 +263,49 @@ class Verifier {
   }
 
   /**
-   * Removes bad objects, then to a fixpoint whatever can no longer be read
-   * because of them (packs borrowing from a removed pack, Directories with
-   * a removed child), then PathInfos whose tree is incomplete.
+   * Removes bad objects, then whatever can no longer be read because of
+   * them (packs borrowing from a removed pack, Directories with a removed
+   * child), then PathInfos whose tree is incomplete. Who needs what is
+   * read once and removals follow it backwards, so the cost is linear in
+   * the store however deep its trees are.
    */
   private async repair(all: Map<string, StoredObject>): Promise<string[]> {
     const removed: string[] = []
+    /** Keys of removed objects whose dependants are still to be looked at. */
+    const gone: string[] = []
     const remove = (o: StoredObject, why: string) => {
+      const key = objectKey(o.kind, o.name)
+      if (!all.has(key)) return
       if (this.store.root.remove(o.file)) removed.push(`removed ${describe(o)} (${why})`)
-      all.delete(objectKey(o.kind, o.name))
+      all.delete(key)
+      gone.push(key)
     }
+    const lostWhy = (o: StoredObject, name: string) =>
+      o.kind === 'pack' ? `its chunks in pack ${hexDisplay(name)} are gone` : `its child directory ${hexDisplay(name)} is gone`
     for (const key of this.bad) {
       const o = all.get(key)
       if (o) remove(o, 'corrupt')
     }
-    for (let changed = true; changed; ) {
-      changed = false
-      for (const o of [...all.values()]) {
-        if (o.kind === 'pack') {
-          const lost = borrowedPacks(o.file, o.name).find((other) => !all.has(objectKey('pack', other)))
-          if (lost) {
-            remove(o, `its chunks in pack ${hexDisplay(lost)} are gone`)
-            changed = true
-          }
-        } else if (o.kind === 'dir') {
-          const lost = readStoredDirectory(o.file)?.directories.find((c) => !all.has(objectKey('dir', toHex(c.digest))))
-          if (lost) {
-            remove(o, `its child directory ${b3Display(lost.digest)} is gone`)
-            changed = true
-          }
+    /** Per object key: the objects that cannot be read without it. */
+    const dependants = new Map<string, Array<{ o: StoredObject; name: string }>>()
+    for (const o of [...all.values()]) {
+      if (!all.has(objectKey(o.kind, o.name))) continue
+      const kind = o.kind === 'pack' ? 'pack' : o.kind === 'dir' ? 'dir' : undefined
+      if (!kind) continue
+      const needs = kind === 'pack' ? borrowedPacks(o.file, o.name) : (readStoredDirectory(o.file)?.directories ?? []).map((c) => toHex(c.digest))
+      for (const name of needs) {
+        const key = objectKey(kind, name)
+        if (!all.has(key)) {
+          remove(o, lostWhy(o, name))
+          break
         }
+        let list = dependants.get(key)
+        if (!list) dependants.set(key, (list = []))
+        list.push({ o, name })
       }
+    }
+    while (gone.length > 0) {
+      for (const { o, name } of dependants.get(gone.pop()!) ?? []) remove(o, lostWhy(o, name))
     }
     for (const o of [...all.values()]) {
       if (o.kind !== 'pathinfo') continue

@@ -57,41 +57,94 @@ async function expect(r: ByteReader, token: Uint8Array, where: string): Promise<
   await readPadding(r, n)
 }
 
-/** Parses a whole NAR (and requires the input to end right after it). */
+/**
+ * Parses a whole NAR (and requires the input to end right after it). The
+ * Directories being parsed are kept on an explicit stack, so nesting is
+ * bounded only by the input (as in Nix), not by the call stack.
+ */
 export async function readNar<N>(r: ByteReader, v: NarVisitor<N>): Promise<N> {
   await expect(r, T.magic, 'at start (not a NAR)').catch((e: Error) => {
     // A text file or a compressed NAR fails on the first length: say what it is not.
     throw /token (length too large|longer than)/.test(e.message) ? bad('not a NAR: it does not start with "nix-archive-1" (a compressed NAR must be decompressed first)') : e
   })
-  const root = await readNode(r, v, 0)
-  if (!(await r.atEnd())) throw bad('trailing data after the end of the archive')
-  return root
+  /** Open Directories, innermost last: their entries so far and the name of the entry being parsed. */
+  const open: Array<{ entries: Array<{ name: Uint8Array; node: N }>; name?: Uint8Array }> = []
+  for (;;) {
+    const started = await readNodeStart(r, v)
+    let node: N
+    if (started === DIRECTORY) {
+      const dir: (typeof open)[number] = { entries: [] }
+      if (await nextEntry(r, dir)) {
+        open.push(dir)
+        continue
+      }
+      node = await v.directory([])
+    } else {
+      node = started.node
+    }
+    // A node is complete: hand it to its Directory, and close every Directory that ends here.
+    for (;;) {
+      const top = open.at(-1)
+      if (!top) {
+        if (!(await r.atEnd())) throw bad('trailing data after the end of the archive')
+        return node
+      }
+      await expect(r, T.close, 'to close the entry')
+      top.entries.push({ name: top.name!, node })
+      if (await nextEntry(r, top)) break
+      open.pop()
+      node = await v.directory(top.entries)
+    }
+  }
 }
 
-const MAX_DEPTH = 1024
+const DIRECTORY = Symbol('directory')
 
-async function readNode<N>(r: ByteReader, v: NarVisitor<N>, depth: number): Promise<N> {
-  if (depth > MAX_DEPTH) throw bad(`nesting deeper than ${MAX_DEPTH}`)
+/** `( type <type>` and, for a file or symlink, the rest of the node; a Directory only opens. */
+async function readNodeStart<N>(r: ByteReader, v: NarVisitor<N>): Promise<{ node: N } | typeof DIRECTORY> {
   await expect(r, T.open, 'to open a node')
   await expect(r, T.type, 'after "("')
   const type = await readStr(r, 16, 'node type')
-  const typeStr = Buffer.from(type).toString('latin1')
-  switch (typeStr) {
+  switch (Buffer.from(type).toString('latin1')) {
     case 'regular':
-      return readRegular(r, v)
+      return { node: await readRegular(r, v) }
     case 'symlink': {
       await expect(r, T.target, 'in symlink')
       const target = await readStr(r, MAX_TARGET_LEN, 'symlink target')
       const why = invalidTargetReason(target)
       if (why) throw bad(why)
       await expect(r, T.close, 'after symlink target')
-      return v.symlink(target)
+      return { node: await v.symlink(target) }
     }
     case 'directory':
-      return readDirectory(r, v, depth)
+      return DIRECTORY
     default:
       throw bad(`unknown node type ${printableName(type)}`)
   }
+}
+
+/**
+ * Reads up to the node of a Directory's next entry (`entry ( name <name>
+ * node`), checking the name and its order; false at the Directory's `)`.
+ */
+async function nextEntry(r: ByteReader, dir: { entries: unknown[]; name?: Uint8Array }): Promise<boolean> {
+  const tok = await readStr(r, 16, 'token')
+  if (compareBytes(tok, T.close) === 0) return false
+  if (compareBytes(tok, T.entry) !== 0) throw bad(`expected "entry" or ")", got ${printableName(tok)}`)
+  await expect(r, T.open, 'after "entry"')
+  await expect(r, T.name, 'in entry')
+  const name = await readStr(r, MAX_NAME_LEN, 'entry name')
+  const why = invalidNameReason(name)
+  if (why) throw bad(`invalid entry ${printableName(name)}: ${why}`)
+  const prev = dir.name
+  if (prev) {
+    const c = compareBytes(prev, name)
+    if (c === 0) throw bad(`duplicate entry ${printableName(name)}`)
+    if (c > 0) throw bad(`entry ${printableName(name)} is out of order (after ${printableName(prev)})`)
+  }
+  dir.name = name
+  await expect(r, T.node, 'in entry')
+  return true
 }
 
 async function readRegular<N>(r: ByteReader, v: NarVisitor<N>): Promise<N> {
@@ -112,30 +165,4 @@ async function readRegular<N>(r: ByteReader, v: NarVisitor<N>): Promise<N> {
   await readPadding(r, size)
   await expect(r, T.close, 'after file contents')
   return node
-}
-
-async function readDirectory<N>(r: ByteReader, v: NarVisitor<N>, depth: number): Promise<N> {
-  const entries: Array<{ name: Uint8Array; node: N }> = []
-  let prev: Uint8Array | undefined
-  for (;;) {
-    const tok = await readStr(r, 16, 'token')
-    if (compareBytes(tok, T.close) === 0) break
-    if (compareBytes(tok, T.entry) !== 0) throw bad(`expected "entry" or ")", got ${printableName(tok)}`)
-    await expect(r, T.open, 'after "entry"')
-    await expect(r, T.name, 'in entry')
-    const name = await readStr(r, MAX_NAME_LEN, 'entry name')
-    const why = invalidNameReason(name)
-    if (why) throw bad(`invalid entry ${printableName(name)}: ${why}`)
-    if (prev) {
-      const c = compareBytes(prev, name)
-      if (c === 0) throw bad(`duplicate entry ${printableName(name)}`)
-      if (c > 0) throw bad(`entry ${printableName(name)} is out of order (after ${printableName(prev)})`)
-    }
-    prev = name
-    await expect(r, T.node, 'in entry')
-    const node = await readNode(r, v, depth + 1)
-    await expect(r, T.close, 'to close the entry')
-    entries.push({ name, node })
-  }
-  return v.directory(entries)
 }

@@ -5,6 +5,7 @@ import { entriesInOrder } from '../../castore/directory.js'
 import type { DirectoryService } from '../../castore/directory-service.js'
 import type { Node } from '../../castore/node.js'
 import { IntegrityError, NotFoundError } from '../../errors.js'
+import { cooperate } from '../../util/cooperate.js'
 import { NarEncoder } from './encoder.js'
 
 export interface CastoreReader {
@@ -12,63 +13,84 @@ export interface CastoreReader {
   directories: Pick<DirectoryService, 'get'>
 }
 
+export interface RenderOptions {
+  /** Stops the walk (the generator throws the signal's reason) at the next node or chunk. */
+  signal?: AbortSignal
+}
+
 /**
  * Renders the NAR of a castore tree (SPEC 8.3) as a stream of chunks.
  * Directory entries of the three lists are merged in name order; file
  * sizes come from the nodes and must match the blobs exactly.
+ *
+ * The walk keeps an explicit stack of open Directories, so any depth
+ * works, and it lets the event loop turn regularly (see cooperate()).
  */
-export async function* renderNar(root: Node, store: CastoreReader): AsyncGenerator<Uint8Array> {
+export async function* renderNar(root: Node, store: CastoreReader, opts: RenderOptions = {}): AsyncGenerator<Uint8Array> {
   const out: Uint8Array[] = []
   const nar = new NarEncoder((c) => out.push(c))
-
-  async function* node(n: Node): AsyncGenerator<Uint8Array> {
-    switch (n.kind) {
-      case 'symlink':
-        nar.symlink(n.target)
-        return
-      case 'file': {
-        const blob = await store.blobs.open(n.digest)
-        if (!blob) throw new NotFoundError(`blob ${b3Display(n.digest)} is missing from the store`)
-        nar.regular(n.executable, n.size)
-        let got = 0
-        for await (const chunk of blob) {
-          got += chunk.length
-          if (got > n.size) break
-          nar.contents(chunk)
-          if (out.length > 0) yield* out.splice(0)
-        }
-        if (got !== n.size) {
-          throw new IntegrityError(`blob ${b3Display(n.digest)} has ${got > n.size ? 'more' : 'fewer'} bytes than the ${n.size} its node claims`)
-        }
-        nar.endContents(n.size)
-        return
-      }
-      case 'directory': {
-        const dir = await store.directories.get(n.digest)
-        if (!dir) throw new NotFoundError(`directory ${b3Display(n.digest)} is missing from the store`)
-        nar.directory()
-        for (const child of entriesInOrder(dir)) {
-          nar.entry(child.name)
-          yield* node(child)
-          nar.endEntry()
-          if (out.length > 0) yield* out.splice(0)
-        }
-        nar.endDirectory()
-      }
-    }
-  }
+  const checkpoint = cooperate(opts.signal)
+  /** Open Directories, innermost last, each with the entries not yet rendered. */
+  const open: Array<{ entries: Node[]; next: number }> = []
 
   nar.begin()
-  yield* node(root)
+  let node: Node | undefined = root
+  for (;;) {
+    if (node) {
+      await checkpoint()
+      switch (node.kind) {
+        case 'symlink':
+          nar.symlink(node.target)
+          break
+        case 'file': {
+          const blob = await store.blobs.open(node.digest)
+          if (!blob) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
+          nar.regular(node.executable, node.size)
+          let got = 0
+          for await (const chunk of blob) {
+            got += chunk.length
+            if (got > node.size) break
+            nar.contents(chunk)
+            if (out.length > 0) yield* out.splice(0)
+            await checkpoint()
+          }
+          if (got !== node.size) {
+            throw new IntegrityError(`blob ${b3Display(node.digest)} has ${got > node.size ? 'more' : 'fewer'} bytes than the ${node.size} its node claims`)
+          }
+          nar.endContents(node.size)
+          break
+        }
+        case 'directory': {
+          const dir = await store.directories.get(node.digest)
+          if (!dir) throw new NotFoundError(`directory ${b3Display(node.digest)} is missing from the store`)
+          nar.directory()
+          open.push({ entries: entriesInOrder(dir), next: 0 })
+        }
+      }
+      node = undefined
+      if (out.length > 0) yield* out.splice(0)
+    }
+    const top = open.at(-1)
+    if (!top) break
+    // Back in a Directory after one of its entries' nodes was rendered: close that entry.
+    if (top.next > 0) nar.endEntry()
+    if (top.next < top.entries.length) {
+      node = top.entries[top.next++]!
+      nar.entry(node.name)
+    } else {
+      nar.endDirectory()
+      open.pop()
+    }
+  }
   nar.flush()
   yield* out.splice(0)
 }
 
 /** NAR size and SHA-256 of a castore tree, without keeping the NAR. */
-export async function calculateNar(root: Node, store: CastoreReader): Promise<{ narSize: number; narSha256: Uint8Array }> {
+export async function calculateNar(root: Node, store: CastoreReader, opts: RenderOptions = {}): Promise<{ narSize: number; narSha256: Uint8Array }> {
   const sha = createHash('sha256')
   let narSize = 0
-  for await (const c of renderNar(root, store)) {
+  for await (const c of renderNar(root, store, opts)) {
     sha.update(c)
     narSize += c.length
   }

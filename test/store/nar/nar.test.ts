@@ -6,6 +6,7 @@ import { openMemoryStore } from '../../../src/backends/memory/index.js'
 import { InvalidInputError } from '../../../src/errors.js'
 import { ingestNar } from '../../../src/store/nar/ingest.js'
 import { renderNar } from '../../../src/store/nar/render.js'
+import { narSize } from '../../../src/store/nar/size.js'
 import * as nixbase32 from '../../../src/store/nixbase32.js'
 import { directory, entry, nar, regular, str, symlink, toks } from '../../helpers/nar.js'
 
@@ -21,6 +22,8 @@ async function roundTrip(bytes: Buffer, chunk = 7) {
   await stage.commit()
   if (r.directories.length) await store.directories.putClosure(r.directories)
   const out = await readAll(renderNar(r.root, store))
+  // The size computed from Directories alone, without rendering, matches the NAR's.
+  assert.equal(await narSize(r.root, store), bytes.length)
   return { r, out, store }
 }
 

@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { after, before, describe, test } from 'node:test'
+import { calculateNarResponse, getPathInfoRequest } from '../../src/grpc/messages.js'
+import { decodePathInfo, encodeNode } from '../../src/proto/codec.js'
+import { runCli } from '../helpers/cli.js'
+import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
+import { str } from '../helpers/nar.js'
+import { NIX_ENV, nixMissing } from '../helpers/nix.js'
+import { RawGrpc } from '../helpers/raw-grpc.js'
+import { runProcess } from '../helpers/spawn.js'
+import { openLocalStore } from '../../src/backends/local/index.js'
+import { toHex } from '../../src/castore/digest.js'
+import { parseStorePathArg } from '../../src/store/store-path.js'
+
+const DEPTH = 10_000
+
+/**
+ * The NAR of a chain of DEPTH directories, each holding one entry `d`,
+ * with a file at the bottom, streamed token by token (independent of the
+ * encoder under test): the opening tokens of every level, the file, then
+ * the closing tokens of every level.
+ */
+async function* deepChainNar(depth: number): AsyncGenerator<Buffer> {
+  yield str('nix-archive-1')
+  const open = Buffer.concat(['(', 'type', 'directory', 'entry', '(', 'name', 'd', 'node'].map((t) => str(t)))
+  for (let i = 0; i < depth; i++) yield open
+  yield Buffer.concat(['(', 'type', 'regular', 'contents', 'at the bottom\n', ')'].map((t) => str(t)))
+  const close = Buffer.concat([str(')'), str(')')])
+  for (let i = 0; i < depth; i++) yield close
+}
+
+/**
+ * A tree 10,000 levels deep, which Nix's NAR format allows: every command
+ * that walks a tree must handle it (explicit stacks, not recursion).
+ */
+describe(`a ${DEPTH}-deep directory chain`, { skip: nixMissing() }, () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-deep-'))
+  const narFile = path.join(tmp, 'deep.nar')
+  const store = path.join(tmp, 'store')
+  let nar: Buffer
+  let expectedPath: string
+  let narSha256Hex: string
+  let daemon: RunningDaemon | undefined
+
+  const ok = async (args: string[]) => {
+    const r = await runCli(args)
+    assert.equal(r.code, 0, `${args.join(' ')} exited ${r.code}: ${r.stderr.slice(0, 2000)}`)
+    return r
+  }
+
+  before(async () => {
+    await pipeline(Readable.from(deepChainNar(DEPTH)), fs.createWriteStream(narFile))
+    nar = fs.readFileSync(narFile)
+    // The oracle: Nix's hash of the NAR bytes and the store path Nix gives a recursive sha256 of it
+    // (nix-store --restore cannot unpack it: its paths are longer than PATH_MAX).
+    const hash = await runProcess('nix-hash', ['--type', 'sha256', '--flat', '--base32', narFile], { env: NIX_ENV })
+    assert.equal(hash.code, 0, hash.stderr)
+    const fixed = await runProcess('nix-store', ['--print-fixed-path', '--recursive', 'sha256', hash.stdout.toString().trim(), 'deep'], { env: NIX_ENV })
+    assert.equal(fixed.code, 0, fixed.stderr)
+    expectedPath = fixed.stdout.toString().trim()
+    const hex = await runProcess('nix-hash', ['--type', 'sha256', '--flat', narFile], { env: NIX_ENV })
+    narSha256Hex = hex.stdout.toString().trim()
+  })
+  after(async () => {
+    await daemon?.stop()
+    fs.rmSync(tmp, { recursive: true, force: true })
+  })
+
+  test('import --nar gives the store path Nix computes; export-nar gives the same bytes back', async () => {
+    const r = await ok(['import', '--nar', narFile, '--name', 'deep', '--store', store])
+    assert.equal(r.stdout.toString().trim(), expectedPath)
+    const out = await ok(['export-nar', '--store', store, expectedPath])
+    assert.ok(out.stdout.equals(nar), `export-nar gave ${out.stdout.length} bytes, want the ${nar.length} imported`)
+  })
+
+  test('ls -R and ls --json -R list every level', async () => {
+    const r = await ok(['ls', '-R', '--store', store, expectedPath])
+    const lines = r.stdout.toString().split('\n').filter((l) => l !== '')
+    // Every Directory below the root, then the file.
+    assert.equal(lines.length, DEPTH)
+    assert.equal(lines.at(-1), `.${'/d'.repeat(DEPTH - 1)}/bottom`)
+    const json = (await ok(['ls', '--json', '-R', '--store', store, expectedPath])).stdout.toString()
+    assert.equal(json.split('"d":').length - 1, DEPTH - 1)
+    assert.ok(json.endsWith(`{"bottom":{"type":"regular","size":14}}${'}}'.repeat(DEPTH)}`))
+  })
+
+  test('verify --nar-hash re-renders it and finds it intact', async () => {
+    const r = await ok(['verify', '--nar-hash', '--store', store, expectedPath])
+    assert.match(r.stderr, /no problems/)
+  })
+
+  test('through a daemon: copy there, export-nar and CalculateNAR there, copy back', async () => {
+    daemon = await startDaemon(path.join(tmp, 'served'), '127.0.0.1:0')
+    await ok(['copy', '--store', store, '--to', daemon.url, expectedPath])
+    const remote = await ok(['export-nar', '--store', daemon.url, expectedPath])
+    assert.ok(remote.stdout.equals(nar), 'export-nar through the daemon differs')
+
+    const client = new RawGrpc(daemon.url)
+    try {
+      const digest = parseStorePathArg(expectedPath).path.digest
+      const got = await client.unary('/tvix.store.v1.PathInfoService/Get', getPathInfoRequest.encode({ byOutputHash: digest }))
+      assert.equal(got.code, 0, got.details)
+      const node = decodePathInfo(got.response!).node
+      const calc = await client.unary('/tvix.store.v1.PathInfoService/CalculateNAR', encodeNode({ ...node, name: new Uint8Array(0) }))
+      assert.equal(calc.code, 0, calc.details)
+      const res = calculateNarResponse.decode(calc.response!)
+      assert.equal(res.narSize, nar.length)
+      assert.equal(toHex(res.narSha256), narSha256Hex)
+    } finally {
+      client.close()
+    }
+
+    const back = path.join(tmp, 'back')
+    await ok(['copy', '--from', daemon.url, '--to', back, expectedPath])
+    assert.ok((await ok(['export-nar', '--store', back, expectedPath])).stdout.equals(nar), 'export-nar after the round trip differs')
+  })
+
+  test('verify --repair of a chain damaged half-way removes the levels above in one pass and says so', async () => {
+    // Damage the Directory 5000 levels down (found by walking from the root).
+    const local = await openLocalStore(store)
+    let file: string
+    try {
+      const info = (await local.pathInfos.get(parseStorePathArg(expectedPath).path.digest))!
+      let node = info.node
+      for (let i = 0; i < DEPTH / 2; i++) {
+        assert.equal(node.kind, 'directory')
+        node = (await local.directories.get(node.digest))!.directories[0]!
+      }
+      assert.equal(node.kind, 'directory')
+      file = local.root.objectPath('dirs', toHex(node.digest))
+    } finally {
+      await local.close()
+    }
+    fs.chmodSync(file, 0o644)
+    fs.writeFileSync(file, Buffer.from('not a directory'))
+
+    const r = await runCli(['verify', '--repair', '--store', store])
+    assert.equal(r.code, 1, r.stderr)
+    const removed = r.stdout.toString().split('\n').filter((l) => l.startsWith('removed '))
+    // The damaged Directory, the DEPTH/2 above it, and the path.
+    assert.equal(removed.length, DEPTH / 2 + 2, removed.slice(0, 5).join('\n'))
+    assert.equal(removed.filter((l) => l.includes('(corrupt)')).length, 1)
+    assert.ok(removed.some((l) => l.startsWith(`removed path '${expectedPath}'`)))
+    const again = await runCli(['verify', '--store', store])
+    assert.equal(again.code, 0, again.stdout.toString().slice(0, 2000))
+  })
+})
