@@ -1,6 +1,7 @@
 import { IntegrityError, InvalidInputError } from '../errors.js'
 import { type B3Digest, b3Display, toHex } from './digest.js'
 import { type Directory, directoryDigest, directorySize, validateDirectory } from './directory.js'
+import type { FileNode } from './node.js'
 
 /** Merkle-DAG storage of Directory messages, keyed by their canonical digest. */
 export interface DirectoryService {
@@ -11,22 +12,41 @@ export interface DirectoryService {
   putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest>
 }
 
+/** Why a file node's size is a lie, or undefined when it is right. */
+export function wrongFileSize(node: Pick<FileNode, 'name' | 'digest' | 'size'>, actual: number): string | undefined {
+  if (node.size === actual) return undefined
+  return `file ${JSON.stringify(Buffer.from(node.name).toString('utf8'))} claims ${node.size} bytes, but blob ${b3Display(node.digest)} has ${actual}`
+}
+
 /**
  * Checks a closure as it arrives leaves-first (SPEC 3.3): each Directory
  * is valid, and each child it names was sent earlier in the same closure
  * or is already stored (`stored`, if given), with the size the parent
- * claims. finish() checks the closure is connected.
+ * claims. Each file whose blob is stored must claim the blob's size
+ * (`blobSize`, if given); absent blobs are fine here, the PathInfo that
+ * finally names the tree needs them all. finish() checks the closure is
+ * connected.
  */
 export class ClosureValidator {
   private readonly sizes = new Map<string, number>()
   private readonly unreferenced = new Set<string>()
   private last: B3Digest | undefined
 
-  constructor(private readonly stored?: (d: B3Digest) => Promise<Directory | undefined>) {}
+  constructor(
+    private readonly stored?: (d: B3Digest) => Promise<Directory | undefined>,
+    private readonly blobSize?: (d: B3Digest) => Promise<number | undefined>,
+  ) {}
 
   /** Validates and returns the digest of `dir`. */
   async add(dir: Directory): Promise<B3Digest> {
     validateDirectory(dir)
+    if (this.blobSize) {
+      for (const f of dir.files) {
+        const size = await this.blobSize(f.digest)
+        const why = size === undefined ? undefined : wrongFileSize(f, size)
+        if (why) throw new InvalidInputError(`directory entry: ${why}`)
+      }
+    }
     for (const child of dir.directories) {
       const key = toHex(child.digest)
       let size = this.sizes.get(key)

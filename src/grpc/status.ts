@@ -1,5 +1,15 @@
 import { status as Status, type ServiceError } from '@grpc/grpc-js'
-import { BackendError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError } from '../errors.js'
+import {
+  AlreadyExistsError,
+  BackendError,
+  IntegrityError,
+  InvalidInputError,
+  MissingDataError,
+  NotFoundError,
+  StoreError,
+  UnsupportedError,
+  UsageError,
+} from '../errors.js'
 
 /** A gRPC status to answer with; handlers throw it, adapters send it. */
 export class StatusError extends Error {
@@ -17,6 +27,8 @@ export function toStatus(e: unknown): { code: Status; details: string } {
   const details = (e as Error)?.message ?? String(e)
   if (e instanceof InvalidInputError || e instanceof UsageError) return { code: Status.INVALID_ARGUMENT, details }
   if (e instanceof NotFoundError) return { code: Status.NOT_FOUND, details }
+  if (e instanceof AlreadyExistsError) return { code: Status.ALREADY_EXISTS, details }
+  if (e instanceof MissingDataError) return { code: Status.FAILED_PRECONDITION, details }
   if (e instanceof IntegrityError) return { code: Status.DATA_LOSS, details }
   if (e instanceof UnsupportedError) return { code: Status.UNIMPLEMENTED, details }
   return { code: Status.INTERNAL, details }
@@ -34,8 +46,11 @@ export function fromStatus(e: unknown, target: string): Error {
     case Status.NOT_FOUND:
       return new NotFoundError(details, { cause: e })
     case Status.INVALID_ARGUMENT:
-    case Status.FAILED_PRECONDITION:
       return new InvalidInputError(`the daemon refused the request: ${details}`, { cause: e })
+    case Status.FAILED_PRECONDITION:
+      return new MissingDataError(`the daemon refused the request: ${details}`, { cause: e })
+    case Status.ALREADY_EXISTS:
+      return new AlreadyExistsError(`the daemon refused the request: ${details}`, { cause: e })
     case Status.DATA_LOSS:
       return new IntegrityError(`the daemon reports lost data: ${details}`, { cause: e })
     case Status.UNIMPLEMENTED:

@@ -19,7 +19,8 @@ export interface Imported {
 export async function publishIngested(store: Store, ingested: IngestResult, stage: BlobStage, info: PathInfo): Promise<void> {
   await stage.commit()
   if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
-  await store.pathInfos.put(info)
+  // The ingest hashed the very bytes it staged: no need to render the NAR again to check it.
+  await store.pathInfos.put(info, { narComputedHere: true })
 }
 
 /**
