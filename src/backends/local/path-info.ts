@@ -37,8 +37,10 @@ export class LocalPathInfoService implements PathInfoService {
     await this.root.init()
     // Everything this process renamed into place must be durable before the PathInfo that needs it.
     await this.root.sync()
-    if (!(await this.root.writeNew(this.root.pathInfoPath(nixbase32.encode(path.digest)), encodePathInfo(info)))) {
-      // Another writer published this path since we looked: its PathInfo stands.
+    const file = this.root.pathInfoPath(nixbase32.encode(path.digest))
+    while (!(await this.root.writeNew(file, encodePathInfo(info)))) {
+      // Another writer published this path since we looked: its PathInfo stands
+      // (unless it is gone again already, when ours goes in after all).
       const winner = await this.get(path.digest)
       if (winner) return keepStored(winner, info, storeDir)
     }
