@@ -39,6 +39,19 @@ export class IntegrityError extends StoreError {
   readonly code = 'ERR_INTEGRITY'
 }
 
+/**
+ * A store path that is already valid with different content: a stored
+ * path is never replaced (what relies on it would silently change).
+ */
+export class AlreadyExistsError extends StoreError {
+  readonly code = 'ERR_EXISTS'
+}
+
+/** A PathInfo whose tree or references the store does not have (yet): upload those first. */
+export class MissingDataError extends StoreError {
+  readonly code = 'ERR_MISSING'
+}
+
 /** Refused because something live still needs it (a path a root or another path keeps alive). */
 export class StillAliveError extends StoreError {
   readonly code = 'ERR_ALIVE'

@@ -28,6 +28,12 @@ export interface BlobService {
   stage(): BlobStage
   /** The blob's chunks in order (empty if stored whole), undefined if absent; optional capability. */
   chunks?(digest: B3Digest): Promise<ChunkMeta[] | undefined>
+  /**
+   * The blob's size in bytes without reading its data, undefined if
+   * absent; optional capability (a backend that cannot tell leaves it out,
+   * and callers fall back to has()).
+   */
+  size?(digest: B3Digest): Promise<number | undefined>
   /** True when reads cross a network: worth fetching only the chunks one lacks. */
   readonly remote?: boolean
 }

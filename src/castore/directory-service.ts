@@ -1,7 +1,8 @@
 import { IntegrityError, InvalidInputError } from '../errors.js'
 import { decodeDirectory, encodeDirectory } from '../proto/codec.js'
 import { type B3Digest, b3, b3Display, toHex } from './digest.js'
-import { type Directory, directorySize, validateDirectory } from './directory.js'
+import { type Directory, directoryDigest, directorySize, validateDirectory } from './directory.js'
+import type { FileNode } from './node.js'
 
 /**
  * Largest encoded Directory a store accepts. It must cross the wire as one
@@ -65,18 +66,30 @@ export function bufferedStage(dirs: Pick<DirectoryService, 'putClosure'>): Direc
   }
 }
 
+/** Why a file node's size is a lie, or undefined when it is right. */
+export function wrongFileSize(node: Pick<FileNode, 'name' | 'digest' | 'size'>, actual: number): string | undefined {
+  if (node.size === actual) return undefined
+  return `file ${JSON.stringify(Buffer.from(node.name).toString('utf8'))} claims ${node.size} bytes, but blob ${b3Display(node.digest)} has ${actual}`
+}
+
 /**
  * Checks a closure as it arrives leaves-first (SPEC 3.3): each Directory
  * is valid, and each child it names was sent earlier in the same closure
  * or is already stored (`stored`, if given), with the size the parent
- * claims. finish() checks the closure is connected.
+ * claims. Each file whose blob is stored must claim the blob's size
+ * (`blobSize`, if given); absent blobs are fine here, the PathInfo that
+ * finally names the tree needs them all. finish() checks the closure is
+ * connected.
  */
 export class ClosureValidator {
   private readonly sizes = new Map<string, number>()
   private readonly unreferenced = new Set<string>()
   private last: B3Digest | undefined
 
-  constructor(private readonly stored?: (d: B3Digest) => Promise<Directory | undefined>) {}
+  constructor(
+    private readonly stored?: (d: B3Digest) => Promise<Directory | undefined>,
+    private readonly blobSize?: (d: B3Digest) => Promise<number | undefined>,
+  ) {}
 
   /** Validates and returns the digest of `dir`. */
   async add(dir: Directory): Promise<B3Digest> {
@@ -96,6 +109,13 @@ export class ClosureValidator {
   /** Validates `dir`; its digest and canonical bytes, and whether it is new to this closure. */
   async accept(dir: Directory): Promise<{ digest: B3Digest; bytes: Uint8Array; fresh: boolean }> {
     validateDirectory(dir)
+    if (this.blobSize) {
+      for (const f of dir.files) {
+        const size = await this.blobSize(f.digest)
+        const why = size === undefined ? undefined : wrongFileSize(f, size)
+        if (why) throw new InvalidInputError(`directory entry: ${why}`)
+      }
+    }
     const bytes = encodeDirectory(dir)
     requireServableDirectory(dir, bytes)
     for (const child of dir.directories) {

@@ -26,7 +26,7 @@ function servable(dir: Directory): Directory {
 }
 
 /** tvix.castore.v1.DirectoryService over any DirectoryService (SPEC 3.3). */
-export function directoryHandler(store: Pick<Store, 'directories' | 'writeSession'>, log: Log): UntypedServiceImplementation {
+export function directoryHandler(store: Pick<Store, 'blobs' | 'directories' | 'writeSession'>, log: Log): UntypedServiceImplementation {
   const { directories } = store
   return {
     Get: serverStream('DirectoryService/Get', log, getDirectoryRequest.decode, async function* (req) {
@@ -46,7 +46,9 @@ export function directoryHandler(store: Pick<Store, 'directories' | 'writeSessio
       // Validated as the messages arrive (a bad stream fails at its first bad
       // message) and spilled to the stage: memory per Directory is a digest
       // and a size, whatever the Directories weigh.
-      const v = new ClosureValidator((d) => directories.get(d))
+      // File sizes are checked against blobs already stored (absent ones wait for the PathInfo).
+      const { blobs } = store
+      const v = new ClosureValidator((d) => directories.get(d), blobs.size && ((d) => blobs.size!(d)))
       const stage = directories.stage()
       try {
         let count = 0

@@ -5,10 +5,8 @@ import type { Node } from '../castore/node.js'
 import { decodeNode, decodePathInfo, encodeNode } from '../proto/codec.js'
 import { emptyMessage, getPathInfoRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
-import { findMissing } from '../store/completeness.js'
 import { checkedNarTotals, DEFAULT_MAX_NAR_SIZE, NarSizeMemo, NarTooLargeError } from '../store/nar/size.js'
 import * as nixbase32 from '../store/nixbase32.js'
-import { validatePathInfo } from '../store/path-info.js'
 import { DIGEST_LEN } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { type Log, requireDigest, serverStream, unary } from './calls.js'
@@ -39,15 +37,9 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
       return info
     }),
 
-    Put: unary('PathInfoService/Put', log, decodePathInfo, async (info) => {
-      validatePathInfo(info)
-      // Checked and written in one write session: the store's gc cannot sweep in between.
-      return store.writeSession(async () => {
-        const missing = await findMissing(info.node, store)
-        if (missing) throw new StatusError(Status.FAILED_PRECONDITION, `PathInfo refers to data the store does not have: ${missing}`)
-        return store.pathInfos.put(info)
-      })
-    }),
+    // The store's put runs the admission check (tree, sizes, references, no replacement, CA);
+    // checked and written in one write session, so the store's gc cannot sweep in between.
+    Put: unary('PathInfoService/Put', log, decodePathInfo, (info) => store.writeSession(() => store.pathInfos.put(info))),
 
     CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node, cancelled) => {
       const root = validateRootNode(node)

@@ -1,5 +1,18 @@
 import { status as Status, type ServiceError } from '@grpc/grpc-js'
-import { BackendError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, StoreError, UnsupportedError, UsageError, isNoSpace } from '../errors.js'
+import {
+  AlreadyExistsError,
+  BackendError,
+  ConflictError,
+  IntegrityError,
+  InvalidInputError,
+  MissingDataError,
+  NotFoundError,
+  StoreError,
+  UnsupportedError,
+  UsageError,
+  isNoSpace,
+} from '../errors.js'
+import { NarTooLargeError } from '../store/nar/size.js'
 
 /** A gRPC status to answer with; handlers throw it, adapters send it. */
 export class StatusError extends Error {
@@ -17,7 +30,11 @@ export function toStatus(e: unknown): { code: Status; details: string } {
   const details = (e as Error)?.message ?? String(e)
   if (e instanceof InvalidInputError || e instanceof UsageError) return { code: Status.INVALID_ARGUMENT, details }
   if (e instanceof NotFoundError) return { code: Status.NOT_FOUND, details }
+  if (e instanceof AlreadyExistsError) return { code: Status.ALREADY_EXISTS, details }
+  if (e instanceof MissingDataError) return { code: Status.FAILED_PRECONDITION, details }
   if (e instanceof IntegrityError) return { code: Status.DATA_LOSS, details }
+  // A tree whose NAR is over the daemon's bound: what one call may cost is exhausted.
+  if (e instanceof NarTooLargeError) return { code: Status.RESOURCE_EXHAUSTED, details }
   if (e instanceof UnsupportedError) return { code: Status.UNIMPLEMENTED, details }
   // Retryable by the client, as gRPC defines ABORTED: a concurrent gc took what the call relied on.
   if (e instanceof ConflictError) return { code: Status.ABORTED, details }
@@ -40,8 +57,11 @@ export function fromStatus(e: unknown, target: string): Error {
     case Status.NOT_FOUND:
       return new NotFoundError(details, { cause: e })
     case Status.INVALID_ARGUMENT:
-    case Status.FAILED_PRECONDITION:
       return new InvalidInputError(`the daemon refused the request: ${details}`, { cause: e })
+    case Status.FAILED_PRECONDITION:
+      return new MissingDataError(`the daemon refused the request: ${details}`, { cause: e })
+    case Status.ALREADY_EXISTS:
+      return new AlreadyExistsError(`the daemon refused the request: ${details}`, { cause: e })
     case Status.DATA_LOSS:
       return new IntegrityError(`the daemon reports lost data: ${details}`, { cause: e })
     case Status.UNIMPLEMENTED:

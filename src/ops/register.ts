@@ -22,7 +22,8 @@ export async function publishIngested(store: Store, ingested: IngestResult, stag
   for (const d of ingested.directories) requireServableDirectory(d)
   await stage.commit()
   if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
-  await store.pathInfos.put(info)
+  // The ingest hashed the very bytes it staged: no need to render the NAR again to check it.
+  await store.pathInfos.put(info, { narComputedHere: true })
 }
 
 /**

@@ -1,21 +1,23 @@
-import type { BlobService } from '../castore/blob-service.js'
-import type { DirectoryService } from '../castore/directory-service.js'
-import { NotFoundError } from '../errors.js'
 import type { PathInfo } from './path-info.js'
+
+export interface PutOptions {
+  /**
+   * NarHash and NarSize were computed by this process from the very bytes
+   * it stored (an import), so a content address is not checked by
+   * rendering the NAR again. Never set for a PathInfo from elsewhere.
+   */
+  narComputedHere?: boolean
+}
 
 /** PathInfos keyed by the 20-byte digest of their store path. */
 export interface PathInfoService {
   get(storePathDigest: Uint8Array): Promise<PathInfo | undefined>
-  /** Validates and stores; the castore data it names must already be stored. */
-  put(info: PathInfo): Promise<PathInfo>
+  /**
+   * Admits (admitPathInfo: valid, tree and references stored, content
+   * address consistent) and stores; returns the stored PathInfo. A path
+   * already stored is never replaced: the same content again returns what
+   * is stored, different content is an AlreadyExistsError.
+   */
+  put(info: PathInfo, opts?: PutOptions): Promise<PathInfo>
   list(): AsyncIterable<PathInfo>
-}
-
-/** Refuses a PathInfo whose root blob or Directory is not stored. */
-export async function requireRootData(info: PathInfo, blobs: BlobService, directories: DirectoryService): Promise<void> {
-  const n = info.node
-  if (n.kind === 'file' && !(await blobs.has(n.digest))) throw new NotFoundError('PathInfo refers to a blob that is not stored')
-  if (n.kind === 'directory' && !(await directories.get(n.digest))) {
-    throw new NotFoundError('PathInfo refers to a directory that is not stored')
-  }
 }

@@ -25,6 +25,7 @@ export class GrpcPathInfoService implements PathInfoService {
     return info
   }
 
+  /** The daemon runs the admission check (opts are for in-process stores); we only refuse what is plainly invalid. */
   async put(info: PathInfo): Promise<PathInfo> {
     validatePathInfo(info)
     try {

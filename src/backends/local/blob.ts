@@ -15,6 +15,8 @@ const READ_CHUNK = 1 << 20
 const SMALL_BLOB = 1 << 20
 /** Bytes of a pack read at once when a whole blob is read (its chunks are mostly consecutive). */
 const PACK_READ_AHEAD = 1 << 20
+/** Blob sizes remembered at most (then forgotten all at once): a few MiB of memory. */
+const MAX_KNOWN_SIZES = 1 << 16
 
 /** A blob written to a temp file (or found already stored: no tmp). */
 interface Written extends BlobInfo {
@@ -30,12 +32,26 @@ export class LocalBlobService implements BlobService {
   private readonly named: Batcher<undefined>
 
   private readonly index: ChunkIndex
+  /**
+   * Sizes of blobs this process stored or looked up, by hex digest, so the
+   * size checks of a fresh import's Directories and PathInfo cost no
+   * syscalls. Like the chunk index, forgotten after a sweep.
+   */
+  private readonly knownSizes = new Map<string, number>()
 
   constructor(private readonly root: LocalRoot) {
     this.durable = new Batcher((tmps) => root.syncFiles(tmps))
     this.named = new Batcher(() => root.sync())
     this.index = new ChunkIndex(path.join(root.root, 'blobs', 'b3'))
-    root.onSweep(() => this.index.reset())
+    root.onSweep(() => {
+      this.index.reset()
+      this.knownSizes.clear()
+    })
+  }
+
+  private rememberSize(hex: string, size: number): void {
+    if (this.knownSizes.size >= MAX_KNOWN_SIZES) this.knownSizes.clear()
+    this.knownSizes.set(hex, size)
   }
 
   private path(d: B3Digest): string {
@@ -58,6 +74,19 @@ export class LocalBlobService implements BlobService {
   private async publish(w: Written): Promise<void> {
     await this.root.publish(w.tmp!, this.finalPath(w))
     if (w.chunks) this.index.addPack(toHex(w.digest), w.chunks)
+    this.rememberSize(toHex(w.digest), w.size)
+  }
+
+  /** Plain blob: its file size; pack: the sum of its chunks; chunk of a pack: its size in the index. Reads no data. */
+  async size(d: B3Digest): Promise<number | undefined> {
+    const hex = toHex(d)
+    let size = this.knownSizes.get(hex)
+    if (size !== undefined) return size
+    size = fsSync.statSync(this.path(d), { throwIfNoEntry: false })?.size
+    size ??= readManifest(this.packPath(hex), hex)?.reduce((sum, c) => sum + c.size, 0)
+    size ??= this.index.get(d)?.size
+    if (size !== undefined) this.rememberSize(hex, size)
+    return size
   }
 
   /** A blob's chunks: empty for a plain blob, undefined if absent. */
@@ -216,7 +245,10 @@ export class LocalBlobService implements BlobService {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = b3(src)
       // Contents this small are never a pack of their own: a plain file, or a chunk of some pack.
-      if (this.storedAs(digest)) return { digest, size: src.length }
+      if (this.storedAs(digest)) {
+        this.rememberSize(toHex(digest), src.length)
+        return { digest, size: src.length }
+      }
       const tmp = this.root.tempPath()
       try {
         fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })

@@ -1,3 +1,4 @@
+import type { BlobService } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
@@ -7,7 +8,11 @@ import fs from 'node:fs/promises'
 import { exists, type LocalRoot, readSmallFile } from './layout.js'
 
 export class LocalDirectoryService implements DirectoryService {
-  constructor(private readonly root: LocalRoot) {}
+  /** With `blobs`, file sizes are checked against the blobs stored. */
+  constructor(
+    private readonly root: LocalRoot,
+    private readonly blobs?: Pick<BlobService, 'size'>,
+  ) {}
 
   private path(d: B3Digest): string {
     return this.root.objectPath('dirs', toHex(d))
@@ -31,7 +36,7 @@ export class LocalDirectoryService implements DirectoryService {
 
   async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
     await this.root.init()
-    const v = new ClosureValidator((d) => this.get(d))
+    const v = new ClosureValidator((d) => this.get(d), this.blobs?.size && ((d) => this.blobs!.size!(d)))
     const accepted: Array<[B3Digest, Uint8Array]> = []
     for await (const dir of dirs) accepted.push([await v.add(dir), encodeDirectory(dir)])
     const rootDigest = v.finish()

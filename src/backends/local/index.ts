@@ -19,8 +19,8 @@ export class LocalStore implements Store {
     readonly storeDir: string,
   ) {
     this.blobs = new LocalBlobService(root)
-    this.directories = new LocalDirectoryService(root)
-    this.pathInfos = new LocalPathInfoService(root, this.blobs, this.directories)
+    this.directories = new LocalDirectoryService(root, this.blobs)
+    this.pathInfos = new LocalPathInfoService(root, this.blobs, this.directories, storeDir)
     this.roots = new GcRoots(root, storeDir)
   }
 

@@ -149,6 +149,31 @@ export class LocalRoot {
 
   /** temp file, write, fsync, rename. */
   async writeAtomic(final: string, data: Uint8Array): Promise<void> {
+    await this.publish(await this.writeTemp(data), final)
+  }
+
+  /**
+   * writeAtomic that never replaces: the temp file is hard-linked to its
+   * final name (link(2) fails when the name exists), so of two writers
+   * exactly one wins. False, and nothing written, if `final` existed.
+   */
+  async writeNew(final: string, data: Uint8Array): Promise<boolean> {
+    const tmp = await this.writeTemp(data)
+    try {
+      this.ensureParent(final)
+      fsSync.linkSync(tmp, final)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false
+      throw e
+    } finally {
+      await this.discard(tmp)
+    }
+    this.dirty.add(path.dirname(final))
+    return true
+  }
+
+  /** A new temp file holding `data`, fsynced. */
+  private async writeTemp(data: Uint8Array): Promise<string> {
     const tmp = this.tempPath()
     const fh = await fs.open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o444)
     try {
@@ -160,7 +185,7 @@ export class LocalRoot {
       throw e
     }
     await fh.close()
-    await this.publish(tmp, final)
+    return tmp
   }
 
   /** Moves a finished, fsynced temp file to its final name. */

@@ -5,8 +5,10 @@ import type { DirectoryService } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import { decodePathInfo, encodePathInfo } from '../../proto/codec.js'
 import * as nixbase32 from '../../store/nixbase32.js'
-import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
-import { type PathInfoService, requireRootData } from '../../store/path-info-service.js'
+import type { PathInfo } from '../../store/path-info.js'
+import { admitPathInfo, keepStored } from '../../store/path-info-admission.js'
+import type { PathInfoService, PutOptions } from '../../store/path-info-service.js'
+import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import { type LocalRoot, readSmallFile } from './layout.js'
 
 export class LocalPathInfoService implements PathInfoService {
@@ -14,6 +16,7 @@ export class LocalPathInfoService implements PathInfoService {
     private readonly root: LocalRoot,
     private readonly blobs: BlobService,
     private readonly directories: DirectoryService,
+    private readonly storeDir = DEFAULT_STORE_DIR,
   ) {}
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
@@ -30,17 +33,24 @@ export class LocalPathInfoService implements PathInfoService {
     }
   }
 
-  async put(info: PathInfo): Promise<PathInfo> {
-    const sp = validatePathInfo(info)
+  async put(info: PathInfo, opts?: PutOptions): Promise<PathInfo> {
+    const { blobs, directories, storeDir } = this
+    const { path, stored } = await admitPathInfo(info, { blobs, directories, pathInfos: this, storeDir }, opts)
+    if (stored) return stored
     await this.root.init()
-    await requireRootData(info, this.blobs, this.directories)
     // Everything this process renamed into place must be durable before the PathInfo that needs it.
     await this.root.sync()
-    await this.root.commit(async () => {
-      await this.root.writeAtomic(this.root.pathInfoPath(nixbase32.encode(sp.digest)), encodePathInfo(info))
+    const file = this.root.pathInfoPath(nixbase32.encode(path.digest))
+    return this.root.commit(async () => {
+      while (!(await this.root.writeNew(file, encodePathInfo(info)))) {
+        // Another writer published this path since we looked: its PathInfo stands
+        // (unless it is gone again already, when ours goes in after all).
+        const winner = await this.get(path.digest)
+        if (winner) return keepStored(winner, info, storeDir)
+      }
       await this.root.sync()
+      return info
     })
-    return info
   }
 
   async *list(): AsyncIterable<PathInfo> {

@@ -1,8 +1,9 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
 import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual, toHex } from '../../castore/digest.js'
-import { type Directory, validateDirectory } from '../../castore/directory.js'
-import type { Node } from '../../castore/node.js'
+import { type Directory, directorySize, validateDirectory } from '../../castore/directory.js'
+import { wrongFileSize } from '../../castore/directory-service.js'
+import type { FileNode, Node } from '../../castore/node.js'
 import { decodeDirectory, decodePathInfo } from '../../proto/codec.js'
 import { calculateNar } from '../../store/nar/render.js'
 import { DEFAULT_MAX_NAR_SIZE, NarSizeMemo, NarTooLargeError, narSize } from '../../store/nar/size.js'
@@ -131,7 +132,7 @@ class Verifier {
     try {
       if (o.kind === 'blob') this.checkBlob(o)
       else if (o.kind === 'pack') this.checkPack(o)
-      else if (o.kind === 'dir') this.checkDir(o)
+      else if (o.kind === 'dir') await this.checkDir(o)
       else await this.checkPathInfo(o, opts)
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return // removed meanwhile (gc)
@@ -172,7 +173,7 @@ class Verifier {
     if (toHex(h.digest()) !== o.name) this.problem(`${describe(o)} is corrupt: its chunks do not add up to its digest`, objectKey(o.kind, o.name))
   }
 
-  private checkDir(o: StoredObject): void {
+  private async checkDir(o: StoredObject): Promise<void> {
     this.checked.directories++
     const bytes = fsSync.readFileSync(o.file)
     if (toHex(b3(bytes)) !== o.name) return this.problem(`${describe(o)} is corrupt: its bytes do not match its digest`, objectKey(o.kind, o.name))
@@ -183,6 +184,18 @@ class Verifier {
         this.problem(`${describe(o)} refers to directory ${b3Display(c.digest)}, which is missing`, objectKey(o.kind, o.name))
       }
     }
+    for (const f of dir.files) {
+      const why = await this.wrongSize(f)
+      if (why) return this.problem(`${describe(o)} lies: ${why}`, objectKey(o.kind, o.name))
+    }
+  }
+
+  /** Why a file node's size does not match its stored blob; undefined if it does, or the blob is absent or itself corrupt (reported on its own). */
+  private async wrongSize(f: FileNode): Promise<string | undefined> {
+    const hex = toHex(f.digest)
+    if (this.bad.has(objectKey('blob', hex)) || this.bad.has(objectKey('pack', hex))) return undefined
+    const size = await this.store.blobs.size(f.digest).catch(() => undefined)
+    return size === undefined ? undefined : wrongFileSize(f, size)
   }
 
   private readPathInfo(o: StoredObject): PathInfo | undefined {
@@ -204,6 +217,8 @@ class Verifier {
     const broken = [...tree.blobs].find((b) => this.bad.has(objectKey('blob', b)) || this.bad.has(objectKey('pack', b)))
     const brokenDir = [...tree.dirs].find((d) => this.bad.has(objectKey('dir', d)))
     if (broken || brokenDir) return this.problem(`${shown} cannot be served: ${broken ? `blob ${hexDisplay(broken)}` : `directory ${hexDisplay(brokenDir!)}`} is corrupt`)
+    const lie = info.node.kind === 'file' ? await this.wrongSize(info.node) : await this.wrongDirectorySize(info.node)
+    if (lie) return this.problem(`${shown} lies: root ${lie}`, objectKey(o.kind, o.name))
     if (opts.narHash && info.narinfo) {
       const maxNarSize = opts.maxNarSize ?? DEFAULT_MAX_NAR_SIZE
       // The size first, cheaply: a tree too large to hash within the limit is skipped, not rendered.
@@ -221,6 +236,13 @@ class Verifier {
         )
       }
     }
+  }
+
+  private async wrongDirectorySize(node: Node): Promise<string | undefined> {
+    if (node.kind !== 'directory') return undefined
+    const dir = readStoredDirectory(this.store.root.objectPath('dirs', toHex(node.digest)))
+    if (!dir || directorySize(dir) === node.size) return undefined
+    return `directory claims size ${node.size}, but directory ${b3Display(node.digest)} has ${directorySize(dir)}`
   }
 
   /** Directories and blobs (hex) of a tree, read without re-hashing; the first missing object, described. */

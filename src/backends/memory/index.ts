@@ -3,8 +3,9 @@ import { type B3Digest, b3Hasher, toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
 import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { decodeDirectory, decodePathInfo, encodeDirectory, encodePathInfo } from '../../proto/codec.js'
-import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
-import { type PathInfoService, requireRootData } from '../../store/path-info-service.js'
+import type { PathInfo } from '../../store/path-info.js'
+import { admitPathInfo, keepStored } from '../../store/path-info-admission.js'
+import type { PathInfoService, PutOptions } from '../../store/path-info-service.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import { runNow, type Store } from '../../store/store.js'
 import * as nixbase32 from '../../store/nixbase32.js'
@@ -25,6 +26,10 @@ export class MemoryBlobService implements BlobService {
 
   async has(d: B3Digest): Promise<boolean> {
     return this.blobs.has(toHex(d))
+  }
+
+  async size(d: B3Digest): Promise<number | undefined> {
+    return this.blobs.get(toHex(d))?.length
   }
 
   async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
@@ -59,6 +64,9 @@ export class MemoryBlobService implements BlobService {
 export class MemoryDirectoryService implements DirectoryService {
   readonly dirs = new Map<string, Uint8Array>()
 
+  /** With `blobs`, file sizes are checked against the blobs stored. */
+  constructor(private readonly blobs?: Pick<BlobService, 'size'>) {}
+
   async get(d: B3Digest): Promise<Directory | undefined> {
     const bytes = this.dirs.get(toHex(d))
     return bytes && decodeDirectory(bytes)
@@ -69,7 +77,7 @@ export class MemoryDirectoryService implements DirectoryService {
   }
 
   async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
-    const v = new ClosureValidator((d) => this.get(d))
+    const v = new ClosureValidator((d) => this.get(d), this.blobs?.size && ((d) => this.blobs!.size!(d)))
     const accepted = new Map<string, Uint8Array>()
     for await (const dir of dirs) accepted.set(toHex(await v.add(dir)), encodeDirectory(dir))
     const root = v.finish()
@@ -88,6 +96,7 @@ export class MemoryPathInfoService implements PathInfoService {
   constructor(
     private readonly blobs: BlobService,
     private readonly directories: DirectoryService,
+    private readonly storeDir = DEFAULT_STORE_DIR,
   ) {}
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
@@ -95,10 +104,15 @@ export class MemoryPathInfoService implements PathInfoService {
     return bytes && decodePathInfo(bytes)
   }
 
-  async put(info: PathInfo): Promise<PathInfo> {
-    const path = validatePathInfo(info)
-    await requireRootData(info, this.blobs, this.directories)
-    this.infos.set(nixbase32.encode(path.digest), encodePathInfo(info))
+  async put(info: PathInfo, opts?: PutOptions): Promise<PathInfo> {
+    const { blobs, directories, storeDir } = this
+    const { path, stored } = await admitPathInfo(info, { blobs, directories, pathInfos: this, storeDir }, opts)
+    if (stored) return stored
+    // Check and set with no await in between: of concurrent puts of one path, exactly one writes.
+    const key = nixbase32.encode(path.digest)
+    const winner = this.infos.get(key)
+    if (winner) return keepStored(decodePathInfo(winner), info, storeDir)
+    this.infos.set(key, encodePathInfo(info))
     return info
   }
 
@@ -109,6 +123,6 @@ export class MemoryPathInfoService implements PathInfoService {
 
 export function openMemoryStore(storeDir = DEFAULT_STORE_DIR): Store {
   const blobs = new MemoryBlobService()
-  const directories = new MemoryDirectoryService()
-  return { blobs, directories, pathInfos: new MemoryPathInfoService(blobs, directories), storeDir, writeSession: runNow, close: async () => {} }
+  const directories = new MemoryDirectoryService(blobs)
+  return { blobs, directories, pathInfos: new MemoryPathInfoService(blobs, directories, storeDir), storeDir, writeSession: runNow, close: async () => {} }
 }
