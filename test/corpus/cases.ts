@@ -91,7 +91,7 @@ export type GrpcMethod =
   | 'PathInfoService/Put'
   | 'PathInfoService/CalculateNAR'
 
-export type StatusName = 'INVALID_ARGUMENT' | 'NOT_FOUND' | 'FAILED_PRECONDITION' | 'UNIMPLEMENTED' | 'DATA_LOSS'
+export type StatusName = 'INVALID_ARGUMENT' | 'NOT_FOUND' | 'FAILED_PRECONDITION' | 'ALREADY_EXISTS' | 'UNIMPLEMENTED' | 'DATA_LOSS'
 
 /** Raw request messages (files under grpc/, in stream order) sent to a daemon serving the seeded store. */
 export interface GrpcCase {
@@ -347,6 +347,7 @@ export const GRPC_CASES: GrpcCase[] = [
   g('dir-put-child-neither-sent-nor-stored', DIR_PUT, IA, new RegExp(`^directory refers to ${B3}, which was neither sent before it nor stored$`)),
   g('dir-put-stored-child-wrong-size', DIR_PUT, IA, new RegExp(`^directory entry for ${B3} claims size 2, want 1$`)),
   g('dir-put-size-overflows', DIR_PUT, IA, /^directory size overflows$/),
+  g('dir-put-file-size-not-the-stored-blobs', DIR_PUT, IA, new RegExp(`^directory entry: file "a" claims 5 bytes, but blob ${B3} has 12$`)),
   g('dir-put-symlink-empty-target', DIR_PUT, IA, /^invalid symlink "a": empty symlink target$/),
   g('dir-put-symlink-target-with-nul', DIR_PUT, IA, /^invalid symlink "a": symlink target contains NUL$/),
   g('dir-put-symlink-target-over-4095-bytes', DIR_PUT, IA, /^invalid symlink "a": symlink target longer than 4095 bytes$/),
@@ -402,6 +403,13 @@ export const GRPC_CASES: GrpcCase[] = [
   g('pathinfo-put-malformed-protobuf', PI_PUT, IA, /^malformed PathInfo message: truncated length-delimited field$/),
   g('pathinfo-put-root-blob-not-stored', PI_PUT, 'FAILED_PRECONDITION', new RegExp(`^PathInfo refers to data the store does not have: blob ${B3}$`)),
   g('pathinfo-put-root-directory-not-stored', PI_PUT, 'FAILED_PRECONDITION', new RegExp(`^PathInfo refers to data the store does not have: directory ${B3}$`)),
+  // Then what the store checks beyond SPEC 3.5: sizes against the stored data, references, no replacement, content addresses.
+  g('pathinfo-put-root-file-size-wrong', PI_PUT, IA, new RegExp(`^invalid PathInfo: file "ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-corpus" claims 999999 bytes, but blob ${B3} has 12$`)),
+  g('pathinfo-put-root-directory-size-wrong', PI_PUT, IA, new RegExp(`^invalid PathInfo: root node claims size 5, but directory ${B3} has 4$`)),
+  g('pathinfo-put-reference-not-stored', PI_PUT, 'FAILED_PRECONDITION', /^PathInfo refers to a path the store does not have: \/nix\/store\/00bgd045z0d4icpbc2yyz4gx48ak44la-dep$/),
+  g('pathinfo-put-reference-twice', PI_PUT, IA, /^invalid PathInfo: reference 1 \(vg7b7nlwcrld582iz3k9kcr43s8ycip1-seed\) is listed twice$/),
+  g('pathinfo-put-replaces-seed', PI_PUT, 'ALREADY_EXISTS', /^path '\/nix\/store\/vg7b7nlwcrld582iz3k9kcr43s8ycip1-seed' is already in the store with different content; a stored path is never replaced$/),
+  g('pathinfo-put-ca-gives-another-path', PI_PUT, IA, /^invalid PathInfo: path '\/nix\/store\/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-corpus' is not the store path its content address gives$/),
 
   // PathInfoService/Get and CalculateNAR (SPEC 3.4).
   g('pathinfo-get-digest-19-bytes', 'PathInfoService/Get', IA, /^by_output_hash has 19 bytes, want 20$/),

@@ -112,10 +112,30 @@ export const SEED = {
 
 // --- a valid PathInfo, and variants that break one rule each ----------------
 
+/** nixbase32 (SPEC 4.1), decoding only, written out here rather than taken from the code under test. */
+function nixbase32Decode(s: string): Buffer {
+  const alphabet = '0123456789abcdfghijklmnpqrsvwxyz'
+  const out = Buffer.alloc(Math.floor((s.length * 5) / 8))
+  for (let n = 0; n < s.length; n++) {
+    const digit = alphabet.indexOf(s[s.length - 1 - n]!)
+    const b = n * 5
+    const i = b >> 3
+    const j = b & 7
+    out[i]! |= (digit << j) & 0xff
+    if (i + 1 < out.length) out[i + 1]! |= digit >> (8 - j)
+  }
+  return out
+}
+
 /** SPEC 4.1's example pair: this 20-byte digest is `00bgd045z0d4icpbc2yyz4gx48ak44la` in nixbase32. */
 const REF = hex('8a12321522fd91efbd60ebb2481af88580f61600')
 const REF_NAME = '00bgd045z0d4icpbc2yyz4gx48ak44la-dep'
 const ROOT_NAME = 'ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-corpus'
+/** The seed's own store path (cases.ts SEED_PATH), which every store in the test has. */
+const SEED_BASENAME = 'vg7b7nlwcrld582iz3k9kcr43s8ycip1-seed'
+const SEED_DIGEST = nixbase32Decode(SEED_BASENAME.slice(0, 32))
+/** An input-addressed PathInfo needing nothing but its tree: no references, no CA. */
+const noRefsNoCa = (): PathInfoParts => ({ references: [], narinfo: { referenceNames: [], ca: null } })
 
 interface PathInfoParts {
   node?: Msg | null
@@ -183,6 +203,7 @@ export function grpcCorpus(): Map<string, Buffer> {
     ['dir-put-child-neither-sent-nor-stored', directory({ directories: [dirNode('a', ABSENT_B3, 1)] })],
     ['dir-put-stored-child-wrong-size', directory({ directories: [dirNode('a', SUB, 2)] })],
     ['dir-put-size-overflows', directory({ directories: [dirNode('a', SUB, Number.MAX_SAFE_INTEGER)], files: [ok()] })],
+    ['dir-put-file-size-not-the-stored-blobs', directory({ files: [fileNode('a', A_TXT, 5)] })],
     ['dir-put-symlink-empty-target', directory({ symlinks: [symlinkNode('a', '')] })],
     ['dir-put-symlink-target-with-nul', directory({ symlinks: [symlinkNode('a', 'x\0y')] })],
     ['dir-put-symlink-target-over-4095-bytes', directory({ symlinks: [symlinkNode('a', 't'.repeat(4096))] })],
@@ -233,6 +254,13 @@ export function grpcCorpus(): Map<string, Buffer> {
     ['pathinfo-put-malformed-protobuf', TRUNCATED_FIELD],
     ['pathinfo-put-root-blob-not-stored', pathInfo({ node: node('file', fileNode(ROOT_NAME, ABSENT_B3, 12)) })],
     ['pathinfo-put-root-directory-not-stored', pathInfo({ node: node('directory', dirNode(ROOT_NAME, ABSENT_B3, 4)) })],
+    // Then the admission rules beyond SPEC 3.5: sizes, references, no replacement, content addresses.
+    ['pathinfo-put-root-file-size-wrong', pathInfo({ node: node('file', fileNode(ROOT_NAME, A_TXT, 999999)), ...noRefsNoCa() })],
+    ['pathinfo-put-root-directory-size-wrong', pathInfo({ node: node('directory', dirNode(ROOT_NAME, ROOT, 5)), ...noRefsNoCa() })],
+    ['pathinfo-put-reference-not-stored', pathInfo({ narinfo: { ca: null } })],
+    ['pathinfo-put-reference-twice', pathInfo({ references: [SEED_DIGEST, SEED_DIGEST], narinfo: { referenceNames: [SEED_BASENAME, SEED_BASENAME], ca: null } })],
+    ['pathinfo-put-replaces-seed', pathInfo({ node: node('file', fileNode(SEED_BASENAME, A_TXT, 12)), ...noRefsNoCa() })],
+    ['pathinfo-put-ca-gives-another-path', pathInfo({ references: [], narinfo: { referenceNames: [] } })],
 
     // PathInfoService/Get and CalculateNAR.
     ['pathinfo-get-digest-19-bytes', encode([[1, REF.subarray(0, 19)]])],
@@ -251,7 +279,7 @@ export function grpcCorpus(): Map<string, Buffer> {
 
     // Controls: the valid messages the cases above were derived from.
     ['control-dir-put-valid', directory({ directories: [dirNode('a', SUB, 1)], files: [ok()], symlinks: [symlinkNode('s', 't')] })],
-    ['control-pathinfo-put-valid', pathInfo()],
+    ['control-pathinfo-put-valid', pathInfo({ references: [SEED_DIGEST], narinfo: { referenceNames: [SEED_BASENAME], ca: null } })],
   ]
   // Client streams of several Directories: one file per message.
   const streams: Array<[string, Buffer[]]> = [

@@ -225,6 +225,14 @@ def store_hash(tag):
     return d, nb32_encode(d)
 
 
+def fold20(h):
+    """Nix's compression of a hash to 20 bytes (SPEC 4.3)."""
+    out = bytearray(20)
+    for i, b in enumerate(h):
+        out[i % 20] ^= b
+    return bytes(out)
+
+
 def missing_digest(tag):
     """A 32-byte digest no test ever uploads content for."""
     return hashlib.sha256(b"tvix python suite: never uploaded: " + tag.encode()).digest()
@@ -543,11 +551,14 @@ class DirectoryServiceTest(Case):
         req = S.directory.GetDirectoryRequest(digest=ROOT_DIGEST, recursive=True).SerializeToString()
         self.assertEqual(list(get(req, timeout=TIMEOUT)), [root_canon, dir_sub().SerializeToString()])
 
-    def test_file_size_is_not_checked_in_directories(self):
-        # SPEC 2.1: FileNode.size is not checked against the blob at this level.
+    def test_file_size_is_checked_against_stored_blobs(self):
+        # SPEC 2.1 leaves FileNode.size unchecked; this store refuses a size its stored blob does not have.
         put_blob([b"abc"])
         d = directory(files=[fnode(b"a.txt", ABC_B3, 4)])
-        self.assertEqual(put_dirs([d]), blake3(d.SerializeToString()))
+        self.assertStatus(C.INVALID_ARGUMENT, put_dirs, [d])
+        # A blob not stored yet may come later: any size is taken for now (the PathInfo checks it).
+        later = directory(files=[fnode(b"later", missing_digest("directory file size"), 4)])
+        self.assertEqual(put_dirs([later]), blake3(later.SerializeToString()))
 
 
 
@@ -588,21 +599,36 @@ class PathInfoServiceTest(Case):
         self.assertStatus(C.NOT_FOUND, get_pathinfo, store_hash("absent")[0])
         self.assertStatus(C.UNIMPLEMENTED, pathinfos().Get, S.rpc_pathinfo.GetPathInfoRequest(), timeout=TIMEOUT)
 
-    def test_put_overwrites_and_keeps_all_fields(self):
-        digest, pi = symlink_pathinfo("overwrite")
-        self.assertEqual(put_pathinfo(pi), pi)
-        self.assertEqual(get_pathinfo(digest), pi)
-        # Now with references, signatures, deriver and CA: every field round-trips.
+    def test_put_keeps_all_fields_and_never_replaces(self):
+        put_blob([HW])
+        put_pathinfo(hw_pathinfo())
+        digest, pi = symlink_pathinfo("keeps")
+        # References (stored ones), signatures and deriver: every field round-trips.
         pi.references.append(HW_OUTPUT_HASH)
         pi.narinfo.reference_names.append(HW_STORE_HASH + "-hw")
         pi.narinfo.signatures.add(name="cache.example.org-1", data=bytes(range(64)))
         drv_digest, drv_hash = store_hash("deriver")
-        pi.narinfo.deriver.name = "overwrite"
+        pi.narinfo.deriver.name = "keeps"
         pi.narinfo.deriver.digest = drv_digest
-        pi.narinfo.ca.type = S.pathinfo.NARInfo.CA.FLAT_SHA1
-        pi.narinfo.ca.digest = b"\x07" * 20
         self.assertEqual(put_pathinfo(pi).SerializeToString(), pi.SerializeToString())
         self.assertEqual(get_pathinfo(digest).SerializeToString(), pi.SerializeToString())
+        # The same content again is accepted, and the answer is what is stored (no signature merged in).
+        again = S.pathinfo.PathInfo.FromString(pi.SerializeToString())
+        again.narinfo.signatures.add(name="other.example.org-1", data=bytes(64))
+        self.assertEqual(put_pathinfo(again).SerializeToString(), pi.SerializeToString())
+        # Other content for the same path is refused, and the stored one stays.
+        other = S.pathinfo.PathInfo.FromString(pi.SerializeToString())
+        other.node.symlink.target = b"/nix/store/elsewhere"
+        self.assertStatus(C.ALREADY_EXISTS, put_pathinfo, other)
+        self.assertEqual(get_pathinfo(digest).SerializeToString(), pi.SerializeToString())
+
+    def test_put_reference_not_stored(self):
+        digest, pi = symlink_pathinfo("dangling")
+        ref_digest, ref_hash = store_hash("never stored")
+        pi.references.append(ref_digest)
+        pi.narinfo.reference_names.append(ref_hash + "-never")
+        self.assertStatus(C.FAILED_PRECONDITION, put_pathinfo, pi)
+        self.assertStatus(C.NOT_FOUND, get_pathinfo, digest)
 
     def test_put_tree_pathinfo(self):
         upload_tree()
@@ -759,10 +785,12 @@ class PathInfoServiceTest(Case):
                 with self.assertRaises(grpc.RpcError) as cm:
                     pathinfos().CalculateNAR(S.castore.Node(file=fnode(b"", HW_B3, size)), timeout=TIMEOUT)
                 self.assertNotEqual(cm.exception.code(), C.OK)
-        # The same inside a directory whose file entry claims the wrong size.
-        put_blob([b"abc"])
-        d = directory(files=[fnode(b"a.txt", ABC_B3, 4)])
+        # The same inside a directory whose file entry claims the wrong size (sent before its blob,
+        # the only order in which the store takes a wrong size).
+        content = b"calculate-nar: a blob whose size a directory gets wrong"
+        d = directory(files=[fnode(b"a.txt", blake3(content), len(content) + 1)])
         digest = put_dirs([d])
+        put_blob([content])
         with self.assertRaises(grpc.RpcError):
             pathinfos().CalculateNAR(S.castore.Node(directory=dnode(b"", digest, 1)), timeout=TIMEOUT)
         # A failed calculation does not poison any cache: the right size still works.
@@ -772,7 +800,7 @@ class PathInfoServiceTest(Case):
     def test_store_path_names(self):
         # SPEC 4.2 name rules, for the root node and for reference names.
         def named(name):
-            digest, h = store_hash("names")
+            digest, h = store_hash("names-" + name)
             pi = S.pathinfo.PathInfo()
             pi.node.symlink.CopyFrom(snode(("%s-%s" % (h, name)).encode(), b"/nix/store/somewhereelse"))
             pi.narinfo.nar_size = 136
@@ -797,7 +825,7 @@ class PathInfoServiceTest(Case):
             pi.narinfo.deriver.digest = HW_OUTPUT_HASH
             self.assertStatus(C.INVALID_ARGUMENT, put_pathinfo, pi)
         with self.subTest("deriver name ending in .drv"):  # SPEC 3.5 rule 5: not rejected
-            pi = named("x")
+            pi = named("y")
             pi.narinfo.deriver.name = "foo.drv"
             pi.narinfo.deriver.digest = HW_OUTPUT_HASH
             self.assertEqual(put_pathinfo(pi), pi)
@@ -814,20 +842,44 @@ class PathInfoServiceTest(Case):
                     self.assertStatus(C.INVALID_ARGUMENT, put_pathinfo, pi)
 
     def test_ca_types(self):
-        # SPEC 1.4: every CA hash type with its digest length is accepted, one byte less is not.
-        lengths = {"NAR_SHA256": 32, "NAR_SHA1": 20, "NAR_SHA512": 64, "NAR_MD5": 16, "TEXT_SHA256": 32,
-                   "FLAT_SHA1": 20, "FLAT_MD5": 16, "FLAT_SHA256": 32, "FLAT_SHA512": 64}
+        # SPEC 1.4 and 4.3: every CA hash type, at the store path it gives for the file hw; one byte less is refused.
         hash_enum = S.pathinfo.NARInfo.CA.Hash
-        self.assertEqual(sorted(hash_enum.keys()), sorted(lengths))
-        for name, n in lengths.items():
+        kinds = {"NAR_SHA256": ("nar", "sha256"), "NAR_SHA1": ("nar", "sha1"), "NAR_SHA512": ("nar", "sha512"),
+                 "NAR_MD5": ("nar", "md5"), "TEXT_SHA256": ("text", "sha256"), "FLAT_SHA1": ("flat", "sha1"),
+                 "FLAT_MD5": ("flat", "md5"), "FLAT_SHA256": ("flat", "sha256"), "FLAT_SHA512": ("flat", "sha512")}
+        self.assertEqual(sorted(hash_enum.keys()), sorted(kinds))
+        put_blob([HW])
+        hw_nar = nar(("file", HW, False))
+        for name, (mode, algo) in kinds.items():
             with self.subTest(name):
-                digest, pi = symlink_pathinfo("ca-" + name.lower().replace("_", "-"))
+                ca_digest = hashlib.new(algo, hw_nar if mode == "nar" else HW).digest()
+                tag = "ca-" + name.lower().replace("_", "-")
+                if mode == "nar" and algo == "sha256":
+                    fingerprint_type, inner = "source", ca_digest
+                elif mode == "text":
+                    fingerprint_type, inner = "text", ca_digest
+                else:
+                    prefix = "r:" if mode == "nar" else ""
+                    fingerprint_type = "output:out"
+                    inner = hashlib.sha256(("fixed:out:%s%s:%s:" % (prefix, algo, ca_digest.hex())).encode()).digest()
+                fingerprint = "%s:sha256:%s:/nix/store:%s" % (fingerprint_type, inner.hex(), tag)
+                digest = fold20(hashlib.sha256(fingerprint.encode()).digest())
+                pi = S.pathinfo.PathInfo()
+                pi.node.file.CopyFrom(fnode(("%s-%s" % (nb32_encode(digest), tag)).encode(), HW_B3, len(HW)))
+                pi.narinfo.nar_size = len(hw_nar)
+                pi.narinfo.nar_sha256 = hashlib.sha256(hw_nar).digest()
                 pi.narinfo.ca.type = hash_enum.Value(name)
-                pi.narinfo.ca.digest = b"\5" * n
+                pi.narinfo.ca.digest = ca_digest
                 self.assertEqual(put_pathinfo(pi), pi)
                 self.assertEqual(get_pathinfo(digest), pi)
-                pi.narinfo.ca.digest = b"\5" * (n - 1)
+                stored = S.pathinfo.PathInfo.FromString(pi.SerializeToString())
+                pi.narinfo.ca.digest = ca_digest[:-1]
                 self.assertStatus(C.INVALID_ARGUMENT, put_pathinfo, pi)
+                # A made-up CA at a path nothing is stored under: not the path it gives.
+                pi.node.file.name = ("%s-%s" % (store_hash(tag)[1], tag)).encode()
+                pi.narinfo.ca.digest = b"\5" * len(ca_digest)
+                self.assertStatus(C.INVALID_ARGUMENT, put_pathinfo, pi)
+                self.assertEqual(get_pathinfo(digest), stored)
 
 
     def test_list(self):
