@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import { retryOnConflict } from '../ops/retry.js'
 import { importProgress } from '../cli/progress.js'
 import { StoreCommand } from '../cli/store-command.js'
-import { UsageError } from '../errors.js'
+import { BackendError, NotFoundError, UsageError, systemMessage } from '../errors.js'
 import { importNar } from '../ops/import-nar.js'
 import { importPath } from '../ops/import-paths.js'
 import type { Imported } from '../ops/register.js'
@@ -76,7 +76,7 @@ export default class Import extends StoreCommand<typeof Import> {
     if (nar !== undefined) {
       const narName = name ?? (nar === '-' ? undefined : nar.replace(/^.*\//, '').replace(/\.nar$/, ''))
       if (!narName) throw new UsageError('--nar - needs --name')
-      const src = nar === '-' ? process.stdin : fs.createReadStream(nar, { highWaterMark: 1 << 20 })
+      const src = nar === '-' ? process.stdin : fs.createReadStream(nar, { fd: openNar(nar), highWaterMark: 1 << 20 })
       done(await importNar(store, src, narName))
       return results
     }
@@ -88,4 +88,21 @@ export default class Import extends StoreCommand<typeof Import> {
     }
     return results
   }
+}
+
+/** Opens `--nar FILE` up front: a missing file or a directory is one clear line, not a raw errno message. */
+function openNar(file: string): number {
+  let fd: number
+  try {
+    fd = fs.openSync(file, 'r')
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException
+    if (err.code === 'ENOENT') throw new NotFoundError(`cannot read ${file}: no such file or directory`)
+    throw new BackendError(`cannot read ${file}: ${systemMessage(err)}`, { cause: e })
+  }
+  if (fs.fstatSync(fd).isDirectory()) {
+    fs.closeSync(fd)
+    throw new UsageError(`cannot read ${file}: it is a directory, not a NAR`)
+  }
+  return fd
 }
