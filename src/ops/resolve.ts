@@ -28,10 +28,11 @@ export async function getPathInfo(store: Store, arg: string): Promise<{ storePat
 
 /**
  * Resolves `<store path>[/sub/path]` to a node. Like Nix's store
- * accessor, symlinks inside the path are not followed. Components resolve
- * as a path does in a filesystem (as `nix store cat/ls` on a local store
- * see it): `//` and `.` stay, `..` goes up (never above the store path), and
- * nothing may follow a file or symlink, not even a trailing `/`.
+ * accessor, symlinks inside the path are not followed, and `..` is never
+ * resolved upwards (it names no entry). Otherwise components resolve as in a
+ * filesystem (as `nix store cat/ls` on a local store see them): `//` and `.`
+ * stay where they are, and nothing may follow a file or symlink, not even a
+ * trailing `/`.
  */
 export async function resolvePath(store: Store, arg: string): Promise<Resolved> {
   const { storePath, info } = await getPathInfo(store, arg)
@@ -41,23 +42,15 @@ export async function resolvePath(store: Store, arg: string): Promise<Resolved> 
   // Messages show the path as the user wrote it, as Nix's do.
   const display = absolute(storePath, store.storeDir) + written.map((c) => `/${c}`).join('')
   const missing = () => new NotFoundError(`path '${display}' does not exist`)
-  const parents: Node[] = []
   const sub: string[] = []
   let node: Node = info.node
   for (const component of written) {
     if (node.kind !== 'directory') throw missing()
     if (component === '' || component === '.') continue
-    if (component === '..') {
-      if (parents.length === 0) throw missing()
-      node = parents.pop()!
-      sub.pop()
-      continue
-    }
     const dir = await store.directories.get(node.digest)
     if (!dir) throw new IntegrityError(`directory of '${display}' is missing from the store`)
     const next = findEntry(dir, Buffer.from(component))
     if (!next) throw missing()
-    parents.push(node)
     sub.push(component)
     node = next
   }

@@ -13,7 +13,7 @@ const errorLine = (stderr: string) => stderr.split('\n').find((l) => l.startsWit
 
 /**
  * Sub-paths written the many ways a shell user writes them (a trailing
- * slash, `//`, `.`, `..`), through `cat` and `ls`, against `nix store cat`
+ * slash, `//`, `.`), through `cat` and `ls`, against `nix store cat`
  * and `nix store ls` on the same path: same success, output and error line.
  */
 describe('sub-path spelling agrees with nix store cat/ls', { skip: SKIP }, () => {
@@ -36,7 +36,8 @@ describe('sub-path spelling agrees with nix store cat/ls', { skip: SKIP }, () =>
   })
   after(() => fs.rmSync(root, { recursive: true, force: true }))
 
-  const subs = ['/a', '/a/', '/a//', '/a/.', '//a', '/./a', '/d/../a', '/d/', '/d//b', '/d/./', '/d/b/..', '/d/..', '/l', '/l/', '/', '/./']
+  // Not `..` inside a directory: Nix resolves it, we deliberately never resolve upwards (test/corpus/cases.ts).
+  const subs = ['/a', '/a/', '/a//', '/a/.', '//a', '/./a', '/d/', '/d//b', '/d/./', '/d/b/..', '/l', '/l/', '/', '/./']
   for (const cmd of ['cat', 'ls'] as const) {
     test(`${cmd}: ${subs.join(' ')}`, async () => {
       for (const sub of subs) {
