@@ -30,6 +30,26 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       helpValue: 'SIZE',
       default: '64G',
     }),
+    'max-connections': Flags.integer({
+      summary: 'Open client connections at most; more are refused as they arrive.',
+      default: 256,
+      min: 1,
+    }),
+    'max-transfers': Flags.integer({
+      summary: 'Blob and Directory transfers (Read, Put, Get) served at once; more wait their turn.',
+      default: 16,
+      min: 1,
+    }),
+    'idle-timeout': Flags.string({
+      summary: 'Close a connection with no call in flight for DURATION (0: never).',
+      helpValue: 'DURATION',
+      default: '5m',
+    }),
+    'call-idle-timeout': Flags.string({
+      summary: 'Cancel a transfer whose client sends or reads nothing for DURATION (0: never).',
+      helpValue: 'DURATION',
+      default: '60s',
+    }),
     'gc-interval': Flags.string({
       summary: 'Run gc (orphaned objects only, as plain `gc`) on the served local store every DURATION, e.g. 6h.',
       helpValue: 'DURATION',
@@ -50,7 +70,15 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     if (!process.env.GRPC_VERBOSITY) grpc.setLogVerbosity(grpc.logVerbosity.NONE)
     const every = this.flags['gc-interval']
     const gc = every === undefined ? undefined : await periodicGc(await this.localStore('daemon --gc-interval'), parseDuration(every, 'gc-interval'), log)
-    const daemon = await startDaemon(store, listen, log, { maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size') })
+    const idle = parseDuration(this.flags['idle-timeout'], 'idle-timeout')
+    const daemon = await startDaemon(store, listen, log, {
+      maxConnections: this.flags['max-connections'],
+      maxTransfers: this.flags['max-transfers'],
+      // grpc-js reads "never" as a very large value.
+      idleTimeoutMs: idle === 0 ? Number.MAX_SAFE_INTEGER : idle,
+      callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
+      maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size'),
+    })
     log(`tvix-store daemon serving ${this.flags.store ?? 'the default store'} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)
     const signal = await new Promise<NodeJS.Signals>((resolve) => {

@@ -5,9 +5,10 @@ import { blobChunk, digestMessage, statBlobRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import type { Store } from '../store/store.js'
 import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
+import { type Transfers, UNLIMITED } from './transfers.js'
 
 /** tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). */
-export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: Log): UntypedServiceImplementation {
+export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: Log, transfers: Transfers = UNLIMITED): UntypedServiceImplementation {
   const { blobs } = store
   return {
     Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req) => {
@@ -25,9 +26,9 @@ export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: L
       for await (const chunk of data) {
         for (let i = 0; i < chunk.length; i += BLOB_CHUNK_BYTES) yield chunk.subarray(i, i + BLOB_CHUNK_BYTES)
       }
-    }),
+    }, transfers),
 
     // A write session: the store's gc does not sweep while a blob goes in.
-    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks) => store.writeSession(async () => (await blobs.put(chunks)).digest)),
+    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks) => store.writeSession(async () => (await blobs.put(chunks)).digest), transfers),
   }
 }

@@ -4,7 +4,7 @@
  * and one log line per failed call.
  */
 import { once } from 'node:events'
-import type { Http2Session } from 'node:http2'
+import http2, { type ServerHttp2Stream } from 'node:http2'
 import type {
   handleClientStreamingCall,
   handleServerStreamingCall,
@@ -13,6 +13,7 @@ import type {
   ServerWritableStream,
 } from '@grpc/grpc-js'
 import { Status, StatusError, toStatus } from '../grpc/status.js'
+import { type Transfers, UNLIMITED, withinIdle } from './transfers.js'
 
 export type Log = (line: string) => void
 
@@ -30,14 +31,32 @@ function fail(log: Log, method: string, e: unknown) {
   return s
 }
 
-/** Writes one message and waits until it left the queue (or the client went away). */
-async function writeFlushed(call: ServerWritableStream<Buffer, unknown>, msg: unknown): Promise<void> {
+/** Writes one message and waits until it left the queue (or the client went away, or `idleMs` passed). */
+async function writeFlushed(call: ServerWritableStream<Buffer, unknown>, msg: unknown, idleMs: number): Promise<void> {
   const ac = new AbortController()
   try {
-    await Promise.race([new Promise<void>((resolve) => call.write(msg, () => resolve())), once(call, 'cancelled', { signal: ac.signal })])
+    const sent = Promise.race([new Promise<void>((resolve) => call.write(msg, () => resolve())), once(call, 'cancelled', { signal: ac.signal })])
+    await withinIdle(sent, idleMs, 'the client read nothing')
   } finally {
     ac.abort()
   }
+}
+
+/** grpc-js's HTTP/2 stream under a call, if this grpc-js version still has it where we look. */
+function http2StreamOf(call: object): ServerHttp2Stream | undefined {
+  // With server interceptors, grpc-js wraps its base call once more.
+  const inner = (call as { call?: { stream?: ServerHttp2Stream; nextCall?: { stream?: ServerHttp2Stream } } }).call
+  return inner?.stream ?? inner?.nextCall?.stream
+}
+
+/**
+ * Resets a call's HTTP/2 stream: what is queued for a client that does not
+ * read is dropped at once (an error status would queue behind it).
+ */
+function resetStream(call: ServerWritableStream<Buffer, unknown> | ServerReadableStream<Buffer, unknown>): void {
+  const h2 = http2StreamOf(call)
+  if (h2 && !h2.destroyed) h2.close(http2.constants.NGHTTP2_CANCEL)
+  else call.destroy()
 }
 
 /**
@@ -62,15 +81,21 @@ export function unary<Req, Res>(
   }
 }
 
+/** A heavy server stream holds one of `transfers`' slots while it runs. */
 export function serverStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
   fn: (req: Req) => AsyncIterable<Res>,
+  transfers: Transfers = UNLIMITED,
 ): handleServerStreamingCall<Buffer, Res> {
   return (call: ServerWritableStream<Buffer, Res>) => {
+    const signal = cancelSignal(call)
+    let release: (() => void) | undefined
     ;(async () => {
-      const it = fn(decode(call.request))[Symbol.asyncIterator]()
+      const req = decode(call.request)
+      release = await transfers.acquire(signal)
+      const it = fn(req)[Symbol.asyncIterator]()
       try {
         for (;;) {
           if (call.cancelled) return
@@ -78,16 +103,21 @@ export function serverStream<Req, Res>(
           if (r.done) break
           // Wait until each message is handed to HTTP/2: grpc-js would queue 16
           // messages (16 MiB of blob data) per stream before saying stop.
-          await writeFlushed(call as ServerWritableStream<Buffer, unknown>, r.value)
+          await writeFlushed(call as ServerWritableStream<Buffer, unknown>, r.value, transfers.limits.callIdleMs)
         }
         call.end()
       } finally {
         // Closes files (and upstream calls) when the client went away early.
         await it.return?.()
       }
-    })().catch((e) => {
-      if (!call.cancelled) call.emit('error', fail(log, method, e))
-    })
+    })()
+      .catch((e) => {
+        if (call.cancelled) return
+        const s = fail(log, method, e)
+        if (s.code === Status.DEADLINE_EXCEEDED) resetStream(call as ServerWritableStream<Buffer, unknown>)
+        else call.emit('error', s)
+      })
+      .finally(() => release?.())
   }
 }
 
@@ -112,25 +142,29 @@ export const cancelledError = () => new StatusError(Status.CANCELLED, 'the clien
  * the session (a future version), one I/O turn instead.
  */
 async function pingBarrier(call: object): Promise<void> {
-  const session = (call as { call?: { nextCall?: { stream?: { session?: Http2Session } } } }).call?.nextCall?.stream?.session
+  const session = http2StreamOf(call)?.session
   await new Promise<void>((resolve) => {
     if (!session || session.destroyed || !session.ping(() => resolve())) setImmediate(resolve)
   })
 }
 
+/** A heavy client stream holds one of `transfers`' slots while it runs. */
 export function clientStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
   fn: (reqs: AsyncIterable<Req>, signal: AbortSignal) => Promise<Res>,
+  transfers: Transfers = UNLIMITED,
 ): handleClientStreamingCall<Buffer, Res> {
   return (call: ServerReadableStream<Buffer, Res>, callback) => {
     const signal = cancelSignal(call)
     async function* messages(): AsyncGenerator<Req> {
       // Not destroying the call when the loop ends: grpc-js ends it itself.
-      for await (const raw of call.iterator({ destroyOnReturn: false })) {
-        if (signal.aborted) break
-        yield decode(raw as Buffer)
+      const it = call.iterator({ destroyOnReturn: false })
+      for (;;) {
+        const r = await withinIdle(it.next(), transfers.limits.callIdleMs, 'the client sent nothing')
+        if (r.done || signal.aborted) break
+        yield decode(r.value as Buffer)
       }
       // A cancelled call is destroyed without an error, which ends the loop
       // like the client's half-close would. And a Node client that cancels
@@ -139,8 +173,12 @@ export function clientStream<Req, Res>(
       if (call.readableEnded && !signal.aborted) await pingBarrier(call)
       if (signal.aborted || !call.readableEnded) throw cancelledError()
     }
+    let release: (() => void) | undefined
     Promise.resolve()
-      .then(() => fn(messages(), signal))
+      .then(async () => {
+        release = await transfers.acquire(signal)
+        return fn(messages(), signal)
+      })
       .then(
         (res) => callback(null, res),
         (e) => {
@@ -151,5 +189,6 @@ export function clientStream<Req, Res>(
           call.destroy()
         },
       )
+      .finally(() => release?.())
   }
 }

@@ -7,6 +7,7 @@ import { decodeDirectory } from '../proto/codec.js'
 import { getDirectoryRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import { cancelledError, clientStream, type Log, requireDigest, serverStream } from './calls.js'
+import { type Transfers, UNLIMITED } from './transfers.js'
 
 /** More Directories than this in one Put stream are refused (memory bound per call). */
 const MAX_DIRECTORIES_PER_PUT = 1_000_000
@@ -26,7 +27,7 @@ function servable(dir: Directory): Directory {
 }
 
 /** tvix.castore.v1.DirectoryService over any DirectoryService (SPEC 3.3). */
-export function directoryHandler(store: Pick<Store, 'blobs' | 'directories' | 'writeSession'>, log: Log): UntypedServiceImplementation {
+export function directoryHandler(store: Pick<Store, 'blobs' | 'directories' | 'writeSession'>, log: Log, transfers: Transfers = UNLIMITED): UntypedServiceImplementation {
   const { directories } = store
   return {
     Get: serverStream('DirectoryService/Get', log, getDirectoryRequest.decode, async function* (req) {
@@ -39,7 +40,7 @@ export function directoryHandler(store: Pick<Store, 'blobs' | 'directories' | 'w
       const dir = await directories.get(d)
       if (!dir) throw new StatusError(Status.NOT_FOUND, `directory ${b3Display(d)} not found`)
       yield servable(dir)
-    }),
+    }, transfers),
 
     // A write session: children found stored stay stored until the parents are written.
     Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal) => store.writeSession(async () => {
@@ -73,6 +74,6 @@ export function directoryHandler(store: Pick<Store, 'blobs' | 'directories' | 'w
         await stage.abort()
         throw e
       }
-    })),
+    }), transfers),
   }
 }

@@ -12,6 +12,30 @@ import { HEALTH_SERVICE_NAME, addHealthService } from './health.js'
 import { type ListenAddress, bindTarget, clearStaleSocket, clientUrl } from './listen.js'
 import { pathInfoHandler } from './path-info-handler.js'
 import { addReflectionService } from './reflection.js'
+import { type TransferLimits, Transfers } from './transfers.js'
+
+/** What one client, or all of them together, may hold of the daemon. */
+export interface DaemonLimits extends TransferLimits {
+  /** Open connections; more are closed as they arrive. */
+  maxConnections: number
+  /** A connection with no call in flight for this long is closed; keepalive pings find dead peers on busy ones. */
+  idleTimeoutMs: number
+  /** Largest NAR one CalculateNAR call may render (DEFAULT_MAX_NAR_SIZE when unset). */
+  maxNarSize?: number
+}
+
+export const DEFAULT_LIMITS: DaemonLimits = {
+  maxConnections: 256,
+  idleTimeoutMs: 5 * 60_000,
+  maxTransfers: 16,
+  callIdleMs: 60_000,
+}
+
+/** Calls one connection may have in flight (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+const MAX_STREAMS_PER_CONNECTION = 32
+/** Keepalive: a ping after this long without traffic, the connection dropped if unanswered for KEEPALIVE_TIMEOUT_MS. */
+const KEEPALIVE_TIME_MS = 60_000
+const KEEPALIVE_TIMEOUT_MS = 20_000
 
 export interface Daemon {
   /** The store URL clients use, with the port actually bound. */
@@ -26,22 +50,22 @@ export interface Daemon {
  * sizes are capped explicitly; an oversized message is refused by grpc-js
  * with RESOURCE_EXHAUSTED.
  */
-export interface DaemonOptions {
-  /** Largest NAR one CalculateNAR call may render (DEFAULT_MAX_NAR_SIZE when unset). */
-  maxNarSize?: number
-}
-
-export async function startDaemon(store: Store, listen: ListenAddress, log: Log, opts: DaemonOptions = {}): Promise<Daemon> {
+export async function startDaemon(store: Store, listen: ListenAddress, log: Log, limits: DaemonLimits = DEFAULT_LIMITS): Promise<Daemon> {
   // Aborted at shutdown: long calls (a NAR render) stop instead of holding it up.
   const stopped = new AbortController()
   const server = new Server({
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_concurrent_streams': MAX_STREAMS_PER_CONNECTION,
+    'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
+    'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
+    'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
   })
   widenReceiveWindow(server)
-  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log))
-  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log))
-  server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log, { maxNarSize: opts.maxNarSize, stopped: stopped.signal }))
+  const transfers = new Transfers(limits)
+  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers))
+  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log, transfers))
+  server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log, { maxNarSize: limits.maxNarSize, stopped: stopped.signal }))
   const names = Object.keys(SERVICES) as ServiceName[]
   const health = addHealthService(server, names)
   addReflectionService(server, [...names, HEALTH_SERVICE_NAME])
@@ -53,7 +77,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
     )
   })
 
-  widenSessionWindows(server)
+  watchConnections(server, limits, log)
   let stopping: Promise<void> | undefined
   return {
     url: clientUrl(listen, port),
@@ -74,28 +98,61 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   }
 }
 
-/** HTTP/2 receive window for uploads, per stream and per connection. */
-const RECEIVE_WINDOW = 16 << 20
+/**
+ * HTTP/2 receive window, per stream and per connection: what a client may
+ * send before the daemon consumes it, so also what an idle or waiting call
+ * can make the daemon buffer. 64 KiB (the default) costs a round trip per
+ * 64 KiB of upload; 1 MiB is a blob chunk, and keeps connections x window
+ * small.
+ */
+const RECEIVE_WINDOW = 1 << 20
 
 /**
  * grpc-js leaves a server's HTTP/2 receive windows at the 64 KiB default
  * and has no option for them (its `grpc-node.flow_control_window` is
- * client-side), which caps a blob upload at a round trip per 64 KiB. Its
- * server keeps the options it passes to http2.createServer in a field;
- * adding `initialWindowSize` there widens every stream's window. Both
- * hooks are best effort: if a grpc-js version renames the fields, uploads
- * are slower, nothing else changes.
+ * client-side). Its server keeps the options it passes to
+ * http2.createServer in a field; adding `initialWindowSize` there widens
+ * every stream's window. The hooks here and in watchConnections are best
+ * effort: if a grpc-js version renames the fields, uploads are slower and
+ * connections uncounted, nothing else changes.
  */
 function widenReceiveWindow(server: Server): void {
   const opts = (server as unknown as { commonServerOptions?: { settings?: Record<string, number> } }).commonServerOptions
   if (opts) opts.settings = { ...opts.settings, initialWindowSize: RECEIVE_WINDOW }
 }
 
-/** The connection-level window is per session: set it as each session opens. */
-function widenSessionWindows(server: Server): void {
-  const servers = (server as unknown as { http2Servers?: Map<{ on(e: 'session', f: (s: Http2Session) => void): void }, unknown> }).http2Servers
+interface H2Server {
+  maxConnections: number
+  on(e: 'session', f: (s: Http2Session) => void): void
+  on(e: 'drop', f: () => void): void
+}
+
+/**
+ * grpc-js has no cap on connections, but its HTTP/2 servers are net
+ * servers, which refuse sockets beyond `maxConnections`. Its idle timeout
+ * starts with the first call, so a connection that never even sends the
+ * HTTP/2 preface is closed here after the same time. Also sets each
+ * session's connection-level window as it opens.
+ */
+function watchConnections(server: Server, limits: DaemonLimits, log: Log): void {
+  const servers = (server as unknown as { http2Servers?: Map<H2Server, unknown> }).http2Servers
+  const max = limits.maxConnections
+  let lastLog = 0
   for (const h2 of servers?.keys() ?? []) {
+    h2.maxConnections = max
+    h2.on('drop', () => {
+      // At most one line a minute, however many are refused.
+      if (Date.now() - lastLog < 60_000) return
+      lastLog = Date.now()
+      log(`refusing connections: ${max} are open (--max-connections)`)
+    })
     h2.on('session', (session) => {
+      if (limits.idleTimeoutMs < 2 ** 31) {
+        const silent = setTimeout(() => session.destroy(), limits.idleTimeoutMs)
+        silent.unref()
+        session.once('remoteSettings', () => clearTimeout(silent))
+        session.once('close', () => clearTimeout(silent))
+      }
       try {
         session.setLocalWindowSize(RECEIVE_WINDOW)
       } catch {

@@ -5,6 +5,7 @@
  */
 import { Client, type ClientWritableStream, credentials, type ChannelOptions, type ServiceError } from '@grpc/grpc-js'
 import fs from 'node:fs'
+import http2 from 'node:http2'
 import { performance } from 'node:perf_hooks'
 
 /** VmRSS (now) or VmHWM (peak so far) of a process, in KiB; undefined off Linux. */
@@ -114,4 +115,36 @@ export async function writeAll(call: ClientWritableStream<Buffer>, messages: Ite
     if (done) return
     if (!call.write(m)) await Promise.race([new Promise((r) => call.once('drain', r)), result])
   }
+}
+
+/**
+ * A gRPC call over a raw HTTP/2 session that never reads its response: no
+ * WINDOW_UPDATE is ever sent, so after the 64 KiB window the server's
+ * writes stall (grpc-js clients read ahead into their own buffers). Sends
+ * `messages` (gRPC-framed) and, if `end`, half-closes. Resolves `closed`
+ * with the stream's RST code or the grpc-status the server sent.
+ */
+export function stalledCall(session: http2.ClientHttp2Session, method: string, messages: Buffer[], end: boolean): { closed: Promise<string> } {
+  const stream = session.request({ ':method': 'POST', ':path': method, 'content-type': 'application/grpc', te: 'trailers' })
+  let status = ''
+  stream.on('trailers', (t) => (status = `grpc-status ${t['grpc-status']}`))
+  stream.on('response', (h) => {
+    if (h['grpc-status'] !== undefined) status = `grpc-status ${h['grpc-status']}`
+  })
+  stream.on('error', () => {})
+  for (const m of messages) {
+    const head = Buffer.alloc(5)
+    head.writeUInt32BE(m.length, 1)
+    stream.write(Buffer.concat([head, m]))
+  }
+  if (end) stream.end()
+  stream.pause()
+  return { closed: new Promise((resolve) => stream.on('close', () => resolve(status || `rst ${stream.rstCode}`))) }
+}
+
+/** A raw HTTP/2 session to a daemon's TCP URL. */
+export function h2Session(url: string): http2.ClientHttp2Session {
+  const s = http2.connect(url.replace(/^grpc\+http:/, 'http:'))
+  s.on('error', () => {})
+  return s
 }

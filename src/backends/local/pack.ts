@@ -24,8 +24,12 @@ const MAGIC = Buffer.from('TVXPACK1')
 const TRAILER = 4 + MAGIC.length
 /** A chunk is kept deflated only if that shrinks it below this fraction. */
 const COMPRESS_BELOW = 0.9
-/** Payload bytes gathered before one write. */
-const WRITE_BATCH = 4 << 20
+/**
+ * Payload bytes gathered before one write: held per blob being written,
+ * so per concurrent upload (a daemon's), and 1 MiB already makes a write
+ * cheap next to the chunking and hashing of that megabyte.
+ */
+const WRITE_BATCH = 1 << 20
 /** Bytes of a chunk whose entropy decides whether to try deflating it. */
 const SAMPLE = 4096
 
