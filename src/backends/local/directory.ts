@@ -3,7 +3,7 @@ import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/d
 import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
-import { decodeDirectory, encodeDirectory } from '../../proto/codec.js'
+import { decodeDirectory } from '../../proto/codec.js'
 import fs from 'node:fs/promises'
 import { exists, type LocalRoot, readSmallFile } from './layout.js'
 
@@ -34,22 +34,31 @@ export class LocalDirectoryService implements DirectoryService {
     return walkClosure(root, (d) => this.get(d))
   }
 
+  /**
+   * Validates the closure as it comes and stages the Directories the store
+   * lacks: temp files made durable together (one syncfs for many, not an
+   * fsync each) and renamed into place leaves first, so a crash never
+   * leaves a parent whose children are missing.
+   */
   async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
     await this.root.init()
     const v = new ClosureValidator((d) => this.get(d), this.blobs?.size && ((d) => this.blobs!.size!(d)))
-    const accepted: Array<[B3Digest, Uint8Array]> = []
-    for await (const dir of dirs) accepted.push([await v.add(dir), encodeDirectory(dir)])
-    const rootDigest = v.finish()
-    // Leaves first, so a crash never leaves a parent whose children are missing.
-    await this.root.commit(async () => {
-      for (const [d, bytes] of accepted) {
-        const p = this.path(d)
+    const stage = this.stage()
+    try {
+      for await (const dir of dirs) {
+        const { digest, bytes, fresh } = await v.accept(dir)
+        if (!fresh) continue
+        const p = this.path(digest)
         if (await exists(p)) this.root.rely(p)
-        else await this.root.writeAtomic(p, bytes)
+        else await stage.put(digest, bytes)
       }
-      await this.root.sync()
-    })
-    return rootDigest
+      const rootDigest = v.finish()
+      await stage.commit()
+      return rootDigest
+    } catch (e) {
+      await stage.abort()
+      throw e
+    }
   }
 
   /**
