@@ -1,7 +1,7 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 import fs from 'node:fs'
-import { retryOnConflict } from '../ops/retry.js'
+import { copyLostRace, retryOnConflict } from '../ops/retry.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { copyProgress } from '../cli/progress.js'
 import { UsageError } from '../errors.js'
@@ -53,6 +53,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
             await addRoot(local, f.root!, paths[0]!)
             return report
           }),
+          copyLostRace,
         )
       }
       if (f.closure !== undefined) {
@@ -63,7 +64,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
         if (!this.jsonEnabled()) for (const p of report.copied) process.stdout.write(`${p}\n`)
         return report
       }
-      return await retryOnConflict(() => this.copyPaths(to, paths))
+      return await retryOnConflict(() => this.copyPaths(to, paths), copyLostRace)
     } finally {
       await to.close()
     }

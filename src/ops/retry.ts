@@ -1,4 +1,4 @@
-import { ConflictError } from '../errors.js'
+import { ConflictError, MissingDataError } from '../errors.js'
 
 /** Attempts of a write that a concurrent gc may invalidate; each lost race needs a sweep that deleted what it used. */
 const ATTEMPTS = 3
@@ -8,12 +8,22 @@ const ATTEMPTS = 3
  * a source store) again when a sweep invalidated it (ConflictError). The
  * second run finds what the first published and skips it.
  */
-export async function retryOnConflict<T>(fn: () => Promise<T>): Promise<T> {
+export async function retryOnConflict<T>(fn: () => Promise<T>, retryable: (e: unknown) => boolean = (e) => e instanceof ConflictError): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn()
     } catch (e) {
-      if (!(e instanceof ConflictError) || attempt >= ATTEMPTS) throw e
+      if (!retryable(e) || attempt >= ATTEMPTS) throw e
     }
   }
+}
+
+/**
+ * What a copy may retry: a conflict with gc, and a target that refused a
+ * PathInfo for data this copy sent or found there. Through a daemon each
+ * call is its own session, so its gc (with a short --grace) may take that
+ * data between calls; copying again sends what is missing now.
+ */
+export function copyLostRace(e: unknown): boolean {
+  return e instanceof ConflictError || e instanceof MissingDataError
 }
