@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { describe, test } from 'node:test'
+import { after, describe, test } from 'node:test'
 import { collectGarbage, type GcOptions } from '../../src/backends/local/gc.js'
 import { type LocalStore, openLocalStore } from '../../src/backends/local/index.js'
 import { verifyStore } from '../../src/backends/local/verify.js'
@@ -19,7 +19,15 @@ import type { PathInfo } from '../../src/store/path-info.js'
 import { parseStorePathArg } from '../../src/store/store-path.js'
 import { randomBytes } from '../helpers/trees.js'
 
-const scratch = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-gc-'))
+const made: string[] = []
+const scratch = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-gc-'))
+  made.push(dir)
+  return dir
+}
+after(() => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true })
+})
 const NOW: Pick<GcOptions, 'graceMs'> = { graceMs: 0 }
 
 /** A directory tree from a {relative path: contents} map. */
