@@ -58,6 +58,11 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 
   async run(): Promise<void> {
     const listen = parseListen(this.flags.listen)
+    // Heard from the start: a stop requested while the store opens or the port binds is not lost.
+    const signalled = new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGINT', resolve)
+      process.once('SIGTERM', resolve)
+    })
     const store = await this.store()
     // Nothing after the stop line: a handler whose client vanished may settle after the server closed.
     let stopped = false
@@ -81,10 +86,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     })
     log(`tvix-store daemon serving ${this.flags.store ?? 'the default store'} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)
-    const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once('SIGINT', resolve)
-      process.once('SIGTERM', resolve)
-    })
+    const signal = await signalled
     log(`${signal}: stopping (waiting for calls in flight)`)
     await gc?.stop()
     await daemon.shutdown()
