@@ -4,17 +4,14 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type CliResult, runCli } from '../helpers/cli.js'
+import { type CliResult, runCli, assertOneErrorLine } from '../helpers/cli.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { type Tmpfs, mountTmpfs } from '../helpers/tmpfs.js'
 import { randomBytes } from '../helpers/trees.js'
 
 function assertOneError(r: CliResult, re: RegExp) {
   assert.notEqual(r.code, 0, r.stderr)
-  const lines = r.stderr.split('\n').filter(Boolean)
-  assert.equal(lines.length, 1, `stderr: ${r.stderr}`)
-  assert.match(lines[0]!, /^error: /)
-  assert.match(lines[0]!, re)
+  assertOneErrorLine(r.stderr, re)
 }
 
 /** `export-nar -o FILE`: replaced atomically when FILE is (or links to) a regular file, written through otherwise. */

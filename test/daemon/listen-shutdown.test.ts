@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, describe, test } from 'node:test'
-import { type CliExit, REPO, spawnCli } from '../helpers/cli.js'
+import { type CliExit, REPO, spawnCli, assertOneErrorLine } from '../helpers/cli.js'
 import { startDaemon } from '../helpers/daemon.js'
 
 /** Runs `daemon` expecting it to refuse to start; one that starts anyway is stopped, and the test fails on its log. */
@@ -19,10 +19,7 @@ async function daemonRefuses(args: string[]): Promise<CliExit> {
 }
 
 function assertOneError(r: CliExit, re: RegExp) {
-  const lines = r.stderr.split('\n').filter(Boolean)
-  assert.equal(lines.length, 1, `stderr: ${r.stderr}`)
-  assert.match(lines[0]!, /^error: /)
-  assert.match(lines[0]!, re)
+  assertOneErrorLine(r.stderr, re)
 }
 
 describe('daemon --listen unix:PATH', () => {

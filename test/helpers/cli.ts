@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -55,4 +56,12 @@ export function spawnCli(args: string[], opts: { env?: Record<string, string>; s
     )
   })
   return { child, exited }
+}
+
+/** Exactly one line on stderr, an `error: …` line matching `re`: how every command reports a failure. */
+export function assertOneErrorLine(stderr: string, re: RegExp): void {
+  const lines = stderr.split('\n').filter(Boolean)
+  assert.equal(lines.length, 1, `stderr: ${stderr}`)
+  assert.match(lines[0]!, /^error: /)
+  assert.match(lines[0]!, re)
 }
