@@ -6,35 +6,14 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { runCli } from '../helpers/cli.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
-import { NIX_ENV, nixMissing } from '../helpers/nix.js'
-
-// A three-path chain top -> mid -> leaf built by real Nix (SPEC Appendix B),
-// in the machine's /nix/store: a chroot store cannot run /bin/sh builders.
-const CHAIN = `
-let
-  leaf = builtins.derivation { name = "leaf"; system = builtins.currentSystem; builder = "/bin/sh";
-    args = [ "-c" "echo leaf > $out" ]; };
-  mid = builtins.derivation { name = "mid"; system = builtins.currentSystem; builder = "/bin/sh";
-    args = [ "-c" "/bin/mkdir $out; echo \${leaf} > $out/ref; /bin/ln -s \${leaf} $out/link" ]; };
-in builtins.derivation { name = "top"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "/bin/mkdir $out; echo \${mid} > $out/ref" ]; }
-`
-
-function buildChain(dir: string): string | undefined {
-  const file = path.join(dir, 'chain.nix')
-  fs.writeFileSync(file, CHAIN)
-  try {
-    return execFileSync('nix-build', [file, '--no-out-link'], { env: NIX_ENV, stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim()
-  } catch (e) {
-    return undefined
-  }
-}
+import { NIX_ENV } from '../helpers/nix.js'
+import { buildNixClosure } from '../helpers/nix-closure.js'
 
 const nix = (args: string[], input?: string) => execFileSync('nix', args, { env: NIX_ENV, input, maxBuffer: 1 << 28 }).toString()
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-closure-'))
-let skip = nixMissing()
-const top = skip ? undefined : buildChain(root)
-if (!skip && !top) skip = 'nix-build of the test chain failed (needs root and a writable /nix)'
+const built = buildNixClosure(root)
+const skip = built.skip
+const top = built.closure?.top
 if (skip) console.log(`skipping the closure copy tests: ${skip}`)
 
 describe('copy --closure of a Nix-built closure with references', { skip }, () => {
@@ -56,7 +35,7 @@ describe('copy --closure of a Nix-built closure with references', { skip }, () =
     const local = path.join(root, 'local')
     const copied = await runCli(['copy', '--json', '--from', daemon.url, '--to', local, top!])
     assert.equal(copied.code, 0, copied.stderr)
-    assert.equal(JSON.parse(copied.stdout.toString()).copied.length, 3)
+    assert.equal(JSON.parse(copied.stdout.toString()).copied.length, listing.length)
     const cache = path.join(root, 'cache')
     nix(['copy', '--to', `file://${cache}?compression=none`, top!])
     for (const e of listing) {
@@ -74,12 +53,12 @@ describe('copy --closure of a Nix-built closure with references', { skip }, () =
     const asObject = Object.fromEntries(listing.map(({ path: p, ...rest }) => [p, rest]))
     const first = await runCli(['copy', '--json', '--closure', '-', '--to', store], { input: JSON.stringify(asObject) })
     assert.equal(first.code, 0, first.stderr)
-    assert.equal(JSON.parse(first.stdout.toString()).copied.length, 3)
+    assert.equal(JSON.parse(first.stdout.toString()).copied.length, listing.length)
     const graphFile = path.join(root, 'graph.json')
     fs.writeFileSync(graphFile, JSON.stringify({ closure: listing.map((e) => ({ ...e, closureSize: 0 })) }))
     const second = await runCli(['copy', '--json', '--closure', graphFile, '--to', store])
     assert.equal(second.code, 0, second.stderr)
-    assert.equal(JSON.parse(second.stdout.toString()).skipped.length, 3)
+    assert.equal(JSON.parse(second.stdout.toString()).skipped.length, listing.length)
   })
 
   test('a listing whose hash does not match the disk is refused and stores nothing', async () => {
