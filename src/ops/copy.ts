@@ -2,12 +2,13 @@ import type { BlobStage } from '../castore/blob-service.js'
 import { type B3Digest, b3Display, bytesEqual, toHex } from '../castore/digest.js'
 import { type Directory, directoryDigest } from '../castore/directory.js'
 import type { Node } from '../castore/node.js'
-import { IntegrityError, InvalidInputError, NotFoundError, UsageError } from '../errors.js'
+import { IntegrityError, InvalidInputError, NotFoundError } from '../errors.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import { type PathInfo, storePathOf } from '../store/path-info.js'
-import { absolute, parseStorePathArg } from '../store/store-path.js'
+import { absolute } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'
+import { closureOf } from './closure.js'
 
 export interface CopyReport {
   /** Every path of the closure, sorted. */
@@ -107,34 +108,6 @@ async function copyInSession(from: Store, to: Store, args: string[], opts: CopyO
   report.copied.sort()
   report.skipped.sort()
   return report
-}
-
-/** The PathInfos of `args` and of everything they refer to, keyed by hash part. */
-async function closureOf(from: Store, args: string[]): Promise<Map<string, PathInfo>> {
-  const closure = new Map<string, PathInfo>()
-  let frontier: Uint8Array[] = args.map((a) => {
-    const { path, sub } = parseStorePathArg(a, from.storeDir)
-    if (sub.length > 0) throw new UsageError(`'${a}' is a path inside a store path; copy takes store paths`)
-    return path.digest
-  })
-  const named = new Map(args.map((a) => [nixbase32.encode(parseStorePathArg(a, from.storeDir).path.digest), a]))
-  while (frontier.length > 0) {
-    const next: Uint8Array[] = []
-    await forEachLimit(frontier, LOOKUPS_IN_FLIGHT, async (digest) => {
-      const hash = nixbase32.encode(digest)
-      if (closure.has(hash)) return
-      const info = await from.pathInfos.get(digest)
-      if (!info) {
-        const what = named.get(hash) ?? `${from.storeDir}/${hash}-…`
-        throw new NotFoundError(`path '${what}' is not valid in the source store`)
-      }
-      if (closure.has(hash)) return
-      closure.set(hash, info)
-      for (const r of info.references) if (!closure.has(nixbase32.encode(r))) next.push(r)
-    })
-    frontier = next
-  }
-  return closure
 }
 
 /** Copies the castore data under `node` that the target lacks: blobs, then Directories. */
