@@ -1,0 +1,223 @@
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { assertOneErrorLine, runCli } from '../helpers/cli.js'
+import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
+import { NixStore, nixMissing, runNix } from '../helpers/nix.js'
+import { buildNixClosure, importNixClosure } from '../helpers/nix-closure.js'
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-path-info-'))
+const built = buildNixClosure(root)
+if (built.skip) console.log(`skipping the path-info tests against a Nix-built closure: ${built.skip}`)
+const missing = nixMissing()
+if (missing) console.log(`skipping the path-info tests against a private Nix store: ${missing}`)
+
+async function ours(args: string[]): Promise<string> {
+  const r = await runCli(['path-info', ...args])
+  assert.equal(r.code, 0, `path-info ${args.join(' ')}: ${r.stderr}`)
+  assert.equal(r.stderr, '')
+  return r.stdout.toString()
+}
+
+async function nix(args: string[]): Promise<string> {
+  const r = await runNix('nix', ['path-info', ...args])
+  assert.equal(r.code, 0, `nix path-info ${args.join(' ')}: ${r.stderr}`)
+  return r.stdout.toString()
+}
+
+/** Nix's `--sigs` column also says `ultimate` for paths built locally; a PathInfo has no such flag. */
+const withoutUltimate = (text: string) => text.replace(/\tultimate( |$)/gm, '\t')
+
+/**
+ * Our `--json` is one line; each of our objects has a subset of the fields
+ * Nix prints for the same path (registrationTime and ultimate we lack),
+ * each equal, and at least path, narHash, narSize and references (path
+ * and valid for a path that is not valid).
+ */
+function assertJsonSubset(oursText: string, nixText: string): void {
+  assert.equal(oursText.split('\n').length, 2, 'one line and its newline')
+  assert.ok(oursText.endsWith('\n'))
+  const a = JSON.parse(oursText) as Array<Record<string, unknown>>
+  const b = JSON.parse(nixText) as Array<Record<string, unknown>>
+  assert.deepEqual(
+    a.map((e) => e.path),
+    b.map((e) => e.path),
+  )
+  a.forEach((e, i) => {
+    const theirs = b[i]!
+    const required = e.valid === false ? ['path', 'valid'] : ['path', 'narHash', 'narSize', 'references']
+    for (const k of required) assert.ok(k in e, `${k} missing in ${JSON.stringify(e)}`)
+    for (const [k, v] of Object.entries(e)) assert.deepEqual(v, theirs[k], `${String(e.path)}: ${k}`)
+    // Nix's key order, less what we lack.
+    assert.deepEqual(Object.keys(e), Object.keys(theirs).filter((k) => k in e))
+  })
+}
+
+describe('path-info against nix path-info on a Nix-built closure', { skip: built.skip }, () => {
+  const { top, byName } = built.closure ?? { top: '', byName: {} as Record<string, string> }
+  const store = path.join(root, 'diamond')
+  let daemon: RunningDaemon
+  before(async () => {
+    await importNixClosure(built.closure!, store)
+    daemon = await startDaemon(store, `127.0.0.1:${await freePort()}`)
+  })
+  after(async () => {
+    await daemon?.stop()
+  })
+
+  const textCases = [[], ['-r'], ['-s'], ['-rs'], ['-rS'], ['-rsS'], ['-rsSh'], ['--recursive', '--size', '--closure-size', '--human-readable']]
+
+  test('text: byte for byte the same for each combination of flags', async () => {
+    for (const flags of textCases) {
+      assert.equal(await ours(['--store', store, ...flags, top]), await nix([...flags, top]), flags.join(' '))
+    }
+    // Several paths, a path inside a store path and a repeated one.
+    const several = [byName['fx-right']!, `${byName['fx-left']}/ref`, byName['fx-leaf']!, byName['fx-right']!]
+    for (const flags of [[], ['-sS'], ['-rsS']]) {
+      assert.equal(await ours(['--store', store, ...flags, ...several]), await nix([...flags, ...several]), `several ${flags.join(' ')}`)
+    }
+  })
+
+  test('--sigs: the same columns, less the ultimate flag we do not have', async () => {
+    for (const flags of [['-r', '--sigs'], ['-rsS', '--sigs']]) {
+      assert.equal(await ours(['--store', store, ...flags, top]), withoutUltimate(await nix([...flags, top])), flags.join(' '))
+    }
+  })
+
+  test('--json: one line, the fields we have equal to Nix\'s', async () => {
+    for (const flags of [[], ['-r'], ['-rS'], ['-r', '--sigs', '-s', '-h']]) {
+      assertJsonSubset(await ours(['--store', store, '--json', ...flags, top]), await nix(['--json', ...flags, top]))
+    }
+    const deriver = JSON.parse(await ours(['--store', store, '--json', top]))[0].deriver
+    assert.match(deriver, /^\/nix\/store\/[0-9a-z]{32}-fx-top\.drv$/)
+  })
+
+  test('through a daemon the output is the same', async () => {
+    for (const flags of [['-rsS'], ['-rsSh', '--sigs']]) {
+      assert.equal(await ours(['--store', daemon.url, ...flags, top]), await ours(['--store', store, ...flags, top]), flags.join(' '))
+    }
+    assertJsonSubset(await ours(['--store', daemon.url, '--json', '-rS', top]), await nix(['--json', '-rS', top]))
+    assert.equal(await ours(['--store', daemon.url, '--all', '-sS']), await ours(['--store', store, '--all', '-sS']))
+  })
+
+  test('--all lists every path, as the closure of the top', async () => {
+    assert.equal(await ours(['--store', store, '--all', '-sS']), await nix(['-rsS', top]))
+  })
+})
+
+describe('path-info against nix path-info on imported trees', { skip: missing }, () => {
+  const nixStore = new NixStore(path.join(root, 'nix'))
+  const store = path.join(root, 'trees')
+  const paths: string[] = []
+  before(async () => {
+    // NarSize is 112 + the file size padded to 8: 1024 bytes exactly, just over it,
+    // ties that printf rounds to even (1.25K, 1.75K, 2.25K), a few MiB, and a directory.
+    const src = path.join(root, 'src')
+    fs.mkdirSync(path.join(src, 'dir/sub'), { recursive: true })
+    for (const [name, size] of [['k1024', 912], ['k1032', 920], ['k1280', 1168], ['k1792', 1680], ['k2304', 2192], ['m3', 3 << 20]] as const) {
+      fs.writeFileSync(path.join(src, name), Buffer.alloc(size, name))
+    }
+    fs.writeFileSync(path.join(src, 'dir/sub/x'), 'x')
+    fs.symlinkSync('sub/x', path.join(src, 'dir/link'))
+    for (const name of fs.readdirSync(src).sort()) {
+      const theirs = nixStore.add(path.join(src, name))
+      const r = await runCli(['import', '--store', store, path.join(src, name)])
+      assert.equal(r.code, 0, r.stderr)
+      assert.equal(r.stdout.toString().trim(), theirs)
+      paths.push(theirs)
+    }
+  })
+
+  test('text and JSON as nix path-info prints them for the same paths', async () => {
+    const n = ['--store', nixStore.url]
+    for (const flags of [['-s'], ['-sh'], ['-sSh'], ['-sS', '--sigs'], ['--sigs']]) {
+      assert.equal(await ours(['--store', store, ...flags, ...paths]), await nix([...n, ...flags, ...paths]), flags.join(' '))
+    }
+    assert.equal(await ours(['--store', store, '--all', '-sh']), await nix([...n, '--all', '-sh']))
+    assertJsonSubset(await ours(['--store', store, '--json', '-S', ...paths]), await nix([...n, '--json', '-S', ...paths]))
+    assertJsonSubset(await ours(['--store', store, '--json', '--all']), await nix([...n, '--json', '--all']))
+  })
+
+  test('signatures travel with copy --closure and print as Nix prints them', async () => {
+    const keys = path.join(root, 'keys')
+    fs.mkdirSync(keys)
+    for (const k of ['k1', 'k2']) {
+      nixStore.run('nix-store', ['--generate-binary-cache-key', k, path.join(keys, `${k}.sec`), path.join(keys, `${k}.pub`)])
+      nixStore.run('nix', ['store', 'sign', '--store', nixStore.url, '-k', path.join(keys, `${k}.sec`), paths[0]!])
+    }
+    const signed = path.join(root, 'signed')
+    const listing = await nix(['--store', nixStore.url, '--json', paths[0]!])
+    const r = await runCli(['copy', '--closure', '-', '--nix-root', nixStore.root, '--to', signed], { input: listing })
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(await ours(['--store', signed, '--sigs', paths[0]!]), await nix(['--store', nixStore.url, '--sigs', paths[0]!]))
+    const json = await ours(['--store', signed, '--json', paths[0]!])
+    assertJsonSubset(json, listing)
+    assert.equal(JSON.parse(json)[0].signatures.length, 2)
+  })
+
+  test('a path that is not valid: one error line in text, {"valid":false} in JSON, an error with -r', async () => {
+    const n = ['--store', nixStore.url]
+    const absent = '/nix/store/00000000000000000000000000000000-absent'
+    const wrongName = paths[0]!.replace(/-[^/]*$/, '-wrong-name')
+    for (const bad of [absent, wrongName]) {
+      const theirs = await runNix('nix', ['path-info', ...n, paths[0]!, bad])
+      const r = await runCli(['path-info', '--store', store, paths[0]!, bad])
+      assert.equal(r.code, theirs.code)
+      assert.equal(r.stdout.toString(), '')
+      // Nix's last line is the error; it first says it does not know how to build the path.
+      assertOneErrorLine(r.stderr, /is not valid/)
+      assert.equal(r.stderr, theirs.stderr.split('\n').filter(Boolean).at(-1) + '\n')
+
+      const theirsJson = await runNix('nix', ['path-info', ...n, '--json', paths[0]!, bad])
+      const j = await runCli(['path-info', '--store', store, '--json', paths[0]!, bad])
+      assert.equal(j.code, theirsJson.code)
+      assert.equal(j.code, 0)
+      assertJsonSubset(j.stdout.toString(), theirsJson.stdout.toString())
+      assert.deepEqual(
+        (JSON.parse(j.stdout.toString()) as Array<{ path: string }>).find((e) => e.path === bad),
+        { path: bad, valid: false },
+      )
+
+      const theirsRec = await runNix('nix', ['path-info', ...n, '--json', '-r', bad])
+      const rec = await runCli(['path-info', '--store', store, '--json', '-r', bad])
+      assert.equal(rec.code, theirsRec.code)
+      assert.equal(rec.stdout.toString(), '')
+      assert.match(rec.stderr, /^\{"error":\{"code":"ERR_NOT_FOUND","message":"path '.*' is not valid"\}\}\n$/)
+    }
+  })
+
+  test('a path inside a store path names the store path, as with Nix', async () => {
+    const dir = paths.find((p) => p.endsWith('-dir'))!
+    for (const sub of [`${dir}/sub/x`, `${dir}/link`, `${dir}/no-such-file`]) {
+      assert.equal(await ours(['--store', store, '-s', sub]), await nix(['--store', nixStore.url, '-s', sub]), sub)
+    }
+  })
+
+  test('--all on an empty or missing store prints nothing (an empty array with --json), as Nix does', async () => {
+    const empty = path.join(root, 'empty')
+    const nixEmpty = ['--store', `local?root=${path.join(root, 'nix-empty')}`]
+    assert.equal(await ours(['--store', empty, '--all']), await nix([...nixEmpty, '--all']))
+    assert.equal(await ours(['--store', empty, '--all']), '')
+    assert.deepEqual(JSON.parse(await ours(['--store', empty, '--all', '--json'])), JSON.parse(await nix([...nixEmpty, '--all', '--json'])))
+    assert.equal(fs.existsSync(empty), false, 'a read creates no store')
+  })
+})
+
+describe('path-info usage errors', () => {
+  test('no path, --all with paths, a path outside the store: one error line, exit 2', async () => {
+    const store = path.join(root, 'usage')
+    for (const [args, re] of [
+      [[], /give the store paths to describe, or --all/],
+      [['--all', '/nix/store/00000000000000000000000000000000-x'], /'--all' does not expect arguments/],
+      [['/tmp/not-in-store'], /is not in the Nix store/],
+      [['/nix/store/xyz'], /too short to be a valid store path/],
+    ] as const) {
+      const r = await runCli(['path-info', '--store', store, ...args])
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+      assert.equal(r.stdout.toString(), '')
+      assertOneErrorLine(r.stderr, re)
+    }
+  })
+})
