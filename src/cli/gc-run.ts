@@ -24,7 +24,7 @@ export function sweepOptions(f: { grace: string; 'dry-run': boolean; 'max-wait':
 }
 
 /** Runs collectGarbage with a progress bar and a line for each wait on writers. */
-export async function runSweep(store: LocalStore, opts: SweepOptions & Pick<GcOptions, 'prune' | 'olderThanMs' | 'deletePaths'>): Promise<GcReport> {
+export async function runSweep(store: LocalStore, opts: SweepOptions & Pick<GcOptions, 'prune' | 'olderThanMs' | 'deletePaths' | 'ignoreRoots'>): Promise<GcReport> {
   const progress = countProgress('deleting')
   try {
     return await collectGarbage(store, {

@@ -1,4 +1,5 @@
 import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
 import { printSweep, runSweep, sweepFlags, sweepOptions } from '../cli/gc-run.js'
 import { StoreCommand } from '../cli/store-command.js'
 import type { GcReport } from '../backends/local/gc.js'
@@ -15,7 +16,10 @@ export default class Delete extends StoreCommand<typeof Delete> {
   static override strict = false
   static override enableJsonFlag = true
   static override args = { path: Args.string({ ignoreStdin: true, description: 'the store paths to delete' }) }
-  static override flags = { ...sweepFlags }
+  static override flags = {
+    'ignore-liveness': Flags.boolean({ summary: 'Delete even if a GC root keeps the paths (paths that refer to them still prevent it).' }),
+    ...sweepFlags,
+  }
 
   async run(): Promise<GcReport> {
     const { argv } = await this.parse(Delete)
@@ -28,7 +32,7 @@ export default class Delete extends StoreCommand<typeof Delete> {
       return path
     })
     const sweep = sweepOptions(f)
-    const report = await runSweep(await this.localStore('delete'), { ...sweep, deletePaths })
+    const report = await runSweep(await this.localStore('delete'), { ...sweep, deletePaths, ignoreRoots: f['ignore-liveness'] })
     if (!this.jsonEnabled()) printSweep(report, f.grace)
     return report
   }

@@ -31,7 +31,7 @@ describe('delete against nix store delete on the same closure', { skip: built.sk
 
   /** Both refuse: Nix with exit 1, we with one error line naming why, exit 1, and our store unchanged. */
   async function bothRefuse(paths: string[], why: RegExp, extra: string[] = []): Promise<void> {
-    const theirs = await nixDelete(paths)
+    const theirs = await nixDelete([...extra.filter((a) => a !== '--json'), ...paths])
     assert.equal(theirs.code, 1, theirs.stderr)
     assert.match(theirs.stderr, /since it is still alive/)
     const was = snapshot(store)
@@ -47,11 +47,11 @@ describe('delete against nix store delete on the same closure', { skip: built.sk
   }
 
   /** Both delete; path-info then says the paths are not valid, in Nix's words. */
-  async function bothDelete(paths: string[]): Promise<void> {
-    const theirs = await nixDelete(paths)
+  async function bothDelete(paths: string[], extra: string[] = []): Promise<void> {
+    const theirs = await nixDelete([...extra, ...paths])
     assert.equal(theirs.code, 0, theirs.stderr)
     assert.match(theirs.stdout.toString(), new RegExp(`^${paths.length} store paths deleted`))
-    const r = await runCli(['delete', '--store', store, '--grace', '0', ...paths])
+    const r = await runCli(['delete', '--store', store, '--grace', '0', ...extra, ...paths])
     assert.equal(r.code, 0, r.stderr)
     assert.equal(r.stdout.toString(), [...paths].sort().map((p) => `${p}\n`).join(''))
     assert.match(r.stderr, new RegExp(`^${paths.length} store paths? deleted, \\d+ objects? .* freed, in [\\d.]+ s\\n$`))
@@ -85,18 +85,19 @@ describe('delete against nix store delete on the same closure', { skip: built.sk
     await bothRefuse([top, byName['fx-leaf']!], /cannot delete path '.*-fx-leaf' since it is still alive/)
   })
 
-  test('a path a GC root keeps is refused', async () => {
+  test('a path a GC root keeps is refused; with --ignore-liveness it goes, unless another path refers to it', async () => {
     fs.symlinkSync(top, nixRoot('keep'))
     const added = await runCli(['roots', 'add', '--store', store, 'keep', top])
     assert.equal(added.code, 0, added.stderr)
     await bothRefuse([top], /cannot delete path '.*-fx-top' since it is still alive: GC root 'keep' needs it/)
+    await bothRefuse([byName['fx-leaf']!], /cannot delete path '.*-fx-leaf' since it is still alive: '.*' refers to it/, ['--ignore-liveness'])
+    await bothDelete([top], ['--ignore-liveness'])
     fs.unlinkSync(nixRoot('keep'))
     const removed = await runCli(['roots', 'remove', '--store', store, 'keep'])
     assert.equal(removed.code, 0, removed.stderr)
   })
 
   test('unreferenced paths go, then what they alone referred to, a self-reference no obstacle', async () => {
-    await bothDelete([top])
     await bothDelete([byName['fx-left']!, byName['fx-right']!])
     await bothDelete([byName['fx-leaf']!])
     const all = await runCli(['path-info', '--store', store, '--all'])

@@ -20,6 +20,8 @@ export interface GcOptions {
   olderThanMs?: number
   /** Delete these paths (refused if anything live needs them), then their data. */
   deletePaths?: StorePath[]
+  /** With deletePaths: GC roots do not keep them (paths that refer to them still do), as Nix's --ignore-liveness. */
+  ignoreRoots?: boolean
   /** Anything written less than this long ago is kept: it may belong to an upload still in progress. */
   graceMs: number
   dryRun?: boolean
@@ -192,7 +194,7 @@ function livePathInfos(
   if (opts.deletePaths) {
     const doomed = new Set(opts.deletePaths.map(hashPart))
     const rooted = new Map<string, string>()
-    for (const r of store.roots.list()) if (r.path) for (const n of closure([hashPart(r.path)])) if (!rooted.has(n)) rooted.set(n, r.name)
+    for (const r of opts.ignoreRoots ? [] : store.roots.list()) if (r.path) for (const n of closure([hashPart(r.path)])) if (!rooted.has(n)) rooted.set(n, r.name)
     for (const p of opts.deletePaths) {
       const n = hashPart(p)
       const shown = absolute(p, store.storeDir)
