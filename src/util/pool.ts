@@ -14,6 +14,8 @@ export async function forEachLimit<T>(items: Iterable<T>, limit: number, fn: (it
       }
     }
   }
-  await Promise.all(Array.from({ length: Math.max(1, limit) }, worker))
+  // No more workers than items, when that is known: a closure walk calls this once per level.
+  const workers = Array.isArray(items) ? Math.min(limit, items.length) : limit
+  await Promise.all(Array.from({ length: Math.max(1, workers) }, worker))
   if (failure) throw failure.e
 }
