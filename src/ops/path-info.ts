@@ -46,20 +46,17 @@ export async function queryPathInfos(store: Store, args: string[], q: PathInfoQu
       entries.set(path, { path, info })
     }
   } else {
-    const asked = new Map<string, StorePath>(args.map((a) => parseStorePathArg(a, store.storeDir).path).map((p) => [basename(p), p]))
-    await forEachLimit(asked.values(), LOOKUPS_IN_FLIGHT, async (p) => {
-      const info = await store.pathInfos.get(p.digest)
-      const path = absolute(p, store.storeDir)
+    const asked = new Map<string, StorePath>(args.map((a) => parseStorePathArg(a, store.storeDir).path).map((p) => [absolute(p, store.storeDir), p]))
+    await forEachLimit(asked, LOOKUPS_IN_FLIGHT, async ([path, p]) => {
+      const found = await store.pathInfos.get(p.digest)
       // The PathInfo is keyed by the hash part; the name must match too.
-      if (info && Buffer.from(info.node.name).toString('utf8') === basename(p)) {
-        known.set(hashPart(p), info)
-        entries.set(path, { path, info })
-      } else if (q.allowInvalid && !q.recursive) {
-        entries.set(path, { path })
-      } else {
-        throw new NotFoundError(`path '${path}' is not valid`)
-      }
+      const info = found && Buffer.from(found.node.name).toString('utf8') === basename(p) ? found : undefined
+      if (info) known.set(hashPart(p), info)
+      entries.set(path, { path, info })
     })
+    // The first in Nix's order is the one reported.
+    const invalid = [...entries.keys()].sort().find((path) => !entries.get(path)!.info)
+    if (invalid && (!q.allowInvalid || q.recursive)) throw new NotFoundError(`path '${invalid}' is not valid`)
   }
   // Every lookup below (closures overlap) is answered once.
   const memo = memoised(store, known)
