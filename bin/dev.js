@@ -2,5 +2,5 @@
 // Runs the TypeScript sources directly (no build step), for development.
 process.env.UV_THREADPOOL_SIZE ??= '16'
 
-const { execute } = await import('@oclif/core')
-await execute({ development: true, dir: import.meta.url })
+const { main } = await import('../src/cli/main.ts')
+await main(process.argv.slice(2), import.meta.url, { development: true })

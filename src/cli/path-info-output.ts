@@ -1,33 +1,12 @@
 import { narInfoFields } from '../store/narinfo.js'
+import { type PathInfoJson, pathInfoJson } from '../store/path-info-json.js'
 import type { PathInfoEntry } from '../ops/path-info.js'
 
-/** One element of `nix path-info --json` (Nix 2.8's array form), with the fields a PathInfo has, in Nix's key order. */
-export type NixPathInfoJson =
-  | { path: string; valid: false }
-  | {
-      path: string
-      narHash: string
-      narSize: number
-      references: string[]
-      ca?: string
-      closureSize?: number
-      deriver?: string
-      signatures?: string[]
-    }
+/** One element of `nix path-info --json` (Nix 2.8's array form); an invalid path is `{path, valid: false}` there. */
+export type NixPathInfoJson = { path: string; valid: false } | PathInfoJson
 
-export function pathInfoJson(e: PathInfoEntry, storeDir: string): NixPathInfoJson {
-  if (!e.info) return { path: e.path, valid: false }
-  const f = narInfoFields(e.info, storeDir)
-  return {
-    path: e.path,
-    narHash: `sha256-${Buffer.from(e.info.narinfo!.narSha256).toString('base64')}`,
-    narSize: f.narSize,
-    references: f.references.map((r) => `${storeDir}/${r}`),
-    ...(f.ca === undefined ? {} : { ca: f.ca }),
-    ...(e.closureSize === undefined ? {} : { closureSize: e.closureSize }),
-    ...(f.deriver === undefined ? {} : { deriver: `${storeDir}/${f.deriver}` }),
-    ...(f.sigs.length === 0 ? {} : { signatures: f.sigs }),
-  }
+export function pathInfoEntryJson(e: PathInfoEntry, storeDir: string): NixPathInfoJson {
+  return e.info ? pathInfoJson(e.info, storeDir, e.closureSize) : { path: e.path, valid: false }
 }
 
 export interface Columns {

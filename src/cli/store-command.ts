@@ -7,7 +7,7 @@ import { BackendError, NoSpaceError, StoreError, isNoSpace, systemMessage } from
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { runInterruptCleanups } from '../util/interrupt.js'
-import { colourFor } from './output.js'
+import { type Failure, reportError } from './report.js'
 
 export type StoreFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof StoreCommand)['baseFlags'] & T['flags']>
 export type StoreArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -108,43 +108,29 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
   private stdoutFailed(e: NodeJS.ErrnoException): never {
     runInterruptCleanups()
     if (e.code === 'EPIPE') process.exit(141)
-    this.report(new BackendError(`cannot write to standard output: ${systemMessage(e)}`, { cause: e }))
+    reportError(new BackendError(`cannot write to standard output: ${systemMessage(e)}`, { cause: e }), this.jsonEnabled())
     process.exit(1)
   }
 
-  public override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<void> {
+  public override async catch(err: Failure): Promise<void> {
     if (err.oclif?.exit === 0) return
     // writeAll saw stdout fail before its 'error' event was emitted.
     if (err === process.stdout.errored) this.stdoutFailed(err)
     // A full disk that the layer below did not name (a Directory or PathInfo write).
     if (isNoSpace(err) && !(err instanceof StoreError)) err = new NoSpaceError(systemMessage(err), { cause: err })
-    process.exitCode = this.report(err)
+    process.exitCode = reportError(err, this.jsonEnabled())
   }
 
-  /** Prints one error line (a JSON object with --json); returns the exit code the error calls for. */
-  private report(err: Error & { exitCode?: number; oclif?: { exit?: number } }): number {
-    const c = colourFor(process.stderr)
-    const exit = err instanceof StoreError ? err.exitCode : (err.oclif?.exit ?? 1)
-    const message = oneLine(err)
-    if (this.jsonEnabled()) {
-      const code = err instanceof StoreError ? err.code : exit === 2 ? 'ERR_USAGE' : 'ERR_INTERNAL'
-      process.stderr.write(JSON.stringify({ error: { code, message } }) + '\n')
-    } else {
-      process.stderr.write(`${c.red.bold('error:')} ${message}\n`)
-    }
-    if (process.env.DEBUG && err.stack) process.stderr.write(err.stack + '\n')
-    return exit
+  /**
+   * What `run()` returns, printed under --json as one compact line (oclif
+   * would pretty-print it over many): scripts read it line by line.
+   */
+  protected override logJson(json: unknown): void {
+    process.stdout.write(JSON.stringify(json) + '\n')
   }
 
   public override async finally(err: Error | undefined): Promise<void> {
     await this.opened?.close()
     await super.finally(err)
   }
-}
-
-/** The message on one line; oclif's parse errors add help hints on further lines. */
-function oneLine(err: Error): string {
-  const lines = String(err.message ?? err).split('\n').map((l) => l.trim()).filter(Boolean)
-  if (lines.length <= 1) return lines[0] ?? 'unknown error'
-  return `${lines[0]} ${lines.slice(1).filter((l) => !/^See more help/.test(l)).join(' ')}`.trim()
 }

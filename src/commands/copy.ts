@@ -11,7 +11,7 @@ import { addRoot } from '../ops/roots.js'
 import type { Store } from '../store/store.js'
 import { readAll } from '../castore/blob-service.js'
 import { copyClosure, type CopyReport } from '../ops/copy.js'
-import { type ClosureImportReport, importClosure, parseClosureListing } from '../ops/import-closure.js'
+import { importClosure, parseClosureListing } from '../ops/import-closure.js'
 
 export default class Copy extends StoreCommand<typeof Copy> {
   static override summary = 'Copy store paths with their closures between stores.'
@@ -36,7 +36,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
     root: Flags.string({ summary: 'Register a GC root NAME in the target for the copied path, in the same step (local targets; one STORE_PATH).', helpValue: 'NAME' }),
   }
 
-  async run(): Promise<CopyReport | ClosureImportReport> {
+  async run(): Promise<CopyReport> {
     const { argv } = await this.parse(Copy)
     const paths = argv as string[]
     const f = this.flags

@@ -36,8 +36,4 @@ export default class Delete extends StoreCommand<typeof Delete> {
     if (!this.jsonEnabled()) printSweep(report, f.grace)
     return report
   }
-
-  protected override logJson(json: unknown): void {
-    process.stdout.write(JSON.stringify(json) + '\n')
-  }
 }

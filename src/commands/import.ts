@@ -8,17 +8,11 @@ import { BackendError, NotFoundError, UsageError, systemMessage } from '../error
 import { importNar } from '../ops/import-nar.js'
 import { importPath } from '../ops/import-paths.js'
 import type { Imported } from '../ops/register.js'
-import * as nixbase32 from '../store/nixbase32.js'
+import { type PathInfoJson, pathInfoJson } from '../store/path-info-json.js'
 import type { Store } from '../store/store.js'
 import { addRoot } from '../ops/roots.js'
 import { asLocalStore } from '../backends/open-store.js'
 import { validateRootName } from '../backends/local/roots.js'
-
-interface ImportJson {
-  path: string
-  narHash: string
-  narSize: number
-}
 
 export default class Import extends StoreCommand<typeof Import> {
   static override summary = 'Add files, directories or a NAR to the store, as `nix-store --add` does.'
@@ -38,7 +32,7 @@ export default class Import extends StoreCommand<typeof Import> {
     root: Flags.string({ summary: 'Register a GC root NAME for the imported path, in the same step (local stores).', helpValue: 'NAME' }),
   }
 
-  async run(): Promise<ImportJson[]> {
+  async run(): Promise<PathInfoJson[]> {
     const { argv } = await this.parse(Import)
     const paths = argv as string[]
     const { name, nar } = this.flags
@@ -65,11 +59,11 @@ export default class Import extends StoreCommand<typeof Import> {
   /** Store paths already printed: a run repeated after a conflict with gc prints each once. */
   private readonly printed = new Set<string>()
 
-  private async importAll(store: Store, paths: string[]): Promise<ImportJson[]> {
+  private async importAll(store: Store, paths: string[]): Promise<PathInfoJson[]> {
     const { name, nar } = this.flags
-    const results: ImportJson[] = []
+    const results: PathInfoJson[] = []
     const done = (r: Imported) => {
-      results.push({ path: r.storePath, narHash: `sha256:${nixbase32.encode(r.narSha256)}`, narSize: r.narSize })
+      results.push(pathInfoJson(r.info, store.storeDir))
       if (!this.jsonEnabled() && !this.printed.has(r.storePath)) process.stdout.write(r.storePath + '\n')
       this.printed.add(r.storePath)
     }

@@ -11,6 +11,8 @@ export default class Ls extends StoreCommand<typeof Ls> {
     '<%= config.bin %> <%= command.id %> -lR /nix/store/…-hello',
     '<%= config.bin %> <%= command.id %> --json /nix/store/…-hello/bin',
   ]
+  // Declared (with our own summary below) so that errors under --json are JSON too; the listing is printed here, not returned.
+  static override enableJsonFlag = true
   static override args = { path: Args.string({ ignoreStdin: true, required: true, description: 'store path, optionally /sub/path inside it' }) }
   static override flags = {
     long: Flags.boolean({ char: 'l', summary: 'Show type, size and symlink targets.' }),
@@ -20,9 +22,9 @@ export default class Ls extends StoreCommand<typeof Ls> {
   }
 
   async run(): Promise<void> {
-    const { json, long, recursive, directory } = this.flags
+    const { long, recursive, directory } = this.flags
     const store = await this.store()
-    if (json) {
+    if (this.jsonEnabled()) {
       if (directory) throw new UsageError("'--directory' is useless with '--json'")
       // Nix ends this line without a newline; so do we, byte for byte.
       process.stdout.write(listingToJson(await listJson(store, this.args.path, { recursive })))

@@ -1,6 +1,6 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
-import { type NixPathInfoJson, pathInfoJson, pathInfoLines } from '../cli/path-info-output.js'
+import { type NixPathInfoJson, pathInfoEntryJson, pathInfoLines } from '../cli/path-info-output.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { queryPathInfos, referencesFirst } from '../ops/path-info.js'
 
@@ -41,11 +41,7 @@ export default class PathInfo extends StoreCommand<typeof PathInfo> {
         pathInfoLines(referencesFirst(entries), { size: f.size, closureSize: f['closure-size'], sigs: f.sigs, humanReadable: f['human-readable'] }),
       )
     }
-    return entries.map((e) => pathInfoJson(e, store.storeDir))
+    return entries.map((e) => pathInfoEntryJson(e, store.storeDir))
   }
 
-  /** One compact line, as Nix prints it. */
-  protected override logJson(json: unknown): void {
-    process.stdout.write(JSON.stringify(json) + '\n')
-  }
 }

@@ -10,6 +10,7 @@ import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'
 import { closureOf } from './closure.js'
 
+/** What `copy --json` prints, with or without --closure. */
 export interface CopyReport {
   /** Every path of the closure, sorted. */
   paths: string[]
@@ -17,7 +18,13 @@ export interface CopyReport {
   skipped: string[]
   blobs: { copied: number; skipped: number }
   directories: { copied: number; skipped: number }
+  /** File data that moved: the blob bytes fetched from the source (or read from disk by --closure). */
   bytes: number
+}
+
+/** An empty report for a copy of `paths` (`copy` and `copy --closure` report the same shape). */
+export function newCopyReport(paths: string[]): CopyReport {
+  return { paths: [...paths].sort(), copied: [], skipped: [], blobs: { copied: 0, skipped: 0 }, directories: { copied: 0, skipped: 0 }, bytes: 0 }
 }
 
 export interface CopyOptions {
@@ -46,14 +53,7 @@ export function copyClosure(from: Store, to: Store, args: string[], opts: CopyOp
 
 async function copyInSession(from: Store, to: Store, args: string[], opts: CopyOptions): Promise<CopyReport> {
   const closure = await closureOf(from, args)
-  const report: CopyReport = {
-    paths: [...closure.values()].map((i) => absolute(storePathOf(i), from.storeDir)).sort(),
-    copied: [],
-    skipped: [],
-    blobs: { copied: 0, skipped: 0 },
-    directories: { copied: 0, skipped: 0 },
-    bytes: 0,
-  }
+  const report = newCopyReport([...closure.values()].map((i) => absolute(storePathOf(i), from.storeDir)))
   const present = new Set<string>()
   await forEachLimit(closure.entries(), LOOKUPS_IN_FLIGHT, async ([hash, info]) => {
     const there = await to.pathInfos.get(storePathOf(info).digest)

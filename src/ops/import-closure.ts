@@ -1,13 +1,16 @@
 import path from 'node:path'
+import { toHex } from '../castore/digest.js'
+import { directoryDigest } from '../castore/directory.js'
 import { renameNode } from '../castore/node.js'
 import { IntegrityError, InvalidInputError } from '../errors.js'
-import { ingestPath } from '../store/ingest-fs.js'
+import { type IngestResult, ingestPath } from '../store/ingest-fs.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import { parseCa, parseSha256 } from '../store/narinfo.js'
 import type { PathInfo, Signature } from '../store/path-info.js'
 import { basename, parseStorePathArg } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'
+import { type CopyReport, newCopyReport } from './copy.js'
 import { publishIngested, withStage } from './register.js'
 
 /** One path of a closure listing, whatever format it came in. */
@@ -95,30 +98,26 @@ function pathInfoFor(e: ClosureEntry, store: Store, root: PathInfo['node']): Pat
   }
 }
 
-export interface ClosureImportReport {
-  copied: string[]
-  skipped: string[]
-  bytes: number
-}
-
 /**
  * Imports the paths of a closure listing from the filesystem (under
  * `nixRoot`, for a chroot store such as `local?root=DIR`), references
  * first, skipping paths the store has. Each path's NAR hash must match
  * the listing, so what is stored is what Nix registered.
  */
-export function importClosure(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string } = {}): Promise<ClosureImportReport> {
+export function importClosure(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string } = {}): Promise<CopyReport> {
   // One write session: paths found stored stay until the paths that refer to them are registered.
   return store.writeSession(() => importInSession(store, entries, opts))
 }
 
-async function importInSession(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string }): Promise<ClosureImportReport> {
+async function importInSession(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string }): Promise<CopyReport> {
   const byHash = new Map(entries.map((e) => [nixbase32.encode(parseStorePathArg(e.path, store.storeDir).path.digest), e]))
   const present = new Set<string>()
   await forEachLimit(byHash.keys(), 64, async (h) => {
     if (await store.pathInfos.get(nixbase32.decode(h))) present.add(h)
   })
-  const report: ClosureImportReport = { copied: [], skipped: [...present].map((h) => byHash.get(h)!.path).sort(), bytes: 0 }
+  const report = newCopyReport([...byHash.values()].map((e) => e.path))
+  report.skipped = [...present].map((h) => byHash.get(h)!.path).sort()
+  const counted = new Set<string>()
   const done = new Map<string, Promise<void>>()
   const importOne = (h: string): Promise<void> => {
     let p = done.get(h)
@@ -138,10 +137,10 @@ async function importInSession(store: Store, entries: ClosureEntry[], opts: { ni
         if (ingested.narSize !== e.narSize || Buffer.compare(ingested.narSha256, e.narSha256) !== 0) {
           throw new IntegrityError(`${onDisk} does not match the NAR hash and size the listing gives for ${e.path}`)
         }
+        await countNewObjects(store, ingested, report, counted)
         await publishIngested(store, ingested, stage, pathInfoFor(e, store, ingested.root))
       })
       report.copied.push(e.path)
-      report.bytes += e.narSize
     })()
     done.set(h, p)
     return p
@@ -150,4 +149,36 @@ async function importInSession(store: Store, entries: ClosureEntry[], opts: { ni
   for (const h of byHash.keys()) if (!present.has(h)) await importOne(h)
   report.copied.sort()
   return report
+}
+
+/**
+ * Counts what this path moves into the store as `copy` counts it, so both
+ * forms of `copy` report alike: a blob or Directory the store lacks is
+ * copied, one it has is skipped, each counted once per run, and `bytes`
+ * are the new blobs' sizes. Runs before the stage commits, while what was
+ * staged is still invisible. A remote store's blob stage writes through
+ * and the Directories are sent whole, so there everything was sent:
+ * copied.
+ */
+async function countNewObjects(store: Store, ingested: IngestResult, report: CopyReport, counted: Set<string>): Promise<void> {
+  const once = <T>(kind: string, items: T[], digest: (t: T) => Uint8Array): T[] =>
+    items.filter((t) => {
+      const key = kind + toHex(digest(t))
+      if (counted.has(key)) return false
+      counted.add(key)
+      return true
+    })
+  const files = once('blob', ingested.root.kind === 'file' ? [ingested.root] : ingested.directories.flatMap((d) => d.files), (f) => f.digest)
+  await forEachLimit(files, 64, async (f) => {
+    if (!store.blobs.remote && (await store.blobs.has(f.digest))) {
+      report.blobs.skipped++
+    } else {
+      report.blobs.copied++
+      report.bytes += f.size
+    }
+  })
+  await forEachLimit(once('dir', ingested.directories, directoryDigest), 64, async (d) => {
+    if (!store.blobs.remote && (await store.directories.get(directoryDigest(d)))) report.directories.skipped++
+    else report.directories.copied++
+  })
 }

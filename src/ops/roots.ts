@@ -35,3 +35,10 @@ export async function listRoots(store: LocalStore): Promise<RootEntry[]> {
   return out
 }
 
+
+/** Removes the GC roots `names`, in order; returns each as it was (the path it kept alive). */
+export async function removeRoots(store: LocalStore, names: string[]): Promise<RootEntry[]> {
+  const before = new Map((await listRoots(store)).map((r) => [r.name, r]))
+  for (const name of names) await store.roots.remove(name)
+  return names.map((name) => before.get(name) ?? { name, valid: false })
+}

@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { before, describe, test } from 'node:test'
-import { type CliResult, runCli } from '../helpers/cli.js'
+import { type CliResult, assertOneJsonError, runCli } from '../helpers/cli.js'
 import { directory, entry, nar, regular, str, symlink, toks } from '../helpers/nar.js'
 import { snapshot } from '../helpers/snapshot.js'
 import { randomBytes } from '../helpers/trees.js'
@@ -92,8 +92,11 @@ describe('usage errors exit 2 with one line', () => {
   test('--nar and paths together', async () => {
     assertCleanFailure(await runCli(['import', '--store', 'memory://', '--nar', '-', 'x']), /either --nar or paths/, 2)
   })
-  test('ls --json -d, as Nix refuses it', async () => {
-    assertCleanFailure(await runCli(['ls', '--store', 'memory://', '--json', '-d', '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-hw']), /useless/, 2)
+  test('ls --json -d, as Nix refuses it (a JSON error line, as every error under --json)', async () => {
+    const r = await runCli(['ls', '--store', 'memory://', '--json', '-d', '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-hw'])
+    assert.equal(r.code, 2)
+    assert.equal(r.stdout.length, 0)
+    assertOneJsonError(r.stderr, 'ERR_USAGE', /useless/)
   })
 })
 

@@ -43,6 +43,10 @@ describe('copy --closure of a Nix-built closure with references', { skip }, () =
       assert.equal(ours.code, 0, ours.stderr)
       const theirs = fs.readFileSync(path.join(cache, `${path.basename(e.path).slice(0, 32)}.narinfo`), 'utf8')
       assert.equal(ours.stdout.toString(), theirs.split('\n').filter((l) => !l.startsWith('Sig: ')).join('\n'), e.path)
+      // --json: what `nix path-info --json` says of the path in that cache (references, deriver as Nix writes them).
+      const json = await runCli(['narinfo', '--json', '--store', local, e.path])
+      const { signatures: _, ...want } = JSON.parse(nix(['path-info', '--json', '--store', `file://${cache}`, e.path]))[0]
+      assert.deepEqual(JSON.parse(json.stdout.toString()), want, e.path)
       const nar = await runCli(['export-nar', '--store', local, e.path])
       assert.ok(nar.stdout.equals(execFileSync('nix-store', ['--dump', e.path], { env: NIX_ENV, maxBuffer: 1 << 28 })))
     }

@@ -65,3 +65,15 @@ export function assertOneErrorLine(stderr: string, re: RegExp): void {
   assert.match(lines[0]!, /^error: /)
   assert.match(lines[0]!, re)
 }
+
+/** Under --json: exactly one line on stderr, `{"error":{"code","message"}}` with `code` and a message matching `re`. */
+export function assertOneJsonError(stderr: string, code: string, re: RegExp): void {
+  const lines = stderr.split('\n').filter(Boolean)
+  assert.equal(lines.length, 1, `stderr: ${stderr}`)
+  assert.match(stderr, /^[^\n]+\n$/, 'one line, newline-terminated')
+  const parsed = JSON.parse(lines[0]!) as { error: { code: string; message: string } }
+  assert.deepEqual(Object.keys(parsed), ['error'])
+  assert.deepEqual(Object.keys(parsed.error), ['code', 'message'])
+  assert.equal(parsed.error.code, code)
+  assert.match(parsed.error.message, re)
+}

@@ -12,6 +12,7 @@ import { type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDir
 import { readSmallFile } from './layout.js'
 import { StoreLocks, type ProcessId } from './locks.js'
 import { ChunkIndex, PACK_SUFFIX } from './pack.js'
+import { secondsSince } from '../../util/elapsed.js'
 
 export interface GcOptions {
   /** Also delete PathInfos outside the closure of every GC root. */
@@ -116,8 +117,8 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
       }
     }
     if (!opts.dryRun && total > 0) store.root.locks.bumpEpoch()
-    report.seconds = (performance.now() - started) / 1000
-    report.writersHeldOffSeconds = (performance.now() - exclusiveFrom) / 1000
+    report.seconds = secondsSince(started)
+    report.writersHeldOffSeconds = secondsSince(exclusiveFrom)
     return report
   }, { onWait: opts.onWait, maxWaitMs: opts.maxWaitMs, signal: opts.signal })
 }

@@ -14,6 +14,7 @@ import type { LocalStore } from './index.js'
 import { type ObjectKind, type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDirectory } from './inventory.js'
 import { readSmallFile } from './layout.js'
 import { ChunkIndex, ChunkReader, PACK_SUFFIX, readManifest } from './pack.js'
+import { secondsSince } from '../../util/elapsed.js'
 
 export interface VerifyOptions {
   /** Only these paths and the objects their trees use; all of the store when undefined. */
@@ -60,7 +61,7 @@ export async function verifyStore(store: LocalStore, opts: VerifyOptions = {}): 
   const run = async () => {
     const v = new Verifier(store)
     const report = await v.run(opts)
-    report.seconds = (performance.now() - started) / 1000
+    report.seconds = secondsSince(started)
     return report
   }
   return opts.repair ? store.root.locks.exclusive(run) : run()

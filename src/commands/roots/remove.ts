@@ -1,16 +1,17 @@
 import * as Args from '@oclif/core/args'
 import { StoreCommand } from '../../cli/store-command.js'
 import { UsageError } from '../../errors.js'
+import { removeRoots, type RootEntry } from '../../ops/roots.js'
 
 export default class RootsRemove extends StoreCommand<typeof RootsRemove> {
   static override summary = 'Remove GC roots; what they kept alive goes at the next `gc --prune`.'
   static override strict = false
+  static override enableJsonFlag = true
   static override args = { name: Args.string({ ignoreStdin: true, description: 'root names' }) }
 
-  async run(): Promise<void> {
+  async run(): Promise<RootEntry[]> {
     const { argv } = await this.parse(RootsRemove)
     if (argv.length === 0) throw new UsageError('give at least one root NAME')
-    const store = await this.localStore('roots remove')
-    for (const name of argv as string[]) await store.roots.remove(name)
+    return removeRoots(await this.localStore('roots remove'), argv as string[])
   }
 }
