@@ -43,5 +43,4 @@ export default class PathInfo extends StoreCommand<typeof PathInfo> {
     }
     return entries.map((e) => pathInfoEntryJson(e, store.storeDir))
   }
-
 }
