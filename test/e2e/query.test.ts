@@ -123,6 +123,11 @@ describe('query against nix-store -q on the same closure', { skip: built.skip },
       assert.equal(refused.stdout.length, 0)
       assertOneErrorLine(refused.stderr, /referrers index.*run the query where the store is/)
     }
+    // What the daemon stored is indexed: on its machine, against its directory, referrers work.
+    if (!foreignReferrers) {
+      const local = await runCli(['query', '--store', path.join(work, 'daemon-store'), '--referrers', n['fx-leaf']!])
+      assert.equal(local.stdout.toString(), await nixQuery(['--referrers', n['fx-leaf']!]))
+    }
     const roots = await runCli(['query', '--store', daemon.url, '--roots', n['fx-leaf']!])
     assert.equal(roots.code, 1)
     assertOneErrorLine(roots.stderr, /local store only/)
