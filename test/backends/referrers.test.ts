@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { collectGarbage } from '../../src/backends/local/gc.js'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { verifyStore } from '../../src/backends/local/verify.js'
@@ -106,6 +107,51 @@ describe('the referrers index of a local store', () => {
     const reopened = await openLocalStore(root)
     assert.deepEqual(names(await reopened.pathInfos.referrers!(digestOf(d.top))), names([extra]))
     assert.deepEqual((await verifyStore(reopened)).problems, [])
+  })
+
+  test('two writers upgrading a version 2 store at once, with gc --prune sweeping meanwhile: every PathInfo left has its entries', async () => {
+    const root = fresh()
+    const base = await diamond(await openLocalStore(root))
+    fs.rmSync(path.join(root, 'referrers'), { recursive: true })
+    fs.writeFileSync(path.join(root, 'tvix-store.json'), '{"format":"tvix-store-local","version":2}\n')
+    const writers = [await openLocalStore(root), await openLocalStore(root)]
+    const sweeper = await openLocalStore(root)
+    let writing = true
+    const sweeps = (async () => {
+      let n = 0
+      while (writing || n === 0) {
+        await collectGarbage(sweeper, { graceMs: 0, prune: true })
+        n++
+        // Back to back, sweeps would starve the writers' commits (they back off up to 200 ms).
+        await sleep(100)
+      }
+      return n
+    })()
+    const failures: string[] = []
+    await Promise.all(
+      writers.map(async (w, k) => {
+        let prev = base.top
+        for (let i = 0; i < 25; i++) {
+          try {
+            // In a session, as every command writes: a sweep that took `prev` meanwhile fails the commit.
+            prev = await w.writeSession(() => putSyntheticPath(w.pathInfos, `w${k}-${i}`, [prev, base.leaf]))
+          } catch (e) {
+            failures.push((e as Error).message)
+            prev = await w.writeSession(() => putSyntheticPath(w.pathInfos, `w${k}-${i}-again`))
+          }
+        }
+      }),
+    )
+    writing = false
+    assert.ok((await sweeps) > 0)
+    assert.ok(failures.every((m) => /garbage-collected|does not have/i.test(m)), failures.join('\n'))
+    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'tvix-store.json'), 'utf8')).version, 3)
+    const check = await openLocalStore(root)
+    assert.deepEqual((await verifyStore(check)).problems, [])
+    for (const name of fs.readdirSync(path.join(root, 'pathinfo'))) {
+      const info = (await check.pathInfos.get(nixbase32.decode(name)))!
+      for (const r of info.references) assert.ok(fs.existsSync(path.join(root, 'referrers', nixbase32.encode(r), name)))
+    }
   })
 
   test('referrers and their closure on a chain of 10,000 paths: no recursion, Nix\'s order', async () => {
