@@ -52,11 +52,6 @@ export default class Query extends StoreCommand<typeof Query> {
     if (!this.jsonEnabled()) await lines(iterate(found))
     return found
   }
-
-  /** One compact line: scripts read it with a JSON parser, people use the text form. */
-  protected override logJson(json: unknown): void {
-    process.stdout.write(JSON.stringify(json) + '\n')
-  }
 }
 
 async function* map<T, U>(it: AsyncIterable<T>, f: (t: T) => U): AsyncGenerator<U> {

@@ -5,7 +5,7 @@ import * as nixbase32 from '../store/nixbase32.js'
 import type { PathInfo } from '../store/path-info.js'
 import { absolute, hashPart } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
-import { closureOf } from './closure.js'
+import { closureOf, referencesFirst } from './closure.js'
 import { getPathInfo } from './resolve.js'
 
 /**
@@ -56,44 +56,9 @@ async function referrersClosure(store: Store, start: Iterable<PathInfo>): Promis
   return seen
 }
 
-/**
- * Nix's topoSortPaths, reversed as `nix-store -q` prints it: a depth-first
- * post-order over `items` in base-name order, following references (in
- * base-name order) that stay inside `items`, so each path comes after
- * what it refers to. Iterative: chains can be deep.
- */
-export function topoOrder(items: Map<string, PathInfo>): PathInfo[] {
-  const out: PathInfo[] = []
-  const visited = new Set<string>()
-  const onStack = new Set<string>()
-  const children = (info: PathInfo) =>
-    info.references
-      .map((r) => nixbase32.encode(r))
-      .filter((h) => h !== hashOf(info) && items.has(h))
-      .sort()
-  for (const start of [...items.values()].sort(byBaseName)) {
-    if (visited.has(hashOf(start))) continue
-    visited.add(hashOf(start))
-    onStack.add(hashOf(start))
-    const stack = [{ info: start, next: children(start), i: 0 }]
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1]!
-      if (top.i < top.next.length) {
-        const h = top.next[top.i++]!
-        if (onStack.has(h)) throw new IntegrityError(`cycle detected in the references of '${baseName(top.info)}' from '${h}'`)
-        if (visited.has(h)) continue
-        visited.add(h)
-        onStack.add(h)
-        const child = items.get(h)!
-        stack.push({ info: child, next: children(child), i: 0 })
-      } else {
-        out.push(top.info)
-        onStack.delete(hashOf(top.info))
-        stack.pop()
-      }
-    }
-  }
-  return out
+/** The items in the order `nix-store -q` prints them: each after the paths it refers to (referencesFirst). */
+function topoOrder(items: Map<string, PathInfo>): PathInfo[] {
+  return referencesFirst([...items.values()].sort(byBaseName), hashOf, (i) => i.references.map((r) => nixbase32.encode(r)))
 }
 
 /** `--references`, `--referrers`, `--requisites`, `--referrers-closure`: absolute store paths in Nix's order. */
