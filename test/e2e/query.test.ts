@@ -3,10 +3,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { assertOneErrorLine, runCli } from '../helpers/cli.js'
+import { assertOneErrorLine, runCli, spawnCli } from '../helpers/cli.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { runNix } from '../helpers/nix.js'
 import { buildNixClosure, importNixClosure, type NixClosure } from '../helpers/nix-closure.js'
+import { rng } from '../helpers/trees.js'
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-query-'))
 const built = buildNixClosure(work)
@@ -131,6 +132,37 @@ describe('query against nix-store -q on the same closure', { skip: built.skip },
     const roots = await runCli(['query', '--store', daemon.url, '--roots', n['fx-leaf']!])
     assert.equal(roots.code, 1)
     assertOneErrorLine(roots.stderr, /local store only/)
+  })
+
+  test('copy --closure SIGKILLed at seeded random moments: the store verifies clean and referrers are exactly the stored paths that refer', async (t) => {
+    const listingFile = path.join(work, 'listing.json')
+    fs.writeFileSync(listingFile, JSON.stringify(c.listing))
+    const started = performance.now()
+    const clean = await runCli(['copy', '--closure', listingFile, '--to', path.join(work, 'clean')])
+    assert.equal(clean.code, 0, clean.stderr)
+    const cleanMs = performance.now() - started
+    const r = rng(4242)
+    const partial: number[] = []
+    const RUNS = 16
+    for (let i = 0; i < RUNS; i++) {
+      const store = path.join(work, `killed-${i}`)
+      const run = spawnCli(['copy', '--closure', listingFile, '--to', store])
+      // Most of a clean run is start-up: the writes are in its second half.
+      const delay = (0.3 + r() * 0.8) * cleanMs
+      const timer = setTimeout(() => run.child.kill('SIGKILL'), delay)
+      await run.exited.finally(() => clearTimeout(timer))
+      const stored = c.listing.filter((e) => fs.existsSync(path.join(store, 'pathinfo', path.basename(e.path).slice(0, 32))))
+      if (stored.length === 0) continue
+      if (stored.length < c.listing.length) partial.push(stored.length)
+      const v = await runCli(['verify', '--store', store])
+      assert.equal(v.code, 0, `run ${i} (killed after ${Math.round(delay)} ms): ${v.stdout}${v.stderr}`)
+      const present = new Set(stored.map((e) => e.path))
+      const expected = [...new Set(stored.flatMap((e) => c.listing.filter((x) => present.has(x.path) && x.references.includes(e.path)).map((x) => x.path)))].sort()
+      const q = await runCli(['query', '--store', store, '--referrers', ...stored.map((e) => e.path)])
+      assert.equal(q.code, 0, q.stderr)
+      assert.deepEqual(q.stdout.toString().split('\n').filter(Boolean).sort(), expected, `run ${i}`)
+    }
+    t.diagnostic(`kills that left part of the closure: ${partial.length} of ${RUNS} (paths stored: ${partial.join(', ') || 'none'})`)
   })
 
   test('bad input: one error line, Nix\'s wording for an invalid path, exit 2 for usage', async () => {
