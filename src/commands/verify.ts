@@ -43,11 +43,13 @@ export default class Verify extends StoreCommand<typeof Verify> {
     if (!this.jsonEnabled()) {
       for (const p of report.problems) process.stdout.write(`${p.message}\n`)
       for (const r of report.removed) process.stdout.write(`${r}\n`)
+      for (const a of report.added) process.stdout.write(`${a}\n`)
       for (const s of report.skipped) process.stderr.write(`skipped ${s}\n`)
       process.stderr.write(
         `checked ${plural(c.paths, 'path')}, ${c.directories} director${c.directories === 1 ? 'y' : 'ies'} and ${plural(c.blobs + c.packs, 'blob')} (${c.packs} packed) in ${report.seconds.toFixed(2)} s: ` +
           `${report.problems.length === 0 ? 'no problems' : plural(report.problems.length, 'problem')}` +
           (this.flags.repair ? `, ${report.removed.length} removed` : '') +
+          (report.added.length > 0 ? `, ${report.added.length} added` : '') +
           (report.skipped.length > 0 ? `, ${report.skipped.length} skipped` : '') +
           '\n',
       )

@@ -35,3 +35,40 @@ export async function closureOf(from: Store, args: string[]): Promise<Map<string
   }
   return closure
 }
+
+/**
+ * Nix 2.8's topoSortPaths, reversed as `nix-store -q` and `nix path-info`
+ * print it: a depth-first post-order over `items` in the order given
+ * (callers sort by base name, as Nix's sets are), following each item's
+ * references (by hash part, in order) that are among the items, itself
+ * left out. So each path comes after the paths it refers to. Iterative: a
+ * chain of any depth is walked without recursion. (Valid stores have no
+ * cycles: a path's references were stored before it.)
+ */
+export function referencesFirst<T>(items: T[], hashOf: (item: T) => string, references: (item: T) => string[]): T[] {
+  const byHash = new Map(items.map((i) => [hashOf(i), i]))
+  const children = (item: T) =>
+    [...references(item)]
+      .sort()
+      .map((h) => byHash.get(h))
+      .filter((c): c is T => c !== undefined && c !== item)
+  const out: T[] = []
+  const visited = new Set<T>()
+  for (const start of items) {
+    if (visited.has(start)) continue
+    visited.add(start)
+    const stack = [{ item: start, next: children(start), i: 0 }]
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!
+      const child = top.next[top.i++]
+      if (child === undefined) {
+        out.push(top.item)
+        stack.pop()
+      } else if (!visited.has(child)) {
+        visited.add(child)
+        stack.push({ item: child, next: children(child), i: 0 })
+      }
+    }
+  }
+  return out
+}

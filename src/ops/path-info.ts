@@ -5,7 +5,7 @@ import type { PathInfoService } from '../store/path-info-service.js'
 import { HASH_PART_LEN, type StorePath, absolute, basename, hashPart, parseStorePathArg } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'
-import { closureOf } from './closure.js'
+import { closureOf, referencesFirst as referencesFirstBy } from './closure.js'
 
 /** PathInfo lookups in flight at once: a remote store answers each in a round trip. */
 const LOOKUPS_IN_FLIGHT = 64
@@ -83,33 +83,7 @@ export async function queryPathInfos(store: Store, args: string[], q: PathInfoQu
  * reverses its topoSortPaths). A chain of any depth is walked without recursion.
  */
 export function referencesFirst(sorted: PathInfoEntry[]): PathInfoEntry[] {
-  const byHash = new Map(sorted.map((e) => [hashOf(e.path), e]))
-  // References only within the set, the path itself left out.
-  const children = (e: PathInfoEntry) =>
-    (e.info?.narinfo?.referenceNames ?? [])
-      .slice()
-      .sort()
-      .map((n) => byHash.get(n.slice(0, HASH_PART_LEN)))
-      .filter((c): c is PathInfoEntry => c !== undefined && c !== e)
-  const out: PathInfoEntry[] = []
-  const visited = new Set<PathInfoEntry>()
-  for (const start of sorted) {
-    if (visited.has(start)) continue
-    visited.add(start)
-    const stack = [{ e: start, next: children(start), i: 0 }]
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1]!
-      const child = top.next[top.i++]
-      if (child === undefined) {
-        out.push(top.e)
-        stack.pop()
-      } else if (!visited.has(child)) {
-        visited.add(child)
-        stack.push({ e: child, next: children(child), i: 0 })
-      }
-    }
-  }
-  return out
+  return referencesFirstBy(sorted, (e) => hashOf(e.path), (e) => (e.info?.narinfo?.referenceNames ?? []).map((n) => n.slice(0, HASH_PART_LEN)))
 }
 
 function hashOf(storePath: string): string {

@@ -20,4 +20,12 @@ export interface PathInfoService {
    */
   put(info: PathInfo, opts?: PutOptions): Promise<PathInfo>
   list(): AsyncIterable<PathInfo>
+  /**
+   * Optional: the stored paths whose references include this one (itself
+   * too, if it refers to itself), in no particular order. Stores that keep
+   * an index implement it (local, memory); the tvix gRPC protocol has no
+   * such call, so a gRPC client does not, and callers refuse rather than
+   * scan every PathInfo over the wire.
+   */
+  referrers?(storePathDigest: Uint8Array): Promise<PathInfo[]>
 }

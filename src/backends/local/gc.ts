@@ -109,6 +109,9 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
         if (!opts.dryRun && wave.length > 0) await store.root.sync()
       }
     }
+    // After the PathInfos they served are gone (a PathInfo never lacks its entries):
+    // the entries of deleted paths, and stale ones a crashed commit left.
+    if (!opts.dryRun && store.pathInfos.index.prune(p.liveEntry) > 0) await store.root.sync()
     for (const f of leftovers) {
       const size = fsSync.lstatSync(f, { throwIfNoEntry: false })?.size ?? 0
       if (opts.dryRun || store.root.remove(f)) {
@@ -129,6 +132,8 @@ interface Plan {
   deadPacks: StoredObject[]
   deadBlobs: StoredObject[]
   keptYoung: number
+  /** Whether a referrers index entry stays: its referrer stays and refers to the path (referrers.ts). */
+  liveEntry: (referenced: string, referrer: string) => boolean
 }
 
 /**
@@ -169,7 +174,9 @@ function plan(store: LocalStore, marker: Marker, objects: Map<string, StoredObje
   const deadPaths = [...infos.entries()]
     .filter(([name]) => !keep.has(name))
     .map(([, { obj, info }]) => ({ obj, display: info ? `${store.storeDir}/${Buffer.from(info.node.name).toString('utf8')}` : obj.file }))
-  return { deadPaths, deadDirs: dead('dir'), deadPacks: dead('pack'), deadBlobs: dead('blob'), keptYoung }
+  const liveEntry = (referenced: string, referrer: string) =>
+    keep.has(referrer) && !!infos.get(referrer)?.info?.references.some((r) => nixbase32.encode(r) === referenced)
+  return { deadPaths, deadDirs: dead('dir'), deadPacks: dead('pack'), deadBlobs: dead('blob'), keptYoung, liveEntry }
 }
 
 /** Hash parts of the PathInfos that stay. */

@@ -7,14 +7,15 @@ import { onInterrupt } from '../../util/interrupt.js'
 import { StoreLocks } from './locks.js'
 
 /**
- * On-disk layout of a local store (format version 2):
+ * On-disk layout of a local store (format version 3):
  *
- *   tvix-store.json              format marker {"format":"tvix-store-local","version":2}
+ *   tvix-store.json              format marker {"format":"tvix-store-local","version":3}
  *   blobs/b3/<hex[0..2]>/<hex>   contents of a blob up to 1 MiB, named by BLAKE3
  *   blobs/b3/<hex[0..2]>/<hex>.pack   a larger blob as content-defined chunks (pack.ts)
  *   dirs/b3/<hex[0..2]>/<hex>    canonical Directory protobuf, named by BLAKE3
  *   pathinfo/<nixbase32>         PathInfo protobuf, named by the store path hash part
  *   roots/<name>                 a GC root: the store path it keeps alive (roots.ts)
+ *   referrers/<nixbase32>/<nixbase32>  empty: the second path refers to the first (referrers.ts)
  *   locks/                       writer and sweeper tokens (locks.ts)
  *   tmp/                         temp files; same filesystem, so rename is atomic
  *
@@ -24,18 +25,24 @@ import { StoreLocks } from './locks.js'
  * harmless. Parent directories of renamed files are fsynced (sync()) before
  * a PathInfo that needs them is written.
  */
-export const FORMAT = { format: 'tvix-store-local', version: 2 } as const
-/** Version 1 had no packs; it is read as is and upgraded by the first write. */
-const READABLE_VERSIONS = [1, 2]
+export const FORMAT = { format: 'tvix-store-local', version: 3 } as const
+/**
+ * Version 1 had no packs, version 2 no referrers index; both are read as
+ * they are and upgraded by the first write (the index built first).
+ */
+const READABLE_VERSIONS = [1, 2, 3]
+/** The first version with a complete referrers index. */
+export const INDEXED_VERSION = 3
 const MARKER = 'tvix-store.json'
 /** Above this many files, one syncfs (a child process, ~ms of CPU) beats fsync per file. */
 const SYNCFS_ABOVE = 64
-const LAYOUT_DIRS = new Set(['tmp', 'blobs', 'dirs', 'pathinfo', 'roots', 'locks'])
+const LAYOUT_DIRS = new Set(['tmp', 'blobs', 'dirs', 'pathinfo', 'roots', 'locks', 'referrers'])
 
 export class LocalRoot {
   readonly tmp: string
   readonly locks: StoreLocks
   private readonly sweepListeners: Array<() => void> = []
+  private readonly upgradeSteps: Array<() => Promise<void>> = []
   private readonly madeDirs = new Set<string>()
   private readonly dirty = new Set<string>()
   private readonly temps = new Set<string>()
@@ -53,6 +60,16 @@ export class LocalRoot {
   /** `fn` runs when a sweep may have deleted objects this process remembers as stored. */
   onSweep(fn: () => void): void {
     this.sweepListeners.push(fn)
+  }
+
+  /** `fn` runs before an older store is marked with the current version (it builds what the new version promises). */
+  onUpgrade(fn: () => Promise<void>): void {
+    this.upgradeSteps.push(fn)
+  }
+
+  /** Whether the store's marker promises a complete referrers index (read when opened or first written). */
+  get indexed(): boolean {
+    return this.version >= INDEXED_VERSION
   }
 
   objectPath(kind: 'blobs' | 'dirs', hex: string): string {
@@ -96,15 +113,22 @@ export class LocalRoot {
     this.ready ??= (async () => {
       if (await this.checkFormat()) {
         this.locks.joinCreated()
-        // Packs are new in version 2: mark the store before writing any.
-        if (this.version < FORMAT.version) await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
+        // Packs are new in version 2, the referrers index in 3: build what the new version
+        // promises, then mark the store, before writing anything of our own.
+        if (this.version < FORMAT.version) {
+          for (const step of this.upgradeSteps) await step()
+          await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
+          await this.sync()
+          this.version = FORMAT.version
+        }
         return
       }
       await fs.mkdir(this.tmp, { recursive: true })
-      for (const d of ['blobs/b3', 'dirs/b3', 'pathinfo']) await fs.mkdir(path.join(this.root, d), { recursive: true })
+      for (const d of ['blobs/b3', 'dirs/b3', 'pathinfo', 'referrers']) await fs.mkdir(path.join(this.root, d), { recursive: true })
       // The marker itself goes in atomically; a concurrent creator writes the same bytes.
       await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
       await this.sync()
+      this.version = FORMAT.version
       this.locks.joinCreated()
     })()
     return this.ready
@@ -209,6 +233,11 @@ export class LocalRoot {
     this.locks.rely(file)
   }
 
+  /** A folder whose entries changed outside publish/remove (sync() fsyncs it). */
+  markDirty(dir: string): void {
+    this.dirty.add(dir)
+  }
+
   /** Deletes an object file (gc, repair); sync() makes the deletion durable. False if it was already gone. */
   remove(file: string): boolean {
     try {
@@ -226,7 +255,8 @@ export class LocalRoot {
     const dirs = [...this.dirty]
     this.dirty.clear()
     if (dirs.length > SYNCFS_ABOVE && (await syncFilesystem(this.tmp))) return
-    await Promise.all(dirs.map((d) => fsyncPath(d)))
+    // A folder removed since (a referrers folder gc emptied) has nothing left to sync; its parent records the removal.
+    await Promise.all(dirs.map((d) => fsyncPath(d).catch(ignoreMissing)))
   }
 }
 
@@ -251,6 +281,10 @@ export function readSmallFile(p: string): Buffer | undefined {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw e
   }
+}
+
+function ignoreMissing(e: NodeJS.ErrnoException): void {
+  if (e.code !== 'ENOENT') throw e
 }
 
 async function fsyncPath(p: string): Promise<void> {

@@ -10,14 +10,21 @@ import { admitPathInfo, keepStored } from '../../store/path-info-admission.js'
 import type { PathInfoService, PutOptions } from '../../store/path-info-service.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import { type LocalRoot, readSmallFile } from './layout.js'
+import { ReferrersIndex } from './referrers.js'
 
 export class LocalPathInfoService implements PathInfoService {
+  readonly index: ReferrersIndex
+
   constructor(
     private readonly root: LocalRoot,
     private readonly blobs: BlobService,
     private readonly directories: DirectoryService,
     private readonly storeDir = DEFAULT_STORE_DIR,
-  ) {}
+  ) {
+    this.index = new ReferrersIndex(root)
+    // A store from before the index gets one before it is marked as having one.
+    root.onUpgrade(() => this.index.build())
+  }
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
     const hash = nixbase32.encode(digest)
@@ -42,6 +49,11 @@ export class LocalPathInfoService implements PathInfoService {
     await this.root.sync()
     const file = this.root.pathInfoPath(nixbase32.encode(path.digest))
     return this.root.commit(async () => {
+      // Index entries first, durable, so a stored PathInfo always has them (referrers.ts).
+      if (info.references.length > 0) {
+        this.index.add(path.digest, info.references)
+        await this.root.sync()
+      }
       while (!(await this.root.writeNew(file, encodePathInfo(info)))) {
         // Another writer published this path since we looked: its PathInfo stands
         // (unless it is gone again already, when ours goes in after all).
@@ -51,6 +63,30 @@ export class LocalPathInfoService implements PathInfoService {
       await this.root.sync()
       return info
     })
+  }
+
+  /**
+   * From the index; a store that predates it (version < 3, until its first
+   * write builds it) is scanned instead. Entries whose referrer is gone or
+   * no longer refers to the path are stale and skipped.
+   */
+  async referrers(digest: Uint8Array): Promise<PathInfo[]> {
+    const refersTo = (info: PathInfo) => info.references.some((r) => Buffer.compare(r, digest) === 0)
+    const out: PathInfo[] = []
+    if (!this.root.indexed) {
+      for await (const info of this.list()) if (refersTo(info)) out.push(info)
+      return out
+    }
+    for (const name of this.index.candidates(nixbase32.encode(digest))) {
+      let info: PathInfo | undefined
+      try {
+        info = await this.get(nixbase32.decode(name))
+      } catch {
+        continue // a stray name, or a corrupt PathInfo (verify reports it)
+      }
+      if (info && refersTo(info)) out.push(info)
+    }
+    return out
   }
 
   async *list(): AsyncIterable<PathInfo> {

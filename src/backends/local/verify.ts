@@ -38,6 +38,8 @@ export interface VerifyReport {
   problems: Problem[]
   /** With repair: what was removed, one line each. */
   removed: string[]
+  /** With repair: referrers index entries added back, one line each. */
+  added: string[]
   /** With narHash: paths whose NAR hash was not checked, and why, one line each. */
   skipped: string[]
   seconds: number
@@ -77,6 +79,8 @@ class Verifier {
   private readonly skipped: string[] = []
   /** NAR sizes per Directory, shared by the paths checked (trees share Directories). */
   private readonly narSizes = new NarSizeMemo()
+  /** Referrers index entries found missing: [referenced hash part, referrer hash part, line to print when added]. */
+  private readonly unindexed: Array<[string, string, string]> = []
 
   constructor(private readonly store: LocalStore) {}
 
@@ -96,7 +100,8 @@ class Verifier {
       opts.onProgress?.(++done, targets.length)
     }
     const removed = opts.repair ? await this.repair(all) : []
-    return { checked: this.checked, problems: this.problems, removed, skipped: this.skipped, seconds: 0 }
+    const added = opts.repair ? await this.reindex() : []
+    return { checked: this.checked, problems: this.problems, removed, added, skipped: this.skipped, seconds: 0 }
   }
 
   /** The PathInfos named and every object their trees use (missing ones are reported when the PathInfo is checked). */
@@ -213,6 +218,7 @@ class Verifier {
     const sp = validatePathInfo(info)
     const shown = `path '${this.store.storeDir}/${Buffer.from(info.node.name).toString('utf8')}'`
     if (hashPart(sp) !== o.name) return this.problem(`${shown} is filed under the wrong hash (${o.name})`, objectKey(o.kind, o.name))
+    this.checkIndexed(info, o.name, shown)
     const tree = this.treeOf(info.node)
     if (tree.missing) return this.problem(`${shown} cannot be served: ${tree.missing} is missing`)
     const broken = [...tree.blobs].find((b) => this.bad.has(objectKey('blob', b)) || this.bad.has(objectKey('pack', b)))
@@ -237,6 +243,31 @@ class Verifier {
         )
       }
     }
+  }
+
+  /** Each reference has this path's entry in the referrers index (a store from before the index has none to check). */
+  private checkIndexed(info: PathInfo, name: string, shown: string): void {
+    const index = this.store.pathInfos.index
+    if (!this.store.root.indexed) return
+    info.references.forEach((r, i) => {
+      const referenced = nixbase32.encode(r)
+      if (index.has(referenced, name)) return
+      const of = `'${this.store.storeDir}/${info.narinfo?.referenceNames[i] ?? referenced}'`
+      this.problem(`${shown} is missing from the referrers index of ${of}`)
+      this.unindexed.push([referenced, name, `added ${shown} to the referrers index of ${of}`])
+    })
+  }
+
+  /** Adds the missing referrers index entries of the PathInfos repair left in place. */
+  private async reindex(): Promise<string[]> {
+    const added: string[] = []
+    for (const [referenced, referrer, line] of this.unindexed) {
+      if (!fsSync.existsSync(this.store.root.pathInfoPath(referrer))) continue
+      this.store.pathInfos.index.add(nixbase32.decode(referrer), [nixbase32.decode(referenced)])
+      added.push(line)
+    }
+    await this.store.root.sync()
+    return added
   }
 
   private async wrongDirectorySize(node: Node): Promise<string | undefined> {

@@ -92,6 +92,8 @@ export class MemoryDirectoryService implements DirectoryService {
 
 export class MemoryPathInfoService implements PathInfoService {
   readonly infos = new Map<string, Uint8Array>()
+  /** Referrers index: hash part -> hash parts of the paths that refer to it. */
+  private readonly referrerIndex = new Map<string, Set<string>>()
 
   constructor(
     private readonly blobs: BlobService,
@@ -113,7 +115,22 @@ export class MemoryPathInfoService implements PathInfoService {
     const winner = this.infos.get(key)
     if (winner) return keepStored(decodePathInfo(winner), info, storeDir)
     this.infos.set(key, encodePathInfo(info))
+    for (const r of info.references) {
+      const k = nixbase32.encode(r)
+      let set = this.referrerIndex.get(k)
+      if (!set) this.referrerIndex.set(k, (set = new Set()))
+      set.add(key)
+    }
     return info
+  }
+
+  async referrers(digest: Uint8Array): Promise<PathInfo[]> {
+    const out: PathInfo[] = []
+    for (const k of this.referrerIndex.get(nixbase32.encode(digest)) ?? []) {
+      const bytes = this.infos.get(k)
+      if (bytes) out.push(decodePathInfo(bytes))
+    }
+    return out
   }
 
   async *list(): AsyncIterable<PathInfo> {
