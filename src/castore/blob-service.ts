@@ -56,15 +56,80 @@ export async function* iterateSource(src: ByteSource): AsyncGenerator<Uint8Array
 
 /**
  * Passes chunks through and fails at the end unless their BLAKE3 equals
- * `digest`: every read path checks what it serves.
+ * `digest`: every read path checks what it serves. The last piece waits
+ * for that check, so a corrupt blob never comes out whole; what comes
+ * before it is only as checked as the source makes it (verifyChunks, or
+ * a local pack's reader, checks each chunk before it leaves).
  */
 export async function* verifyBlob(digest: B3Digest, chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   const h = b3Hasher()
-  for await (const c of chunks) {
-    h.update(c)
-    yield c
+  let held: Uint8Array | undefined
+  try {
+    for await (const c of chunks) {
+      h.update(c)
+      if (held) yield held
+      held = c
+    }
+  } catch (e) {
+    // The source failed (a chunk it checked, or I/O): what it gave before is out as it would be without the hold-back.
+    if (held) yield held
+    throw e
   }
   if (!bytesEqual(h.digest(), digest)) throw new IntegrityError(`blob ${b3Display(digest)} is corrupt: its contents do not match its digest`)
+  if (held) yield held
+}
+
+/**
+ * Largest chunk verifyChunks holds to check it. Local packs cut at
+ * 256 KiB, tvix's chunkers well below this; a source listing larger ones
+ * is checked as a whole blob only (see GrpcBlobService.open).
+ */
+export const MAX_VERIFIED_CHUNK = 4 << 20
+
+/** Whether verifyChunks can check a blob by this chunk list within its memory bound. */
+export function chunkwiseCheckable(chunks: ChunkMeta[]): boolean {
+  return chunks.length > 0 && chunks.every((c) => c.size > 0 && c.size <= MAX_VERIFIED_CHUNK)
+}
+
+/**
+ * Cuts a blob's byte stream at the boundaries of its chunk list and
+ * yields each chunk only once it matches its own digest: at most one
+ * chunk (MAX_VERIFIED_CHUNK) is held, and no byte of a bad chunk, or of
+ * anything after it, leaves. A chunk inside one piece is checked in place.
+ */
+export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let i = 0
+  let parts: Uint8Array[] = []
+  let have = 0
+  const checked = (c: Uint8Array) => {
+    if (!bytesEqual(b3(c), chunks[i]!.digest)) {
+      throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: its chunk ${b3Display(chunks[i]!.digest)} does not match its digest`)
+    }
+    i++
+    return c
+  }
+  for await (let piece of src) {
+    while (piece.length > 0) {
+      if (i === chunks.length) throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: it has more bytes than its chunks`)
+      const size = chunks[i]!.size
+      if (have === 0 && piece.length >= size) {
+        yield checked(piece.subarray(0, size))
+        piece = piece.subarray(size)
+        continue
+      }
+      const take = piece.subarray(0, size - have)
+      parts.push(take)
+      have += take.length
+      piece = piece.subarray(take.length)
+      if (have === size) {
+        const whole = Buffer.concat(parts, size)
+        parts = []
+        have = 0
+        yield checked(whole)
+      }
+    }
+  }
+  if (i !== chunks.length) throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: it has fewer bytes than its chunks`)
 }
 
 /** A whole blob already in memory: checked at once, so a mismatch fails before any byte is used. */

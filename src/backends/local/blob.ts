@@ -144,7 +144,7 @@ export class LocalBlobService implements BlobService {
   /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
   private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | undefined {
     const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
-    // The whole-blob check covers every chunk.
+    // Each chunk is checked before it leaves; the whole-blob check proves the manifest right.
     if (manifest) return verifyBlob(d, readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD))
     const chunk = this.index.get(d)
     if (!chunk) return undefined

@@ -118,8 +118,7 @@ export function readManifest(file: string, self: string): ChunkRef[] | undefined
 
 /**
  * Reads chunks from pack files, keeping each pack open while it is in use.
- * `verify` re-hashes each chunk; a reader of a whole blob leaves that to
- * the whole-blob check and saves a second BLAKE3 pass.
+ * `verify` re-hashes each chunk.
  */
 export class ChunkReader {
   private readonly fds = new Map<string, number>()
@@ -155,10 +154,12 @@ function unpack(stored: Buffer, ref: ChunkRef, file: string, verify: boolean): B
   } catch (e) {
     throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} does not inflate`, { cause: e })
   }
-  if (data.length !== ref.size || (verify && !bytesEqual(b3(data), ref.digest))) {
-    throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} is corrupt`)
-  }
+  if (data.length !== ref.size || (verify && !bytesEqual(b3(data), ref.digest))) throw corruptChunk(ref, file)
   return data
+}
+
+function corruptChunk(ref: ChunkRef, file: string): IntegrityError {
+  return new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} is corrupt`)
 }
 
 /** Chunks stored back to back in one pack, read with one call. */
@@ -186,8 +187,10 @@ function spans(manifest: ChunkRef[], max: number): Span[] {
 /**
  * A whole packed blob, chunk by chunk: consecutive chunks come out of one
  * read of up to `readAhead` bytes, the next read in flight (in the thread
- * pool) while the current one is unpacked and used. Chunk digests are left
- * to the caller's whole-blob check.
+ * pool) while the current one is unpacked and used. Each chunk is checked
+ * against its own digest before any of its bytes is yielded (a whole-blob
+ * check alone would let a corrupt file out up to its last byte); the
+ * caller's whole-blob check still proves the manifest lists the right chunks.
  */
 export async function* readPackedBlob(packPath: (hex: string) => string, manifest: ChunkRef[], readAhead: number): AsyncGenerator<Uint8Array> {
   const handles = new Map<string, Promise<fs.FileHandle>>()
@@ -213,9 +216,20 @@ export async function* readPackedBlob(packPath: (hex: string) => string, manifes
       const sp = list[i]!
       const buf = await next!
       next = i + 1 < list.length ? load(list[i + 1]!) : undefined
-      // Stored raw (incompressible data): the span is the bytes, one piece; fewer, larger pieces downstream.
-      if (sp.refs.every((r) => r.codec === 0 && r.stored === r.size)) yield buf
-      else for (const r of sp.refs) yield unpack(buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored), r, packPath(sp.pack), false)
+      const stored = (r: ChunkRef) => buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored)
+      if (sp.refs.every((r) => r.codec === 0 && r.stored === r.size)) {
+        // Stored raw (incompressible data): the span is the bytes, one piece once all its chunks check; fewer, larger pieces downstream.
+        let good = 0
+        for (const r of sp.refs) {
+          if (!bytesEqual(b3(stored(r)), r.digest)) {
+            // The chunks before the bad one are good: out they go, as they would one by one.
+            if (good > 0) yield buf.subarray(0, good)
+            throw corruptChunk(r, packPath(sp.pack))
+          }
+          good += r.stored
+        }
+        yield buf
+      } else for (const r of sp.refs) yield unpack(stored(r), r, packPath(sp.pack), true)
     }
   } finally {
     await next?.catch(() => {})

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { PACK_SUFFIX, readManifest } from '../../src/backends/local/pack.js'
+import { assertOneErrorLine, runCli } from '../helpers/cli.js'
+import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
+import { NixStore, nixMissing } from '../helpers/nix.js'
+import { randomBytes } from '../helpers/trees.js'
+
+/**
+ * 8 bytes overwritten in the middle of a large blob's pack: `cat` and
+ * `export-nar` to a pipe must write exactly the chunks before the bad one
+ * (each verified against its own digest), then fail with one line.
+ */
+describe('a corrupt chunk: no byte of it, or after it, is written', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-corrupt-chunk-'))
+  const store = path.join(root, 'store')
+  const file = path.join(root, 'big.bin')
+  // Random bytes: every chunk is stored raw, so pack offsets are blob bytes.
+  const data = randomBytes(40 << 20, 41)
+  let storePath: string
+  /** Offset in the blob of the first byte of the corrupted chunk. */
+  let badChunkStart: number
+  let daemon: RunningDaemon
+
+  before(async () => {
+    fs.writeFileSync(file, data)
+    const r = await runCli(['import', '--store', store, file])
+    assert.equal(r.code, 0, r.stderr)
+    storePath = r.stdout.toString().trim()
+    // The pack and its manifest, as stored.
+    const shard = path.join(store, 'blobs/b3')
+    const packs = fs.readdirSync(shard).flatMap((s) => fs.readdirSync(path.join(shard, s)).filter((n) => n.endsWith(PACK_SUFFIX)).map((n) => path.join(shard, s, n)))
+    assert.equal(packs.length, 1)
+    const pack = packs[0]!
+    const self = path.basename(pack, PACK_SUFFIX)
+    const manifest = readManifest(pack, self)!
+    assert.ok(manifest.length > 100, `several chunks: ${manifest.length}`)
+    const payload = manifest.reduce((n, c) => n + c.stored, 0)
+    const mid = Math.floor(payload / 2)
+    const i = manifest.findIndex((c) => c.pack === self && c.offset <= mid && mid + 8 <= c.offset + c.stored)
+    assert.ok(i > 0)
+    assert.equal(manifest[i]!.codec, 0, 'random data is stored raw')
+    badChunkStart = manifest.slice(0, i).reduce((n, c) => n + c.size, 0)
+    fs.chmodSync(pack, 0o644)
+    const fd = fs.openSync(pack, 'r+')
+    const bytes = Buffer.alloc(8)
+    fs.readSync(fd, bytes, 0, 8, mid)
+    for (let k = 0; k < 8; k++) bytes[k]! ^= 0xff
+    fs.writeSync(fd, bytes, 0, 8, mid)
+    fs.closeSync(fd)
+    daemon = await startDaemon(store, `unix:${path.join(root, 'd.sock')}`)
+  })
+  after(async () => {
+    await daemon?.stop()
+    fs.rmSync(root, { recursive: true, force: true })
+  })
+
+  const stores = () => [
+    ['local', store],
+    ['daemon', daemon.url],
+  ]
+
+  test('cat writes the verified chunks before the bad one, then fails', async () => {
+    for (const [which, url] of stores()) {
+      const r = await runCli(['cat', '--store', url!, `${storePath}`])
+      assert.equal(r.code, 1, `${which}: ${r.stderr}`)
+      assertOneErrorLine(r.stderr, /corrupt/)
+      assert.equal(r.stdout.length, badChunkStart, `${which}: bytes written`)
+      assert.ok(r.stdout.equals(data.subarray(0, badChunkStart)), `${which}: the bytes written are the file's`)
+    }
+  })
+
+  test('export-nar to stdout writes the NAR up to the bad chunk, then fails', { skip: nixMissing() }, async () => {
+    const nar = NixStore.dump(file)
+    // The NAR header Nix writes before the file's contents.
+    const header = nar.indexOf(data.subarray(0, 4096))
+    assert.ok(header > 0)
+    for (const [which, url] of stores()) {
+      const r = await runCli(['export-nar', '--store', url!, storePath])
+      assert.equal(r.code, 1, `${which}: ${r.stderr}`)
+      assertOneErrorLine(r.stderr, /corrupt/)
+      assert.equal(r.stdout.length, header + badChunkStart, `${which}: bytes written`)
+      assert.ok(r.stdout.equals(nar.subarray(0, header + badChunkStart)), `${which}: the bytes written are Nix's`)
+    }
+  })
+})
