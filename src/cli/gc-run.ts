@@ -30,7 +30,7 @@ export async function runSweep(store: LocalStore, opts: SweepOptions & Pick<GcOp
     return await collectGarbage(store, {
       ...opts,
       onProgress: progress.update,
-      onWait: (w) => process.stderr.write(`waiting for ${w.length} writer${w.length === 1 ? '' : 's'} to finish a commit (pid ${w.map((x) => x.pid).join(', ')})\n`),
+      onWait: (w) => progress.print(`waiting for ${w.length} writer${w.length === 1 ? '' : 's'} to finish a commit (pid ${w.map((x) => x.pid).join(', ')})\n`, process.stderr),
     })
   } finally {
     progress.stop()

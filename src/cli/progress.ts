@@ -19,71 +19,119 @@ function treeBytes(p: Buffer): number {
   return total
 }
 
+/** A progress bar, and the way to write lines while it may be drawn. */
 export interface Progress {
   update(bytes: number, files: number): void
+  /** Clears the bar for good (idempotent). */
   stop(): void
+  /** Writes `text` (default: to stdout) on a line of its own, never on the bar's. */
+  print(text: string, stream?: NodeJS.WriteStream): void
 }
 
-const NONE: Progress = { update() {}, stop() {} }
+interface Bar {
+  update(done: number, total: number, payload?: Record<string, string | number>): void
+  stop(): void
+  print(text: string, stream?: NodeJS.WriteStream): void
+}
 
-/**
- * A cli-progress bar on stderr for large imports, only on a terminal;
- * piped or small runs print nothing extra. Sizing the tree costs one extra
- * metadata walk, which is why it only happens on a terminal.
- */
-export async function importProgress(paths: string[]): Promise<Progress> {
-  if (!process.stderr.isTTY || process.env.CI) return NONE
-  const total = paths.reduce((n, p) => n + treeBytes(Buffer.from(path.resolve(p))), 0)
-  if (total < BAR_THRESHOLD) return NONE
-  const { default: cliProgress } = await import('cli-progress')
-  const bar = new cliProgress.SingleBar(
-    {
-      stream: process.stderr,
-      format: 'importing [{bar}] {percentage}% | {done}/{size} MiB | {files} files',
-      hideCursor: true,
-      clearOnComplete: true,
-      fps: 10,
-    },
-    cliProgress.Presets.shades_classic,
-  )
-  let done = 0
-  let files = 0
-  const mib = (n: number) => (n / 1048576).toFixed(0)
-  bar.start(total, 0, { done: '0', size: mib(total), files: 0 })
-  return {
-    update(bytes, nfiles) {
-      done += bytes
-      files += nfiles
-      bar.update(Math.min(done, total), { done: mib(done), files })
-    },
-    stop: () => bar.stop(),
+const plainPrint = (text: string, stream: NodeJS.WriteStream = process.stdout) => void stream.write(text)
+const NO_BAR: Bar = { update() {}, stop() {}, print: plainPrint }
+const NO_PROGRESS: Progress = NO_BAR
+
+/** Bars only on a terminal, and never under CI (logs of CI runs are not terminals even when they claim to be). */
+function barWanted(): boolean {
+  return Boolean(process.stderr.isTTY) && !process.env.CI
+}
+
+/** Whether text written to `stream` lands on the terminal the bar is drawn on (stderr's). */
+function sharesBarTerminal(stream: NodeJS.WriteStream): boolean {
+  if (stream === process.stderr) return true
+  if (!stream.isTTY) return false
+  try {
+    return fs.fstatSync((stream as { fd?: number }).fd ?? 1).rdev === fs.fstatSync(2).rdev
+  } catch {
+    return true
   }
 }
 
 /**
- * A bar over a count, on a terminal only; cli-progress is loaded on the
- * first update, so commands that never show one do not pay for it.
+ * A cli-progress bar on stderr, on a terminal only; the module is loaded
+ * on the first update, so commands that never show one do not pay for it.
+ *
+ * cli-progress draws the bar on the cursor's line and, when it stops,
+ * restores the cursor it saved at start and clears that line. So nothing
+ * may be written to that terminal while the bar is drawn: a line written
+ * then (an imported store path) moves the cursor, and the clean-up erases
+ * it and leaves the bar on the line below. print() therefore clears the
+ * bar first; the next update draws it again, on the line after the text.
  */
-function lazyBar(format: string): { update(done: number, total: number, payload?: Record<string, string>): void; stop(): void } {
-  if (!process.stderr.isTTY || process.env.CI) return { update() {}, stop() {} }
+function lazyBar(format: string): Bar {
+  if (!barWanted()) return NO_BAR
   let bar: import('cli-progress').SingleBar | undefined
   let loading: Promise<void> | undefined
   let stopped = false
+  let drawn = false
+  let last: [number, number, Record<string, string | number> | undefined] = [0, 0, undefined]
+  const draw = () => {
+    if (!bar || stopped) return
+    const [done, total, payload] = last
+    if (drawn) {
+      bar.setTotal(total)
+      bar.update(done, payload)
+    } else {
+      bar.start(total, done, payload)
+      drawn = true
+    }
+  }
+  const erase = () => {
+    if (drawn) bar!.stop()
+    drawn = false
+  }
   return {
     update(done, total, payload) {
+      last = [done, total, payload]
       loading ??= import('cli-progress').then(({ default: cliProgress }) => {
         // Work that ended before the module loaded gets no bar: one started now would never be stopped, and its timer would keep the process alive.
         if (stopped) return
         bar = new cliProgress.SingleBar({ stream: process.stderr, format, hideCursor: true, clearOnComplete: true, fps: 10 }, cliProgress.Presets.shades_classic)
-        bar.start(total, done, payload)
+        draw()
       })
-      bar?.setTotal(total)
-      bar?.update(done, payload)
+      draw()
     },
-    stop: () => {
+    stop() {
       stopped = true
-      bar?.stop()
+      erase()
     },
+    print(text, stream = process.stdout) {
+      if (sharesBarTerminal(stream)) erase()
+      stream.write(text)
+    },
+  }
+}
+
+/**
+ * A bar on stderr for large imports, only on a terminal; piped or small
+ * runs print nothing extra. Sizing the tree costs one extra metadata walk,
+ * which is why it only happens on a terminal.
+ */
+export function importProgress(paths: string[]): Progress {
+  if (!barWanted()) return NO_PROGRESS
+  const total = paths.reduce((n, p) => n + treeBytes(Buffer.from(path.resolve(p))), 0)
+  if (total < BAR_THRESHOLD) return NO_PROGRESS
+  const bar = lazyBar('importing [{bar}] {percentage}% | {done}/{size} MiB | {files} files')
+  let done = 0
+  let files = 0
+  const mib = (n: number) => (n / 1048576).toFixed(0)
+  const show = () => bar.update(Math.min(done, total), total, { done: mib(done), size: mib(total), files })
+  show()
+  return {
+    update(bytes, nfiles) {
+      done += bytes
+      files += nfiles
+      show()
+    },
+    stop: bar.stop,
+    print: bar.print,
   }
 }
 
@@ -94,6 +142,6 @@ export function copyProgress(): { update(p: { pathsDone: number; pathsTotal: num
 }
 
 /** A bar over a count of items (gc's deletions, verify's objects), on a terminal only. */
-export function countProgress(label: string): { update(done: number, total: number): void; stop(): void } {
+export function countProgress(label: string): Bar {
   return lazyBar(`${label} [{bar}] {value}/{total}`)
 }

@@ -62,9 +62,11 @@ export default class Import extends StoreCommand<typeof Import> {
   private async importAll(store: Store, paths: string[]): Promise<PathInfoJson[]> {
     const { name, nar } = this.flags
     const results: PathInfoJson[] = []
+    // Store paths are printed through the bar (none for --nar): it clears itself first, so a path never shares its line.
+    const progress = importProgress(nar === undefined ? paths : [])
     const done = (r: Imported) => {
       results.push(pathInfoJson(r.info, store.storeDir))
-      if (!this.jsonEnabled() && !this.printed.has(r.storePath)) process.stdout.write(r.storePath + '\n')
+      if (!this.jsonEnabled() && !this.printed.has(r.storePath)) progress.print(r.storePath + '\n')
       this.printed.add(r.storePath)
     }
     if (nar !== undefined) {
@@ -74,7 +76,6 @@ export default class Import extends StoreCommand<typeof Import> {
       done(await importNar(store, src, narName))
       return results
     }
-    const progress = await importProgress(paths)
     try {
       for (const p of paths) done(await importPath(store, p, { name, onProgress: (b, f) => progress.update(b, f) }))
     } finally {
