@@ -92,10 +92,12 @@ export function chunkwiseCheckable(chunks: ChunkMeta[]): boolean {
 }
 
 /**
- * Cuts a blob's byte stream at the boundaries of its chunk list and
- * yields each chunk only once it matches its own digest: at most one
- * chunk (MAX_VERIFIED_CHUNK) is held, and no byte of a bad chunk, or of
- * anything after it, leaves. A chunk inside one piece is checked in place.
+ * Checks a blob's byte stream against its chunk list and passes on each
+ * chunk only once it matches its own digest: at most one chunk
+ * (MAX_VERIFIED_CHUNK) is held, and no byte of a bad chunk, or of
+ * anything after it, leaves. Chunks inside one piece are checked in place
+ * and passed on together (few, large pieces downstream); only a chunk
+ * that spans pieces is copied.
  */
 export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   let i = 0
@@ -106,27 +108,35 @@ export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: As
       throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: its chunk ${b3Display(chunks[i]!.digest)} does not match its digest`)
     }
     i++
-    return c
+    return c.length
   }
   for await (let piece of src) {
-    while (piece.length > 0) {
-      if (i === chunks.length) throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: it has more bytes than its chunks`)
-      const size = chunks[i]!.size
-      if (have === 0 && piece.length >= size) {
-        yield checked(piece.subarray(0, size))
-        piece = piece.subarray(size)
-        continue
-      }
-      const take = piece.subarray(0, size - have)
+    if (have > 0) {
+      // The rest of a chunk begun in earlier pieces.
+      const take = piece.subarray(0, chunks[i]!.size - have)
       parts.push(take)
       have += take.length
       piece = piece.subarray(take.length)
-      if (have === size) {
-        const whole = Buffer.concat(parts, size)
-        parts = []
-        have = 0
-        yield checked(whole)
-      }
+      if (have < chunks[i]!.size) continue
+      const whole = Buffer.concat(parts, have)
+      parts = []
+      have = 0
+      checked(whole)
+      yield whole
+    }
+    let good = 0
+    try {
+      while (i < chunks.length && piece.length - good >= chunks[i]!.size) good += checked(piece.subarray(good, good + chunks[i]!.size))
+    } catch (e) {
+      // The chunks before the bad one are good: out they go.
+      if (good > 0) yield piece.subarray(0, good)
+      throw e
+    }
+    if (good > 0) yield piece.subarray(0, good)
+    if (good < piece.length) {
+      if (i === chunks.length) throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: it has more bytes than its chunks`)
+      parts.push(piece.subarray(good))
+      have = piece.length - good
     }
   }
   if (i !== chunks.length) throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: it has fewer bytes than its chunks`)
