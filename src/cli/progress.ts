@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
+import { onInterrupt } from '../util/interrupt.js'
 
 /** Only imports at least this big get a progress bar. */
 const BAR_THRESHOLD = 32 * 1024 * 1024
@@ -87,6 +88,8 @@ function lazyBar(format: string): Bar {
     if (drawn) bar!.stop()
     drawn = false
   }
+  // Ctrl-C: the cursor shown again, line wrap back on, and the error line on a line of its own.
+  onInterrupt(erase)
   return {
     update(done, total, payload) {
       last = [done, total, payload]

@@ -54,6 +54,17 @@ describe('progress bar and output on one terminal', { skip }, () => {
     assertScreen(output, 'first import')
   })
 
+  test('Ctrl-C during an import: the error on a line of its own, the cursor shown and line wrap on again', async () => {
+    const r = await runCliOnPty(['import', '--store', path.join(root, 'interrupted'), file], { env, rows: ROWS, cols: 200, sigintAfter: 'importing [' })
+    assert.equal(r.code, 130, r.output.toString())
+    const raw = r.output.toString()
+    for (const startRow of [0, ROWS - 1]) {
+      assert.deepEqual(replayTerminal(r.output, ROWS, startRow).filter((l) => l !== ''), ['error: interrupted (SIGINT)'], JSON.stringify(raw))
+    }
+    assert.ok(raw.lastIndexOf('\x1b[?25h') > raw.lastIndexOf('\x1b[?25l'), 'cursor shown again')
+    assert.ok(raw.lastIndexOf('\x1b[?7h') > raw.lastIndexOf('\x1b[?7l'), 'line wrap on again')
+  })
+
   test('importing the same file again leaves nothing of the bar either', async () => {
     const output = await importOnPty()
     assertScreen(output, 'second import')

@@ -5,15 +5,16 @@ import { runProcess } from './spawn.js'
 /**
  * Runs the built CLI with stdin, stdout and stderr on one pseudo-terminal
  * (`rows` x `cols`), as in an interactive shell, and returns everything
- * written to it, raw (the tty turns "\n" into "\r\n").
+ * written to it, raw (the tty turns "\n" into "\r\n"). With `sigintAfter`,
+ * the command gets SIGINT (as from Ctrl-C) once it has written that text.
  */
 const PTY_RUNNER = `
-import fcntl, os, pty, struct, sys, termios
-rows, cols = int(sys.argv[1]), int(sys.argv[2])
+import fcntl, os, pty, signal, struct, sys, termios
+rows, cols, sigint_after = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()
 pid, fd = pty.fork()
 if pid == 0:
     fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', rows, cols, 0, 0))
-    os.execvp(sys.argv[3], sys.argv[3:])
+    os.execvp(sys.argv[4], sys.argv[4:])
 out = bytearray()
 while True:
     try:
@@ -23,6 +24,9 @@ while True:
     if not b:
         break
     out += b
+    if sigint_after and sigint_after in out:
+        os.kill(pid, signal.SIGINT)
+        sigint_after = b''
 _, status = os.waitpid(pid, 0)
 sys.stdout.buffer.write(out)
 sys.exit(os.waitstatus_to_exitcode(status))
@@ -34,8 +38,14 @@ export function ptyMissing(): string | undefined {
   return r.error || r.status !== 0 ? "python3 with its pty module is needed to run the CLI on a pseudo-terminal" : undefined
 }
 
-export async function runCliOnPty(args: string[], opts: { env: NodeJS.ProcessEnv; rows: number; cols: number }): Promise<{ code: number; output: Buffer }> {
-  const r = await runProcess('python3', ['-c', PTY_RUNNER, String(opts.rows), String(opts.cols), process.execPath, BIN, ...args], { env: opts.env, cwd: REPO })
+export async function runCliOnPty(
+  args: string[],
+  opts: { env: NodeJS.ProcessEnv; rows: number; cols: number; sigintAfter?: string },
+): Promise<{ code: number; output: Buffer }> {
+  const r = await runProcess('python3', ['-c', PTY_RUNNER, String(opts.rows), String(opts.cols), opts.sigintAfter ?? '', process.execPath, BIN, ...args], {
+    env: opts.env,
+    cwd: REPO,
+  })
   return { code: r.code, output: r.stdout }
 }
 
