@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
+import { plural } from './output.js'
 
 /** Only imports at least this big get a progress bar. */
 const BAR_THRESHOLD = 32 * 1024 * 1024
@@ -39,7 +40,7 @@ export async function importProgress(paths: string[]): Promise<Progress> {
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,
-      format: 'importing [{bar}] {percentage}% | {done}/{size} MiB | {files} files',
+      format: 'importing [{bar}] {percentage}% | {done}/{size} MiB | {files}',
       hideCursor: true,
       clearOnComplete: true,
       fps: 10,
@@ -49,12 +50,12 @@ export async function importProgress(paths: string[]): Promise<Progress> {
   let done = 0
   let files = 0
   const mib = (n: number) => (n / 1048576).toFixed(0)
-  bar.start(total, 0, { done: '0', size: mib(total), files: 0 })
+  bar.start(total, 0, { done: '0', size: mib(total), files: plural(0, 'file') })
   return {
     update(bytes, nfiles) {
       done += bytes
       files += nfiles
-      bar.update(Math.min(done, total), { done: mib(done), files })
+      bar.update(Math.min(done, total), { done: mib(done), files: plural(files, 'file') })
     },
     stop: () => bar.stop(),
   }
