@@ -12,6 +12,7 @@ import { describe, test } from 'node:test'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { REPO, runCli, spawnCli } from '../helpers/cli.js'
 import { directory, entry, nar, regular } from '../helpers/nar.js'
+import { tempFiles } from '../helpers/snapshot.js'
 import { mountTmpfs } from '../helpers/tmpfs.js'
 import { randomBytes } from '../helpers/trees.js'
 
@@ -33,16 +34,15 @@ async function assertValidStore(store: string): Promise<void> {
 
 /**
  * `import --nar -` of MANY into `store`, holding back the NAR's last byte
- * so it stays mid-import; resolves once it has staged temp files (beside the
- * store: its staging folder in `parent`), with the still-running child.
+ * so it stays mid-import; resolves once it has staged temp files, with the
+ * still-running child.
  */
-async function importHeldOpen(store: string, parent: string) {
+async function importHeldOpen(store: string) {
   const run = spawnCli(['import', '--store', store, '--nar', '-', '--name', 'many'], { stdin: 'pipe' })
   // It is signalled with the pipe open: the write it then cannot take is no failure.
   run.child.stdin!.on('error', () => {})
   run.child.stdin!.write(MANY.subarray(0, MANY.length - 1))
-  const staged = () => fs.readdirSync(parent).filter((n) => n.startsWith(`.${path.basename(store)}.new-`))
-  while (!staged().some((d) => fs.readdirSync(path.join(parent, d)).length > 0)) {
+  while (tempFiles(store).length === 0) {
     const done = await Promise.race([run.exited, sleep(20)])
     if (done) assert.fail(`the import ended before staging anything: ${done.stderr}`)
   }
@@ -106,7 +106,7 @@ describe('the first write creates the store', () => {
 
   test('a first import interrupted (SIGINT) mid-way leaves nothing', async () => {
     const dir = scratch()
-    const run = await importHeldOpen(path.join(dir, 'store'), dir)
+    const run = await importHeldOpen(path.join(dir, 'store'))
     run.child.kill('SIGINT')
     const r = await run.exited
     assert.equal(r.code, 130, r.stderr)
@@ -116,7 +116,7 @@ describe('the first write creates the store', () => {
   test('a first import killed (SIGKILL) mid-way leaves no store; the next first import creates it and clears the leftovers', async () => {
     const dir = scratch()
     const store = path.join(dir, 'store')
-    const run = await importHeldOpen(store, dir)
+    const run = await importHeldOpen(store)
     run.child.kill('SIGKILL')
     assert.equal((await run.exited).signal, 'SIGKILL')
     assert.ok(!fs.existsSync(store), 'no store where the killed import was creating one')
