@@ -1,7 +1,7 @@
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { UnsupportedError, UsageError } from '../errors.js'
+import { NotFoundError, UnsupportedError, UsageError } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 
@@ -26,7 +26,11 @@ export function defaultStoreLocation(env = process.env): string {
 export function parseStoreUrl(url: string): StoreAddress {
   if (url === '') throw new UsageError('empty store URL')
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase()
-  if (!scheme) return { kind: 'local', path: path.resolve(url) }
+  if (!scheme) {
+    refuseNixWord(url)
+    return { kind: 'local', path: path.resolve(url) }
+  }
+  refuseNixScheme(url, scheme)
   let u: URL
   try {
     u = new URL(url)
@@ -52,6 +56,10 @@ export function parseStoreUrl(url: string): StoreAddress {
       if (u.host === '' || (u.pathname !== '' && u.pathname !== '/')) {
         throw new UsageError(`store URL ${JSON.stringify(url)}: want ${scheme}://HOST:PORT with no path`)
       }
+      // grpc-js would dial 443, tvix's clients 80: neither is where a daemon listens. Say it rather than guess.
+      if (u.port === '') {
+        throw new UsageError(`store URL ${JSON.stringify(url)} has no port: want ${scheme}://HOST:PORT (\`tvix-store daemon\` listens on port 8000 by default)`)
+      }
       return { kind: 'grpc', target: u.host, tls: scheme === 'grpc+https' }
     case 'grpc+unix':
       if (u.host !== '' || !u.pathname.startsWith('/')) {
@@ -63,6 +71,48 @@ export function parseStoreUrl(url: string): StoreAddress {
   }
 }
 
+/** Nix's own stores, by the bare word (`daemon`, `local?root=/x`) or the scheme of their URL (Nix 2.8). */
+const NIX_WORDS: Record<string, string> = { auto: "Nix's default store", daemon: 'the Nix daemon', local: 'a Nix local store' }
+const NIX_SCHEMES: Record<string, string> = {
+  unix: 'the Nix daemon on a socket',
+  ssh: 'a Nix store over SSH',
+  'ssh-ng': 'a Nix store over SSH',
+  dummy: "Nix's dummy store",
+}
+/** Schemes of Nix binary caches (`file://` is one only with parameters: plain `file:///abs` is our local folder). */
+const BINARY_CACHES = new Set(['http', 'https', 's3'])
+
+function nixStoreRefusal(url: string, what: string, hint = ''): UsageError {
+  return new UsageError(
+    `${JSON.stringify(url)} is a Nix store URL (${what}); tvix-store cannot open Nix's own stores: ` +
+      'give a tvix store (a folder, grpc+http://HOST:PORT, grpc+unix:///SOCKET), and import from a Nix store with `copy --closure` (--nix-root DIR for a chroot store)' +
+      hint,
+  )
+}
+
+/**
+ * A scheme-less URL is a folder, unless it is one of Nix's words or
+ * carries parameters: refused rather than created as a folder named
+ * `daemon` or `local?root=/x`. Such a folder is still reachable as ./NAME.
+ */
+function refuseNixWord(url: string): void {
+  if (/^\.{0,2}\//.test(url)) return
+  const word = url.split('?')[0]!
+  const hint = ` (for a folder of that name, write ${JSON.stringify('./' + url)})`
+  if (Object.hasOwn(NIX_WORDS, word)) throw nixStoreRefusal(url, NIX_WORDS[word]!, hint)
+  if (url.includes('?')) throw new UsageError(`store URL ${JSON.stringify(url)} has parameters, and tvix-store takes none${hint}`)
+}
+
+function refuseNixScheme(url: string, scheme: string): void {
+  if (Object.hasOwn(NIX_SCHEMES, scheme)) throw nixStoreRefusal(url, NIX_SCHEMES[scheme]!)
+  // Nix takes every file:// URL for a binary cache; ours without parameters stays the local folder it always was.
+  if (BINARY_CACHES.has(scheme) || (scheme === 'file' && url.includes('?'))) {
+    throw new UnsupportedError(
+      `${JSON.stringify(url)} is a Nix binary cache URL; tvix-store does not serve binary caches yet: give a tvix store (a folder, grpc+http://HOST:PORT, grpc+unix:///SOCKET)`,
+    )
+  }
+}
+
 export interface OpenStoreOptions {
   url?: string
   storeDir?: string
@@ -70,20 +120,22 @@ export interface OpenStoreOptions {
   blobServiceAddr?: string
   directoryServiceAddr?: string
   pathInfoServiceAddr?: string
+  /** A local store that does not exist yet is an error (NotFoundError), not an empty store: for commands that only read. */
+  mustExist?: boolean
 }
 
 /** Opens the store a URL names; backends load lazily to keep start-up light. */
 export async function openStore(opts: OpenStoreOptions = {}): Promise<Store> {
   const storeDir = normaliseStoreDir(opts.storeDir ?? DEFAULT_STORE_DIR)
   const url = opts.url ?? defaultStoreLocation()
-  const base = await openOne(url, storeDir)
+  const base = await openOne(url, storeDir, opts.mustExist)
   const overrides = [opts.blobServiceAddr, opts.directoryServiceAddr, opts.pathInfoServiceAddr]
   if (overrides.every((o) => o === undefined)) return base
   // Each overridden service comes from a store of its own; all are closed together.
   const opened = [base]
   const pick = async (addr: string | undefined) => {
     if (addr === undefined) return base
-    const s = await openOne(addr, storeDir)
+    const s = await openOne(addr, storeDir, opts.mustExist)
     opened.push(s)
     return s
   }
@@ -101,17 +153,29 @@ export async function openStore(opts: OpenStoreOptions = {}): Promise<Store> {
   }
 }
 
-async function openOne(url: string, storeDir: string): Promise<Store> {
+async function openOne(url: string, storeDir: string, mustExist = false): Promise<Store> {
   const addr = parseStoreUrl(url)
   switch (addr.kind) {
     case 'memory':
       return (await import('./memory/index.js')).openMemoryStore(storeDir)
     case 'local':
-      return (await import('./local/index.js')).openLocalStore(addr.path, storeDir)
+      try {
+        return await (await import('./local/index.js')).openLocalStore(addr.path, storeDir, { mustExist })
+      } catch (e) {
+        // Said when the store is first used: a command's bad arguments are reported first.
+        if (e instanceof NotFoundError) return missingStore(e, storeDir)
+        throw e
+      }
     case 'grpc':
       if (addr.tls) throw new UnsupportedError(`${url}: TLS (grpc+https) is not supported yet; use grpc+http or grpc+unix`)
       return (await import('./grpc/index.js')).openGrpcStore(addr.target, url, storeDir)
   }
+}
+
+/** How logs name a store: a local one by its absolute folder, any other by its URL. */
+export function storeLabel(url = defaultStoreLocation()): string {
+  const addr = parseStoreUrl(url)
+  return addr.kind === 'local' ? addr.path : url
 }
 
 function normaliseStoreDir(dir: string): string {
@@ -121,6 +185,21 @@ function normaliseStoreDir(dir: string): string {
   return n
 }
 
+const MISSING = Symbol('missing store')
+
+/**
+ * Stands in for a local store that does not exist, opened by a command
+ * that only reads: every use of it throws `error` ("no store at …").
+ */
+function missingStore(error: NotFoundError, storeDir: string): Store {
+  const refuse = () => {
+    throw error
+  }
+  // Any method of any service; `then` stays undefined so a service is not taken for a promise.
+  const service = new Proxy({}, { get: (_, key) => (key === 'then' ? undefined : refuse) }) as never
+  return { blobs: service, directories: service, pathInfos: service, storeDir, writeSession: refuse, close: async () => {}, [MISSING]: error } as Store
+}
+
 /**
  * The local store behind `store`, for what runs only where the data lives
  * (gc, verify, GC roots); one clear refusal for any other kind of store.
@@ -128,5 +207,7 @@ function normaliseStoreDir(dir: string): string {
 export async function asLocalStore(store: Store, url: string, what: string): Promise<import('./local/index.js').LocalStore> {
   const { LocalStore } = await import('./local/index.js')
   if (store instanceof LocalStore) return store
+  const missing = (store as { [MISSING]?: NotFoundError })[MISSING]
+  if (missing) throw missing
   throw new UnsupportedError(`${what} works on a local store only, where the data lives: ${url} is not one (run it on the daemon's machine, against its store directory)`)
 }

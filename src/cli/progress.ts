@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { onInterrupt } from '../util/interrupt.js'
+import { plural } from './output.js'
 
 /** Only imports at least this big get a progress bar. */
 const BAR_THRESHOLD = 32 * 1024 * 1024
@@ -121,11 +122,11 @@ export function importProgress(paths: string[]): Progress {
   if (!barWanted()) return NO_PROGRESS
   const total = paths.reduce((n, p) => n + treeBytes(Buffer.from(path.resolve(p))), 0)
   if (total < BAR_THRESHOLD) return NO_PROGRESS
-  const bar = lazyBar('importing [{bar}] {percentage}% | {done}/{size} MiB | {files} files')
+  const bar = lazyBar('importing [{bar}] {percentage}% | {done}/{size} MiB | {files}')
   let done = 0
   let files = 0
   const mib = (n: number) => (n / 1048576).toFixed(0)
-  const show = () => bar.update(Math.min(done, total), total, { done: mib(done), size: mib(total), files })
+  const show = () => bar.update(Math.min(done, total), total, { done: mib(done), size: mib(total), files: plural(files, 'file') })
   show()
   return {
     update(bytes, nfiles) {

@@ -20,6 +20,8 @@ export type StoreArgs<T extends typeof Command> = Interfaces.InferredArgs<T['arg
 export abstract class StoreCommand<T extends typeof Command> extends Command {
   /** Commands that handle SIGINT/SIGTERM themselves (the daemon) set this. */
   static handlesSignals = false
+  /** Commands that write (import, the daemon) create a store that does not exist yet; the others refuse it (NotFoundError). */
+  static createsStore = false
 
   static override baseFlags = {
     store: Flags.string({
@@ -90,6 +92,7 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       blobServiceAddr: f['blob-service-addr'],
       directoryServiceAddr: f['directory-service-addr'],
       pathInfoServiceAddr: f['path-info-service-addr'],
+      mustExist: !(this.ctor as typeof StoreCommand).createsStore,
     })
     return this.opened
   }

@@ -58,6 +58,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
       }
       if (f.closure !== undefined) {
         if (paths.length > 0) throw new UsageError('give either --closure or store paths, not both')
+        if (f.from !== undefined) throw new UsageError('--closure imports from the filesystem, not from --from: drop --from (and give --nix-root DIR for a chroot store)')
         const text = (f.closure === '-' ? await readAll(process.stdin) : fs.readFileSync(f.closure)).toString('utf8')
         const listing = parseClosureListing(text)
         const report = await retryOnConflict(() => importClosure(to, listing, { nixRoot: f['nix-root'] }))
@@ -73,7 +74,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
   private async copyPaths(to: Store, paths: string[]): Promise<CopyReport> {
     const f = this.flags
     if (paths.length === 0) throw new UsageError('nothing to copy: give store paths (or --closure FILE)')
-    const from = f.from !== undefined ? await openStore({ url: f.from, storeDir: f['store-dir'] }) : await this.store()
+    const from = f.from !== undefined ? await openStore({ url: f.from, storeDir: f['store-dir'], mustExist: true }) : await this.store()
     try {
       const progress = copyProgress()
       let report: CopyReport

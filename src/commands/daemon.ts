@@ -1,6 +1,7 @@
 import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
 import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
+import { storeLabel } from '../backends/open-store.js'
 import type { LocalStore } from '../backends/local/index.js'
 import { DEFAULT_GRACE_MS, parseDuration } from '../cli/duration.js'
 import { UsageError } from '../errors.js'
@@ -18,6 +19,8 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     '<%= config.bin %> <%= command.id %> --listen unix:/run/tvix-store.sock',
   ]
   static override handlesSignals = true
+  // Serving a new, empty store is normal: its first write creates it, as import's does.
+  static override createsStore = true
   static override flags = {
     listen: Flags.string({
       char: 'l',
@@ -84,7 +87,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
       maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size'),
     })
-    log(`tvix-store daemon serving ${this.flags.store ?? 'the default store'} at ${daemon.url}`)
+    log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)
     const signal = await signalled
     log(`${signal}: stopping (waiting for calls in flight)`)

@@ -24,6 +24,7 @@ export default class Import extends StoreCommand<typeof Import> {
     'nix-store --dump /nix/store/…-foo | <%= config.bin %> <%= command.id %> --nar - --name foo',
   ]
   static override strict = false
+  static override createsStore = true
   static override enableJsonFlag = true
   static override args = { path: Args.string({ ignoreStdin: true, description: 'file, directory or symlink to import' }) }
   static override flags = {

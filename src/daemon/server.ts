@@ -73,7 +73,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   if (listen.kind === 'unix') await clearStaleSocket(listen.path)
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(bindTarget(listen), ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(new BackendError(`cannot listen on ${bindTarget(listen)}: ${err.message}`, { cause: err })) : resolve(p),
+      err ? reject(new BackendError(`cannot listen on ${bindTarget(listen)}: ${bindFailure(err)}`, { cause: err })) : resolve(p),
     )
   })
 
@@ -160,4 +160,12 @@ function watchConnections(server: Server, limits: DaemonLimits, log: Log): void 
       }
     })
   }
+}
+
+/** grpc-js wraps the system's reason ("No address added out of total 1 resolved errors: [listen EADDRINUSE: …]"): the reason alone. */
+function bindFailure(err: Error): string {
+  if (/\bEADDRINUSE\b/.test(err.message)) return 'the address is already in use (another daemon?)'
+  if (/\bEACCES\b/.test(err.message)) return 'permission denied'
+  if (/\bEADDRNOTAVAIL\b/.test(err.message)) return 'no such address on this machine'
+  return err.message
 }

@@ -1,8 +1,9 @@
+import fs from 'node:fs'
 import path from 'node:path'
 import { toHex } from '../castore/digest.js'
 import { directoryDigest } from '../castore/directory.js'
 import { renameNode } from '../castore/node.js'
-import { IntegrityError, InvalidInputError } from '../errors.js'
+import { IntegrityError, InvalidInputError, NotFoundError } from '../errors.js'
 import { type IngestResult, ingestPath } from '../store/ingest-fs.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import { parseCa, parseSha256 } from '../store/narinfo.js'
@@ -132,6 +133,10 @@ async function importInSession(store: Store, entries: ClosureEntry[], opts: { ni
       }
       await Promise.all(refHashes.filter((r) => r !== h && byHash.has(r) && !present.has(r)).map(importOne))
       const onDisk = path.join(opts.nixRoot ?? '/', e.path)
+      if (!fs.lstatSync(onDisk, { throwIfNoEntry: false })) {
+        const hint = opts.nixRoot === undefined ? ' (for a listing from a chroot store, such as local?root=DIR, give --nix-root DIR)' : ''
+        throw new NotFoundError(`${onDisk} does not exist: the listing names ${e.path}, which is imported from the filesystem${hint}`)
+      }
       await withStage(store, async (stage) => {
         const ingested = await ingestPath(onDisk, stage)
         if (ingested.narSize !== e.narSize || Buffer.compare(ingested.narSha256, e.narSha256) !== 0) {

@@ -69,12 +69,13 @@ describe('store URLs', () => {
   test('rejects malformed ones with a reason', () => {
     for (const [url, re] of [
       ['', /empty/],
-      ['s3://bucket', /unknown store URL scheme/],
+      ['gopher://host', /unknown store URL scheme/],
+      ['grpc+http://[::1]', /has no port/],
       ['file://host/x', /no host/],
       ['memory://x', /no host or path/],
       ['grpc+http://host:1/path', /no path/],
       ['grpc+unix://host/sock', /absolute/],
-      ['file:///x?y=1', /query/],
+      ['file:///x#y', /query or fragment/],
     ] as const) {
       assert.throws(() => parseStoreUrl(url), re, url)
     }

@@ -34,6 +34,8 @@ describe('several processes writing one local store', () => {
       assert.equal(nar.code, 0, nar.stderr)
     }
     assert.deepEqual(fs.readdirSync(path.join(store, 'tmp')), [])
+    // Each process staged its first writes beside the store, and removed that folder.
+    assert.deepEqual(fs.readdirSync(root).sort(), ['store', 'tree0', 'tree1', 'tree2', 'tree3'])
     assert.equal(snapshot(path.join(store, 'pathinfo')).length, 4)
   })
 })

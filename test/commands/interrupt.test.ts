@@ -6,6 +6,7 @@ import path from 'node:path'
 import { describe, test } from 'node:test'
 import { BIN } from '../helpers/cli.js'
 import { randomBytes } from '../helpers/trees.js'
+import { tempFiles } from '../helpers/snapshot.js'
 
 describe('an interrupted import', () => {
   for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
@@ -23,8 +24,7 @@ describe('an interrupted import', () => {
       // Signal once the store has begun staging (temp files exist).
       await new Promise<void>((resolve) => {
         const poll = setInterval(() => {
-          const tmp = path.join(store, 'tmp')
-          if (fs.existsSync(tmp) && fs.readdirSync(tmp).length > 100) {
+          if (tempFiles(store).length > 100) {
             clearInterval(poll)
             resolve()
           }
@@ -34,8 +34,9 @@ describe('an interrupted import', () => {
       const exit = await new Promise<number | null>((resolve) => child.once('exit', resolve))
       assert.equal(exit, code, stderr)
       assert.match(stderr, new RegExp(`^error: interrupted \\(${sig}\\)\\n$`))
-      assert.deepEqual(fs.readdirSync(path.join(store, 'tmp')), [])
-      assert.deepEqual(fs.readdirSync(path.join(store, 'pathinfo')), [])
+      assert.deepEqual(tempFiles(store), [])
+      // The store did not exist: an interrupted first import leaves none.
+      assert.ok(!fs.existsSync(store))
     })
   }
 })

@@ -223,7 +223,6 @@ export const CLI_CASES: CliCase[] = [
     store: 'missing',
     exit: 1,
     error: /^error: invalid NAR: entry "a" is out of order \(after "b"\)$/,
-    todo: 'creates an empty store (tvix-store.json, blobs/, dirs/, pathinfo/, tmp/) before the NAR fails: the first staged blob initialises the store',
   },
   { name: 'import --nar with a bad magic into a store that does not exist yet', args: ['import', '--nar', '{corpus}/nar/magic-wrong-version.nar', '--name', 'bad'], store: 'missing', exit: 1, error: /^error: invalid NAR: expected "nix-archive-1" at start \(not a NAR\), got "nix-archive-2"$/ },
   { name: 'import --name with a space into a store that does not exist yet', args: ['import', '--name', 'has space', '{input}/hello.txt'], store: 'missing', exit: 1, error: badName('has space', 'the name contains the forbidden character " "') },

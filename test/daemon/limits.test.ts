@@ -17,6 +17,7 @@ import type { Client } from '@grpc/grpc-js'
 import { b3 } from '../../src/castore/digest.js'
 import { eventually, field1, h2Session, rawClient, rawClientStream, rawUnary, stalledCall, watchDaemon, writeAll } from '../helpers/attack.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
+import { tempFiles } from '../helpers/snapshot.js'
 
 const RSS_LIMIT_MIB = 200
 const CALL_IDLE = '2s'
@@ -90,7 +91,7 @@ describe('daemon limits against stalled and idle clients', () => {
       const codes = (await Promise.all(results)).map((r) => r.code)
       assert.deepEqual(new Set(codes), new Set([4]), `codes: ${codes.join(' ')}`) // DEADLINE_EXCEEDED
       assert.match(daemon.log(), /BlobService\/Put failed: DEADLINE_EXCEEDED: the client sent nothing for 2 s/)
-      assert.ok(await eventually(() => fs.readdirSync(path.join(store, 'tmp')).length === 0))
+      assert.ok(await eventually(() => tempFiles(store).length === 0))
     } finally {
       w = await watch.stop()
       t.diagnostic(`${PUTS} stalled Puts: daemon peak RSS ${w.peakRssMiB} MiB; Stat latency median ${w.medianMs} ms, max ${w.maxMs} ms (${w.probes} probes)`)

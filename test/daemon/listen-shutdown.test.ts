@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { after, describe, test } from 'node:test'
 import { type CliExit, REPO, spawnCli, assertOneErrorLine } from '../helpers/cli.js'
 import { startDaemon } from '../helpers/daemon.js'
+import { tempFiles } from '../helpers/snapshot.js'
 
 /** Runs `daemon` expecting it to refuse to start; one that starts anyway is stopped, and the test fails on its log. */
 async function daemonRefuses(args: string[]): Promise<CliExit> {
@@ -21,6 +23,23 @@ async function daemonRefuses(args: string[]): Promise<CliExit> {
 function assertOneError(r: CliExit, re: RegExp) {
   assertOneErrorLine(r.stderr, re)
 }
+
+describe('daemon --listen HOST:PORT', () => {
+  test('a port in use: one error line saying so, no grpc-js log line', async () => {
+    const busy = net.createServer()
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+    const port = (busy.address() as net.AddressInfo).port
+    try {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-busy-'))
+      const r = await daemonRefuses(['--store', path.join(dir, 'store'), '--listen', `127.0.0.1:${port}`])
+      assert.equal(r.code, 1, r.stderr)
+      assertOneError(r, new RegExp(`^error: cannot listen on 127\\.0\\.0\\.1:${port}: the address is already in use \\(another daemon\\?\\)$`))
+      fs.rmSync(dir, { recursive: true, force: true })
+    } finally {
+      busy.close()
+    }
+  })
+})
 
 describe('daemon --listen unix:PATH', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-listen-'))
@@ -87,9 +106,8 @@ describe('daemon shutdown with a client killed mid-upload', () => {
     const client = spawn(process.execPath, ['--input-type=module', '-e', uploader, `unix:${sock}`], { cwd: REPO, stdio: 'ignore' })
     const clientGone = new Promise((resolve) => client.once('exit', resolve))
     try {
-      // The upload is under way once its pack's temp file exists.
-      const tmp = path.join(store, 'tmp')
-      while (!(fs.existsSync(tmp) && fs.readdirSync(tmp).length > 0)) {
+      // The upload is under way once its pack's temp file exists (beside the store, which its first commit creates).
+      while (tempFiles(store).length === 0) {
         assert.equal(client.exitCode, null, 'the uploading client died')
         await new Promise((r) => setTimeout(r, 20))
       }
@@ -105,6 +123,6 @@ describe('daemon shutdown with a client killed mid-upload', () => {
     const lines = d.log().split('\n').filter(Boolean)
     assert.match(lines.at(-1)!, /tvix-store daemon stopped$/, d.log())
     assert.doesNotMatch(d.log(), /failed|INTERNAL|Premature/)
-    assert.deepEqual(fs.readdirSync(path.join(store, 'tmp')), [])
+    assert.deepEqual(tempFiles(store), [])
   })
 })

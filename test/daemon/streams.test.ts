@@ -15,6 +15,7 @@ import { toHex } from '../../src/castore/digest.js'
 import { encodeDirectory } from '../../src/proto/codec.js'
 import { eventually, field1, rawClient, rawClientStream, watchDaemon, writeAll } from '../helpers/attack.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
+import { tempFiles } from '../helpers/snapshot.js'
 
 const symlinkDir = (i: number): Directory => ({ directories: [], files: [], symlinks: [{ kind: 'symlink', name: Buffer.from(`link${i}`), target: Buffer.from('target') }] })
 
@@ -63,7 +64,7 @@ describe('daemon client streams: cancel', () => {
       }
       // Nothing may appear while the daemon finishes with the aborted calls.
       assert.equal(await eventually(() => committed().length > 0, 1500), false, `committed: ${committed().join(', ')}`)
-      assert.ok(await eventually(() => listFiles(path.join(store, 'tmp')).length === 0), `temp files left: ${listFiles(path.join(store, 'tmp')).join(', ')}`)
+      assert.ok(await eventually(() => tempFiles(store).length === 0), `temp files left: ${tempFiles(store).join(', ')}`)
       // A cleanly ended stream still commits.
       await remote.directories.putClosure([symlinkDir(0)])
       assert.ok(await remote.directories.get(directoryDigest(symlinkDir(0))))
@@ -92,7 +93,7 @@ describe('daemon client streams: cancel', () => {
         assert.equal((await d.result).code, 1)
         assert.equal((await b.result).code, 1)
       }
-      assert.ok(await eventually(() => listFiles(path.join(store, 'tmp')).length === 0), `temp files left: ${listFiles(path.join(store, 'tmp')).join(', ')}`)
+      assert.ok(await eventually(() => tempFiles(store).length === 0), `temp files left: ${tempFiles(store).join(', ')}`)
     } finally {
       const w = await watch.stop()
       // Node half-closes a stream before resetting it; a reset that arrives after the daemon committed cannot undo it.
@@ -195,7 +196,7 @@ describe('daemon Directory Put: memory and fairness', () => {
       await writeAll(put.call, messages, put.result)
       put.call.cancel()
       assert.equal((await put.result).code, 1)
-      assert.ok(await eventually(() => listFiles(path.join(store, 'tmp')).length === 0), `temp files left: ${listFiles(path.join(store, 'tmp')).length}`)
+      assert.ok(await eventually(() => tempFiles(store).length === 0), `temp files left: ${tempFiles(store).length}`)
       for (const d of dirs) assert.equal(fs.existsSync(path.join(store, 'dirs/b3', toHex(directoryDigest(d)).slice(0, 2), toHex(directoryDigest(d)))), false)
     } finally {
       const w = await watch.stop()

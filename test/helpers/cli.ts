@@ -38,13 +38,13 @@ export interface CliExit {
 }
 
 /**
- * Starts the built CLI as a child process (stdin closed) and returns at
+ * Starts the built CLI as a child process (stdin closed unless piped) and returns at
  * once, for tests that signal it mid-run; `exited` settles when it is gone.
  */
-export function spawnCli(args: string[], opts: { env?: Record<string, string>; stdout?: number } = {}): { child: ChildProcess; exited: Promise<CliExit> } {
+export function spawnCli(args: string[], opts: { env?: Record<string, string>; stdout?: number; stdin?: 'pipe' } = {}): { child: ChildProcess; exited: Promise<CliExit> } {
   const started = performance.now()
-  // `stdout`: a file descriptor to give the child instead of a pipe (/dev/full).
-  const child = spawn(process.execPath, [BIN, ...args], { env: cliEnv(opts.env), cwd: REPO, stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'] })
+  // `stdout`: a file descriptor to give the child instead of a pipe (/dev/full); `stdin: 'pipe'` to feed it.
+  const child = spawn(process.execPath, [BIN, ...args], { env: cliEnv(opts.env), cwd: REPO, stdio: [opts.stdin ?? 'ignore', opts.stdout ?? 'pipe', 'pipe'] })
   const out: Buffer[] = []
   const err: Buffer[] = []
   child.stdout?.on('data', (c: Buffer) => out.push(c))

@@ -9,7 +9,7 @@ import type { PathInfo } from '../../store/path-info.js'
 import { type StorePath, absolute, hashPart } from '../../store/store-path.js'
 import type { LocalStore } from './index.js'
 import { type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDirectory } from './inventory.js'
-import { readSmallFile } from './layout.js'
+import { readSmallFile, removeStaleStaging } from './layout.js'
 import { StoreLocks, type ProcessId } from './locks.js'
 import { ChunkIndex, PACK_SUFFIX } from './pack.js'
 import { secondsSince } from '../../util/elapsed.js'
@@ -119,6 +119,8 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
         report.bytes += size
       }
     }
+    // And what a killed first write staged beside the store, before it existed.
+    if (!opts.dryRun) removeStaleStaging(store.root.root)
     if (!opts.dryRun && total > 0) store.root.locks.bumpEpoch()
     report.seconds = secondsSince(started)
     report.writersHeldOffSeconds = secondsSince(exclusiveFrom)

@@ -1,4 +1,6 @@
+import fs from 'node:fs'
 import path from 'node:path'
+import { NotFoundError } from '../../errors.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import type { Store } from '../../store/store.js'
 import { LocalBlobService } from './blob.js'
@@ -31,12 +33,21 @@ export class LocalStore implements Store {
   async close(): Promise<void> {}
 }
 
-/** Opens (without creating: the first write does) a local store rooted at `dir`. */
-export async function openLocalStore(dir: string, storeDir = DEFAULT_STORE_DIR): Promise<LocalStore> {
+/**
+ * Opens (without creating: the first write does) a local store rooted at
+ * `dir`. With `mustExist`, a store not created yet is a NotFoundError
+ * naming the folder: a reading command on a mistyped path must not look
+ * like one on an empty store.
+ */
+export async function openLocalStore(dir: string, storeDir = DEFAULT_STORE_DIR, opts: { mustExist?: boolean } = {}): Promise<LocalStore> {
   const root = new LocalRoot(path.resolve(dir))
-  await root.checkFormat().catch((e) => {
+  const exists = await root.checkFormat().catch((e) => {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
     throw e
   })
+  if (!exists && opts.mustExist) {
+    const why = fs.existsSync(root.root) ? 'the folder holds no store yet' : 'no such folder'
+    throw new NotFoundError(`no store at ${root.root} (${why}; \`import\` or \`copy --to\` creates one)`)
+  }
   return new LocalStore(root, storeDir)
 }

@@ -24,6 +24,14 @@ import { StoreLocks } from './locks.js'
  * and content-addressed, so concurrent writers of the same object are
  * harmless. Parent directories of renamed files are fsynced (sync()) before
  * a PathInfo that needs them is written.
+ *
+ * A store that does not exist yet is created by its first commit, not its
+ * first temp file: until then temp files go to a folder of this process's
+ * own beside the store (`.NAME.new-<pid>-…`), and the store is made whole
+ * there and renamed into place. So a failed first write leaves nothing at
+ * the store's path (and removes its staging folder); a killed one leaves
+ * nothing there or a valid store (its staging folder is removed by the
+ * next first writer or gc).
  */
 export const FORMAT = { format: 'tvix-store-local', version: 3 } as const
 /**
@@ -49,6 +57,11 @@ export class LocalRoot {
   private cleanupRegistered = false
   private version = 0
   private ready: Promise<void> | undefined
+  /** The store's marker was found or written. */
+  private exists = false
+  /** Where temp files go while the store does not exist (stagingDir); `made` is the first folder we created for it. */
+  private staging: { dir: string; made: string | undefined } | undefined
+  private creating: Promise<void> | undefined
 
   constructor(readonly root: string) {
     this.tmp = path.join(root, 'tmp')
@@ -105,31 +118,25 @@ export class LocalRoot {
       throw new UsageError(`store at ${this.root} has an unsupported format (${text.trim()}); this tvix-store reads versions ${READABLE_VERSIONS.join(', ')}`)
     }
     this.version = marker.version!
+    this.exists = true
     return true
   }
 
-  /** Creates the layout on first write (idempotent, safe with concurrent creators). */
+  /**
+   * Checks the store before a write: refuses a folder that is not one.
+   * Creates nothing: a store that does not exist yet is created by the
+   * first commit (create()).
+   */
   init(): Promise<void> {
     this.ready ??= (async () => {
-      if (await this.checkFormat()) {
-        this.locks.joinCreated()
-        // Packs are new in version 2, the referrers index in 3: build what the new version
-        // promises, then mark the store, before writing anything of our own.
-        if (this.version < FORMAT.version) {
-          for (const step of this.upgradeSteps) await step()
-          await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
-          await this.sync()
-          this.version = FORMAT.version
-        }
-        return
+      // Packs are new in version 2, the referrers index in 3: build what the new version
+      // promises, then mark the store, before writing anything of our own.
+      if ((await this.checkFormat()) && this.version < FORMAT.version) {
+        for (const step of this.upgradeSteps) await step()
+        await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
+        await this.sync()
+        this.version = FORMAT.version
       }
-      await fs.mkdir(this.tmp, { recursive: true })
-      for (const d of ['blobs/b3', 'dirs/b3', 'pathinfo', 'referrers']) await fs.mkdir(path.join(this.root, d), { recursive: true })
-      // The marker itself goes in atomically; a concurrent creator writes the same bytes.
-      await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
-      await this.sync()
-      this.version = FORMAT.version
-      this.locks.joinCreated()
     })()
     return this.ready
   }
@@ -139,10 +146,12 @@ export class LocalRoot {
     if (this.temps.size === 0 && !this.cleanupRegistered) {
       onInterrupt(() => {
         for (const t of this.temps) fsSync.rmSync(t, { force: true })
+        this.temps.clear()
+        this.dropStaging()
       })
       this.cleanupRegistered = true
     }
-    const t = path.join(this.tmp, StoreLocks.tempName())
+    const t = path.join(this.exists ? this.tmp : this.stagingDir(), StoreLocks.tempName())
     this.temps.add(t)
     return t
   }
@@ -151,6 +160,81 @@ export class LocalRoot {
   async discard(tmp: string): Promise<void> {
     await fs.rm(tmp, { force: true })
     this.temps.delete(tmp)
+    this.dropStaging()
+  }
+
+  /**
+   * The folder for temp files while the store does not exist: beside it,
+   * this process's own, on the same filesystem as the store will be. For
+   * an existing (empty) folder on a filesystem of its own, a mount point,
+   * that would not be the same filesystem, so its tmp/ is used instead.
+   */
+  private stagingDir(): string {
+    if (this.staging) return this.staging.dir
+    const parent = path.dirname(this.root)
+    const own = fsSync.statSync(this.root, { throwIfNoEntry: false })
+    if (own && own.dev !== fsSync.statSync(parent).dev) {
+      this.staging = { dir: this.tmp, made: fsSync.mkdirSync(this.tmp, { recursive: true }) }
+    } else {
+      removeStaleStaging(this.root)
+      const dir = path.join(parent, `${stagingPrefix(this.root)}${StoreLocks.tempName()}`)
+      this.staging = { dir, made: fsSync.mkdirSync(dir, { recursive: true }) }
+    }
+    return this.staging.dir
+  }
+
+  /**
+   * Removes the staging folder once none of our temp files are left in it,
+   * and the folders made for it while the store does not exist (rmdir: a
+   * folder another process has put something in stays).
+   */
+  private dropStaging(): void {
+    const s = this.staging
+    if (!s || [...this.temps].some((t) => path.dirname(t) === s.dir)) return
+    this.staging = undefined
+    // The store's own tmp/ now, or a folder that was there before us.
+    if ((this.exists && s.dir === this.tmp) || !s.made) return
+    const stop = this.exists ? s.dir : s.made
+    for (let d = s.dir; ; d = path.dirname(d)) {
+      try {
+        fsSync.rmdirSync(d)
+      } catch {
+        return
+      }
+      if (d === stop || d === path.dirname(d)) return
+    }
+  }
+
+  /**
+   * Creates the store, if it does not exist yet, before the first commit
+   * publishes anything into it. Made whole beside it and renamed into
+   * place, so it appears complete or not at all; of concurrent creators
+   * one rename wins and the others find its store. An existing empty
+   * folder gets the layout in place, the marker last.
+   */
+  private async create(): Promise<void> {
+    if (this.exists) return
+    this.creating ??= (async () => {
+      if (await this.checkFormat()) return
+      if (!fsSync.existsSync(this.root)) {
+        const parent = path.dirname(this.root)
+        fsSync.mkdirSync(parent, { recursive: true })
+        const next = path.join(parent, `${stagingPrefix(this.root)}${StoreLocks.tempName()}`)
+        try {
+          await makeLayout(next)
+          fsSync.renameSync(next, this.root)
+          await fsyncPath(parent)
+        } catch (e) {
+          fsSync.rmSync(next, { recursive: true, force: true })
+          // Another creator's rename won: its store is checked below.
+          const code = (e as NodeJS.ErrnoException).code
+          if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw e
+        }
+      }
+      if (!(await this.checkFormat())) await makeLayout(this.root)
+      if (!(await this.checkFormat())) throw new BackendError(`could not create the store at ${this.root}`)
+    })().finally(() => (this.creating = undefined))
+    await this.creating
   }
 
   ensureParent(file: string): void {
@@ -167,7 +251,8 @@ export class LocalRoot {
    * commit. Falls back to fsync per file if `sync` cannot be run.
    */
   async syncFiles(files: string[]): Promise<void> {
-    if (files.length > SYNCFS_ABOVE && (await syncFilesystem(this.tmp))) return
+    // Their own folder: tmp/ does not exist before the store does.
+    if (files.length > SYNCFS_ABOVE && (await syncFilesystem(path.dirname(files[0]!)))) return
     await Promise.all(files.map((f) => fsyncPath(f)))
   }
 
@@ -218,13 +303,15 @@ export class LocalRoot {
     this.ensureParent(final)
     fsSync.renameSync(tmp, final)
     this.temps.delete(tmp)
+    this.dropStaging()
     this.dirty.add(path.dirname(final))
     // Not yet reachable from a PathInfo: a sweep could take it until the session registers what needs it.
     this.locks.rely(final)
   }
 
-  /** A short publishing step with sweeps excluded (StoreLocks.commit). */
-  commit<T>(fn: () => Promise<T>): Promise<T> {
+  /** A short publishing step with sweeps excluded (StoreLocks.commit); the first one creates the store. */
+  async commit<T>(fn: () => Promise<T>): Promise<T> {
+    await this.create()
     return this.locks.commit(fn)
   }
 
@@ -258,6 +345,35 @@ export class LocalRoot {
     // A folder removed since (a referrers folder gc emptied) has nothing left to sync; its parent records the removal.
     await Promise.all(dirs.map((d) => fsyncPath(d).catch(ignoreMissing)))
   }
+}
+
+/** Staging folders beside the store at `root` start with this: `.NAME.new-`. */
+function stagingPrefix(root: string): string {
+  return `.${path.basename(root)}.new-`
+}
+
+/** Staging folders of first writers that were killed (their owner no longer runs). */
+export function removeStaleStaging(root: string): void {
+  const prefix = stagingPrefix(root)
+  let names: string[]
+  try {
+    names = fsSync.readdirSync(path.dirname(root))
+  } catch {
+    return
+  }
+  for (const n of names) {
+    if (n.startsWith(prefix) && !StoreLocks.tempOwnerAlive(n.slice(prefix.length))) fsSync.rmSync(path.join(path.dirname(root), n), { recursive: true, force: true })
+  }
+}
+
+/** An empty store's folders and, last, its marker (written to tmp/ and renamed: concurrent creators write the same bytes). */
+async function makeLayout(dir: string): Promise<void> {
+  for (const d of ['tmp', 'blobs/b3', 'dirs/b3', 'pathinfo', 'referrers']) await fs.mkdir(path.join(dir, d), { recursive: true })
+  const tmp = path.join(dir, 'tmp', StoreLocks.tempName())
+  await fs.writeFile(tmp, JSON.stringify(FORMAT) + '\n', { flag: 'wx', mode: 0o444 })
+  await fsyncPath(tmp)
+  await fs.rename(tmp, path.join(dir, MARKER))
+  for (const d of ['blobs', 'dirs', 'tmp', '.']) await fsyncPath(path.join(dir, d))
 }
 
 export async function exists(p: string): Promise<boolean> {

@@ -215,9 +215,8 @@ export class StoreLocks {
   }
 
   private async enter(): Promise<void> {
-    // No store yet (no marker): nothing to sweep, and a failed first write must not create one,
-    // nor write into a directory that is not a store. LocalRoot.init registers the commit
-    // (joinCreated) once the store is checked or created, before any object is written.
+    // No store (no marker): nothing to sweep. LocalRoot.commit creates the store before
+    // it commits, so this is a store removed from under us; its writes will fail.
     if (!fsSync.existsSync(this.marker)) {
       this.writers++
       return
@@ -228,16 +227,6 @@ export class StoreLocks {
       this.leave()
       await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!)
     }
-  }
-
-  /**
-   * Called once the store is known to exist (LocalRoot.init): commits that
-   * began before it existed get their token now, before their first
-   * object. A sweep that started meanwhile listed none of their objects, so
-   * it treats them as new and keeps them.
-   */
-  joinCreated(): void {
-    if (this.writers > 0 && !fsSync.existsSync(this.token(WRITER))) this.create(this.token(WRITER))
   }
 
   private leave(): void {
