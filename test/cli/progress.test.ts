@@ -17,13 +17,17 @@ test('the import progress bar counts "1 file", "2 files"', async () => {
   delete process.env.CI
   stderr.write = ((chunk: string | Uint8Array) => ((out += chunk.toString()), true)) as typeof stderr.write
   try {
-    const bar = await importProgress([dir])
+    // The bar's module loads on the first update; the bar draws once it has.
+    const drawn = () => import('cli-progress').then(() => new Promise((r) => setImmediate(r)))
+    const bar = importProgress([dir])
     bar.update(20 << 20, 1)
+    await drawn()
     bar.stop()
     const one = out
     out = ''
-    const again = await importProgress([dir])
+    const again = importProgress([dir])
     again.update(20 << 20, 2)
+    await drawn()
     again.stop()
     assert.match(one, /\| 1 file\b/)
     assert.doesNotMatch(one, /1 files/)

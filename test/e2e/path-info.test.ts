@@ -196,13 +196,18 @@ describe('path-info against nix path-info on imported trees', { skip: missing },
     }
   })
 
-  test('--all on an empty or missing store prints nothing (an empty array with --json), as Nix does', async () => {
-    const empty = path.join(root, 'empty')
+  test('--all on an empty store prints nothing (an empty array with --json), as Nix does; a missing store is an error', async () => {
     const nixEmpty = ['--store', `local?root=${path.join(root, 'nix-empty')}`]
-    assert.equal(await ours(['--store', empty, '--all']), await nix([...nixEmpty, '--all']))
-    assert.equal(await ours(['--store', empty, '--all']), '')
-    assert.deepEqual(JSON.parse(await ours(['--store', empty, '--all', '--json'])), JSON.parse(await nix([...nixEmpty, '--all', '--json'])))
-    assert.equal(fs.existsSync(empty), false, 'a read creates no store')
+    const empty = ['--store', 'memory://']
+    assert.equal(await ours([...empty, '--all']), await nix([...nixEmpty, '--all']))
+    assert.equal(await ours([...empty, '--all']), '')
+    assert.deepEqual(JSON.parse(await ours([...empty, '--all', '--json'])), JSON.parse(await nix([...nixEmpty, '--all', '--json'])))
+    // Nix creates a missing local store on any use; ours says it is not there, and creates nothing.
+    const missing = path.join(root, 'missing')
+    const r = await runCli(['path-info', '--store', missing, '--all'])
+    assert.equal(r.code, 1)
+    assertOneErrorLine(r.stderr, /no store at/)
+    assert.equal(fs.existsSync(missing), false, 'a read creates no store')
   })
 })
 
