@@ -11,8 +11,8 @@ import type { LocalStore } from './index.js'
 import { type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDirectory } from './inventory.js'
 import { readSmallFile } from './layout.js'
 import { StoreLocks, type ProcessId } from './locks.js'
-import { ChunkIndex, PACK_SUFFIX } from './pack.js'
 import { readTempRoots } from './temp-roots.js'
+import { ChunkIndex, PACK_SUFFIX } from './pack.js'
 
 export interface GcOptions {
   /** Also delete PathInfos outside the closure of every GC root. */
