@@ -1,21 +1,26 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
-import { B3_LEN, b3Display } from '../castore/digest.js'
+import { B3_LEN, b3Display, toHex } from '../castore/digest.js'
+import { ConflictError } from '../errors.js'
 import { BLOB_CHUNK_BYTES } from '../grpc/definitions.js'
 import { blobChunk, digestMessage, statBlobRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import type { Store } from '../store/store.js'
 import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
+import type { RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 
 /** tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). */
-export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: Log, transfers: Transfers = UNLIMITED): UntypedServiceImplementation {
+export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: Log, transfers: Transfers = UNLIMITED, rootsOf: RootsOf = () => undefined): UntypedServiceImplementation {
   const { blobs } = store
   return {
-    Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req) => {
+    Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req, _signal, call) => {
       const d = requireDigest(req.digest, B3_LEN)
       // With send_chunks, a chunked blob lists its chunks (each readable by its digest).
       const chunks = req.sendChunks && blobs.chunks ? await blobs.chunks(d) : undefined
-      if (chunks === undefined && !(await blobs.has(d))) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
+      // "Present" is a promise to an uploader, who will not send it: a temp root keeps it.
+      const roots = rootsOf(call)
+      const present = roots ? await roots.holdIf('blob', toHex(d), () => blobs.has(d)) : chunks !== undefined || (await blobs.has(d))
+      if (!present) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
       return { chunks: chunks ?? [], bao: new Uint8Array(0) }
     }),
 
@@ -29,6 +34,12 @@ export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: L
     }, transfers),
 
     // A write session: the store's gc does not sweep while a blob goes in.
-    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks) => store.writeSession(async () => (await blobs.put(chunks)).digest), transfers),
+    // Kept by a temp root until the client's PathInfo (a later call) refers to it.
+    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks, _signal, call) => store.writeSession(async () => {
+      const { digest } = await blobs.put(chunks)
+      const roots = rootsOf(call)
+      if (roots && !(await roots.holdIf('blob', toHex(digest), () => blobs.has(digest)))) throw new ConflictError(`blob ${b3Display(digest)} was garbage-collected as it was written; send it again`)
+      return digest
+    }), transfers),
   }
 }

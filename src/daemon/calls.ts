@@ -43,7 +43,7 @@ async function writeFlushed(call: ServerWritableStream<Buffer, unknown>, msg: un
 }
 
 /** grpc-js's HTTP/2 stream under a call, if this grpc-js version still has it where we look. */
-function http2StreamOf(call: object): ServerHttp2Stream | undefined {
+export function http2StreamOf(call: object): ServerHttp2Stream | undefined {
   // With server interceptors, grpc-js wraps its base call once more.
   const inner = (call as { call?: { stream?: ServerHttp2Stream; nextCall?: { stream?: ServerHttp2Stream } } }).call
   return inner?.stream ?? inner?.nextCall?.stream
@@ -67,13 +67,13 @@ export function unary<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
-  fn: (req: Req, signal: AbortSignal) => Promise<Res>,
+  fn: (req: Req, signal: AbortSignal, call: object) => Promise<Res>,
 ): handleUnaryCall<Buffer, Res> {
   return (call, callback) => {
     const ac = new AbortController()
     call.once('cancelled', () => ac.abort(new StatusError(Status.CANCELLED, 'the client cancelled the call')))
     Promise.resolve()
-      .then(() => fn(decode(call.request), ac.signal))
+      .then(() => fn(decode(call.request), ac.signal, call))
       .then(
         (res) => callback(null, res),
         (e) => callback(fail(log, method, e)),
@@ -86,7 +86,7 @@ export function serverStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
-  fn: (req: Req) => AsyncIterable<Res>,
+  fn: (req: Req, call: object) => AsyncIterable<Res>,
   transfers: Transfers = UNLIMITED,
 ): handleServerStreamingCall<Buffer, Res> {
   return (call: ServerWritableStream<Buffer, Res>) => {
@@ -95,7 +95,7 @@ export function serverStream<Req, Res>(
     ;(async () => {
       const req = decode(call.request)
       release = await transfers.acquire(signal)
-      const it = fn(req)[Symbol.asyncIterator]()
+      const it = fn(req, call)[Symbol.asyncIterator]()
       try {
         for (;;) {
           if (call.cancelled) return
@@ -153,7 +153,7 @@ export function clientStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
-  fn: (reqs: AsyncIterable<Req>, signal: AbortSignal) => Promise<Res>,
+  fn: (reqs: AsyncIterable<Req>, signal: AbortSignal, call: object) => Promise<Res>,
   transfers: Transfers = UNLIMITED,
 ): handleClientStreamingCall<Buffer, Res> {
   return (call: ServerReadableStream<Buffer, Res>, callback) => {
@@ -177,7 +177,7 @@ export function clientStream<Req, Res>(
     Promise.resolve()
       .then(async () => {
         release = await transfers.acquire(signal)
-        return fn(messages(), signal)
+        return fn(messages(), signal, call)
       })
       .then(
         (res) => callback(null, res),

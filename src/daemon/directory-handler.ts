@@ -1,5 +1,5 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
-import { B3_LEN, b3, b3Display } from '../castore/digest.js'
+import { B3_LEN, b3, b3Display, toHex } from '../castore/digest.js'
 import { ClosureValidator, requireServableDirectory } from '../castore/directory-service.js'
 import type { Directory } from '../castore/directory.js'
 import type { Store } from '../store/store.js'
@@ -7,6 +7,7 @@ import { decodeDirectory } from '../proto/codec.js'
 import { getDirectoryRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import { cancelledError, clientStream, type Log, requireDigest, serverStream } from './calls.js'
+import type { RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 
 /** More Directories than this in one Put stream are refused (memory bound per call). */
@@ -27,23 +28,32 @@ function servable(dir: Directory): Directory {
 }
 
 /** tvix.castore.v1.DirectoryService over any DirectoryService (SPEC 3.3). */
-export function directoryHandler(store: Pick<Store, 'blobs' | 'directories' | 'writeSession'>, log: Log, transfers: Transfers = UNLIMITED): UntypedServiceImplementation {
+export function directoryHandler(
+  store: Pick<Store, 'blobs' | 'directories' | 'writeSession'>,
+  log: Log,
+  transfers: Transfers = UNLIMITED,
+  rootsOf: RootsOf = () => undefined,
+): UntypedServiceImplementation {
   const { directories } = store
   return {
-    Get: serverStream('DirectoryService/Get', log, getDirectoryRequest.decode, async function* (req) {
+    Get: serverStream('DirectoryService/Get', log, getDirectoryRequest.decode, async function* (req, call) {
       const d = requireDigest(req.digest, B3_LEN)
       if (req.recursive) {
         // An absent root is an empty stream, as tvix (2024) answers.
         for await (const dir of directories.getClosure(d)) yield servable(dir)
         return
       }
-      const dir = await directories.get(d)
+      // An uploader that finds a Directory stored does not send it: a temp root keeps it (and its tree).
+      let dir: Directory | undefined
+      const found = () => directories.get(d).then((got) => (dir = got) !== undefined)
+      const roots = rootsOf(call)
+      await (roots ? roots.holdIf('dir', toHex(d), found) : found())
       if (!dir) throw new StatusError(Status.NOT_FOUND, `directory ${b3Display(d)} not found`)
       yield servable(dir)
     }, transfers),
 
     // A write session: children found stored stay stored until the parents are written.
-    Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal) => store.writeSession(async () => {
+    Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal, call) => store.writeSession(async () => {
       // Validated as the messages arrive (a bad stream fails at its first bad
       // message) and spilled to the stage: memory per Directory is a digest
       // and a size, whatever the Directories weigh.
@@ -68,7 +78,10 @@ export function directoryHandler(store: Pick<Store, 'blobs' | 'directories' | 'w
         if (count === 0) throw new StatusError(Status.INVALID_ARGUMENT, 'no directories sent')
         const root = v.finish()
         if (signal.aborted) throw cancelledError()
-        await stage.commit()
+        // Committed and temp-rooted in one step: the tree stays until the client's PathInfo refers to it.
+        const roots = rootsOf(call)
+        const commit = () => stage.commit().then(() => true)
+        await (roots ? roots.holdIf('dir', toHex(root), commit) : commit())
         return root
       } catch (e) {
         await stage.abort()

@@ -9,7 +9,9 @@ import { checkedNarTotals, DEFAULT_MAX_NAR_SIZE, NarSizeMemo, NarTooLargeError }
 import * as nixbase32 from '../store/nixbase32.js'
 import { DIGEST_LEN } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
+import type { PathInfo } from '../store/path-info.js'
 import { type Log, requireDigest, serverStream, unary } from './calls.js'
+import type { RootsOf } from './temp-roots.js'
 
 const NAR_CACHE_ENTRIES = 10_000
 
@@ -18,6 +20,8 @@ export interface PathInfoHandlerOptions {
   maxNarSize?: number
   /** Aborted when the daemon stops: renders in flight end. */
   stopped?: AbortSignal
+  /** Temp roots of the call's connection. */
+  rootsOf?: RootsOf
 }
 
 /** tvix.store.v1.PathInfoService over a store (SPEC 3.4, 3.5). */
@@ -29,10 +33,14 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
   const maxNarSize = opts.maxNarSize ?? DEFAULT_MAX_NAR_SIZE
 
   return {
-    Get: unary('PathInfoService/Get', log, getPathInfoRequest.decode, async (req) => {
+    Get: unary('PathInfoService/Get', log, getPathInfoRequest.decode, async (req, _signal, call) => {
       if (req.byOutputHash === undefined) throw new StatusError(Status.UNIMPLEMENTED, 'by_what is not set')
       const d = requireDigest(req.byOutputHash, DIGEST_LEN, 'by_output_hash')
-      const info = await store.pathInfos.get(d)
+      // A path an uploader found stored may be a reference of the PathInfo it puts next: a temp root keeps it.
+      let info: PathInfo | undefined
+      const found = () => store.pathInfos.get(d).then((got) => (info = got) !== undefined)
+      const roots = opts.rootsOf?.(call)
+      await (roots ? roots.holdIf('pathinfo', nixbase32.encode(d), found) : found())
       if (!info) throw new StatusError(Status.NOT_FOUND, `no PathInfo for ${nixbase32.encode(d)}`)
       return info
     }),

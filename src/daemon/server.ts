@@ -12,6 +12,7 @@ import { HEALTH_SERVICE_NAME, addHealthService } from './health.js'
 import { type ListenAddress, bindTarget, clearStaleSocket, clientUrl } from './listen.js'
 import { pathInfoHandler } from './path-info-handler.js'
 import { addReflectionService } from './reflection.js'
+import { tempRootsPerConnection } from './temp-roots.js'
 import { type TransferLimits, Transfers } from './transfers.js'
 
 /** What one client, or all of them together, may hold of the daemon. */
@@ -63,9 +64,13 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   })
   widenReceiveWindow(server)
   const transfers = new Transfers(limits)
-  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers))
-  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log, transfers))
-  server.addService(serviceDefinition('tvix.store.v1.PathInfoService', 'server'), pathInfoHandler(store, log, { maxNarSize: limits.maxNarSize, stopped: stopped.signal }))
+  const rootsOf = tempRootsPerConnection(store)
+  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers, rootsOf))
+  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log, transfers, rootsOf))
+  server.addService(
+    serviceDefinition('tvix.store.v1.PathInfoService', 'server'),
+    pathInfoHandler(store, log, { maxNarSize: limits.maxNarSize, stopped: stopped.signal, rootsOf }),
+  )
   const names = Object.keys(SERVICES) as ServiceName[]
   const health = addHealthService(server, names)
   addReflectionService(server, [...names, HEALTH_SERVICE_NAME])

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test'
 import { type CliResult, runCli, assertOneErrorLine } from '../helpers/cli.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { type Tmpfs, mountTmpfs } from '../helpers/tmpfs.js'
+import { spawnOwned } from '../helpers/spawn.js'
 import { randomBytes } from '../helpers/trees.js'
 
 function assertOneError(r: CliResult, re: RegExp) {
@@ -68,9 +69,9 @@ describe('export-nar -o', () => {
   test('a FIFO is written through: its reader gets the NAR', async () => {
     const fifo = path.join(root, 'fifo')
     execFileSync('mkfifo', [fifo])
-    const cat = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const cat = spawnOwned('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] })
     const parts: Buffer[] = []
-    cat.stdout.on('data', (c: Buffer) => parts.push(c))
+    cat.stdout!.on('data', (c: Buffer) => parts.push(c))
     const read = new Promise<Buffer>((resolve) => cat.once('close', () => resolve(Buffer.concat(parts))))
     try {
       const r = await exportTo(fifo)

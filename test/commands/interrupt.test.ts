@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, test } from 'node:test'
 import { BIN } from '../helpers/cli.js'
+import { spawnOwned } from '../helpers/spawn.js'
 import { randomBytes } from '../helpers/trees.js'
 import { tempFiles } from '../helpers/snapshot.js'
 
@@ -18,9 +18,9 @@ describe('an interrupted import', () => {
       for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(tree, `a${i}`), randomBytes(2000, i))
       for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(tree, `z${i}`), randomBytes(24 << 20, 1000 + i))
       const store = path.join(root, 'store')
-      const child = spawn(process.execPath, [BIN, 'import', '--store', store, tree], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawnOwned(process.execPath, [BIN, 'import', '--store', store, tree], { stdio: ['ignore', 'pipe', 'pipe'] })
       let stderr = ''
-      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+      child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
       // Signal once the store has begun staging (temp files exist).
       await new Promise<void>((resolve) => {
         const poll = setInterval(() => {

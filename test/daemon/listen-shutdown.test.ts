@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
@@ -8,6 +7,7 @@ import { after, describe, test } from 'node:test'
 import { type CliExit, REPO, spawnCli, assertOneErrorLine } from '../helpers/cli.js'
 import { startDaemon } from '../helpers/daemon.js'
 import { tempFiles } from '../helpers/snapshot.js'
+import { spawnOwned } from '../helpers/spawn.js'
 
 /** Runs `daemon` expecting it to refuse to start; one that starts anyway is stopped, and the test fails on its log. */
 async function daemonRefuses(args: string[]): Promise<CliExit> {
@@ -103,7 +103,7 @@ describe('daemon shutdown with a client killed mid-upload', () => {
     after(() => {
       if (d.proc.exitCode === null && d.proc.signalCode === null) d.proc.kill('SIGKILL')
     })
-    const client = spawn(process.execPath, ['--input-type=module', '-e', uploader, `unix:${sock}`], { cwd: REPO, stdio: 'ignore' })
+    const client = spawnOwned(process.execPath, ['--input-type=module', '-e', uploader, `unix:${sock}`], { cwd: REPO, stdio: 'ignore' })
     const clientGone = new Promise((resolve) => client.once('exit', resolve))
     try {
       // The upload is under way once its pack's temp file exists (beside the store, which its first commit creates).

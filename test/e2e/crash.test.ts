@@ -9,10 +9,13 @@
  * finish and leave the store clean.
  *
  * Everything is seeded (trees, which tree each run imports, how, and when
- * the kill lands), so a failure names its run and can be replayed; the
- * kill delays are drawn over the measured wall time of a clean run, so they
- * are spread over start-up, writing and exit alike. Each test reports, per
- * run kind, where the kills landed.
+ * the kill lands), so a failure names its run and can be replayed. Kill
+ * delays are stratified over the measured wall time of a clean run: each
+ * kind of run (tree and mode) is killed once in each third of it, each gc
+ * kill lands in its own eighth, at a seeded point within it, so start-up,
+ * writing and exit are all hit with fewer runs than uniform draws would
+ * need (32 and 12 random kills before). Each test reports where the kills
+ * landed.
  */
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
@@ -22,16 +25,17 @@ import { performance } from 'node:perf_hooks'
 import { after, before, describe, test } from 'node:test'
 import { type CliExit, runCli, spawnCli } from '../helpers/cli.js'
 import { nixMissing, NixStore } from '../helpers/nix.js'
+import { failIfStalled, killGroup } from '../helpers/spawn.js'
 import { randomBytes, rng } from '../helpers/trees.js'
 
 const MiB = 1 << 20
-const IMPORT_KILLS = 32
-const GC_KILLS = 12
+/** Import runs: every (tree, mode) combination killed once per stratum. */
+const IMPORT_STRATA = 3
+const GC_KILLS = 8
 /** Kill delays are drawn from [0, KILL_SPREAD × the clean run's wall time]. */
 const KILL_SPREAD = 1.2
 /** Stores the import kills run in at once. */
 const LANES = 2
-const SLOW = { timeout: 300_000 }
 
 function write(p: string, data: Uint8Array | string, mode = 0o644): void {
   fs.mkdirSync(path.dirname(p), { recursive: true })
@@ -109,7 +113,8 @@ const listDir = (d: string) => (fs.existsSync(d) ? fs.readdirSync(d) : [])
 
 /** Kills `child` after `delayMs` unless it has exited by then. */
 async function killAfter(run: { child: import('node:child_process').ChildProcess; exited: Promise<CliExit> }, delayMs: number): Promise<CliExit> {
-  const timer = setTimeout(() => run.child.kill('SIGKILL'), delayMs)
+  // The whole group: a syncfs helper the import started dies with it, as on a real crash.
+  const timer = setTimeout(() => killGroup(run.child), delayMs)
   try {
     return await run.exited
   } finally {
@@ -191,7 +196,7 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
 
   after(() => fs.rmSync(root, { recursive: true, force: true }))
 
-  test(`${IMPORT_KILLS} imports killed at random moments, each followed by verify, re-import and export`, SLOW, async (t) => {
+  test(`${8 * IMPORT_STRATA} imports killed at random moments, each followed by verify, re-import and export`, failIfStalled(async (t) => {
     t.diagnostic(`clean import wall times: ${[...cleanMs].map(([k, ms]) => `${k.replace(':true', ' (nar)').replace(':false', '')} ${ms.toFixed(0)} ms`).join(', ')}`)
 
     // Stores are reused across runs, not fresh each time: kills then land
@@ -204,6 +209,9 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
     // a path the store already has. Two such stores take alternate runs at
     // the same time (two lanes), which halves the wall time on two cores.
     const [resident, targets] = [residentTrees(), targetTrees()]
+    // (target, from its NAR?) per run modulo 8, ordered so that each lane gets every tree, in both modes.
+    const combos = [[0, false], [0, true], [1, true], [1, false], [2, false], [2, true], [3, true], [3, false]] as const
+    const IMPORT_KILLS = combos.length * IMPORT_STRATA
     const landed = new Map<string, number>()
     let clean = 0
     const started = performance.now()
@@ -213,9 +221,10 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
       const present = new Set<string>()
       for (let run = l; run < IMPORT_KILLS; run += LANES) {
         const r = rng(0xc0ffee + run)
-        const tr = targets[Math.floor(r() * targets.length)]!
-        const nar = r() < 0.35
-        const delay = r() * KILL_SPREAD * cleanMs.get(`${tr.name}:${nar}`)!
+        const [target, nar] = combos[run % combos.length]!
+        const tr = targets[target]!
+        const stratum = Math.floor(run / combos.length)
+        const delay = ((stratum + r()) / IMPORT_STRATA) * KILL_SPREAD * cleanMs.get(`${tr.name}:${nar}`)!
         const keep = r() < 0.2
         const what = `run ${run} (${tr.name}${nar ? ' from its NAR' : ''}, kill after ${delay.toFixed(0)} ms${present.has(tr.name) ? ', path already present' : ''}; store ${store})`
 
@@ -259,9 +268,9 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
     // Where the kills landed depends on the machine's load (the spread is
     // over a clean run's wall time, measured once): reported, not asserted.
     assert.equal(clean, IMPORT_KILLS)
-  })
+  }))
 
-  test(`${GC_KILLS} gc --prune runs killed at random moments; rooted paths stay whole, a later gc finishes`, SLOW, async (t) => {
+  test(`${GC_KILLS} gc --prune runs killed at random moments; rooted paths stay whole, a later gc finishes`, failIfStalled(async (t) => {
     const store = path.join(root, 'gc-store')
     // Rooted: a large and a many-file tree. Garbage: three more trees of
     // both kinds sharing most of their content with the rooted ones, so the
@@ -287,7 +296,7 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
     const started = performance.now()
     for (let run = 0; run < GC_KILLS; run++) {
       const r = rng(0x9c + run)
-      const delay = r() * KILL_SPREAD * cleanRun.ms
+      const delay = ((run + r()) / GC_KILLS) * KILL_SPREAD * cleanRun.ms
       const what = `gc run ${run} (kill after ${delay.toFixed(0)} ms)`
       await fill()
       const before = objects(store).size
@@ -317,5 +326,5 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
     assert.deepEqual(listDir(path.join(store, 'locks')).filter((n) => n !== 'epoch'), [])
     t.diagnostic(`${GC_KILLS} gc kills: ${clean} clean (verify, rooted exports) in ${((performance.now() - started) / 1000).toFixed(1)} s; kills landed ${tally(landed)}`)
     assert.equal(clean, GC_KILLS)
-  })
+  }))
 })

@@ -22,6 +22,7 @@ import { b3, toHex } from '../../src/castore/digest.js'
 import { type CliResult, runCli } from '../helpers/cli.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { nixMissing, NixStore } from '../helpers/nix.js'
+import { failIfStalled } from '../helpers/spawn.js'
 import { randomBytes, rng } from '../helpers/trees.js'
 
 const TREE_COUNT = 6
@@ -117,7 +118,7 @@ describe('daemon under load: many concurrent clients', () => {
     fs.rmSync(root, { recursive: true, force: true })
   })
 
-  test(`${TREE_COUNT * IMPORTERS_PER_TREE} concurrent imports mixed with readers, then a consistent store and a clean stop`, { timeout: 120_000 }, async () => {
+  test(`${TREE_COUNT * IMPORTERS_PER_TREE} concurrent imports mixed with readers, then a consistent store and a clean stop`, failIfStalled(async () => {
     const url = daemon.url
     assert.match(url, /^grpc\+http:\/\/127\.0\.0\.1:\d+$/)
     const pid = daemon.proc.pid!
@@ -231,5 +232,5 @@ describe('daemon under load: many concurrent clients', () => {
     assert.equal(code, 0, `daemon exit code ${code}: ${daemon.log().slice(-2000)}`)
     assert.match(daemon.log(), /stopped/)
     assert.doesNotMatch(daemon.log(), /failed/, 'the daemon logged failed calls')
-  })
+  }))
 })

@@ -13,8 +13,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type CliResult, runCli } from '../helpers/cli.js'
+import { type CliExit, type CliResult, runCli, spawnCli } from '../helpers/cli.js'
 import { NixStore, nixMissing, runNix } from '../helpers/nix.js'
+import { blockedFor } from '../helpers/spawn.js'
 import { TREES, makeTree } from '../helpers/trees.js'
 
 const SKIP = nixMissing()
@@ -146,7 +147,7 @@ async function nixJson(args: string[]): Promise<Array<Record<string, unknown>>> 
 }
 
 /** Exit code non-zero, nothing on stdout, exactly one `error: ` line on stderr. */
-function assertOneError(r: CliResult, what: string): void {
+function assertOneError(r: Pick<CliResult, 'stdout' | 'stderr'> & { code: number | null }, what: string): void {
   assert.notEqual(r.code, 0, `${what}: exit code should be non-zero (stdout: ${JSON.stringify(r.stdout.toString())})`)
   assert.equal(r.stdout.length, 0, `${what}: stdout should be empty, got ${JSON.stringify(r.stdout.toString())}`)
   assert.match(r.stderr, /^error: [^\n]*\n$/, `${what}: want exactly one "error: " line on stderr`)
@@ -396,20 +397,20 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
     /** Relative paths of every file below `dir` (recursive). */
     const listing = (dir: string): string[] => (fs.existsSync(dir) ? (fs.readdirSync(dir, { recursive: true }) as string[]).sort() : [])
 
-    /** Runs our import; if it blocks (e.g. opened a FIFO for reading), unblocks it and fails. */
-    async function importWithTimeout(arg: string, fifos: string[]): Promise<CliResult> {
-      let timer: NodeJS.Timeout | undefined
-      const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 20_000)))
-      const run = runCli(['import', '--store', errStore, arg])
-      const first = await Promise.race([run, timeout])
-      clearTimeout(timer)
-      if (first !== 'timeout') return first
+    /**
+     * Runs our import; if it blocks (e.g. opened a FIFO for reading: no CPU
+     * used for 20 s, which a merely slow run on a loaded machine never
+     * shows), unblocks it and fails.
+     */
+    async function importWithTimeout(arg: string, fifos: string[]): Promise<CliExit> {
+      const run = spawnCli(['import', '--store', errStore, arg])
+      if (!(await blockedFor(run.child.pid!, 20_000, run.exited))) return run.exited
       for (const f of fifos) {
         try {
           fs.closeSync(fs.openSync(f, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)) // EOF for a blocked reader
         } catch {}
       }
-      await run
+      await run.exited
       assert.fail(`import ${arg} blocked for 20 s (it read the FIFO)`)
     }
 

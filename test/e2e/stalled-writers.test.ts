@@ -3,13 +3,13 @@
  * daemon that sends one chunk and then nothing, and a local `import --nar -`
  * whose pipe never closes, hold no lock while they wait for input. gc
  * runs meanwhile, and so does every other writer, local or through the
- * daemon. Each wait below is bounded by the test's timeout: before write
+ * daemon. The test fails if a step does not finish within two minutes of
+ * the one before (slower steps on a loaded machine are fine): before write
  * sessions became optimistic, gc waited for the stalled writers forever
  * and held every new writer off behind it.
  */
 import assert from 'node:assert/strict'
 import { Client, credentials } from '@grpc/grpc-js'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -17,8 +17,10 @@ import { after, before, describe, test } from 'node:test'
 import { BIN, REPO, runCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { entry, nar, regular, toks } from '../helpers/nar.js'
+import { killGroup, spawnOwned, whileProgressing } from '../helpers/spawn.js'
 
-const BOUND = { timeout: 120_000 }
+/** How long one step may take; gc's own wait for commits gives up after 2 minutes too. */
+const STEP_MS = 150_000
 
 describe('stalled writers hold nothing', () => {
   let dir: string
@@ -53,13 +55,13 @@ describe('stalled writers hold nothing', () => {
 
   /** A local import reading a NAR from a pipe that delivers half of it and stays open. */
   function stalledLocalImport(): void {
-    const child = spawn(process.execPath, [BIN, 'import', '--store', store, '--nar', '-', '--name', 'half'], { cwd: REPO, stdio: ['pipe', 'ignore', 'ignore'] })
+    const child = spawnOwned(process.execPath, [BIN, 'import', '--store', store, '--nar', '-', '--name', 'half'], { cwd: REPO, stdio: ['pipe', 'ignore', 'ignore'] })
     const whole = nar(toks('(', 'type', 'directory', entry('a', regular('a'.repeat(5000))), entry('b', regular('b')), ')'))
     child.stdin!.write(whole.subarray(0, whole.length >> 1))
-    cleanups.push(() => child.kill('SIGKILL'))
+    cleanups.push(() => killGroup(child))
   }
 
-  test('gc, local imports and imports through the daemon all finish while an upload and a local import are stalled', BOUND, async () => {
+  test('gc, local imports and imports through the daemon all finish while an upload and a local import are stalled', () => whileProgressing(STEP_MS, async (step) => {
     stalledUpload()
     stalledLocalImport()
     // Give both time to start and send what they will send.
@@ -67,22 +69,26 @@ describe('stalled writers hold nothing', () => {
 
     const gc = await runCli(['gc', '--store', store, '--grace', '0'])
     assert.equal(gc.code, 0, gc.stderr)
+    step()
 
     const f = path.join(dir, 'local.txt')
     fs.writeFileSync(f, 'written while others stall\n')
     const local = await runCli(['import', '--store', store, f])
     assert.equal(local.code, 0, local.stderr)
+    step()
 
     const g = path.join(dir, 'remote')
     fs.mkdirSync(g)
     fs.writeFileSync(path.join(g, 'x'), 'through the daemon\n')
     const remote = await runCli(['import', '--store', daemon.url, g])
     assert.equal(remote.code, 0, remote.stderr)
+    step()
 
     // And a second gc while they still stall, then the store is whole.
     assert.equal((await runCli(['gc', '--store', store, '--grace', '0'])).code, 0)
+    step()
     const v = await runCli(['verify', '--store', store])
     assert.equal(v.code, 0, v.stdout.toString() + v.stderr)
     assert.equal((await runCli(['cat', '--store', store, `${remote.stdout.toString().trim()}/x`])).stdout.toString(), 'through the daemon\n')
-  })
+  }))
 })

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import { type ProcessResult, runProcess } from './spawn.js'
+import { type ProcessResult, runProcess, spawnOwned } from './spawn.js'
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 export const BIN = path.join(REPO, 'bin/run.js')
@@ -44,7 +44,7 @@ export interface CliExit {
 export function spawnCli(args: string[], opts: { env?: Record<string, string>; stdout?: number; stdin?: 'pipe' } = {}): { child: ChildProcess; exited: Promise<CliExit> } {
   const started = performance.now()
   // `stdout`: a file descriptor to give the child instead of a pipe (/dev/full); `stdin: 'pipe'` to feed it.
-  const child = spawn(process.execPath, [BIN, ...args], { env: cliEnv(opts.env), cwd: REPO, stdio: [opts.stdin ?? 'ignore', opts.stdout ?? 'pipe', 'pipe'] })
+  const child = spawnOwned(process.execPath, [BIN, ...args], { env: cliEnv(opts.env), cwd: REPO, stdio: [opts.stdin ?? 'ignore', opts.stdout ?? 'pipe', 'pipe'] })
   const out: Buffer[] = []
   const err: Buffer[] = []
   child.stdout?.on('data', (c: Buffer) => out.push(c))

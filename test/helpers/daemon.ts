@@ -1,6 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import { BIN, REPO } from './cli.js'
+import { blockedFor, killGroup, spawnOwned } from './spawn.js'
 
 export interface RunningDaemon {
   url: string
@@ -23,33 +24,36 @@ export async function freePort(): Promise<number> {
   })
 }
 
-/** Starts the built CLI's daemon and waits for its "serving" line. */
+/** A daemon still starting that used no CPU for this long is stuck, however loaded the machine. */
+const START_STALL_MS = 60_000
+
+/**
+ * Starts the built CLI's daemon and waits for its "serving" line. The
+ * process is owned (spawn.ts): it never outlives the test file. The wait
+ * is judged by progress, not the clock: it fails only if the daemon used
+ * no CPU for a minute (or exited), and then kills its process group.
+ */
 export async function startDaemon(store: string, listen: string, extraArgs: string[] = []): Promise<RunningDaemon> {
   const env: Record<string, string> = { ...(process.env as Record<string, string>), NO_COLOR: '1' }
   delete env.TVIX_STORE
-  const proc = spawn(process.execPath, [BIN, 'daemon', '--store', store, '--listen', listen, ...extraArgs], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] })
+  delete env.NIX_STORE_DIR
+  const proc = spawnOwned(process.execPath, [BIN, 'daemon', '--store', store, '--listen', listen, ...extraArgs], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
+  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
-  // Generous: on a loaded machine start-up can take many seconds. On failure the process is killed,
-  // or its open pipes would keep the test process alive.
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL')
-      reject(new Error(`daemon did not start within 2 minutes: ${stderr}`))
-    }, 120_000)
-    proc.stderr!.on('data', (c: Buffer) => {
-      stderr += c.toString()
+  const served = new Promise<string>((resolve, reject) => {
+    proc.stderr!.on('data', () => {
       const m = / at (grpc\+\S+)/.exec(stderr)
-      if (m) {
-        clearTimeout(timer)
-        resolve(m[1]!)
-      }
+      if (m) resolve(m[1]!)
     })
-    exited.then((code) => {
-      clearTimeout(timer)
-      reject(new Error(`daemon exited with ${code}: ${stderr}`))
-    })
+    exited.then((code) => reject(new Error(`daemon exited with ${code}: ${stderr}`)))
   })
+  // Watched only until it serves: a serving daemon may idle.
+  if (await blockedFor(proc.pid!, START_STALL_MS, served)) {
+    killGroup(proc)
+    throw new Error(`daemon used no CPU for ${START_STALL_MS / 1000} s without serving: ${stderr}`)
+  }
+  const url = await served
   return {
     url,
     proc,

@@ -11,6 +11,7 @@ import type { LocalStore } from './index.js'
 import { type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDirectory } from './inventory.js'
 import { readSmallFile, removeStaleStaging } from './layout.js'
 import { StoreLocks, type ProcessId } from './locks.js'
+import { readTempRoots } from './temp-roots.js'
 import { ChunkIndex, PACK_SUFFIX } from './pack.js'
 import { secondsSince } from '../../util/elapsed.js'
 
@@ -90,7 +91,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
       seconds: 0,
       writersHeldOffSeconds: 0,
     }
-    const leftovers = [...staleTemps(store), ...store.root.locks.staleTokens()]
+    const leftovers = [...staleTemps(store), ...store.root.locks.staleTokens(), ...readTempRoots(store.root.root).stale]
     const waves = [[p.deadPaths.map((o) => o.obj)], deletionWaves(p.deadDirs, dirChildren), deletionWaves(p.deadPacks, packUses), [p.deadBlobs]]
     const total = p.deadPaths.length + p.deadDirs.length + p.deadPacks.length + p.deadBlobs.length
     let done = 0
@@ -159,11 +160,14 @@ function plan(store: LocalStore, marker: Marker, objects: Map<string, StoredObje
     }
     if (bytes) infos.set(o.name, { obj: o, info })
   }
-  const keep = livePathInfos(store, infos, young, opts)
+  // A daemon's clients' temp roots: read in each phase, the second one with writers (who add them) held off.
+  const temp = readTempRoots(store.root.root).live
+  const keep = livePathInfos(store, infos, young, opts, temp.filter((r) => r.kind === 'pathinfo').map((r) => r.name))
   for (const name of keep) {
     const info = infos.get(name)?.info
     if (info) marker.markNode(info.node)
   }
+  for (const r of temp) if (r.kind !== 'pathinfo') marker.markRoot(r.kind, r.name)
   // Unreachable yet young (or new since the first listing): roots too.
   for (const o of objects.values()) {
     if (o.kind === 'pathinfo' || marker.marked(o) || !young(o)) continue
@@ -187,6 +191,7 @@ function livePathInfos(
   infos: Map<string, { obj: StoredObject; info?: PathInfo }>,
   protectedObj: (o: StoredObject) => boolean,
   opts: GcOptions,
+  tempRooted: string[],
 ): Set<string> {
   const refs = (name: string) => (infos.get(name)?.info?.references ?? []).map((r) => nixbase32.encode(r))
   const closure = (start: Iterable<string>) => {
@@ -221,7 +226,7 @@ function livePathInfos(
   }
   if (!opts.prune) return all
   const nowMs = Date.now()
-  const start: string[] = []
+  const start: string[] = [...tempRooted]
   for (const r of store.roots.list()) if (r.path) start.push(hashPart(r.path))
   for (const [n, { obj, info }] of infos) {
     // Kept: recent ones (an upload may still be under way), those inside the retention window, and undecodable ones (verify's job).
@@ -247,6 +252,12 @@ class Marker {
   markObject(o: StoredObject): void {
     if (o.kind === 'dir') this.markDirs([o.name])
     else if (o.kind === 'blob' || o.kind === 'pack') this.markBlob(o.name)
+  }
+
+  /** A temp root: a blob (or chunk) or a Directory by hex digest. */
+  markRoot(kind: 'blob' | 'dir', hex: string): void {
+    if (kind === 'dir') this.markDirs([hex])
+    else this.markBlob(hex)
   }
 
   markNode(n: Node): void {

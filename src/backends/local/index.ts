@@ -2,12 +2,13 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { NotFoundError } from '../../errors.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
-import type { Store } from '../../store/store.js'
+import type { Store, TempRoots } from '../../store/store.js'
 import { LocalBlobService } from './blob.js'
 import { LocalDirectoryService } from './directory.js'
 import { LocalRoot } from './layout.js'
 import { LocalPathInfoService } from './path-info.js'
 import { GcRoots } from './roots.js'
+import { LocalTempRoots } from './temp-roots.js'
 
 /** A store in a local directory: the three services, plus what only runs where the data lives (gc roots, gc, verify). */
 export class LocalStore implements Store {
@@ -28,6 +29,10 @@ export class LocalStore implements Store {
 
   writeSession<T>(fn: () => Promise<T>): Promise<T> {
     return this.root.locks.session(fn)
+  }
+
+  tempRoots(): TempRoots {
+    return new LocalTempRoots(this.root.root, this.root.locks)
   }
 
   async close(): Promise<void> {}

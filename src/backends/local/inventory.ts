@@ -19,8 +19,8 @@ export interface StoredObject {
 
 export const objectKey = (kind: ObjectKind, name: string) => `${kind}:${name}`
 
-const HEX64 = /^[0-9a-f]{64}$/
-const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/
+export const HEX64 = /^[0-9a-f]{64}$/
+export const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/
 
 /**
  * Every object file of a local store, keyed by objectKey. Names that are
