@@ -156,6 +156,9 @@ describe('gc while imports, copies and a daemon write', { skip: nixMissing() }, 
       assert.equal(r.code, 0, r.stderr)
       assert.equal(r.stdout.toString().trim(), t.storePath)
     }
+    // D exists before gc loops on it (gc on a store not created yet is an error); a garbage tree makes it.
+    const seedD = await runCli(['import', '--store', D, trees.get(GARBAGE[0]!)!.dir])
+    assert.equal(seedD.code, 0, seedD.stderr)
     daemon = await startDaemon(D, `127.0.0.1:${await freePort()}`)
   })
 

@@ -59,7 +59,9 @@ describe('Directories over 4 MiB', () => {
     before(async () => {
       assert.ok(bytes.length > MAX_DIRECTORY_BYTES)
       // Set up the store, then place the Directory as an older version could have stored it.
-      const init = await runCli(['import', '--store', store, path.join(root, 'import-store', 'tvix-store.json')])
+      const seed = path.join(root, 'seed')
+      fs.writeFileSync(seed, 'seed\n')
+      const init = await runCli(['import', '--store', store, seed])
       assert.equal(init.code, 0, init.stderr)
       const file = path.join(store, 'dirs/b3', toHex(digest).slice(0, 2), toHex(digest))
       fs.mkdirSync(path.dirname(file), { recursive: true })
