@@ -12,7 +12,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { after, before, describe, test } from 'node:test'
+import { after, before, describe, test, type TestContext } from 'node:test'
 import type { Client } from '@grpc/grpc-js'
 import { b3 } from '../../src/castore/digest.js'
 import { eventually, field1, h2Session, rawClient, rawClientStream, rawUnary, stalledCall, watchDaemon, writeAll } from '../helpers/attack.js'
@@ -36,6 +36,23 @@ describe('daemon limits against stalled and idle clients', () => {
     clients.push(c)
     return c
   }
+  /**
+   * Runs `attack` while a well-behaved client probes the daemon (`cleanup`
+   * then ends the attack's connections); reports RSS and probe latency, and
+   * bounds the daemon's peak RSS.
+   */
+  async function rssBounded(t: TestContext, what: string, attack: () => Promise<void>, cleanup: () => void = () => {}): Promise<void> {
+    const watch = watchDaemon(daemon.proc.pid!, daemon.url)
+    let w
+    try {
+      await attack()
+    } finally {
+      cleanup()
+      w = await watch.stop()
+      t.diagnostic(`${what}: daemon peak RSS ${w.peakRssMiB} MiB; Stat latency median ${w.medianMs} ms, max ${w.maxMs} ms (${w.probes} probes)`)
+    }
+    assert.ok(w.peakRssMiB <= RSS_LIMIT_MIB, `daemon peak RSS ${w.peakRssMiB} MiB > ${RSS_LIMIT_MIB} MiB`)
+  }
 
   before(async () => {
     port = await freePort()
@@ -57,10 +74,8 @@ describe('daemon limits against stalled and idle clients', () => {
 
   test('64 Reads of a 48 MiB blob that never read: cancelled after the call idle timeout, RSS bounded', async (t) => {
     const READS = 64
-    const watch = watchDaemon(daemon.proc.pid!, daemon.url)
-    let w
     const sessions = Array.from({ length: 4 }, () => h2Session(daemon.url))
-    try {
+    await rssBounded(t, `${READS} stalled Reads`, async () => {
       const ends: Array<Promise<string>> = []
       for (let i = 0; i < READS; i++) ends.push(stalledCall(sessions[i % sessions.length]!, '/tvix.castore.v1.BlobService/Read', [field1(digest)], true).closed)
       // Every stalled Read ends: each holds a transfer slot for at most the call idle timeout.
@@ -68,19 +83,14 @@ describe('daemon limits against stalled and idle clients', () => {
       assert.deepEqual(new Set(ended), new Set(['rst 8']))
       assert.match(daemon.log(), /BlobService\/Read failed: DEADLINE_EXCEEDED: the client read nothing for 2 s/)
       assert.equal((await rawUnary(connect(), '/tvix.castore.v1.BlobService/Stat', field1(digest))).code, 0)
-    } finally {
+    }, () => {
       for (const s of sessions) s.destroy()
-      w = await watch.stop()
-      t.diagnostic(`${READS} stalled Reads: daemon peak RSS ${w.peakRssMiB} MiB; Stat latency median ${w.medianMs} ms, max ${w.maxMs} ms (${w.probes} probes)`)
-    }
-    assert.ok(w.peakRssMiB <= RSS_LIMIT_MIB, `daemon peak RSS ${w.peakRssMiB} MiB > ${RSS_LIMIT_MIB} MiB`)
+    })
   })
 
   test('40 Puts that send 3 MiB and then nothing: cancelled after the call idle timeout, nothing stored, RSS bounded', async (t) => {
     const PUTS = 40
-    const watch = watchDaemon(daemon.proc.pid!, daemon.url)
-    let w
-    try {
+    await rssBounded(t, `${PUTS} stalled Puts`, async () => {
       const conns = Array.from({ length: 4 }, connect)
       const results = []
       for (let i = 0; i < PUTS; i++) {
@@ -92,19 +102,13 @@ describe('daemon limits against stalled and idle clients', () => {
       assert.deepEqual(new Set(codes), new Set([4]), `codes: ${codes.join(' ')}`) // DEADLINE_EXCEEDED
       assert.match(daemon.log(), /BlobService\/Put failed: DEADLINE_EXCEEDED: the client sent nothing for 2 s/)
       assert.ok(await eventually(() => tempFiles(store).length === 0))
-    } finally {
-      w = await watch.stop()
-      t.diagnostic(`${PUTS} stalled Puts: daemon peak RSS ${w.peakRssMiB} MiB; Stat latency median ${w.medianMs} ms, max ${w.maxMs} ms (${w.probes} probes)`)
-    }
-    assert.ok(w.peakRssMiB <= RSS_LIMIT_MIB, `daemon peak RSS ${w.peakRssMiB} MiB > ${RSS_LIMIT_MIB} MiB`)
+    })
   })
 
   test('300 idle TCP connections: those beyond --max-connections refused, the rest closed after --idle-timeout', async (t) => {
     const CONNS = 300
-    const watch = watchDaemon(daemon.proc.pid!, daemon.url)
     const sockets: net.Socket[] = []
-    let w
-    try {
+    await rssBounded(t, `${CONNS} idle connections`, async () => {
       let closed = 0
       for (let i = 0; i < CONNS; i++) {
         const s = net.connect(port, '127.0.0.1')
@@ -117,11 +121,8 @@ describe('daemon limits against stalled and idle clients', () => {
       // Idle means no call: all are closed by the daemon, within the idle timeout (and some slack) of the last.
       assert.ok(await eventually(() => closed === CONNS, 30_000), `${CONNS - closed} of ${CONNS} still open`)
       assert.match(daemon.log(), /refusing connections: 64 are open/)
-    } finally {
+    }, () => {
       for (const s of sockets) s.destroy()
-      w = await watch.stop()
-      t.diagnostic(`${CONNS} idle connections: daemon peak RSS ${w.peakRssMiB} MiB; Stat latency median ${w.medianMs} ms, max ${w.maxMs} ms (${w.probes} probes)`)
-    }
-    assert.ok(w.peakRssMiB <= RSS_LIMIT_MIB, `daemon peak RSS ${w.peakRssMiB} MiB > ${RSS_LIMIT_MIB} MiB`)
+    })
   })
 })
