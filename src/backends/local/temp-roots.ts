@@ -45,9 +45,11 @@ export class LocalTempRoots implements TempRoots {
 
   async holdIf(kind: TempRootKind, name: string, present: () => Promise<boolean>): Promise<boolean> {
     const line = `${kind} ${name}`
+    // Held already: gc keeps it, so the lookup needs no commit (a client Stats and Gets the same objects again).
+    if (this.held.has(line)) return present()
     return this.locks.commit(async () => {
       if (!(await present())) return false
-      if (!this.released && !this.held.has(line)) {
+      if (!this.released) {
         fsSync.mkdirSync(this.dir, { recursive: true })
         fsSync.appendFileSync(this.file, `${line}\n`)
         this.held.add(line)
