@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { NotFoundError, UnsupportedError, UsageError } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
+import { inWriteSession, type WriteSessions } from '../store/capabilities.js'
 
 /** What a store URL names. */
 export type StoreAddress =
@@ -140,17 +141,18 @@ export async function openStore(opts: OpenStoreOptions = {}): Promise<Store> {
     return s
   }
   const [b, d, p] = [await pick(opts.blobServiceAddr), await pick(opts.directoryServiceAddr), await pick(opts.pathInfoServiceAddr)]
-  return {
+  const mixed: Store & WriteSessions = {
     blobs: b.blobs,
     directories: d.directories,
     pathInfos: p.pathInfos,
     storeDir,
     // A session on every store involved (local ones exclude their gc).
-    writeSession: <T>(fn: () => Promise<T>) => opened.reduceRight<() => Promise<T>>((inner, s) => () => s.writeSession(inner), fn)(),
+    writeSession: <T>(fn: () => Promise<T>) => opened.reduceRight<() => Promise<T>>((inner, s) => () => inWriteSession(s, inner), fn)(),
     close: async () => {
       for (const s of opened) await s.close()
     },
   }
+  return mixed
 }
 
 async function openOne(url: string, storeDir: string, mustExist = false): Promise<Store> {

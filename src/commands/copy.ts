@@ -12,6 +12,7 @@ import type { Store } from '../store/store.js'
 import { readAll } from '../castore/blob-service.js'
 import { copyClosure, type CopyReport } from '../ops/copy.js'
 import { importClosure, parseClosureListing } from '../ops/import-closure.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 export default class Copy extends StoreCommand<typeof Copy> {
   static override summary = 'Copy store paths with their closures between stores.'
@@ -48,7 +49,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
         const local = await asLocalStore(to, f.to, '--root')
         // Copy and root in one write session on the target: gc cannot prune the path in between.
         return await retryOnConflict(() =>
-          to.writeSession(async () => {
+          inWriteSession(to, async () => {
             const report = await this.copyPaths(to, paths)
             await addRoot(local, f.root!, paths[0]!)
             return report

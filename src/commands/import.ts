@@ -13,6 +13,7 @@ import type { Store } from '../store/store.js'
 import { addRoot } from '../ops/roots.js'
 import { asLocalStore } from '../backends/open-store.js'
 import { validateRootName } from '../backends/local/roots.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 export default class Import extends StoreCommand<typeof Import> {
   static override summary = 'Add files, directories or a NAR to the store, as `nix-store --add` does.'
@@ -48,7 +49,7 @@ export default class Import extends StoreCommand<typeof Import> {
     if (root !== undefined) validateRootName(root)
     // The root goes in within the import's write session: gc cannot prune the path in between.
     const once = () =>
-      store.writeSession(async () => {
+      inWriteSession(store, async () => {
         const results = await this.importAll(store, paths)
         if (local) await addRoot(local, root!, results[0]!.path)
         return results

@@ -8,9 +8,10 @@ import type { Store } from '../store/store.js'
 import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
 import type { RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 /** tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). */
-export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: Log, transfers: Transfers = UNLIMITED, rootsOf: RootsOf = () => undefined): UntypedServiceImplementation {
+export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIMITED, rootsOf: RootsOf = () => undefined): UntypedServiceImplementation {
   const { blobs } = store
   return {
     Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req, _signal, call) => {
@@ -35,7 +36,7 @@ export function blobHandler(store: Pick<Store, 'blobs' | 'writeSession'>, log: L
 
     // A write session: the store's gc does not sweep while a blob goes in.
     // Kept by a temp root until the client's PathInfo (a later call) refers to it.
-    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks, _signal, call) => store.writeSession(async () => {
+    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks, _signal, call) => inWriteSession(store, async () => {
       const { digest } = await blobs.put(chunks)
       const roots = rootsOf(call)
       if (roots && !(await roots.holdIf('blob', toHex(digest), () => blobs.has(digest)))) throw new ConflictError(`blob ${b3Display(digest)} was garbage-collected as it was written; send it again`)

@@ -9,6 +9,7 @@ import { Status, StatusError } from '../grpc/status.js'
 import { cancelledError, clientStream, type Log, requireDigest, serverStream } from './calls.js'
 import type { RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 /** More Directories than this in one Put stream are refused (memory bound per call). */
 const MAX_DIRECTORIES_PER_PUT = 1_000_000
@@ -29,7 +30,7 @@ function servable(dir: Directory): Directory {
 
 /** tvix.castore.v1.DirectoryService over any DirectoryService (SPEC 3.3). */
 export function directoryHandler(
-  store: Pick<Store, 'blobs' | 'directories' | 'writeSession'>,
+  store: Store,
   log: Log,
   transfers: Transfers = UNLIMITED,
   rootsOf: RootsOf = () => undefined,
@@ -53,7 +54,7 @@ export function directoryHandler(
     }, transfers),
 
     // A write session: children found stored stay stored until the parents are written.
-    Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal, call) => store.writeSession(async () => {
+    Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal, call) => inWriteSession(store, async () => {
       // Validated as the messages arrive (a bad stream fails at its first bad
       // message) and spilled to the stage: memory per Directory is a digest
       // and a size, whatever the Directories weigh.

@@ -12,6 +12,7 @@ import type { Store } from '../store/store.js'
 import type { PathInfo } from '../store/path-info.js'
 import { type Log, requireDigest, serverStream, unary } from './calls.js'
 import type { RootsOf } from './temp-roots.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 const NAR_CACHE_ENTRIES = 10_000
 
@@ -47,7 +48,7 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
 
     // The store's put runs the admission check (tree, sizes, references, no replacement, CA);
     // checked and written in one write session, so the store's gc cannot sweep in between.
-    Put: unary('PathInfoService/Put', log, decodePathInfo, (info) => store.writeSession(() => store.pathInfos.put(info))),
+    Put: unary('PathInfoService/Put', log, decodePathInfo, (info) => inWriteSession(store, () => store.pathInfos.put(info))),
 
     CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node, cancelled) => {
       const root = validateRootNode(node)

@@ -1,5 +1,6 @@
 import type { Http2Session } from 'node:http2'
 import type { Store, TempRoots } from '../store/store.js'
+import { hasTempRoots } from '../store/capabilities.js'
 import { http2StreamOf } from './calls.js'
 
 /** The temp roots of the connection a call came on; undefined where the store keeps none. */
@@ -13,9 +14,9 @@ export type RootsOf = (call: object) => TempRoots | undefined
  * future version), calls get none and gc's --grace is the protection, as
  * before.
  */
-export function tempRootsPerConnection(store: Pick<Store, 'tempRoots'>): RootsOf {
-  const make = store.tempRoots?.bind(store)
-  if (!make) return () => undefined
+export function tempRootsPerConnection(store: Store): RootsOf {
+  if (!hasTempRoots(store)) return () => undefined
+  const make = store.tempRoots.bind(store)
   const bySession = new WeakMap<Http2Session, TempRoots>()
   return (call) => {
     const session = http2StreamOf(call)?.session

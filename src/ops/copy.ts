@@ -9,6 +9,7 @@ import { absolute } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'
 import { closureOf } from './closure.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 /** What `copy --json` prints, with or without --closure. */
 export interface CopyReport {
@@ -48,7 +49,7 @@ const BLOBS_IN_FLIGHT = 32
  */
 export function copyClosure(from: Store, to: Store, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
   // One write session on the target: paths found there stay until the paths that refer to them are registered.
-  return to.writeSession(() => copyInSession(from, to, args, opts))
+  return inWriteSession(to, () => copyInSession(from, to, args, opts))
 }
 
 async function copyInSession(from: Store, to: Store, args: string[], opts: CopyOptions): Promise<CopyReport> {

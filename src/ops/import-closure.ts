@@ -13,6 +13,7 @@ import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'
 import { type CopyReport, newCopyReport } from './copy.js'
 import { publishIngested, withStage } from './register.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 /** One path of a closure listing, whatever format it came in. */
 export interface ClosureEntry {
@@ -107,7 +108,7 @@ function pathInfoFor(e: ClosureEntry, store: Store, root: PathInfo['node']): Pat
  */
 export function importClosure(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string } = {}): Promise<CopyReport> {
   // One write session: paths found stored stay until the paths that refer to them are registered.
-  return store.writeSession(() => importInSession(store, entries, opts))
+  return inWriteSession(store, () => importInSession(store, entries, opts))
 }
 
 async function importInSession(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string }): Promise<CopyReport> {

@@ -5,6 +5,7 @@ import type { IngestResult } from '../store/ingest-fs.js'
 import { CaHash, type PathInfo } from '../store/path-info.js'
 import { absolute, basename, makeSourcePath } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 export interface Imported {
   storePath: string
@@ -53,7 +54,7 @@ export async function registerSource(store: Store, ingested: IngestResult, stage
  * before its PathInfo is written.
  */
 export function withStage<T>(store: Store, fn: (stage: BlobStage) => Promise<T>): Promise<T> {
-  return store.writeSession(async () => {
+  return inWriteSession(store, async () => {
     const stage = store.blobs.stage()
     try {
       return await fn(stage)

@@ -2,6 +2,7 @@ import type { LocalStore } from '../backends/local/index.js'
 import { validateRootName } from '../backends/local/roots.js'
 import { absolute } from '../store/store-path.js'
 import { getPathInfo } from './resolve.js'
+import { inWriteSession } from '../store/capabilities.js'
 
 export interface RootEntry {
   name: string
@@ -19,7 +20,7 @@ export interface RootEntry {
  */
 export async function addRoot(store: LocalStore, name: string, storePath: string): Promise<RootEntry> {
   validateRootName(name)
-  return store.writeSession(async () => {
+  return inWriteSession(store, async () => {
     const { storePath: p } = await getPathInfo(store, storePath)
     await store.roots.add(name, p)
     return { name, path: absolute(p, store.storeDir), valid: true }

@@ -1,4 +1,4 @@
-import { runNow, type Store } from '../../store/store.js'
+import type { Store } from '../../store/store.js'
 import { GrpcBlobService } from './blob.js'
 import { GrpcDirectoryService } from './directory.js'
 import { GrpcPathInfoService } from './path-info.js'
@@ -14,8 +14,6 @@ export function openGrpcStore(target: string, display: string, storeDir: string)
     directories: new GrpcDirectoryService(rpc),
     pathInfos: new GrpcPathInfoService(rpc),
     storeDir,
-    // The daemon's own store excludes its gc per call.
-    writeSession: runNow,
     close: async () => rpc.close(),
   }
 }

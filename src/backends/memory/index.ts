@@ -7,7 +7,7 @@ import type { PathInfo } from '../../store/path-info.js'
 import { admitPathInfo, keepStored } from '../../store/path-info-admission.js'
 import type { PathInfoService, PutOptions } from '../../store/path-info-service.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
-import { runNow, type Store } from '../../store/store.js'
+import type { Store } from '../../store/store.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 
 async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo }> {
@@ -141,5 +141,5 @@ export class MemoryPathInfoService implements PathInfoService {
 export function openMemoryStore(storeDir = DEFAULT_STORE_DIR): Store {
   const blobs = new MemoryBlobService()
   const directories = new MemoryDirectoryService(blobs)
-  return { blobs, directories, pathInfos: new MemoryPathInfoService(blobs, directories, storeDir), storeDir, writeSession: runNow, close: async () => {} }
+  return { blobs, directories, pathInfos: new MemoryPathInfoService(blobs, directories, storeDir), storeDir, close: async () => {} }
 }
