@@ -1,5 +1,5 @@
 import { IntegrityError, InvalidInputError } from '../errors.js'
-import { decodeDirectory, encodeDirectory } from '../proto/codec.js'
+import { decodeDirectory, encodeDirectory } from './proto.js'
 import { type B3Digest, b3, b3Display, toHex } from './digest.js'
 import { type Directory, directoryDigest, directorySize, validateDirectory } from './directory.js'
 import type { FileNode } from './node.js'

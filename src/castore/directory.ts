@@ -1,14 +1,10 @@
 import { InvalidInputError } from '../errors.js'
-import { encodeDirectory } from '../proto/codec.js'
 import { B3_LEN, type B3Digest, b3, compareBytes } from './digest.js'
-import type { DirectoryNode, FileNode, Node, SymlinkNode } from './node.js'
+import type { Directory, Node } from './node.js'
+import { encodeDirectory } from './proto.js'
 
-/** A Merkle directory: three name-sorted lists, names unique across them. */
-export interface Directory {
-  directories: DirectoryNode[]
-  files: FileNode[]
-  symlinks: SymlinkNode[]
-}
+// The type lives beside the nodes so that proto.ts, which encodes it, need not import this file.
+export type { Directory } from './node.js'
 
 export const MAX_NAME_LEN = 255
 export const MAX_TARGET_LEN = 4095

@@ -29,6 +29,13 @@ export interface SymlinkNode {
 
 export type Node = DirectoryNode | FileNode | SymlinkNode
 
+/** A Merkle directory: three name-sorted lists, names unique across them (rules in directory.ts). */
+export interface Directory {
+  directories: DirectoryNode[]
+  files: FileNode[]
+  symlinks: SymlinkNode[]
+}
+
 export function renameNode<N extends Node>(node: N, name: Uint8Array): N {
   return { ...node, name }
 }

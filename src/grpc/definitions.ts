@@ -5,7 +5,8 @@
  * malformed message becomes INVALID_ARGUMENT instead of grpc-js's INTERNAL.
  */
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js'
-import { decodeDirectory, decodeNode, decodePathInfo, encodeDirectory, encodeNode, encodePathInfo } from '../proto/codec.js'
+import { decodeDirectory, decodeNode, encodeDirectory, encodeNode } from '../castore/proto.js'
+import { decodePathInfo, encodePathInfo } from '../store/proto.js'
 import { MAX_DIRECTORY_BYTES } from '../castore/directory-service.js'
 import * as m from './messages.js'
 

@@ -140,3 +140,25 @@ export function asUint(f: Field, name: string): number {
   if (f.wireType !== 0) throw malformed(`${name} has wire type ${f.wireType}, want 0`)
   return f.value
 }
+
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+/** A string field, which protobuf requires to be valid UTF-8. */
+export function asString(f: Field, name: string): string {
+  const bytes = asBytes(f, name)
+  try {
+    return utf8.decode(bytes)
+  } catch {
+    throw malformed(`${name} is not valid UTF-8`)
+  }
+}
+
+/** Names the message in decoding errors: "malformed PathInfo message: truncated varint". */
+export function described<T>(what: string, fn: () => T): T {
+  try {
+    return fn()
+  } catch (e) {
+    const msg = (e as Error).message.replace(/^malformed protobuf: /, '')
+    throw new InvalidInputError(`malformed ${what} message: ${msg}`, { cause: e })
+  }
+}

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test'
 import { EMPTY_DIGEST, b3, toHex } from '../../src/castore/digest.js'
 import { type Directory, directoryDigest, directorySize, validateDirectory } from '../../src/castore/directory.js'
 import type { DirectoryNode, FileNode, SymlinkNode } from '../../src/castore/node.js'
-import { encodeDirectory } from '../../src/proto/codec.js'
+import { encodeDirectory } from '../../src/castore/proto.js'
 
 const n = (s: string) => Buffer.from(s)
 const d = (name: string, digest = EMPTY_DIGEST, size = 0): DirectoryNode => ({ kind: 'directory', name: n(name), digest, size })

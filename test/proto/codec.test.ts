@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { b3, toHex } from '../../src/castore/digest.js'
-import { decodePathInfo, encodeNode, encodePathInfo } from '../../src/proto/codec.js'
+import { encodeNode } from '../../src/castore/proto.js'
+import { decodePathInfo, encodePathInfo } from '../../src/store/proto.js'
 import { narInfoFields, renderNarInfo } from '../../src/store/narinfo.js'
 import { validatePathInfo } from '../../src/store/path-info.js'
 
@@ -75,7 +76,7 @@ describe('hand-written codec agrees with the generated @bufbuild/protobuf code',
   const pb = await import('../../src/proto/gen/tvix/castore/protos/castore_pb.js')
   const spb = await import('../../src/proto/gen/tvix/store/protos/pathinfo_pb.js')
   const { rng } = await import('../helpers/trees.js')
-  const { decodeDirectory, encodeDirectory } = await import('../../src/proto/codec.js')
+  const { decodeDirectory, encodeDirectory } = await import('../../src/castore/proto.js')
   const r = rng(7)
   const bytes = (max: number) => Buffer.from(Array.from({ length: Math.floor(r() * max) }, () => Math.floor(r() * 256)))
   const big = () => (r() < 0.3 ? 0 : r() < 0.5 ? Math.floor(r() * 300) : Math.floor(r() * 2 ** 40))

@@ -3,7 +3,7 @@ import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/d
 import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
-import { decodeDirectory } from '../../proto/codec.js'
+import { decodeDirectory } from '../../castore/proto.js'
 import fs from 'node:fs/promises'
 import { exists, type LocalRoot, readSmallFile } from './layout.js'
 

@@ -1,7 +1,7 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
 import type { Directory } from '../../castore/directory.js'
-import { decodeDirectory } from '../../proto/codec.js'
+import { decodeDirectory } from '../../castore/proto.js'
 import { readSmallFile } from './layout.js'
 import { PACK_SUFFIX, readManifest } from './pack.js'
 

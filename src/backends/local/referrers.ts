@@ -1,6 +1,6 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
-import { decodePathInfo } from '../../proto/codec.js'
+import { decodePathInfo } from '../../store/proto.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { PathInfo } from '../../store/path-info.js'
 import type { LocalRoot } from './layout.js'

@@ -1,0 +1,124 @@
+/**
+ * Binary encodings of castore's Directory and Node, field for field as in
+ * protos/tvix/castore. Hand-written on purpose: the messages are few and
+ * small, the canonical form must be exact (a Directory's digest is the
+ * BLAKE3 of these bytes), and loading @bufbuild/protobuf's runtime costs
+ * 30-60 ms of CLI start-up. test/proto/codec.test.ts checks every message
+ * against the generated @bufbuild/protobuf code, which stays the reference.
+ */
+import { InvalidInputError } from '../errors.js'
+import { type Writer, asBytes, asUint, described, encode, fields } from '../proto/wire.js'
+import type { Directory, DirectoryNode, FileNode, Node, SymlinkNode } from './node.js'
+
+const EMPTY: Uint8Array = new Uint8Array(0)
+
+// --- castore nodes ---------------------------------------------------------
+
+function writeDirNode(w: Writer, n: DirectoryNode): void {
+  w.bytes(1, n.name)
+  w.bytes(2, n.digest)
+  w.uint(3, n.size)
+}
+
+function writeFileNode(w: Writer, n: FileNode): void {
+  w.bytes(1, n.name)
+  w.bytes(2, n.digest)
+  w.uint(3, n.size)
+  w.bool(4, n.executable)
+}
+
+function writeSymlinkNode(w: Writer, n: SymlinkNode): void {
+  w.bytes(1, n.name)
+  w.bytes(2, n.target)
+}
+
+function readDirNode(buf: Uint8Array): DirectoryNode {
+  const n: DirectoryNode = { kind: 'directory', name: EMPTY, digest: EMPTY, size: 0 }
+  for (const f of fields(buf)) {
+    if (f.field === 1) n.name = asBytes(f, 'name')
+    else if (f.field === 2) n.digest = asBytes(f, 'digest')
+    else if (f.field === 3) n.size = asUint(f, 'size')
+  }
+  return n
+}
+
+function readFileNode(buf: Uint8Array): FileNode {
+  const n: FileNode = { kind: 'file', name: EMPTY, digest: EMPTY, size: 0, executable: false }
+  for (const f of fields(buf)) {
+    if (f.field === 1) n.name = asBytes(f, 'name')
+    else if (f.field === 2) n.digest = asBytes(f, 'digest')
+    else if (f.field === 3) n.size = asUint(f, 'size')
+    else if (f.field === 4) n.executable = asUint(f, 'executable') !== 0
+  }
+  return n
+}
+
+function readSymlinkNode(buf: Uint8Array): SymlinkNode {
+  const n: SymlinkNode = { kind: 'symlink', name: EMPTY, target: EMPTY }
+  for (const f of fields(buf)) {
+    if (f.field === 1) n.name = asBytes(f, 'name')
+    else if (f.field === 2) n.target = asBytes(f, 'target')
+  }
+  return n
+}
+
+// --- Directory -------------------------------------------------------------
+
+/** The canonical bytes whose BLAKE3 is the Directory's identity. */
+export function encodeDirectory(d: Directory): Uint8Array {
+  return encode((w) => {
+    for (const n of d.directories) w.message(1, (m) => writeDirNode(m, n))
+    for (const n of d.files) w.message(2, (m) => writeFileNode(m, n))
+    for (const n of d.symlinks) w.message(3, (m) => writeSymlinkNode(m, n))
+  })
+}
+
+export function decodeDirectory(buf: Uint8Array): Directory {
+  return described('Directory', () => readDirectory(buf))
+}
+
+function readDirectory(buf: Uint8Array): Directory {
+  const d: Directory = { directories: [], files: [], symlinks: [] }
+  for (const f of fields(buf)) {
+    if (f.field === 1) d.directories.push(readDirNode(asBytes(f, 'directories')))
+    else if (f.field === 2) d.files.push(readFileNode(asBytes(f, 'files')))
+    else if (f.field === 3) d.symlinks.push(readSymlinkNode(asBytes(f, 'symlinks')))
+  }
+  return d
+}
+
+// --- Node (oneof) ----------------------------------------------------------
+
+/** A Node (oneof) into the message being written; store/proto.ts embeds it in PathInfo. */
+export function writeNode(w: Writer, n: Node): void {
+  switch (n.kind) {
+    case 'directory':
+      return w.message(1, (m) => writeDirNode(m, n))
+    case 'file':
+      return w.message(2, (m) => writeFileNode(m, n))
+    case 'symlink':
+      return w.message(3, (m) => writeSymlinkNode(m, n))
+  }
+}
+
+export function encodeNode(n: Node): Uint8Array {
+  return encode((w) => writeNode(w, n))
+}
+
+/** A Node message; throws if no member of the oneof is set. The last member wins, as in protobuf. */
+export function decodeNode(buf: Uint8Array): Node {
+  return described('Node', () => readNode(buf))
+}
+
+/** The Node in `buf`, undescribed: the caller names the outer message in errors. */
+export function readNode(buf: Uint8Array): Node {
+  let node: Node | undefined
+  for (const f of fields(buf)) {
+    if (f.field === 1) node = readDirNode(asBytes(f, 'directory'))
+    else if (f.field === 2) node = readFileNode(asBytes(f, 'file'))
+    else if (f.field === 3) node = readSymlinkNode(asBytes(f, 'symlink'))
+  }
+  if (!node) throw new InvalidInputError('node is not set')
+  return node
+}
+
