@@ -193,3 +193,10 @@ test(
     assert.deepEqual(crossings(graph, ['commands', 'cli', 'ops'], ['backends'], ['backends/open-store.ts', 'backends/registry.ts']), [])
   },
 )
+
+test('import graph: the library entry (src/index.ts) loads nothing of the CLI', () => {
+  // Everything index.ts reaches, transitively: oclif and process.stdout stay behind src/cli and src/commands.
+  const reached = new Set<string>(['index.ts'])
+  for (const file of reached) for (const to of graph.get(file) ?? []) reached.add(to)
+  assert.deepEqual([...reached].filter((f) => ['cli', 'commands', 'daemon'].includes(layer(f))), [])
+})
