@@ -14,6 +14,7 @@ import type { PathInfo } from '../store/path-info.js'
 import { type Log, requireDigest, serverStream, unary } from './calls.js'
 import type { RootsOf } from './temp-roots.js'
 import { inWriteSession } from '../store/capabilities.js'
+import { publishPathInfo } from '../ops/publish.js'
 
 const NAR_CACHE_ENTRIES = 10_000
 
@@ -47,9 +48,9 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
       return info
     }),
 
-    // The store's put runs the admission check (tree, sizes, references, no replacement, CA);
-    // checked and written in one write session, so the store's gc cannot sweep in between.
-    Put: unary('PathInfoService/Put', log, decodePathInfo, (info) => inWriteSession(store, () => store.pathInfos.put(info))),
+    // Admitted as every publish is (tree, sizes, references, CA; then no replacement), checked and
+    // written in one write session, so the store's gc cannot sweep in between.
+    Put: unary('PathInfoService/Put', log, decodePathInfo, (info) => inWriteSession(store, () => publishPathInfo(store, info))),
 
     CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node, cancelled) => {
       const root = validateRootNode(node)

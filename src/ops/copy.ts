@@ -10,6 +10,7 @@ import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'
 import { closureOf } from './closure.js'
 import { inWriteSession } from '../store/capabilities.js'
+import { publishPathInfo } from './publish.js'
 
 /** What `copy --json` prints, with or without --closure. */
 export interface CopyReport {
@@ -88,7 +89,7 @@ async function copyInSession(from: Store, to: Store, args: string[], opts: CopyO
       await acquire()
       try {
         await copyTree(info.node, from, to, blobs, report)
-        await to.pathInfos.put(info)
+        await publishPathInfo(to, info)
       } finally {
         release()
       }

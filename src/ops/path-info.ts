@@ -103,7 +103,7 @@ function memoised(store: Store, known: Map<string, PathInfo>): Store {
       }
       return info
     },
-    put: (info, opts) => store.pathInfos.put(info, opts),
+    put: (info) => store.pathInfos.put(info),
     list: () => store.pathInfos.list(),
   }
   return Object.assign(Object.create(store) as Store, { pathInfos })

@@ -6,6 +6,7 @@ import { CaHash, type PathInfo } from '../store/path-info.js'
 import { absolute, basename, makeSourcePath } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { inWriteSession } from '../store/capabilities.js'
+import { publishPathInfo } from './publish.js'
 
 export interface Imported {
   storePath: string
@@ -24,7 +25,7 @@ export async function publishIngested(store: Store, ingested: IngestResult, stag
   await stage.commit()
   if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
   // The ingest hashed the very bytes it staged: no need to render the NAR again to check it.
-  await store.pathInfos.put(info, { narComputedHere: true })
+  await publishPathInfo(store, info, { narComputedHere: true })
 }
 
 /**

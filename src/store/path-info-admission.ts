@@ -11,12 +11,21 @@ import { calculateNar, renderNar } from './nar/render.js'
 import { DEFAULT_MAX_NAR_SIZE, narSize as treeNarSize } from './nar/size.js'
 import * as nixbase32 from './nixbase32.js'
 import { CA_METHOD, matchesCa } from './path-info-ca.js'
-import type { PathInfoService, PutOptions } from './path-info-service.js'
+import type { PathInfoService } from './path-info-service.js'
 import { type PathInfo, storePathOf, validatePathInfo } from './path-info.js'
 import { type StorePath, absolute } from './store-path.js'
 
 /** Lookups (Directories, blob sizes, references) in flight at once. */
 const PARALLEL_LOOKUPS = 32
+
+export interface AdmissionOptions {
+  /**
+   * NarHash and NarSize were computed by this process from the very bytes
+   * it stored (an import), so a content address is not checked by
+   * rendering the NAR again. Never set for a PathInfo from elsewhere.
+   */
+  narComputedHere?: boolean
+}
 
 /** What the admission check reads: the store the PathInfo is put into. */
 export interface AdmissionStore {
@@ -27,21 +36,21 @@ export interface AdmissionStore {
 }
 
 /**
- * The one check every PathInfo put goes through (every backend, hence
- * the daemon too). In order: the PathInfo is valid (SPEC 3.5) with no
- * duplicate references; if its path is already stored, the same content
- * is accepted as is (the stored PathInfo is the answer, nothing is
- * written; as Nix's addToStore, signatures are not merged) and different
- * content is refused; its whole tree is stored, each file with the size
- * its node claims; every reference but itself is stored; and a content
- * address gives its store path and agrees with the tree's NAR.
+ * The one check every published PathInfo goes through (publishPathInfo:
+ * import, copy, the daemon's Put), against the store's own services,
+ * whichever backends serve them. In order: the PathInfo is valid (checkPut);
+ * if its path is already stored, the same content is accepted as is (the
+ * stored PathInfo is the answer, nothing is written; as Nix's addToStore,
+ * signatures are not merged) and different content is refused; its whole
+ * tree is stored, each file with the size its node claims; every
+ * reference but itself is stored; and a content address gives its store
+ * path and agrees with the tree's NAR.
  *
- * A backend then publishes with no-replace semantics and settles a race
- * with keepStored(), so two concurrent puts cannot both win.
+ * The PathInfoService then stores it with no-replace semantics and settles
+ * a race with keepStored(), so two concurrent puts cannot both win.
  */
-export async function admitPathInfo(info: PathInfo, store: AdmissionStore, opts: PutOptions = {}): Promise<{ path: StorePath; stored?: PathInfo }> {
-  const path = validatePathInfo(info)
-  refuseDuplicateReferences(info)
+export async function admitPathInfo(info: PathInfo, store: AdmissionStore, opts: AdmissionOptions = {}): Promise<{ path: StorePath; stored?: PathInfo }> {
+  const path = checkPut(info)
   const stored = await store.pathInfos.get(path.digest)
   if (stored) return { path, stored: keepStored(stored, info, store.storeDir) }
   await requireTree(info.node, store)
@@ -64,6 +73,13 @@ function sameContent(a: PathInfo, b: PathInfo): boolean {
     bytesEqual(a.narinfo?.narSha256 ?? new Uint8Array(0), b.narinfo?.narSha256 ?? new Uint8Array(0)) &&
     refs(a) === refs(b)
   )
+}
+
+/** What every PathInfoService.put checks itself: the PathInfo is valid (SPEC 3.5) and lists each reference once. */
+export function checkPut(info: PathInfo): StorePath {
+  const path = validatePathInfo(info)
+  refuseDuplicateReferences(info)
+  return path
 }
 
 function refuseDuplicateReferences(info: PathInfo): void {
@@ -148,7 +164,7 @@ async function requireReferences(info: PathInfo, path: StorePath, store: Admissi
  * (an import, which hashed the very bytes it stored) a NAR SHA-256 CA is
  * not rendered again.
  */
-async function requireContentAddress(info: PathInfo, path: StorePath, store: AdmissionStore, opts: PutOptions): Promise<void> {
+async function requireContentAddress(info: PathInfo, path: StorePath, store: AdmissionStore, opts: AdmissionOptions): Promise<void> {
   const ni = info.narinfo!
   const ca = ni.ca!
   const self = info.references.some((r) => bytesEqual(r, path.digest))

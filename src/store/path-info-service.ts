@@ -1,24 +1,18 @@
 import type { PathInfo } from './path-info.js'
 
-export interface PutOptions {
-  /**
-   * NarHash and NarSize were computed by this process from the very bytes
-   * it stored (an import), so a content address is not checked by
-   * rendering the NAR again. Never set for a PathInfo from elsewhere.
-   */
-  narComputedHere?: boolean
-}
-
 /** PathInfos keyed by the 20-byte digest of their store path. */
 export interface PathInfoService {
   get(storePathDigest: Uint8Array): Promise<PathInfo | undefined>
   /**
-   * Admits (admitPathInfo: valid, tree and references stored, content
-   * address consistent) and stores; returns the stored PathInfo. A path
-   * already stored is never replaced: the same content again returns what
-   * is stored, different content is an AlreadyExistsError.
+   * Stores a valid PathInfo (validatePathInfo, each reference once) and
+   * returns what is stored. A path already stored is never replaced: the
+   * same content again returns what is stored, different content is an
+   * AlreadyExistsError (of concurrent puts of one path, exactly one wins).
+   * Whether its tree and references are stored is not the service's
+   * concern: publishPathInfo (ops/publish.ts) checks that, over the
+   * store's own blob and directory services, whichever backends serve them.
    */
-  put(info: PathInfo, opts?: PutOptions): Promise<PathInfo>
+  put(info: PathInfo): Promise<PathInfo>
   list(): AsyncIterable<PathInfo>
   /**
    * Optional: the stored paths whose references include this one (itself
@@ -28,4 +22,17 @@ export interface PathInfoService {
    * scan every PathInfo over the wire.
    */
   referrers?(storePathDigest: Uint8Array): Promise<PathInfo[]>
+}
+
+/**
+ * A PathInfoService whose put admits on the far side (a daemon runs
+ * publishPathInfo on its own store for every Put), so publishing through
+ * it skips the client-side walk: no extra round trips per Directory and blob.
+ */
+export interface AdmitsOnPut {
+  readonly admitsOnPut: true
+}
+
+export function admitsOnPut(s: PathInfoService): s is PathInfoService & AdmitsOnPut {
+  return (s as Partial<AdmitsOnPut>).admitsOnPut === true
 }

@@ -1,4 +1,7 @@
+import { UnsupportedError } from '../../errors.js'
 import type { Store } from '../../store/store.js'
+import type { BackendModule } from '../registry.js'
+import type { GrpcAddress } from '../url-forms.js'
 import { GrpcBlobService } from './blob.js'
 import { GrpcDirectoryService } from './directory.js'
 import { GrpcPathInfoService } from './path-info.js'
@@ -16,4 +19,12 @@ export function openGrpcStore(target: string, display: string, storeDir: string)
     storeDir,
     close: async () => rpc.close(),
   }
+}
+
+/** The registry's entry point: a daemon, dialled on first use. */
+export const backend: BackendModule<GrpcAddress> = {
+  open: async (addr, ctx) => {
+    if (addr.tls) throw new UnsupportedError(`${ctx.url}: TLS (grpc+https) is not supported yet; use grpc+http or grpc+unix`)
+    return openGrpcStore(addr.target, ctx.url, ctx.storeDir)
+  },
 }

@@ -2,12 +2,16 @@ import { bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import type { GetPathInfoRequest } from '../../grpc/messages.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
-import type { PathInfoService } from '../../store/path-info-service.js'
+import { checkPut } from '../../store/path-info-admission.js'
+import type { AdmitsOnPut, PathInfoService } from '../../store/path-info-service.js'
 import { isNotFound, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.store.v1.PathInfoService'
 
-export class GrpcPathInfoService implements PathInfoService {
+export class GrpcPathInfoService implements PathInfoService, AdmitsOnPut {
+  /** The daemon admits every Put against its own store: publishing through it needs no tree walk over the wire first. */
+  readonly admitsOnPut = true
+
   constructor(private readonly rpc: RpcClient) {}
 
   async get(storePathDigest: Uint8Array): Promise<PathInfo | undefined> {
@@ -25,9 +29,9 @@ export class GrpcPathInfoService implements PathInfoService {
     return info
   }
 
-  /** The daemon runs the admission check (opts are for in-process stores); we only refuse what is plainly invalid. */
+  /** The daemon runs the admission check; we only refuse what is plainly invalid. */
   async put(info: PathInfo): Promise<PathInfo> {
-    validatePathInfo(info)
+    checkPut(info)
     try {
       return await this.rpc.unary<PathInfo, PathInfo>(SERVICE, 'Put', info)
     } catch (e) {

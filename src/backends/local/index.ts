@@ -9,6 +9,8 @@ import { LocalRoot } from './layout.js'
 import { LocalPathInfoService } from './path-info.js'
 import { GcRoots } from './roots.js'
 import { LocalTempRoots } from './temp-roots.js'
+import type { BackendModule } from '../registry.js'
+import type { LocalAddress } from '../url-forms.js'
 
 /** A store in a local directory: the three services, plus what only runs where the data lives (gc roots, gc, verify). */
 export class LocalStore implements Store {
@@ -23,7 +25,7 @@ export class LocalStore implements Store {
   ) {
     this.blobs = new LocalBlobService(root)
     this.directories = new LocalDirectoryService(root, this.blobs)
-    this.pathInfos = new LocalPathInfoService(root, this.blobs, this.directories, storeDir)
+    this.pathInfos = new LocalPathInfoService(root, storeDir)
     this.roots = new GcRoots(root, storeDir)
   }
 
@@ -56,3 +58,6 @@ export async function openLocalStore(dir: string, storeDir = DEFAULT_STORE_DIR, 
   }
   return new LocalStore(root, storeDir)
 }
+
+/** The registry's entry point: a folder (`mustExist`: a NotFoundError if no store is there yet). */
+export const backend: BackendModule<LocalAddress> = { open: (addr, ctx) => openLocalStore(addr.path, ctx.storeDir, { mustExist: ctx.mustExist }) }

@@ -1,13 +1,11 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import type { BlobService } from '../../castore/blob-service.js'
-import type { DirectoryService } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import { decodePathInfo, encodePathInfo } from '../../store/proto.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { PathInfo } from '../../store/path-info.js'
-import { admitPathInfo, keepStored } from '../../store/path-info-admission.js'
-import type { PathInfoService, PutOptions } from '../../store/path-info-service.js'
+import { checkPut, keepStored } from '../../store/path-info-admission.js'
+import type { PathInfoService } from '../../store/path-info-service.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import { type LocalRoot, readSmallFile } from './layout.js'
 import { ReferrersIndex } from './referrers.js'
@@ -17,8 +15,6 @@ export class LocalPathInfoService implements PathInfoService {
 
   constructor(
     private readonly root: LocalRoot,
-    private readonly blobs: BlobService,
-    private readonly directories: DirectoryService,
     private readonly storeDir = DEFAULT_STORE_DIR,
   ) {
     this.index = new ReferrersIndex(root)
@@ -40,10 +36,12 @@ export class LocalPathInfoService implements PathInfoService {
     }
   }
 
-  async put(info: PathInfo, opts?: PutOptions): Promise<PathInfo> {
-    const { blobs, directories, storeDir } = this
-    const { path, stored } = await admitPathInfo(info, { blobs, directories, pathInfos: this, storeDir }, opts)
-    if (stored) return stored
+  /** Valid, and never replacing a stored path; whether its data is stored is publishPathInfo's check (ops/publish.ts). */
+  async put(info: PathInfo): Promise<PathInfo> {
+    const { storeDir } = this
+    const path = checkPut(info)
+    const stored = await this.get(path.digest)
+    if (stored) return keepStored(stored, info, storeDir)
     await this.root.init()
     // Everything this process renamed into place must be durable before the PathInfo that needs it.
     await this.root.sync()

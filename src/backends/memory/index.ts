@@ -5,11 +5,13 @@ import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryS
 import { decodeDirectory, encodeDirectory } from '../../castore/proto.js'
 import { decodePathInfo, encodePathInfo } from '../../store/proto.js'
 import type { PathInfo } from '../../store/path-info.js'
-import { admitPathInfo, keepStored } from '../../store/path-info-admission.js'
-import type { PathInfoService, PutOptions } from '../../store/path-info-service.js'
+import { checkPut, keepStored } from '../../store/path-info-admission.js'
+import type { PathInfoService } from '../../store/path-info-service.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import type { Store } from '../../store/store.js'
 import * as nixbase32 from '../../store/nixbase32.js'
+import type { BackendModule } from '../registry.js'
+import type { MemoryAddress } from '../url-forms.js'
 
 async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo }> {
   const h = b3Hasher()
@@ -96,21 +98,17 @@ export class MemoryPathInfoService implements PathInfoService {
   /** Referrers index: hash part -> hash parts of the paths that refer to it. */
   private readonly referrerIndex = new Map<string, Set<string>>()
 
-  constructor(
-    private readonly blobs: BlobService,
-    private readonly directories: DirectoryService,
-    private readonly storeDir = DEFAULT_STORE_DIR,
-  ) {}
+  constructor(private readonly storeDir = DEFAULT_STORE_DIR) {}
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
     const bytes = this.infos.get(nixbase32.encode(digest))
     return bytes && decodePathInfo(bytes)
   }
 
-  async put(info: PathInfo, opts?: PutOptions): Promise<PathInfo> {
-    const { blobs, directories, storeDir } = this
-    const { path, stored } = await admitPathInfo(info, { blobs, directories, pathInfos: this, storeDir }, opts)
-    if (stored) return stored
+  /** Valid, and never replacing a stored path; whether its data is stored is publishPathInfo's check (ops/publish.ts). */
+  async put(info: PathInfo): Promise<PathInfo> {
+    const { storeDir } = this
+    const path = checkPut(info)
     // Check and set with no await in between: of concurrent puts of one path, exactly one writes.
     const key = nixbase32.encode(path.digest)
     const winner = this.infos.get(key)
@@ -142,5 +140,8 @@ export class MemoryPathInfoService implements PathInfoService {
 export function openMemoryStore(storeDir = DEFAULT_STORE_DIR): Store {
   const blobs = new MemoryBlobService()
   const directories = new MemoryDirectoryService(blobs)
-  return { blobs, directories, pathInfos: new MemoryPathInfoService(blobs, directories, storeDir), storeDir, close: async () => {} }
+  return { blobs, directories, pathInfos: new MemoryPathInfoService(storeDir), storeDir, close: async () => {} }
 }
+
+/** The registry's entry point: every `memory://` is a new, empty store. */
+export const backend: BackendModule<MemoryAddress> = { open: async (_addr, ctx) => openMemoryStore(ctx.storeDir) }

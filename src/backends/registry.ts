@@ -1,0 +1,98 @@
+import { UsageError } from '../errors.js'
+import type { Store } from '../store/store.js'
+import { refuseNixScheme, refuseNixWord } from './nix-urls.js'
+import { type SchemeUrl, type StoreAddress, grpcForm, localForm, memoryForm } from './url-forms.js'
+
+/*
+ * The backends by URL scheme, as tvix's `from_addr` / snix's composition
+ * registry: each names the services it can serve, checks its URL form
+ * without loading anything, and imports its folder only when a URL uses
+ * it (start-up stays light). Adding a backend is a folder whose index.ts
+ * exports `backend` (a BackendModule) and one line in BACKENDS.
+ */
+
+export type ServiceKind = 'blobs' | 'directories' | 'pathInfos'
+export const SERVICE_KINDS: readonly ServiceKind[] = ['blobs', 'directories', 'pathInfos']
+
+export interface OpenContext {
+  /** The URL as the user wrote it (for messages). */
+  url: string
+  storeDir: string
+  /** A store that does not exist yet is a NotFoundError ("no store at …"), for commands that only read. */
+  mustExist: boolean
+}
+
+/**
+ * What a backend opened from one URL: the services it serves (a whole
+ * Store, capabilities and all, when it serves all three) and its close.
+ */
+export type OpenedServices = Partial<Pick<Store, ServiceKind>> & Pick<Store, 'storeDir' | 'close'>
+
+/** What a backend folder's index.ts exports as `backend`. */
+export interface BackendModule<A extends StoreAddress = StoreAddress> {
+  open(addr: A, ctx: OpenContext): Promise<OpenedServices>
+}
+
+interface BackendEntry<A extends StoreAddress = StoreAddress> {
+  /** URL schemes naming this backend, each shown in messages with a sample of its form. */
+  schemes: Record<string, string>
+  serves: readonly ServiceKind[]
+  /** Checks a URL of one of `schemes` and takes what `open` needs; loads nothing. */
+  form(p: SchemeUrl): A
+  load(): Promise<{ backend: BackendModule<A> }>
+}
+
+/** Ties a form to its backend's address type, then forgets it: the table holds entries of every kind. */
+const entry = <A extends StoreAddress>(e: BackendEntry<A>) => e as unknown as BackendEntry
+
+const BACKENDS: Record<string, BackendEntry> = {
+  local: entry({ schemes: { file: 'file:///PATH' }, serves: SERVICE_KINDS, form: localForm, load: () => import('./local/index.js') }),
+  memory: entry({ schemes: { memory: 'memory://' }, serves: SERVICE_KINDS, form: memoryForm, load: () => import('./memory/index.js') }),
+  grpc: entry({
+    schemes: { 'grpc+http': 'grpc+http://HOST:PORT', 'grpc+https': 'grpc+https://HOST:PORT', 'grpc+unix': 'grpc+unix:///SOCKET' },
+    serves: SERVICE_KINDS,
+    form: grpcForm,
+    load: () => import('./grpc/index.js'),
+  }),
+}
+
+/** Every form the registry knows, for messages: "a path, file:///PATH, memory://, …". */
+export function knownForms(): string {
+  return ['a path', ...Object.values(BACKENDS).flatMap((b) => Object.values(b.schemes))].join(', ')
+}
+
+function backendOfScheme(scheme: string): BackendEntry | undefined {
+  return Object.values(BACKENDS).find((b) => Object.hasOwn(b.schemes, scheme))
+}
+
+/**
+ * Parses a store URL into its backend's address: a plain path, or a URL
+ * whose scheme a registered backend serves. Nix's store URLs and unknown
+ * schemes are refused naming what is known.
+ */
+export function parseStoreUrl(url: string): StoreAddress {
+  if (url === '') throw new UsageError('empty store URL')
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase()
+  if (!scheme) {
+    // A folder, for the local backend.
+    refuseNixWord(url)
+    return localForm(url)
+  }
+  const backend = backendOfScheme(scheme)
+  refuseNixScheme(url, scheme, backend !== undefined, knownForms())
+  if (!backend) throw new UsageError(`unknown store URL scheme ${JSON.stringify(scheme + ':')} (known: ${knownForms()})`)
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    throw new UsageError(`invalid store URL ${JSON.stringify(url)}`)
+  }
+  return backend.form({ url, scheme, u })
+}
+
+/** The backend an address names: what it serves, and its module (imported now, on first use). */
+export function backendOf(addr: StoreAddress): { serves: readonly ServiceKind[]; load(): Promise<BackendModule> } {
+  const backend = Object.hasOwn(BACKENDS, addr.kind) ? BACKENDS[addr.kind] : undefined
+  if (!backend) throw new Error(`no backend registered as ${JSON.stringify(addr.kind)}`)
+  return { serves: backend.serves, load: async () => (await backend.load()).backend }
+}
