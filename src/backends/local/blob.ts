@@ -2,12 +2,12 @@ import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
-import { NoSpaceError, isNoSpace } from '../../errors.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta } from '../../castore/blob-service.js'
 import { ChunkIndex, ChunkReader, type ChunkRef, PACK_SUFFIX, PackWriter, readManifest, readPackedBlob } from './pack.js'
 import path from 'node:path'
+import { callerInput, onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
 
 const READ_CHUNK = 1 << 20
@@ -63,12 +63,6 @@ export class LocalBlobService implements BlobService {
   /** Where a written blob goes: a plain file, or a pack. */
   private finalPath(w: Written): string {
     return w.chunks ? this.packPath(toHex(w.digest)) : this.path(w.digest)
-  }
-
-  /** A full disk as one clear error naming the store; anything else as it is. */
-  private explain(e: unknown): unknown {
-    if (!isNoSpace(e) || e instanceof NoSpaceError) return e
-    return new NoSpaceError(`no space left on device while writing to the store at ${this.root.root}`, { cause: e })
   }
 
   private async publish(w: Written): Promise<void> {
@@ -136,9 +130,9 @@ export class LocalBlobService implements BlobService {
       throw e
     }
     // readWhole closes fd.
-    if (size <= SMALL_BLOB) return verifiedBuffer(d, readWhole(fd, size))
+    if (size <= SMALL_BLOB) return verifiedBuffer(d, readWhole(fd, size, this.path(d)))
     const fh = await fs.open(this.path(d), 'r').finally(() => fsSync.closeSync(fd))
-    return verifyBlob(d, readChunks(fh))
+    return verifyBlob(d, readChunks(fh, this.path(d)))
   }
 
   /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
@@ -169,7 +163,7 @@ export class LocalBlobService implements BlobService {
         })
       } catch (e) {
         await this.root.discard(w.tmp)
-        throw this.explain(e)
+        throw e
       }
     }
     return { digest: w.digest, size: w.size }
@@ -214,7 +208,7 @@ export class LocalBlobService implements BlobService {
         } catch (e) {
           // abort() no longer sees these: remove what was not renamed into place.
           for (const w of staged) await this.root.discard(w.tmp!)
-          throw this.explain(e)
+          throw e
         }
       },
       abort: async () => {
@@ -233,12 +227,8 @@ export class LocalBlobService implements BlobService {
    * nothing is left in tmp/.
    */
   private async write(src: ByteSource): Promise<Written> {
-    try {
-      await this.root.init()
-      return await this.writeTemp(src)
-    } catch (e) {
-      throw this.explain(e)
-    }
+    await this.root.init()
+    return this.writeTemp(src)
   }
 
   private async writeTemp(src: ByteSource): Promise<Written> {
@@ -260,7 +250,8 @@ export class LocalBlobService implements BlobService {
       return { digest, size: src.length, tmp }
     }
     // A stream: look at its first SMALL_BLOB + 1 bytes to know which kind it is.
-    const it = iterateSource(src)[Symbol.asyncIterator]()
+    // A failed read of the input is the caller's, not an I/O error of the store.
+    const it = callerInput(iterateSource(src))[Symbol.asyncIterator]()
     const head: Uint8Array[] = []
     let headSize = 0
     let ended = false
@@ -318,7 +309,7 @@ export class LocalBlobService implements BlobService {
 }
 
 /** Reads all `size` bytes of an open file and closes it. */
-function readWhole(fd: number, size: number): Buffer {
+function readWhole(fd: number, size: number, file: string): Buffer {
   try {
     const buf = Buffer.allocUnsafe(size)
     let got = 0
@@ -328,16 +319,18 @@ function readWhole(fd: number, size: number): Buffer {
       got += n
     }
     return buf.subarray(0, got)
+  } catch (e) {
+    throw onFile(e, file)
   } finally {
     fsSync.closeSync(fd)
   }
 }
 
 /** Reads a file in chunks, the next read already in flight while a chunk is used. */
-async function* readChunks(fh: fs.FileHandle): AsyncGenerator<Uint8Array> {
+async function* readChunks(fh: fs.FileHandle, file: string): AsyncGenerator<Uint8Array> {
   const read = async () => {
     const buf = Buffer.allocUnsafe(READ_CHUNK)
-    const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
+    const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null).catch((e) => Promise.reject(onFile(e, file)))
     return buf.subarray(0, bytesRead)
   }
   let next: Promise<Buffer> | undefined = read()

@@ -5,6 +5,7 @@ import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosu
 import { IntegrityError } from '../../errors.js'
 import { decodeDirectory } from '../../castore/proto.js'
 import fs from 'node:fs/promises'
+import { callerInput } from './io-errors.js'
 import { exists, type LocalRoot, readSmallFile } from './layout.js'
 
 export class LocalDirectoryService implements DirectoryService {
@@ -45,7 +46,7 @@ export class LocalDirectoryService implements DirectoryService {
     const v = new ClosureValidator((d) => this.get(d), this.blobs?.size && ((d) => this.blobs!.size!(d)))
     const stage = this.stage()
     try {
-      for await (const dir of dirs) {
+      for await (const dir of callerInput(dirs)) {
         const { digest, bytes, fresh } = await v.accept(dir)
         if (!fresh) continue
         const p = this.path(digest)

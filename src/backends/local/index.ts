@@ -5,6 +5,7 @@ import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import type { Store, TempRoots } from '../../store/store.js'
 import { LocalBlobService } from './blob.js'
 import { LocalDirectoryService } from './directory.js'
+import { guardStoreIo } from './io-errors.js'
 import { LocalRoot } from './layout.js'
 import { LocalPathInfoService } from './path-info.js'
 import { GcRoots } from './roots.js'
@@ -23,10 +24,11 @@ export class LocalStore implements Store {
     readonly root: LocalRoot,
     readonly storeDir: string,
   ) {
-    this.blobs = new LocalBlobService(root)
-    this.directories = new LocalDirectoryService(root, this.blobs)
-    this.pathInfos = new LocalPathInfoService(root, storeDir)
-    this.roots = new GcRoots(root, storeDir)
+    // Every service's I/O failures leave as BackendErrors naming the store and the file (io-errors.ts).
+    this.blobs = guardStoreIo(new LocalBlobService(root), root.root)
+    this.directories = guardStoreIo(new LocalDirectoryService(root, this.blobs), root.root)
+    this.pathInfos = guardStoreIo(new LocalPathInfoService(root, storeDir), root.root)
+    this.roots = guardStoreIo(new GcRoots(root, storeDir), root.root)
   }
 
   writeSession<T>(fn: () => Promise<T>): Promise<T> {
@@ -34,7 +36,7 @@ export class LocalStore implements Store {
   }
 
   tempRoots(): TempRoots {
-    return new LocalTempRoots(this.root.root, this.root.locks)
+    return guardStoreIo(new LocalTempRoots(this.root.root, this.root.locks), this.root.root)
   }
 
   async close(): Promise<void> {}

@@ -4,6 +4,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { BackendError, UsageError } from '../../errors.js'
 import { onInterrupt } from '../../util/interrupt.js'
+import { onFile } from './io-errors.js'
 import { StoreLocks } from './locks.js'
 
 /**
@@ -156,9 +157,13 @@ export class LocalRoot {
     return t
   }
 
-  /** Removes a temp file that will not be published. */
+  /**
+   * Removes a temp file that will not be published. Best effort: it runs
+   * after a failure, which is what the caller must hear (a temp file that
+   * cannot be removed is a stale one gc removes).
+   */
   async discard(tmp: string): Promise<void> {
-    await fs.rm(tmp, { force: true })
+    await fs.rm(tmp, { force: true }).catch(() => {})
     this.temps.delete(tmp)
     this.dropStaging()
   }
@@ -291,7 +296,7 @@ export class LocalRoot {
     } catch (e) {
       await fh.close()
       await this.discard(tmp)
-      throw e
+      throw onFile(e, tmp)
     }
     await fh.close()
     return tmp
@@ -407,6 +412,8 @@ async function fsyncPath(p: string): Promise<void> {
   const fh = await fs.open(p, 'r')
   try {
     await fh.sync()
+  } catch (e) {
+    throw onFile(e, p)
   } finally {
     await fh.close()
   }

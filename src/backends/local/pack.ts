@@ -18,6 +18,7 @@ import path from 'node:path'
 import zlib from 'node:zlib'
 import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
+import { onFile } from './io-errors.js'
 
 export const PACK_SUFFIX = '.pack'
 const MAGIC = Buffer.from('TVXPACK1')
@@ -111,6 +112,8 @@ export function readManifest(file: string, self: string): ChunkRef[] | undefined
     const manifest = Buffer.alloc(len)
     fsSync.readSync(fd, manifest, 0, len, size - TRAILER - len)
     return decodeManifest(manifest, self, file)
+  } catch (e) {
+    throw onFile(e, file)
   } finally {
     fsSync.closeSync(fd)
   }
@@ -136,7 +139,13 @@ export class ChunkReader {
       this.fds.set(file, fd)
     }
     const stored = Buffer.allocUnsafe(ref.stored)
-    if (fsSync.readSync(fd, stored, 0, ref.stored, ref.offset) !== ref.stored) throw new IntegrityError(`pack ${file} is truncated`)
+    let got: number
+    try {
+      got = fsSync.readSync(fd, stored, 0, ref.stored, ref.offset)
+    } catch (e) {
+      throw onFile(e, file)
+    }
+    if (got !== ref.stored) throw new IntegrityError(`pack ${file} is truncated`)
     return unpack(stored, ref, file, this.verify)
   }
 
@@ -205,7 +214,7 @@ export async function* readPackedBlob(packPath: (hex: string) => string, manifes
   const load = async (sp: Span) => {
     // One size for every span buffer: glibc reuses freed blocks of one size, where varying sizes fragment the heap.
     const buf = Buffer.allocUnsafe(Math.max(readAhead, sp.length)).subarray(0, sp.length)
-    const { bytesRead } = await (await handle(sp.pack)).read(buf, 0, sp.length, sp.start)
+    const { bytesRead } = await (await handle(sp.pack)).read(buf, 0, sp.length, sp.start).catch((e) => Promise.reject(onFile(e, packPath(sp.pack))))
     if (bytesRead !== sp.length) throw new IntegrityError(`pack ${packPath(sp.pack)} is truncated`)
     return buf
   }

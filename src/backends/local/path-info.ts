@@ -7,6 +7,7 @@ import type { PathInfo } from '../../store/path-info.js'
 import { checkPut, keepStored } from '../../store/path-info-admission.js'
 import type { PathInfoService } from '../../store/path-info-service.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
+import { HASH_PART } from './inventory.js'
 import { type LocalRoot, readSmallFile } from './layout.js'
 import { ReferrersIndex } from './referrers.js'
 
@@ -72,7 +73,12 @@ export class LocalPathInfoService implements PathInfoService {
     const refersTo = (info: PathInfo) => info.references.some((r) => Buffer.compare(r, digest) === 0)
     const out: PathInfo[] = []
     if (!this.root.indexed) {
-      for await (const info of this.list()) if (refersTo(info)) out.push(info)
+      try {
+        for await (const info of this.list()) if (refersTo(info)) out.push(info)
+      } catch (e) {
+        // list() ends with a corrupt PathInfo after every intact one: skipped, as below (verify reports it).
+        if (!(e instanceof IntegrityError)) throw e
+      }
       return out
     }
     for (const name of this.index.candidates(nixbase32.encode(digest))) {
@@ -87,6 +93,13 @@ export class LocalPathInfoService implements PathInfoService {
     return out
   }
 
+  /**
+   * Every PathInfo, by hash part. A corrupt one is not left out silently
+   * (a listing that looks complete would hide the damage, as `nix
+   * path-info --all` on a broken database fails too): the intact ones
+   * come first, then the first corrupt one is the error (`verify --repair`
+   * removes it). Names that are not hash parts are not PathInfos.
+   */
   async *list(): AsyncIterable<PathInfo> {
     const dir = path.dirname(this.root.pathInfoPath('x'))
     let names: string[]
@@ -96,9 +109,18 @@ export class LocalPathInfoService implements PathInfoService {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return
       throw e
     }
-    for (const name of names.sort()) {
-      const info = await this.get(nixbase32.decode(name)).catch(() => undefined)
+    let corrupt: IntegrityError | undefined
+    for (const name of names.filter((n) => HASH_PART.test(n)).sort()) {
+      let info: PathInfo | undefined
+      try {
+        info = await this.get(nixbase32.decode(name))
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e
+        corrupt ??= e
+        continue
+      }
       if (info) yield info
     }
+    if (corrupt) throw corrupt
   }
 }
