@@ -29,3 +29,8 @@ export interface PathInfoService {
    */
   referrers?(storePathDigest: Uint8Array): Promise<PathInfo[]>
 }
+
+/** A store with a referrers index (see PathInfoService.referrers). */
+export function hasReferrers(pathInfos: PathInfoService): pathInfos is PathInfoService & Required<Pick<PathInfoService, 'referrers'>> {
+  return typeof pathInfos.referrers === 'function'
+}
