@@ -21,11 +21,6 @@ export interface BlobService {
   open(digest: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined>
   /** Stores the bytes and returns the digest computed while writing. */
   put(src: ByteSource): Promise<BlobInfo>
-  /**
-   * Writes that stay invisible until commit(); abort() leaves the store as
-   * it was. Backends that cannot stage write through (see writeThroughStage).
-   */
-  stage(): BlobStage
   /** The blob's chunks in order (empty if stored whole), undefined if absent; optional capability. */
   chunks?(digest: B3Digest): Promise<ChunkMeta[] | undefined>
   /**
@@ -38,15 +33,43 @@ export interface BlobService {
   readonly remote?: boolean
 }
 
+/** A store that lists a blob's chunks (each readable by its own digest). */
+export function hasChunkLists(blobs: BlobService): blobs is BlobService & Required<Pick<BlobService, 'chunks'>> {
+  return typeof blobs.chunks === 'function'
+}
+
 export interface BlobStage {
   put(src: ByteSource): Promise<BlobInfo>
   commit(): Promise<void>
   abort(): Promise<void>
 }
 
-/** A stage for backends without transactions: every put is final at once. */
+/**
+ * Transactional blob writes, an optional capability: what a stage puts
+ * stays invisible until commit(), and abort() leaves the store as it was.
+ * The tvix gRPC protocol has no transactions, so its client does not offer it.
+ */
+export interface Staging {
+  stage(): BlobStage
+}
+
+export function hasStaging(blobs: BlobService): blobs is BlobService & Staging {
+  return typeof (blobs as Partial<Staging>).stage === 'function'
+}
+
+/** A stage for backends without transactions: every put is final at once, abort() takes nothing back. */
 export function writeThroughStage(blobs: Pick<BlobService, 'put'>): BlobStage {
   return { put: (src) => blobs.put(src), commit: async () => {}, abort: async () => {} }
+}
+
+/**
+ * The store's stage where it has one, else the write-through fallback:
+ * for callers that only need "visible no earlier than commit" where the
+ * backend can give it (a failed import leaves fewer orphan blobs), and
+ * accept orphans (gc removes them) where it cannot.
+ */
+export function stageOrWriteThrough(blobs: BlobService): BlobStage {
+  return hasStaging(blobs) ? blobs.stage() : writeThroughStage(blobs)
 }
 
 export async function* iterateSource(src: ByteSource): AsyncGenerator<Uint8Array> {

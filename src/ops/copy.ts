@@ -1,4 +1,4 @@
-import type { BlobStage } from '../castore/blob-service.js'
+import { type BlobStage, stageOrWriteThrough } from '../castore/blob-service.js'
 import { type B3Digest, b3Display, bytesEqual, toHex } from '../castore/digest.js'
 import { type Directory, directoryDigest } from '../castore/directory.js'
 import type { Node } from '../castore/node.js'
@@ -188,7 +188,7 @@ class BlobCopier {
 
   /** Copies the blobs the target lacks through one stage, made durable together. */
   async copyAll(digests: Iterable<B3Digest>): Promise<void> {
-    const stage = this.to.blobs.stage()
+    const stage = stageOrWriteThrough(this.to.blobs)
     const ours: Array<{ resolve: () => void; reject: (e: unknown) => void }> = []
     const others: Promise<void>[] = []
     const mine: B3Digest[] = []

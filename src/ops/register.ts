@@ -1,4 +1,4 @@
-import type { BlobStage } from '../castore/blob-service.js'
+import { type BlobStage, stageOrWriteThrough } from '../castore/blob-service.js'
 import { requireServableDirectory } from '../castore/directory-service.js'
 import { renameNode } from '../castore/node.js'
 import type { IngestResult } from '../store/ingest-fs.js'
@@ -50,13 +50,14 @@ export async function registerSource(store: Store, ingested: IngestResult, stage
 }
 
 /**
- * Runs an ingest inside a blob stage that is dropped if anything fails,
+ * Runs an ingest inside a blob stage that is dropped if anything fails
+ * (write-through where the store cannot stage: then gc removes the orphans),
  * as one write session: what the ingest finds already stored is not swept
  * before its PathInfo is written.
  */
 export function withStage<T>(store: Store, fn: (stage: BlobStage) => Promise<T>): Promise<T> {
   return inWriteSession(store, async () => {
-    const stage = store.blobs.stage()
+    const stage = stageOrWriteThrough(store.blobs)
     try {
       return await fn(stage)
     } catch (e) {

@@ -36,3 +36,8 @@ export interface AdmitsOnPut {
 export function admitsOnPut(s: PathInfoService): s is PathInfoService & AdmitsOnPut {
   return (s as Partial<AdmitsOnPut>).admitsOnPut === true
 }
+
+/** A store with a referrers index (see PathInfoService.referrers). */
+export function hasReferrers(pathInfos: PathInfoService): pathInfos is PathInfoService & Required<Pick<PathInfoService, 'referrers'>> {
+  return typeof pathInfos.referrers === 'function'
+}

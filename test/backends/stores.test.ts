@@ -4,16 +4,11 @@ import os from 'node:os'
 import path from 'node:path'
 import { describe, test } from 'node:test'
 import { openLocalStore } from '../../src/backends/local/index.js'
-import { openMemoryStore } from '../../src/backends/memory/index.js'
 import { defaultStoreLocation, parseStoreUrl } from '../../src/backends/open-store.js'
 import { readAll } from '../../src/castore/blob-service.js'
 import { toHex } from '../../src/castore/digest.js'
-import { describeStore } from '../contracts/store.js'
 
-describeStore('memory', async () => openMemoryStore())
-
-const localRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-local-'))
-describeStore('local', () => openLocalStore(path.join(localRoot, 'store')), async () => fs.rmSync(localRoot, { recursive: true, force: true }))
+// The service contracts run against every backend in test/contracts/matrix.test.ts.
 
 describe('local store specifics', () => {
   const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-local-'))

@@ -10,13 +10,17 @@ import type { PathInfoService } from '../../src/store/path-info-service.js'
  * to fill through the API (tests and bench/referrers.ts).
  */
 export async function putSyntheticPath(pathInfos: PathInfoService, name: string, refs: PathInfo[] = []): Promise<PathInfo> {
+  return pathInfos.put(syntheticPath(name, refs))
+}
+
+/** The PathInfo putSyntheticPath puts; another `target` gives the same path with different content. */
+export function syntheticPath(name: string, refs: PathInfo[] = [], target = '/dev/null'): PathInfo {
   const digest = createHash('sha256').update(name).digest().subarray(0, 20)
-  const info: PathInfo = {
-    node: { kind: 'symlink', name: Buffer.from(`${nixbase32.encode(digest)}-${name}`), target: Buffer.from('/dev/null') },
+  return {
+    node: { kind: 'symlink', name: Buffer.from(`${nixbase32.encode(digest)}-${name}`), target: Buffer.from(target) },
     references: refs.map((r) => nixbase32.decode(baseNameOf(r).slice(0, 32))),
     narinfo: { narSize: 0, narSha256: createHash('sha256').update(name).digest(), signatures: [], referenceNames: refs.map(baseNameOf) },
   }
-  return pathInfos.put(info)
 }
 
 export const baseNameOf = (info: PathInfo) => Buffer.from(info.node.name).toString('utf8')

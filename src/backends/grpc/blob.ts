@@ -2,7 +2,6 @@ import {
   type BlobInfo,
   type BlobService,
   type ChunkMeta,
-  type BlobStage,
   type ByteSource,
   MAX_VERIFIED_CHUNK,
   chunkwiseCheckable,
@@ -10,7 +9,6 @@ import {
   verifiedBuffer,
   verifyBlob,
   verifyChunks,
-  writeThroughStage,
 } from '../../castore/blob-service.js'
 import { type B3Digest, b3Display, b3Hasher, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
@@ -20,6 +18,7 @@ import { isNotFound, peek, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
+/** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
 export class GrpcBlobService implements BlobService {
   readonly remote = true
 
@@ -132,10 +131,5 @@ export class GrpcBlobService implements BlobService {
       throw new IntegrityError(`the daemon stored blob ${b3Display(ours)} as ${b3Display(digest)}`)
     }
     return { digest: ours, size }
-  }
-
-  /** The protocol has no transactions: staged blobs are uploaded at once. */
-  stage(): BlobStage {
-    return writeThroughStage(this)
   }
 }

@@ -1,6 +1,6 @@
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
@@ -25,7 +25,7 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService {
+export class LocalBlobService implements BlobService, Staging {
   /** Temp files made durable together, before they are renamed into place. */
   private readonly durable: Batcher<string>
   /** Renames made durable together (fsync of the directories renamed into). */

@@ -1,4 +1,4 @@
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, iterateSource, verifiedBuffer } from '../../castore/blob-service.js'
 import { type B3Digest, b3Hasher, toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
 import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
@@ -24,7 +24,7 @@ async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo 
   return { data, info: { digest: h.digest(), size: data.length } }
 }
 
-export class MemoryBlobService implements BlobService {
+export class MemoryBlobService implements BlobService, Staging {
   readonly blobs = new Map<string, Buffer>()
 
   async has(d: B3Digest): Promise<boolean> {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { describe, test } from 'node:test'
-import { readAll } from '../../../src/castore/blob-service.js'
+import { readAll, stageOrWriteThrough } from '../../../src/castore/blob-service.js'
 import { openMemoryStore } from '../../../src/backends/memory/index.js'
 import { InvalidInputError } from '../../../src/errors.js'
 import { ingestNar } from '../../../src/store/nar/ingest.js'
@@ -14,7 +14,7 @@ const sha = (b: Uint8Array) => nixbase32.encode(createHash('sha256').update(b).d
 
 async function roundTrip(bytes: Buffer, chunk = 7) {
   const store = openMemoryStore()
-  const stage = store.blobs.stage()
+  const stage = stageOrWriteThrough(store.blobs)
   async function* src() {
     for (let i = 0; i < bytes.length; i += chunk) yield bytes.subarray(i, i + chunk)
   }

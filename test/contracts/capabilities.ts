@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { hasChunkLists, hasStaging, readAll } from '../../src/castore/blob-service.js'
+import { b3, toHex } from '../../src/castore/digest.js'
+import { hasReferrers } from '../../src/store/path-info-service.js'
+import type { PathInfo } from '../../src/store/path-info.js'
+import { baseNameOf, syntheticPath } from '../helpers/path-infos.js'
+import { randomBytes } from '../helpers/trees.js'
+import { pieces } from './blob-service.js'
+import { describeCapability, type OpenStore } from './harness.js'
+import { digestOf } from './path-info-service.js'
+
+/** Staging (castore/blob-service.ts Staging): transactional blob writes. */
+export function describeStaging(name: string, open: OpenStore): void {
+  describeCapability(`${name}: staging contract`, open, 'hasStaging(store.blobs)', (s) => hasStaging(s.blobs), (store) => {
+    test('a staged blob is invisible until commit, then readable', async () => {
+      const { blobs } = store()
+      if (!hasStaging(blobs)) throw new Error('unreachable: the guard passed')
+      const data = randomBytes(2 * 1024 * 1024 + 5, 11)
+      const stage = blobs.stage()
+      const a = await stage.put(pieces(data, 65_536))
+      const b = await stage.put(Buffer.from('staged then committed'))
+      assert.equal(toHex(a.digest), toHex(b3(data)))
+      assert.equal(await blobs.has(a.digest), false)
+      assert.equal(await blobs.has(b.digest), false)
+      assert.equal(await blobs.open(b.digest), undefined)
+      await stage.commit()
+      assert.equal(await blobs.has(b.digest), true)
+      assert.ok((await readAll((await blobs.open(a.digest))!)).equals(data))
+    })
+
+    test('an aborted stage leaves nothing, and an empty one commits', async () => {
+      const { blobs } = store()
+      if (!hasStaging(blobs)) throw new Error('unreachable: the guard passed')
+      const stage = blobs.stage()
+      const big = await stage.put(pieces(randomBytes(1_500_000, 12), 100_000))
+      const small = await stage.put(Buffer.from('staged then aborted'))
+      await stage.abort()
+      assert.equal(await blobs.has(big.digest), false)
+      assert.equal(await blobs.has(small.digest), false)
+      await blobs.stage().commit()
+    })
+  })
+}
+
+/** Chunk lists (BlobService.chunks): a blob's chunks in order, each readable by its digest; empty if stored whole. */
+export function describeChunkLists(name: string, open: OpenStore): void {
+  describeCapability(`${name}: chunk lists contract`, open, 'hasChunkLists(store.blobs)', (s) => hasChunkLists(s.blobs), (store) => {
+    test('an absent blob has no chunk list', async () => {
+      const { blobs } = store()
+      assert.equal(await blobs.chunks!(b3(Buffer.from('never stored'))), undefined)
+    })
+
+    for (const [what, size] of [
+      ['a small blob', 12],
+      ['a 3 MiB blob', 3 * 1024 * 1024 + 3],
+    ] as const) {
+      test(`${what}: its chunks, if listed, are its bytes in order, each readable by its digest`, async () => {
+        const { blobs } = store()
+        const data = randomBytes(size, size)
+        const { digest } = await blobs.put(pieces(data, 100_000))
+        const chunks = await blobs.chunks!(digest)
+        assert.ok(chunks, 'a stored blob has a chunk list')
+        let at = 0
+        for (const c of chunks) {
+          const bytes = data.subarray(at, at + c.size)
+          assert.equal(toHex(c.digest), toHex(b3(bytes)), `chunk at ${at}`)
+          assert.ok((await readAll((await blobs.open(c.digest))!)).equals(bytes), `chunk at ${at} reads back`)
+          at += c.size
+        }
+        if (chunks.length > 0) assert.equal(at, data.length)
+      })
+    }
+  })
+}
+
+/** Referrers (PathInfoService.referrers): the stored paths whose references include one. */
+export function describeReferrers(name: string, open: OpenStore): void {
+  describeCapability(`${name}: referrers contract`, open, 'hasReferrers(store.pathInfos)', (s) => hasReferrers(s.pathInfos), (store) => {
+    test('referrers of a path are the paths that refer to it, itself included when it refers to itself', async () => {
+      const { pathInfos } = store()
+      const names = (infos: PathInfo[]) => infos.map(baseNameOf).sort()
+      const leaf = await pathInfos.put(syntheticPath('ref-leaf'))
+      const left = await pathInfos.put(syntheticPath('ref-left', [leaf]))
+      const self = await pathInfos.put(syntheticPath('ref-self', [leaf, syntheticPath('ref-self')]))
+      const top = await pathInfos.put(syntheticPath('ref-top', [left, self]))
+      assert.deepEqual(names(await pathInfos.referrers!(digestOf(leaf))), names([left, self]))
+      assert.deepEqual(names(await pathInfos.referrers!(digestOf(self))), names([self, top]))
+      assert.deepEqual(await pathInfos.referrers!(digestOf(top)), [])
+      assert.deepEqual(await pathInfos.referrers!(digestOf(syntheticPath('ref-never-put'))), [])
+    })
+
+    test('a refused put adds no referrer', async () => {
+      const { pathInfos } = store()
+      const leaf = await pathInfos.put(syntheticPath('refused-leaf'))
+      await pathInfos.put(syntheticPath('refused-top', [], '/first'))
+      await assert.rejects(pathInfos.put(syntheticPath('refused-top', [leaf], '/second')))
+      assert.deepEqual(await pathInfos.referrers!(digestOf(leaf)), [])
+    })
+  })
+}
