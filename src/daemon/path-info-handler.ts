@@ -34,12 +34,12 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
   const maxNarSize = opts.maxNarSize ?? DEFAULT_MAX_NAR_SIZE
 
   return {
-    Get: unary('PathInfoService/Get', log, getPathInfoRequest.decode, async (req, _signal, call) => {
+    Get: unary('PathInfoService/Get', log, getPathInfoRequest.decode, async (req, signal, call) => {
       if (req.byOutputHash === undefined) throw new StatusError(Status.UNIMPLEMENTED, 'by_what is not set')
       const d = requireDigest(req.byOutputHash, DIGEST_LEN, 'by_output_hash')
       // A path an uploader found stored may be a reference of the PathInfo it puts next: a temp root keeps it.
       let info: PathInfo | undefined
-      const found = () => store.pathInfos.get(d).then((got) => (info = got) !== undefined)
+      const found = () => store.pathInfos.get(d, { signal }).then((got) => (info = got) !== undefined)
       const roots = opts.rootsOf?.(call)
       await (roots ? roots.holdIf('pathinfo', nixbase32.encode(d), found) : found())
       if (!info) throw new StatusError(Status.NOT_FOUND, `no PathInfo for ${nixbase32.encode(d)}`)
@@ -48,7 +48,7 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
 
     // The store's put runs the admission check (tree, sizes, references, no replacement, CA);
     // checked and written in one write session, so the store's gc cannot sweep in between.
-    Put: unary('PathInfoService/Put', log, decodePathInfo, (info) => inWriteSession(store, () => store.pathInfos.put(info))),
+    Put: unary('PathInfoService/Put', log, decodePathInfo, (info, signal) => inWriteSession(store, () => store.pathInfos.put(info, { signal }))),
 
     CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node, cancelled) => {
       const root = validateRootNode(node)
@@ -68,7 +68,7 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
       return hit
     }),
 
-    List: serverStream('PathInfoService/List', log, emptyMessage.decode, () => store.pathInfos.list()),
+    List: serverStream('PathInfoService/List', log, emptyMessage.decode, (_req, signal) => store.pathInfos.list({ signal })),
   }
 }
 

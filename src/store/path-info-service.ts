@@ -1,6 +1,7 @@
+import type { CallOptions } from '../util/call-options.js'
 import type { PathInfo } from './path-info.js'
 
-export interface PutOptions {
+export interface PutOptions extends CallOptions {
   /**
    * NarHash and NarSize were computed by this process from the very bytes
    * it stored (an import), so a content address is not checked by
@@ -11,7 +12,7 @@ export interface PutOptions {
 
 /** PathInfos keyed by the 20-byte digest of their store path. */
 export interface PathInfoService {
-  get(storePathDigest: Uint8Array): Promise<PathInfo | undefined>
+  get(storePathDigest: Uint8Array, opts?: CallOptions): Promise<PathInfo | undefined>
   /**
    * Admits (admitPathInfo: valid, tree and references stored, content
    * address consistent) and stores; returns the stored PathInfo. A path
@@ -19,7 +20,7 @@ export interface PathInfoService {
    * is stored, different content is an AlreadyExistsError.
    */
   put(info: PathInfo, opts?: PutOptions): Promise<PathInfo>
-  list(): AsyncIterable<PathInfo>
+  list(opts?: CallOptions): AsyncIterable<PathInfo>
   /**
    * Optional: the stored paths whose references include this one (itself
    * too, if it refers to itself), in no particular order. Stores that keep
@@ -27,5 +28,5 @@ export interface PathInfoService {
    * such call, so a gRPC client does not, and callers refuse rather than
    * scan every PathInfo over the wire.
    */
-  referrers?(storePathDigest: Uint8Array): Promise<PathInfo[]>
+  referrers?(storePathDigest: Uint8Array, opts?: CallOptions): Promise<PathInfo[]>
 }

@@ -1,6 +1,6 @@
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, abortableSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { NoSpaceError, isNoSpace } from '../../errors.js'
 import { Batcher } from '../../util/batcher.js'
@@ -9,6 +9,8 @@ import type { ChunkMeta } from '../../castore/blob-service.js'
 import { ChunkIndex, ChunkReader, type ChunkRef, PACK_SUFFIX, PackWriter, readManifest, readPackedBlob } from './pack.js'
 import path from 'node:path'
 import type { LocalRoot } from './layout.js'
+import { abortable } from '../../util/abortable.js'
+import type { CallOptions } from '../../util/call-options.js'
 
 const READ_CHUNK = 1 << 20
 /** Blobs up to this size are read and written with one synchronous call. */
@@ -118,7 +120,14 @@ export class LocalBlobService implements BlobService {
     return file
   }
 
-  async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+  /** An aborted signal ends the read and closes its files, whether or not anyone reads on. */
+  async open(d: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
+    opts?.signal?.throwIfAborted()
+    const data = await this.read(d)
+    return data && opts?.signal ? abortable(data, opts.signal) : data
+  }
+
+  private async read(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
     // Small blobs (most files of a tree) with synchronous open/fstat/read/close:
     // microseconds, where the async route costs a thread-pool round trip each.
     let fd: number
@@ -157,8 +166,8 @@ export class LocalBlobService implements BlobService {
   }
 
   /** A single blob, durable when this returns: temp file, fsync, rename, directory fsync. */
-  async put(src: ByteSource): Promise<BlobInfo> {
-    const w = await this.write(src)
+  async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
+    const w = await this.write(abortableSource(src, opts))
     if (w.tmp) {
       try {
         // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
@@ -190,8 +199,8 @@ export class LocalBlobService implements BlobService {
       else if (w.tmp) pending.set(key, w)
     }
     return {
-      put: async (src) => {
-        const p = this.write(src)
+      put: async (src, opts) => {
+        const p = this.write(abortableSource(src, opts))
         inFlight.add(p)
         try {
           const w = await p

@@ -6,6 +6,7 @@ import { IntegrityError } from '../../errors.js'
 import { decodeDirectory } from '../../proto/codec.js'
 import fs from 'node:fs/promises'
 import { exists, type LocalRoot, readSmallFile } from './layout.js'
+import type { CallOptions } from '../../util/call-options.js'
 
 export class LocalDirectoryService implements DirectoryService {
   /** With `blobs`, file sizes are checked against the blobs stored. */
@@ -30,8 +31,8 @@ export class LocalDirectoryService implements DirectoryService {
     return dir
   }
 
-  getClosure(root: B3Digest): AsyncIterable<Directory> {
-    return walkClosure(root, (d) => this.get(d))
+  getClosure(root: B3Digest, opts?: CallOptions): AsyncIterable<Directory> {
+    return walkClosure(root, (d) => this.get(d), opts?.signal)
   }
 
   /**

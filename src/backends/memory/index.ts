@@ -9,6 +9,7 @@ import type { PathInfoService, PutOptions } from '../../store/path-info-service.
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import type { Store } from '../../store/store.js'
 import * as nixbase32 from '../../store/nixbase32.js'
+import type { CallOptions } from '../../util/call-options.js'
 
 async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo }> {
   const h = b3Hasher()
@@ -72,8 +73,8 @@ export class MemoryDirectoryService implements DirectoryService {
     return bytes && decodeDirectory(bytes)
   }
 
-  getClosure(root: B3Digest): AsyncIterable<Directory> {
-    return walkClosure(root, (d) => this.get(d))
+  getClosure(root: B3Digest, opts?: CallOptions): AsyncIterable<Directory> {
+    return walkClosure(root, (d) => this.get(d), opts?.signal)
   }
 
   async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
