@@ -1,4 +1,6 @@
 import { IntegrityError } from '../errors.js'
+import { abortable } from '../util/abortable.js'
+import type { CallOptions } from '../util/call-options.js'
 import { type B3Digest, b3, b3Hasher, bytesEqual, b3Display } from './digest.js'
 
 export type ByteSource = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>
@@ -16,19 +18,19 @@ export interface BlobInfo {
 
 /** Content-addressed blob storage keyed by BLAKE3. */
 export interface BlobService {
-  has(digest: B3Digest): Promise<boolean>
+  has(digest: B3Digest, opts?: CallOptions): Promise<boolean>
   /** The blob's bytes, digest-checked as they are read, or undefined if absent. */
-  open(digest: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined>
+  open(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined>
   /** Stores the bytes and returns the digest computed while writing. */
-  put(src: ByteSource): Promise<BlobInfo>
+  put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo>
   /** The blob's chunks in order (empty if stored whole), undefined if absent; optional capability. */
-  chunks?(digest: B3Digest): Promise<ChunkMeta[] | undefined>
+  chunks?(digest: B3Digest, opts?: CallOptions): Promise<ChunkMeta[] | undefined>
   /**
    * The blob's size in bytes without reading its data, undefined if
    * absent; optional capability (a backend that cannot tell leaves it out,
    * and callers fall back to has()).
    */
-  size?(digest: B3Digest): Promise<number | undefined>
+  size?(digest: B3Digest, opts?: CallOptions): Promise<number | undefined>
   /** True when reads cross a network: worth fetching only the chunks one lacks. */
   readonly remote?: boolean
 }
@@ -39,9 +41,9 @@ export function hasChunkLists(blobs: BlobService): blobs is BlobService & Requir
 }
 
 export interface BlobStage {
-  put(src: ByteSource): Promise<BlobInfo>
-  commit(): Promise<void>
-  abort(): Promise<void>
+  put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo>
+  commit(opts?: CallOptions): Promise<void>
+  abort(opts?: CallOptions): Promise<void>
 }
 
 /**
@@ -50,7 +52,7 @@ export interface BlobStage {
  * The tvix gRPC protocol has no transactions, so its client does not offer it.
  */
 export interface Staging {
-  stage(): BlobStage
+  stage(opts?: CallOptions): BlobStage
 }
 
 export function hasStaging(blobs: BlobService): blobs is BlobService & Staging {
@@ -59,7 +61,17 @@ export function hasStaging(blobs: BlobService): blobs is BlobService & Staging {
 
 /** A stage for backends without transactions: every put is final at once, abort() takes nothing back. */
 export function writeThroughStage(blobs: Pick<BlobService, 'put'>): BlobStage {
-  return { put: (src) => blobs.put(src), commit: async () => {}, abort: async () => {} }
+  return { put: (src, opts) => blobs.put(src, opts), commit: async () => {}, abort: async () => {} }
+}
+
+/**
+ * `src`, failing with the signal's reason once it aborts (between pieces).
+ * A buffer is all there already: it is only checked, so writers keep
+ * their fast path for it.
+ */
+export function abortableSource(src: ByteSource, opts?: CallOptions): ByteSource {
+  opts?.signal?.throwIfAborted()
+  return opts?.signal && !(src instanceof Uint8Array) ? abortable(src, opts.signal) : src
 }
 
 /**

@@ -1,4 +1,5 @@
 import { IntegrityError, InvalidInputError } from '../errors.js'
+import type { CallOptions } from '../util/call-options.js'
 import { decodeDirectory, encodeDirectory } from './proto.js'
 import { type B3Digest, b3, b3Display, toHex } from './digest.js'
 import { type Directory, directoryDigest, directorySize, validateDirectory } from './directory.js'
@@ -35,21 +36,21 @@ export function requireServableDirectory(dir: Directory, encoded?: Uint8Array): 
 
 /** Merkle-DAG storage of Directory messages, keyed by their canonical digest. */
 export interface DirectoryService {
-  get(digest: B3Digest): Promise<Directory | undefined>
+  get(digest: B3Digest, opts?: CallOptions): Promise<Directory | undefined>
   /** The root, then breadth-first every Directory below it, each once. Empty if the root is absent. */
-  getClosure(root: B3Digest): AsyncIterable<Directory>
+  getClosure(root: B3Digest, opts?: CallOptions): AsyncIterable<Directory>
   /** Stores a closure sent leaves first; returns the digest of the last (root) Directory. */
-  putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest>
+  putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>, opts?: CallOptions): Promise<B3Digest>
   /** Writes of validated Directories that stay invisible until commit(), for closures too large to hold in memory. */
-  stage(): DirectoryStage
+  stage(opts?: CallOptions): DirectoryStage
 }
 
 export interface DirectoryStage {
   /** Keeps a Directory (validated by the caller; its canonical bytes) until commit. */
-  put(digest: B3Digest, bytes: Uint8Array): Promise<void>
+  put(digest: B3Digest, bytes: Uint8Array, opts?: CallOptions): Promise<void>
   /** Makes everything put visible, in the order it was put (leaves first). */
-  commit(): Promise<void>
-  abort(): Promise<void>
+  commit(opts?: CallOptions): Promise<void>
+  abort(opts?: CallOptions): Promise<void>
 }
 
 /** A stage for backends that keep Directories in memory or send them on: held, then one putClosure. */
@@ -57,10 +58,10 @@ export function bufferedStage(dirs: Pick<DirectoryService, 'putClosure'>): Direc
   let held: Uint8Array[] = []
   return {
     put: async (_digest, bytes) => void held.push(bytes),
-    commit: async () => {
+    commit: async (opts) => {
       const all = held
       held = []
-      if (all.length > 0) await dirs.putClosure(all.map((b) => decodeDirectory(b)))
+      if (all.length > 0) await dirs.putClosure(all.map((b) => decodeDirectory(b)), opts)
     },
     abort: async () => void (held = []),
   }
@@ -157,10 +158,11 @@ export class ClosureValidator {
   }
 }
 
-/** Breadth-first walk shared by backends: each digest fetched and emitted once. */
+/** Breadth-first walk shared by backends: each digest fetched and emitted once; stops when `signal` aborts. */
 export async function* walkClosure(
   root: B3Digest,
   get: (d: B3Digest) => Promise<Directory | undefined>,
+  signal?: AbortSignal,
 ): AsyncGenerator<Directory> {
   const first = await get(root)
   if (!first) return
@@ -169,6 +171,7 @@ export async function* walkClosure(
   for (let i = 0; i < queue.length; i++) {
     const dir = queue[i]!
     yield dir
+    signal?.throwIfAborted()
     for (const child of dir.directories) {
       const key = toHex(child.digest)
       if (seen.has(key)) continue

@@ -6,7 +6,8 @@ import type { LocalStore } from '../backends/local/index.js'
 import { BackendError, NoSpaceError, StoreError, isNoSpace, systemMessage } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
-import { runInterruptCleanups } from '../util/interrupt.js'
+import { bindSignal } from '../store/bind-signal.js'
+import { interrupted, runInterruptCleanups } from '../util/interrupt.js'
 import { type Failure, reportError } from './report.js'
 
 export type StoreFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof StoreCommand)['baseFlags'] & T['flags']>
@@ -56,6 +57,7 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
   protected flags!: StoreFlags<T>
   protected args!: StoreArgs<T>
   private opened: Store | undefined
+  private bound: Store | undefined
 
   public override async init(): Promise<void> {
     await super.init()
@@ -83,7 +85,11 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
     this.args = args as StoreArgs<T>
   }
 
-  /** Opens the store once, lazily: a command that fails on its arguments never touches it. */
+  /**
+   * Opens the store once, lazily: a command that fails on its arguments
+   * never touches it. Its calls get the `interrupted` signal (a daemon
+   * stops on its own terms: calls in flight finish).
+   */
   protected async store(): Promise<Store> {
     const f = this.flags
     this.opened ??= await openStore({
@@ -94,7 +100,8 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       pathInfoServiceAddr: f['path-info-service-addr'],
       mustExist: !(this.ctor as typeof StoreCommand).createsStore,
     })
-    return this.opened
+    if ((this.ctor as typeof StoreCommand).handlesSignals) return this.opened
+    return (this.bound ??= bindSignal(this.opened, interrupted))
   }
 
   /** The store, which must be local: `what` (gc, verify, roots) runs where the data lives. */

@@ -14,20 +14,21 @@ import { inWriteSession } from '../store/capabilities.js'
 export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIMITED, rootsOf: RootsOf = () => undefined): UntypedServiceImplementation {
   const { blobs } = store
   return {
-    Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req, _signal, call) => {
+    Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req, signal, call) => {
       const d = requireDigest(req.digest, B3_LEN)
       // With send_chunks, a chunked blob lists its chunks (each readable by its digest).
-      const chunks = req.sendChunks && blobs.chunks ? await blobs.chunks(d) : undefined
+      const chunks = req.sendChunks && blobs.chunks ? await blobs.chunks(d, { signal }) : undefined
       // "Present" is a promise to an uploader, who will not send it: a temp root keeps it.
       const roots = rootsOf(call)
-      const present = roots ? await roots.holdIf('blob', toHex(d), () => blobs.has(d)) : chunks !== undefined || (await blobs.has(d))
+      const present = roots ? await roots.holdIf('blob', toHex(d), () => blobs.has(d, { signal })) : chunks !== undefined || (await blobs.has(d, { signal }))
       if (!present) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
       return { chunks: chunks ?? [], bao: new Uint8Array(0) }
     }),
 
-    Read: serverStream('BlobService/Read', log, digestMessage.decode, async function* (digest) {
+    Read: serverStream('BlobService/Read', log, digestMessage.decode, async function* (digest, signal) {
       const d = requireDigest(digest, B3_LEN)
-      const data = await blobs.open(d)
+      // A cancelled call closes the blob's files at once, even while its next message waits.
+      const data = await blobs.open(d, { signal })
       if (!data) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
       for await (const chunk of data) {
         for (let i = 0; i < chunk.length; i += BLOB_CHUNK_BYTES) yield chunk.subarray(i, i + BLOB_CHUNK_BYTES)
@@ -36,8 +37,8 @@ export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIM
 
     // A write session: the store's gc does not sweep while a blob goes in.
     // Kept by a temp root until the client's PathInfo (a later call) refers to it.
-    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks, _signal, call) => inWriteSession(store, async () => {
-      const { digest } = await blobs.put(chunks)
+    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks, signal, call) => inWriteSession(store, async () => {
+      const { digest } = await blobs.put(chunks, { signal })
       const roots = rootsOf(call)
       if (roots && !(await roots.holdIf('blob', toHex(digest), () => blobs.has(digest)))) throw new ConflictError(`blob ${b3Display(digest)} was garbage-collected as it was written; send it again`)
       return digest

@@ -60,8 +60,10 @@ function resetStream(call: ServerWritableStream<Buffer, unknown> | ServerReadabl
 }
 
 /**
- * `fn` gets a signal that is aborted when the client cancels the call or
- * goes away, so that long work (rendering a NAR) stops with it.
+ * Every handler (unary, server and client streams) gets a signal that is
+ * aborted when the client cancels the call or goes away: it passes it to
+ * the store calls it makes (CallOptions), so that their work (a NAR
+ * render, a blob read and its file) stops with the call.
  */
 export function unary<Req, Res>(
   method: string,
@@ -86,7 +88,7 @@ export function serverStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
-  fn: (req: Req, call: object) => AsyncIterable<Res>,
+  fn: (req: Req, signal: AbortSignal, call: object) => AsyncIterable<Res>,
   transfers: Transfers = UNLIMITED,
 ): handleServerStreamingCall<Buffer, Res> {
   return (call: ServerWritableStream<Buffer, Res>) => {
@@ -95,7 +97,7 @@ export function serverStream<Req, Res>(
     ;(async () => {
       const req = decode(call.request)
       release = await transfers.acquire(signal)
-      const it = fn(req, call)[Symbol.asyncIterator]()
+      const it = fn(req, signal, call)[Symbol.asyncIterator]()
       try {
         for (;;) {
           if (call.cancelled) return

@@ -37,16 +37,16 @@ export function directoryHandler(
 ): UntypedServiceImplementation {
   const { directories } = store
   return {
-    Get: serverStream('DirectoryService/Get', log, getDirectoryRequest.decode, async function* (req, call) {
+    Get: serverStream('DirectoryService/Get', log, getDirectoryRequest.decode, async function* (req, signal, call) {
       const d = requireDigest(req.digest, B3_LEN)
       if (req.recursive) {
         // An absent root is an empty stream, as tvix (2024) answers.
-        for await (const dir of directories.getClosure(d)) yield servable(dir)
+        for await (const dir of directories.getClosure(d, { signal })) yield servable(dir)
         return
       }
       // An uploader that finds a Directory stored does not send it: a temp root keeps it (and its tree).
       let dir: Directory | undefined
-      const found = () => directories.get(d).then((got) => (dir = got) !== undefined)
+      const found = () => directories.get(d, { signal }).then((got) => (dir = got) !== undefined)
       const roots = rootsOf(call)
       await (roots ? roots.holdIf('dir', toHex(d), found) : found())
       if (!dir) throw new StatusError(Status.NOT_FOUND, `directory ${b3Display(d)} not found`)
@@ -60,8 +60,8 @@ export function directoryHandler(
       // and a size, whatever the Directories weigh.
       // File sizes are checked against blobs already stored (absent ones wait for the PathInfo).
       const { blobs } = store
-      const v = new ClosureValidator((d) => directories.get(d), blobs.size && ((d) => blobs.size!(d)))
-      const stage = directories.stage()
+      const v = new ClosureValidator((d) => directories.get(d, { signal }), blobs.size && ((d) => blobs.size!(d, { signal })))
+      const stage = directories.stage({ signal })
       try {
         let count = 0
         for await (const raw of stream) {
@@ -71,7 +71,7 @@ export function directoryHandler(
           // Canonical bytes hash to their digest: a Directory sent again is known before it is decoded.
           if (!v.repeat(b3(raw))) {
             const { digest, bytes, fresh } = await v.accept(decodeDirectory(raw))
-            if (fresh) await stage.put(digest, bytes)
+            if (fresh) await stage.put(digest, bytes, { signal })
           }
           // Between messages the client had already sent, let other calls run.
           await new Promise((resolve) => setImmediate(resolve))
@@ -81,7 +81,7 @@ export function directoryHandler(
         if (signal.aborted) throw cancelledError()
         // Committed and temp-rooted in one step: the tree stays until the client's PathInfo refers to it.
         const roots = rootsOf(call)
-        const commit = () => stage.commit().then(() => true)
+        const commit = () => stage.commit({ signal }).then(() => true)
         await (roots ? roots.holdIf('dir', toHex(root), commit) : commit())
         return root
       } catch (e) {

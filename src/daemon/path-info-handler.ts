@@ -36,12 +36,12 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
   const maxNarSize = opts.maxNarSize ?? DEFAULT_MAX_NAR_SIZE
 
   return {
-    Get: unary('PathInfoService/Get', log, getPathInfoRequest.decode, async (req, _signal, call) => {
+    Get: unary('PathInfoService/Get', log, getPathInfoRequest.decode, async (req, signal, call) => {
       if (req.byOutputHash === undefined) throw new StatusError(Status.UNIMPLEMENTED, 'by_what is not set')
       const d = requireDigest(req.byOutputHash, DIGEST_LEN, 'by_output_hash')
       // A path an uploader found stored may be a reference of the PathInfo it puts next: a temp root keeps it.
       let info: PathInfo | undefined
-      const found = () => store.pathInfos.get(d).then((got) => (info = got) !== undefined)
+      const found = () => store.pathInfos.get(d, { signal }).then((got) => (info = got) !== undefined)
       const roots = opts.rootsOf?.(call)
       await (roots ? roots.holdIf('pathinfo', nixbase32.encode(d), found) : found())
       if (!info) throw new StatusError(Status.NOT_FOUND, `no PathInfo for ${nixbase32.encode(d)}`)
@@ -50,7 +50,7 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
 
     // Admitted as every publish is (tree, sizes, references, CA; then no replacement), checked and
     // written in one write session, so the store's gc cannot sweep in between.
-    Put: unary('PathInfoService/Put', log, decodePathInfo, (info) => inWriteSession(store, () => publishPathInfo(store, info))),
+    Put: unary('PathInfoService/Put', log, decodePathInfo, (info, signal) => inWriteSession(store, () => publishPathInfo(store, info, { signal }))),
 
     CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node, cancelled) => {
       const root = validateRootNode(node)
@@ -70,7 +70,7 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
       return hit
     }),
 
-    List: serverStream('PathInfoService/List', log, emptyMessage.decode, () => store.pathInfos.list()),
+    List: serverStream('PathInfoService/List', log, emptyMessage.decode, (_req, signal) => store.pathInfos.list({ signal })),
   }
 }
 

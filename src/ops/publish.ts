@@ -2,8 +2,9 @@ import { type AdmissionOptions, admitPathInfo } from '../store/path-info-admissi
 import type { PathInfo } from '../store/path-info.js'
 import { admitsOnPut } from '../store/path-info-service.js'
 import type { Store } from '../store/store.js'
+import type { CallOptions } from '../util/call-options.js'
 
-export type PublishOptions = AdmissionOptions
+export type PublishOptions = AdmissionOptions & CallOptions
 
 /**
  * Makes a PathInfo visible, once its data is there: admitted (valid, the
@@ -19,5 +20,5 @@ export async function publishPathInfo(store: Store, info: PathInfo, opts: Publis
     const { stored } = await admitPathInfo(info, store, opts)
     if (stored) return stored
   }
-  return store.pathInfos.put(info)
+  return store.pathInfos.put(info, { signal: opts.signal })
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import type { BlobStage } from '../castore/blob-service.js'
+import type { CallOptions } from '../util/call-options.js'
 import { b3 } from '../castore/digest.js'
 import { type Directory, directoryDigest, directoryFromEntries, directorySize } from '../castore/directory.js'
 import type { Node } from '../castore/node.js'
@@ -37,7 +38,7 @@ const SLASH = Buffer.from('/')
  * and it avoids a thread-pool round trip per syscall); writes run in the
  * background, bounded.
  */
-export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: IngestProgress): Promise<IngestResult> {
+export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: IngestProgress, opts: CallOptions = {}): Promise<IngestResult> {
   const sha = createHash('sha256')
   const nar = new NarEncoder((c) => sha.update(c))
   const directories: Directory[] = []
@@ -67,7 +68,7 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
       nar.contents(data)
       nar.endContents(data.length)
       await throttle()
-      const put = stage.put(data)
+      const put = stage.put(data, opts)
       track(put)
       onProgress?.(data.length, 1)
       // BLAKE3 of <= 1 MiB is microseconds; knowing the digest now keeps the walk going.
@@ -77,7 +78,7 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
     const info = await stage.put(streamFile(p, st.size, (c) => {
       nar.contents(c)
       onProgress?.(c.length, 0)
-    }))
+    }), opts)
     onProgress?.(0, 1)
     nar.endContents(st.size)
     return { kind: 'file', name: EMPTY, digest: info.digest, size: info.size, executable }
@@ -101,6 +102,7 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
     let done: Node | undefined
     for (;;) {
       if (p) {
+        opts.signal?.throwIfAborted()
         const st = fs.lstatSync(p)
         if (st.isDirectory()) {
           nar.directory()

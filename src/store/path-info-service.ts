@@ -1,8 +1,9 @@
+import type { CallOptions } from '../util/call-options.js'
 import type { PathInfo } from './path-info.js'
 
 /** PathInfos keyed by the 20-byte digest of their store path. */
 export interface PathInfoService {
-  get(storePathDigest: Uint8Array): Promise<PathInfo | undefined>
+  get(storePathDigest: Uint8Array, opts?: CallOptions): Promise<PathInfo | undefined>
   /**
    * Stores a valid PathInfo (validatePathInfo, each reference once) and
    * returns what is stored. A path already stored is never replaced: the
@@ -12,8 +13,8 @@ export interface PathInfoService {
    * concern: publishPathInfo (ops/publish.ts) checks that, over the
    * store's own blob and directory services, whichever backends serve them.
    */
-  put(info: PathInfo): Promise<PathInfo>
-  list(): AsyncIterable<PathInfo>
+  put(info: PathInfo, opts?: CallOptions): Promise<PathInfo>
+  list(opts?: CallOptions): AsyncIterable<PathInfo>
   /**
    * Optional: the stored paths whose references include this one (itself
    * too, if it refers to itself), in no particular order. Stores that keep
@@ -21,7 +22,7 @@ export interface PathInfoService {
    * such call, so a gRPC client does not, and callers refuse rather than
    * scan every PathInfo over the wire.
    */
-  referrers?(storePathDigest: Uint8Array): Promise<PathInfo[]>
+  referrers?(storePathDigest: Uint8Array, opts?: CallOptions): Promise<PathInfo[]>
 }
 
 /**

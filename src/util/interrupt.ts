@@ -5,11 +5,21 @@
  */
 const tasks = new Set<() => void>()
 
+const interruption = new AbortController()
+/**
+ * Aborted when the process is interrupted (or its output fails): the
+ * signal a command's store calls get, so that reads, renders and remote
+ * calls in flight stop and release their files and streams.
+ */
+export const interrupted: AbortSignal = interruption.signal
+
 export function onInterrupt(fn: () => void): void {
   tasks.add(fn)
 }
 
+/** Aborts `interrupted`, then runs the clean-ups. */
 export function runInterruptCleanups(): void {
+  interruption.abort()
   for (const t of tasks) {
     try {
       t()

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { EMPTY_DIGEST, b3, toHex } from '../../src/castore/digest.js'
 import { type Directory, directoryDigest } from '../../src/castore/directory.js'
-import { encodeDirectory } from '../../src/proto/codec.js'
+import { encodeDirectory } from '../../src/castore/proto.js'
 import { InvalidInputError } from '../../src/errors.js'
 import { canon, freshStore, type OpenStore } from './harness.js'
 

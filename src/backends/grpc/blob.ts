@@ -14,6 +14,8 @@ import { type B3Digest, b3Display, b3Hasher, bytesEqual } from '../../castore/di
 import { IntegrityError } from '../../errors.js'
 import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
 import type { StatBlobRequest, StatBlobResponse } from '../../grpc/messages.js'
+import { abortable } from '../../util/abortable.js'
+import type { CallOptions } from '../../util/call-options.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
@@ -25,35 +27,36 @@ export class GrpcBlobService implements BlobService {
   constructor(private readonly rpc: RpcClient) {}
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */
-  async chunks(digest: B3Digest): Promise<ChunkMeta[] | undefined> {
+  async chunks(digest: B3Digest, opts?: CallOptions): Promise<ChunkMeta[] | undefined> {
     try {
-      const r = await this.rpc.unary<StatBlobRequest, StatBlobResponse>(SERVICE, 'Stat', { digest, sendChunks: true, sendBao: false })
+      const r = await this.rpc.unary<StatBlobRequest, StatBlobResponse>(SERVICE, 'Stat', { digest, sendChunks: true, sendBao: false }, opts)
       for (const c of r.chunks) if (c.digest.length !== 32) throw new IntegrityError('the daemon listed a chunk with a malformed digest')
       return r.chunks
     } catch (e) {
       if (isNotFound(e)) return undefined
       if (e instanceof IntegrityError) throw e
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     }
   }
 
-  async has(digest: B3Digest): Promise<boolean> {
+  async has(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
     try {
-      await this.rpc.unary<StatBlobRequest, unknown>(SERVICE, 'Stat', { digest, sendChunks: false, sendBao: false })
+      await this.rpc.unary<StatBlobRequest, unknown>(SERVICE, 'Stat', { digest, sendChunks: false, sendBao: false }, opts)
       return true
     } catch (e) {
       if (isNotFound(e)) return false
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     }
   }
 
-  async open(digest: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const call = this.rpc.serverStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest)
+  /** An aborted signal cancels the Read: the stream fails at once with the signal's reason. */
+  async open(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const call = this.rpc.serverStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts)
     let head
     try {
       head = await peek(call)
     } catch (e) {
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     }
     if (!head) return undefined
     const { first, rest } = head
@@ -64,7 +67,7 @@ export class GrpcBlobService implements BlobService {
         yield first.value
         for (let r = await rest.next(); !r.done; r = await rest.next()) yield r.value
       } catch (e) {
-        throw rpc.error(e)
+        throw rpc.error(e, opts)
       } finally {
         // A reader that stops early (a corrupt chunk, `| head`) ends the call: destroying the stream alone leaves it open at the daemon.
         call.cancel()
@@ -72,7 +75,9 @@ export class GrpcBlobService implements BlobService {
       }
     }
     // The server does not re-check what it sends; we do (SPEC 3.2), before the bytes go on.
-    return this.verified(digest, received())
+    const verified = this.verified(digest, received(), opts)
+    // What grpc-js had buffered before the call was cancelled is not passed on either.
+    return opts?.signal ? abortable(verified, opts.signal) : verified
   }
 
   /**
@@ -85,7 +90,7 @@ export class GrpcBlobService implements BlobService {
    * size would break flat memory: it is checked at its end only, with
    * its last piece held back until then (verifyBlob).
    */
-  private async *verified(digest: B3Digest, src: AsyncGenerator<Uint8Array>): AsyncGenerator<Uint8Array> {
+  private async *verified(digest: B3Digest, src: AsyncGenerator<Uint8Array>, opts?: CallOptions): AsyncGenerator<Uint8Array> {
     try {
       const head: Uint8Array[] = []
       let size = 0
@@ -99,7 +104,7 @@ export class GrpcBlobService implements BlobService {
         size += r.value.length
         if (size > MAX_VERIFIED_CHUNK) break
       }
-      const chunks = await this.chunks(digest)
+      const chunks = await this.chunks(digest, opts)
       const all = (async function* () {
         yield* head.splice(0)
         yield* src
@@ -110,7 +115,7 @@ export class GrpcBlobService implements BlobService {
     }
   }
 
-  async put(src: ByteSource): Promise<BlobInfo> {
+  async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
     const h = b3Hasher()
     let size = 0
     async function* pieces(): AsyncGenerator<Uint8Array> {
@@ -122,9 +127,9 @@ export class GrpcBlobService implements BlobService {
     }
     let digest: Uint8Array
     try {
-      digest = await this.rpc.clientStream<Uint8Array, Uint8Array>(SERVICE, 'Put', pieces())
+      digest = await this.rpc.clientStream<Uint8Array, Uint8Array>(SERVICE, 'Put', pieces(), opts)
     } catch (e) {
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     }
     const ours = h.digest()
     if (!bytesEqual(ours, digest)) {

@@ -3,6 +3,7 @@ import { type Directory, directoryDigest, validateDirectory } from '../../castor
 import { bufferedStage, type DirectoryService, type DirectoryStage, requireServableDirectory } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import type { GetDirectoryRequest } from '../../grpc/messages.js'
+import type { CallOptions } from '../../util/call-options.js'
 import { peek, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.castore.v1.DirectoryService'
@@ -10,12 +11,12 @@ const SERVICE = 'tvix.castore.v1.DirectoryService'
 export class GrpcDirectoryService implements DirectoryService {
   constructor(private readonly rpc: RpcClient) {}
 
-  async get(digest: B3Digest): Promise<Directory | undefined> {
+  async get(digest: B3Digest, opts?: CallOptions): Promise<Directory | undefined> {
     let head
     try {
-      head = await peek(this.rpc.serverStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest, recursive: false }))
+      head = await peek(this.rpc.serverStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest, recursive: false }, opts))
     } catch (e) {
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     }
     if (!head || head.first.done) return undefined
     await head.rest.return?.()
@@ -23,9 +24,9 @@ export class GrpcDirectoryService implements DirectoryService {
   }
 
   /** Verifies that the first message is the root and every later one was announced before it. */
-  async *getClosure(root: B3Digest): AsyncIterable<Directory> {
+  async *getClosure(root: B3Digest, opts?: CallOptions): AsyncIterable<Directory> {
     const announced = new Set<string>([toHex(root)])
-    const stream = this.rpc.serverStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest: root, recursive: true })
+    const stream = this.rpc.serverStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest: root, recursive: true }, opts)
     try {
       for await (const dir of stream) {
         const d = directoryDigest(dir)
@@ -36,13 +37,13 @@ export class GrpcDirectoryService implements DirectoryService {
       }
     } catch (e) {
       if (e instanceof IntegrityError) throw e
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     } finally {
       stream.cancel()
     }
   }
 
-  async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {
+  async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>, opts?: CallOptions): Promise<B3Digest> {
     let last: Directory | undefined
     async function* tap() {
       for await (const d of dirs) {
@@ -54,9 +55,9 @@ export class GrpcDirectoryService implements DirectoryService {
     }
     let root: Uint8Array
     try {
-      root = await this.rpc.clientStream<Directory, Uint8Array>(SERVICE, 'Put', tap())
+      root = await this.rpc.clientStream<Directory, Uint8Array>(SERVICE, 'Put', tap(), opts)
     } catch (e) {
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     }
     if (last && !bytesEqual(root, directoryDigest(last))) throw new IntegrityError(`the daemon answered root ${b3Display(root)} for a different closure`)
     return root

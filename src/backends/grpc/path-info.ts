@@ -4,6 +4,7 @@ import type { GetPathInfoRequest } from '../../grpc/messages.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { checkPut } from '../../store/path-info-admission.js'
 import type { AdmitsOnPut, PathInfoService } from '../../store/path-info-service.js'
+import type { CallOptions } from '../../util/call-options.js'
 import { isNotFound, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.store.v1.PathInfoService'
@@ -14,13 +15,13 @@ export class GrpcPathInfoService implements PathInfoService, AdmitsOnPut {
 
   constructor(private readonly rpc: RpcClient) {}
 
-  async get(storePathDigest: Uint8Array): Promise<PathInfo | undefined> {
+  async get(storePathDigest: Uint8Array, opts?: CallOptions): Promise<PathInfo | undefined> {
     let info: PathInfo
     try {
-      info = await this.rpc.unary<GetPathInfoRequest, PathInfo>(SERVICE, 'Get', { byOutputHash: storePathDigest })
+      info = await this.rpc.unary<GetPathInfoRequest, PathInfo>(SERVICE, 'Get', { byOutputHash: storePathDigest }, opts)
     } catch (e) {
       if (isNotFound(e)) return undefined
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     }
     // Trust nothing on the wire: it must be valid and be the path we asked for.
     if (!bytesEqual(validatePathInfo(info).digest, storePathDigest)) {
@@ -30,21 +31,21 @@ export class GrpcPathInfoService implements PathInfoService, AdmitsOnPut {
   }
 
   /** The daemon runs the admission check; we only refuse what is plainly invalid. */
-  async put(info: PathInfo): Promise<PathInfo> {
+  async put(info: PathInfo, opts?: CallOptions): Promise<PathInfo> {
     checkPut(info)
     try {
-      return await this.rpc.unary<PathInfo, PathInfo>(SERVICE, 'Put', info)
+      return await this.rpc.unary<PathInfo, PathInfo>(SERVICE, 'Put', info, opts)
     } catch (e) {
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     }
   }
 
-  async *list(): AsyncIterable<PathInfo> {
-    const stream = this.rpc.serverStream<unknown, PathInfo>(SERVICE, 'List', {})
+  async *list(opts?: CallOptions): AsyncIterable<PathInfo> {
+    const stream = this.rpc.serverStream<unknown, PathInfo>(SERVICE, 'List', {}, opts)
     try {
       yield* stream
     } catch (e) {
-      throw this.rpc.error(e)
+      throw this.rpc.error(e, opts)
     } finally {
       stream.cancel()
     }

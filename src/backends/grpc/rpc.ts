@@ -2,6 +2,8 @@ import { Client, credentials, type ClientReadableStream, type ClientWritableStre
 import { once } from 'node:events'
 import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../grpc/definitions.js'
 import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
+import { abortable, whenAborted } from '../../util/abortable.js'
+import type { CallOptions } from '../../util/call-options.js'
 
 /**
  * One HTTP/2 channel to a daemon and typed helpers for the three call
@@ -36,22 +38,41 @@ export class RpcClient {
     return def
   }
 
-  unary<Req, Res>(service: ServiceName, name: string, req: Req): Promise<Res> {
+  /** An aborted `signal` cancels the call, which fails with the signal's reason. */
+  unary<Req, Res>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}): Promise<Res> {
     const m = this.method(service, name)
     return new Promise((resolve, reject) => {
-      this.client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, req, (err: ServiceError | null, res?: Res) =>
-        err ? reject(err) : resolve(res!),
-      )
+      if (signal?.aborted) return reject(signal.reason)
+      const call = this.client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, req, (err: ServiceError | null, res?: Res) => {
+        signal?.removeEventListener('abort', cancel)
+        if (err) reject(signal?.aborted ? signal.reason : err)
+        else resolve(res!)
+      })
+      const cancel = () => call.cancel()
+      signal?.addEventListener('abort', cancel, { once: true })
     })
   }
 
-  serverStream<Req, Res>(service: ServiceName, name: string, req: Req): ClientReadableStream<Res> {
+  /** An aborted `signal` cancels the call: the stream fails (see error()). */
+  serverStream<Req, Res>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}): ClientReadableStream<Res> {
     const m = this.method(service, name)
-    return this.client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, req)
+    const call = this.client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, req)
+    if (signal) {
+      const cancel = () => call.cancel()
+      if (signal.aborted) cancel()
+      else signal.addEventListener('abort', cancel, { once: true })
+      call.once('close', () => signal.removeEventListener('abort', cancel))
+    }
+    return call
   }
 
-  /** Streams `src` as requests with backpressure; resolves with the single response. */
-  async clientStream<Req, Res>(service: ServiceName, name: string, src: AsyncIterable<Req> | Iterable<Req>): Promise<Res> {
+  /**
+   * Streams `src` as requests with backpressure; resolves with the single
+   * response. An aborted `signal` stops sending and cancels the call, as a
+   * failing `src` does.
+   */
+  async clientStream<Req, Res>(service: ServiceName, name: string, src: AsyncIterable<Req> | Iterable<Req>, { signal }: CallOptions = {}): Promise<Res> {
+    signal?.throwIfAborted()
     const m = this.method(service, name)
     let call!: ClientWritableStream<Req>
     const serialize = (v: Req) => (v === ABORT ? ABORT_BYTES : m.requestSerialize(v))
@@ -63,10 +84,11 @@ export class RpcClient {
     // If the server answers early (an error), stop sending.
     let ended = false
     response.catch(() => {}).finally(() => (ended = true))
+    const aborted = signal ? [whenAborted(signal)] : []
     try {
-      for await (const msg of src) {
+      for await (const msg of signal ? abortable(src, signal) : src) {
         if (ended) break
-        if (!call.write(msg)) await Promise.race([once(call, 'drain'), response.catch(() => {})])
+        if (!call.write(msg)) await Promise.race([once(call, 'drain'), response.catch(() => {}), ...aborted])
       }
     } catch (e) {
       // Node's HTTP/2 half-closes a stream before resetting it, so a server
@@ -77,11 +99,19 @@ export class RpcClient {
       throw e
     }
     call.end()
-    return response
+    if (!signal) return response
+    // All sent: an abort now can only cancel the call.
+    const cancel = () => call.cancel()
+    signal.addEventListener('abort', cancel, { once: true })
+    return response.finally(() => signal.removeEventListener('abort', cancel))
   }
 
-  /** Maps a failed call to one of our errors, naming the daemon. */
-  error(e: unknown): Error {
+  /**
+   * Maps a failed call to one of our errors, naming the daemon; a call
+   * cancelled because the caller's signal aborted fails with its reason.
+   */
+  error(e: unknown, opts?: CallOptions): Error {
+    if (opts?.signal?.aborted) return opts.signal.reason
     return fromStatus(e, this.display)
   }
 

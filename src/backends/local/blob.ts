@@ -1,6 +1,6 @@
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
@@ -9,6 +9,8 @@ import { ChunkIndex, ChunkReader, type ChunkRef, PACK_SUFFIX, PackWriter, readMa
 import path from 'node:path'
 import { callerInput, onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
+import { abortable } from '../../util/abortable.js'
+import type { CallOptions } from '../../util/call-options.js'
 
 const READ_CHUNK = 1 << 20
 /** Blobs up to this size are read and written with one synchronous call. */
@@ -112,7 +114,14 @@ export class LocalBlobService implements BlobService, Staging {
     return file
   }
 
-  async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+  /** An aborted signal ends the read and closes its files, whether or not anyone reads on. */
+  async open(d: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
+    opts?.signal?.throwIfAborted()
+    const data = await this.read(d)
+    return data && opts?.signal ? abortable(data, opts.signal) : data
+  }
+
+  private async read(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
     // Small blobs (most files of a tree) with synchronous open/fstat/read/close:
     // microseconds, where the async route costs a thread-pool round trip each.
     let fd: number
@@ -151,8 +160,8 @@ export class LocalBlobService implements BlobService, Staging {
   }
 
   /** A single blob, durable when this returns: temp file, fsync, rename, directory fsync. */
-  async put(src: ByteSource): Promise<BlobInfo> {
-    const w = await this.write(src)
+  async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
+    const w = await this.write(abortableSource(src, opts))
     if (w.tmp) {
       try {
         // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
@@ -184,8 +193,8 @@ export class LocalBlobService implements BlobService, Staging {
       else if (w.tmp) pending.set(key, w)
     }
     return {
-      put: async (src) => {
-        const p = this.write(src)
+      put: async (src, opts) => {
+        const p = this.write(abortableSource(src, opts))
         inFlight.add(p)
         try {
           const w = await p

@@ -7,6 +7,7 @@ import { decodeDirectory } from '../../castore/proto.js'
 import fs from 'node:fs/promises'
 import { callerInput } from './io-errors.js'
 import { exists, type LocalRoot, readSmallFile } from './layout.js'
+import type { CallOptions } from '../../util/call-options.js'
 
 export class LocalDirectoryService implements DirectoryService {
   /** With `blobs`, file sizes are checked against the blobs stored. */
@@ -31,8 +32,8 @@ export class LocalDirectoryService implements DirectoryService {
     return dir
   }
 
-  getClosure(root: B3Digest): AsyncIterable<Directory> {
-    return walkClosure(root, (d) => this.get(d))
+  getClosure(root: B3Digest, opts?: CallOptions): AsyncIterable<Directory> {
+    return walkClosure(root, (d) => this.get(d), opts?.signal)
   }
 
   /**

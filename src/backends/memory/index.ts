@@ -12,6 +12,7 @@ import type { Store } from '../../store/store.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { BackendModule } from '../registry.js'
 import type { MemoryAddress } from '../url-forms.js'
+import type { CallOptions } from '../../util/call-options.js'
 
 async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo }> {
   const h = b3Hasher()
@@ -75,8 +76,8 @@ export class MemoryDirectoryService implements DirectoryService {
     return bytes && decodeDirectory(bytes)
   }
 
-  getClosure(root: B3Digest): AsyncIterable<Directory> {
-    return walkClosure(root, (d) => this.get(d))
+  getClosure(root: B3Digest, opts?: CallOptions): AsyncIterable<Directory> {
+    return walkClosure(root, (d) => this.get(d), opts?.signal)
   }
 
   async putClosure(dirs: Iterable<Directory> | AsyncIterable<Directory>): Promise<B3Digest> {

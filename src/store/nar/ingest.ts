@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { BlobStage } from '../../castore/blob-service.js'
+import type { CallOptions } from '../../util/call-options.js'
 import { type Directory, directoryDigest, directoryFromEntries, directorySize } from '../../castore/directory.js'
 import type { Node } from '../../castore/node.js'
 import type { IngestResult } from '../ingest-fs.js'
@@ -14,7 +15,7 @@ const EMPTY = new Uint8Array(0)
  * is hashed as it is read; the strict reader guarantees it was canonical,
  * so its hash is the NAR hash of the tree.
  */
-export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage): Promise<IngestResult> {
+export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage, opts: CallOptions = {}): Promise<IngestResult> {
   const sha = createHash('sha256')
   let narSize = 0
   const reader = new ByteReader(src, (c) => {
@@ -25,13 +26,15 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage
   try {
     const root = await readNar<Node>(reader, {
       async file(executable, size, contents) {
-        const info = await stage.put(contents)
+        const info = await stage.put(contents, opts)
         return { kind: 'file', name: EMPTY, digest: info.digest, size, executable }
       },
       async symlink(target) {
+        opts.signal?.throwIfAborted()
         return { kind: 'symlink', name: EMPTY, target }
       },
       async directory(entries) {
+        opts.signal?.throwIfAborted()
         const dir = directoryFromEntries(entries.map((e) => ({ ...e.node, name: e.name })))
         directories.push(dir)
         return { kind: 'directory', name: EMPTY, digest: directoryDigest(dir), size: directorySize(dir) }

@@ -43,7 +43,7 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
           nar.symlink(node.target)
           break
         case 'file': {
-          const blob = await store.blobs.open(node.digest)
+          const blob = await store.blobs.open(node.digest, { signal: opts.signal })
           if (!blob) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
           nar.regular(node.executable, node.size)
           let got = 0
@@ -61,7 +61,7 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
           break
         }
         case 'directory': {
-          const dir = await store.directories.get(node.digest)
+          const dir = await store.directories.get(node.digest, { signal: opts.signal })
           if (!dir) throw new NotFoundError(`directory ${b3Display(node.digest)} is missing from the store`)
           nar.directory()
           open.push({ entries: entriesInOrder(dir), next: 0 })

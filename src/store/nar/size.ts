@@ -90,7 +90,7 @@ export async function narSize(root: Node, store: Pick<CastoreReader, 'directorie
       continue
     }
     if (!top.dir) {
-      const dir = await store.directories.get(top.digest)
+      const dir = await store.directories.get(top.digest, { signal: opts.signal })
       if (!dir) throw new NotFoundError(`directory ${b3Display(top.digest)} is missing from the store`)
       top.dir = dir
       // Children first; a child pushed twice is found known the second time.
