@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, test } from 'node:test'
-import { assertOneErrorLine, runCli } from '../helpers/cli.js'
+import { assertOneErrorLine, assertOneJsonError, runCli } from '../helpers/cli.js'
 
 const SOME_PATH = '/nix/store/vg7b7nlwcrld582iz3k9kcr43s8ycip1-seed'
 
@@ -64,5 +64,53 @@ describe('Nix store URLs', { concurrency: 2 }, () => {
     const r = await runCli(['ls', '--store', 'grpc+http://[::1]', SOME_PATH])
     assert.equal(r.code, 2, r.stderr)
     assertOneErrorLine(r.stderr, /^error: store URL "grpc\+http:\/\/\[::1\]" has no port: want grpc\+http:\/\/HOST:PORT \(`tvix-store daemon` listens on port 8000 by default\)$/)
+  })
+})
+
+describe('store URLs come from the registry of backends', () => {
+  const KNOWN = 'a path, file:///PATH, memory://, grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///SOCKET'
+
+  test('an unknown scheme is refused naming every known form, for --store and the per-service flags alike', async () => {
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
+    const says = new RegExp(`^error: unknown store URL scheme "gopher:" \\(known: ${KNOWN.replace(/[.*+?()[\]\\/]/g, '\\$&')}\\)$`)
+    for (const args of [
+      ['ls', '--store', 'gopher://host', SOME_PATH],
+      ['narinfo', '--store', './store', '--path-info-service-addr', 'gopher://host', SOME_PATH],
+      ['import', '--directory-service-addr', 'gopher://host', '--nar', '-', '--name', 'x'],
+    ]) {
+      const r = await runCli(args, { cwd, input: '' })
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+      assertOneErrorLine(r.stderr, says)
+    }
+    const json = await runCli(['ls', '--json', '--store', 'gopher://host', SOME_PATH], { cwd })
+    assertOneJsonError(json.stderr, 'ERR_USAGE', /^unknown store URL scheme "gopher:" \(known: /)
+    assert.deepEqual(fs.readdirSync(cwd), [])
+  })
+
+  test('each service from its own URL: blobs, Directories and PathInfos in three stores, --store not used', async () => {
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
+    fs.mkdirSync(path.join(cwd, 'tree'))
+    fs.writeFileSync(path.join(cwd, 'tree', 'f'), 'hello\n')
+    const services = ['--blob-service-addr', './b', '--directory-service-addr', 'file://' + path.join(cwd, 'd'), '--path-info-service-addr', './p']
+    const imported = await runCli(['import', '--store', './unused', ...services, 'tree'], { cwd })
+    assert.equal(imported.code, 0, imported.stderr)
+    const p = imported.stdout.toString().trim()
+    assert.deepEqual(fs.readdirSync(cwd).sort(), ['b', 'd', 'p', 'tree'])
+    const cat = await runCli(['cat', '--store', './unused', ...services, `${p}/f`], { cwd })
+    assert.equal(cat.code, 0, cat.stderr)
+    assert.equal(cat.stdout.toString(), 'hello\n')
+    // Each store holds its one kind of object, so another combination lacks the file's blob.
+    const wrong = await runCli(['cat', '--store', './p', '--directory-service-addr', './d', `${p}/f`], { cwd })
+    assert.equal(wrong.code, 1)
+    assertOneErrorLine(wrong.stderr, /^error: /)
+  })
+
+  test('a service URL that is --store itself opens that one store, capabilities included (verify runs)', async () => {
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
+    fs.writeFileSync(path.join(cwd, 'f'), 'x\n')
+    for (const args of [['import', 'f'], ['verify']]) {
+      const r = await runCli([...args, '--store', './s', '--blob-service-addr', './s'], { cwd })
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`)
+    }
   })
 })
