@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module'
+import { InvalidInputError } from '../errors.js'
 
 type BlakeBinding = typeof import('@napi-rs/blake-hash')
 
@@ -38,6 +39,15 @@ export function b3Hasher(): { update(d: Uint8Array): void; digest(): B3Digest } 
     update: (d) => void h.update(buf(d)),
     digest: () => h.digestBuffer(),
   }
+}
+
+/**
+ * `d` if it has `len` bytes, else an InvalidInputError naming `what`: a
+ * malformed key is bad input in every backend, never an absent object.
+ */
+export function requireDigestLength<D extends Uint8Array>(d: D, len = B3_LEN, what = 'digest'): D {
+  if (d.length !== len) throw new InvalidInputError(`${what} has ${d.length} bytes, want ${len}`)
+  return d
 }
 
 export function toHex(d: Uint8Array): string {

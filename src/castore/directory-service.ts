@@ -150,7 +150,7 @@ export class ClosureValidator {
   }
 
   finish(): B3Digest {
-    if (!this.last) throw new InvalidInputError('empty directory closure')
+    if (!this.last) throw new InvalidInputError('no directories sent')
     if (this.unreferenced.size !== 1 || !this.unreferenced.has(toHex(this.last))) {
       throw new InvalidInputError('directory closure is not connected: the last directory must be its only root')
     }

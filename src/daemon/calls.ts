@@ -12,6 +12,7 @@ import type {
   ServerReadableStream,
   ServerWritableStream,
 } from '@grpc/grpc-js'
+import { requireDigestLength } from '../castore/digest.js'
 import { Status, StatusError, toStatus } from '../grpc/status.js'
 import { type Transfers, UNLIMITED, withinIdle } from './transfers.js'
 
@@ -20,8 +21,7 @@ export type Log = (line: string) => void
 /** A digest field that must be set and have `len` bytes (INVALID_ARGUMENT otherwise). */
 export function requireDigest(d: Uint8Array | undefined, len: number, what = 'digest'): Uint8Array {
   if (d === undefined) throw new StatusError(Status.INVALID_ARGUMENT, `${what} is not set`)
-  if (d.length !== len) throw new StatusError(Status.INVALID_ARGUMENT, `${what} has ${d.length} bytes, want ${len}`)
-  return d
+  return requireDigestLength(d, len, what)
 }
 
 /** The status to answer with; logged unless it is NOT_FOUND, the protocol's normal "absent", or CANCELLED: the client left. */

@@ -76,7 +76,7 @@ export function directoryHandler(
           // Between messages the client had already sent, let other calls run.
           await new Promise((resolve) => setImmediate(resolve))
         }
-        if (count === 0) throw new StatusError(Status.INVALID_ARGUMENT, 'no directories sent')
+        // An empty stream is refused by finish() as in-process stores refuse it: one message everywhere.
         const root = v.finish()
         if (signal.aborted) throw cancelledError()
         // Committed and temp-rooted in one step: the tree stays until the client's PathInfo refers to it.

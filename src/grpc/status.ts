@@ -1,4 +1,4 @@
-import { status as Status, type ServiceError } from '@grpc/grpc-js'
+import { Metadata, status as Status, type ServiceError, type StatusObject } from '@grpc/grpc-js'
 import {
   AlreadyExistsError,
   BackendError,
@@ -6,8 +6,11 @@ import {
   IntegrityError,
   InvalidInputError,
   MissingDataError,
+  NoSpaceError,
   NotFoundError,
+  StillAliveError,
   StoreError,
+  TimeoutError,
   UnsupportedError,
   UsageError,
   isNoSpace,
@@ -24,57 +27,85 @@ export class StatusError extends Error {
   }
 }
 
-/** Our errors as gRPC status codes (SPEC 3.6). */
-export function toStatus(e: unknown): { code: Status; details: string } {
-  if (e instanceof StatusError) return { code: e.code, details: e.message }
-  const details = (e as Error)?.message ?? String(e)
-  if (e instanceof InvalidInputError || e instanceof UsageError) return { code: Status.INVALID_ARGUMENT, details }
-  if (e instanceof NotFoundError) return { code: Status.NOT_FOUND, details }
-  if (e instanceof AlreadyExistsError) return { code: Status.ALREADY_EXISTS, details }
-  if (e instanceof MissingDataError) return { code: Status.FAILED_PRECONDITION, details }
-  if (e instanceof IntegrityError) return { code: Status.DATA_LOSS, details }
-  // A tree whose NAR is over the daemon's bound: what one call may cost is exhausted.
-  if (e instanceof NarTooLargeError) return { code: Status.RESOURCE_EXHAUSTED, details }
-  if (e instanceof UnsupportedError) return { code: Status.UNIMPLEMENTED, details }
+type StoreErrorClass = new (message: string, options?: { cause?: unknown }) => StoreError
+
+/**
+ * Each error class of ours and the status it travels as (SPEC 3.6). A
+ * status that comes without our trailer (another server, or a protocol
+ * check of our daemon's) is read as the class marked `reads`; any other is
+ * a BackendError.
+ */
+const STATUS_OF_CLASS: Array<{ cls: StoreErrorClass; status: Status; reads?: true }> = [
+  { cls: InvalidInputError, status: Status.INVALID_ARGUMENT, reads: true },
+  { cls: UsageError, status: Status.INVALID_ARGUMENT },
+  { cls: NotFoundError, status: Status.NOT_FOUND, reads: true },
+  { cls: AlreadyExistsError, status: Status.ALREADY_EXISTS, reads: true },
+  { cls: MissingDataError, status: Status.FAILED_PRECONDITION, reads: true },
+  { cls: StillAliveError, status: Status.FAILED_PRECONDITION },
+  { cls: IntegrityError, status: Status.DATA_LOSS, reads: true },
+  { cls: UnsupportedError, status: Status.UNIMPLEMENTED, reads: true },
   // Retryable by the client, as gRPC defines ABORTED: a concurrent gc took what the call relied on.
-  if (e instanceof ConflictError) return { code: Status.ABORTED, details }
-  // The client went away mid-stream (killed, disconnected): not a failure of ours.
-  if ((e as NodeJS.ErrnoException)?.code === 'ERR_STREAM_PREMATURE_CLOSE') return { code: Status.CANCELLED, details: 'the client went away' }
+  { cls: ConflictError, status: Status.ABORTED, reads: true },
+  { cls: TimeoutError, status: Status.DEADLINE_EXCEEDED },
   // A full disk is the server's resource, not a bug: the client may retry later.
-  if (isNoSpace(e)) return { code: Status.RESOURCE_EXHAUSTED, details }
-  return { code: Status.INTERNAL, details }
+  { cls: NoSpaceError, status: Status.RESOURCE_EXHAUSTED },
+  // The store behind the daemon failed (I/O, a remote): STYLE.md's UNAVAILABLE, retryable.
+  { cls: BackendError, status: Status.UNAVAILABLE },
+]
+
+/** Trailer with our error's `code` (ERR_…): a tvix-store client gets the very class back, other clients read the status. */
+const ERROR_CODE_TRAILER = 'tvix-store-error'
+const CLASS_OF_CODE = new Map(STATUS_OF_CLASS.map(({ cls }) => [new cls('').code, cls]))
+
+function withCode(code: string): Metadata {
+  const m = new Metadata()
+  m.set(ERROR_CODE_TRAILER, code)
+  return m
+}
+
+/** Any error as the gRPC status the daemon answers with; what is not ours to explain is INTERNAL. */
+export function toStatus(e: unknown): StatusObject {
+  const none = new Metadata()
+  if (e instanceof StatusError) return { code: e.code, details: e.message, metadata: none }
+  const details = (e as Error)?.message ?? String(e)
+  // A tree whose NAR is over the daemon's bound: what one call may cost is exhausted.
+  if (e instanceof NarTooLargeError) return { code: Status.RESOURCE_EXHAUSTED, details, metadata: none }
+  const known = STATUS_OF_CLASS.find(({ cls }) => e instanceof cls)
+  if (known) return { code: known.status, details, metadata: withCode((e as StoreError).code) }
+  // The client went away mid-stream (killed, disconnected): not a failure of ours.
+  if ((e as NodeJS.ErrnoException)?.code === 'ERR_STREAM_PREMATURE_CLOSE') return { code: Status.CANCELLED, details: 'the client went away', metadata: none }
+  if (isNoSpace(e)) return { code: Status.RESOURCE_EXHAUSTED, details, metadata: withCode(new NoSpaceError('').code) }
+  return { code: Status.INTERNAL, details, metadata: none }
 }
 
 export function isServiceError(e: unknown): e is ServiceError {
   return typeof e === 'object' && e !== null && 'code' in e && typeof (e as ServiceError).code === 'number' && 'details' in e
 }
 
-/** A failed call as one of our errors, naming the daemon when it cannot be reached. */
+/**
+ * A failed call as one of our errors, the daemon's message kept: the class
+ * our daemon named in its trailer, else the one the status means. Only
+ * failures that are the daemon's rather than the request's name it.
+ */
 export function fromStatus(e: unknown, target: string): Error {
   if (!isServiceError(e)) return e instanceof Error ? e : new BackendError(String(e))
   const details = e.details || Status[e.code]
-  switch (e.code) {
-    case Status.NOT_FOUND:
-      return new NotFoundError(details, { cause: e })
-    case Status.INVALID_ARGUMENT:
-      return new InvalidInputError(`the daemon refused the request: ${details}`, { cause: e })
-    case Status.FAILED_PRECONDITION:
-      return new MissingDataError(`the daemon refused the request: ${details}`, { cause: e })
-    case Status.ALREADY_EXISTS:
-      return new AlreadyExistsError(`the daemon refused the request: ${details}`, { cause: e })
-    case Status.DATA_LOSS:
-      return new IntegrityError(`the daemon reports lost data: ${details}`, { cause: e })
-    case Status.UNIMPLEMENTED:
-      return new UnsupportedError(`the daemon at ${target} does not support this: ${details}`, { cause: e })
-    case Status.ABORTED:
-      return new ConflictError(`the daemon at ${target} aborted the write: ${details}`, { cause: e })
-    case Status.UNAVAILABLE:
-      return new BackendError(`cannot reach the tvix-store daemon at ${target}: ${connectReason(details)}`, { cause: e })
-    case Status.DEADLINE_EXCEEDED:
-      return new BackendError(`the tvix-store daemon at ${target} did not answer in time`, { cause: e })
-    default:
-      return new BackendError(`the tvix-store daemon at ${target} failed: ${Status[e.code]}: ${details}`, { cause: e })
-  }
+  const named = CLASS_OF_CODE.get(String(e.metadata?.get(ERROR_CODE_TRAILER)[0] ?? ''))
+  // Without our trailer, UNAVAILABLE and DEADLINE_EXCEEDED come from grpc-js: the daemon was not reached, or did not answer.
+  if (!named && e.code === Status.UNAVAILABLE) return new BackendError(`cannot reach the tvix-store daemon at ${target}: ${connectReason(details)}`, { cause: e })
+  if (!named && e.code === Status.DEADLINE_EXCEEDED) return new BackendError(`the tvix-store daemon at ${target} did not answer in time`, { cause: e })
+  const cls = named ?? STATUS_OF_CLASS.find((c) => c.reads && c.status === e.code)?.cls
+  if (!cls) return new BackendError(`the tvix-store daemon at ${target} failed: ${Status[e.code]}: ${details}`, { cause: e })
+  return new cls(messageOf(cls, details, target), { cause: e })
+}
+
+/** What the user reads: the daemon's words, with where they come from when the failure is the daemon's own. */
+function messageOf(cls: StoreErrorClass, details: string, target: string): string {
+  if (cls === IntegrityError) return `the daemon reports lost data: ${details}`
+  if (cls === UnsupportedError) return `the daemon at ${target} does not support this: ${details}`
+  if (cls === ConflictError) return `the daemon at ${target} aborted the write: ${details}`
+  if (cls === BackendError || cls === TimeoutError || cls === NoSpaceError) return `the tvix-store daemon at ${target} failed: ${details}`
+  return details
 }
 
 /** grpc-js's connection failure text, reduced to its cause: "connect ECONNREFUSED 127.0.0.1:1". */

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { readAll } from '../../src/castore/blob-service.js'
 import { EMPTY_DIGEST, b3, toHex } from '../../src/castore/digest.js'
+import { InvalidInputError } from '../../src/errors.js'
 import { randomBytes } from '../helpers/trees.js'
 import { freshStore, type OpenStore } from './harness.js'
 
@@ -50,6 +51,14 @@ export function describeBlobService(name: string, open: OpenStore): void {
       assert.equal(await blobs.has(d), false)
       assert.equal(await blobs.open(d), undefined)
       if (blobs.size) assert.equal(await blobs.size(d), undefined)
+    })
+
+    test('a malformed digest is an InvalidInputError, not an absent blob', async () => {
+      const { blobs } = store()
+      for (const d of [new Uint8Array(31), new Uint8Array(33), new Uint8Array(0)]) {
+        await assert.rejects(blobs.has(d), InvalidInputError)
+        await assert.rejects(blobs.open(d), InvalidInputError)
+      }
     })
 
     test('size(), where offered, is the stored size without reading', async (t) => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { hasChunkLists, hasStaging, readAll } from '../../src/castore/blob-service.js'
 import { b3, toHex } from '../../src/castore/digest.js'
+import { AlreadyExistsError, InvalidInputError } from '../../src/errors.js'
 import { hasReferrers } from '../../src/store/path-info-service.js'
 import type { PathInfo } from '../../src/store/path-info.js'
 import { baseNameOf, syntheticPath } from '../helpers/path-infos.js'
@@ -51,6 +52,10 @@ export function describeChunkLists(name: string, open: OpenStore): void {
       assert.equal(await blobs.chunks!(b3(Buffer.from('never stored'))), undefined)
     })
 
+    test('a malformed digest is an InvalidInputError', async () => {
+      await assert.rejects(store().blobs.chunks!(new Uint8Array(31)), InvalidInputError)
+    })
+
     for (const [what, size] of [
       ['a small blob', 12],
       ['a 3 MiB blob', 3 * 1024 * 1024 + 3],
@@ -94,7 +99,7 @@ export function describeReferrers(name: string, open: OpenStore): void {
       const { pathInfos } = store()
       const leaf = await pathInfos.put(syntheticPath('refused-leaf'))
       await pathInfos.put(syntheticPath('refused-top', [], '/first'))
-      await assert.rejects(pathInfos.put(syntheticPath('refused-top', [leaf], '/second')))
+      await assert.rejects(pathInfos.put(syntheticPath('refused-top', [leaf], '/second')), AlreadyExistsError)
       assert.deepEqual(await pathInfos.referrers!(digestOf(leaf)), [])
     })
   })

@@ -56,6 +56,14 @@ export function describeDirectoryService(name: string, open: OpenStore): void {
       assert.equal(got.length, 0)
     })
 
+    test('a malformed digest is an InvalidInputError, not an absent Directory', async () => {
+      const { directories } = store()
+      await assert.rejects(directories.get(new Uint8Array(31)), invalid)
+      await assert.rejects(async () => {
+        for await (const _ of directories.getClosure(new Uint8Array(33))) void _
+      }, invalid)
+    })
+
     test('refused with InvalidInputError, nothing stored: a child neither sent nor stored, a wrong child size, a disconnected set, nothing at all, an invalid Directory', async () => {
       const { directories } = store()
       const unknown = dirOf({ directories: [dnode('x', b3(Buffer.from('no such directory')), 0)] })

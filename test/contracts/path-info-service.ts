@@ -30,6 +30,11 @@ export function describePathInfoService(name: string, open: OpenStore): void {
       assert.equal(await pathInfos.get(digestOf(syntheticPath('never-put'))), undefined)
     })
 
+    test('a malformed store path digest is an InvalidInputError, not an absent path', async () => {
+      const { pathInfos } = store()
+      for (const d of [new Uint8Array(19), new Uint8Array(32), new Uint8Array(0)]) await assert.rejects(pathInfos.get(d), InvalidInputError)
+    })
+
     test('list gives every stored PathInfo once', async () => {
       const { pathInfos } = store()
       const before: PathInfo[] = []

@@ -1,7 +1,7 @@
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
-import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta } from '../../castore/blob-service.js'
@@ -75,7 +75,7 @@ export class LocalBlobService implements BlobService, Staging {
 
   /** Plain blob: its file size; pack: the sum of its chunks; chunk of a pack: its size in the index. Reads no data. */
   async size(d: B3Digest): Promise<number | undefined> {
-    const hex = toHex(d)
+    const hex = toHex(requireDigestLength(d))
     let size = this.knownSizes.get(hex)
     if (size !== undefined) return size
     size = fsSync.statSync(this.path(d), { throwIfNoEntry: false })?.size
@@ -87,6 +87,7 @@ export class LocalBlobService implements BlobService, Staging {
 
   /** A blob's chunks: empty for a plain blob, undefined if absent. */
   async chunks(d: B3Digest): Promise<ChunkMeta[] | undefined> {
+    requireDigestLength(d)
     const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
     if (manifest) return manifest.map((c) => ({ digest: c.digest, size: c.size }))
     return fsSync.existsSync(this.path(d)) ? [] : undefined
@@ -97,7 +98,7 @@ export class LocalBlobService implements BlobService, Staging {
    * exception when absent. A write session relies on what it found.
    */
   async has(d: B3Digest): Promise<boolean> {
-    return this.storedAs(d) !== undefined
+    return this.storedAs(requireDigestLength(d)) !== undefined
   }
 
   /** The file holding `d` (recorded as relied on by the current write session), or undefined. */
@@ -116,6 +117,7 @@ export class LocalBlobService implements BlobService, Staging {
 
   /** An aborted signal ends the read and closes its files, whether or not anyone reads on. */
   async open(d: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
+    requireDigestLength(d)
     opts?.signal?.throwIfAborted()
     const data = await this.read(d)
     return data && opts?.signal ? abortable(data, opts.signal) : data

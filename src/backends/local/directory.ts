@@ -1,5 +1,5 @@
 import type { BlobService } from '../../castore/blob-service.js'
-import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Display, bytesEqual, requireDigestLength, toHex } from '../../castore/digest.js'
 import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
@@ -21,7 +21,7 @@ export class LocalDirectoryService implements DirectoryService {
   }
 
   async get(d: B3Digest): Promise<Directory | undefined> {
-    const file = this.path(d)
+    const file = this.path(requireDigestLength(d))
     const bytes = readSmallFile(file)
     if (!bytes) return undefined
     this.root.rely(file)

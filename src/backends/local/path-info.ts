@@ -6,7 +6,8 @@ import * as nixbase32 from '../../store/nixbase32.js'
 import type { PathInfo } from '../../store/path-info.js'
 import { checkPut, keepStored } from '../../store/path-info-admission.js'
 import type { PathInfoService } from '../../store/path-info-service.js'
-import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
+import { DEFAULT_STORE_DIR, DIGEST_LEN } from '../../store/store-path.js'
+import { requireDigestLength } from '../../castore/digest.js'
 import { HASH_PART } from './inventory.js'
 import { type LocalRoot, readSmallFile } from './layout.js'
 import { ReferrersIndex } from './referrers.js'
@@ -24,7 +25,7 @@ export class LocalPathInfoService implements PathInfoService {
   }
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
-    const hash = nixbase32.encode(digest)
+    const hash = nixbase32.encode(requireDigestLength(digest, DIGEST_LEN))
     const file = this.root.pathInfoPath(hash)
     const bytes = readSmallFile(file)
     if (!bytes) return undefined

@@ -1,5 +1,5 @@
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, iterateSource, verifiedBuffer } from '../../castore/blob-service.js'
-import { type B3Digest, b3Hasher, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
 import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { decodeDirectory, encodeDirectory } from '../../castore/proto.js'
@@ -7,7 +7,7 @@ import { decodePathInfo, encodePathInfo } from '../../store/proto.js'
 import type { PathInfo } from '../../store/path-info.js'
 import { checkPut, keepStored } from '../../store/path-info-admission.js'
 import type { PathInfoService } from '../../store/path-info-service.js'
-import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
+import { DEFAULT_STORE_DIR, DIGEST_LEN } from '../../store/store-path.js'
 import type { Store } from '../../store/store.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { BackendModule } from '../registry.js'
@@ -29,15 +29,15 @@ export class MemoryBlobService implements BlobService, Staging {
   readonly blobs = new Map<string, Buffer>()
 
   async has(d: B3Digest): Promise<boolean> {
-    return this.blobs.has(toHex(d))
+    return this.blobs.has(toHex(requireDigestLength(d)))
   }
 
   async size(d: B3Digest): Promise<number | undefined> {
-    return this.blobs.get(toHex(d))?.length
+    return this.blobs.get(toHex(requireDigestLength(d)))?.length
   }
 
   async open(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const data = this.blobs.get(toHex(d))
+    const data = this.blobs.get(toHex(requireDigestLength(d)))
     return data && verifiedBuffer(d, data)
   }
 
@@ -72,7 +72,7 @@ export class MemoryDirectoryService implements DirectoryService {
   constructor(private readonly blobs?: Pick<BlobService, 'size'>) {}
 
   async get(d: B3Digest): Promise<Directory | undefined> {
-    const bytes = this.dirs.get(toHex(d))
+    const bytes = this.dirs.get(toHex(requireDigestLength(d)))
     return bytes && decodeDirectory(bytes)
   }
 
@@ -102,7 +102,7 @@ export class MemoryPathInfoService implements PathInfoService {
   constructor(private readonly storeDir = DEFAULT_STORE_DIR) {}
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
-    const bytes = this.infos.get(nixbase32.encode(digest))
+    const bytes = this.infos.get(nixbase32.encode(requireDigestLength(digest, DIGEST_LEN)))
     return bytes && decodePathInfo(bytes)
   }
 
