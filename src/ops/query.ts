@@ -1,4 +1,3 @@
-import path from 'node:path'
 import type { LocalStore } from '../backends/local/index.js'
 import { IntegrityError, UnsupportedError } from '../errors.js'
 import * as nixbase32 from '../store/nixbase32.js'
@@ -213,7 +212,7 @@ export async function queryRoots(store: LocalStore, args: string[]): Promise<Roo
   const out: RootOfPath[] = []
   for (const r of store.roots.list()) {
     if (!r.path || !alive.has(hashPart(r.path))) continue
-    out.push({ link: path.join(store.root.root, 'roots', r.name), path: absolute(r.path, store.storeDir) })
+    out.push({ link: store.root.rootPath(r.name), path: absolute(r.path, store.storeDir) })
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.link < b.link ? -1 : a.link > b.link ? 1 : 0))
 }

@@ -5,8 +5,8 @@ import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../c
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta } from '../../castore/blob-service.js'
-import { ChunkIndex, ChunkReader, type ChunkRef, PACK_SUFFIX, PackWriter, readManifest, readPackedBlob } from './pack.js'
-import path from 'node:path'
+import { ChunkReader, type ChunkRef, PackWriter, readManifest, readPackedBlob } from './pack.js'
+import type { ObjectGraph } from './object-graph.js'
 import { callerInput, onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
 import { abortable } from '../../util/abortable.js'
@@ -33,7 +33,6 @@ export class LocalBlobService implements BlobService, Staging {
   /** Renames made durable together (fsync of the directories renamed into). */
   private readonly named: Batcher<undefined>
 
-  private readonly index: ChunkIndex
   /**
    * Sizes of blobs this process stored or looked up, by hex digest, so the
    * size checks of a fresh import's Directories and PathInfo cost no
@@ -41,14 +40,14 @@ export class LocalBlobService implements BlobService, Staging {
    */
   private readonly knownSizes = new Map<string, number>()
 
-  constructor(private readonly root: LocalRoot) {
+  /** `objects`: the store's object graph, whose chunk index dedups writes and finds chunks read by their own digest. */
+  constructor(
+    private readonly root: LocalRoot,
+    private readonly objects: ObjectGraph,
+  ) {
     this.durable = new Batcher((tmps) => root.syncFiles(tmps))
     this.named = new Batcher(() => root.sync())
-    this.index = new ChunkIndex(path.join(root.root, 'blobs', 'b3'))
-    root.onSweep(() => {
-      this.index.reset()
-      this.knownSizes.clear()
-    })
+    root.onSweep(() => this.knownSizes.clear())
   }
 
   private rememberSize(hex: string, size: number): void {
@@ -60,7 +59,7 @@ export class LocalBlobService implements BlobService, Staging {
     return this.root.objectPath('blobs', toHex(d))
   }
 
-  private readonly packPath = (hex: string) => this.root.objectPath('blobs', hex) + PACK_SUFFIX
+  private readonly packPath = (hex: string) => this.root.packPath(hex)
 
   /** Where a written blob goes: a plain file, or a pack. */
   private finalPath(w: Written): string {
@@ -69,7 +68,7 @@ export class LocalBlobService implements BlobService, Staging {
 
   private async publish(w: Written): Promise<void> {
     await this.root.publish(w.tmp!, this.finalPath(w))
-    if (w.chunks) this.index.addPack(toHex(w.digest), w.chunks)
+    if (w.chunks) this.objects.chunks.addPack(toHex(w.digest), w.chunks)
     this.rememberSize(toHex(w.digest), w.size)
   }
 
@@ -78,9 +77,8 @@ export class LocalBlobService implements BlobService, Staging {
     const hex = toHex(requireDigestLength(d))
     let size = this.knownSizes.get(hex)
     if (size !== undefined) return size
-    size = fsSync.statSync(this.path(d), { throwIfNoEntry: false })?.size
-    size ??= readManifest(this.packPath(hex), hex)?.reduce((sum, c) => sum + c.size, 0)
-    size ??= this.index.get(d)?.size
+    const at = this.objects.locate(hex)
+    size = at?.kind === 'plain' ? at.size : at?.kind === 'chunk' ? at.ref.size : at && readManifest(at.file, hex)?.reduce((sum, c) => sum + c.size, 0)
     if (size !== undefined) this.rememberSize(hex, size)
     return size
   }
@@ -103,14 +101,7 @@ export class LocalBlobService implements BlobService, Staging {
 
   /** The file holding `d` (recorded as relied on by the current write session), or undefined. */
   private storedAs(d: B3Digest): string | undefined {
-    const plain = this.path(d)
-    let file: string | undefined
-    if (fsSync.existsSync(plain)) file = plain
-    else if (fsSync.existsSync(this.packPath(toHex(d)))) file = this.packPath(toHex(d))
-    else {
-      const chunk = this.index.get(d)
-      if (chunk) file = this.packPath(chunk.pack)
-    }
+    const file = this.objects.locate(toHex(d))?.file
     if (file) this.root.rely(file)
     return file
   }
@@ -151,7 +142,7 @@ export class LocalBlobService implements BlobService, Staging {
     const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
     // Each chunk is checked before it leaves; the whole-blob check proves the manifest right.
     if (manifest) return verifyBlob(d, readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD))
-    const chunk = this.index.get(d)
+    const chunk = this.objects.chunks.get(d)
     if (!chunk) return undefined
     const reader = new ChunkReader(this.packPath, true)
     try {
@@ -301,7 +292,7 @@ export class LocalBlobService implements BlobService, Staging {
     let digest: B3Digest
     let chunks: ChunkRef[]
     try {
-      for await (const chunk of chunkStream(tap())) await pack.add(chunk, this.index)
+      for await (const chunk of chunkStream(tap())) await pack.add(chunk, this.objects.chunks)
       digest = h.digest()
       chunks = await pack.finish(toHex(digest))
     } catch (e) {

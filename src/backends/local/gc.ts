@@ -1,5 +1,4 @@
 import fsSync from 'node:fs'
-import path from 'node:path'
 import { toHex } from '../../castore/digest.js'
 import type { Node } from '../../castore/node.js'
 import { NotFoundError, StillAliveError } from '../../errors.js'
@@ -8,11 +7,12 @@ import * as nixbase32 from '../../store/nixbase32.js'
 import type { PathInfo } from '../../store/path-info.js'
 import { type StorePath, absolute, hashPart } from '../../store/store-path.js'
 import type { LocalStore } from './index.js'
-import { type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDirectory } from './inventory.js'
+import { type StoredObject, listObjects, objectKey } from './inventory.js'
+import { storeFailure } from './io-errors.js'
 import { readSmallFile, removeStaleStaging } from './layout.js'
-import { StoreLocks, type ProcessId } from './locks.js'
+import type { ProcessId } from './locks.js'
+import { borrowedPacks, readStoredDirectory } from './object-graph.js'
 import { readTempRoots } from './temp-roots.js'
-import { ChunkIndex, PACK_SUFFIX } from './pack.js'
 import { secondsSince } from '../../util/elapsed.js'
 
 export interface GcOptions {
@@ -71,14 +71,24 @@ export interface GcReport {
  * remaining object whole, with all it refers to.
  */
 export async function collectGarbage(store: LocalStore, opts: GcOptions): Promise<GcReport> {
+  try {
+    return await markAndSweep(store, opts)
+  } catch (e) {
+    throw storeFailure(e, store.root.dir)
+  }
+}
+
+async function markAndSweep(store: LocalStore, opts: GcOptions): Promise<GcReport> {
   const started = performance.now()
+  // Chunks are looked up in every pack there is, this process's or not.
+  store.objects.refresh()
   const marker = new Marker(store)
   // Phase 1: warm the marks without holding writers off.
-  const first = listObjects(store.root.root)
+  const first = listObjects(store.root)
   plan(store, marker, first, undefined, opts)
   return store.root.locks.exclusive(async () => {
     const exclusiveFrom = performance.now()
-    const p = plan(store, marker, listObjects(store.root.root), new Set(first.keys()), opts)
+    const p = plan(store, marker, listObjects(store.root), new Set(first.keys()), opts)
     const report: GcReport = {
       dryRun: !!opts.dryRun,
       paths: p.deadPaths.map((o) => o.display),
@@ -91,7 +101,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
       seconds: 0,
       writersHeldOffSeconds: 0,
     }
-    const leftovers = [...staleTemps(store), ...store.root.locks.staleTokens(), ...readTempRoots(store.root.root).stale]
+    const leftovers = [...store.root.staleTemps(), ...store.root.locks.staleTokens(), ...readTempRoots(store.root.locksDir).stale]
     const waves = [[p.deadPaths.map((o) => o.obj)], deletionWaves(p.deadDirs, dirChildren), deletionWaves(p.deadPacks, packUses), [p.deadBlobs]]
     const total = p.deadPaths.length + p.deadDirs.length + p.deadPacks.length + p.deadBlobs.length
     let done = 0
@@ -121,7 +131,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
       }
     }
     // And what a killed first write staged beside the store, before it existed.
-    if (!opts.dryRun) removeStaleStaging(store.root.root)
+    if (!opts.dryRun) removeStaleStaging(store.root.dir)
     if (!opts.dryRun && total > 0) store.root.locks.bumpEpoch()
     report.seconds = secondsSince(started)
     report.writersHeldOffSeconds = secondsSince(exclusiveFrom)
@@ -161,7 +171,7 @@ function plan(store: LocalStore, marker: Marker, objects: Map<string, StoredObje
     if (bytes) infos.set(o.name, { obj: o, info })
   }
   // A daemon's clients' temp roots: read in each phase, the second one with writers (who add them) held off.
-  const temp = readTempRoots(store.root.root).live
+  const temp = readTempRoots(store.root.locksDir).live
   const keep = livePathInfos(store, infos, young, opts, temp.filter((r) => r.kind === 'pathinfo').map((r) => r.name))
   for (const name of keep) {
     const info = infos.get(name)?.info
@@ -239,7 +249,6 @@ function livePathInfos(
 class Marker {
   private readonly dirs = new Set<string>()
   private readonly blobs = new Set<string>()
-  private chunkIndex: ChunkIndex | undefined
   /** Objects kept only because they are young (for the report). */
   readonly youngRoots = new Set<string>()
 
@@ -266,16 +275,7 @@ class Marker {
   }
 
   private markDirs(start: string[]): void {
-    const stack = [...start]
-    while (stack.length > 0) {
-      const hex = stack.pop()!
-      if (this.dirs.has(hex)) continue
-      this.dirs.add(hex)
-      // Read once: its child Directories and its files.
-      const dir = readStoredDirectory(this.store.root.objectPath('dirs', hex))
-      for (const c of dir?.directories ?? []) stack.push(toHex(c.digest))
-      for (const f of dir?.files ?? []) this.markBlob(toHex(f.digest))
-    }
+    this.store.objects.walk(start, this.dirs, { blob: (hex) => this.markBlob(hex) })
   }
 
   /** A blob is a plain file or a pack; a pack keeps the packs it takes chunks from; a digest that is only a chunk keeps its pack. */
@@ -285,14 +285,9 @@ class Marker {
       const hex = stack.pop()!
       if (this.blobs.has(hex)) continue
       this.blobs.add(hex)
-      const packFile = this.store.root.objectPath('blobs', hex) + PACK_SUFFIX
-      if (fsSync.existsSync(packFile)) {
-        stack.push(...borrowedPacks(packFile, hex))
-      } else if (!fsSync.existsSync(this.store.root.objectPath('blobs', hex))) {
-        this.chunkIndex ??= new ChunkIndex(path.join(this.store.root.root, 'blobs', 'b3'))
-        const chunk = this.chunkIndex.get(Buffer.from(hex, 'hex'))
-        if (chunk) stack.push(chunk.pack)
-      }
+      const at = this.store.objects.locate(hex)
+      if (at?.kind === 'pack') stack.push(...borrowedPacks(at.file, hex))
+      else if (at?.kind === 'chunk') stack.push(at.ref.pack)
     }
   }
 }
@@ -329,15 +324,4 @@ function deletionWaves(dead: StoredObject[], refs: (o: StoredObject) => string[]
     wave = next
   }
   return waves
-}
-
-/** Temp files whose writer no longer runs. */
-function staleTemps(store: LocalStore): string[] {
-  let names: string[]
-  try {
-    names = fsSync.readdirSync(store.root.tmp)
-  } catch {
-    return []
-  }
-  return names.filter((n) => !StoreLocks.tempOwnerAlive(n)).map((n) => path.join(store.root.tmp, n))
 }

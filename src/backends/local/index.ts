@@ -7,6 +7,7 @@ import { LocalBlobService } from './blob.js'
 import { LocalDirectoryService } from './directory.js'
 import { guardStoreIo } from './io-errors.js'
 import { LocalRoot } from './layout.js'
+import { ObjectGraph } from './object-graph.js'
 import { LocalPathInfoService } from './path-info.js'
 import { GcRoots } from './roots.js'
 import { LocalTempRoots } from './temp-roots.js'
@@ -19,16 +20,19 @@ export class LocalStore implements Store {
   readonly directories: LocalDirectoryService
   readonly pathInfos: LocalPathInfoService
   readonly roots: GcRoots
+  /** Where blobs live and what refers to what, with the one chunk index (blob reads, gc, verify). */
+  readonly objects: ObjectGraph
 
   constructor(
     readonly root: LocalRoot,
     readonly storeDir: string,
   ) {
     // Every service's I/O failures leave as BackendErrors naming the store and the file (io-errors.ts).
-    this.blobs = guardStoreIo(new LocalBlobService(root), root.root)
-    this.directories = guardStoreIo(new LocalDirectoryService(root, this.blobs), root.root)
-    this.pathInfos = guardStoreIo(new LocalPathInfoService(root, storeDir), root.root)
-    this.roots = guardStoreIo(new GcRoots(root, storeDir), root.root)
+    this.objects = new ObjectGraph(root)
+    this.blobs = guardStoreIo(new LocalBlobService(root, this.objects), root.dir)
+    this.directories = guardStoreIo(new LocalDirectoryService(root, this.blobs), root.dir)
+    this.pathInfos = guardStoreIo(new LocalPathInfoService(root, storeDir), root.dir)
+    this.roots = guardStoreIo(new GcRoots(root, storeDir), root.dir)
   }
 
   writeSession<T>(fn: () => Promise<T>): Promise<T> {
@@ -36,7 +40,7 @@ export class LocalStore implements Store {
   }
 
   tempRoots(): TempRoots {
-    return guardStoreIo(new LocalTempRoots(this.root.root, this.root.locks), this.root.root)
+    return guardStoreIo(new LocalTempRoots(this.root.locksDir, this.root.locks), this.root.dir)
   }
 
   async close(): Promise<void> {}
@@ -55,8 +59,8 @@ export async function openLocalStore(dir: string, storeDir = DEFAULT_STORE_DIR, 
     throw e
   })
   if (!exists && opts.mustExist) {
-    const why = fs.existsSync(root.root) ? 'the folder holds no store yet' : 'no such folder'
-    throw new NotFoundError(`no store at ${root.root} (${why}; \`import\` or \`copy --to\` creates one)`)
+    const why = fs.existsSync(root.dir) ? 'the folder holds no store yet' : 'no such folder'
+    throw new NotFoundError(`no store at ${root.dir} (${why}; \`import\` or \`copy --to\` creates one)`)
   }
   return new LocalStore(root, storeDir)
 }

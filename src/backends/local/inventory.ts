@@ -1,9 +1,5 @@
 import fsSync from 'node:fs'
-import path from 'node:path'
-import type { Directory } from '../../castore/directory.js'
-import { decodeDirectory } from '../../castore/proto.js'
-import { readSmallFile } from './layout.js'
-import { PACK_SUFFIX, readManifest } from './pack.js'
+import { type LocalRoot, packOwner } from './layout.js'
 
 export type ObjectKind = 'blob' | 'pack' | 'dir' | 'pathinfo'
 
@@ -27,53 +23,18 @@ export const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/
  * not objects (stray files) are left out: gc never touches what it does
  * not recognise. Files that vanish while listing are skipped.
  */
-export function listObjects(root: string): Map<string, StoredObject> {
+export function listObjects(root: LocalRoot): Map<string, StoredObject> {
   const out = new Map<string, StoredObject>()
   const add = (kind: ObjectKind, name: string, file: string) => {
     const st = fsSync.lstatSync(file, { throwIfNoEntry: false })
     if (st?.isFile()) out.set(objectKey(kind, name), { kind, name, file, size: st.size, mtimeMs: st.mtimeMs })
   }
-  for (const [top, kinds] of [['blobs', true], ['dirs', false]] as const) {
-    const base = path.join(root, top, 'b3')
-    for (const shard of readdir(base)) {
-      for (const n of readdir(path.join(base, shard))) {
-        const file = path.join(base, shard, n)
-        if (kinds && n.endsWith(PACK_SUFFIX) && HEX64.test(n.slice(0, -PACK_SUFFIX.length))) add('pack', n.slice(0, -PACK_SUFFIX.length), file)
-        else if (HEX64.test(n)) add(kinds ? 'blob' : 'dir', n, file)
-      }
-    }
+  for (const { name: n, file } of root.shardFiles('blobs')) {
+    const pack = packOwner(n)
+    if (pack !== undefined && HEX64.test(pack)) add('pack', pack, file)
+    else if (HEX64.test(n)) add('blob', n, file)
   }
-  const infos = path.join(root, 'pathinfo')
-  for (const n of readdir(infos)) if (HASH_PART.test(n)) add('pathinfo', n, path.join(infos, n))
+  for (const { name: n, file } of root.shardFiles('dirs')) if (HEX64.test(n)) add('dir', n, file)
+  for (const n of root.pathInfoNames()) if (HASH_PART.test(n)) add('pathinfo', n, root.pathInfoPath(n))
   return out
-}
-
-function readdir(dir: string): string[] {
-  try {
-    return fsSync.readdirSync(dir)
-  } catch {
-    return []
-  }
-}
-
-/** A stored Directory, decoded without re-hashing; undefined if absent or undecodable (verify reports those). */
-export function readStoredDirectory(file: string): Directory | undefined {
-  const bytes = readSmallFile(file)
-  if (!bytes) return undefined
-  try {
-    return decodeDirectory(bytes)
-  } catch {
-    return undefined
-  }
-}
-
-/** Hex digests of the other packs a pack borrows chunks from; none if it is absent or its manifest is corrupt. */
-export function borrowedPacks(file: string, self: string): string[] {
-  let manifest
-  try {
-    manifest = readManifest(file, self) ?? []
-  } catch {
-    return []
-  }
-  return [...new Set(manifest.filter((c) => c.pack !== self).map((c) => c.pack))]
 }

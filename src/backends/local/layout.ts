@@ -43,12 +43,29 @@ const READABLE_VERSIONS = [1, 2, 3]
 /** The first version with a complete referrers index. */
 export const INDEXED_VERSION = 3
 const MARKER = 'tvix-store.json'
+/** A blob stored as a pack of chunks: `<hex>.pack` beside plain blobs. */
+export const PACK_SUFFIX = '.pack'
 /** Above this many files, one syncfs (a child process, ~ms of CPU) beats fsync per file. */
 const SYNCFS_ABOVE = 64
 const LAYOUT_DIRS = new Set(['tmp', 'blobs', 'dirs', 'pathinfo', 'roots', 'locks', 'referrers'])
 
+/**
+ * A local store's folder: the one owner of paths inside it (no other
+ * module joins layout segments; locks.ts and temp-roots.ts name their own
+ * files inside locksDir), and its write protocol (temp files, publish,
+ * commit, sync, creation by the first commit).
+ */
 export class LocalRoot {
+  /** Temp files (temp names: StoreLocks.tempName). */
   readonly tmp: string
+  /** Lock tokens, the sweep epoch and temp roots (locks.ts, temp-roots.ts name the files in it). */
+  readonly locksDir: string
+  /** PathInfos, one file per hash part (pathInfoPath). */
+  readonly pathInfoDir: string
+  /** GC roots, one file per name (rootPath). */
+  readonly rootsDir: string
+  /** The referrers index (referrerEntryPath). */
+  readonly referrersDir: string
   readonly locks: StoreLocks
   private readonly sweepListeners: Array<() => void> = []
   private readonly upgradeSteps: Array<() => Promise<void>> = []
@@ -64,9 +81,14 @@ export class LocalRoot {
   private staging: { dir: string; made: string | undefined } | undefined
   private creating: Promise<void> | undefined
 
-  constructor(readonly root: string) {
-    this.tmp = path.join(root, 'tmp')
-    this.locks = new StoreLocks(path.join(root, MARKER), () => {
+  /** `dir`: the store's folder. */
+  constructor(readonly dir: string) {
+    this.tmp = path.join(dir, 'tmp')
+    this.locksDir = path.join(dir, 'locks')
+    this.pathInfoDir = path.join(dir, 'pathinfo')
+    this.rootsDir = path.join(dir, 'roots')
+    this.referrersDir = path.join(dir, 'referrers')
+    this.locks = new StoreLocks(this.locksDir, path.join(dir, MARKER), () => {
       for (const l of this.sweepListeners) l()
     })
   }
@@ -86,27 +108,71 @@ export class LocalRoot {
     return this.version >= INDEXED_VERSION
   }
 
+  /** A plain blob or a Directory, by hex digest. */
   objectPath(kind: 'blobs' | 'dirs', hex: string): string {
-    return path.join(this.root, kind, 'b3', hex.slice(0, 2), hex)
+    return path.join(this.dir, kind, 'b3', hex.slice(0, 2), hex)
+  }
+
+  /** The pack of a blob stored as chunks (pack.ts), by hex digest. */
+  packPath(hex: string): string {
+    return this.objectPath('blobs', hex) + PACK_SUFFIX
   }
 
   pathInfoPath(hashPart: string): string {
-    return path.join(this.root, 'pathinfo', hashPart)
+    return path.join(this.pathInfoDir, hashPart)
+  }
+
+  rootPath(name: string): string {
+    return path.join(this.rootsDir, name)
+  }
+
+  /** The folder of the paths that refer to `referenced`, and one entry in it (referrers.ts). */
+  referrersOf(referenced: string): string {
+    return path.join(this.referrersDir, referenced)
+  }
+
+  referrerEntryPath(referenced: string, referrer: string): string {
+    return path.join(this.referrersDir, referenced, referrer)
+  }
+
+  /**
+   * Every file in the shards of `kind` (`blobs/b3/<xx>/`, `dirs/b3/<xx>/`),
+   * unchecked: callers tell objects from strays by name. A missing folder,
+   * or a stray file where a folder would be, holds nothing.
+   */
+  *shardFiles(kind: 'blobs' | 'dirs'): Generator<{ name: string; file: string }> {
+    const base = path.join(this.dir, kind, 'b3')
+    for (const shard of listFolder(base)) {
+      const dir = path.join(base, shard)
+      for (const name of listFolder(dir)) yield { name, file: path.join(dir, name) }
+    }
+  }
+
+  /** The names in pathinfo/ (hash parts, unless something else put files there). */
+  pathInfoNames(): string[] {
+    return listFolder(this.pathInfoDir)
+  }
+
+  /** Temp files in tmp/ whose writer no longer runs (killed mid-write), for gc. */
+  staleTemps(): string[] {
+    return listFolder(this.tmp)
+      .filter((n) => !StoreLocks.tempOwnerAlive(n))
+      .map((n) => path.join(this.tmp, n))
   }
 
   /** Checks the format marker of an existing store; does not create anything. */
   async checkFormat(): Promise<boolean> {
     let text: string
     try {
-      text = await fs.readFile(path.join(this.root, MARKER), 'utf8')
+      text = await fs.readFile(path.join(this.dir, MARKER), 'utf8')
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new BackendError(`cannot read store at ${this.root}`, { cause: e })
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new BackendError(`cannot read store at ${this.dir}`, { cause: e })
       // Empty, or a store another process is creating right now (layout
       // folders come before the marker): initialise. Anything else is not ours.
-      const entries: string[] = await fs.readdir(this.root).catch(() => [])
+      const entries: string[] = await fs.readdir(this.dir).catch(() => [])
       // The marker may have appeared since we looked: another process finished creating the store.
       if (entries.includes(MARKER)) return this.checkFormat()
-      if (entries.some((e) => !LAYOUT_DIRS.has(e))) throw new UsageError(`${this.root} is not a tvix-store directory (no ${MARKER})`)
+      if (entries.some((e) => !LAYOUT_DIRS.has(e))) throw new UsageError(`${this.dir} is not a tvix-store directory (no ${MARKER})`)
       return false
     }
     let marker: { format?: string; version?: number }
@@ -116,7 +182,7 @@ export class LocalRoot {
       marker = {}
     }
     if (marker.format !== FORMAT.format || !READABLE_VERSIONS.includes(marker.version ?? -1)) {
-      throw new UsageError(`store at ${this.root} has an unsupported format (${text.trim()}); this tvix-store reads versions ${READABLE_VERSIONS.join(', ')}`)
+      throw new UsageError(`store at ${this.dir} has an unsupported format (${text.trim()}); this tvix-store reads versions ${READABLE_VERSIONS.join(', ')}`)
     }
     this.version = marker.version!
     this.exists = true
@@ -134,7 +200,7 @@ export class LocalRoot {
       // promises, then mark the store, before writing anything of our own.
       if ((await this.checkFormat()) && this.version < FORMAT.version) {
         for (const step of this.upgradeSteps) await step()
-        await this.writeAtomic(path.join(this.root, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
+        await this.writeAtomic(path.join(this.dir, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
         await this.sync()
         this.version = FORMAT.version
       }
@@ -176,13 +242,13 @@ export class LocalRoot {
    */
   private stagingDir(): string {
     if (this.staging) return this.staging.dir
-    const parent = path.dirname(this.root)
-    const own = fsSync.statSync(this.root, { throwIfNoEntry: false })
+    const parent = path.dirname(this.dir)
+    const own = fsSync.statSync(this.dir, { throwIfNoEntry: false })
     if (own && own.dev !== fsSync.statSync(parent).dev) {
       this.staging = { dir: this.tmp, made: fsSync.mkdirSync(this.tmp, { recursive: true }) }
     } else {
-      removeStaleStaging(this.root)
-      const dir = path.join(parent, `${stagingPrefix(this.root)}${StoreLocks.tempName()}`)
+      removeStaleStaging(this.dir)
+      const dir = path.join(parent, `${stagingPrefix(this.dir)}${StoreLocks.tempName()}`)
       this.staging = { dir, made: fsSync.mkdirSync(dir, { recursive: true }) }
     }
     return this.staging.dir
@@ -221,13 +287,13 @@ export class LocalRoot {
     if (this.exists) return
     this.creating ??= (async () => {
       if (await this.checkFormat()) return
-      if (!fsSync.existsSync(this.root)) {
-        const parent = path.dirname(this.root)
+      if (!fsSync.existsSync(this.dir)) {
+        const parent = path.dirname(this.dir)
         fsSync.mkdirSync(parent, { recursive: true })
-        const next = path.join(parent, `${stagingPrefix(this.root)}${StoreLocks.tempName()}`)
+        const next = path.join(parent, `${stagingPrefix(this.dir)}${StoreLocks.tempName()}`)
         try {
           await makeLayout(next)
-          fsSync.renameSync(next, this.root)
+          fsSync.renameSync(next, this.dir)
           await fsyncPath(parent)
         } catch (e) {
           fsSync.rmSync(next, { recursive: true, force: true })
@@ -236,8 +302,8 @@ export class LocalRoot {
           if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw e
         }
       }
-      if (!(await this.checkFormat())) await makeLayout(this.root)
-      if (!(await this.checkFormat())) throw new BackendError(`could not create the store at ${this.root}`)
+      if (!(await this.checkFormat())) await makeLayout(this.dir)
+      if (!(await this.checkFormat())) throw new BackendError(`could not create the store at ${this.dir}`)
     })().finally(() => (this.creating = undefined))
     await this.creating
   }
@@ -379,6 +445,22 @@ async function makeLayout(dir: string): Promise<void> {
   await fsyncPath(tmp)
   await fs.rename(tmp, path.join(dir, MARKER))
   for (const d of ['blobs', 'dirs', 'tmp', '.']) await fsyncPath(path.join(dir, d))
+}
+
+/** The hex digest of the blob a file in blobs/ is the pack of (`<hex>.pack`), or undefined for a plain blob's name. */
+export function packOwner(name: string): string | undefined {
+  return name.endsWith(PACK_SUFFIX) ? name.slice(0, -PACK_SUFFIX.length) : undefined
+}
+
+/** The names in a folder; none if it is missing or not a folder. */
+function listFolder(dir: string): string[] {
+  try {
+    return fsSync.readdirSync(dir)
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') return []
+    throw e
+  }
 }
 
 export async function exists(p: string): Promise<boolean> {

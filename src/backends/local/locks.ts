@@ -99,7 +99,6 @@ interface Session {
 export const DEFAULT_MAX_WAIT_MS = 2 * 60_000
 
 export class StoreLocks {
-  private readonly dir: string
   private readonly sessions = new AsyncLocalStorage<Session>()
   private readonly inCommit = new AsyncLocalStorage<true>()
   private writers = 0
@@ -115,11 +114,12 @@ export class StoreLocks {
 
   /** `onEpoch` runs when a sweep deleted objects since this process last looked (caches of what exists are stale). */
   constructor(
+    /** The store's locks/ folder (LocalRoot.locksDir). */
+    private readonly dir: string,
     /** The store's format marker: no marker, no store. */
     private readonly marker: string,
     private readonly onEpoch: () => void,
   ) {
-    this.dir = path.join(path.dirname(marker), 'locks')
     // From the moment the store is opened: what this process caches before its first
     // write session (a daemon's chunk index, loaded by a Stat) may predate a sweep.
     this.lastEpoch = this.readEpoch()

@@ -14,13 +14,14 @@
  */
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
-import path from 'node:path'
 import zlib from 'node:zlib'
 import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { onFile } from './io-errors.js'
+import { type LocalRoot, PACK_SUFFIX, packOwner } from './layout.js'
 
-export const PACK_SUFFIX = '.pack'
+/** Re-exported: tests that damage packs find them by it. */
+export { PACK_SUFFIX }
 const MAGIC = Buffer.from('TVXPACK1')
 const TRAILER = 4 + MAGIC.length
 /** A chunk is kept deflated only if that shrinks it below this fraction. */
@@ -256,23 +257,14 @@ export class ChunkIndex {
   private readonly map = new Map<string, ChunkRef>()
   private loaded = false
 
-  constructor(private readonly blobsDir: string) {}
+  constructor(private readonly root: LocalRoot) {}
 
   private load(): void {
     if (this.loaded) return
     this.loaded = true
-    let shards: string[]
-    try {
-      shards = fsSync.readdirSync(this.blobsDir)
-    } catch {
-      return
-    }
-    for (const shard of shards) {
-      for (const name of fsSync.readdirSync(path.join(this.blobsDir, shard))) {
-        if (!name.endsWith(PACK_SUFFIX)) continue
-        const self = name.slice(0, -PACK_SUFFIX.length)
-        this.addPack(self, readManifest(path.join(this.blobsDir, shard, name), self) ?? [])
-      }
+    for (const { name, file } of this.root.shardFiles('blobs')) {
+      const self = packOwner(name)
+      if (self !== undefined) this.addPack(self, readManifest(file, self) ?? [])
     }
   }
 
@@ -283,8 +275,12 @@ export class ChunkIndex {
   }
 
   get(digest: Uint8Array): ChunkRef | undefined {
+    return this.byHex(toHex(digest))
+  }
+
+  byHex(hex: string): ChunkRef | undefined {
     this.load()
-    return this.map.get(toHex(digest))
+    return this.map.get(hex)
   }
 
   /** Records the chunks a published pack holds itself. */

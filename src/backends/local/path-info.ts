@@ -1,5 +1,3 @@
-import fs from 'node:fs/promises'
-import path from 'node:path'
 import { IntegrityError } from '../../errors.js'
 import { decodePathInfo, encodePathInfo } from '../../store/proto.js'
 import * as nixbase32 from '../../store/nixbase32.js'
@@ -102,16 +100,8 @@ export class LocalPathInfoService implements PathInfoService {
    * removes it). Names that are not hash parts are not PathInfos.
    */
   async *list(): AsyncIterable<PathInfo> {
-    const dir = path.dirname(this.root.pathInfoPath('x'))
-    let names: string[]
-    try {
-      names = await fs.readdir(dir)
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return
-      throw e
-    }
     let corrupt: IntegrityError | undefined
-    for (const name of names.filter((n) => HASH_PART.test(n)).sort()) {
+    for (const name of this.root.pathInfoNames().filter((n) => HASH_PART.test(n)).sort()) {
       let info: PathInfo | undefined
       try {
         info = await this.get(nixbase32.decode(name))

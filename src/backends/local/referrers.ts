@@ -1,5 +1,4 @@
 import fsSync from 'node:fs'
-import path from 'node:path'
 import { decodePathInfo } from '../../store/proto.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { PathInfo } from '../../store/path-info.js'
@@ -23,15 +22,7 @@ import type { LocalRoot } from './layout.js'
  * folder makes it durable.
  */
 export class ReferrersIndex {
-  readonly dir: string
-
-  constructor(private readonly root: LocalRoot) {
-    this.dir = path.join(root.root, 'referrers')
-  }
-
-  entryPath(referenced: string, referrer: string): string {
-    return path.join(this.dir, referenced, referrer)
-  }
+  constructor(private readonly root: LocalRoot) {}
 
   /** Creates the entries of `referrer`'s references, not yet durable (LocalRoot.sync makes them so). */
   add(referrer: Uint8Array, references: Uint8Array[]): void {
@@ -40,13 +31,14 @@ export class ReferrersIndex {
   }
 
   private touch(referenced: string, referrer: string): void {
-    const file = this.entryPath(referenced, referrer)
+    const file = this.root.referrerEntryPath(referenced, referrer)
+    const folder = this.root.referrersOf(referenced)
     for (let attempt = 0; ; attempt++) {
       try {
         // A new folder is itself an entry of referrers/: that must be durable too.
-        if (fsSync.mkdirSync(path.dirname(file), { recursive: true })) this.root.markDirty(this.dir)
+        if (fsSync.mkdirSync(folder, { recursive: true })) this.root.markDirty(this.root.referrersDir)
         fsSync.closeSync(fsSync.openSync(file, 'a', 0o444))
-        this.root.markDirty(path.dirname(file))
+        this.root.markDirty(folder)
         return
       } catch (e) {
         // gc removed the folder of a deleted path between our mkdir and open (only an upgrade build writes outside a commit).
@@ -58,7 +50,7 @@ export class ReferrersIndex {
   /** Hash parts of the paths that have an entry under `referenced` (unchecked: some may be stale). */
   candidates(referenced: string): string[] {
     try {
-      return fsSync.readdirSync(path.join(this.dir, referenced))
+      return fsSync.readdirSync(this.root.referrersOf(referenced))
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return []
       throw e
@@ -66,14 +58,14 @@ export class ReferrersIndex {
   }
 
   has(referenced: string, referrer: string): boolean {
-    return fsSync.existsSync(this.entryPath(referenced, referrer))
+    return fsSync.existsSync(this.root.referrerEntryPath(referenced, referrer))
   }
 
   /** Every entry: referenced hash part -> referrer hash parts. */
   *entries(): Generator<{ referenced: string; referrers: string[] }> {
     let names: string[]
     try {
-      names = fsSync.readdirSync(this.dir)
+      names = fsSync.readdirSync(this.root.referrersDir)
     } catch {
       return
     }
@@ -91,13 +83,13 @@ export class ReferrersIndex {
       let left = referrers.length
       for (const r of referrers) {
         if (live(referenced, r)) continue
-        if (this.root.remove(this.entryPath(referenced, r))) removed++
+        if (this.root.remove(this.root.referrerEntryPath(referenced, r))) removed++
         left--
       }
       if (left === 0) {
         try {
-          fsSync.rmdirSync(path.join(this.dir, referenced))
-          this.root.markDirty(this.dir)
+          fsSync.rmdirSync(this.root.referrersOf(referenced))
+          this.root.markDirty(this.root.referrersDir)
         } catch {
           // Not empty after all (an upgrade build added to it) or already gone.
         }
@@ -114,15 +106,8 @@ export class ReferrersIndex {
    * and an entry for a path gc deletes meanwhile is stale, hence harmless.
    */
   async build(): Promise<void> {
-    const infos = path.join(this.root.root, 'pathinfo')
-    let names: string[]
-    try {
-      names = fsSync.readdirSync(infos)
-    } catch {
-      names = []
-    }
-    for (const name of names) {
-      const info = readPathInfoFile(path.join(infos, name))
+    for (const name of this.root.pathInfoNames()) {
+      const info = readPathInfoFile(this.root.pathInfoPath(name))
       // Filed under its own hash (a misfiled one is verify's to report).
       if (info && Buffer.from(info.node.name).toString('latin1').startsWith(`${name}-`)) this.add(nixbase32.decode(name), info.references)
     }

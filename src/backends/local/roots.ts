@@ -1,5 +1,4 @@
 import fsSync from 'node:fs'
-import path from 'node:path'
 import { InvalidInputError, NotFoundError } from '../../errors.js'
 import { type StorePath, absolute, parseBasename } from '../../store/store-path.js'
 import type { LocalRoot } from './layout.js'
@@ -26,21 +25,17 @@ export function validateRootName(name: string): string {
  * adding a root under an existing name repoints it, as `ln -sfn` would.
  */
 export class GcRoots {
-  private readonly dir: string
-
   constructor(
     private readonly root: LocalRoot,
     private readonly storeDir: string,
-  ) {
-    this.dir = path.join(root.root, 'roots')
-  }
+  ) {}
 
   async add(name: string, storePath: StorePath): Promise<void> {
     validateRootName(name)
     await this.root.init()
     // The path it roots was looked up in this session: a sweep that took it since fails the commit.
     await this.root.commit(async () => {
-      await this.root.writeAtomic(path.join(this.dir, name), Buffer.from(absolute(storePath, this.storeDir) + '\n'))
+      await this.root.writeAtomic(this.root.rootPath(name), Buffer.from(absolute(storePath, this.storeDir) + '\n'))
       await this.root.sync()
     })
   }
@@ -48,7 +43,7 @@ export class GcRoots {
   async remove(name: string): Promise<void> {
     validateRootName(name)
     try {
-      fsSync.unlinkSync(path.join(this.dir, name))
+      fsSync.unlinkSync(this.root.rootPath(name))
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no GC root named ${JSON.stringify(name)}`)
       throw e
@@ -58,7 +53,7 @@ export class GcRoots {
   list(): GcRoot[] {
     let names: string[]
     try {
-      names = fsSync.readdirSync(this.dir)
+      names = fsSync.readdirSync(this.root.rootsDir)
     } catch {
       return []
     }
@@ -66,7 +61,7 @@ export class GcRoots {
     for (const name of names.filter((n) => ROOT_NAME.test(n)).sort()) {
       let text: string
       try {
-        text = fsSync.readFileSync(path.join(this.dir, name), 'utf8').trim()
+        text = fsSync.readFileSync(this.root.rootPath(name), 'utf8').trim()
       } catch {
         continue // removed since the listing
       }

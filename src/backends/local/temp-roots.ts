@@ -24,8 +24,6 @@ import { isAlive, self, type StoreLocks } from './locks.js'
  * client hears "absent" and sends it) or reads the root.
  */
 const PREFIX = 'temproots-'
-/** Beside the lock tokens, which name their owners the same way. */
-const dirOf = (storeRoot: string) => path.join(storeRoot, 'locks')
 const INSTANCE = randomBytes(4).toString('hex')
 let counter = 0
 
@@ -35,11 +33,12 @@ export class LocalTempRoots implements TempRoots {
   private readonly held = new Set<string>()
   private released = false
 
+  /** `locksDir`: beside the lock tokens, which name their owners the same way (LocalRoot.locksDir). */
   constructor(
-    storeRoot: string,
+    locksDir: string,
     private readonly locks: StoreLocks,
   ) {
-    this.dir = dirOf(storeRoot)
+    this.dir = locksDir
     this.file = path.join(this.dir, `${PREFIX}${self.pid}-${self.start}-${INSTANCE}${(counter++).toString(16)}`)
   }
 
@@ -65,8 +64,8 @@ export class LocalTempRoots implements TempRoots {
 }
 
 /** The temp roots of live processes, and the files of dead ones (left by a kill, for gc to remove). */
-export function readTempRoots(storeRoot: string): { live: Array<{ kind: TempRootKind; name: string }>; stale: string[] } {
-  const dir = dirOf(storeRoot)
+export function readTempRoots(locksDir: string): { live: Array<{ kind: TempRootKind; name: string }>; stale: string[] } {
+  const dir = locksDir
   const live: Array<{ kind: TempRootKind; name: string }> = []
   const stale: string[] = []
   let names: string[]

@@ -1,7 +1,7 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
-import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual, toHex } from '../../castore/digest.js'
-import { type Directory, directorySize, validateDirectory } from '../../castore/directory.js'
+import { b3, b3Display, b3Hasher, bytesEqual, toHex } from '../../castore/digest.js'
+import { directorySize, validateDirectory } from '../../castore/directory.js'
 import { wrongFileSize } from '../../castore/directory-service.js'
 import type { FileNode, Node } from '../../castore/node.js'
 import { decodeDirectory } from '../../castore/proto.js'
@@ -12,9 +12,11 @@ import * as nixbase32 from '../../store/nixbase32.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { type StorePath, hashPart } from '../../store/store-path.js'
 import type { LocalStore } from './index.js'
-import { type ObjectKind, type StoredObject, borrowedPacks, listObjects, objectKey, readStoredDirectory } from './inventory.js'
+import { type ObjectKind, type StoredObject, listObjects, objectKey } from './inventory.js'
+import { storeFailure } from './io-errors.js'
 import { readSmallFile } from './layout.js'
-import { ChunkIndex, ChunkReader, PACK_SUFFIX, readManifest } from './pack.js'
+import { borrowedPacks, readStoredDirectory } from './object-graph.js'
+import { ChunkReader, readManifest } from './pack.js'
 import { secondsSince } from '../../util/elapsed.js'
 
 export interface VerifyOptions {
@@ -62,12 +64,18 @@ export interface VerifyReport {
 export async function verifyStore(store: LocalStore, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const started = performance.now()
   const run = async () => {
+    // A chunk in another process's pack must not look like a missing blob (repair would remove its paths).
+    store.objects.refresh()
     const v = new Verifier(store)
     const report = await v.run(opts)
     report.seconds = secondsSince(started)
     return report
   }
-  return opts.repair ? store.root.locks.exclusive(run) : run()
+  try {
+    return await (opts.repair ? store.root.locks.exclusive(run) : run())
+  } catch (e) {
+    throw storeFailure(e, store.root.dir)
+  }
 }
 
 class Verifier {
@@ -75,7 +83,6 @@ class Verifier {
   /** Keys (objectKey) of objects found corrupt or unreadable. */
   private readonly bad = new Set<string>()
   private readonly checked = { blobs: 0, packs: 0, directories: 0, paths: 0 }
-  private chunks: ChunkIndex | undefined
   private readBuf: Buffer | undefined
   private readonly skipped: string[] = []
   /** NAR sizes per Directory, shared by the paths checked (trees share Directories). */
@@ -91,7 +98,7 @@ class Verifier {
   }
 
   async run(opts: VerifyOptions): Promise<VerifyReport> {
-    const all = listObjects(this.store.root.root)
+    const all = listObjects(this.store.root)
     const targets = opts.paths ? this.objectsOfPaths(opts.paths, all) : [...all.values()]
     const order: ObjectKind[] = ['blob', 'pack', 'dir', 'pathinfo']
     targets.sort((a, b) => order.indexOf(a.kind) - order.indexOf(b.kind))
@@ -164,11 +171,11 @@ class Verifier {
   private checkPack(o: StoredObject): void {
     this.checked.packs++
     const manifest = readManifest(o.file, o.name)!
-    const reader = new ChunkReader((hex) => this.store.root.objectPath('blobs', hex) + PACK_SUFFIX, true)
+    const reader = new ChunkReader((hex) => this.store.root.packPath(hex), true)
     const h = b3Hasher()
     try {
       for (const c of manifest) {
-        if (c.pack !== o.name && !fsSync.existsSync(this.store.root.objectPath('blobs', c.pack) + PACK_SUFFIX)) {
+        if (c.pack !== o.name && !fsSync.existsSync(this.store.root.packPath(c.pack))) {
           this.problem(`${describe(o)} uses chunks of pack ${hexDisplay(c.pack)}, which is missing`, objectKey(o.kind, o.name))
           return
         }
@@ -273,7 +280,7 @@ class Verifier {
 
   private async wrongDirectorySize(node: Node): Promise<string | undefined> {
     if (node.kind !== 'directory') return undefined
-    const dir = readStoredDirectory(this.store.root.objectPath('dirs', toHex(node.digest)))
+    const dir = this.store.objects.directory(toHex(node.digest))
     if (!dir || directorySize(dir) === node.size) return undefined
     return `directory claims size ${node.size}, but directory ${b3Display(node.digest)} has ${directorySize(dir)}`
   }
@@ -283,37 +290,14 @@ class Verifier {
     const dirs = new Set<string>()
     const blobs = new Set<string>()
     let missing: string | undefined
-    const blob = (d: B3Digest) => {
-      const hex = toHex(d)
+    const blob = (hex: string) => {
       if (blobs.has(hex)) return
       blobs.add(hex)
-      const plain = this.store.root.objectPath('blobs', hex)
-      if (missing || fsSync.existsSync(plain) || fsSync.existsSync(plain + PACK_SUFFIX)) return
-      // A blob may also be a chunk of some pack, readable by its digest.
-      this.chunks ??= new ChunkIndex(path.join(this.store.root.root, 'blobs', 'b3'))
-      if (!this.chunks.get(d)) missing = `blob ${b3Display(d)}`
+      if (!missing && !this.store.objects.locate(hex)) missing = `blob ${hexDisplay(hex)}`
     }
-    if (node.kind === 'file') blob(node.digest)
-    const stack = node.kind === 'directory' ? [node.digest] : []
-    while (stack.length > 0) {
-      const d = stack.pop()!
-      const hex = toHex(d)
-      if (dirs.has(hex)) continue
-      dirs.add(hex)
-      let dir: Directory | undefined
-      try {
-        const bytes = readSmallFile(this.store.root.objectPath('dirs', hex))
-        dir = bytes && decodeDirectory(bytes)
-      } catch {
-        continue // corrupt: reported as a directory problem
-      }
-      if (!dir) {
-        missing ??= `directory ${b3Display(d)}`
-        continue
-      }
-      for (const c of dir.directories) stack.push(c.digest)
-      for (const f of dir.files) blob(f.digest)
-    }
+    if (node.kind === 'file') blob(toHex(node.digest))
+    // A corrupt Directory has no children here: it is reported as a directory problem.
+    if (node.kind === 'directory') this.store.objects.walk([toHex(node.digest)], dirs, { blob, missing: (hex) => (missing ??= `directory ${hexDisplay(hex)}`) })
     return { dirs, blobs, missing }
   }
 
