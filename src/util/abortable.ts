@@ -4,14 +4,24 @@
  * until it gets round to `return()`: aborting is enough.
  */
 
-/** A promise that rejects with the signal's reason when it aborts (never resolves); safe to leave unawaited. */
-export function whenAborted(signal: AbortSignal): Promise<never> {
-  const p = new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason)
-    else signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+/**
+ * A promise that rejects with the signal's reason when it aborts (never
+ * resolves; safe to leave unawaited), and `dispose()` to stop listening:
+ * one signal may serve a whole command's calls, so each call removes its
+ * listener when it ends.
+ */
+export function whenAborted(signal: AbortSignal, onAbort?: () => void): { aborted: Promise<never>; dispose(): void } {
+  let listener = () => {}
+  const aborted = new Promise<never>((_, reject) => {
+    listener = () => {
+      reject(signal.reason)
+      onAbort?.()
+    }
   })
-  p.catch(() => {})
-  return p
+  aborted.catch(() => {})
+  if (signal.aborted) listener()
+  else signal.addEventListener('abort', listener, { once: true })
+  return { aborted, dispose: () => signal.removeEventListener('abort', listener) }
 }
 
 /**
@@ -23,9 +33,7 @@ export function whenAborted(signal: AbortSignal): Promise<never> {
 export async function* abortable<T>(src: AsyncIterable<T> | Iterable<T>, signal: AbortSignal): AsyncGenerator<T> {
   signal.throwIfAborted()
   const it = (Symbol.asyncIterator in src ? src : toAsync(src))[Symbol.asyncIterator]()
-  const release = () => void it.return?.()?.catch(() => {})
-  signal.addEventListener('abort', release, { once: true })
-  const aborted = whenAborted(signal)
+  const { aborted, dispose } = whenAborted(signal, () => void it.return?.()?.catch(() => {}))
   try {
     for (;;) {
       const next = it.next()
@@ -38,7 +46,7 @@ export async function* abortable<T>(src: AsyncIterable<T> | Iterable<T>, signal:
       yield r.value
     }
   } finally {
-    signal.removeEventListener('abort', release)
+    dispose()
     // Aborted: already returned (awaiting it again could wait on a read that never ends).
     if (!signal.aborted) await it.return?.()
   }
