@@ -33,20 +33,29 @@ export function whenAborted(signal: AbortSignal, onAbort?: () => void): { aborte
 export async function* abortable<T>(src: AsyncIterable<T> | Iterable<T>, signal: AbortSignal): AsyncGenerator<T> {
   signal.throwIfAborted()
   const it = (Symbol.asyncIterator in src ? src : toAsync(src))[Symbol.asyncIterator]()
-  const { aborted, dispose } = whenAborted(signal, () => void it.return?.()?.catch(() => {}))
+  // Rejects the read in flight. Not a race against one long-lived promise:
+  // each race would stay attached to it, holding every chunk read.
+  let rejectRead: ((e: unknown) => void) | undefined
+  const onAbort = () => {
+    rejectRead?.(signal.reason)
+    void it.return?.()?.catch(() => {})
+  }
+  signal.addEventListener('abort', onAbort, { once: true })
   try {
     for (;;) {
-      const next = it.next()
-      // Left pending by an abort, it may still fail (the call cancelled): nobody waits for it.
-      next.catch(() => {})
-      const r = await Promise.race([next, aborted])
+      const r = await new Promise<IteratorResult<T>>((resolve, reject) => {
+        rejectRead = reject
+        // Left pending by an abort, it may still fail (the call cancelled): nobody waits for it then.
+        it.next().then(resolve, reject)
+      })
+      rejectRead = undefined
       // A source that ended because it was returned above: cut short, not complete.
       signal.throwIfAborted()
       if (r.done) return
       yield r.value
     }
   } finally {
-    dispose()
+    signal.removeEventListener('abort', onAbort)
     // Aborted: already returned (awaiting it again could wait on a read that never ends).
     if (!signal.aborted) await it.return?.()
   }
