@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events'
+
 /**
  * Synchronous clean-ups to run if the process is interrupted (SIGINT,
  * SIGTERM) in the middle of a write: temp files are removed rather than
@@ -6,6 +8,8 @@
 const tasks = new Set<() => void>()
 
 const interruption = new AbortController()
+// One signal for all of a command's calls (copy runs 64 at once): not a leak.
+setMaxListeners(0, interruption.signal)
 /**
  * Aborted when the process is interrupted (or its output fails): the
  * signal a command's store calls get, so that reads, renders and remote

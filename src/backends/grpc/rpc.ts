@@ -84,7 +84,8 @@ export class RpcClient {
     // If the server answers early (an error), stop sending.
     let ended = false
     response.catch(() => {}).finally(() => (ended = true))
-    const aborted = signal ? [whenAborted(signal)] : []
+    const stop = signal && whenAborted(signal)
+    const aborted = stop ? [stop.aborted] : []
     try {
       for await (const msg of signal ? abortable(src, signal) : src) {
         if (ended) break
@@ -97,6 +98,8 @@ export class RpcClient {
       if (!ended) await Promise.race([new Promise<void>((resolve) => call.write(ABORT as Req, () => resolve())), response.catch(() => {})])
       call.cancel()
       throw e
+    } finally {
+      stop?.dispose()
     }
     call.end()
     if (!signal) return response
