@@ -101,11 +101,11 @@ function normaliseStoreDir(dir: string): string {
   return n
 }
 
-const MISSING = Symbol('missing store')
-
 /**
  * Stands in for a local store that does not exist, opened by a command
- * that only reads: every use of it throws `error` ("no store at …").
+ * that only reads: every use of it throws `error` ("no store at …"),
+ * including the capabilities of the local store it stands for (gc,
+ * verify, GC roots), so those commands say so too, not "unsupported".
  */
 function missingStore(error: NotFoundError, storeDir: string): Store {
   const refuse = () => {
@@ -113,17 +113,5 @@ function missingStore(error: NotFoundError, storeDir: string): Store {
   }
   // Any method of any service; `then` stays undefined so a service is not taken for a promise.
   const service = new Proxy({}, { get: (_, key) => (key === 'then' ? undefined : refuse) }) as never
-  return { blobs: service, directories: service, pathInfos: service, storeDir, writeSession: refuse, close: async () => {}, [MISSING]: error } as Store
-}
-
-/**
- * The local store behind `store`, for what runs only where the data lives
- * (gc, verify, GC roots); one clear refusal for any other kind of store.
- */
-export async function asLocalStore(store: Store, url: string, what: string): Promise<import('./local/index.js').LocalStore> {
-  const { LocalStore } = await import('./local/index.js')
-  if (store instanceof LocalStore) return store
-  const missing = (store as { [MISSING]?: NotFoundError })[MISSING]
-  if (missing) throw missing
-  throw new UnsupportedError(`${what} works on a local store only, where the data lives: ${url} is not one (run it on the daemon's machine, against its store directory)`)
+  return { blobs: service, directories: service, pathInfos: service, storeDir, writeSession: refuse, collectGarbage: refuse, verify: refuse, roots: service, close: async () => {} } as Store
 }

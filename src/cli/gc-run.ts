@@ -1,6 +1,7 @@
 import * as Flags from '@oclif/core/flags'
-import { collectGarbage, type GcOptions, type GcReport } from '../backends/local/gc.js'
-import type { LocalStore } from '../backends/local/index.js'
+import { collectGarbage, type GcOptions, type GcReport } from '../ops/gc.js'
+import type { Caller } from '../ops/require-capability.js'
+import type { Store } from '../store/store.js'
 import { DEFAULT_GRACE, DEFAULT_MAX_WAIT, parseDuration } from './duration.js'
 import { plural } from './output.js'
 import { countProgress } from './progress.js'
@@ -24,14 +25,18 @@ export function sweepOptions(f: { grace: string; 'dry-run': boolean; 'max-wait':
 }
 
 /** Runs collectGarbage with a progress bar and a line for each wait on writers. */
-export async function runSweep(store: LocalStore, opts: SweepOptions & Pick<GcOptions, 'prune' | 'olderThanMs' | 'deletePaths' | 'ignoreRoots'>): Promise<GcReport> {
+export async function runSweep(store: Store, opts: SweepOptions & Pick<GcOptions, 'prune' | 'olderThanMs' | 'deletePaths' | 'ignoreRoots'>, caller: Caller): Promise<GcReport> {
   const progress = countProgress('deleting')
   try {
-    return await collectGarbage(store, {
-      ...opts,
-      onProgress: progress.update,
-      onWait: (w) => progress.print(`waiting for ${w.length} writer${w.length === 1 ? '' : 's'} to finish a commit (pid ${w.map((x) => x.pid).join(', ')})\n`, process.stderr),
-    })
+    return await collectGarbage(
+      store,
+      {
+        ...opts,
+        onProgress: progress.update,
+        onWait: (w) => progress.print(`waiting for ${w.length} writer${w.length === 1 ? '' : 's'} to finish a commit (pid ${w.map((x) => x.pid).join(', ')})\n`, process.stderr),
+      },
+      caller,
+    )
   } finally {
     progress.stop()
   }

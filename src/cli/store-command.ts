@@ -1,9 +1,9 @@
 import { Command } from '@oclif/core/command'
 import * as Flags from '@oclif/core/flags'
 import type { Interfaces } from '@oclif/core'
-import { asLocalStore, openStore } from '../backends/open-store.js'
-import type { LocalStore } from '../backends/local/index.js'
+import { openStore } from '../backends/open-store.js'
 import { BackendError, NoSpaceError, StoreError, isNoSpace, systemMessage } from '../errors.js'
+import type { Caller } from '../ops/require-capability.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { bindSignal } from '../store/bind-signal.js'
@@ -104,9 +104,11 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
     return (this.bound ??= bindSignal(this.opened, interrupted))
   }
 
-  /** The store, which must be local: `what` (gc, verify, roots) runs where the data lives. */
-  protected async localStore(what: string): Promise<LocalStore> {
-    return asLocalStore(await this.store(), this.flags.store ?? 'the store', what)
+  /** How an op refusing a capability the store lacks names the command and the store (`store`: a URL other than --store's). */
+  protected caller(what: string, store?: string): Caller {
+    const f = this.flags
+    const mixed = [f['blob-service-addr'], f['directory-service-addr'], f['path-info-service-addr']].some((a) => a !== undefined)
+    return { what, storeName: store ?? (mixed ? 'a store combined from --*-service-addr' : (f.store ?? 'the default store')) }
   }
 
   /**

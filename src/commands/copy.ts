@@ -5,14 +5,13 @@ import { copyLostRace, retryOnConflict } from '../ops/retry.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { copyProgress } from '../cli/progress.js'
 import { UsageError } from '../errors.js'
-import { asLocalStore, openStore } from '../backends/open-store.js'
-import { validateRootName } from '../backends/local/roots.js'
-import { addRoot } from '../ops/roots.js'
+import { openStore } from '../backends/open-store.js'
+import { addRoot, rootKeeper } from '../ops/roots.js'
 import type { Store } from '../store/store.js'
 import { readAll } from '../castore/blob-service.js'
 import { copyClosure, type CopyReport } from '../ops/copy.js'
 import { importClosure, parseClosureListing } from '../ops/import-closure.js'
-import { inWriteSession } from '../store/capabilities.js'
+import { inWriteSession, validateRootName } from '../store/capabilities.js'
 
 export default class Copy extends StoreCommand<typeof Copy> {
   static override summary = 'Copy store paths with their closures between stores.'
@@ -46,12 +45,12 @@ export default class Copy extends StoreCommand<typeof Copy> {
       if (f.root !== undefined) {
         if (paths.length !== 1 || f.closure !== undefined) throw new UsageError('--root needs exactly one STORE_PATH')
         validateRootName(f.root)
-        const local = await asLocalStore(to, f.to, '--root')
+        rootKeeper(to, this.caller('copy --root', f.to))
         // Copy and root in one write session on the target: gc cannot prune the path in between.
         return await retryOnConflict(() =>
           inWriteSession(to, async () => {
             const report = await this.copyPaths(to, paths)
-            await addRoot(local, f.root!, paths[0]!)
+            await addRoot(to, f.root!, paths[0]!)
             return report
           }),
           copyLostRace,

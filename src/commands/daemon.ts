@@ -2,7 +2,8 @@ import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
 import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
 import { storeLabel } from '../backends/open-store.js'
-import type { LocalStore } from '../backends/local/index.js'
+import { collectGarbage, garbageCollector } from '../ops/gc.js'
+import type { Store } from '../store/store.js'
 import { DEFAULT_GRACE_MS, parseDuration } from '../cli/duration.js'
 import { UsageError } from '../errors.js'
 import { parseSize } from '../util/size.js'
@@ -77,7 +78,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     // grpc-js prints its own copy of a failed bind ("E No address added…"): our error line says it once.
     if (!process.env.GRPC_VERBOSITY) grpc.setLogVerbosity(grpc.logVerbosity.NONE)
     const every = this.flags['gc-interval']
-    const gc = every === undefined ? undefined : await periodicGc(await this.localStore('daemon --gc-interval'), parseDuration(every, 'gc-interval'), log)
+    const gc = every === undefined ? undefined : periodicGc(garbageCollector(store, this.caller('daemon --gc-interval')), parseDuration(every, 'gc-interval'), log)
     const idle = parseDuration(this.flags['idle-timeout'], 'idle-timeout')
     const daemon = await startDaemon(store, listen, log, {
       maxConnections: this.flags['max-connections'],
@@ -99,9 +100,8 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 }
 
 /** gc of orphans every `intervalMs`, one run at a time; stop() waits for a run in progress. */
-async function periodicGc(store: LocalStore, intervalMs: number, log: (line: string) => void): Promise<{ stop(): Promise<void> }> {
+function periodicGc(store: Store, intervalMs: number, log: (line: string) => void): { stop(): Promise<void> } {
   if (intervalMs < 1000) throw new UsageError('--gc-interval must be at least 1s')
-  const { collectGarbage } = await import('../backends/local/gc.js')
   let running: Promise<void> | undefined
   // Shutdown stops a run still waiting for commits to end; a sweep under way finishes.
   const stopping = new AbortController()

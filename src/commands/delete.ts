@@ -2,7 +2,7 @@ import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 import { printSweep, runSweep, sweepFlags, sweepOptions } from '../cli/gc-run.js'
 import { StoreCommand } from '../cli/store-command.js'
-import type { GcReport } from '../backends/local/gc.js'
+import type { GcReport } from '../ops/gc.js'
 import { UsageError } from '../errors.js'
 import { parseStorePathArg } from '../store/store-path.js'
 
@@ -10,7 +10,7 @@ export default class Delete extends StoreCommand<typeof Delete> {
   static override summary = 'Delete store paths, as `nix store delete` does: refused while a GC root or another path needs them.'
   static override description =
     'Deletes the PathInfos of the paths, then the blobs and directories nothing else uses (as `gc` does, keeping anything ' +
-    'written within --grace). All or nothing: if any path is still alive, nothing is deleted. Runs on local stores only. ' +
+    'written within --grace). All or nothing: if any path is still alive, nothing is deleted. Runs where the data lives (local and memory stores, not over gRPC). ' +
     'Same as `gc --delete`.'
   static override examples = ['<%= config.bin %> <%= command.id %> /nix/store/…-old-thing', '<%= config.bin %> <%= command.id %> --dry-run --json /nix/store/…-a /nix/store/…-b']
   static override strict = false
@@ -32,7 +32,7 @@ export default class Delete extends StoreCommand<typeof Delete> {
       return path
     })
     const sweep = sweepOptions(f)
-    const report = await runSweep(await this.localStore('delete'), { ...sweep, deletePaths, ignoreRoots: f['ignore-liveness'] })
+    const report = await runSweep(await this.store(), { ...sweep, deletePaths, ignoreRoots: f['ignore-liveness'] }, this.caller('delete'))
     if (!this.jsonEnabled()) printSweep(report, f.grace)
     return report
   }

@@ -3,7 +3,7 @@ import * as Flags from '@oclif/core/flags'
 import { parseDuration } from '../cli/duration.js'
 import { printSweep, runSweep, sweepFlags, sweepOptions } from '../cli/gc-run.js'
 import { StoreCommand } from '../cli/store-command.js'
-import type { GcReport } from '../backends/local/gc.js'
+import type { GcReport } from '../ops/gc.js'
 import { UsageError } from '../errors.js'
 import { parseStorePathArg } from '../store/store-path.js'
 
@@ -13,7 +13,7 @@ export default class Gc extends StoreCommand<typeof Gc> {
     'By default only castore objects that no PathInfo reaches go (leftovers of interrupted or failed imports); no path is ' +
     'deleted. --prune also deletes the paths outside the closure of every GC root (see `roots`), as `nix-store --gc` does. ' +
     'Anything written within --grace is kept, as it may belong to an upload still under way. Safe while imports and ' +
-    'copies run: they wait while gc sweeps, and gc waits for those already running. Runs on local stores only.'
+    'copies run: they wait while gc sweeps, and gc waits for those already running. Runs where the data lives: on local and memory stores (memory has no GC roots, so no --prune), not over gRPC.'
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --prune --older-than 30d',
@@ -41,8 +41,7 @@ export default class Gc extends StoreCommand<typeof Gc> {
     const sweep = sweepOptions(f)
     const olderThanMs = f['older-than'] === undefined ? undefined : parseDuration(f['older-than'], 'older-than')
     const deletePaths = f.delete ? paths.map((p) => parseStorePathArg(p, f['store-dir']).path) : undefined
-    const store = await this.localStore('gc')
-    const report = await runSweep(store, { ...sweep, prune: f.prune, olderThanMs, deletePaths })
+    const report = await runSweep(await this.store(), { ...sweep, prune: f.prune, olderThanMs, deletePaths }, this.caller('gc'))
     if (!this.jsonEnabled()) printSweep(report, f.grace)
     return report
   }

@@ -10,10 +10,8 @@ import { importPath } from '../ops/import-paths.js'
 import type { Imported } from '../ops/register.js'
 import { type PathInfoJson, pathInfoJson } from '../store/path-info-json.js'
 import type { Store } from '../store/store.js'
-import { addRoot } from '../ops/roots.js'
-import { asLocalStore } from '../backends/open-store.js'
-import { validateRootName } from '../backends/local/roots.js'
-import { inWriteSession } from '../store/capabilities.js'
+import { addRoot, rootKeeper } from '../ops/roots.js'
+import { inWriteSession, validateRootName } from '../store/capabilities.js'
 
 export default class Import extends StoreCommand<typeof Import> {
   static override summary = 'Add files, directories or a NAR to the store, as `nix-store --add` does.'
@@ -44,14 +42,16 @@ export default class Import extends StoreCommand<typeof Import> {
     if (this.flags.root !== undefined && paths.length > 1) throw new UsageError('--root needs exactly one PATH')
     const store = await this.store()
     const { root } = this.flags
-    // Checked before importing anything: a root needs a local store and a valid name.
-    const local = root === undefined ? undefined : await asLocalStore(store, this.flags.store ?? 'the store', '--root')
-    if (root !== undefined) validateRootName(root)
+    // Checked before importing anything: a root needs a store with GC roots and a valid name.
+    if (root !== undefined) {
+      rootKeeper(store, this.caller('import --root'))
+      validateRootName(root)
+    }
     // The root goes in within the import's write session: gc cannot prune the path in between.
     const once = () =>
       inWriteSession(store, async () => {
         const results = await this.importAll(store, paths)
-        if (local) await addRoot(local, root!, results[0]!.path)
+        if (root !== undefined) await addRoot(store, root, results[0]!.path)
         return results
       })
     // Files can be read again if a concurrent gc invalidated the import; a stream (--nar) cannot.

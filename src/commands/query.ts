@@ -44,7 +44,7 @@ export default class Query extends StoreCommand<typeof Query> {
     if (query === 'tree') return void (await lines(queryTree(await this.store(), paths)))
     if (query === 'graph') return void (await lines(queryGraph(await this.store(), paths)))
     if (query === 'roots') {
-      const roots = await queryRoots(await this.localStore('query --roots'), paths)
+      const roots = await queryRoots(await this.store(), paths, this.caller('query --roots'))
       if (!this.jsonEnabled()) await lines(iterate(roots.map((r) => `${r.link} -> ${r.path}`)))
       return roots
     }

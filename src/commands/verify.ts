@@ -3,7 +3,7 @@ import * as Flags from '@oclif/core/flags'
 import { countProgress } from '../cli/progress.js'
 import { plural } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
-import { verifyStore, type VerifyReport } from '../backends/local/verify.js'
+import { verifyStore, type VerifyReport } from '../ops/verify.js'
 import { parseStorePathArg } from '../store/store-path.js'
 import { parseSize } from '../util/size.js'
 
@@ -31,11 +31,15 @@ export default class Verify extends StoreCommand<typeof Verify> {
     const { argv } = await this.parse(Verify)
     const paths = (argv as string[]).map((p) => parseStorePathArg(p, this.flags['store-dir']).path)
     const maxNarSize = parseSize(this.flags['max-nar-size'], 'max-nar-size')
-    const store = await this.localStore('verify')
+    const store = await this.store()
     const progress = countProgress('verifying')
     let report: VerifyReport
     try {
-      report = await verifyStore(store, { paths: paths.length > 0 ? paths : undefined, narHash: this.flags['nar-hash'], maxNarSize, repair: this.flags.repair, onProgress: progress.update })
+      report = await verifyStore(
+        store,
+        { paths: paths.length > 0 ? paths : undefined, narHash: this.flags['nar-hash'], maxNarSize, repair: this.flags.repair, onProgress: progress.update },
+        this.caller('verify'),
+      )
     } finally {
       progress.stop()
     }

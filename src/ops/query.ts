@@ -1,11 +1,12 @@
-import type { LocalStore } from '../backends/local/index.js'
 import { IntegrityError, UnsupportedError } from '../errors.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import type { PathInfo } from '../store/path-info.js'
 import { absolute, hashPart } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { closureOf, referencesFirst } from './closure.js'
+import type { Caller } from './require-capability.js'
 import { getPathInfo } from './resolve.js'
+import { rootKeeper } from './roots.js'
 
 /**
  * `nix-store --query`, with Nix 2.8's output: the same paths, in the same
@@ -207,12 +208,13 @@ export interface RootOfPath {
  * is in the referrers closure of an argument. Ordered by that path, then
  * by root name.
  */
-export async function queryRoots(store: LocalStore, args: string[]): Promise<RootOfPath[]> {
+export async function queryRoots(store: Store, args: string[], caller: Caller = {}): Promise<RootOfPath[]> {
+  const { roots } = rootKeeper(store, { what: 'query --roots', ...caller })
   const alive = await referrersClosure(store, (await argInfos(store, args)).values())
   const out: RootOfPath[] = []
-  for (const r of store.roots.list()) {
+  for (const r of await roots.list()) {
     if (!r.path || !alive.has(hashPart(r.path))) continue
-    out.push({ link: store.root.rootPath(r.name), path: absolute(r.path, store.storeDir) })
+    out.push({ link: roots.link(r.name), path: absolute(r.path, store.storeDir) })
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.link < b.link ? -1 : a.link > b.link ? 1 : 0))
 }

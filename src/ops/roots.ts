@@ -1,8 +1,8 @@
-import type { LocalStore } from '../backends/local/index.js'
-import { validateRootName } from '../backends/local/roots.js'
+import { type GcRootsCapable, hasGcRoots, inWriteSession, validateRootName } from '../store/capabilities.js'
 import { absolute } from '../store/store-path.js'
+import type { Store } from '../store/store.js'
+import { type Caller, requireCapability } from './require-capability.js'
 import { getPathInfo } from './resolve.js'
-import { inWriteSession } from '../store/capabilities.js'
 
 export interface RootEntry {
   name: string
@@ -12,24 +12,31 @@ export interface RootEntry {
   valid: boolean
 }
 
+/** The store as one with GC roots, or one UnsupportedError: callers check before doing any work. */
+export function rootKeeper(store: Store, caller: Caller = {}): Store & GcRootsCapable {
+  return requireCapability(store, hasGcRoots, 'keep GC roots', { what: 'roots', ...caller })
+}
+
 /**
  * Points the GC root `name` at a store path the store has. Runs in a
  * write session, so gc cannot delete the path between the check and the
  * root being written; callers that just registered the path call it
  * inside their own session.
  */
-export async function addRoot(store: LocalStore, name: string, storePath: string): Promise<RootEntry> {
+export async function addRoot(store: Store, name: string, storePath: string, caller: Caller = {}): Promise<RootEntry> {
+  const keeper = rootKeeper(store, caller)
   validateRootName(name)
   return inWriteSession(store, async () => {
     const { storePath: p } = await getPathInfo(store, storePath)
-    await store.roots.add(name, p)
+    await keeper.roots.add(name, p)
     return { name, path: absolute(p, store.storeDir), valid: true }
   })
 }
 
-export async function listRoots(store: LocalStore): Promise<RootEntry[]> {
+export async function listRoots(store: Store, caller: Caller = {}): Promise<RootEntry[]> {
+  const keeper = rootKeeper(store, caller)
   const out: RootEntry[] = []
-  for (const r of store.roots.list()) {
+  for (const r of await keeper.roots.list()) {
     const info = r.path && (await store.pathInfos.get(r.path.digest))
     out.push({ name: r.name, path: r.path && absolute(r.path, store.storeDir), valid: !!info })
   }
@@ -38,8 +45,9 @@ export async function listRoots(store: LocalStore): Promise<RootEntry[]> {
 
 
 /** Removes the GC roots `names`, in order; returns each as it was (the path it kept alive). */
-export async function removeRoots(store: LocalStore, names: string[]): Promise<RootEntry[]> {
+export async function removeRoots(store: Store, names: string[], caller: Caller = {}): Promise<RootEntry[]> {
+  const keeper = rootKeeper(store, caller)
   const before = new Map((await listRoots(store)).map((r) => [r.name, r]))
-  for (const name of names) await store.roots.remove(name)
+  for (const name of names) await keeper.roots.remove(name)
   return names.map((name) => before.get(name) ?? { name, valid: false })
 }

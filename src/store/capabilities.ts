@@ -1,3 +1,5 @@
+import { InvalidInputError } from '../errors.js'
+import type { StorePath } from './store-path.js'
 import type { Store, TempRoots } from './store.js'
 
 /*
@@ -32,4 +34,133 @@ export interface TempRootsCapable {
 
 export function hasTempRoots(store: Store): store is Store & TempRootsCapable {
   return typeof (store as Partial<TempRootsCapable>).tempRoots === 'function'
+}
+
+/** A process inside a commit that a sweep waits for. */
+export interface Writer {
+  pid: number
+}
+
+export interface GcOptions {
+  /** Also delete PathInfos outside the closure of every GC root. */
+  prune?: boolean
+  /** With prune: only PathInfos registered more than this long ago go. */
+  olderThanMs?: number
+  /** Delete these paths (refused if anything live needs them), then their data. */
+  deletePaths?: StorePath[]
+  /** With deletePaths: GC roots do not keep them (paths that refer to them still do), as Nix's --ignore-liveness. */
+  ignoreRoots?: boolean
+  /** Anything written less than this long ago is kept: it may belong to an upload still in progress. */
+  graceMs: number
+  dryRun?: boolean
+  onWait?: (writers: Writer[]) => void
+  /** Give up (TimeoutError) if commits hold the sweep off longer than this. */
+  maxWaitMs?: number
+  /** Aborts a gc still waiting for commits (a daemon shutting down). */
+  signal?: AbortSignal
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface GcReport {
+  dryRun: boolean
+  /** Store paths whose PathInfo was deleted (absolute). */
+  paths: string[]
+  blobs: number
+  packs: number
+  directories: number
+  /** Leftovers of killed writers: temp files and lock tokens. */
+  tempFiles: number
+  bytes: number
+  /** Unreachable objects kept because they are younger than the grace period. */
+  keptYoung: number
+  seconds: number
+  /** How long writers were held off (the second mark and the sweep). */
+  writersHeldOffSeconds: number
+}
+
+/** A store that can delete what nothing needs: castore objects no PathInfo reaches, unrooted or named paths. */
+export interface GarbageCollecting {
+  collectGarbage(opts: GcOptions): Promise<GcReport>
+}
+
+/** Whether `store` has a method `name`: how a guard below recognises a capability. */
+function offers<C>(store: Store, name: keyof C): boolean {
+  return typeof (store as unknown as Record<keyof C, unknown>)[name] === 'function'
+}
+
+export function hasGarbageCollecting(store: Store): store is Store & GarbageCollecting {
+  return offers<GarbageCollecting>(store, 'collectGarbage')
+}
+
+export interface VerifyOptions {
+  /** Only these paths and the objects their trees use; all of the store when undefined. */
+  paths?: StorePath[]
+  /** Re-render each NAR and compare it with the recorded NarHash and NarSize. */
+  narHash?: boolean
+  /** With narHash: paths whose NAR is larger are skipped (listed in `skipped`), not rendered. DEFAULT_MAX_NAR_SIZE when unset. */
+  maxNarSize?: number
+  /** Remove corrupt objects, what can no longer be read because of them, and the paths that can no longer be served. */
+  repair?: boolean
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface Problem {
+  /** What is wrong, on one line. */
+  message: string
+}
+
+export interface VerifyReport {
+  checked: { blobs: number; packs: number; directories: number; paths: number }
+  problems: Problem[]
+  /** With repair: what was removed, one line each. */
+  removed: string[]
+  /** With repair: referrers index entries added back, one line each. */
+  added: string[]
+  /** With narHash: paths whose NAR hash was not checked, and why, one line each. */
+  skipped: string[]
+  seconds: number
+}
+
+/** A store that can check its own objects (re-hash what it holds) and repair itself. */
+export interface Verifying {
+  verify(opts: VerifyOptions): Promise<VerifyReport>
+}
+
+export function hasVerifying(store: Store): store is Store & Verifying {
+  return offers<Verifying>(store, 'verify')
+}
+
+export interface GcRoot {
+  name: string
+  /** The store path it keeps alive; undefined if the root does not hold one. */
+  path?: StorePath
+}
+
+/** Named GC roots: each keeps a store path and its closure from `gc --prune`. */
+export interface GcRootSet {
+  /** Points `name` at `path` (repointing an existing root), within the caller's write session. */
+  add(name: string, path: StorePath): Promise<void>
+  /** NotFoundError if there is no such root. */
+  remove(name: string): Promise<void>
+  list(): GcRoot[] | Promise<GcRoot[]>
+  /** Where the root is kept, as Nix prints a root's link (`nix-store -q --roots`). */
+  link(name: string): string
+}
+
+export interface GcRootsCapable {
+  readonly roots: GcRootSet
+}
+
+export function hasGcRoots(store: Store): store is Store & GcRootsCapable {
+  return typeof (store as Partial<GcRootsCapable>).roots?.list === 'function'
+}
+
+/** Root names: what a store path name allows, without a leading dot (no hidden files, no `.`/`..`). */
+export const ROOT_NAME = /^[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]{0,210}$/
+
+export function validateRootName(name: string): string {
+  if (!ROOT_NAME.test(name)) {
+    throw new InvalidInputError(`invalid GC root name ${JSON.stringify(name)}: use 1-211 of A-Z a-z 0-9 + - . _ ? =, not starting with "."`)
+  }
+  return name
 }

@@ -5,6 +5,7 @@ import { bindSignal } from '../../src/store/bind-signal.js'
 import { hasWriteSessions } from '../../src/store/capabilities.js'
 import type { Store } from '../../src/store/store.js'
 import type { CallOptions } from '../../src/util/call-options.js'
+import { hasStaging } from '../../src/castore/blob-service.js'
 
 /** A memory store whose service calls record the signal they got, by method. */
 function recording(): { store: Store; seen: Map<string, AbortSignal | undefined> } {
@@ -41,6 +42,7 @@ describe('bindSignal', () => {
     await bound.blobs.open(digest)
     await bound.directories.get(digest)
     for await (const _ of bound.pathInfos.list()) void _
+    assert.ok(hasStaging(bound.blobs))
     const stage = bound.blobs.stage()
     await stage.put(Buffer.from('x'))
     await stage.abort()

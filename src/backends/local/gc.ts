@@ -12,45 +12,11 @@ import { storeFailure } from './io-errors.js'
 import { readSmallFile, removeStaleStaging } from './layout.js'
 import type { ProcessId } from './locks.js'
 import { borrowedPacks, readStoredDirectory } from './object-graph.js'
+import type { GcOptions, GcReport } from '../../store/capabilities.js'
 import { readTempRoots } from './temp-roots.js'
 import { secondsSince } from '../../util/elapsed.js'
 
-export interface GcOptions {
-  /** Also delete PathInfos outside the closure of every GC root. */
-  prune?: boolean
-  /** With prune: only PathInfos registered more than this long ago go. */
-  olderThanMs?: number
-  /** Delete these paths (refused if anything live needs them), then their data. */
-  deletePaths?: StorePath[]
-  /** With deletePaths: GC roots do not keep them (paths that refer to them still do), as Nix's --ignore-liveness. */
-  ignoreRoots?: boolean
-  /** Anything written less than this long ago is kept: it may belong to an upload still in progress. */
-  graceMs: number
-  dryRun?: boolean
-  onWait?: (writers: ProcessId[]) => void
-  /** Give up (TimeoutError) if commits hold the sweep off longer than this. */
-  maxWaitMs?: number
-  /** Aborts a gc still waiting for commits (a daemon shutting down). */
-  signal?: AbortSignal
-  onProgress?: (done: number, total: number) => void
-}
-
-export interface GcReport {
-  dryRun: boolean
-  /** Store paths whose PathInfo was deleted (absolute). */
-  paths: string[]
-  blobs: number
-  packs: number
-  directories: number
-  /** Leftovers of killed writers: temp files and lock tokens. */
-  tempFiles: number
-  bytes: number
-  /** Unreachable objects kept because they are younger than the grace period. */
-  keptYoung: number
-  seconds: number
-  /** How long writers were held off (the second mark and the sweep). */
-  writersHeldOffSeconds: number
-}
+export type { GcOptions, GcReport } from '../../store/capabilities.js'
 
 /**
  * Mark and sweep over a local store.

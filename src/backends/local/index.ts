@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { NotFoundError } from '../../errors.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
+import type { GarbageCollecting, GcOptions, GcReport, GcRootsCapable, TempRootsCapable, Verifying, VerifyOptions, VerifyReport, WriteSessions } from '../../store/capabilities.js'
 import type { Store, TempRoots } from '../../store/store.js'
 import { LocalBlobService } from './blob.js'
 import { LocalDirectoryService } from './directory.js'
@@ -15,7 +16,7 @@ import type { BackendModule } from '../registry.js'
 import type { LocalAddress } from '../url-forms.js'
 
 /** A store in a local directory: the three services, plus what only runs where the data lives (gc roots, gc, verify). */
-export class LocalStore implements Store {
+export class LocalStore implements Store, WriteSessions, TempRootsCapable, GarbageCollecting, Verifying, GcRootsCapable {
   readonly blobs: LocalBlobService
   readonly directories: LocalDirectoryService
   readonly pathInfos: LocalPathInfoService
@@ -41,6 +42,15 @@ export class LocalStore implements Store {
 
   tempRoots(): TempRoots {
     return guardStoreIo(new LocalTempRoots(this.root.locksDir, this.root.locks), this.root.dir)
+  }
+
+  // gc and verify load on first use: most commands never need them.
+  async collectGarbage(opts: GcOptions): Promise<GcReport> {
+    return (await import('./gc.js')).collectGarbage(this, opts)
+  }
+
+  async verify(opts: VerifyOptions): Promise<VerifyReport> {
+    return (await import('./verify.js')).verifyStore(this, opts)
   }
 
   async close(): Promise<void> {}

@@ -1,30 +1,17 @@
 import fsSync from 'node:fs'
-import { InvalidInputError, NotFoundError } from '../../errors.js'
+import { NotFoundError } from '../../errors.js'
+import { type GcRoot, type GcRootSet, ROOT_NAME, validateRootName } from '../../store/capabilities.js'
 import { type StorePath, absolute, parseBasename } from '../../store/store-path.js'
 import type { LocalRoot } from './layout.js'
 
-/** Root names: what a store path name allows, without a leading dot (no hidden files, no `.`/`..`). */
-const ROOT_NAME = /^[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]{0,210}$/
-
-export interface GcRoot {
-  name: string
-  /** The store path it keeps alive; undefined if the file does not hold one. */
-  path?: StorePath
-}
-
-export function validateRootName(name: string): string {
-  if (!ROOT_NAME.test(name)) {
-    throw new InvalidInputError(`invalid GC root name ${JSON.stringify(name)}: use 1-211 of A-Z a-z 0-9 + - . _ ? =, not starting with "."`)
-  }
-  return name
-}
+export { validateRootName, type GcRoot }
 
 /**
  * Named GC roots, one file each under `roots/`, holding the absolute
  * store path it keeps alive (with its whole closure). Written atomically;
  * adding a root under an existing name repoints it, as `ln -sfn` would.
  */
-export class GcRoots {
+export class GcRoots implements GcRootSet {
   constructor(
     private readonly root: LocalRoot,
     private readonly storeDir: string,
@@ -38,6 +25,10 @@ export class GcRoots {
       await this.root.writeAtomic(this.root.rootPath(name), Buffer.from(absolute(storePath, this.storeDir) + '\n'))
       await this.root.sync()
     })
+  }
+
+  link(name: string): string {
+    return this.root.rootPath(name)
   }
 
   async remove(name: string): Promise<void> {

@@ -12,6 +12,7 @@ import * as nixbase32 from '../../store/nixbase32.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { type StorePath, hashPart } from '../../store/store-path.js'
 import type { LocalStore } from './index.js'
+import type { Problem, VerifyOptions, VerifyReport } from '../../store/capabilities.js'
 import { type ObjectKind, type StoredObject, listObjects, objectKey } from './inventory.js'
 import { storeFailure } from './io-errors.js'
 import { readSmallFile } from './layout.js'
@@ -19,34 +20,7 @@ import { borrowedPacks, readStoredDirectory } from './object-graph.js'
 import { ChunkReader, readManifest } from './pack.js'
 import { secondsSince } from '../../util/elapsed.js'
 
-export interface VerifyOptions {
-  /** Only these paths and the objects their trees use; all of the store when undefined. */
-  paths?: StorePath[]
-  /** Re-render each NAR and compare it with the recorded NarHash and NarSize. */
-  narHash?: boolean
-  /** With narHash: paths whose NAR is larger are skipped (listed in `skipped`), not rendered. DEFAULT_MAX_NAR_SIZE when unset. */
-  maxNarSize?: number
-  /** Remove corrupt objects, what can no longer be read because of them, and the paths that can no longer be served. */
-  repair?: boolean
-  onProgress?: (done: number, total: number) => void
-}
-
-export interface Problem {
-  /** What is wrong, on one line. */
-  message: string
-}
-
-export interface VerifyReport {
-  checked: { blobs: number; packs: number; directories: number; paths: number }
-  problems: Problem[]
-  /** With repair: what was removed, one line each. */
-  removed: string[]
-  /** With repair: referrers index entries added back, one line each. */
-  added: string[]
-  /** With narHash: paths whose NAR hash was not checked, and why, one line each. */
-  skipped: string[]
-  seconds: number
-}
+export type { Problem, VerifyOptions, VerifyReport } from '../../store/capabilities.js'
 
 /**
  * Checks a local store: every blob re-hashed (a pack chunk by chunk and

@@ -9,6 +9,8 @@ import { checkPut, keepStored } from '../../store/path-info-admission.js'
 import type { PathInfoService } from '../../store/path-info-service.js'
 import { DEFAULT_STORE_DIR, DIGEST_LEN } from '../../store/store-path.js'
 import type { Store } from '../../store/store.js'
+import type { GarbageCollecting } from '../../store/capabilities.js'
+import { collectMemoryGarbage } from './gc.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { BackendModule } from '../registry.js'
 import type { MemoryAddress } from '../url-forms.js'
@@ -27,6 +29,8 @@ async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo 
 
 export class MemoryBlobService implements BlobService, Staging {
   readonly blobs = new Map<string, Buffer>()
+  /** When each blob was last written (ms), for gc's grace period. */
+  readonly writtenAt = new Map<string, number>()
 
   async has(d: B3Digest): Promise<boolean> {
     return this.blobs.has(toHex(requireDigestLength(d)))
@@ -44,6 +48,7 @@ export class MemoryBlobService implements BlobService, Staging {
   async put(src: ByteSource): Promise<BlobInfo> {
     const { data, info } = await collect(src)
     this.blobs.set(toHex(info.digest), data)
+    this.writtenAt.set(toHex(info.digest), Date.now())
     return info
   }
 
@@ -56,7 +61,10 @@ export class MemoryBlobService implements BlobService, Staging {
         return info
       },
       commit: async () => {
-        for (const [k, v] of pending) this.blobs.set(k, v)
+        for (const [k, v] of pending) {
+          this.blobs.set(k, v)
+          this.writtenAt.set(k, Date.now())
+        }
         pending.clear()
       },
       abort: async () => pending.clear(),
@@ -67,6 +75,8 @@ export class MemoryBlobService implements BlobService, Staging {
 /** Stores encoded bytes, so what comes back out has gone through the codec like any backend. */
 export class MemoryDirectoryService implements DirectoryService {
   readonly dirs = new Map<string, Uint8Array>()
+  /** When each Directory was last written (ms), for gc's grace period. */
+  readonly writtenAt = new Map<string, number>()
 
   /** With `blobs`, file sizes are checked against the blobs stored. */
   constructor(private readonly blobs?: Pick<BlobService, 'size'>) {}
@@ -85,7 +95,10 @@ export class MemoryDirectoryService implements DirectoryService {
     const accepted = new Map<string, Uint8Array>()
     for await (const dir of dirs) accepted.set(toHex(await v.add(dir)), encodeDirectory(dir))
     const root = v.finish()
-    for (const [k, bytes] of accepted) this.dirs.set(k, bytes)
+    for (const [k, bytes] of accepted) {
+      this.dirs.set(k, bytes)
+      this.writtenAt.set(k, Date.now())
+    }
     return root
   }
 
@@ -136,12 +149,36 @@ export class MemoryPathInfoService implements PathInfoService {
   async *list(): AsyncIterable<PathInfo> {
     for (const bytes of this.infos.values()) yield decodePathInfo(bytes)
   }
+
+  /** Forgets the PathInfo under hash part `key` and its referrers index entries (gc). */
+  delete(key: string): void {
+    const bytes = this.infos.get(key)
+    if (!bytes) return
+    this.infos.delete(key)
+    for (const r of decodePathInfo(bytes).references) this.referrerIndex.get(nixbase32.encode(r))?.delete(key)
+  }
 }
 
-export function openMemoryStore(storeDir = DEFAULT_STORE_DIR): Store {
+/** A store held in this process, gone when it ends. It collects garbage (memory/gc.ts) and has no GC roots. */
+export interface MemoryStore extends Store, GarbageCollecting {
+  blobs: MemoryBlobService
+  directories: MemoryDirectoryService
+  pathInfos: MemoryPathInfoService
+}
+
+export function openMemoryStore(storeDir = DEFAULT_STORE_DIR): MemoryStore {
   const blobs = new MemoryBlobService()
   const directories = new MemoryDirectoryService(blobs)
-  return { blobs, directories, pathInfos: new MemoryPathInfoService(storeDir), storeDir, close: async () => {} }
+  const pathInfos = new MemoryPathInfoService(storeDir)
+  const store: MemoryStore = {
+    blobs,
+    directories,
+    pathInfos,
+    storeDir,
+    collectGarbage: (opts) => collectMemoryGarbage(store, opts),
+    close: async () => {},
+  }
+  return store
 }
 
 /** The registry's entry point: every `memory://` is a new, empty store. */

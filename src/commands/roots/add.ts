@@ -14,7 +14,7 @@ export default class RootsAdd extends StoreCommand<typeof RootsAdd> {
 
   async run(): Promise<RootEntry> {
     const { name, path } = this.args
-    const root = await addRoot(await this.localStore('roots add'), name, path)
+    const root = await addRoot(await this.store(), name, path, this.caller('roots add'))
     if (!this.jsonEnabled()) process.stdout.write(`${root.name} -> ${root.path}\n`)
     return root
   }

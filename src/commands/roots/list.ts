@@ -7,7 +7,7 @@ export default class RootsList extends StoreCommand<typeof RootsList> {
   static override enableJsonFlag = true
 
   async run(): Promise<RootEntry[]> {
-    const roots = await listRoots(await this.localStore('roots list'))
+    const roots = await listRoots(await this.store(), this.caller('roots list'))
     if (!this.jsonEnabled()) {
       const c = colourFor(process.stdout)
       for (const r of roots) process.stdout.write(`${r.name} -> ${r.path ?? '(unreadable)'}${r.valid ? '' : c.yellow(' (not in the store)')}\n`)

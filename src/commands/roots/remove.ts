@@ -12,6 +12,6 @@ export default class RootsRemove extends StoreCommand<typeof RootsRemove> {
   async run(): Promise<RootEntry[]> {
     const { argv } = await this.parse(RootsRemove)
     if (argv.length === 0) throw new UsageError('give at least one root NAME')
-    return removeRoots(await this.localStore('roots remove'), argv as string[])
+    return removeRoots(await this.store(), argv as string[], this.caller('roots remove'))
   }
 }
