@@ -6,7 +6,7 @@
  */
 
 // Opening a store: a folder, `memory://`, `grpc+http://HOST:PORT`, `grpc+unix:///SOCKET`.
-export { type OpenStoreOptions, defaultStoreLocation, openStore } from './backends/open-store.js'
+export { type OpenStoreOptions, openStore } from './backends/open-store.js'
 
 // The ops: one engine verb each, as the commands of the same names use them.
 export { importPath, nameForPath } from './ops/import-paths.js'

@@ -16,7 +16,8 @@ import { after, before, describe, test } from 'node:test'
 import { type CliExit, type CliResult, runCli, spawnCli } from '../helpers/cli.js'
 import { NixStore, nixMissing, runNix } from '../helpers/nix.js'
 import { blockedFor } from '../helpers/spawn.js'
-import { TREES, makeTree } from '../helpers/trees.js'
+import { assertSameBytes } from '../helpers/same-bytes.js'
+import { TREES, makeTree, walk, type Walked } from '../helpers/trees.js'
 
 const SKIP = nixMissing()
 if (SKIP) console.log(SKIP)
@@ -31,39 +32,8 @@ const KINDS = Object.keys(TREES)
 const PARALLEL = 2
 const TREES_AT_ONCE = 2
 
-/**
- * Sub-paths (relative to the store path) that `ls` is compared on, each with
- * the flag sets to try. The root path always gets every variant in LS_ALL.
- */
-const LS_ALL: string[][] = [[], ['-l'], ['-R'], ['-lR'], ['--json'], ['--json', '-R'], ['-d']]
-const LS_DIR: string[][] = [['-lR'], ['--json', '-R'], ['-d']]
-const LS_LEAF: string[][] = [['-l'], ['--json']]
-const LS_SUBPATHS: Record<string, Array<[string, string[][]]>> = {
-  mixed: [
-    ['sub', LS_ALL],
-    ['emptydir', LS_DIR],
-    ['sub/a.txt', LS_LEAF],
-    ['run.sh', LS_LEAF],
-    ['link', LS_LEAF],
-    ['sub/outside', LS_LEAF],
-  ],
-  'odd-names': [
-    ['.dotdir', LS_DIR],
-    ['ünïcödé ✓', LS_LEAF],
-  ],
-  'big-file': [['big.bin', LS_LEAF]],
-  deep: [
-    ['d0/d1/d2', LS_DIR],
-    [Array.from({ length: 50 }, (_, i) => `d${i}`).join('/') + '/bottom.txt', LS_LEAF],
-  ],
-  wide: [['f1999', LS_LEAF]],
-}
-
-interface Walked {
-  files: string[]
-  dirs: string[]
-  symlinks: string[]
-}
+/** The flag sets `ls` is run with through the CLI, on the root of `mixed` (every tree, sub-path and flag set: test/ops/ls-cat.test.ts). */
+const LS_FLAGS: string[][] = [[], ['-l'], ['-R'], ['-lR'], ['--json'], ['--json', '-R'], ['-d']]
 
 interface Prepared {
   kind: string
@@ -98,22 +68,6 @@ function P(kind: string): Prepared {
 /** `storePath` or `storePath/rel`. */
 function sp(storePath: string, rel: string): string {
   return rel ? `${storePath}/${rel}` : storePath
-}
-
-function walk(p: string): Walked {
-  const out: Walked = { files: [], dirs: [], symlinks: [] }
-  const visit = (rel: string) => {
-    const st = fs.lstatSync(path.join(p, rel))
-    if (st.isSymbolicLink()) out.symlinks.push(rel)
-    else if (st.isFile()) out.files.push(rel)
-    else if (st.isDirectory()) {
-      out.dirs.push(rel)
-      const names = fs.readdirSync(path.join(p, rel)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
-      for (const n of names) visit(rel ? `${rel}/${n}` : n)
-    } else throw new Error(`unexpected file type at ${rel}`)
-  }
-  visit('')
-  return out
 }
 
 type SubtestOptions = { todo?: string }
@@ -151,15 +105,6 @@ function assertOneError(r: Pick<CliResult, 'stdout' | 'stderr'> & { code: number
   assert.notEqual(r.code, 0, `${what}: exit code should be non-zero (stdout: ${JSON.stringify(r.stdout.toString())})`)
   assert.equal(r.stdout.length, 0, `${what}: stdout should be empty, got ${JSON.stringify(r.stdout.toString())}`)
   assert.match(r.stderr, /^error: [^\n]*\n$/, `${what}: want exactly one "error: " line on stderr`)
-}
-
-function assertSameBytes(ours: Buffer, theirs: Buffer, what: string): void {
-  if (ours.equals(theirs)) return
-  // Readable diff for small outputs; only sizes and first difference for big ones.
-  if (ours.length < 64 * 1024 && theirs.length < 64 * 1024) assert.equal(ours.toString(), theirs.toString(), what)
-  let i = 0
-  while (i < ours.length && i < theirs.length && ours[i] === theirs[i]) i++
-  assert.fail(`${what}: ${ours.length} vs ${theirs.length} bytes, first difference at byte ${i}`)
 }
 
 describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
@@ -272,66 +217,45 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
         assert.deepEqual([JSON.parse(json.stdout.toString())], await nixJson(['path-info', '--json', '--store', `file://${cache}`, p.nixPath]))
       })
 
-      test('ls agrees with nix store ls', { skip: SKIP, concurrency: PARALLEL }, async (t) => {
-        const p = P(kind)
-        const cases: Array<{ rel: string; flags: string[] }> = []
-        for (const [rel, variants] of [['', LS_ALL] as [string, string[][]], ...(LS_SUBPATHS[kind] ?? [])]) {
-          assert.ok([...p.walk.files, ...p.walk.dirs, ...p.walk.symlinks].includes(rel), `sub-path ${rel} exists in the input`)
-          for (const flags of variants) cases.push({ rel, flags })
-        }
-        await subtests(
-          t,
-          cases,
-          (c) => `ls ${c.flags.join(' ')} ${c.rel ? `<path>/${c.rel}` : '<path>'}`.replace(/ +/g, ' '),
-          async ({ rel, flags }) => {
-            const target = sp(p.nixPath, rel)
-            const [ours, theirs] = await Promise.all([
-              runCli(['ls', '--store', store, ...flags, target]),
-              runNix('nix', ['store', 'ls', '--store', nix.url, ...flags, target]),
-            ])
-            assert.equal(theirs.code, 0, `nix store ls failed: ${theirs.stderr}`)
-            assert.equal(ours.code, 0, ours.stderr)
-            assert.equal(ours.stderr, '')
-            assertSameBytes(ours.stdout, theirs.stdout, `ls ${flags.join(' ')} ${target}`)
-          },
-        )
-      })
-
+      // Every tree, sub-path and flag set is compared in-process (test/ops/ls-cat.test.ts); through the CLI, one tree.
       if (kind === 'mixed') {
-        test('ls --json output is byte-identical to nix store ls --json', { skip: SKIP }, async () => {
+        test('ls through the CLI agrees with nix store ls, for each flag set (--json byte for byte, no newline)', { skip: SKIP, concurrency: PARALLEL }, async (t) => {
           const p = P(kind)
-          for (const flags of [['--json'], ['--json', '-R']]) {
-            const [ours, theirs] = await Promise.all([
-              runCli(['ls', '--store', store, ...flags, p.nixPath]),
-              runNix('nix', ['store', 'ls', '--store', nix.url, ...flags, p.nixPath]),
-            ])
-            assert.equal(theirs.code, 0, theirs.stderr)
-            assert.equal(ours.code, 0, ours.stderr)
-            assert.equal(ours.stdout.toString(), theirs.stdout.toString(), `ls ${flags.join(' ')}: exact bytes`)
-          }
+          await subtests(
+            t,
+            LS_FLAGS,
+            (flags) => `ls ${flags.join(' ')} <path>`.replace(/ +/g, ' '),
+            async (flags) => {
+              const [ours, theirs] = await Promise.all([
+                runCli(['ls', '--store', store, ...flags, p.nixPath]),
+                runNix('nix', ['store', 'ls', '--store', nix.url, ...flags, p.nixPath]),
+              ])
+              assert.equal(theirs.code, 0, `nix store ls failed: ${theirs.stderr}`)
+              assert.equal(ours.code, 0, ours.stderr)
+              assert.equal(ours.stderr, '')
+              assertSameBytes(ours.stdout, theirs.stdout, `ls ${flags.join(' ')} ${p.nixPath}`)
+            },
+          )
+        })
+
+        test('cat of regular files through the CLI equals nix store cat and the input bytes', { skip: SKIP, concurrency: PARALLEL }, async (t) => {
+          const p = P(kind)
+          await subtests(
+            t,
+            p.walk.files,
+            (rel) => `cat <path>/${rel}`,
+            async (rel) => {
+              const target = sp(p.nixPath, rel)
+              const [ours, theirs] = await Promise.all([runCli(['cat', '--store', store, target]), runNix('nix', ['store', 'cat', '--store', nix.url, target])])
+              assert.equal(theirs.code, 0, `nix store cat failed: ${theirs.stderr}`)
+              assert.equal(ours.code, 0, ours.stderr)
+              assert.equal(ours.stderr, '')
+              assertSameBytes(ours.stdout, theirs.stdout, `cat ${target} vs nix store cat`)
+              assertSameBytes(ours.stdout, fs.readFileSync(path.join(p.input, rel)), `cat ${target} vs input file`)
+            },
+          )
         })
       }
-
-      test('cat of regular files equals nix store cat and the input bytes', { skip: SKIP, concurrency: PARALLEL }, async (t) => {
-        const p = P(kind)
-        let files = p.walk.files
-        if (kind === 'wide') files = files.filter((_, i) => i % 100 === 0) // 20 of 2000
-        assert.ok(files.length > 0 || p.walk.dirs.length + p.walk.symlinks.length > 0)
-        await subtests(
-          t,
-          files,
-          (rel) => `cat ${rel ? `<path>/${rel}` : '<path>'}`,
-          async (rel) => {
-            const target = sp(p.nixPath, rel)
-            const [ours, theirs] = await Promise.all([runCli(['cat', '--store', store, target]), runNix('nix', ['store', 'cat', '--store', nix.url, target])])
-            assert.equal(theirs.code, 0, `nix store cat failed: ${theirs.stderr}`)
-            assert.equal(ours.code, 0, ours.stderr)
-            assert.equal(ours.stderr, '')
-            assertSameBytes(ours.stdout, theirs.stdout, `cat ${target} vs nix store cat`)
-            assertSameBytes(ours.stdout, fs.readFileSync(path.join(p.input, rel)), `cat ${target} vs input file`)
-          },
-        )
-      })
 
       const notFiles = (p: Prepared) => [...p.walk.dirs.slice(0, 2), ...p.walk.symlinks.slice(0, 3)]
       test('cat of a directory or symlink fails like nix store cat', { skip: SKIP, concurrency: PARALLEL }, async (t) => {

@@ -5,6 +5,7 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { runCli } from '../helpers/cli.js'
 import { NixStore, nixMissing, runNix } from '../helpers/nix.js'
+import { makeSubpathTree } from '../helpers/trees.js'
 
 const SKIP = nixMissing()
 
@@ -15,6 +16,8 @@ const errorLine = (stderr: string) => stderr.split('\n').find((l) => l.startsWit
  * Sub-paths written the many ways a shell user writes them (a trailing
  * slash, `//`, `.`), through `cat` and `ls`, against `nix store cat`
  * and `nix store ls` on the same path: same success, output and error line.
+ * Every spelling is compared in-process (test/ops/ls-cat.test.ts); here a
+ * sample goes through the CLI, a success and a failure of each command.
  */
 describe('sub-path spelling agrees with nix store cat/ls', { skip: SKIP }, () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-subpath-'))
@@ -23,11 +26,7 @@ describe('sub-path spelling agrees with nix store cat/ls', { skip: SKIP }, () =>
   let p: string
 
   before(async () => {
-    const tree = path.join(root, 'x')
-    fs.mkdirSync(path.join(tree, 'd'), { recursive: true })
-    fs.writeFileSync(path.join(tree, 'a'), 'hi\n')
-    fs.writeFileSync(path.join(tree, 'd', 'b'), 'bee\n')
-    fs.symlinkSync('a', path.join(tree, 'l'))
+    const tree = makeSubpathTree(path.join(root, 'x'))
     nix = new NixStore(path.join(root, 'nix'))
     p = nix.add(tree)
     const r = await runCli(['import', '--store', ours, tree])
@@ -36,8 +35,7 @@ describe('sub-path spelling agrees with nix store cat/ls', { skip: SKIP }, () =>
   })
   after(() => fs.rmSync(root, { recursive: true, force: true }))
 
-  // Not `..` inside a directory: Nix resolves it, we deliberately never resolve upwards (test/corpus/cases.ts).
-  const subs = ['/a', '/a/', '/a//', '/a/.', '//a', '/./a', '/d/', '/d//b', '/d/./', '/d/b/..', '/l', '/l/', '/', '/./']
+  const subs = ['/a//', '/a/', '/d//b', '/l/']
   for (const cmd of ['cat', 'ls'] as const) {
     test(`${cmd}: ${subs.join(' ')}`, async () => {
       for (const sub of subs) {

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { runCli } from './cli.js'
-import { NIX_ENV, nixMissing } from './nix.js'
+import { NIX_ENV, nixMissing, runNix } from './nix.js'
 
 /**
  * A small closure built by real Nix, shaped to exercise queries: a diamond
@@ -64,4 +64,23 @@ export function buildNixClosure(workDir: string): BuiltClosure {
 export async function importNixClosure(closure: NixClosure, storeUrl: string): Promise<void> {
   const r = await runCli(['copy', '--closure', '-', '--to', storeUrl], { input: JSON.stringify(closure.listing) })
   if (r.code !== 0) throw new Error(`copy --closure into ${storeUrl} failed: ${r.stderr}`)
+}
+
+/**
+ * Why Nix's referrers of the diamond cannot be compared with ours, if other
+ * paths in /nix/store refer to it (said on its own line), or undefined.
+ */
+export async function whyReferrersDiffer(closure: NixClosure): Promise<string | undefined> {
+  const mine = new Set(closure.listing.map((e) => e.path))
+  for (const p of mine) {
+    const r = await runNix('nix-store', ['-q', '--referrers', p])
+    if (r.code !== 0) throw new Error(`nix-store -q --referrers ${p} failed: ${r.stderr}`)
+    const others = r.stdout.toString().split('\n').filter((l) => l && !mine.has(l))
+    if (others.length > 0) {
+      const why = `${others[0]} in /nix/store refers to ${p}, so Nix's referrers are not the diamond's alone`
+      console.log(`skipping the referrers comparisons: ${why}`)
+      return why
+    }
+  }
+  return undefined
 }

@@ -59,3 +59,13 @@ export type NixResult = ProcessResult
 export function runNix(cmd: string, args: string[], opts: { input?: Uint8Array } = {}): Promise<NixResult> {
   return runProcess(cmd, args, { env: NIX_ENV, input: opts.input })
 }
+
+/** Stdout of `nix path-info ARGS`, which must succeed. */
+export async function nixPathInfo(args: string[]): Promise<string> {
+  const r = await runNix('nix', ['path-info', ...args])
+  if (r.code !== 0) throw new Error(`nix path-info ${args.join(' ')}: ${r.stderr}`)
+  return r.stdout.toString()
+}
+
+/** Nix's `path-info --sigs` column also says `ultimate` for paths built locally; a PathInfo has no such flag. */
+export const withoutUltimate = (text: string) => text.replace(/\tultimate( |$)/gm, '\t')

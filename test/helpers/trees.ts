@@ -87,3 +87,49 @@ export function makeTree(root: string, kind: keyof typeof TREES, name: string = 
   TREES[kind]!(dest)
   return dest
 }
+
+/** The entries of a tree on disk by kind, relative to it ('' = the root itself), in byte order. */
+export interface Walked {
+  files: string[]
+  dirs: string[]
+  symlinks: string[]
+}
+
+export function walk(p: string): Walked {
+  const out: Walked = { files: [], dirs: [], symlinks: [] }
+  const visit = (rel: string) => {
+    const st = fs.lstatSync(path.join(p, rel))
+    if (st.isSymbolicLink()) out.symlinks.push(rel)
+    else if (st.isFile()) out.files.push(rel)
+    else if (st.isDirectory()) {
+      out.dirs.push(rel)
+      const names = fs.readdirSync(path.join(p, rel)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+      for (const n of names) visit(rel ? `${rel}/${n}` : n)
+    } else throw new Error(`unexpected file type at ${rel}`)
+  }
+  visit('')
+  return out
+}
+
+/** A small tree for sub-path spellings at `dest`: file `a`, directory `d` holding file `b`, symlink `l` -> `a`. */
+export function makeSubpathTree(dest: string): string {
+  write(path.join(dest, 'a'), 'hi\n')
+  write(path.join(dest, 'd', 'b'), 'bee\n')
+  fs.symlinkSync('a', path.join(dest, 'l'))
+  return dest
+}
+
+/**
+ * Inputs for `path-info -h` in `dest`, each entry one path to add (returned
+ * sorted): NarSize is 112 + the file size padded to 8, so 1024 bytes
+ * exactly, just over it, ties that printf rounds to even (1.25K, 1.75K,
+ * 2.25K), a few MiB, and a directory.
+ */
+export function makeSizeSamples(dest: string): string[] {
+  for (const [name, size] of [['k1024', 912], ['k1032', 920], ['k1280', 1168], ['k1792', 1680], ['k2304', 2192], ['m3', 3 << 20]] as const) {
+    write(path.join(dest, name), Buffer.alloc(size, name))
+  }
+  write(path.join(dest, 'dir/sub/x'), 'x')
+  fs.symlinkSync('sub/x', path.join(dest, 'dir/link'))
+  return fs.readdirSync(dest).sort().map((name) => path.join(dest, name))
+}

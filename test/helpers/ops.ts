@@ -1,0 +1,45 @@
+/**
+ * In-process counterparts of the commands, for test/ops/: the op a command
+ * runs and the rendering it prints, without a process. What only a process
+ * shows (flag parsing, exit codes, the `error:` line, --json on stdout)
+ * stays in the command and e2e tests.
+ */
+import { readAll } from '../../src/castore/blob-service.js'
+import { openStore } from '../../src/backends/open-store.js'
+import { batchLines } from '../../src/cli/output.js'
+import { pathInfoLines } from '../../src/cli/path-info-output.js'
+import { listJson, listingToJson, listText } from '../../src/ops/ls.js'
+import { queryPathInfos, referencesFirst } from '../../src/ops/path-info.js'
+import type { Store } from '../../src/store/store.js'
+
+/** A fresh `memory://` store. */
+export function memoryStore(): Promise<Store> {
+  return openStore({ url: 'memory://' })
+}
+
+/** Stdout of `ls FLAGS TARGET` (flags as `nix store ls` takes them: -l, -R, -d, --json, combined as -lR). */
+export async function lsOutput(store: Store, flags: string[], target: string): Promise<Buffer> {
+  const letters = flags.filter((f) => /^-[a-zA-Z]+$/.test(f)).join('')
+  const recursive = letters.includes('R')
+  // As the command prints it: --json without a newline (as Nix), text one line per entry.
+  if (flags.includes('--json')) return Buffer.from(listingToJson(await listJson(store, target, { recursive })))
+  return readAll(batchLines(listText(store, target, { long: letters.includes('l'), recursive, directory: letters.includes('d') })))
+}
+
+/** What a command prints for `run`: its stdout when it succeeds, its `error: …` line when it fails. */
+export async function outputOrError(run: () => Promise<Buffer>): Promise<{ ok: true; stdout: Buffer } | { ok: false; error: string }> {
+  try {
+    return { ok: true, stdout: await run() }
+  } catch (e) {
+    return { ok: false, error: `error: ${(e as Error).message}` }
+  }
+}
+
+/** Stdout of `path-info FLAGS PATHS` in text (flags as Nix takes them: -r -s -S -h combined, --sigs, --all, and the long forms). */
+export async function pathInfoOutput(store: Store, flags: string[], paths: string[]): Promise<string> {
+  const letters = flags.filter((f) => /^-[a-zA-Z]+$/.test(f)).join('')
+  const has = (letter: string, long: string) => letters.includes(letter) || flags.includes(long)
+  const entries = await queryPathInfos(store, paths, { all: flags.includes('--all'), recursive: has('r', '--recursive'), closureSize: has('S', '--closure-size') })
+  const columns = { size: has('s', '--size'), closureSize: has('S', '--closure-size'), sigs: flags.includes('--sigs'), humanReadable: has('h', '--human-readable') }
+  return pathInfoLines(referencesFirst(entries), columns)
+}
