@@ -51,6 +51,18 @@ describe('a local store with damage on disk', { concurrency: 2 }, () => {
     assert.deepEqual(snapshot(store), before)
   })
 
+  test('gc of a store whose locks/ is a file: one ERR_BACKEND line naming the path, nothing deleted', async () => {
+    const { store } = await storeWith('locks-file', { 'g.txt': 'g\n' })
+    fs.rmSync(path.join(store, 'locks'), { recursive: true, force: true })
+    fs.writeFileSync(path.join(store, 'locks'), 'not a folder\n')
+    const before = snapshot(store)
+    const r = await runCli(['gc', '--json', '--store', store])
+    assert.equal(r.code, 1, r.stderr)
+    assert.equal(r.stdout.length, 0)
+    assertOneJsonError(r.stderr, 'ERR_BACKEND', new RegExp(`store at ${escape(store)}: .*${escape(path.join(store, 'locks'))}: file already exists$`))
+    assert.deepEqual(snapshot(store), before)
+  })
+
   test('cat of a blob whose file became a folder: one ERR_BACKEND line naming the path', async () => {
     const { store, paths } = await storeWith('blob-dir', { 'b.txt': 'bee\n' })
     const blobs = fs.readdirSync(path.join(store, 'blobs/b3'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
