@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.js'
-import type { Store } from '../store/store.js'
+import { type BackendModule, SERVICE_KINDS, type ServiceKind } from './backend.js'
 import { refuseNixScheme, refuseNixWord } from './nix-urls.js'
 import { type SchemeUrl, type StoreAddress, grpcForm, localForm, memoryForm } from './url-forms.js'
 
@@ -10,28 +10,6 @@ import { type SchemeUrl, type StoreAddress, grpcForm, localForm, memoryForm } fr
  * it (start-up stays light). Adding a backend is a folder whose index.ts
  * exports `backend` (a BackendModule) and one line in BACKENDS.
  */
-
-export type ServiceKind = 'blobs' | 'directories' | 'pathInfos'
-export const SERVICE_KINDS: readonly ServiceKind[] = ['blobs', 'directories', 'pathInfos']
-
-export interface OpenContext {
-  /** The URL as the user wrote it (for messages). */
-  url: string
-  storeDir: string
-  /** A store that does not exist yet is a NotFoundError ("no store at …"), for commands that only read. */
-  mustExist: boolean
-}
-
-/**
- * What a backend opened from one URL: the services it serves (a whole
- * Store, capabilities and all, when it serves all three) and its close.
- */
-export type OpenedServices = Partial<Pick<Store, ServiceKind>> & Pick<Store, 'storeDir' | 'close'>
-
-/** What a backend folder's index.ts exports as `backend`. */
-export interface BackendModule<A extends StoreAddress = StoreAddress> {
-  open(addr: A, ctx: OpenContext): Promise<OpenedServices>
-}
 
 interface BackendEntry<A extends StoreAddress = StoreAddress> {
   /** URL schemes naming this backend, each shown in messages with a sample of its form. */
@@ -55,6 +33,8 @@ const BACKENDS: Record<string, BackendEntry> = {
     load: () => import('./grpc/index.js'),
   }),
 }
+
+export { type BackendModule, type OpenContext, type OpenedServices, SERVICE_KINDS, type ServiceKind } from './backend.js'
 
 /** Every form the registry knows, for messages: "a path, file:///PATH, memory://, …". */
 export function knownForms(): string {

@@ -1,6 +1,6 @@
 import { UnsupportedError } from '../../errors.js'
 import type { Store } from '../../store/store.js'
-import type { BackendModule } from '../registry.js'
+import type { BackendModule } from '../backend.js'
 import type { GrpcAddress } from '../url-forms.js'
 import { GrpcBlobService } from './blob.js'
 import { GrpcDirectoryService } from './directory.js'

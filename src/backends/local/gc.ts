@@ -6,7 +6,7 @@ import { decodePathInfo } from '../../store/proto.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { PathInfo } from '../../store/path-info.js'
 import { type StorePath, absolute, hashPart } from '../../store/store-path.js'
-import type { LocalStore } from './index.js'
+import type { LocalStoreParts } from './parts.js'
 import { type StoredObject, listObjects, objectKey } from './inventory.js'
 import { storeFailure } from './io-errors.js'
 import { readSmallFile, removeStaleStaging } from './layout.js'
@@ -36,7 +36,7 @@ export type { GcOptions, GcReport } from '../../store/capabilities.js'
  * made durable before the next: a gc killed at any point leaves every
  * remaining object whole, with all it refers to.
  */
-export async function collectGarbage(store: LocalStore, opts: GcOptions): Promise<GcReport> {
+export async function collectGarbage(store: LocalStoreParts, opts: GcOptions): Promise<GcReport> {
   try {
     return await markAndSweep(store, opts)
   } catch (e) {
@@ -44,7 +44,7 @@ export async function collectGarbage(store: LocalStore, opts: GcOptions): Promis
   }
 }
 
-async function markAndSweep(store: LocalStore, opts: GcOptions): Promise<GcReport> {
+async function markAndSweep(store: LocalStoreParts, opts: GcOptions): Promise<GcReport> {
   const started = performance.now()
   // Chunks are looked up in every pack there is, this process's or not.
   store.objects.refresh()
@@ -120,7 +120,7 @@ interface Plan {
  * listing's keys: an object missing there is new, so it is kept and keeps
  * what it refers to.
  */
-function plan(store: LocalStore, marker: Marker, objects: Map<string, StoredObject>, before: Set<string> | undefined, opts: GcOptions): Plan {
+function plan(store: LocalStoreParts, marker: Marker, objects: Map<string, StoredObject>, before: Set<string> | undefined, opts: GcOptions): Plan {
   const nowMs = Date.now()
   const isNew = (o: StoredObject) => before !== undefined && !before.has(objectKey(o.kind, o.name))
   const young = (o: StoredObject) => nowMs - o.mtimeMs < opts.graceMs || isNew(o)
@@ -163,7 +163,7 @@ function plan(store: LocalStore, marker: Marker, objects: Map<string, StoredObje
 
 /** Hash parts of the PathInfos that stay. */
 function livePathInfos(
-  store: LocalStore,
+  store: LocalStoreParts,
   infos: Map<string, { obj: StoredObject; info?: PathInfo }>,
   protectedObj: (o: StoredObject) => boolean,
   opts: GcOptions,
@@ -218,7 +218,7 @@ class Marker {
   /** Objects kept only because they are young (for the report). */
   readonly youngRoots = new Set<string>()
 
-  constructor(private readonly store: LocalStore) {}
+  constructor(private readonly store: LocalStoreParts) {}
 
   marked(o: StoredObject): boolean {
     return o.kind === 'dir' ? this.dirs.has(o.name) : this.blobs.has(o.name)

@@ -10,13 +10,14 @@ import { guardStoreIo } from './io-errors.js'
 import { LocalRoot } from './layout.js'
 import { ObjectGraph } from './object-graph.js'
 import { LocalPathInfoService } from './path-info.js'
+import type { LocalStoreParts } from './parts.js'
 import { GcRoots } from './roots.js'
 import { LocalTempRoots } from './temp-roots.js'
-import type { BackendModule } from '../registry.js'
+import type { BackendModule } from '../backend.js'
 import type { LocalAddress } from '../url-forms.js'
 
 /** A store in a local directory: the three services, plus what only runs where the data lives (gc roots, gc, verify). */
-export class LocalStore implements Store, WriteSessions, TempRootsCapable, GarbageCollecting, Verifying, GcRootsCapable {
+export class LocalStore implements Store, LocalStoreParts, WriteSessions, TempRootsCapable, GarbageCollecting, Verifying, GcRootsCapable {
   readonly blobs: LocalBlobService
   readonly directories: LocalDirectoryService
   readonly pathInfos: LocalPathInfoService

@@ -11,7 +11,7 @@ import { DEFAULT_MAX_NAR_SIZE, NarSizeMemo, NarTooLargeError, narSize } from '..
 import * as nixbase32 from '../../store/nixbase32.js'
 import { type PathInfo, validatePathInfo } from '../../store/path-info.js'
 import { type StorePath, hashPart } from '../../store/store-path.js'
-import type { LocalStore } from './index.js'
+import type { LocalStoreParts } from './parts.js'
 import type { Problem, VerifyOptions, VerifyReport } from '../../store/capabilities.js'
 import { type ObjectKind, type StoredObject, listObjects, objectKey } from './inventory.js'
 import { storeFailure } from './io-errors.js'
@@ -35,7 +35,7 @@ export type { Problem, VerifyOptions, VerifyReport } from '../../store/capabilit
  * were in a removed pack, and every PathInfo whose tree is no longer
  * complete. A later import of the same content writes them again.
  */
-export async function verifyStore(store: LocalStore, opts: VerifyOptions = {}): Promise<VerifyReport> {
+export async function verifyStore(store: LocalStoreParts, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const started = performance.now()
   const run = async () => {
     // A chunk in another process's pack must not look like a missing blob (repair would remove its paths).
@@ -64,7 +64,7 @@ class Verifier {
   /** Referrers index entries found missing: [referenced hash part, referrer hash part, line to print when added]. */
   private readonly unindexed: Array<[string, string, string]> = []
 
-  constructor(private readonly store: LocalStore) {}
+  constructor(private readonly store: LocalStoreParts) {}
 
   private problem(message: string, key?: string): void {
     this.problems.push({ message })

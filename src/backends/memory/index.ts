@@ -12,7 +12,7 @@ import type { Store } from '../../store/store.js'
 import type { GarbageCollecting } from '../../store/capabilities.js'
 import { collectMemoryGarbage } from './gc.js'
 import * as nixbase32 from '../../store/nixbase32.js'
-import type { BackendModule } from '../registry.js'
+import type { BackendModule } from '../backend.js'
 import type { MemoryAddress } from '../url-forms.js'
 import type { CallOptions } from '../../util/call-options.js'
 
