@@ -34,11 +34,11 @@ export interface BlobService {
    * and callers fall back to has()).
    */
   size?(digest: B3Digest): Promise<number | undefined>
-  /** True when reads cross a network: worth fetching only the chunks one lacks. */
-  readonly remote?: boolean
 }
 
 export interface BlobStage {
+  /** True when every put is visible at once (writeThroughStage): commit() and abort() do nothing. */
+  readonly writesThrough?: boolean
   put(src: ByteSource): Promise<BlobInfo>
   commit(): Promise<void>
   abort(): Promise<void>
@@ -46,7 +46,7 @@ export interface BlobStage {
 
 /** A stage for backends without transactions: every put is final at once. */
 export function writeThroughStage(blobs: Pick<BlobService, 'put'>): BlobStage {
-  return { put: (src) => blobs.put(src), commit: async () => {}, abort: async () => {} }
+  return { writesThrough: true, put: (src) => blobs.put(src), commit: async () => {}, abort: async () => {} }
 }
 
 export async function* iterateSource(src: ByteSource): AsyncGenerator<Uint8Array> {

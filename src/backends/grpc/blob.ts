@@ -21,8 +21,6 @@ import { isNotFound, peek, type RpcClient } from './rpc.js'
 const SERVICE = 'tvix.castore.v1.BlobService'
 
 export class GrpcBlobService implements BlobService {
-  readonly remote = true
-
   constructor(private readonly rpc: RpcClient) {}
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */
