@@ -36,6 +36,20 @@ export interface BlobService {
   size?(digest: B3Digest): Promise<number | undefined>
 }
 
+/**
+ * Optional capability of a BlobService: it reads from this machine (memory,
+ * a local disk), so a blob assembled from chunks it holds costs no round
+ * trip per chunk. A network client leaves it out, and so does a combinator
+ * that may read over one (the cache): absent is the safe default.
+ */
+export interface LocalReads {
+  readonly readsLocally: true
+}
+
+export function readsLocally(blobs: BlobService): boolean {
+  return (blobs as Partial<LocalReads>).readsLocally === true
+}
+
 export interface BlobStage {
   /** True when every put is visible at once (writeThroughStage): commit() and abort() do nothing. */
   readonly writesThrough?: boolean

@@ -72,8 +72,11 @@ describe('cache store', () => {
     const chunks: ChunkMeta[] = []
     for (const p of parts) chunks.push({ digest: (await farStore.blobs.put(p)).digest, size: p.length })
     const { digest } = await farStore.blobs.put(whole)
-    // A far store that lists the blob's chunks, as a daemon over a local store does.
-    const chunked: BlobService = Object.assign(Object.create(farStore.blobs), { chunks: async (d: Uint8Array) => (toHex(d) === toHex(digest) ? chunks : undefined) })
+    // A far store that lists the blob's chunks and does not read locally, as a daemon over a local store.
+    const chunked: BlobService = Object.assign(Object.create(farStore.blobs), {
+      readsLocally: false,
+      chunks: async (d: Uint8Array) => (toHex(d) === toHex(digest) ? chunks : undefined),
+    })
     const far = watched({ ...farStore, blobs: chunked })
     await near.blobs.put(parts[0]!)
     await near.blobs.put(parts[2]!)

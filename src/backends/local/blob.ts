@@ -5,7 +5,7 @@ import { type B3Digest, b3, b3Hasher, toHex } from '../../castore/digest.js'
 import { NoSpaceError, isNoSpace } from '../../errors.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
-import type { ChunkMeta } from '../../castore/blob-service.js'
+import type { ChunkMeta, LocalReads } from '../../castore/blob-service.js'
 import { ChunkIndex, ChunkReader, type ChunkRef, PACK_SUFFIX, PackWriter, readManifest, readPackedBlob } from './pack.js'
 import path from 'node:path'
 import type { LocalRoot } from './layout.js'
@@ -25,7 +25,8 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService {
+export class LocalBlobService implements BlobService, LocalReads {
+  readonly readsLocally = true
   /** Temp files made durable together, before they are renamed into place. */
   private readonly durable: Batcher<string>
   /** Renames made durable together (fsync of the directories renamed into). */

@@ -1,4 +1,4 @@
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, verifiedBuffer } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, iterateSource, type LocalReads, verifiedBuffer } from '../../castore/blob-service.js'
 import { type B3Digest, b3Hasher, toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
 import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
@@ -21,7 +21,8 @@ async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo 
   return { data, info: { digest: h.digest(), size: data.length } }
 }
 
-export class MemoryBlobService implements BlobService {
+export class MemoryBlobService implements BlobService, LocalReads {
+  readonly readsLocally = true
   readonly blobs = new Map<string, Buffer>()
 
   async has(d: B3Digest): Promise<boolean> {
