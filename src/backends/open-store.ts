@@ -24,6 +24,8 @@ export interface OpenStoreOptions {
   blobServiceAddr?: string
   directoryServiceAddr?: string
   pathInfoServiceAddr?: string
+  /** A store URL put in front of the store as a cache (backends/cache): reads fill it, writes go to both. */
+  cacheUrl?: string
   /** A local store that does not exist yet is an error (NotFoundError), not an empty store: for commands that only read. */
   mustExist?: boolean
 }
@@ -35,6 +37,17 @@ export interface OpenStoreOptions {
  * store, capabilities and all; several are combined, each URL opened once.
  */
 export async function openStore(opts: OpenStoreOptions = {}): Promise<Store> {
+  if (opts.cacheUrl === undefined) return openUncached(opts)
+  // The cache is filled by reads too, so it is created when missing.
+  const near = await openUncached({ url: opts.cacheUrl, storeDir: opts.storeDir })
+  const far = await openUncached(opts).catch(async (e) => {
+    await near.close()
+    throw e
+  })
+  return (await import('./cache/index.js')).cacheStore(near, far)
+}
+
+async function openUncached(opts: OpenStoreOptions): Promise<Store> {
   const storeDir = normaliseStoreDir(opts.storeDir ?? DEFAULT_STORE_DIR)
   const url = opts.url ?? defaultStoreLocation()
   const urlOf: Record<ServiceKind, string> = {

@@ -31,8 +31,6 @@ export interface BlobService {
    * and callers fall back to has()).
    */
   size?(digest: B3Digest, opts?: CallOptions): Promise<number | undefined>
-  /** True when reads cross a network: worth fetching only the chunks one lacks. */
-  readonly remote?: boolean
 }
 
 /** A store that lists a blob's chunks (each readable by its own digest). */
@@ -40,7 +38,23 @@ export function hasChunkLists(blobs: BlobService): blobs is BlobService & Requir
   return typeof blobs.chunks === 'function'
 }
 
+/**
+ * Optional capability of a BlobService: it reads from this machine (memory,
+ * a local disk), so a blob assembled from chunks it holds costs no round
+ * trip per chunk. A network client leaves it out, and so does a combinator
+ * that may read over one (the cache): absent is the safe default.
+ */
+export interface LocalReads {
+  readonly readsLocally: true
+}
+
+export function readsLocally(blobs: BlobService): boolean {
+  return (blobs as Partial<LocalReads>).readsLocally === true
+}
+
 export interface BlobStage {
+  /** True when every put is visible at once (writeThroughStage): commit() and abort() do nothing. */
+  readonly writesThrough?: boolean
   put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo>
   commit(opts?: CallOptions): Promise<void>
   abort(opts?: CallOptions): Promise<void>
@@ -61,7 +75,7 @@ export function hasStaging(blobs: BlobService): blobs is BlobService & Staging {
 
 /** A stage for backends without transactions: every put is final at once, abort() takes nothing back. */
 export function writeThroughStage(blobs: Pick<BlobService, 'put'>): BlobStage {
-  return { put: (src, opts) => blobs.put(src, opts), commit: async () => {}, abort: async () => {} }
+  return { writesThrough: true, put: (src, opts) => blobs.put(src, opts), commit: async () => {}, abort: async () => {} }
 }
 
 /**

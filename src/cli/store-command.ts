@@ -46,6 +46,11 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       env: 'PATH_INFO_SERVICE_ADDR',
       helpGroup: 'STORE',
     }),
+    'cache-store': Flags.string({
+      summary: 'Store URL of a cache in front of the store: reads fill it, writes go to the store, then to it.',
+      env: 'TVIX_CACHE_STORE',
+      helpGroup: 'STORE',
+    }),
     'store-dir': Flags.string({
       summary: 'Store directory that printed store paths live under.',
       env: 'NIX_STORE_DIR',
@@ -98,6 +103,7 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       blobServiceAddr: f['blob-service-addr'],
       directoryServiceAddr: f['directory-service-addr'],
       pathInfoServiceAddr: f['path-info-service-addr'],
+      cacheUrl: f['cache-store'],
       mustExist: !(this.ctor as typeof StoreCommand).createsStore,
     })
     if ((this.ctor as typeof StoreCommand).handlesSignals) return this.opened

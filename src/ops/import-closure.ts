@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
+import type { BlobStage } from '../castore/blob-service.js'
 import { toHex } from '../castore/digest.js'
 import { directoryDigest } from '../castore/directory.js'
 import { renameNode } from '../castore/node.js'
@@ -10,6 +11,7 @@ import { parseCa, parseSha256 } from '../store/narinfo.js'
 import type { PathInfo, Signature } from '../store/path-info.js'
 import { basename, parseStorePathArg } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
+import { runDag } from '../util/dag.js'
 import { forEachLimit } from '../util/pool.js'
 import { type CopyReport, newCopyReport } from './copy.js'
 import { publishIngested, withStage } from './register.js'
@@ -120,39 +122,34 @@ async function importInSession(store: Store, entries: ClosureEntry[], opts: { ni
   const report = newCopyReport([...byHash.values()].map((e) => e.path))
   report.skipped = [...present].map((h) => byHash.get(h)!.path).sort()
   const counted = new Set<string>()
-  const done = new Map<string, Promise<void>>()
-  const importOne = (h: string): Promise<void> => {
-    let p = done.get(h)
-    if (p) return p
-    p = (async () => {
-      const e = byHash.get(h)!
-      const refHashes = e.references.map((r) => nixbase32.encode(parseStorePathArg(r, store.storeDir).path.digest))
-      for (const r of refHashes) {
-        if (r !== h && !byHash.has(r) && !(await store.pathInfos.get(nixbase32.decode(r)))) {
-          throw new InvalidInputError(`${e.path} refers to ${r}, which is neither in the listing nor in the store`)
-        }
+  const refHashes = (h: string) => byHash.get(h)!.references.map((r) => nixbase32.encode(parseStorePathArg(r, store.storeDir).path.digest))
+  for (const [h, e] of byHash) {
+    if (present.has(h)) continue
+    for (const r of refHashes(h)) {
+      if (r !== h && !byHash.has(r) && !(await store.pathInfos.get(nixbase32.decode(r)))) {
+        throw new InvalidInputError(`${e.path} refers to ${r}, which is neither in the listing nor in the store`)
       }
-      await Promise.all(refHashes.filter((r) => r !== h && byHash.has(r) && !present.has(r)).map(importOne))
-      const onDisk = path.join(opts.nixRoot ?? '/', e.path)
-      if (!fs.lstatSync(onDisk, { throwIfNoEntry: false })) {
-        const hint = opts.nixRoot === undefined ? ' (for a listing from a chroot store, such as local?root=DIR, give --nix-root DIR)' : ''
-        throw new NotFoundError(`${onDisk} does not exist: the listing names ${e.path}, which is imported from the filesystem${hint}`)
-      }
-      await withStage(store, async (stage) => {
-        const ingested = await ingestPath(onDisk, stage)
-        if (ingested.narSize !== e.narSize || Buffer.compare(ingested.narSha256, e.narSha256) !== 0) {
-          throw new IntegrityError(`${onDisk} does not match the NAR hash and size the listing gives for ${e.path}`)
-        }
-        await countNewObjects(store, ingested, report, counted)
-        await publishIngested(store, ingested, stage, pathInfoFor(e, store, ingested.root))
-      })
-      report.copied.push(e.path)
-    })()
-    done.set(h, p)
-    return p
+    }
   }
-  // One at a time: ingest is already concurrent inside, and order stays simple.
-  for (const h of byHash.keys()) if (!present.has(h)) await importOne(h)
+  const missing = [...byHash.keys()].filter((h) => !present.has(h))
+  // References first, one path at a time: ingest is already concurrent inside.
+  await runDag(missing, refHashes, 1, async (h) => {
+    const e = byHash.get(h)!
+    const onDisk = path.join(opts.nixRoot ?? '/', e.path)
+    if (!fs.lstatSync(onDisk, { throwIfNoEntry: false })) {
+      const hint = opts.nixRoot === undefined ? ' (for a listing from a chroot store, such as local?root=DIR, give --nix-root DIR)' : ''
+      throw new NotFoundError(`${onDisk} does not exist: the listing names ${e.path}, which is imported from the filesystem${hint}`)
+    }
+    await withStage(store, async (stage) => {
+      const ingested = await ingestPath(onDisk, stage)
+      if (ingested.narSize !== e.narSize || Buffer.compare(ingested.narSha256, e.narSha256) !== 0) {
+        throw new IntegrityError(`${onDisk} does not match the NAR hash and size the listing gives for ${e.path}`)
+      }
+      await countNewObjects(store, ingested, stage, report, counted)
+      await publishIngested(store, ingested, stage, pathInfoFor(e, store, ingested.root))
+    })
+    report.copied.push(e.path)
+  })
   report.copied.sort()
   return report
 }
@@ -162,11 +159,11 @@ async function importInSession(store: Store, entries: ClosureEntry[], opts: { ni
  * forms of `copy` report alike: a blob or Directory the store lacks is
  * copied, one it has is skipped, each counted once per run, and `bytes`
  * are the new blobs' sizes. Runs before the stage commits, while what was
- * staged is still invisible. A remote store's blob stage writes through
- * and the Directories are sent whole, so there everything was sent:
- * copied.
+ * staged is still invisible. A stage that writes through (a daemon's) has
+ * made them visible already, and then the Directories are sent whole, so
+ * there everything was sent: copied.
  */
-async function countNewObjects(store: Store, ingested: IngestResult, report: CopyReport, counted: Set<string>): Promise<void> {
+async function countNewObjects(store: Store, ingested: IngestResult, stage: BlobStage, report: CopyReport, counted: Set<string>): Promise<void> {
   const once = <T>(kind: string, items: T[], digest: (t: T) => Uint8Array): T[] =>
     items.filter((t) => {
       const key = kind + toHex(digest(t))
@@ -176,7 +173,7 @@ async function countNewObjects(store: Store, ingested: IngestResult, report: Cop
     })
   const files = once('blob', ingested.root.kind === 'file' ? [ingested.root] : ingested.directories.flatMap((d) => d.files), (f) => f.digest)
   await forEachLimit(files, 64, async (f) => {
-    if (!store.blobs.remote && (await store.blobs.has(f.digest))) {
+    if (!stage.writesThrough && (await store.blobs.has(f.digest))) {
       report.blobs.skipped++
     } else {
       report.blobs.copied++
@@ -184,7 +181,7 @@ async function countNewObjects(store: Store, ingested: IngestResult, report: Cop
     }
   })
   await forEachLimit(once('dir', ingested.directories, directoryDigest), 64, async (d) => {
-    if (!store.blobs.remote && (await store.directories.get(directoryDigest(d)))) report.directories.skipped++
+    if (!stage.writesThrough && (await store.directories.get(directoryDigest(d)))) report.directories.skipped++
     else report.directories.copied++
   })
 }

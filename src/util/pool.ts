@@ -19,3 +19,25 @@ export async function forEachLimit<T>(items: Iterable<T>, limit: number, fn: (it
   await Promise.all(Array.from({ length: Math.max(1, workers) }, worker))
   if (failure) throw failure.e
 }
+
+/**
+ * A gate letting at most `limit` calls run at once; the others wait their
+ * turn in order. For work that arrives over time (a DAG's nodes as their
+ * dependencies finish) rather than as one list.
+ */
+export function limiter(limit: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let free = Math.max(1, limit)
+  const waiting: Array<() => void> = []
+  return async (fn) => {
+    if (free === 0) await new Promise<void>((r) => waiting.push(r))
+    else free--
+    try {
+      return await fn()
+    } finally {
+      // Hand the slot straight to the next caller, or give it back.
+      const next = waiting.shift()
+      if (next) next()
+      else free++
+    }
+  }
+}

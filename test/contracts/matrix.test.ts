@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { cacheStore } from '../../src/backends/cache/index.js'
 import { openGrpcStore } from '../../src/backends/grpc/index.js'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { openMemoryStore } from '../../src/backends/memory/index.js'
@@ -58,6 +59,8 @@ const BACKENDS: Array<[name: string, open: OpenStore]> = [
   ['local', local],
   ['gRPC over memory', () => overGrpc(openMemoryStore())],
   ['gRPC over local', async () => overGrpc(await local())],
+  ['cache: memory in front of memory', async () => cacheStore(openMemoryStore(), openMemoryStore())],
+  ['cache: local in front of gRPC over memory', async () => cacheStore(await local(), await overGrpc(openMemoryStore()))],
 ]
 
 for (const [name, open] of BACKENDS) {

@@ -22,8 +22,6 @@ const SERVICE = 'tvix.castore.v1.BlobService'
 
 /** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
 export class GrpcBlobService implements BlobService {
-  readonly remote = true
-
   constructor(private readonly rpc: RpcClient) {}
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */

@@ -4,7 +4,7 @@ import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type 
 import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
-import type { ChunkMeta } from '../../castore/blob-service.js'
+import type { ChunkMeta, LocalReads } from '../../castore/blob-service.js'
 import { ChunkReader, type ChunkRef, PackWriter, readManifest, readPackedBlob } from './pack.js'
 import type { ObjectGraph } from './object-graph.js'
 import { callerInput, onFile } from './io-errors.js'
@@ -27,7 +27,8 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService, Staging {
+export class LocalBlobService implements BlobService, Staging, LocalReads {
+  readonly readsLocally = true
   /** Temp files made durable together, before they are renamed into place. */
   private readonly durable: Batcher<string>
   /** Renames made durable together (fsync of the directories renamed into). */

@@ -1,4 +1,4 @@
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, iterateSource, verifiedBuffer } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, iterateSource, type LocalReads, verifiedBuffer } from '../../castore/blob-service.js'
 import { type B3Digest, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
 import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
@@ -27,7 +27,8 @@ async function collect(src: ByteSource): Promise<{ data: Buffer; info: BlobInfo 
   return { data, info: { digest: h.digest(), size: data.length } }
 }
 
-export class MemoryBlobService implements BlobService, Staging {
+export class MemoryBlobService implements BlobService, Staging, LocalReads {
+  readonly readsLocally = true
   readonly blobs = new Map<string, Buffer>()
   /** When each blob was last written (ms), for gc's grace period. */
   readonly writtenAt = new Map<string, number>()
