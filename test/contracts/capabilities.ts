@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { hasChunkLists, hasStaging, readAll } from '../../src/castore/blob-service.js'
+import { type BlobService, hasChunkLists, hasStaging, readAll, type Staging } from '../../src/castore/blob-service.js'
 import { b3, toHex } from '../../src/castore/digest.js'
 import { AlreadyExistsError, InvalidInputError } from '../../src/errors.js'
-import { hasReferrers } from '../../src/store/path-info-service.js'
+import { hasReferrers, type PathInfoService } from '../../src/store/path-info-service.js'
+import type { Store } from '../../src/store/store.js'
 import type { PathInfo } from '../../src/store/path-info.js'
 import { baseNameOf, syntheticPath } from '../helpers/path-infos.js'
 import { randomBytes } from '../helpers/trees.js'
@@ -11,12 +12,15 @@ import { pieces } from './blob-service.js'
 import { describeCapability, type OpenStore } from './harness.js'
 import { digestOf } from './path-info-service.js'
 
+type StagingStore = Store & { blobs: BlobService & Staging }
+type ChunkListStore = Store & { blobs: Required<Pick<BlobService, 'chunks'>> }
+type ReferrersStore = Store & { pathInfos: Required<Pick<PathInfoService, 'referrers'>> }
+
 /** Staging (castore/blob-service.ts Staging): transactional blob writes. */
 export function describeStaging(name: string, open: OpenStore): void {
-  describeCapability(`${name}: staging contract`, open, 'hasStaging(store.blobs)', (s) => hasStaging(s.blobs), (store) => {
+  describeCapability(`${name}: staging contract`, open, 'hasStaging(store.blobs)', (s): s is StagingStore => hasStaging(s.blobs), (store) => {
     test('a staged blob is invisible until commit, then readable', async () => {
       const { blobs } = store()
-      if (!hasStaging(blobs)) throw new Error('unreachable: the guard passed')
       const data = randomBytes(2 * 1024 * 1024 + 5, 11)
       const stage = blobs.stage()
       const a = await stage.put(pieces(data, 65_536))
@@ -32,7 +36,6 @@ export function describeStaging(name: string, open: OpenStore): void {
 
     test('an aborted stage leaves nothing, and an empty one commits', async () => {
       const { blobs } = store()
-      if (!hasStaging(blobs)) throw new Error('unreachable: the guard passed')
       const stage = blobs.stage()
       const big = await stage.put(pieces(randomBytes(1_500_000, 12), 100_000))
       const small = await stage.put(Buffer.from('staged then aborted'))
@@ -46,14 +49,14 @@ export function describeStaging(name: string, open: OpenStore): void {
 
 /** Chunk lists (BlobService.chunks): a blob's chunks in order, each readable by its digest; empty if stored whole. */
 export function describeChunkLists(name: string, open: OpenStore): void {
-  describeCapability(`${name}: chunk lists contract`, open, 'hasChunkLists(store.blobs)', (s) => hasChunkLists(s.blobs), (store) => {
+  describeCapability(`${name}: chunk lists contract`, open, 'hasChunkLists(store.blobs)', (s): s is ChunkListStore => hasChunkLists(s.blobs), (store) => {
     test('an absent blob has no chunk list', async () => {
       const { blobs } = store()
-      assert.equal(await blobs.chunks!(b3(Buffer.from('never stored'))), undefined)
+      assert.equal(await blobs.chunks(b3(Buffer.from('never stored'))), undefined)
     })
 
     test('a malformed digest is an InvalidInputError', async () => {
-      await assert.rejects(store().blobs.chunks!(new Uint8Array(31)), InvalidInputError)
+      await assert.rejects(store().blobs.chunks(new Uint8Array(31)), InvalidInputError)
     })
 
     for (const [what, size] of [
@@ -64,7 +67,7 @@ export function describeChunkLists(name: string, open: OpenStore): void {
         const { blobs } = store()
         const data = randomBytes(size, size)
         const { digest } = await blobs.put(pieces(data, 100_000))
-        const chunks = await blobs.chunks!(digest)
+        const chunks = await blobs.chunks(digest)
         assert.ok(chunks, 'a stored blob has a chunk list')
         let at = 0
         for (const c of chunks) {
@@ -81,7 +84,7 @@ export function describeChunkLists(name: string, open: OpenStore): void {
 
 /** Referrers (PathInfoService.referrers): the stored paths whose references include one. */
 export function describeReferrers(name: string, open: OpenStore): void {
-  describeCapability(`${name}: referrers contract`, open, 'hasReferrers(store.pathInfos)', (s) => hasReferrers(s.pathInfos), (store) => {
+  describeCapability(`${name}: referrers contract`, open, 'hasReferrers(store.pathInfos)', (s): s is ReferrersStore => hasReferrers(s.pathInfos), (store) => {
     test('referrers of a path are the paths that refer to it, itself included when it refers to itself', async () => {
       const { pathInfos } = store()
       const names = (infos: PathInfo[]) => infos.map(baseNameOf).sort()
@@ -89,10 +92,10 @@ export function describeReferrers(name: string, open: OpenStore): void {
       const left = await pathInfos.put(syntheticPath('ref-left', [leaf]))
       const self = await pathInfos.put(syntheticPath('ref-self', [leaf, syntheticPath('ref-self')]))
       const top = await pathInfos.put(syntheticPath('ref-top', [left, self]))
-      assert.deepEqual(names(await pathInfos.referrers!(digestOf(leaf))), names([left, self]))
-      assert.deepEqual(names(await pathInfos.referrers!(digestOf(self))), names([self, top]))
-      assert.deepEqual(await pathInfos.referrers!(digestOf(top)), [])
-      assert.deepEqual(await pathInfos.referrers!(digestOf(syntheticPath('ref-never-put'))), [])
+      assert.deepEqual(names(await pathInfos.referrers(digestOf(leaf))), names([left, self]))
+      assert.deepEqual(names(await pathInfos.referrers(digestOf(self))), names([self, top]))
+      assert.deepEqual(await pathInfos.referrers(digestOf(top)), [])
+      assert.deepEqual(await pathInfos.referrers(digestOf(syntheticPath('ref-never-put'))), [])
     })
 
     test('a refused put adds no referrer', async () => {
@@ -100,7 +103,7 @@ export function describeReferrers(name: string, open: OpenStore): void {
       const leaf = await pathInfos.put(syntheticPath('refused-leaf'))
       await pathInfos.put(syntheticPath('refused-top', [], '/first'))
       await assert.rejects(pathInfos.put(syntheticPath('refused-top', [leaf], '/second')), AlreadyExistsError)
-      assert.deepEqual(await pathInfos.referrers!(digestOf(leaf)), [])
+      assert.deepEqual(await pathInfos.referrers(digestOf(leaf)), [])
     })
   })
 }

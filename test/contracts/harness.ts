@@ -22,7 +22,7 @@ export function freshStore(open: OpenStore): () => Store {
  * that says why. The store is opened while the suite is built, since
  * node:test decides what runs then.
  */
-export function describeCapability(title: string, open: OpenStore, guard: string, has: (store: Store) => boolean, tests: (store: () => Store) => void): void {
+export function describeCapability<S extends Store>(title: string, open: OpenStore, guard: string, has: (store: Store) => store is S, tests: (store: () => S) => void): void {
   describe(title, async () => {
     const store = await open()
     if (!has(store)) {
