@@ -2,9 +2,8 @@ import { type AdmissionOptions, admitPathInfo } from '../store/path-info-admissi
 import type { PathInfo } from '../store/path-info.js'
 import { admitsOnPut } from '../store/path-info-service.js'
 import type { Store } from '../store/store.js'
-import type { CallOptions } from '../util/call-options.js'
 
-export type PublishOptions = AdmissionOptions & CallOptions
+export type PublishOptions = AdmissionOptions
 
 /**
  * Makes a PathInfo visible, once its data is there: admitted (valid, the

@@ -14,11 +14,12 @@ import { CA_METHOD, matchesCa } from './path-info-ca.js'
 import type { PathInfoService } from './path-info-service.js'
 import { type PathInfo, storePathOf, validatePathInfo } from './path-info.js'
 import { type StorePath, absolute } from './store-path.js'
+import type { CallOptions } from '../util/call-options.js'
 
 /** Lookups (Directories, blob sizes, references) in flight at once. */
 const PARALLEL_LOOKUPS = 32
 
-export interface AdmissionOptions {
+export interface AdmissionOptions extends CallOptions {
   /**
    * NarHash and NarSize were computed by this process from the very bytes
    * it stored (an import), so a content address is not checked by
@@ -182,7 +183,7 @@ async function requireContentAddress(info: PathInfo, path: StorePath, store: Adm
   }
   const caHashOf = mode === 'nar' && algo !== 'sha256' ? algo : undefined
   if (!opts.narComputedHere || caHashOf) {
-    const nar = await renderedNar(node, store, caHashOf)
+    const nar = await renderedNar(node, store, caHashOf, opts.signal)
     if (nar.narSize !== ni.narSize || !bytesEqual(nar.narSha256, ni.narSha256)) {
       throw new InvalidInputError(
         `invalid PathInfo: the tree's NAR has hash sha256:${nixbase32.encode(nar.narSha256)} and size ${nar.narSize}, ` +
@@ -193,7 +194,7 @@ async function requireContentAddress(info: PathInfo, path: StorePath, store: Adm
   }
   if (mode !== 'nar') {
     const h = createHash(algo)
-    const blob = await store.blobs.open((node as FileNode).digest)
+    const blob = await store.blobs.open((node as FileNode).digest, { signal: opts.signal })
     if (!blob) throw missing(`blob ${b3Display((node as FileNode).digest)}`)
     for await (const c of blob) h.update(c)
     if (!bytesEqual(h.digest(), ca.digest)) throw new InvalidInputError(`invalid PathInfo: the file's ${algo} is not its content address`)
@@ -204,14 +205,14 @@ async function requireContentAddress(info: PathInfo, path: StorePath, store: Adm
  * The NAR size and SHA-256 (and, if asked, another hash) of a stored tree:
  * the one place admission renders, so a limit on rendering plugs in here.
  */
-async function renderedNar(node: Node, store: AdmissionStore, extraAlgo?: string): Promise<{ narSize: number; narSha256: Uint8Array; extra?: Uint8Array }> {
+async function renderedNar(node: Node, store: AdmissionStore, extraAlgo?: string, signal?: AbortSignal): Promise<{ narSize: number; narSha256: Uint8Array; extra?: Uint8Array }> {
   // Sized from Directories alone first: a few Directories sharing children can claim terabytes.
-  await treeNarSize(node, store, { limit: DEFAULT_MAX_NAR_SIZE })
-  if (!extraAlgo) return calculateNar(node, store)
+  await treeNarSize(node, store, { limit: DEFAULT_MAX_NAR_SIZE, signal })
+  if (!extraAlgo) return calculateNar(node, store, { signal })
   const sha = createHash('sha256')
   const extra = createHash(extraAlgo)
   let narSize = 0
-  for await (const c of renderNar(node, store)) {
+  for await (const c of renderNar(node, store, { signal })) {
     sha.update(c)
     extra.update(c)
     narSize += c.length
