@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { cacheStore } from '../../src/backends/cache/index.js'
 import { openGrpcStore } from '../../src/backends/grpc/index.js'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { openMemoryStore } from '../../src/backends/memory/index.js'
@@ -37,3 +38,6 @@ describePublish(
   },
   async () => daemon?.shutdown(),
 )
+
+// Through the cache combinator: admitted against near-then-far services, stored far then near.
+describePublish('cache: memory in front of memory', async () => cacheStore(openMemoryStore(), openMemoryStore()))
