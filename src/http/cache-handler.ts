@@ -79,10 +79,12 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     if (!sameNar(info, wanted.narSha256)) throw new ClientError(404, `no such NAR in this binary cache: ${name}`)
     res.writeHead(200, { 'Content-Type': 'application/x-nix-nar', 'Content-Length': info.narinfo!.narSize })
     if (req.method === 'HEAD') return void res.end()
-    // A client that goes away stops the render, as does shutdown; pipeline's backpressure keeps memory flat.
+    // A client that goes away stops the render; pipeline's backpressure keeps memory flat.
     const gone = new AbortController()
     res.once('close', () => gone.abort(new Error('the client went away')))
-    await pipeline(renderNar(info.node, store, { signal: AbortSignal.any([gone.signal, stopped]) }), res)
+    const signal = AbortSignal.any([gone.signal, stopped])
+    // The signal on pipeline too: shutdown cuts a response whose client stopped reading, which no render step would notice.
+    await pipeline(renderNar(info.node, store, { signal }), res, { signal })
   }
 
   function fail(req: IncomingMessage, res: ServerResponse, e: unknown): void {
