@@ -57,8 +57,8 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: '60s',
     }),
     'http-listen': Flags.string({
-      summary: 'Also serve the store as a Nix binary cache (read-only, unsigned, uncompressed NARs) on HOST:PORT or [IPV6]:PORT, e.g. 127.0.0.1:8080.',
-      helpValue: 'HOST:PORT',
+      summary: 'Also serve the store as a Nix binary cache (read-only, unsigned, uncompressed NARs) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
+      helpValue: '[HOST:]PORT',
     }),
     priority: Flags.integer({
       summary: 'The binary cache\'s Priority in /nix-cache-info (Nix tries lower first; cache.nixos.org says 40).',
@@ -74,7 +74,8 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
   async run(): Promise<void> {
     const listen = parseListen(this.flags.listen)
     const httpFlag = this.flags['http-listen']
-    const httpListen = httpFlag === undefined ? undefined : parseListen(httpFlag, 'http-listen', true)
+    // A bare port is on loopback: a cache reachable from elsewhere is asked for by name.
+    const httpListen = httpFlag === undefined ? undefined : parseListen(/^\d+$/.test(httpFlag) ? `127.0.0.1:${httpFlag}` : httpFlag, 'http-listen', true)
     // Heard from the start: a stop requested while the store opens or the port binds is not lost.
     const signalled = new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGINT', resolve)

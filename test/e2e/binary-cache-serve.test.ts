@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { runCli } from '../helpers/cli.js'
+import { assertOneErrorLine, runCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { NixStore, runNix } from '../helpers/nix.js'
 import { buildNixClosure, importNixClosure } from '../helpers/nix-closure.js'
@@ -92,4 +92,11 @@ describe('daemon --http-listen serves the store as a Nix binary cache', { skip }
     assert.equal(await status('/nix-cache-info', 'DELETE'), 405)
     assert.equal(await status('/'), 404)
   })
+})
+
+test('daemon --http-listen refuses what Nix cannot reach over HTTP: one error line, exit 2', async () => {
+  const r = await runCli(['daemon', '--store', path.join(root, 'never'), '--http-listen', 'unix:/tmp/cache.sock'])
+  assert.equal(r.code, 2)
+  assertOneErrorLine(r.stderr.toString(), /^error: --http-listen "unix:\/tmp\/cache\.sock": want HOST:PORT or \[IPV6\]:PORT$/)
+  assert.equal(fs.existsSync(path.join(root, 'never')), false)
 })
