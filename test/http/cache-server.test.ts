@@ -1,8 +1,9 @@
 /**
  * The HTTP binary cache in-process, over a memory store: a NAR render
  * stops when its client goes away and when the server shuts down, and
- * neither is logged as a failure. Observed through the store: the blob
- * stream the render reads is left early, never read to its end.
+ * neither is logged as a failure; one the store fails mid-way is cut
+ * short and logged. Observed through the store: the blob stream the
+ * render reads is left early, never read to its end.
  */
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
@@ -63,7 +64,7 @@ async function startNarDownload(cache: HttpCache, storePath: string, onData: (re
   })
 }
 
-describe('HTTP binary cache: NAR renders stop with their client and at shutdown', () => {
+describe('HTTP binary cache: how a NAR render ends', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-http-'))
   let store: Store
   let storePath: string
@@ -120,5 +121,30 @@ describe('HTTP binary cache: NAR renders stop with their client and at shutdown'
     assert.equal(reads[0]!.exhausted, false)
     assert.deepEqual(logs, [])
     client.destroy()
+  })
+
+  test('a blob missing from the store: the NAR response is cut short, never completed, and logged once', async () => {
+    const logs: string[] = []
+    const blobs = new Proxy(store.blobs, { get: (t, k) => (k === 'open' ? async () => undefined : (Reflect.get(t, k) as unknown)) })
+    const broken = new Proxy(store, { get: (t, k) => (k === 'blobs' ? blobs : (Reflect.get(t, k) as unknown)) })
+    const cache = await startHttpCache(broken, parseListen('127.0.0.1:0', 'http-listen', true) as never, (l) => logs.push(l), { priority: 40 })
+    try {
+      const narinfo = await (await fetch(`${cache.url}/${path.basename(storePath).slice(0, 32)}.narinfo`)).text()
+      // Cut before or after the status line went out (the headers wait for the first bytes): never a whole body.
+      const outcome = await new Promise<string>((resolve) => {
+        http
+          .get(`${cache.url}/${/^URL: (.*)$/m.exec(narinfo)![1]}`, (res) => {
+            res.on('error', () => {})
+            res.resume()
+            res.once('close', () => resolve(res.complete ? 'complete' : 'cut short'))
+          })
+          .on('error', () => resolve('cut short'))
+      })
+      assert.equal(outcome, 'cut short')
+      assert.equal(logs.length, 1, logs.join('\n'))
+      assert.match(logs[0]!, /^GET \/nar\/\S+ failed mid-NAR: blob \S+ is missing from the store$/)
+    } finally {
+      await cache.shutdown()
+    }
   })
 })
