@@ -1,6 +1,7 @@
 import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
-import { DEFAULT_LISTEN, type ListenAddress, parseListen } from '../daemon/listen.js'
+import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
+import type { TcpAddress } from '../http/server.js'
 import { storeLabel } from '../backends/open-store.js'
 import { collectGarbage, garbageCollector } from '../ops/gc.js'
 import type { Store } from '../store/store.js'
@@ -116,7 +117,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 }
 
 /** The HTTP side; if it cannot listen, the gRPC side already started is stopped before the error is reported. */
-async function startCache(store: Store, listen: ListenAddress & { kind: 'tcp' }, log: (line: string) => void, priority: number, daemon: { shutdown(): Promise<void> }) {
+async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, priority: number, daemon: { shutdown(): Promise<void> }) {
   const { startHttpCache } = await import('../http/server.js')
   try {
     return await startHttpCache(store, listen, log, { priority })

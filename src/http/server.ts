@@ -5,6 +5,9 @@ import { type ListenAddress, bindFailure, bindTarget } from '../daemon/listen.js
 import type { Store } from '../store/store.js'
 import { type CacheOptions, type Log, cacheHandler } from './cache-handler.js'
 
+/** Where the cache listens: Nix reaches binary caches over TCP only. */
+export type TcpAddress = Extract<ListenAddress, { kind: 'tcp' }>
+
 export interface HttpCache {
   /** The URL Nix uses for this cache (`--substituters`, `nix copy --from`), with the port actually bound. */
   url: string
@@ -13,7 +16,7 @@ export interface HttpCache {
 }
 
 /** Serves `store` as a Nix binary cache over HTTP/1.1 (node:http: what Nix's curl speaks, no framework needed). */
-export async function startHttpCache(store: Store, listen: ListenAddress & { kind: 'tcp' }, log: Log, opts: CacheOptions): Promise<HttpCache> {
+export async function startHttpCache(store: Store, listen: TcpAddress, log: Log, opts: CacheOptions): Promise<HttpCache> {
   const stopped = new AbortController()
   const server = http.createServer(cacheHandler(store, opts, log, stopped.signal))
   await new Promise<void>((resolve, reject) => {

@@ -12,8 +12,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import type { BlobService } from '../../src/castore/blob-service.js'
-import { parseListen } from '../../src/daemon/listen.js'
-import { type HttpCache, startHttpCache } from '../../src/http/server.js'
+import { type HttpCache, type TcpAddress, startHttpCache } from '../../src/http/server.js'
 import { importPath } from '../../src/ops/import-paths.js'
 import type { Store } from '../../src/store/store.js'
 import { memoryStore } from '../helpers/ops.js'
@@ -22,6 +21,8 @@ import { memoryStore } from '../helpers/ops.js'
 const FILE_BYTES = 48 << 20
 /** A shutdown that waited this long was not what stopped the render: the force-close after the grace time was. */
 const GRACE_MS = 5 * 60_000
+
+const LOOPBACK: TcpAddress = { kind: 'tcp', host: '127.0.0.1', port: 0 }
 
 /** How the render's one blob read ended. */
 interface BlobRead {
@@ -82,7 +83,7 @@ describe('HTTP binary cache: how a NAR render ends', () => {
   test('a client that goes away mid-NAR stops the render, unlogged', async () => {
     const reads: BlobRead[] = []
     const logs: string[] = []
-    const cache = await startHttpCache(watched(store, reads), parseListen('127.0.0.1:0', 'http-listen', true) as never, (l) => logs.push(l), { priority: 40 })
+    const cache = await startHttpCache(watched(store, reads), LOOPBACK, (l) => logs.push(l), { priority: 40 })
     try {
       // The client's first bytes came from the blob, so the render has begun reading it.
       await new Promise<void>((resolve) =>
@@ -105,7 +106,7 @@ describe('HTTP binary cache: how a NAR render ends', () => {
   test('shutdown stops a render whose client stopped reading, without waiting for the grace time', async () => {
     const reads: BlobRead[] = []
     const logs: string[] = []
-    const cache = await startHttpCache(watched(store, reads), parseListen('127.0.0.1:0', 'http-listen', true) as never, (l) => logs.push(l), { priority: 40 })
+    const cache = await startHttpCache(watched(store, reads), LOOPBACK, (l) => logs.push(l), { priority: 40 })
     let client!: http.IncomingMessage
     await new Promise<void>((resolve) =>
       startNarDownload(cache, storePath, (_req, res) => {
@@ -127,7 +128,7 @@ describe('HTTP binary cache: how a NAR render ends', () => {
     const logs: string[] = []
     const blobs = new Proxy(store.blobs, { get: (t, k) => (k === 'open' ? async () => undefined : (Reflect.get(t, k) as unknown)) })
     const broken = new Proxy(store, { get: (t, k) => (k === 'blobs' ? blobs : (Reflect.get(t, k) as unknown)) })
-    const cache = await startHttpCache(broken, parseListen('127.0.0.1:0', 'http-listen', true) as never, (l) => logs.push(l), { priority: 40 })
+    const cache = await startHttpCache(broken, LOOPBACK, (l) => logs.push(l), { priority: 40 })
     try {
       const narinfo = await (await fetch(`${cache.url}/${path.basename(storePath).slice(0, 32)}.narinfo`)).text()
       // Cut before or after the status line went out (the headers wait for the first bytes): never a whole body.
