@@ -1,6 +1,7 @@
 import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
 import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
+import type { TcpAddress } from '../http/server.js'
 import { storeLabel } from '../backends/open-store.js'
 import { collectGarbage, garbageCollector } from '../ops/gc.js'
 import type { Store } from '../store/store.js'
@@ -12,12 +13,14 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
   static override summary = 'Serve a store over the tvix gRPC protocol.'
   static override description =
     'Serves tvix.castore.v1.BlobService, tvix.castore.v1.DirectoryService and tvix.store.v1.PathInfoService, ' +
-    'plus grpc.health.v1.Health and server reflection. Listens on loopback unless told otherwise. ' +
+    'plus grpc.health.v1.Health and server reflection; with --http-listen, also the store as a Nix binary cache. ' +
+    'Listens on loopback unless told otherwise. ' +
     'SIGINT/SIGTERM stop it cleanly: in-flight calls finish, a socket file is removed.'
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --listen 127.0.0.1:9000 --store /var/lib/tvix-store',
     '<%= config.bin %> <%= command.id %> --listen unix:/run/tvix-store.sock',
+    '<%= config.bin %> <%= command.id %> --http-listen 127.0.0.1:8080   # nix copy --from http://127.0.0.1:8080 …',
   ]
   static override handlesSignals = true
   // Serving a new, empty store is normal: its first write creates it, as import's does.
@@ -54,6 +57,15 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       helpValue: 'DURATION',
       default: '60s',
     }),
+    'http-listen': Flags.string({
+      summary: 'Also serve the store as a Nix binary cache (read-only, unsigned, uncompressed NARs) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
+      helpValue: '[HOST:]PORT',
+    }),
+    priority: Flags.integer({
+      summary: 'The binary cache\'s Priority in /nix-cache-info (Nix tries lower first; cache.nixos.org says 40).',
+      default: 40,
+      min: 0,
+    }),
     'gc-interval': Flags.string({
       summary: 'Run gc (orphaned objects only, as plain `gc`) on the served local store every DURATION, e.g. 6h.',
       helpValue: 'DURATION',
@@ -62,6 +74,9 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 
   async run(): Promise<void> {
     const listen = parseListen(this.flags.listen)
+    const httpFlag = this.flags['http-listen']
+    // A bare port is on loopback: a cache reachable from elsewhere is asked for by name.
+    const httpListen = httpFlag === undefined ? undefined : parseListen(/^\d+$/.test(httpFlag) ? `127.0.0.1:${httpFlag}` : httpFlag, 'http-listen', true)
     // Heard from the start: a stop requested while the store opens or the port binds is not lost.
     const signalled = new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGINT', resolve)
@@ -88,14 +103,27 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
       maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size'),
     })
+    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, this.flags.priority, daemon) : undefined
+    if (cache) log(`Nix binary cache at ${cache.url}`)
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)
     const signal = await signalled
     log(`${signal}: stopping (waiting for calls in flight)`)
     await gc?.stop()
-    await daemon.shutdown()
+    await Promise.all([daemon.shutdown(), cache?.shutdown()])
     log('tvix-store daemon stopped')
     stopped = true
+  }
+}
+
+/** The HTTP side; if it cannot listen, the gRPC side already started is stopped before the error is reported. */
+async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, priority: number, daemon: { shutdown(): Promise<void> }) {
+  const { startHttpCache } = await import('../http/server.js')
+  try {
+    return await startHttpCache(store, listen, log, { priority })
+  } catch (e) {
+    await daemon.shutdown()
+    throw e
   }
 }
 

@@ -15,20 +15,21 @@ export const DEFAULT_LISTEN = '[::1]:8000'
  */
 const MAX_SOCKET_PATH = 107
 
-/** Parses `host:port`, `[v6]:port` or `unix:/path/to.sock`. */
-export function parseListen(s: string): ListenAddress {
-  if (s.startsWith('unix:')) {
+/** Parses `host:port`, `[v6]:port` or (unless `tcpOnly`) `unix:/path/to.sock`; `flag` names the option in messages. */
+export function parseListen(s: string, flag = 'listen', tcpOnly = false): ListenAddress {
+  const forms = tcpOnly ? 'HOST:PORT or [IPV6]:PORT' : 'HOST:PORT, [IPV6]:PORT or unix:/path'
+  if (s.startsWith('unix:') && !tcpOnly) {
     const p = s.slice('unix:'.length).replace(/^\/\/(?=\/)/, '')
-    if (!p.startsWith('/')) throw new UsageError(`--listen ${JSON.stringify(s)}: want unix:/absolute/path`)
+    if (!p.startsWith('/')) throw new UsageError(`--${flag} ${JSON.stringify(s)}: want unix:/absolute/path`)
     const bytes = Buffer.byteLength(p)
     if (bytes > MAX_SOCKET_PATH) {
-      throw new UsageError(`--listen ${JSON.stringify(s)}: a unix socket path can have at most ${MAX_SOCKET_PATH} bytes, this one has ${bytes}`)
+      throw new UsageError(`--${flag} ${JSON.stringify(s)}: a unix socket path can have at most ${MAX_SOCKET_PATH} bytes, this one has ${bytes}`)
     }
     return { kind: 'unix', path: p }
   }
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s)
   const port = m ? Number(m[3]) : NaN
-  if (!m || port > 65535) throw new UsageError(`--listen ${JSON.stringify(s)}: want HOST:PORT, [IPV6]:PORT or unix:/path`)
+  if (!m || port > 65535) throw new UsageError(`--${flag} ${JSON.stringify(s)}: want ${forms}`)
   return { kind: 'tcp', host: m[1] ?? m[2]!, port }
 }
 
@@ -66,4 +67,16 @@ export async function clearStaleSocket(path: string): Promise<void> {
   })
   if (alive) throw new UsageError(`${path} is in use by another process`)
   fs.rmSync(path, { force: true })
+}
+
+/**
+ * Why a bind failed, in words. grpc-js wraps the system's reason ("No address
+ * added out of total 1 resolved errors: [listen EADDRINUSE: …]"), node:http
+ * gives it bare ("listen EADDRINUSE: …"): the reason alone.
+ */
+export function bindFailure(err: Error): string {
+  if (/\bEADDRINUSE\b/.test(err.message)) return 'the address is already in use (another daemon?)'
+  if (/\bEACCES\b/.test(err.message)) return 'permission denied'
+  if (/\bEADDRNOTAVAIL\b/.test(err.message)) return 'no such address on this machine'
+  return err.message
 }

@@ -9,7 +9,7 @@ import { blobHandler } from './blob-handler.js'
 import type { Log } from './calls.js'
 import { directoryHandler } from './directory-handler.js'
 import { HEALTH_SERVICE_NAME, addHealthService } from './health.js'
-import { type ListenAddress, bindTarget, clearStaleSocket, clientUrl } from './listen.js'
+import { type ListenAddress, bindFailure, bindTarget, clearStaleSocket, clientUrl } from './listen.js'
 import { pathInfoHandler } from './path-info-handler.js'
 import { addReflectionService } from './reflection.js'
 import { tempRootsPerConnection } from './temp-roots.js'
@@ -165,12 +165,4 @@ function watchConnections(server: Server, limits: DaemonLimits, log: Log): void 
       }
     })
   }
-}
-
-/** grpc-js wraps the system's reason ("No address added out of total 1 resolved errors: [listen EADDRINUSE: …]"): the reason alone. */
-function bindFailure(err: Error): string {
-  if (/\bEADDRINUSE\b/.test(err.message)) return 'the address is already in use (another daemon?)'
-  if (/\bEACCES\b/.test(err.message)) return 'permission denied'
-  if (/\bEADDRNOTAVAIL\b/.test(err.message)) return 'no such address on this machine'
-  return err.message
 }

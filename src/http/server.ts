@@ -1,0 +1,43 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { BackendError } from '../errors.js'
+import { type ListenAddress, bindFailure, bindTarget } from '../daemon/listen.js'
+import type { Store } from '../store/store.js'
+import { type CacheOptions, type Log, cacheHandler } from './cache-handler.js'
+
+/** Where the cache listens: Nix reaches binary caches over TCP only. */
+export type TcpAddress = Extract<ListenAddress, { kind: 'tcp' }>
+
+export interface HttpCache {
+  /** The URL Nix uses for this cache (`--substituters`, `nix copy --from`), with the port actually bound. */
+  url: string
+  /** Stops accepting requests, stops NAR renders in flight, waits (up to `graceMs`) for connections to close. */
+  shutdown(graceMs?: number): Promise<void>
+}
+
+/** Serves `store` as a Nix binary cache over HTTP/1.1 (node:http: what Nix's curl speaks, no framework needed). */
+export async function startHttpCache(store: Store, listen: TcpAddress, log: Log, opts: CacheOptions): Promise<HttpCache> {
+  const stopped = new AbortController()
+  const server = http.createServer(cacheHandler(store, opts, log, stopped.signal))
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: Error) => reject(new BackendError(`cannot listen on ${bindTarget(listen)} for HTTP: ${bindFailure(e)}`, { cause: e })))
+    server.listen(listen.port, listen.host, () => resolve())
+  })
+  const port = (server.address() as AddressInfo).port
+  let stopping: Promise<void> | undefined
+  return {
+    url: `http://${bindTarget(listen, port)}`,
+    shutdown(graceMs = 10_000) {
+      stopping ??= new Promise<void>((resolve) => {
+        stopped.abort(new Error('the daemon is shutting down'))
+        // close() ends idle keep-alive connections; busy ones end with their response, or are cut after graceMs.
+        const force = setTimeout(() => server.closeAllConnections(), graceMs)
+        server.close(() => {
+          clearTimeout(force)
+          resolve()
+        })
+      })
+      return stopping
+    },
+  }
+}
