@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { after, describe, test } from 'node:test'
+import { GrpcPathInfoService } from '../../src/backends/grpc/path-info.js'
+import type { RpcClient } from '../../src/backends/grpc/rpc.js'
+import { openLocalStore } from '../../src/backends/local/index.js'
+import { openMemoryStore } from '../../src/backends/memory/index.js'
+import { InvalidInputError, UnsupportedError } from '../../src/errors.js'
+import { signPaths } from '../../src/ops/sign.js'
+import * as nixbase32 from '../../src/store/nixbase32.js'
+import { type PathInfo, type Signature, storePathOf } from '../../src/store/path-info.js'
+import { encodePathInfo } from '../../src/store/proto.js'
+import { canAddSignatures } from '../../src/store/path-info-service.js'
+import {
+  fingerprint,
+  generateSecretKey,
+  hasValidSignature,
+  parsePublicKeys,
+  parseSecretKey,
+  publicKeyOf,
+  renderPublicKey,
+  renderSecretKey,
+  signPathInfo,
+} from '../../src/store/signing.js'
+import type { Store } from '../../src/store/store.js'
+import { syntheticPath } from '../helpers/path-infos.js'
+
+/** The path of BINARY-CACHE.md's verified example (a Nix 2.8 narinfo and the fingerprint its Sig signs). */
+function exampleTop(): PathInfo {
+  const refs = ['0swhnqp5jxkks13vi0z39346j4084rx6-a-leaf', 'h45f136lfm2kjiwl5ijiy5bhlgpfncpb-ia-leaf']
+  // Stored in the other order: the fingerprint sorts them.
+  const referenceNames = [...refs].reverse()
+  return {
+    node: { kind: 'directory', name: Buffer.from('mbzlq37b3s75asz0sf7vdf7b868h144x-ia-top'), digest: new Uint8Array(32), size: 1 },
+    references: referenceNames.map((n) => nixbase32.decode(n.slice(0, 32))),
+    narinfo: { narSize: 1320, narSha256: nixbase32.decode('1cskc2f7zc3m50xpn0jajrjksbll9x9b9v0vr93lxmb1884w72f7'), signatures: [], referenceNames },
+  }
+}
+
+describe('signing', () => {
+  test("the fingerprint is Nix's (BINARY-CACHE.md's verified example)", () => {
+    assert.equal(
+      fingerprint(exampleTop(), '/nix/store'),
+      '1;/nix/store/mbzlq37b3s75asz0sf7vdf7b868h144x-ia-top;sha256:1cskc2f7zc3m50xpn0jajrjksbll9x9b9v0vr93lxmb1884w72f7;1320;' +
+        '/nix/store/0swhnqp5jxkks13vi0z39346j4084rx6-a-leaf,/nix/store/h45f136lfm2kjiwl5ijiy5bhlgpfncpb-ia-leaf',
+    )
+    const noRefs: PathInfo = { ...exampleTop(), references: [], narinfo: { ...exampleTop().narinfo!, referenceNames: [] } }
+    assert.match(fingerprint(noRefs, '/nix/store'), /;1320;$/)
+  })
+
+  test('a signature verifies with its public key only, over this very path', () => {
+    const key = generateSecretKey('k-1')
+    const info = exampleTop()
+    const signed: PathInfo = { ...info, narinfo: { ...info.narinfo!, signatures: [signPathInfo(info, key, '/nix/store')] } }
+    const pub = parsePublicKeys(` ${renderPublicKey(publicKeyOf(key))}  other-1:${Buffer.alloc(32, 1).toString('base64')} `)
+    assert.equal(pub.length, 2)
+    assert.equal(hasValidSignature(signed, pub, '/nix/store'), true)
+    // Same name, another key.
+    assert.equal(hasValidSignature(signed, [publicKeyOf(generateSecretKey('k-1'))], '/nix/store'), false)
+    // Another NAR size: another fingerprint.
+    assert.equal(hasValidSignature({ ...signed, narinfo: { ...signed.narinfo!, narSize: 1321 } }, pub, '/nix/store'), false)
+    assert.equal(hasValidSignature(signed, pub, '/gnu/store'), false)
+  })
+
+  test('a secret key round-trips, and one whose public half is not its own is refused', () => {
+    const key = generateSecretKey('k-1')
+    assert.deepEqual(parseSecretKey(renderSecretKey(key) + '\n'), key)
+    const other = generateSecretKey('k-1')
+    const mixed = renderSecretKey({ ...key, publicKey: other.publicKey })
+    assert.throws(() => parseSecretKey(mixed), (e) => e instanceof InvalidInputError && /public half does not belong/.test(e.message))
+  })
+})
+
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-signing-'))
+after(() => fs.rmSync(scratch, { recursive: true, force: true }))
+
+const sig = (name: string, fill: number): Signature => ({ name, data: new Uint8Array(64).fill(fill) })
+
+const backends: Array<[string, () => Promise<Store>]> = [
+  ['memory', async () => openMemoryStore()],
+  ['local', () => openLocalStore(fs.mkdtempSync(path.join(scratch, 'local-')))],
+]
+for (const [name, open] of backends) {
+  describe(`addSignatures (${name})`, () => {
+    test('concurrent additions all land, each once, and nothing else changes', async () => {
+      const store = await open()
+      try {
+        assert.ok(canAddSignatures(store))
+        const leaf = await store.pathInfos.put(syntheticPath('leaf'))
+        const top = await store.pathInfos.put(syntheticPath('top', [leaf]))
+        const digest = storePathOf(top).digest
+        const sigs = [1, 2, 3, 4, 5].map((i) => sig(`k-${i}`, i))
+        await Promise.all(sigs.map((s) => store.pathInfos.addSignatures(digest, [s, sigs[0]!])))
+        const stored = (await store.pathInfos.get(digest))!
+        assert.deepEqual(stored.narinfo!.signatures.map((s) => s.name).sort(), ['k-1', 'k-2', 'k-3', 'k-4', 'k-5'])
+        const unsigned = (i: PathInfo) => Buffer.from(encodePathInfo({ ...i, narinfo: { ...i.narinfo!, signatures: [] } }))
+        assert.deepEqual(unsigned(stored), unsigned(top))
+        // Again: what is stored comes back unchanged.
+        assert.deepEqual(await store.pathInfos.addSignatures(digest, [sigs[2]!]), stored)
+        // The referrers index still answers.
+        assert.equal((await store.pathInfos.referrers!(storePathOf(leaf).digest)).length, 1)
+        assert.equal(await store.pathInfos.addSignatures(new Uint8Array(20), [sigs[0]!]), undefined)
+      } finally {
+        await store.close()
+      }
+    })
+  })
+}
+
+test('sign is refused over gRPC (the tvix protocol cannot change a stored PathInfo), before anything is read', async () => {
+  const store: Store = { ...openMemoryStore(), pathInfos: new GrpcPathInfoService({} as RpcClient) }
+  assert.equal(canAddSignatures(store), false)
+  await assert.rejects(
+    signPaths(store, [], { key: generateSecretKey('k-1'), all: true }, { what: 'sign', storeName: 'grpc+http://[::1]:8000' }),
+    (e) => e instanceof UnsupportedError && /sign needs a store that can add signatures to stored paths, and grpc\+http/.test(e.message),
+  )
+})
