@@ -125,10 +125,21 @@ export function signPathInfo(info: PathInfo, key: SecretKey, storeDir: string): 
 
 /** Whether one of the path's signatures is by one of `keys` and valid (Nix matches keys by name). */
 export function hasValidSignature(info: PathInfo, keys: PublicKey[], storeDir: string): boolean {
+  return validSignatureCount(info, keys, storeDir) > 0
+}
+
+/** How many distinct signatures of the path are valid and by one of `keys`, as Nix's `nix store verify` counts them. */
+export function validSignatureCount(info: PathInfo, keys: PublicKey[], storeDir: string): number {
   const sigs = info.narinfo?.signatures ?? []
-  if (sigs.length === 0) return false
+  if (sigs.length === 0) return 0
   const message = Buffer.from(fingerprint(info, storeDir), 'utf8')
-  return sigs.some((s) => s.data.length === SIGNATURE_LEN && keys.some((k) => k.name === s.name && verify(null, message, publicKeyObject(k.key), s.data)))
+  const seen = new Set<string>()
+  return sigs.filter((s) => {
+    const text = `${s.name}:${Buffer.from(s.data).toString('base64')}`
+    if (seen.has(text)) return false
+    seen.add(text)
+    return s.data.length === SIGNATURE_LEN && keys.some((k) => k.name === s.name && verify(null, message, publicKeyObject(k.key), s.data))
+  }).length
 }
 
 function publicKeyObject(key: Uint8Array): KeyObject {
