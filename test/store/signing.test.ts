@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, describe, test } from 'node:test'
+import { cacheStore } from '../../src/backends/cache/index.js'
 import { GrpcPathInfoService } from '../../src/backends/grpc/path-info.js'
 import type { RpcClient } from '../../src/backends/grpc/rpc.js'
 import { openLocalStore } from '../../src/backends/local/index.js'
@@ -81,6 +82,8 @@ const sig = (name: string, fill: number): Signature => ({ name, data: new Uint8A
 const backends: Array<[string, () => Promise<Store>]> = [
   ['memory', async () => openMemoryStore()],
   ['local', () => openLocalStore(fs.mkdtempSync(path.join(scratch, 'local-')))],
+  // Reads come from near first: it must gain the signatures too.
+  ['memory cached in front of local', async () => cacheStore(openMemoryStore(), await openLocalStore(fs.mkdtempSync(path.join(scratch, 'far-'))))],
 ]
 for (const [name, open] of backends) {
   describe(`addSignatures (${name})`, () => {
