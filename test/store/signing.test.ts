@@ -1,18 +1,12 @@
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
-import { after, describe, test } from 'node:test'
-import { cacheStore } from '../../src/backends/cache/index.js'
+import { describe, test } from 'node:test'
 import { GrpcPathInfoService } from '../../src/backends/grpc/path-info.js'
 import type { RpcClient } from '../../src/backends/grpc/rpc.js'
-import { openLocalStore } from '../../src/backends/local/index.js'
 import { openMemoryStore } from '../../src/backends/memory/index.js'
 import { InvalidInputError, UnsupportedError } from '../../src/errors.js'
 import { signPaths } from '../../src/ops/sign.js'
 import * as nixbase32 from '../../src/store/nixbase32.js'
-import { type PathInfo, type Signature, storePathOf } from '../../src/store/path-info.js'
-import { encodePathInfo } from '../../src/store/proto.js'
+import type { PathInfo } from '../../src/store/path-info.js'
 import { canAddSignatures } from '../../src/store/path-info-service.js'
 import {
   fingerprint,
@@ -26,7 +20,6 @@ import {
   signPathInfo,
 } from '../../src/store/signing.js'
 import type { Store } from '../../src/store/store.js'
-import { syntheticPath } from '../helpers/path-infos.js'
 
 /** The path of BINARY-CACHE.md's verified example (a Nix 2.8 narinfo and the fingerprint its Sig signs). */
 function exampleTop(): PathInfo {
@@ -73,44 +66,6 @@ describe('signing', () => {
     assert.throws(() => parseSecretKey(mixed), (e) => e instanceof InvalidInputError && /public half does not belong/.test(e.message))
   })
 })
-
-const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-signing-'))
-after(() => fs.rmSync(scratch, { recursive: true, force: true }))
-
-const sig = (name: string, fill: number): Signature => ({ name, data: new Uint8Array(64).fill(fill) })
-
-const backends: Array<[string, () => Promise<Store>]> = [
-  ['memory', async () => openMemoryStore()],
-  ['local', () => openLocalStore(fs.mkdtempSync(path.join(scratch, 'local-')))],
-  // Reads come from near first: it must gain the signatures too.
-  ['memory cached in front of local', async () => cacheStore(openMemoryStore(), await openLocalStore(fs.mkdtempSync(path.join(scratch, 'far-'))))],
-]
-for (const [name, open] of backends) {
-  describe(`addSignatures (${name})`, () => {
-    test('concurrent additions all land, each once, and nothing else changes', async () => {
-      const store = await open()
-      try {
-        assert.ok(canAddSignatures(store))
-        const leaf = await store.pathInfos.put(syntheticPath('leaf'))
-        const top = await store.pathInfos.put(syntheticPath('top', [leaf]))
-        const digest = storePathOf(top).digest
-        const sigs = [1, 2, 3, 4, 5].map((i) => sig(`k-${i}`, i))
-        await Promise.all(sigs.map((s) => store.pathInfos.addSignatures(digest, [s, sigs[0]!])))
-        const stored = (await store.pathInfos.get(digest))!
-        assert.deepEqual(stored.narinfo!.signatures.map((s) => s.name).sort(), ['k-1', 'k-2', 'k-3', 'k-4', 'k-5'])
-        const unsigned = (i: PathInfo) => Buffer.from(encodePathInfo({ ...i, narinfo: { ...i.narinfo!, signatures: [] } }))
-        assert.deepEqual(unsigned(stored), unsigned(top))
-        // Again: what is stored comes back unchanged.
-        assert.deepEqual(await store.pathInfos.addSignatures(digest, [sigs[2]!]), stored)
-        // The referrers index still answers.
-        assert.equal((await store.pathInfos.referrers!(storePathOf(leaf).digest)).length, 1)
-        assert.equal(await store.pathInfos.addSignatures(new Uint8Array(20), [sigs[0]!]), undefined)
-      } finally {
-        await store.close()
-      }
-    })
-  })
-}
 
 test('sign is refused over gRPC (the tvix protocol cannot change a stored PathInfo), before anything is read', async () => {
   const store: Store = { ...openMemoryStore(), pathInfos: new GrpcPathInfoService({} as RpcClient) }
