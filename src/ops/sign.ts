@@ -1,6 +1,6 @@
 import { NotFoundError } from '../errors.js'
 import { storePathOf } from '../store/path-info.js'
-import { canAddSignatures } from '../store/path-info-service.js'
+import { canAddSignatures } from '../store/capabilities.js'
 import { type SecretKey, signPathInfo, withSignatures } from '../store/signing.js'
 import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'

@@ -1,6 +1,5 @@
 import type { CallOptions } from '../util/call-options.js'
 import type { PathInfo, Signature } from './path-info.js'
-import type { Store } from './store.js'
 
 /** PathInfos keyed by the 20-byte digest of their store path. */
 export interface PathInfoService {
@@ -54,8 +53,4 @@ export function hasReferrers(pathInfos: PathInfoService): pathInfos is PathInfoS
  */
 export interface SignatureAdding {
   addSignatures(storePathDigest: Uint8Array, sigs: Signature[], opts?: CallOptions): Promise<PathInfo | undefined>
-}
-
-export function canAddSignatures(store: Store): store is Store & { pathInfos: PathInfoService & SignatureAdding } {
-  return typeof (store.pathInfos as Partial<SignatureAdding>).addSignatures === 'function'
 }

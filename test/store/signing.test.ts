@@ -7,7 +7,7 @@ import { InvalidInputError, UnsupportedError } from '../../src/errors.js'
 import { signPaths } from '../../src/ops/sign.js'
 import * as nixbase32 from '../../src/store/nixbase32.js'
 import type { PathInfo } from '../../src/store/path-info.js'
-import { canAddSignatures } from '../../src/store/path-info-service.js'
+import { canAddSignatures } from '../../src/store/capabilities.js'
 import {
   fingerprint,
   generateSecretKey,
