@@ -1,4 +1,4 @@
-import { NotFoundError } from '../errors.js'
+import { NotFoundError, UsageError } from '../errors.js'
 import { storePathOf } from '../store/path-info.js'
 import { canAddSignatures } from '../store/capabilities.js'
 import { type SecretKey, signPathInfo, withSignatures } from '../store/signing.js'
@@ -31,6 +31,8 @@ export interface SignReport {
  * signatures (over gRPC), before anything is read.
  */
 export async function signPaths(store: Store, args: string[], req: SignRequest, caller: Caller): Promise<SignReport> {
+  // Checked here so the message says what the paths are for (queryPathInfos would say "describe").
+  if (!req.all && args.length === 0) throw new UsageError('give the store paths to sign, or --all')
   const s = requireCapability(store, canAddSignatures, 'add signatures to stored paths', { ...caller, what: caller.what ?? 'sign' })
   const entries = await queryPathInfos(s, args, { all: req.all, recursive: req.recursive })
   let added = 0
