@@ -58,6 +58,21 @@ describe('signing', () => {
     assert.equal(hasValidSignature(signed, pub, '/gnu/store'), false)
   })
 
+  test('bad keys are refused, naming what is wrong', () => {
+    const bad: Array<[string, RegExp]> = [
+      [`k-1:${Buffer.alloc(32, 7).toString('base64')}`, /secret key 'k-1' is not valid: 32 bytes, want 64/],
+      [`:${Buffer.alloc(64, 7).toString('base64')}`, /secret key is corrupt: expected 'name:base64'/],
+      ['no-colon', /secret key is corrupt: expected 'name:base64'/],
+      ['k-1:', /secret key is corrupt: expected 'name:base64'/],
+      ['k-1:not*base64!', /secret key 'k-1' is corrupt: invalid base64/],
+      // Unpadded: Buffer.from would take it, Nix writes padding.
+      [`k-1:${Buffer.alloc(64, 7).toString('base64').replace(/=+$/, '')}`, /invalid base64/],
+    ]
+    for (const [text, re] of bad) assert.throws(() => parseSecretKey(text), (e) => e instanceof InvalidInputError && re.test(e.message), text)
+    assert.throws(() => parsePublicKeys(`k-1:${Buffer.alloc(64, 7).toString('base64')}`), /public key 'k-1' is not valid: 64 bytes, want 32/)
+    assert.throws(() => generateSecretKey('a b'), /invalid key name/)
+  })
+
   test('a secret key round-trips, and one whose public half is not its own is refused', () => {
     const key = generateSecretKey('k-1')
     assert.deepEqual(parseSecretKey(renderSecretKey(key) + '\n'), key)
