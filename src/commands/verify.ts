@@ -3,7 +3,9 @@ import * as Flags from '@oclif/core/flags'
 import { countProgress } from '../cli/progress.js'
 import { plural } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
-import { verifyStore, type VerifyReport } from '../ops/verify.js'
+import { type TrustOptions, verifyStore, type VerifyReport } from '../ops/verify.js'
+import { InvalidInputError, UsageError } from '../errors.js'
+import { parsePublicKeys } from '../store/signing.js'
 import { parseStorePathArg } from '../store/store-path.js'
 import { parseSize } from '../util/size.js'
 
@@ -25,12 +27,19 @@ export default class Verify extends StoreCommand<typeof Verify> {
       default: '64G',
     }),
     repair: Flags.boolean({ summary: 'Remove corrupt objects and the paths that can no longer be served.' }),
+    'trusted-public-keys': Flags.string({
+      summary: 'Also check signatures: each path not content-addressed needs --sigs-needed valid signatures by these keys (NAME:BASE64, space-separated).',
+      helpValue: 'KEYS',
+      env: 'TVIX_TRUSTED_PUBLIC_KEYS',
+    }),
+    'sigs-needed': Flags.integer({ summary: 'With --trusted-public-keys: how many valid signatures each path needs.', min: 1, helpValue: 'N' }),
   }
 
   async run(): Promise<VerifyReport> {
     const { argv } = await this.parse(Verify)
     const paths = (argv as string[]).map((p) => parseStorePathArg(p, this.flags['store-dir']).path)
     const maxNarSize = parseSize(this.flags['max-nar-size'], 'max-nar-size')
+    const trust = trustOptions(this.flags['trusted-public-keys'], this.flags['sigs-needed'])
     const store = await this.store()
     const progress = countProgress('verifying')
     let report: VerifyReport
@@ -39,6 +48,7 @@ export default class Verify extends StoreCommand<typeof Verify> {
         store,
         { paths: paths.length > 0 ? paths : undefined, narHash: this.flags['nar-hash'], maxNarSize, repair: this.flags.repair, onProgress: progress.update },
         this.caller('verify'),
+        trust,
       )
     } finally {
       progress.stop()
@@ -61,5 +71,21 @@ export default class Verify extends StoreCommand<typeof Verify> {
     // The problems are on stdout (or in the JSON); the exit code says the store was not clean.
     if (report.problems.length > 0) process.exitCode = 1
     return report
+  }
+}
+
+/** The signature check verify runs, if keys are given: a bad key is a usage error, as a bad flag. */
+function trustOptions(keys: string | undefined, sigsNeeded: number | undefined): TrustOptions | undefined {
+  if (keys === undefined) {
+    if (sigsNeeded !== undefined) throw new UsageError('--sigs-needed needs --trusted-public-keys: the keys whose signatures count')
+    return undefined
+  }
+  try {
+    const trustedKeys = parsePublicKeys(keys)
+    if (trustedKeys.length === 0) throw new UsageError('--trusted-public-keys names no key')
+    return { trustedKeys, sigsNeeded: sigsNeeded ?? 1 }
+  } catch (e) {
+    if (e instanceof InvalidInputError) throw new UsageError(`--trusted-public-keys: ${e.message}`, { cause: e })
+    throw e
   }
 }

@@ -1,4 +1,5 @@
 import { InvalidInputError } from '../errors.js'
+import type { PathInfoService, SignatureAdding } from './path-info-service.js'
 import type { StorePath } from './store-path.js'
 import type { Store, TempRoots } from './store.js'
 
@@ -163,4 +164,9 @@ export function validateRootName(name: string): string {
     throw new InvalidInputError(`invalid GC root name ${JSON.stringify(name)}: use 1-211 of A-Z a-z 0-9 + - . _ ? =, not starting with "."`)
   }
   return name
+}
+
+/** A store whose PathInfos can gain signatures (PathInfoService.addSignatures). */
+export function canAddSignatures(store: Store): store is Store & { pathInfos: PathInfoService & SignatureAdding } {
+  return typeof (store.pathInfos as Partial<SignatureAdding>).addSignatures === 'function'
 }

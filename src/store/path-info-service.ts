@@ -1,5 +1,5 @@
 import type { CallOptions } from '../util/call-options.js'
-import type { PathInfo } from './path-info.js'
+import type { PathInfo, Signature } from './path-info.js'
 
 /** PathInfos keyed by the 20-byte digest of their store path. */
 export interface PathInfoService {
@@ -41,4 +41,16 @@ export function admitsOnPut(s: PathInfoService): s is PathInfoService & AdmitsOn
 /** A store with a referrers index (see PathInfoService.referrers). */
 export function hasReferrers(pathInfos: PathInfoService): pathInfos is PathInfoService & Required<Pick<PathInfoService, 'referrers'>> {
   return typeof pathInfos.referrers === 'function'
+}
+
+/**
+ * A PathInfoService that can add signatures to a stored path, the one
+ * change a stored PathInfo may undergo (as Nix's addSignatures): the
+ * signatures not already there are appended, atomically (of concurrent
+ * additions none is lost), nothing else changes. Returns what is stored
+ * then, undefined if the path is absent. The tvix gRPC protocol has no
+ * such call (its Put never replaces), so a gRPC client lacks it.
+ */
+export interface SignatureAdding {
+  addSignatures(storePathDigest: Uint8Array, sigs: Signature[], opts?: CallOptions): Promise<PathInfo | undefined>
 }

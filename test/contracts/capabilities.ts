@@ -3,9 +3,11 @@ import { test } from 'node:test'
 import { type BlobService, hasChunkLists, hasStaging, readAll, type Staging } from '../../src/castore/blob-service.js'
 import { b3, toHex } from '../../src/castore/digest.js'
 import { AlreadyExistsError, InvalidInputError } from '../../src/errors.js'
-import { hasReferrers, type PathInfoService } from '../../src/store/path-info-service.js'
+import { hasReferrers, type PathInfoService, type SignatureAdding } from '../../src/store/path-info-service.js'
+import { canAddSignatures } from '../../src/store/capabilities.js'
+import { encodePathInfo } from '../../src/store/proto.js'
 import type { Store } from '../../src/store/store.js'
-import type { PathInfo } from '../../src/store/path-info.js'
+import type { PathInfo, Signature } from '../../src/store/path-info.js'
 import { baseNameOf, syntheticPath } from '../helpers/path-infos.js'
 import { randomBytes } from '../helpers/trees.js'
 import { pieces } from './blob-service.js'
@@ -15,6 +17,7 @@ import { digestOf } from './path-info-service.js'
 type StagingStore = Store & { blobs: BlobService & Staging }
 type ChunkListStore = Store & { blobs: Required<Pick<BlobService, 'chunks'>> }
 type ReferrersStore = Store & { pathInfos: Required<Pick<PathInfoService, 'referrers'>> }
+type SigningStore = Store & { pathInfos: PathInfoService & SignatureAdding }
 
 /** Staging (castore/blob-service.ts Staging): transactional blob writes. */
 export function describeStaging(name: string, open: OpenStore): void {
@@ -104,6 +107,34 @@ export function describeReferrers(name: string, open: OpenStore): void {
       await pathInfos.put(syntheticPath('refused-top', [], '/first'))
       await assert.rejects(pathInfos.put(syntheticPath('refused-top', [leaf], '/second')), AlreadyExistsError)
       assert.deepEqual(await pathInfos.referrers(digestOf(leaf)), [])
+    })
+  })
+}
+
+/** Adding signatures (PathInfoService.addSignatures): the one change a stored PathInfo may undergo. */
+export function describeSignatureAdding(name: string, open: OpenStore): void {
+  describeCapability(`${name}: signature adding contract`, open, 'canAddSignatures(store)', (s): s is SigningStore => canAddSignatures(s), (store) => {
+    const sig = (keyName: string, fill: number): Signature => ({ name: keyName, data: new Uint8Array(64).fill(fill) })
+
+    test('concurrent additions all land, each once, and nothing else changes', async () => {
+      const { pathInfos } = store()
+      const leaf = await pathInfos.put(syntheticPath('sig-leaf'))
+      const top = await pathInfos.put(syntheticPath('sig-top', [leaf]))
+      const sigs = [1, 2, 3, 4, 5].map((i) => sig(`k-${i}`, i))
+      await Promise.all(sigs.map((s) => pathInfos.addSignatures(digestOf(top), [s, sigs[0]!])))
+      const stored = (await pathInfos.get(digestOf(top)))!
+      assert.deepEqual(stored.narinfo!.signatures.map((s) => s.name).sort(), ['k-1', 'k-2', 'k-3', 'k-4', 'k-5'])
+      const unsigned = (i: PathInfo) => Buffer.from(encodePathInfo({ ...i, narinfo: { ...i.narinfo!, signatures: [] } }))
+      assert.deepEqual(unsigned(stored), unsigned(top))
+      // Again: what is stored comes back unchanged.
+      assert.deepEqual(await pathInfos.addSignatures(digestOf(top), [sigs[2]!]), stored)
+      // Its referrers still find it.
+      if (hasReferrers(pathInfos)) assert.deepEqual((await pathInfos.referrers(digestOf(leaf))).map(baseNameOf), [baseNameOf(top)])
+    })
+
+    test('an absent path gains nothing', async () => {
+      assert.equal(await store().pathInfos.addSignatures(digestOf(syntheticPath('sig-never-put')), [sig('k-1', 1)]), undefined)
+      assert.equal(await store().pathInfos.get(digestOf(syntheticPath('sig-never-put'))), undefined)
     })
   })
 }

@@ -10,7 +10,7 @@ import { startDaemon } from '../../src/daemon/server.js'
 import { DEFAULT_STORE_DIR } from '../../src/store/store-path.js'
 import type { Store } from '../../src/store/store.js'
 import { describeBlobService } from './blob-service.js'
-import { describeChunkLists, describeReferrers, describeStaging } from './capabilities.js'
+import { describeChunkLists, describeReferrers, describeSignatureAdding, describeStaging } from './capabilities.js'
 import { describeDirectoryService } from './directory-service.js'
 import type { OpenStore } from './harness.js'
 import { describePathInfoService } from './path-info-service.js'
@@ -70,4 +70,5 @@ for (const [name, open] of BACKENDS) {
   describeStaging(name, open)
   describeChunkLists(name, open)
   describeReferrers(name, open)
+  describeSignatureAdding(name, open)
 }

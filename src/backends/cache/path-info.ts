@@ -1,12 +1,12 @@
 import { CastoreTransfer } from '../../castore/transfer.js'
 import { NotFoundError } from '../../errors.js'
 import * as nixbase32 from '../../store/nixbase32.js'
-import { type PathInfo, storePathOf } from '../../store/path-info.js'
+import { type PathInfo, type Signature, storePathOf } from '../../store/path-info.js'
 import type { PathInfoService } from '../../store/path-info-service.js'
 import type { CallOptions } from '../../util/call-options.js'
 import { absolute } from '../../store/store-path.js'
 import type { Store } from '../../store/store.js'
-import { inWriteSession } from '../../store/capabilities.js'
+import { canAddSignatures, inWriteSession } from '../../store/capabilities.js'
 import { runDag } from '../../util/dag.js'
 import { forEachLimit } from '../../util/pool.js'
 
@@ -26,6 +26,7 @@ const FILLS_AT_ONCE = 4
  */
 export class CachePathInfoService implements PathInfoService {
   referrers?: (storePathDigest: Uint8Array) => Promise<PathInfo[]>
+  addSignatures?: (storePathDigest: Uint8Array, sigs: Signature[], opts?: CallOptions) => Promise<PathInfo | undefined>
 
   constructor(
     private readonly near: Store,
@@ -33,6 +34,14 @@ export class CachePathInfoService implements PathInfoService {
   ) {
     // Only the far store knows every path that refers to one.
     if (far.pathInfos.referrers) this.referrers = (d) => far.pathInfos.referrers!(d)
+    // Only where both sides can: a near copy left without them would be served with stale signatures.
+    if (canAddSignatures(far) && canAddSignatures(near)) {
+      this.addSignatures = async (d, sigs, opts) => {
+        const signed = await far.pathInfos.addSignatures(d, sigs, opts)
+        if (signed) await near.pathInfos.addSignatures(d, sigs, opts)
+        return signed
+      }
+    }
   }
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {

@@ -1,16 +1,19 @@
 import { IntegrityError } from '../../errors.js'
 import { decodePathInfo, encodePathInfo } from '../../store/proto.js'
 import * as nixbase32 from '../../store/nixbase32.js'
-import type { PathInfo } from '../../store/path-info.js'
+import type { PathInfo, Signature } from '../../store/path-info.js'
 import { checkPut, keepStored } from '../../store/path-info-admission.js'
-import type { PathInfoService } from '../../store/path-info-service.js'
+import type { PathInfoService, SignatureAdding } from '../../store/path-info-service.js'
+import { withSignatures } from '../../store/signing.js'
+import type { CallOptions } from '../../util/call-options.js'
+import { withFileLock } from './path-lock.js'
 import { DEFAULT_STORE_DIR, DIGEST_LEN } from '../../store/store-path.js'
 import { requireDigestLength } from '../../castore/digest.js'
 import { HASH_PART } from './inventory.js'
 import { type LocalRoot, readSmallFile } from './layout.js'
 import { ReferrersIndex } from './referrers.js'
 
-export class LocalPathInfoService implements PathInfoService {
+export class LocalPathInfoService implements PathInfoService, SignatureAdding {
   readonly index: ReferrersIndex
 
   constructor(
@@ -61,6 +64,33 @@ export class LocalPathInfoService implements PathInfoService {
       await this.root.sync()
       return info
     })
+  }
+
+  /**
+   * Under a lock per path (another process may be signing it too), the
+   * stored PathInfo with the new signatures is written to a temp file and
+   * renamed over the old one: readers see the old or the new, never a mix.
+   */
+  async addSignatures(digest: Uint8Array, sigs: Signature[], opts?: CallOptions): Promise<PathInfo | undefined> {
+    const hash = nixbase32.encode(requireDigestLength(digest, DIGEST_LEN))
+    if (!(await this.get(digest))) return undefined
+    return withFileLock(
+      this.root.tmp,
+      `sign-${hash}.lock`,
+      async () => {
+        const stored = await this.get(digest)
+        const signed = stored && withSignatures(stored, sigs)
+        if (!signed) return stored
+        return this.root.commit(async () => {
+          // Sweeps are held off here: one that deleted the path since must not see it come back.
+          if (!readSmallFile(this.root.pathInfoPath(hash))) return undefined
+          await this.root.writeAtomic(this.root.pathInfoPath(hash), encodePathInfo(signed))
+          await this.root.sync()
+          return signed
+        })
+      },
+      opts?.signal,
+    )
   }
 
   /**

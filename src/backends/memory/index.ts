@@ -4,9 +4,10 @@ import type { Directory } from '../../castore/directory.js'
 import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { decodeDirectory, encodeDirectory } from '../../castore/proto.js'
 import { decodePathInfo, encodePathInfo } from '../../store/proto.js'
-import type { PathInfo } from '../../store/path-info.js'
+import type { PathInfo, Signature } from '../../store/path-info.js'
 import { checkPut, keepStored } from '../../store/path-info-admission.js'
-import type { PathInfoService } from '../../store/path-info-service.js'
+import type { PathInfoService, SignatureAdding } from '../../store/path-info-service.js'
+import { withSignatures } from '../../store/signing.js'
 import { DEFAULT_STORE_DIR, DIGEST_LEN } from '../../store/store-path.js'
 import type { Store } from '../../store/store.js'
 import type { GarbageCollecting } from '../../store/capabilities.js'
@@ -108,7 +109,7 @@ export class MemoryDirectoryService implements DirectoryService {
   }
 }
 
-export class MemoryPathInfoService implements PathInfoService {
+export class MemoryPathInfoService implements PathInfoService, SignatureAdding {
   readonly infos = new Map<string, Uint8Array>()
   /** Referrers index: hash part -> hash parts of the paths that refer to it. */
   private readonly referrerIndex = new Map<string, Set<string>>()
@@ -136,6 +137,18 @@ export class MemoryPathInfoService implements PathInfoService {
       set.add(key)
     }
     return info
+  }
+
+  /** Read, merge and write with no await in between: concurrent additions all land. */
+  async addSignatures(digest: Uint8Array, sigs: Signature[]): Promise<PathInfo | undefined> {
+    const key = nixbase32.encode(requireDigestLength(digest, DIGEST_LEN))
+    const bytes = this.infos.get(key)
+    if (!bytes) return undefined
+    const stored = decodePathInfo(bytes)
+    const signed = withSignatures(stored, sigs)
+    if (!signed) return stored
+    this.infos.set(key, encodePathInfo(signed))
+    return signed
   }
 
   async referrers(digest: Uint8Array): Promise<PathInfo[]> {
