@@ -1,7 +1,8 @@
 import { InvalidInputError } from '../errors.js'
 import * as nixbase32 from './nixbase32.js'
-import { CaHash, type ContentAddress, type PathInfo, storePathOf } from './path-info.js'
-import { type StorePath, absolute, basename } from './store-path.js'
+import type { Node } from '../castore/node.js'
+import { CaHash, type ContentAddress, type PathInfo, type Signature, storePathOf } from './path-info.js'
+import { type StorePath, absolute, basename, parseBasename } from './store-path.js'
 
 const CA_PREFIX: Record<CaHash, string> = {
   [CaHash.NAR_SHA256]: 'fixed:r:sha256',
@@ -55,8 +56,9 @@ export interface NarInfoFields {
   storePath: string
   url: string
   compression: string
-  fileHash: string
-  fileSize: number
+  /** Hash and size of the (compressed) file; absent where it is compressed as it is served. */
+  fileHash?: string
+  fileSize?: number
   narHash: string
   narSize: number
   references: string[]
@@ -94,8 +96,8 @@ export function renderNarInfo(f: NarInfoFields): string {
     `StorePath: ${f.storePath}`,
     `URL: ${f.url}`,
     `Compression: ${f.compression}`,
-    `FileHash: ${f.fileHash}`,
-    `FileSize: ${f.fileSize}`,
+    ...(f.fileHash === undefined ? [] : [`FileHash: ${f.fileHash}`]),
+    ...(f.fileSize === undefined ? [] : [`FileSize: ${f.fileSize}`]),
     `NarHash: ${f.narHash}`,
     `NarSize: ${f.narSize}`,
     `References: ${f.references.join(' ')}`,
@@ -104,4 +106,114 @@ export function renderNarInfo(f: NarInfoFields): string {
   for (const s of f.sigs) lines.push(`Sig: ${s}`)
   if (f.ca) lines.push(`CA: ${f.ca}`)
   return lines.join('\n') + '\n'
+}
+
+/** `name:base64` as narinfos and `nix path-info --json` write signatures. */
+export function parseSignature(text: string): Signature {
+  const i = text.indexOf(':')
+  const data = Buffer.from(text.slice(i + 1), 'base64')
+  if (i <= 0 || data.length === 0 || data.toString('base64') !== text.slice(i + 1)) throw new InvalidInputError(`invalid signature ${JSON.stringify(text)}: want name:base64`)
+  return { name: text.slice(0, i), data }
+}
+
+/**
+ * Parses a .narinfo as Nix 2.8 does (SPEC 8.2): `Key: value` lines, each
+ * ending in a newline, no blank lines; StorePath, URL, NarHash and a
+ * NarSize > 0 required; a missing Compression means bzip2; unknown keys
+ * (System, …) ignored. The store path must lie in `storeDir`.
+ */
+export function parseNarInfo(text: string, storeDir: string): NarInfoFields {
+  const bad = (why: string) => new InvalidInputError(`corrupt narinfo: ${why}`)
+  if (!text.endsWith('\n')) throw bad('it does not end in a newline')
+  const f: Partial<NarInfoFields> & { sigs: string[] } = { sigs: [] }
+  let references: string[] | undefined
+  for (const line of text.slice(0, -1).split('\n')) {
+    const i = line.indexOf(': ')
+    if (i <= 0) throw bad(`line ${JSON.stringify(line)} is not "Key: value"`)
+    const key = line.slice(0, i)
+    const value = line.slice(i + 2)
+    switch (key) {
+      case 'StorePath':
+        f.storePath = value
+        break
+      case 'URL':
+        f.url = value
+        break
+      case 'Compression':
+        f.compression = value
+        break
+      case 'FileHash':
+        f.fileHash = value
+        break
+      case 'FileSize':
+        f.fileSize = count(value, key)
+        break
+      case 'NarHash':
+        f.narHash = value
+        break
+      case 'NarSize':
+        f.narSize = count(value, key)
+        break
+      case 'References':
+        references = value === '' ? [] : value.split(' ')
+        break
+      case 'Deriver':
+        if (value !== 'unknown-deriver') f.deriver = value
+        break
+      case 'Sig':
+        f.sigs.push(value)
+        break
+      case 'CA':
+        f.ca = value
+        break
+    }
+  }
+  if (!f.storePath) throw bad('StorePath is missing')
+  if (!f.storePath.startsWith(`${storeDir}/`)) throw bad(`${f.storePath} is not in the store dir ${storeDir}`)
+  parseBasename(f.storePath.slice(storeDir.length + 1))
+  if (!f.url) throw bad('URL is missing')
+  if (!f.narHash) throw bad('NarHash is missing')
+  parseSha256(f.narHash)
+  if (!f.narSize) throw bad('NarSize is missing or 0')
+  for (const r of references ?? []) parseBasename(r)
+  return {
+    storePath: f.storePath,
+    url: f.url,
+    compression: f.compression ?? 'bzip2',
+    fileHash: f.fileHash,
+    fileSize: f.fileSize,
+    narHash: f.narHash,
+    narSize: f.narSize,
+    references: references ?? [],
+    deriver: f.deriver,
+    sigs: f.sigs,
+    ca: f.ca,
+  }
+
+  function count(value: string, key: string): number {
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) throw bad(`${key} ${JSON.stringify(value)} is not a number`)
+    return Number(value)
+  }
+}
+
+/**
+ * The PathInfo a narinfo describes, with `root` (its tree once ingested)
+ * as the root node, named after the store path. A self-reference stays.
+ */
+export function pathInfoFromNarInfo(f: NarInfoFields, root: Node, storeDir: string): PathInfo {
+  const base = f.storePath.slice(storeDir.length + 1)
+  const refs = f.references.map(parseBasename)
+  const deriver = f.deriver && parseBasename(f.deriver.replace(/\.drv$/, ''))
+  return {
+    node: { ...root, name: Buffer.from(base, 'utf8') },
+    references: refs.map((r) => r.digest),
+    narinfo: {
+      narSize: f.narSize,
+      narSha256: parseSha256(f.narHash),
+      signatures: f.sigs.map(parseSignature),
+      referenceNames: refs.map(basename),
+      deriver: deriver || undefined,
+      ca: f.ca ? parseCa(f.ca) : undefined,
+    },
+  }
 }
