@@ -198,3 +198,20 @@ test('daemon --http-listen refuses what Nix cannot reach over HTTP: one error li
   assertOneErrorLine(r.stderr.toString(), /^error: --http-listen "unix:\/tmp\/cache\.sock": want HOST:PORT or \[IPV6\]:PORT$/)
   assert.equal(fs.existsSync(path.join(root, 'never')), false)
 })
+
+test('daemon --secret-key-file: a missing or bad key, or no --http-listen, is one error line before anything starts', async () => {
+  const never = path.join(root, 'never')
+  const publicOnly = path.join(root, 'public-only.pk')
+  fs.writeFileSync(publicOnly, `cache-1:${Buffer.alloc(32, 1).toString('base64')}`)
+  const cases: Array<[string[], number, RegExp]> = [
+    [['--http-listen', '127.0.0.1:0', '--secret-key-file', path.join(root, 'absent.sk')], 1, /^error: cannot read the key file \S+absent\.sk: it does not exist$/],
+    [['--http-listen', '127.0.0.1:0', '--secret-key-file', publicOnly], 1, /^error: secret key 'cache-1' is not valid: 32 bytes, want 64$/],
+    [['--secret-key-file', publicOnly], 2, /^error: .*--http-listen/],
+  ]
+  for (const [args, code, line] of cases) {
+    const r = await runCli(['daemon', '--store', never, '--listen', '127.0.0.1:0', ...args])
+    assert.equal(r.code, code, r.stderr.toString())
+    assertOneErrorLine(r.stderr.toString(), line)
+    assert.equal(fs.existsSync(never), false)
+  }
+})
