@@ -22,7 +22,7 @@ export interface CacheOptions {
   secretKeys?: SecretKey[]
 }
 
-/** A request the server answers with a 4xx: the client's mistake, never logged. */
+/** A request the server answers with a 4xx: the client's mistake (logged only for uploads, see request-log.ts). */
 class ClientError extends Error {
   constructor(
     readonly status: number,
@@ -96,7 +96,10 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     const pieces = narListing(info.node, store, signal)
     const first = await pieces.next()
     res.writeHead(200, { 'Content-Type': 'application/json' })
-    if (req.method === 'HEAD') return void res.end()
+    if (req.method === 'HEAD') {
+      await pieces.return(undefined)
+      return void res.end()
+    }
     await pipeline(prepend(first, pieces), res, { signal })
   }
 
@@ -143,7 +146,8 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     if (res.headersSent) {
       // Mid-NAR: the client sees a short body against Content-Length, never a complete wrong one.
       res.destroy()
-      if (!stopped.aborted && !res.writableFinished && !req.destroyed && !isPrematureClose(e)) log(`${req.method} ${loggedPath(req.url)} failed mid-${routeOf(loggedPath(req.url)) === 'nar' ? 'NAR' : 'response'}: ${message(e)}`)
+      const path = loggedPath(req.url)
+      if (!stopped.aborted && !res.writableFinished && !req.destroyed && !isPrematureClose(e)) log(`${req.method} ${path} failed mid-${routeOf(path) === 'nar' ? 'NAR' : 'response'}: ${message(e)}`)
       return
     }
     const status = statusOf(e)

@@ -107,6 +107,8 @@ describe('daemon --http-listen serves the store as a Nix binary cache', { skip }
       assert.equal(served.headers.get('content-type'), 'application/json')
       assert.deepEqual(JSON.parse(await served.text()), JSON.parse(fs.readFileSync(path.join(written, `${hash}.ls`), 'utf8')), p)
     }
+    const head = await fetch(`${cache}/${path.basename(treePath).slice(0, 32)}.ls`, { method: 'HEAD' })
+    assert.deepEqual([head.status, head.headers.get('content-type'), await head.text()], [200, 'application/json', ''])
     assert.equal((await fetch(`${cache}/${'0'.repeat(31)}a.ls`)).status, 404)
   })
 
