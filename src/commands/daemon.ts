@@ -1,7 +1,10 @@
 import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
 import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
+import type { CacheOptions } from '../http/cache-handler.js'
 import type { TcpAddress } from '../http/server.js'
+import { readKeyFile } from '../cli/key-file.js'
+import { parseSecretKey } from '../store/signing.js'
 import { storeLabel } from '../backends/open-store.js'
 import { collectGarbage, garbageCollector } from '../ops/gc.js'
 import type { Store } from '../store/store.js'
@@ -58,8 +61,14 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: '60s',
     }),
     'http-listen': Flags.string({
-      summary: 'Also serve the store as a Nix binary cache (read-only, unsigned, uncompressed NARs) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
+      summary: 'Also serve the store as a Nix binary cache (read-only, uncompressed NARs) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
       helpValue: '[HOST:]PORT',
+    }),
+    'secret-key-file': Flags.string({
+      summary: 'Sign every narinfo the binary cache serves with this key (NAME:BASE64, as `nix-store --generate-binary-cache-key` writes it); repeatable.',
+      helpValue: 'FILE',
+      multiple: true,
+      dependsOn: ['http-listen'],
     }),
     priority: Flags.integer({
       summary: 'The binary cache\'s Priority in /nix-cache-info (Nix tries lower first; cache.nixos.org says 40).',
@@ -82,6 +91,8 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       process.once('SIGINT', resolve)
       process.once('SIGTERM', resolve)
     })
+    // Read before anything starts: a bad key is one error line, not a half-started daemon.
+    const secretKeys = (this.flags['secret-key-file'] ?? []).map((f) => parseSecretKey(readKeyFile(f)))
     const store = await this.store()
     // Nothing after the stop line: a handler whose client vanished may settle after the server closed.
     let stopped = false
@@ -103,7 +114,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
       maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size'),
     })
-    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, this.flags.priority, daemon) : undefined
+    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys }, daemon) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)
@@ -117,10 +128,10 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 }
 
 /** The HTTP side; if it cannot listen, the gRPC side already started is stopped before the error is reported. */
-async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, priority: number, daemon: { shutdown(): Promise<void> }) {
+async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }) {
   const { startHttpCache } = await import('../http/server.js')
   try {
-    return await startHttpCache(store, listen, log, { priority })
+    return await startHttpCache(store, listen, log, opts)
   } catch (e) {
     await daemon.shutdown()
     throw e

@@ -1,22 +1,28 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { pipeline } from 'node:stream/promises'
 import { NotFoundError } from '../errors.js'
-import { renderNar } from '../store/nar/render.js'
 import { narInfoFields, renderNarInfo } from '../store/narinfo.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import type { PathInfo } from '../store/path-info.js'
+import { type SecretKey, signPathInfo, withSignatures } from '../store/signing.js'
 import { HASH_PART_LEN } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
+import { narListing } from './listing.js'
+import { METRICS_CONTENT_TYPE, countRequest, metrics } from './metrics.js'
 import { narUrl, parseNarFileName, sameNar } from './nar-url.js'
+import { byteRange, narBytes, rangeHeaders } from './range.js'
+import { failureLine, loggedPath } from './request-log.js'
 
 export type Log = (line: string) => void
 
 export interface CacheOptions {
   /** `Priority:` of nix-cache-info: lower wins among a client's substituters. */
   priority: number
+  /** Each narinfo served gets a `Sig:` by each of these keys, beside the stored ones. */
+  secretKeys?: SecretKey[]
 }
 
-/** A request the server answers with a 4xx: the client's mistake, never logged. */
+/** A request the server answers with a 4xx: the client's mistake (logged only for uploads, see request-log.ts). */
 class ClientError extends Error {
   constructor(
     readonly status: number,
@@ -28,6 +34,15 @@ class ClientError extends Error {
 }
 
 const NARINFO = new RegExp(`^/([0-9a-z]{${HASH_PART_LEN}})\\.narinfo$`)
+const LISTING = new RegExp(`^/([0-9a-z]{${HASH_PART_LEN}})\\.ls$`)
+
+/** The `route` label of a request in /metrics: a few fixed names, never the path itself. */
+function routeOf(path: string): string {
+  if (path === '/nix-cache-info' || path === '/metrics') return path.slice(1)
+  if (NARINFO.test(path)) return 'narinfo'
+  if (LISTING.test(path)) return 'ls'
+  return path.startsWith('/nar/') ? 'nar' : 'other'
+}
 
 /**
  * The read side of Nix's `http://` binary cache protocol over a Store:
@@ -38,6 +53,7 @@ const NARINFO = new RegExp(`^/([0-9a-z]{${HASH_PART_LEN}})\\.narinfo$`)
 export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped: AbortSignal) {
   const cacheInfo = `StoreDir: ${store.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority}\n`
   return (req: IncomingMessage, res: ServerResponse): void => {
+    countRequest(metrics, req.method, routeOf((req.url ?? '/').split('?')[0]!), res)
     serve(req, res).catch((e: unknown) => fail(req, res, e))
   }
 
@@ -49,20 +65,57 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     if (path === '/nix-cache-info') return send(req, res, 'text/x-nix-cache-info', cacheInfo)
     const narinfo = NARINFO.exec(path)
     if (narinfo) return send(req, res, 'text/x-nix-narinfo', renderNarInfo(await narInfoOf(narinfo[1]!)))
+    const listing = LISTING.exec(path)
+    if (listing) return serveListing(req, res, listing[1]!)
+    if (path === '/metrics') return send(req, res, METRICS_CONTENT_TYPE, metrics.render())
     if (path.startsWith('/nar/')) return serveNar(req, res, path.slice('/nar/'.length))
     throw new ClientError(404, `no such file in this binary cache: ${path}`)
   }
 
   /** The narinfo text for a hash part, its URL naming a NAR this server can find again. */
   async function narInfoOf(hashPart: string) {
-    let digest: Uint8Array
+    const digest = hashDigest(hashPart)
+    let info: PathInfo
     try {
-      digest = nixbase32.decode(hashPart)
+      info = await pathInfo(digest)
+    } catch (e) {
+      if (statusOf(e) === 404) metrics.narinfoMisses.inc()
+      throw e
+    }
+    metrics.narinfoHits.inc()
+    // Signed as served, not stored: adding a key to the daemon signs every path at once.
+    const signed = withSignatures(info, (opts.secretKeys ?? []).map((k) => signPathInfo(info, k, store.storeDir))) ?? info
+    return { ...narInfoFields(signed, store.storeDir), url: narUrl(hashPart, info.narinfo!.narSha256) }
+  }
+
+  /** `<hash>.ls`: the path's NAR listing, made from its Directories (no NAR is rendered). */
+  async function serveListing(req: IncomingMessage, res: ServerResponse, hashPart: string): Promise<void> {
+    const info = await pathInfo(hashDigest(hashPart))
+    const signal = untilGone(res)
+    // The first piece before the headers, so that a missing root Directory is still a clean 500; streamed after.
+    const pieces = narListing(info.node, store, signal)
+    const first = await pieces.next()
+    res.writeHead(200, { 'Content-Type': 'application/json' })
+    if (req.method === 'HEAD') {
+      await pieces.return(undefined)
+      return void res.end()
+    }
+    await pipeline(prepend(first, pieces), res, { signal })
+  }
+
+  function hashDigest(hashPart: string): Uint8Array {
+    try {
+      return nixbase32.decode(hashPart)
     } catch (e) {
       throw new ClientError(400, `${hashPart} is not a store path hash: ${message(e)}`)
     }
-    const info = await pathInfo(digest)
-    return { ...narInfoFields(info, store.storeDir), url: narUrl(hashPart, info.narinfo!.narSha256) }
+  }
+
+  /** Aborted when the client goes away or the server shuts down: a render stops, pipeline's backpressure keeps memory flat meanwhile. */
+  function untilGone(res: ServerResponse): AbortSignal {
+    const gone = new AbortController()
+    res.once('close', () => gone.abort(new Error('the client went away')))
+    return AbortSignal.any([gone.signal, stopped])
   }
 
   async function pathInfo(digest: Uint8Array): Promise<PathInfo> {
@@ -77,25 +130,29 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     const info = await pathInfo(wanted.digest)
     // The path's content changed since the narinfo was read: those bytes are gone.
     if (!sameNar(info, wanted.narSha256)) throw new ClientError(404, `no such NAR in this binary cache: ${name}`)
-    res.writeHead(200, { 'Content-Type': 'application/x-nix-nar', 'Content-Length': info.narinfo!.narSize })
+    const size = info.narinfo!.narSize
+    const range = byteRange(req.headers.range, size)
+    if (range === 'unsatisfiable') throw new ClientError(416, `the range ${req.headers.range} is not within the NAR's ${size} bytes`, { 'Content-Range': `bytes */${size}` })
+    res.writeHead(range ? 206 : 200, { 'Content-Type': 'application/x-nix-nar', ...rangeHeaders(range, size) })
     if (req.method === 'HEAD') return void res.end()
-    // A client that goes away stops the render; pipeline's backpressure keeps memory flat.
-    const gone = new AbortController()
-    res.once('close', () => gone.abort(new Error('the client went away')))
-    const signal = AbortSignal.any([gone.signal, stopped])
+    const signal = untilGone(res)
+    metrics.narRendersInFlight.inc()
+    res.once('close', () => metrics.narRendersInFlight.dec())
     // The signal on pipeline too: shutdown cuts a response whose client stopped reading, which no render step would notice.
-    await pipeline(renderNar(info.node, store, { signal }), res, { signal })
+    await pipeline(narBytes(info.node, store, range, signal), res, { signal })
   }
 
   function fail(req: IncomingMessage, res: ServerResponse, e: unknown): void {
     if (res.headersSent) {
       // Mid-NAR: the client sees a short body against Content-Length, never a complete wrong one.
       res.destroy()
-      if (!stopped.aborted && !res.writableFinished && !req.destroyed && !isPrematureClose(e)) log(`${req.method} ${req.url} failed mid-NAR: ${message(e)}`)
+      const path = loggedPath(req.url)
+      if (!stopped.aborted && !res.writableFinished && !req.destroyed && !isPrematureClose(e)) log(`${req.method} ${path} failed mid-${routeOf(path) === 'nar' ? 'NAR' : 'response'}: ${message(e)}`)
       return
     }
     const status = statusOf(e)
-    if (status >= 500) log(`${req.method} ${req.url} failed: ${message(e)}`)
+    const line = failureLine(req.method, req.url, status, message(e))
+    if (line) log(line)
     send(req, res, 'text/plain; charset=utf-8', `${message(e)}\n`, status, e instanceof ClientError ? e.headers : {})
   }
 }
@@ -109,6 +166,13 @@ function statusOf(e: unknown): number {
 
 function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
+}
+
+/** `first` (already taken from `rest`) followed by the rest. */
+async function* prepend<T>(first: IteratorResult<T>, rest: AsyncIterator<T>): AsyncGenerator<T> {
+  if (first.done) return
+  yield first.value
+  for (let r = await rest.next(); !r.done; r = await rest.next()) yield r.value
 }
 
 function isPrematureClose(e: unknown): boolean {

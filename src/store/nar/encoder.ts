@@ -74,6 +74,12 @@ export class NarEncoder {
     this.sink(chunk)
   }
 
+  /** Counts `n` content bytes as emitted without emitting them: the consumer does not want them (a NAR rendered from an offset). */
+  skipContents(n: number): void {
+    this.flush()
+    this.size += n
+  }
+
   endContents(size: number): void {
     this.raw(ZEROS.subarray(0, padLen(size)))
     this.token(T.close)

@@ -16,6 +16,8 @@ export interface CastoreReader {
 export interface RenderOptions {
   /** Stops the walk (the generator throws the signal's reason) at the next node or chunk. */
   signal?: AbortSignal
+  /** Yield the NAR from this byte offset on (an HTTP Range): blobs wholly before it are not even opened. */
+  from?: number
 }
 
 /**
@@ -28,7 +30,14 @@ export interface RenderOptions {
  */
 export async function* renderNar(root: Node, store: CastoreReader, opts: RenderOptions = {}): AsyncGenerator<Uint8Array> {
   const out: Uint8Array[] = []
-  const nar = new NarEncoder((c) => out.push(c))
+  const from = opts.from ?? 0
+  /** NAR offset of the next byte the encoder hands out. */
+  let pos = 0
+  const nar = new NarEncoder((c) => {
+    const at = pos
+    pos += c.length
+    if (pos > from) out.push(at >= from ? c : c.subarray(from - at))
+  })
   const checkpoint = cooperate(opts.signal)
   /** Open Directories, innermost last, each with the entries not yet rendered. */
   const open: Array<{ entries: Node[]; next: number }> = []
@@ -43,9 +52,15 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
           nar.symlink(node.target)
           break
         case 'file': {
+          nar.regular(node.executable, node.size)
+          if (nar.size + node.size <= from) {
+            nar.skipContents(node.size)
+            pos += node.size
+            nar.endContents(node.size)
+            break
+          }
           const blob = await store.blobs.open(node.digest, { signal: opts.signal })
           if (!blob) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
-          nar.regular(node.executable, node.size)
           let got = 0
           for await (const chunk of blob) {
             got += chunk.length
