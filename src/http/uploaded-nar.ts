@@ -1,6 +1,8 @@
 import type { Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { decompressor, FORMATS } from '../codecs/index.js'
+import { detectFormat } from '../codecs/formats.js'
+import { InvalidInputError } from '../errors.js'
 
 /** How every NAR begins: the length-prefixed string "nix-archive-1". */
 const NAR_MAGIC = Buffer.concat([Buffer.from([13, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('nix-archive-1')])
@@ -38,8 +40,11 @@ export async function* uploadedNar(file: AsyncIterable<Uint8Array>, label: strin
       await it.return?.()
     }
   })()
-  const raw = label === 'none' && Buffer.concat(head).subarray(0, NAR_MAGIC.length).equals(NAR_MAGIC)
-  if (raw) return yield* all
+  if (label === 'none') {
+    const first = Buffer.concat(head)
+    if (first.subarray(0, NAR_MAGIC.length).equals(NAR_MAGIC)) return yield* all
+    if (!detectFormat(first)) throw new InvalidInputError('the uploaded .nar is neither a NAR nor compressed data Nix can read')
+  }
   // gzip's decoder goes by the bytes: gzip, compress or lzma, or a clear error for anything else.
   yield* through(decompressor(label === 'none' ? 'gzip' : label), all)
 }
