@@ -46,6 +46,10 @@ export class PendingNars {
     return this.entries.get(name)
   }
 
+  delete(name: string): void {
+    this.entries.delete(name)
+  }
+
   get size(): number {
     return this.entries.size
   }

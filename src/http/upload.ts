@@ -20,7 +20,7 @@ import { HASH_PART_LEN, parseBasename } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { formatSize } from '../util/size.js'
 import { sameNar } from './nar-url.js'
-import { type PendingLimits, PendingNars } from './pending-nars.js'
+import { type PendingLimits, type PendingNar, PendingNars } from './pending-nars.js'
 import { compressionOfExtension, uploadedNar } from './uploaded-nar.js'
 
 export interface UploadOptions {
@@ -54,8 +54,13 @@ const LISTING = new RegExp(`^/[0-9a-z]{${HASH_PART_LEN}}\\.ls$`)
 const MAX_NARINFO = 1 << 20
 /** A `.ls` listing is read and dropped (Nix 2.8 never reads one back); bounded all the same. */
 const MAX_LISTING = 256 << 20
-/** Pending NARs: a client uploads a NAR and its narinfo back to back, so an hour is generous. */
-const DEFAULT_PENDING: PendingLimits = { maxEntries: 10_000, ttlMs: 60 * 60_000 }
+/**
+ * Pending NARs: a client uploads a NAR and its narinfo back to back. Their
+ * trees are unreferenced until then, so gc may take them once its grace
+ * period (10 minutes by default) is over: an entry goes before that, so a
+ * HEAD never vouches for a tree that is gone.
+ */
+const DEFAULT_PENDING: PendingLimits = { maxEntries: 10_000, ttlMs: 5 * 60_000 }
 
 /** A request refused with a 4xx: the client's mistake, not logged. */
 class Refused extends Error {
@@ -98,7 +103,7 @@ export function uploads(store: Store, opts: UploadOptions, log: (line: string) =
   async function route(req: IncomingMessage, path: string): Promise<void> {
     const nar = NAR_FILE.exec(path)
     if (req.method === 'HEAD') {
-      if (!pending.get(path.slice('/nar/'.length))) throw new Refused(404, 'no such NAR pending here')
+      if (!(await stillPending(path.slice('/nar/'.length)))) throw new Refused(404, 'no such NAR pending here')
       return
     }
     if (nar) return putNar(req, nar[1]!, nar[2]!)
@@ -145,8 +150,8 @@ export function uploads(store: Store, opts: UploadOptions, log: (line: string) =
       if (sameNar(stored, narSha256)) return
       throw new AlreadyExistsError(`${fields.storePath} is already in this cache with another NAR hash; a stored path is never replaced`)
     }
-    const nar = fields.url.startsWith('nar/') ? pending.get(fields.url.slice('nar/'.length)) : undefined
-    if (!nar) throw new Refused(400, `the NAR ${fields.url} was not uploaded here (or over an hour ago): upload it before its narinfo`)
+    const nar = fields.url.startsWith('nar/') ? await stillPending(fields.url.slice('nar/'.length)) : undefined
+    if (!nar) throw new Refused(400, `the NAR ${fields.url} was not uploaded here (or too long ago): upload it before its narinfo`)
     if (nar.narSize !== fields.narSize || !Buffer.from(nar.narSha256).equals(narSha256)) {
       const had = `sha256:${nixbase32.encode(nar.narSha256)} (${nar.narSize} bytes)`
       throw new Refused(400, `NarHash mismatch: the narinfo says ${fields.narHash} (${fields.narSize} bytes), the uploaded ${fields.url} is ${had}`)
@@ -155,6 +160,16 @@ export function uploads(store: Store, opts: UploadOptions, log: (line: string) =
     // The NAR hash was computed here, from the bytes ingested: no render to check a CA. A write
     // session keeps gc from sweeping the tree between the admission check and the put.
     await inWriteSession(store, () => publishPathInfo(store, info, { narComputedHere: true, signal: stopped }))
+  }
+
+  /** The pending NAR of that name, if its tree's root is still stored (a gc with a short grace may have taken it: then it is forgotten, and uploaded again). */
+  async function stillPending(name: string): Promise<PendingNar | undefined> {
+    const nar = pending.get(name)
+    if (!nar) return undefined
+    const root = nar.root
+    const stored = root.kind === 'symlink' || (root.kind === 'file' ? await store.blobs.has(root.digest) : (await store.directories.get(root.digest)) !== undefined)
+    if (!stored) pending.delete(name)
+    return stored ? nar : undefined
   }
 }
 

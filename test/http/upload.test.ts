@@ -12,6 +12,7 @@ import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import type { BlobStage } from '../../src/castore/blob-service.js'
 import { b3 } from '../../src/castore/digest.js'
+import { collectGarbage } from '../../src/ops/gc.js'
 import { BackendError } from '../../src/errors.js'
 import { parseAuthFile } from '../../src/http/auth.js'
 import { PendingNars } from '../../src/http/pending-nars.js'
@@ -202,6 +203,19 @@ describe('HTTP binary cache uploads', () => {
     await refused(await put(`${leaf.name.slice(0, 32)}.narinfo`, 'StorePath: /nix/store/x\n\n'), 400, /^corrupt narinfo/, before)
     await refused(await put(`${top.name.slice(0, 32)}.narinfo`, narinfo(leaf)), 400, /^the narinfo is for \/nix\/store\/\S+-up-leaf, not for /, before)
     await refused(await put(`${leaf.name.slice(0, 32)}.narinfo`, 'x'.repeat((1 << 20) + 1)), 413, /narinfo is larger than/, before)
+  })
+
+  test('a pending NAR whose tree gc took is forgotten: HEAD 404, its narinfo 400; uploaded again, it goes in', async () => {
+    const swept = { name: storeName('up-swept'), nar: nar(directory(entry('f', regular('swept away\n')))) }
+    const before = await paths()
+    assert.equal((await put(narName(swept.nar), swept.nar)).status, 200)
+    const report = await collectGarbage(store, { graceMs: 0 })
+    assert.ok(report.directories >= 1, 'gc took the unreferenced tree')
+    assert.equal((await request('HEAD', narName(swept.nar))).status, 404, 'HEAD vouches for a tree that is gone: Nix would never send it again')
+    await refused(await put(`${swept.name.slice(0, 32)}.narinfo`, narinfo(swept)), 400, /was not uploaded here \(or too long ago\)/, before)
+    assert.equal((await put(narName(swept.nar), swept.nar)).status, 200)
+    assert.equal((await put(`${swept.name.slice(0, 32)}.narinfo`, narinfo(swept))).status, 200)
+    assert.deepEqual(await paths(), [...before, swept.name].sort())
   })
 
   test('a .ls listing is accepted (and dropped); nix-cache-info and other names cannot be uploaded', async () => {
