@@ -11,6 +11,7 @@ import type { Store } from '../store/store.js'
 import { DEFAULT_GRACE_MS, parseDuration } from '../cli/duration.js'
 import { UsageError } from '../errors.js'
 import { parseSize } from '../util/size.js'
+import { httpAccess } from '../http/auth.js'
 
 export default class Daemon extends StoreCommand<typeof Daemon> {
   static override summary = 'Serve a store over the tvix gRPC protocol.'
@@ -61,7 +62,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: '60s',
     }),
     'http-listen': Flags.string({
-      summary: 'Also serve the store as a Nix binary cache (read-only, uncompressed NARs) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
+      summary: 'Also serve the store as a Nix binary cache (read-only unless --http-upload) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
       helpValue: '[HOST:]PORT',
     }),
     'secret-key-file': Flags.string({
@@ -69,6 +70,19 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       helpValue: 'FILE',
       multiple: true,
       dependsOn: ['http-listen'],
+    }),
+    'http-upload': Flags.boolean({
+      summary: 'Accept uploads (nix copy --to http://…) on the binary cache; needs --http-auth-file unless it listens on loopback.',
+      dependsOn: ['http-listen'],
+    }),
+    'http-auth-file': Flags.string({
+      summary: 'Require HTTP Basic credentials (lines user:password, or :token) for uploads, and with --http-private for reads.',
+      helpValue: 'FILE',
+      dependsOn: ['http-listen'],
+    }),
+    'http-private': Flags.boolean({
+      summary: 'Require the --http-auth-file credentials for reads too (/nix-cache-info stays open).',
+      dependsOn: ['http-auth-file'],
     }),
     priority: Flags.integer({
       summary: 'The binary cache\'s Priority in /nix-cache-info (Nix tries lower first; cache.nixos.org says 40).',
@@ -86,6 +100,9 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     const httpFlag = this.flags['http-listen']
     // A bare port is on loopback: a cache reachable from elsewhere is asked for by name.
     const httpListen = httpFlag === undefined ? undefined : parseListen(/^\d+$/.test(httpFlag) ? `127.0.0.1:${httpFlag}` : httpFlag, 'http-listen', true)
+    const authFile = this.flags['http-auth-file']
+    const access = httpListen?.kind === 'tcp' ? httpAccess(httpListen.host, this.flags['http-upload'], this.flags['http-private'], authFile === undefined ? undefined : { file: authFile, text: readKeyFile(authFile, 'auth file') }) : undefined
+    const maxNarSize = parseSize(this.flags['max-nar-size'], 'max-nar-size')
     // Heard from the start: a stop requested while the store opens or the port binds is not lost.
     const signalled = new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGINT', resolve)
@@ -112,9 +129,9 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       // grpc-js reads "never" as a very large value.
       idleTimeoutMs: idle === 0 ? Number.MAX_SAFE_INTEGER : idle,
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
-      maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size'),
+      maxNarSize,
     })
-    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys }, daemon) : undefined
+    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }, daemon) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)

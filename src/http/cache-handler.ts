@@ -9,9 +9,11 @@ import { HASH_PART_LEN } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { narListing } from './listing.js'
 import { METRICS_CONTENT_TYPE, countRequest, metrics } from './metrics.js'
+import { BASIC_CHALLENGE, type Credentials } from './auth.js'
 import { narUrl, parseNarFileName, sameNar } from './nar-url.js'
 import { byteRange, narBytes, rangeHeaders } from './range.js'
 import { failureLine, loggedPath } from './request-log.js'
+import { type UploadOptions, uploads } from './upload.js'
 
 export type Log = (line: string) => void
 
@@ -20,6 +22,11 @@ export interface CacheOptions {
   priority: number
   /** Each narinfo served gets a `Sig:` by each of these keys, beside the stored ones. */
   secretKeys?: SecretKey[]
+  /** Accept `nix copy --to` uploads (PUT); without it a PUT is 403. */
+  upload?: UploadOptions
+  /** Basic credentials required for uploads, and for reads too when `private`; /nix-cache-info never needs them. */
+  credentials?: Credentials
+  private?: boolean
 }
 
 /** A request the server answers with a 4xx: the client's mistake (logged only for uploads, see request-log.ts). */
@@ -52,6 +59,7 @@ function routeOf(path: string): string {
  */
 export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped: AbortSignal) {
   const cacheInfo = `StoreDir: ${store.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority}\n`
+  const upload = opts.upload && uploads(store, opts.upload, log, stopped)
   return (req: IncomingMessage, res: ServerResponse): void => {
     countRequest(metrics, req.method, routeOf((req.url ?? '/').split('?')[0]!), res)
     serve(req, res).catch((e: unknown) => fail(req, res, e))
@@ -60,9 +68,15 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
   async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // Only the path names a resource: Nix adds no query to reads, and one is harmless.
     const path = (req.url ?? '/').split('?')[0]!
-    if (req.method === 'PUT') throw new ClientError(403, 'this binary cache is read-only')
+    if (req.method === 'PUT' && !upload) throw new ClientError(403, 'this binary cache is read-only')
+    if (upload?.handles(req.method, path)) {
+      authorize(req, true)
+      const reply = await upload.serve(req, path)
+      return reply && send(req, res, 'text/plain; charset=utf-8', reply.body, reply.status)
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new ClientError(405, `method ${req.method} is not allowed`, { Allow: 'GET, HEAD' })
     if (path === '/nix-cache-info') return send(req, res, 'text/x-nix-cache-info', cacheInfo)
+    authorize(req, opts.private)
     const narinfo = NARINFO.exec(path)
     if (narinfo) return send(req, res, 'text/x-nix-narinfo', renderNarInfo(await narInfoOf(narinfo[1]!)))
     const listing = LISTING.exec(path)
@@ -70,6 +84,13 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     if (path === '/metrics') return send(req, res, METRICS_CONTENT_TYPE, metrics.render())
     if (path.startsWith('/nar/')) return serveNar(req, res, path.slice('/nar/'.length))
     throw new ClientError(404, `no such file in this binary cache: ${path}`)
+  }
+
+  /** 401 unless the request carries credentials, where they are `needed` and configured. */
+  function authorize(req: IncomingMessage, needed = false): void {
+    if (needed && opts.credentials && !opts.credentials.accepts(req.headers.authorization)) {
+      throw new ClientError(401, 'this binary cache wants credentials (HTTP Basic, from a netrc file)', { 'WWW-Authenticate': BASIC_CHALLENGE })
+    }
   }
 
   /** The narinfo text for a hash part, its URL naming a NAR this server can find again. */
