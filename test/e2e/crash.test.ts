@@ -6,7 +6,9 @@
  * problems), a re-import must print the store path Nix computes for the
  * tree, and that path must export exactly the NAR `nix-store --dump` gives.
  * A killed gc must leave every rooted path whole, and a later gc must
- * finish and leave the store clean.
+ * finish and leave the store clean. The checks after each kill run
+ * in-process (test/helpers/store-checks.ts); the last ones of each test
+ * through the CLI.
  *
  * Everything is seeded (trees, which tree each run imports, how, and when
  * the kill lands), so a failure names its run and can be replayed. Kill
@@ -25,6 +27,7 @@ import { performance } from 'node:perf_hooks'
 import { after, before, describe, test } from 'node:test'
 import { type CliExit, runCli, spawnCli } from '../helpers/cli.js'
 import { nixMissing, NixStore } from '../helpers/nix.js'
+import { assertExportsNar, assertVerifies, type CheckOptions } from '../helpers/store-checks.js'
 import { failIfStalled, killGroup } from '../helpers/spawn.js'
 import { randomBytes, rng } from '../helpers/trees.js'
 
@@ -128,18 +131,8 @@ async function mustRun(args: string[], what: string): Promise<string> {
   return r.stdout.toString()
 }
 
-/** `verify` exits 0 and reports nothing. */
-async function assertVerifies(store: string, what: string): Promise<void> {
-  const r = await runCli(['verify', '--store', store])
-  assert.equal(r.stdout.toString(), '', `${what}: verify reported problems:\n${r.stdout}${r.stderr}`)
-  assert.equal(r.code, 0, `${what}: verify exited ${r.code}: ${r.stderr}`)
-}
-
-async function assertExports(store: string, t: Tree, what: string): Promise<void> {
-  const r = await runCli(['export-nar', '--store', store, t.storePath])
-  assert.equal(r.code, 0, `${what}: export-nar ${t.storePath} exited ${r.code}: ${r.stderr}`)
-  assert.ok(r.stdout.equals(t.nar), `${what}: export-nar ${t.storePath} differs from nix-store --dump of ${t.dir} (${r.stdout.length} vs ${t.nar.length} bytes)`)
-}
+/** `export-nar` of `t`'s path prints `nix-store --dump` of its tree. */
+const assertExports = (store: string, t: Tree, what: string, opts?: CheckOptions) => assertExportsNar(store, t.storePath, t.nar, what, t.dir, opts)
 
 const tally = (m: Map<string, number>) => [...m.entries()].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${n} ${k}`).join(', ')
 
@@ -257,9 +250,9 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
         clean++
       }
       // The resident paths lived through every run, and the store is still clean.
-      await assertVerifies(store, `store ${l} after all runs`)
-      for (const tr of resident) await assertExports(store, tr, `store ${l} after all runs`)
-      for (const name of present) await assertExports(store, trees.get(name)!, `store ${l} after all runs`)
+      await assertVerifies(store, `store ${l} after all runs`, { cli: true })
+      for (const tr of resident) await assertExports(store, tr, `store ${l} after all runs`, { cli: true })
+      for (const name of present) await assertExports(store, trees.get(name)!, `store ${l} after all runs`, { cli: true })
     }
     // Both lanes run to their end (or first failure) before the verdict, so none outlives the test.
     const lanes = await Promise.allSettled(Array.from({ length: LANES }, (_, l) => lane(l)))
@@ -319,8 +312,8 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
     // stale tokens), and the store is clean with the rooted paths whole.
     const last = await runCli(gcArgs)
     assert.equal(last.code, 0, last.stderr)
-    await assertVerifies(store, 'after the final gc')
-    for (const tr of rooted) await assertExports(store, tr, 'after the final gc')
+    await assertVerifies(store, 'after the final gc', { cli: true })
+    for (const tr of rooted) await assertExports(store, tr, 'after the final gc', { cli: true })
     assert.deepEqual([...objects(store)].sort(), [...minimal].sort(), 'the final gc left other objects than a clean gc')
     assert.deepEqual(listDir(path.join(store, 'tmp')), [])
     assert.deepEqual(listDir(path.join(store, 'locks')).filter((n) => n !== 'epoch'), [])

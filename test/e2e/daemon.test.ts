@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { runCli } from '../helpers/cli.js'
+import { type CliResult, runCli } from '../helpers/cli.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { makeTree, randomBytes } from '../helpers/trees.js'
 
@@ -16,6 +16,22 @@ const ok = async (args: string[], input?: Buffer) => {
 
 describe('every command gives the same output against a daemon as against a local store', () => {
   const local = path.join(root, 'local')
+  /**
+   * The local store is the yardstick both transports are compared with:
+   * each command runs against it once (the first test), and the second
+   * test reuses its output rather than starting the same process again.
+   */
+  const localRuns = new Map<string, Promise<CliResult>>()
+  const onLocal = (args: string[]): Promise<CliResult> => {
+    const key = JSON.stringify(args)
+    if (!localRuns.has(key)) localRuns.set(key, runCli(args))
+    return localRuns.get(key)!
+  }
+  const okLocal = async (args: string[]) => {
+    const r = await onLocal(args)
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`)
+    return r.stdout
+  }
   let tcp: RunningDaemon
   let unix: RunningDaemon
   const trees: string[] = []
@@ -40,23 +56,23 @@ describe('every command gives the same output against a daemon as against a loca
     test(`grpc+${which === 'tcp' ? 'http' : 'unix'}: import, import --nar, export-nar, narinfo, ls, cat`, async () => {
       const remote = which === 'tcp' ? tcp.url : unix.url
       for (const t of trees) {
-        const want = (await ok(['import', '--store', local, t])).toString()
+        const want = (await okLocal(['import', '--store', local, t])).toString()
         assert.equal((await ok(['import', '--store', remote, t])).toString(), want)
         const p = want.trim()
-        const nar = await ok(['export-nar', '--store', local, p])
+        const nar = await okLocal(['export-nar', '--store', local, p])
         assert.ok((await ok(['export-nar', '--store', remote, p])).equals(nar), `export-nar ${p}`)
         assert.equal((await ok(['import', '--store', remote, '--nar', '-', '--name', path.basename(t)], nar)).toString(), want)
         for (const args of [['narinfo'], ['narinfo', '--json'], ['ls', '-lR'], ['ls', '--json', '-R'], ['ls']]) {
-          assert.equal((await ok([...args, '--store', remote, p])).toString(), (await ok([...args, '--store', local, p])).toString(), args.join(' '))
+          assert.equal((await ok([...args, '--store', remote, p])).toString(), (await okLocal([...args, '--store', local, p])).toString(), args.join(' '))
         }
       }
-      const mixed = (await ok(['import', '--store', local, trees[0]!])).toString().trim()
+      const mixed = (await okLocal(['import', '--store', local, trees[0]!])).toString().trim()
       assert.equal((await ok(['cat', '--store', remote, `${mixed}/sub/a.txt`])).toString(), 'abc')
-      const big = (await ok(['import', '--store', local, trees[4]!])).toString().trim()
+      const big = (await okLocal(['import', '--store', local, trees[4]!])).toString().trim()
       assert.ok((await ok(['cat', '--store', remote, `${big}/blob.bin`])).equals(fs.readFileSync(path.join(trees[4]!, 'blob.bin'))))
       // Errors are the same single lines.
       for (const args of [['cat', `${mixed}/sub`], ['ls', `${mixed}/nope`], ['narinfo', mixed.replace(/-mixed$/, '-other')]]) {
-        const [r, l] = await Promise.all([runCli([args[0]!, '--store', remote, args[1]!]), runCli([args[0]!, '--store', local, args[1]!])])
+        const [r, l] = await Promise.all([runCli([args[0]!, '--store', remote, args[1]!]), onLocal([args[0]!, '--store', local, args[1]!])])
         assert.equal(r.code, l.code)
         assert.equal(r.stderr, l.stderr)
         assert.equal(r.stdout.length, 0)
@@ -68,7 +84,7 @@ describe('every command gives the same output against a daemon as against a loca
     const p = (await ok(['import', '--store', tcp.url, trees[0]!])).toString().trim()
     const r = await runCli(['ls', '-lR', '--store', path.join(root, 'empty-local'), '--blob-service-addr', tcp.url, '--directory-service-addr', tcp.url, '--path-info-service-addr', tcp.url, p])
     assert.equal(r.code, 0, r.stderr)
-    assert.equal(r.stdout.toString(), (await ok(['ls', '-lR', '--store', local, p])).toString())
+    assert.equal(r.stdout.toString(), (await okLocal(['ls', '-lR', '--store', local, p])).toString())
     const env = await runCli(['ls', '--store', path.join(root, 'empty-local'), p], {
       env: { BLOB_SERVICE_ADDR: tcp.url, DIRECTORY_SERVICE_ADDR: tcp.url, PATH_INFO_SERVICE_ADDR: tcp.url },
     })

@@ -34,6 +34,7 @@ import { openStore } from '../../src/backends/open-store.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { nixMissing, NixStore } from '../helpers/nix.js'
 import { failIfStalled } from '../helpers/spawn.js'
+import { assertExportsNar, assertVerifies, type CheckOptions } from '../helpers/store-checks.js'
 import { randomBytes, rng } from '../helpers/trees.js'
 
 const MiB = 1 << 20
@@ -116,20 +117,13 @@ async function loop(runs: Ran[], what: string, stop: () => boolean, args: (i: nu
   } while (!stop())
 }
 
-async function assertVerifies(store: string, what: string): Promise<void> {
-  const r = await runCli(['verify', '--store', store])
-  assert.equal(r.stdout.toString(), '', `${what}: verify reported problems:\n${r.stdout}${r.stderr}`)
-  assert.equal(r.code, 0, `${what}: verify exited ${r.code}: ${r.stderr}`)
-}
-
-/** export-nar of each tree's path from `store` (a directory or URL) equals `nix-store --dump` of the tree. */
-async function assertExports(store: string, trees: Tree[], what: string): Promise<void> {
-  const rs = await Promise.all(trees.map((t) => runCli(['export-nar', '--store', store, t.storePath])))
-  for (const [i, r] of rs.entries()) {
-    const t = trees[i]!
-    assert.equal(r.code, 0, `${what}: export-nar ${t.storePath} exited ${r.code}: ${r.stderr}`)
-    assert.ok(r.stdout.equals(t.nar), `${what}: export-nar ${t.storePath} (tree ${t.id}) differs from nix-store --dump (${r.stdout.length} vs ${t.nar.length} bytes)`)
-  }
+/**
+ * export-nar of each tree's path from `store` (a directory or URL) equals
+ * `nix-store --dump` of the tree; in-process unless `cli` (the checks
+ * after the storm and each double gc: test/helpers/store-checks.ts).
+ */
+async function assertExports(store: string, trees: Tree[], what: string, opts?: CheckOptions): Promise<void> {
+  for (const t of trees) await assertExportsNar(store, t.storePath, t.nar, what, `tree ${t.id}`, opts)
 }
 
 describe('gc while imports, copies and a daemon write', { skip: nixMissing() }, () => {
@@ -222,10 +216,11 @@ describe('gc while imports, copies and a daemon write', { skip: nixMissing() }, 
     const all = treesOf([...SEEDS, ...IMPORTERS])
 
     // Every path, from every store, is exactly its tree; every store verifies.
+    // In-process, but verify through the CLI once per store.
     await assertExports(M, all, 'store M')
     await assertExports(L, all, 'store L')
     await assertExports(url, all, 'store D (through the daemon)')
-    for (const [name, s] of [['M', M], ['L', L], ['D', D]] as const) await assertVerifies(s, `store ${name}`)
+    for (const [name, s] of [['M', M], ['L', L], ['D', D]] as const) await assertVerifies(s, `store ${name}`, { cli: true })
   }))
 
   test('a daemon notices a sweep that came before its first write session', async () => {

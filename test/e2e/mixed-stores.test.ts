@@ -9,9 +9,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { type OpenStoreOptions, openStore } from '../../src/backends/open-store.js'
 import { runCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing, runNix } from '../helpers/nix.js'
+import { exportNarOutput, lsOutput } from '../helpers/ops.js'
 import { makeTree, randomBytes } from '../helpers/trees.js'
 
 const SKIP = nixMissing()
@@ -65,12 +67,29 @@ describe('mixed stores: blobs and Directories in one store, PathInfos in another
     fs.rmSync(root, { recursive: true, force: true })
   })
 
-  /** import, export-nar, ls, cat and copy out, through `flags`; each answer against Nix's. */
-  async function roundTrip(flags: string[]) {
+  /**
+   * import, export-nar, ls, cat and copy out, through the store `opts`
+   * names; each answer against Nix's. The commands run through the CLI
+   * with the store flags (the flags are the same for every command, so
+   * import, export-nar, cat and copy prove them); the listings come from
+   * the ls op on the same store opened in-process, and the NARs of the
+   * copies from the plain store in-process, which saves a process each.
+   */
+  async function roundTrip(opts: OpenStoreOptions) {
+    const flags = ['--store', opts.url!]
+    if (opts.blobServiceAddr) flags.push('--blob-service-addr', opts.blobServiceAddr)
+    if (opts.directoryServiceAddr) flags.push('--directory-service-addr', opts.directoryServiceAddr)
     for (const t of trees) {
       assert.equal((await ok(['import', ...flags, t.dir])).toString().trim(), t.path, `import ${t.dir}`)
       assert.ok((await ok(['export-nar', ...flags, t.path])).equals(t.nar), `export-nar ${t.path}: not nix-store --dump's bytes`)
-      for (const args of LS) assert.equal((await ok([...args, ...flags, t.path])).toString(), t.ls.get(args.join(' ')), `${args.join(' ')} ${t.path}`)
+    }
+    const store = await openStore({ ...opts, mustExist: true })
+    try {
+      for (const t of trees) {
+        for (const args of LS) assert.equal((await lsOutput(store, args.slice(1), t.path)).toString(), t.ls.get(args.join(' ')), `${args.join(' ')} ${t.path}`)
+      }
+    } finally {
+      await store.close()
     }
     const mixed = trees[0]!.path
     assert.equal((await ok(['cat', ...flags, `${mixed}/sub/a.txt`])).toString(), 'abc')
@@ -79,12 +98,12 @@ describe('mixed stores: blobs and Directories in one store, PathInfos in another
     // Copied out into a plain store, the same NARs again.
     const plain = at(`plain-${plainStores++}`)
     await ok(['copy', ...flags, '--to', plain, ...trees.map((t) => t.path)])
-    for (const t of trees) assert.ok((await ok(['export-nar', '--store', plain, t.path])).equals(t.nar), `export-nar ${t.path} after copy`)
+    for (const t of trees) assert.ok((await exportNarOutput(plain, t.path)).equals(t.nar), `export-nar ${t.path} after copy`)
   }
 
   test('local + local: --blob-service-addr (the blobs land there, the rest in --store)', async () => {
     const [meta, blobs] = [at('ll-meta'), at('ll-blobs')]
-    await roundTrip(['--store', meta, '--blob-service-addr', blobs])
+    await roundTrip({ url: meta, blobServiceAddr: blobs })
     assert.notDeepEqual(filesIn(blobs, 'blobs'), [])
     assert.deepEqual(filesIn(meta, 'blobs'), [])
     assert.notDeepEqual(filesIn(meta, 'pathinfo'), [])
@@ -93,14 +112,14 @@ describe('mixed stores: blobs and Directories in one store, PathInfos in another
 
   test('local + local: --directory-service-addr', async () => {
     const [meta, dirs] = [at('ld-meta'), at('ld-dirs')]
-    await roundTrip(['--store', meta, '--directory-service-addr', dirs])
+    await roundTrip({ url: meta, directoryServiceAddr: dirs })
     assert.notDeepEqual(filesIn(dirs, 'dirs'), [])
     assert.deepEqual(filesIn(meta, 'dirs'), [])
   })
 
   test('local + daemon: blobs and Directories on a daemon, PathInfos in a local folder', async () => {
     const meta = at('dm-meta')
-    await roundTrip(['--store', meta, '--blob-service-addr', daemon.url, '--directory-service-addr', daemon.url])
+    await roundTrip({ url: meta, blobServiceAddr: daemon.url, directoryServiceAddr: daemon.url })
     assert.notDeepEqual(filesIn(at('daemon-store'), 'blobs'), [])
     assert.deepEqual(filesIn(at('daemon-store'), 'pathinfo'), [])
     assert.notDeepEqual(filesIn(meta, 'pathinfo'), [])
@@ -113,7 +132,7 @@ describe('mixed stores: blobs and Directories in one store, PathInfos in another
     const copied = JSON.parse((await ok(['copy', '--json', '--store', source, '--to', mixedDaemon.url, ...trees.map((t) => t.path)])).toString())
     assert.deepEqual(copied.copied, trees.map((t) => t.path).sort())
     for (const t of trees) assert.ok((await ok(['export-nar', '--store', mixedDaemon.url, t.path])).equals(t.nar), `export-nar ${t.path} through the daemon`)
-    await roundTrip(['--store', mixedDaemon.url])
+    await roundTrip({ url: mixedDaemon.url })
     assert.notDeepEqual(filesIn(at('md-blobs'), 'blobs'), [])
     assert.deepEqual(filesIn(at('md-meta'), 'blobs'), [])
   })

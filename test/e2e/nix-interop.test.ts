@@ -16,6 +16,15 @@ import { after, before, describe, test } from 'node:test'
 import { type CliExit, type CliResult, runCli, spawnCli } from '../helpers/cli.js'
 import { NixStore, nixMissing, runNix } from '../helpers/nix.js'
 import { blockedFor } from '../helpers/spawn.js'
+import { exportNarOutput } from '../helpers/ops.js'
+import { openStore } from '../../src/backends/open-store.js'
+import { StoreError } from '../../src/errors.js'
+import { catFile } from '../../src/ops/cat.js'
+import { exportNar } from '../../src/ops/export-nar.js'
+import { listText } from '../../src/ops/ls.js'
+import { narInfo } from '../../src/ops/narinfo.js'
+import { narInfoFields, renderNarInfo } from '../../src/store/narinfo.js'
+import type { Store } from '../../src/store/store.js'
 import { assertSameBytes } from '../helpers/same-bytes.js'
 import { TREES, makeTree, walk, type Walked } from '../helpers/trees.js'
 
@@ -192,9 +201,8 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
             const r = await runCli(['import', '--store', fresh, ...c.args], { input: c.input })
             assert.equal(r.code, 0, r.stderr)
             assert.equal(r.stdout.toString(), want)
-            const back = await runCli(['export-nar', '--store', fresh, p.nixPath])
-            assert.equal(back.code, 0, back.stderr)
-            assertSameBytes(back.stdout, p.dump, `export-nar after import ${c.label}`)
+            // What the import stored, read back in-process (export-nar through the CLI: the test above).
+            assertSameBytes(await exportNarOutput(fresh, p.nixPath), p.dump, `export-nar after import ${c.label}`)
           },
         )
       })
@@ -294,17 +302,42 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
         { label: 'sub-path through a symlink', arg: `${mixed}/link/x`, subpath: true },
       ]
     }
-    for (const cmd of ['export-nar', 'ls', 'cat', 'narinfo']) {
+    /**
+     * What each command prints, in-process: the op it runs and its
+     * rendering. Every case runs so; through the CLI (a process each), the
+     * cases in CLI_CASES, a path that is not there and one that is malformed.
+     */
+    const OUTPUT: Record<string, (s: Store, arg: string) => Promise<AsyncIterable<Uint8Array> | Iterable<Uint8Array>>> = {
+      'export-nar': exportNar,
+      ls: async (s, arg) => listText(s, arg, {}),
+      cat: catFile,
+      narinfo: async (s, arg) => [Buffer.from(renderNarInfo(narInfoFields(await narInfo(s, arg), s.storeDir)))],
+    }
+    const CLI_CASES = new Set(['absent store path', 'malformed /nix/store/foo'])
+    for (const cmd of Object.keys(OUTPUT)) {
       test(`${cmd}: bad paths give one error line and no output`, { skip: SKIP, concurrency: PARALLEL }, async (t) => {
-        await subtests(
-          t,
-          cases(),
-          (c) => `${cmd} ${c.label}`,
-          async (c) => {
-            const r = await runCli([cmd, '--store', store, c.arg])
-            assertOneError(r, `${cmd} ${c.arg}`)
-          },
-        )
+        const opened = await openStore({ url: store, mustExist: true })
+        try {
+          await subtests(
+            t,
+            cases(),
+            (c) => `${cmd} ${c.label}`,
+            async (c) => {
+              if (CLI_CASES.has(c.label)) return assertOneError(await runCli([cmd, '--store', store, c.arg]), `${cmd} ${c.arg}`)
+              let printed = 0
+              await assert.rejects(
+                (async () => {
+                  for await (const chunk of await OUTPUT[cmd]!(opened, c.arg)) printed += chunk.length
+                })(),
+                (e: Error) => e instanceof StoreError && !e.message.includes('\n'),
+                `${cmd} ${c.arg}: want one StoreError with a one-line message`,
+              )
+              assert.equal(printed, 0, `${cmd} ${c.arg}: output before the error`)
+            },
+          )
+        } finally {
+          await opened.close()
+        }
       })
     }
 

@@ -7,6 +7,8 @@
 import { readAll } from '../../src/castore/blob-service.js'
 import { openStore } from '../../src/backends/open-store.js'
 import { batchLines } from '../../src/cli/output.js'
+import { exportNar } from '../../src/ops/export-nar.js'
+import { type VerifyReport, verifyStore } from '../../src/ops/verify.js'
 import { pathInfoLines } from '../../src/cli/path-info-output.js'
 import { listJson, listingToJson, listText } from '../../src/ops/ls.js'
 import { queryPathInfos, referencesFirst } from '../../src/ops/path-info.js'
@@ -15,6 +17,30 @@ import type { Store } from '../../src/store/store.js'
 /** A fresh `memory://` store. */
 export function memoryStore(): Promise<Store> {
   return openStore({ url: 'memory://' })
+}
+
+/**
+ * Stdout of `export-nar --store URL TARGET`, in-process: the store opened
+ * for it and closed again. For tests that check what a store holds after
+ * something else (a killed import, an import --nar), not the command.
+ */
+export async function exportNarOutput(url: string, target: string): Promise<Buffer> {
+  const store = await openStore({ url, mustExist: true })
+  try {
+    return await readAll(await exportNar(store, target))
+  } finally {
+    await store.close()
+  }
+}
+
+/** What `verify --store URL` finds, in-process (it prints the problems, removals and additions, one a line). */
+export async function verifyReport(url: string): Promise<VerifyReport> {
+  const store = await openStore({ url, mustExist: true })
+  try {
+    return await verifyStore(store)
+  } finally {
+    await store.close()
+  }
 }
 
 /** Stdout of `ls FLAGS TARGET` (flags as `nix store ls` takes them: -l, -R, -d, --json, combined as -lR). */
