@@ -2,6 +2,8 @@ import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
 import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
 import type { TcpAddress } from '../http/server.js'
+import type { CacheOptions } from '../http/cache-handler.js'
+import { checkCompressor, parseServedCompression } from '../http/compressed-nar.js'
 import { storeLabel } from '../backends/open-store.js'
 import { collectGarbage, garbageCollector } from '../ops/gc.js'
 import type { Store } from '../store/store.js'
@@ -58,8 +60,15 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: '60s',
     }),
     'http-listen': Flags.string({
-      summary: 'Also serve the store as a Nix binary cache (read-only, unsigned, uncompressed NARs) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
+      summary: 'Also serve the store as a Nix binary cache (read-only, unsigned) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
       helpValue: '[HOST:]PORT',
+    }),
+    'http-compression': Flags.string({
+      summary:
+        'Serve NARs compressed as they are sent: none (default), zstd, xz or br. On a LAN the CPU costs more than the bytes it saves, ' +
+        'and only an uncompressed NAR has a known size, so a client can resume it; zstd where the link is slow (it costs least CPU).',
+      helpValue: 'none|zstd|xz|br',
+      default: 'none',
     }),
     priority: Flags.integer({
       summary: 'The binary cache\'s Priority in /nix-cache-info (Nix tries lower first; cache.nixos.org says 40).',
@@ -77,6 +86,11 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     const httpFlag = this.flags['http-listen']
     // A bare port is on loopback: a cache reachable from elsewhere is asked for by name.
     const httpListen = httpFlag === undefined ? undefined : parseListen(/^\d+$/.test(httpFlag) ? `127.0.0.1:${httpFlag}` : httpFlag, 'http-listen', true)
+    const compression = parseServedCompression(this.flags['http-compression'])
+    if (compression !== 'none') {
+      if (!httpListen) throw new UsageError('--http-compression needs --http-listen')
+      await checkCompressor(compression)
+    }
     // Heard from the start: a stop requested while the store opens or the port binds is not lost.
     const signalled = new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGINT', resolve)
@@ -103,7 +117,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
       maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size'),
     })
-    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, this.flags.priority, daemon) : undefined
+    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, compression }, daemon) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)
@@ -117,10 +131,10 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 }
 
 /** The HTTP side; if it cannot listen, the gRPC side already started is stopped before the error is reported. */
-async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, priority: number, daemon: { shutdown(): Promise<void> }) {
+async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }) {
   const { startHttpCache } = await import('../http/server.js')
   try {
-    return await startHttpCache(store, listen, log, { priority })
+    return await startHttpCache(store, listen, log, opts)
   } catch (e) {
     await daemon.shutdown()
     throw e

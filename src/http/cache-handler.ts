@@ -7,13 +7,16 @@ import * as nixbase32 from '../store/nixbase32.js'
 import type { PathInfo } from '../store/path-info.js'
 import { HASH_PART_LEN } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
-import { narUrl, parseNarFileName, sameNar } from './nar-url.js'
+import { sendCompressedNar, servedNarInfo } from './compressed-nar.js'
+import { type ServedCompression, parseNarFileName, sameNar } from './nar-url.js'
 
 export type Log = (line: string) => void
 
 export interface CacheOptions {
   /** `Priority:` of nix-cache-info: lower wins among a client's substituters. */
   priority: number
+  /** What the served narinfos name: NARs compressed as they are sent (default none). */
+  compression?: ServedCompression
 }
 
 /** A request the server answers with a 4xx: the client's mistake, never logged. */
@@ -36,6 +39,7 @@ const NARINFO = new RegExp(`^/([0-9a-z]{${HASH_PART_LEN}})\\.narinfo$`)
  * aborts the renders in flight (the server is shutting down).
  */
 export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped: AbortSignal) {
+  const compression = opts.compression ?? 'none'
   const cacheInfo = `StoreDir: ${store.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority}\n`
   return (req: IncomingMessage, res: ServerResponse): void => {
     serve(req, res).catch((e: unknown) => fail(req, res, e))
@@ -62,7 +66,7 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
       throw new ClientError(400, `${hashPart} is not a store path hash: ${message(e)}`)
     }
     const info = await pathInfo(digest)
-    return { ...narInfoFields(info, store.storeDir), url: narUrl(hashPart, info.narinfo!.narSha256) }
+    return servedNarInfo(narInfoFields(info, store.storeDir), hashPart, info, compression)
   }
 
   async function pathInfo(digest: Uint8Array): Promise<PathInfo> {
@@ -73,10 +77,12 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
 
   async function serveNar(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
     const wanted = parseNarFileName(name)
-    if (!wanted) throw new ClientError(404, `no such NAR in this binary cache: ${name} (compressed NARs are not served yet)`)
+    // The uncompressed NAR stays served whatever the compression (clients keep narinfos for 30 days).
+    if (!wanted || (wanted.compression !== 'none' && wanted.compression !== compression)) throw new ClientError(404, `no such NAR in this binary cache: ${name}`)
     const info = await pathInfo(wanted.digest)
     // The path's content changed since the narinfo was read: those bytes are gone.
     if (!sameNar(info, wanted.narSha256)) throw new ClientError(404, `no such NAR in this binary cache: ${name}`)
+    if (wanted.compression !== 'none') return sendCompressedNar(req, res, store, info, wanted.compression, stopped)
     res.writeHead(200, { 'Content-Type': 'application/x-nix-nar', 'Content-Length': info.narinfo!.narSize })
     if (req.method === 'HEAD') return void res.end()
     // A client that goes away stops the render; pipeline's backpressure keeps memory flat.
