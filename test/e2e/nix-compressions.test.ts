@@ -148,4 +148,13 @@ test('daemon --http-compression: a value it cannot serve, or without --http-list
   assert.equal(fs.existsSync(store), false)
 })
 
+test('daemon --http-compression zstd without the zstd program: one error line at start, exit 1, nothing served', async () => {
+  const store = path.join(root, 'never')
+  const noPrograms = fs.mkdtempSync(path.join(root, 'empty-path-'))
+  const r = await runCli(['daemon', '--store', store, '--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--http-compression', 'zstd'], { env: { PATH: noPrograms } })
+  assert.equal(r.code, 1, r.stderr)
+  assertOneErrorLine(r.stderr, /^error: --http-compression zstd: zstd compression failed: the `zstd` program is not installed$/)
+  assert.equal(fs.existsSync(store), false)
+})
+
 after(() => fs.rmSync(root, { recursive: true, force: true }))
