@@ -7,9 +7,10 @@ import { BackendError, InvalidInputError } from '../errors.js'
  * written goes to its stdin, its stdout is what is read. Backpressure holds
  * both pipes, so memory stays at the pipe buffers; destroying the stream
  * kills the process, and a process that fails destroys the stream with its
- * own message (`what` names the step: "xz decompression").
+ * own message (`what` names the step: "xz decompression"), or with what
+ * `explain` makes of the program's stderr.
  */
-export function childCodec(command: string, args: string[], what: string): Duplex {
+export function childCodec(command: string, args: string[], what: string, explain?: (stderr: string) => string | undefined): Duplex {
   const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] })
   let stderr = ''
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
@@ -46,7 +47,7 @@ export function childCodec(command: string, args: string[], what: string): Duple
   child.once('close', (code, signal) => {
     exited = true
     if (code === 0) duplex.push(null)
-    else if (!duplex.destroyed) duplex.destroy(new InvalidInputError(`${what} failed: ${firstLine(stderr) || `exit ${code ?? signal}`}`))
+    else if (!duplex.destroyed) duplex.destroy(new InvalidInputError(`${what} failed: ${explain?.(stderr) ?? (firstLine(stderr) || `exit ${code ?? signal}`)}`))
   })
   return duplex
 }

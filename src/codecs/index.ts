@@ -67,7 +67,7 @@ function decoderFor(f: Format): Duplex {
     case 'lzma':
       return childCodec('xz', ['--format=lzma', '-dc'], 'lzma decompression')
     case 'lzip':
-      return childCodec('xz', ['--format=lzip', '-dc'], 'lzip decompression')
+      return childCodec('xz', ['--format=lzip', '-dc'], 'lzip decompression', lzipUnsupported)
     case 'bzip2':
       return childCodec('bzip2', ['-dc'], 'bzip2 decompression')
     case 'zstd':
@@ -80,6 +80,12 @@ function decoderFor(f: Format): Duplex {
     default:
       throw new InvalidInputError(`cannot decompress ${f.name}`)
   }
+}
+
+/** xz reads lzip from 5.4 on; an older one names no format it lacks, so say it here. */
+function lzipUnsupported(stderr: string): string | undefined {
+  if (/Unknown file format type|Unsupported file format/i.test(stderr)) return `this xz cannot read lzip (xz 5.4 or newer can): ${stderr.trim().split('\n')[0]}`
+  return undefined
 }
 
 /** Holds the first bytes back until they tell the format, then runs the matching decoder. */

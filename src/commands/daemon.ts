@@ -5,6 +5,7 @@ import type { CacheOptions } from '../http/cache-handler.js'
 import type { TcpAddress } from '../http/server.js'
 import { readKeyFile } from '../cli/key-file.js'
 import { parseSecretKey } from '../store/signing.js'
+import { checkCompressor, parseServedCompression } from '../http/compressed-nar.js'
 import { storeLabel } from '../backends/open-store.js'
 import { collectGarbage, garbageCollector } from '../ops/gc.js'
 import type { Store } from '../store/store.js'
@@ -84,6 +85,13 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       summary: 'Require the --http-auth-file credentials for reads too (/nix-cache-info stays open).',
       dependsOn: ['http-auth-file'],
     }),
+    'http-compression': Flags.string({
+      summary:
+        'Serve NARs compressed as they are sent: none (default), zstd, xz or br. On a LAN the CPU costs more than the bytes it saves, ' +
+        'and only an uncompressed NAR has a known size, so a client can resume it; zstd where the link is slow (it costs least CPU).',
+      helpValue: 'none|zstd|xz|br',
+      default: 'none',
+    }),
     priority: Flags.integer({
       summary: 'The binary cache\'s Priority in /nix-cache-info (Nix tries lower first; cache.nixos.org says 40).',
       default: 40,
@@ -103,6 +111,11 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     const authFile = this.flags['http-auth-file']
     const access = httpListen?.kind === 'tcp' ? httpAccess(httpListen.host, this.flags['http-upload'], this.flags['http-private'], authFile === undefined ? undefined : { file: authFile, text: readKeyFile(authFile, 'auth file') }) : undefined
     const maxNarSize = parseSize(this.flags['max-nar-size'], 'max-nar-size')
+    const compression = parseServedCompression(this.flags['http-compression'])
+    if (compression !== 'none') {
+      if (!httpListen) throw new UsageError('--http-compression needs --http-listen')
+      await checkCompressor(compression)
+    }
     // Heard from the start: a stop requested while the store opens or the port binds is not lost.
     const signalled = new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGINT', resolve)
@@ -131,7 +144,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
       maxNarSize,
     })
-    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }, daemon) : undefined
+    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }, daemon) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)

@@ -10,7 +10,8 @@ import type { Store } from '../store/store.js'
 import { narListing } from './listing.js'
 import { METRICS_CONTENT_TYPE, countRequest, metrics } from './metrics.js'
 import { BASIC_CHALLENGE, type Credentials } from './auth.js'
-import { narUrl, parseNarFileName, sameNar } from './nar-url.js'
+import { sendCompressedNar, servedNarInfo } from './compressed-nar.js'
+import { type ServedCompression, parseNarFileName, sameNar } from './nar-url.js'
 import { byteRange, narBytes, rangeHeaders } from './range.js'
 import { failureLine, loggedPath } from './request-log.js'
 import { type UploadOptions, uploads } from './upload.js'
@@ -27,6 +28,8 @@ export interface CacheOptions {
   /** Basic credentials required for uploads, and for reads too when `private`; /nix-cache-info never needs them. */
   credentials?: Credentials
   private?: boolean
+  /** What the served narinfos name: NARs compressed as they are sent (default none). */
+  compression?: ServedCompression
 }
 
 /** A request the server answers with a 4xx: the client's mistake (logged only for uploads, see request-log.ts). */
@@ -58,6 +61,7 @@ function routeOf(path: string): string {
  * aborts the renders in flight (the server is shutting down).
  */
 export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped: AbortSignal) {
+  const compression = opts.compression ?? 'none'
   const cacheInfo = `StoreDir: ${store.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority}\n`
   const upload = opts.upload && uploads(store, opts.upload, log, stopped)
   return (req: IncomingMessage, res: ServerResponse): void => {
@@ -106,7 +110,7 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     metrics.narinfoHits.inc()
     // Signed as served, not stored: adding a key to the daemon signs every path at once.
     const signed = withSignatures(info, (opts.secretKeys ?? []).map((k) => signPathInfo(info, k, store.storeDir))) ?? info
-    return { ...narInfoFields(signed, store.storeDir), url: narUrl(hashPart, info.narinfo!.narSha256) }
+    return servedNarInfo(narInfoFields(signed, store.storeDir), hashPart, info, compression)
   }
 
   /** `<hash>.ls`: the path's NAR listing, made from its Directories (no NAR is rendered). */
@@ -151,6 +155,8 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     const info = await pathInfo(wanted.digest)
     // The path's content changed since the narinfo was read: those bytes are gone.
     if (!sameNar(info, wanted.narSha256)) throw new ClientError(404, `no such NAR in this binary cache: ${name}`)
+    // Compressed as it is sent: no known size, so no Range (Nix resumes only uncompressed NARs anyway).
+    if (wanted.compression !== 'none') return sendCompressedNar(req, res, store, info, wanted.compression, stopped)
     const size = info.narinfo!.narSize
     const range = byteRange(req.headers.range, size)
     if (range === 'unsatisfiable') throw new ClientError(416, `the range ${req.headers.range} is not within the NAR's ${size} bytes`, { 'Content-Range': `bytes */${size}` })
