@@ -14,7 +14,7 @@ import type { BlobStage } from '../../src/castore/blob-service.js'
 import { b3 } from '../../src/castore/digest.js'
 import { collectGarbage } from '../../src/ops/gc.js'
 import { BackendError } from '../../src/errors.js'
-import { parseAuthFile } from '../../src/http/auth.js'
+import { isLoopback, parseAuthFile } from '../../src/http/auth.js'
 import { PendingNars } from '../../src/http/pending-nars.js'
 import { type HttpCache, type TcpAddress, startHttpCache } from '../../src/http/server.js'
 import * as nixbase32 from '../../src/store/nixbase32.js'
@@ -293,6 +293,20 @@ describe('HTTP binary cache uploads', () => {
     } finally {
       await readOnly.shutdown()
     }
+  })
+})
+
+describe('auth file and listen address', () => {
+  test('comments, blank lines, CRLF and passwords with colons are read; an empty file or a line without a password is refused by its number', () => {
+    const creds = parseAuthFile('# a\r\n\r\nbob:x:y\r\n  # indented comment\n:t\n', 'f')
+    assert.deepEqual([basic('bob:x:y'), basic(':t'), basic('bob:x'), basic('bob:x:y:'), basic(''), 'basic ' + Buffer.from(':t').toString('base64')].map((h) => creds.accepts(h)), [true, true, false, false, false, true])
+    assert.throws(() => parseAuthFile('# only comments\n\n', 'f'), /^UsageError: --http-auth-file f holds no credentials/)
+    assert.throws(() => parseAuthFile('ok:1\nsecret-user:\n', 'f'), (e: Error) => e.message === '--http-auth-file f: line 2 is not "user:password" or ":token"')
+  })
+
+  test('loopback is 127.0.0.0/8, ::1 and localhost; anything else is reachable from elsewhere', () => {
+    assert.deepEqual(['127.0.0.1', '127.1.2.3', '::1', 'localhost', '::ffff:127.0.0.1'].map(isLoopback), [true, true, true, true, true])
+    assert.deepEqual(['0.0.0.0', '::', '10.0.0.1', 'example.com', '128.0.0.1'].map(isLoopback), [false, false, false, false, false])
   })
 })
 
