@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import type { BlobStage } from '../../src/castore/blob-service.js'
@@ -257,6 +258,22 @@ describe('HTTP binary cache uploads', () => {
     }
     assert.equal((await request('GET', 'nix-cache-info', undefined, '')).status, 200)
     assert.equal((await request('GET', `${leaf.name.slice(0, 32)}.narinfo`, undefined, '')).status, 200)
+  })
+
+  test('a PUT with `Expect: 100-continue` (as Nix sends every one) is told to continue only when it is accepted', async () => {
+    /** The first response a PUT gets before it sends any of its body. */
+    const firstResponse = async (authorization: string) => {
+      const sock = net.connect(Number(new URL(cache.url).port), '127.0.0.1')
+      sock.on('error', () => {})
+      sock.write(`PUT /${narName(leaf.nar)} HTTP/1.1\r\nHost: cache\r\nAuthorization: ${authorization}\r\nExpect: 100-continue\r\nContent-Length: ${leaf.nar.length}\r\n\r\n`)
+      const [data] = (await once(sock, 'data')) as [Buffer]
+      sock.destroy()
+      return data.toString('latin1')
+    }
+    const refusedEarly = await firstResponse(basic('alice:wrong'))
+    assert.match(refusedEarly, /^HTTP\/1\.1 401 Unauthorized\r\n/)
+    assert.match(refusedEarly, /\r\nConnection: close\r\n/i, 'the body it never sent cannot be read: the connection closes')
+    assert.match(await firstResponse(ALICE), /^HTTP\/1\.1 100 Continue\r\n\r\n/)
   })
 
   test('a store failure on a PUT is a 400 with the reason, logged once: never a 5xx', async () => {
