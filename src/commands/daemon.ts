@@ -38,7 +38,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: DEFAULT_LISTEN,
     }),
     'max-nar-size': Flags.string({
-      summary: 'Refuse (RESOURCE_EXHAUSTED) a CalculateNAR whose NAR would be larger than SIZE, e.g. 64G; bounds what one call can cost.',
+      summary: 'Refuse (RESOURCE_EXHAUSTED) a CalculateNAR whose NAR would be larger than SIZE, e.g. 64G, and (413) an HTTP upload of one; bounds what one call can cost.',
       helpValue: 'SIZE',
       default: '64G',
     }),

@@ -75,6 +75,8 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
     if (req.method === 'PUT' && !upload) throw new ClientError(403, 'this binary cache is read-only')
     if (upload?.handles(req.method, path)) {
       authorize(req, true)
+      // Awaited by a client that sent `Expect: 100-continue` (Nix does on every PUT): now it sends the body.
+      if (req.method === 'PUT' && /^100-continue$/i.test(req.headers.expect ?? '')) res.writeContinue()
       const reply = await upload.serve(req, path)
       return reply && send(req, res, 'text/plain; charset=utf-8', reply.body, reply.status)
     }

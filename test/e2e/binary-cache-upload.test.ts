@@ -67,6 +67,9 @@ describe('daemon --http-upload: nix copy --to http://… stores what Nix has', {
     gzip: makeTree(root, 'odd-names', 'up-gzip'),
   }
   const paths: Record<string, string> = {}
+  // The key Nix signs the closure with (?secret-key=) and checks it by.
+  const sk = path.join(root, 'sk')
+  const pk = path.join(root, 'pk')
   let daemon: RunningDaemon
   let cache: string
 
@@ -106,8 +109,9 @@ describe('daemon --http-upload: nix copy --to http://… stores what Nix has', {
     for (const e of closure.listing) assert.equal(await served(e.path), 404, e.path)
   })
 
-  test('nix copy --to (xz, its default) stores the closure: same NARs, References and Deriver as Nix', async () => {
-    await nixOk('nix', ['copy', '--to', cache, closure.top], NETRC.alice)
+  test('nix copy --to (xz, its default, signing) stores the closure: same NARs, References, Deriver and valid Sig as Nix', async () => {
+    await nixOk('nix-store', ['--generate-binary-cache-key', 'up-test-1', sk, pk], NETRC.none)
+    await nixOk('nix', ['copy', '--to', `${cache}?secret-key=${sk}`, closure.top], NETRC.alice)
     await assertSameNars(closure.listing.map((e) => e.path), (p) => p)
     // One process for the four PathInfos; the narinfo served for the top shows the same lines.
     const ours = await runCli(['path-info', '--json', '--recursive', '--store', store, closure.top])
@@ -118,6 +122,11 @@ describe('daemon --http-upload: nix copy --to http://… stores what Nix has', {
     const narinfo = String(await served(closure.top))
     assert.match(narinfo, new RegExp(`^References: ${top.references.map((r) => path.basename(r)).join(' ')}$`, 'm'))
     assert.match(narinfo, new RegExp(`^Deriver: ${path.basename(top.deriver!)}$`, 'm'))
+    // Nix checks each stored Sig against its path's fingerprint (input-addressed paths: no CA to fall back on).
+    const verify = (key: string) => nix('nix', ['store', 'verify', '--no-contents', '--recursive', '--store', cache, '--trusted-public-keys', key, closure.top], NETRC.alice)
+    const trusted = await verify(fs.readFileSync(pk, 'utf8'))
+    assert.equal(trusted.code, 0, trusted.stderr)
+    assert.match((await verify(`up-other-1:${Buffer.alloc(32, 1).toString('base64')}`)).stderr, /is untrusted/)
   })
 
   test('nix copy --to with ?compression=none, zstd, bzip2, br, gzip (a token for credentials): same NARs', async () => {
@@ -129,9 +138,10 @@ describe('daemon --http-upload: nix copy --to http://… stores what Nix has', {
     await assertSameNars(Object.values(paths), (p) => tree[p]!)
   })
 
-  test('nix copy --from http://… with credentials gives Nix the same paths back; without them Nix sees none', async () => {
+  test('nix copy --from http://… with credentials gives Nix the same paths back, signatures checked; without them Nix sees none', async () => {
     const back = new NixStore(path.join(root, 'nix-back'))
-    await nixOk('nix', ['copy', '--from', cache, '--no-check-sigs', '--to', back.url, closure.top, paths.zstd!], NETRC.alice)
+    // Signatures checked: the closure is signed, the zstd path content-addressed.
+    await nixOk('nix', ['copy', '--from', cache, '--option', 'trusted-public-keys', fs.readFileSync(pk, 'utf8'), '--to', back.url, closure.top, paths.zstd!], NETRC.alice)
     for (const e of closure.listing) assert.ok(NixStore.dump(path.join(back.root, e.path)).equals(NixStore.dump(e.path)), e.path)
     assert.ok(NixStore.dump(path.join(back.root, paths.zstd!)).equals(NixStore.dump(trees.zstd)))
     const blind = await nix('nix', ['path-info', '--store', cache, closure.top], NETRC.none)

@@ -8,13 +8,14 @@
  */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import net from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import type { BlobStage } from '../../src/castore/blob-service.js'
 import { b3 } from '../../src/castore/digest.js'
 import { collectGarbage } from '../../src/ops/gc.js'
 import { BackendError } from '../../src/errors.js'
-import { parseAuthFile } from '../../src/http/auth.js'
+import { isLoopback, parseAuthFile } from '../../src/http/auth.js'
 import { PendingNars } from '../../src/http/pending-nars.js'
 import { type HttpCache, type TcpAddress, startHttpCache } from '../../src/http/server.js'
 import * as nixbase32 from '../../src/store/nixbase32.js'
@@ -259,6 +260,22 @@ describe('HTTP binary cache uploads', () => {
     assert.equal((await request('GET', `${leaf.name.slice(0, 32)}.narinfo`, undefined, '')).status, 200)
   })
 
+  test('a PUT with `Expect: 100-continue` (as Nix sends every one) is told to continue only when it is accepted', async () => {
+    /** The first response a PUT gets before it sends any of its body. */
+    const firstResponse = async (authorization: string) => {
+      const sock = net.connect(Number(new URL(cache.url).port), '127.0.0.1')
+      sock.on('error', () => {})
+      sock.write(`PUT /${narName(leaf.nar)} HTTP/1.1\r\nHost: cache\r\nAuthorization: ${authorization}\r\nExpect: 100-continue\r\nContent-Length: ${leaf.nar.length}\r\n\r\n`)
+      const [data] = (await once(sock, 'data')) as [Buffer]
+      sock.destroy()
+      return data.toString('latin1')
+    }
+    const refusedEarly = await firstResponse(basic('alice:wrong'))
+    assert.match(refusedEarly, /^HTTP\/1\.1 401 Unauthorized\r\n/)
+    assert.match(refusedEarly, /\r\nConnection: close\r\n/i, 'the body it never sent cannot be read: the connection closes')
+    assert.match(await firstResponse(ALICE), /^HTTP\/1\.1 100 Continue\r\n\r\n/)
+  })
+
   test('a store failure on a PUT is a 400 with the reason, logged once: never a 5xx', async () => {
     const failing = new Proxy(store, {
       get: (t, k) =>
@@ -293,6 +310,20 @@ describe('HTTP binary cache uploads', () => {
     } finally {
       await readOnly.shutdown()
     }
+  })
+})
+
+describe('auth file and listen address', () => {
+  test('comments, blank lines, CRLF and passwords with colons are read; an empty file or a line without a password is refused by its number', () => {
+    const creds = parseAuthFile('# a\r\n\r\nbob:x:y\r\n  # indented comment\n:t\n', 'f')
+    assert.deepEqual([basic('bob:x:y'), basic(':t'), basic('bob:x'), basic('bob:x:y:'), basic(''), 'basic ' + Buffer.from(':t').toString('base64')].map((h) => creds.accepts(h)), [true, true, false, false, false, true])
+    assert.throws(() => parseAuthFile('# only comments\n\n', 'f'), /^UsageError: --http-auth-file f holds no credentials/)
+    assert.throws(() => parseAuthFile('ok:1\nsecret-user:\n', 'f'), (e: Error) => e.message === '--http-auth-file f: line 2 is not "user:password" or ":token"')
+  })
+
+  test('loopback is 127.0.0.0/8, ::1 and localhost; anything else is reachable from elsewhere', () => {
+    assert.deepEqual(['127.0.0.1', '127.1.2.3', '::1', 'localhost', '::ffff:127.0.0.1'].map(isLoopback), [true, true, true, true, true])
+    assert.deepEqual(['0.0.0.0', '::', '10.0.0.1', 'example.com', '128.0.0.1'].map(isLoopback), [false, false, false, false, false])
   })
 })
 
