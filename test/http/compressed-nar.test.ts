@@ -20,6 +20,7 @@ import { importPath } from '../../src/ops/import-paths.js'
 import { parseNarInfo, parseSha256 } from '../../src/store/narinfo.js'
 import type { Store } from '../../src/store/store.js'
 import { memoryStore } from '../helpers/ops.js'
+import { blockedFor } from '../helpers/spawn.js'
 import { randomBytes } from '../helpers/trees.js'
 
 const LOOPBACK: TcpAddress = { kind: 'tcp', host: '127.0.0.1', port: 0 }
@@ -105,10 +106,15 @@ describe('HTTP binary cache with --http-compression', () => {
         req.on('error', () => {})
       })
       assert.equal(running.length, 1, 'one xz runs for the response')
-      // Killed with SIGKILL once the response closes; polled, without a clock.
-      while (childrenNamed('xz').length > 0) await new Promise((r) => setTimeout(r, 20))
+      // Killed once the response closes. Left alive, it would wait for input forever: judged by its CPU, not a clock.
+      const gone = (async () => {
+        while (childrenNamed('xz').length > 0) await new Promise((r) => setTimeout(r, 20))
+      })()
+      assert.equal(await blockedFor(running[0]!, 30_000, gone), false, 'xz was left running, waiting for input that never comes')
       assert.deepEqual(logs, [])
     } finally {
+      // A failure above must not leave the test process waiting on a program it started.
+      for (const pid of childrenNamed('xz')) process.kill(pid, 'SIGKILL')
       await cache.shutdown()
     }
   })
