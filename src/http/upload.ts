@@ -1,3 +1,5 @@
+import { metrics } from './metrics.js'
+import { failureLine } from './request-log.js'
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import {
@@ -86,15 +88,20 @@ export function uploads(store: Store, opts: UploadOptions, log: (line: string) =
   return {
     handles: (method, path) => method === 'PUT' || (method === 'HEAD' && NAR_FILE.test(path)),
     async serve(req, path) {
+      const kind = uploadKind(path)
       try {
         await route(req, path)
+        if (req.method === 'PUT') metrics.uploads.inc({ kind, status: '200' })
         return { status: 200, body: '' }
       } catch (e) {
         // Mid-upload, the client is gone: nobody to answer, nothing to log.
         if (req.destroyed && !req.complete) return undefined
         const { status, logged } = refusal(e, stopped)
         const reason = e instanceof Error ? e.message : String(e)
-        if (logged) log(`${req.method} ${req.url} failed: ${reason}`)
+        // Every refused upload is one line; the store's own failures say so.
+        const line = failureLine(req.method, req.url, status, logged ? `store failure: ${reason}` : reason)
+        if (line) log(line)
+        if (req.method === 'PUT') metrics.uploads.inc({ kind, status: String(status) })
         return { status, body: `${reason}\n` }
       }
     },
@@ -136,6 +143,7 @@ export function uploads(store: Store, opts: UploadOptions, log: (line: string) =
       await commitTree(store, ingested, stage)
       return { root: ingested.root, narSha256: ingested.narSha256, narSize: ingested.narSize, fileSize }
     })
+    metrics.uploadBytes.inc({}, entry.fileSize)
     pending.add(`${hash}${ext}`, entry)
   }
 
@@ -202,6 +210,13 @@ function decodeHash(hash: string): Uint8Array {
   } catch (e) {
     throw new Refused(400, `${hash} is not a SHA-256 in nixbase32: ${(e as Error).message}`)
   }
+}
+
+function uploadKind(path: string): string {
+  if (NAR_FILE.test(path)) return 'nar'
+  if (NARINFO.test(path)) return 'narinfo'
+  if (LISTING.test(path)) return 'ls'
+  return 'other'
 }
 
 /** The 4xx for a failed upload, and whether it is the server's own failure (logged) rather than the client's. */

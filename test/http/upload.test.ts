@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import net from 'node:net'
-import { after, before, describe, test } from 'node:test'
+import { after, before, beforeEach, describe, test } from 'node:test'
 import type { BlobStage } from '../../src/castore/blob-service.js'
 import { b3 } from '../../src/castore/digest.js'
 import { collectGarbage } from '../../src/ops/gc.js'
@@ -108,6 +108,10 @@ describe('HTTP binary cache uploads', () => {
       credentials: parseAuthFile(AUTH_FILE, 'auth'),
     })
   })
+  // Each test asserts the log lines of its own requests.
+  beforeEach(() => {
+    logs.length = 0
+  })
   after(async () => {
     await cache.shutdown()
     await store.close()
@@ -123,13 +127,14 @@ describe('HTTP binary cache uploads', () => {
     for await (const info of store.pathInfos.list()) names.push(Buffer.from(info.node.name).toString())
     return names.sort()
   }
-  /** Asserts a refusal: its status, its one-line reason, the PathInfos as they were, nothing logged. */
+  /** Asserts a refusal: its status, its one-line reason, the PathInfos as they were, one log line saying so. */
   async function refused(r: { status: number; text: string }, status: number, reason: RegExp, before: string[]) {
     assert.equal(r.status, status, r.text)
     assert.match(r.text, reason)
     assert.equal(r.text.split('\n').length, 2, `one line: ${r.text}`)
     assert.deepEqual(await paths(), before)
-    assert.deepEqual(logs, [])
+    assert.equal(logs.length, 1, logs.join('\n'))
+    assert.match(logs.pop()!, new RegExp(`^(PUT|HEAD) /\\S+ ${status}: `))
   }
 
   const leaf = { name: storeName('up-leaf'), nar: nar(regular('leaf\n')) }
@@ -291,7 +296,7 @@ describe('HTTP binary cache uploads', () => {
       const r = await fetch(`${other.url}/${p.name.slice(0, 32)}.narinfo`, { method: 'PUT', body: narinfo(p) })
       assert.deepEqual([r.status, await r.text()], [400, 'the disk is on fire\n'])
       assert.equal(failLogs.length, 1, failLogs.join('\n'))
-      assert.match(failLogs[0]!, /^PUT \/\S+\.narinfo failed: the disk is on fire$/)
+      assert.match(failLogs[0]!, /^PUT \/\S+\.narinfo 400: store failure: the disk is on fire$/)
     } finally {
       await other.shutdown()
     }
