@@ -53,11 +53,19 @@ describe('copy --from a binary cache Nix wrote', { skip }, () => {
   const zstd = path.join(root, 'cache-zstd')
   let publicKey = ''
   let otherKey = ''
+  let caPath = ''
   let server: FileCacheServer
 
   /** Every path of the target `store` has the NAR Nix has. */
   async function assertSameNars(store: string): Promise<void> {
     for (const e of closure.listing) assert.ok((await runCli(['export-nar', '--store', store, e.path])).stdout.equals(NixStore.dump(e.path)), e.path)
+  }
+
+  /** The closure in `store` is the one Nix has (NAR hashes Nix computed, which our ingest checked the stored tree against): one command. */
+  async function assertSameInfos(store: string): Promise<void> {
+    const pick = (e: Record<string, unknown>) => ({ path: e.path, narHash: e.narHash, narSize: e.narSize, references: e.references, deriver: e.deriver })
+    const ours = JSON.parse(await ok(['path-info', '--json', '-r', '--store', store, top])) as Array<Record<string, unknown>>
+    assert.deepEqual(ours.map(pick), closure.listing.map((e) => pick({ ...e })))
   }
 
   before(async () => {
@@ -69,7 +77,9 @@ describe('copy --from a binary cache Nix wrote', { skip }, () => {
     otherKey = fs.readFileSync(`${pk}2`, 'utf8')
     // Signed and xz-compressed (Nix's default); unsigned and zstd.
     await nixOk('nix', ['copy', '--to', `file://${xz}?compression=xz&secret-key=${sk}`, top])
-    await nixOk('nix', ['copy', '--to', `file://${zstd}?compression=zstd`, top])
+    // A content-addressed path beside it (nix-store --add): trusted unsigned, as by Nix.
+    caPath = (await nixOk('nix-store', ['--add', path.join(root, 'diamond.nix')])).trim()
+    await nixOk('nix', ['copy', '--to', `file://${zstd}?compression=zstd`, top, caPath])
     server = await startFileCacheServer(xz)
   })
   after(async () => {
@@ -99,37 +109,40 @@ describe('copy --from a binary cache Nix wrote', { skip }, () => {
     server.requests.length = 0
     const out = await ok(['copy', '--from', server.url, '--to', store, '--trusted-public-keys', publicKey, '--parallel', '2', top])
     assert.deepEqual(out.trim().split('\n').sort(), closure.listing.map((e) => e.path))
-    await assertSameNars(store)
+    await assertSameInfos(store)
     const gets = server.requests.filter((r) => r.startsWith('GET /nar/'))
     assert.equal(gets.length, closure.listing.length, server.requests.join('\n'))
     assert.ok(server.requests.indexOf('GET /nix-cache-info') === 0, server.requests.join('\n'))
   })
 
-  test('trust: unsigned or signed by another key is refused naming the path, nothing copied; --no-check-sigs admits', async () => {
+  test('trust: unsigned or signed by another key is refused naming the path, nothing copied; a content-addressed path needs no signature; --no-check-sigs admits', async () => {
     const store = path.join(root, 'trust')
-    await ok(['import', '--store', store, path.join(root, 'diamond.nix')])
+    await ok(['import', '--store', store, path.join(root, 'pk')])
     const before = snapshot(store)
     const lacks = /^error: cannot add path '\/nix\/store\/[a-z0-9]{32}-fx-[a-z]+' from binary cache 'nix\+file:\/\/.*': it lacks a valid signature by a trusted key; give --trusted-public-keys or --no-check-sigs$/
     await fails(['copy', '--from', `nix+file://${zstd}`, '--to', store, '--trusted-public-keys', publicKey, top], lacks)
     await fails(['copy', '--from', `nix+file://${xz}`, '--to', store, '--trusted-public-keys', otherKey, top], lacks)
-    await fails(['copy', '--from', `nix+file://${xz}`, '--to', store, top], lacks)
+    const badKey = await runCli(['copy', '--from', `nix+file://${xz}`, '--to', store, '--trusted-public-keys', 'test-cache-1:c2hvcnQ=', top])
+    assert.equal(badKey.code, 2, badKey.stderr)
+    assertOneErrorLine(badKey.stderr, /^error: --trusted-public-keys: /)
     assert.deepEqual(snapshot(store), before)
+    assert.equal(await ok(['copy', '--from', `nix+file://${zstd}`, '--to', store, '--trusted-public-keys', publicKey, caPath]), `${caPath}\n`)
     await ok(['copy', '--from', `nix+file://${zstd}`, '--to', store, '--no-check-sigs', top])
-    await assertSameNars(store)
+    await assertSameInfos(store)
     // The environment variable stands for the flag.
     const env = await runCli(['copy', '--from', `nix+file://${xz}`, '--to', path.join(root, 'trust-env'), top], { env: { TVIX_TRUSTED_PUBLIC_KEYS: publicKey } })
     assert.equal(env.code, 0, env.stderr)
   })
 
   test('narinfo, ls, cat and export-nar with --store naming the cache', async () => {
-    for (const cache of [`nix+file://${xz}`, `nix+file://${zstd}`, server.url]) {
-      assert.ok((await runCli(['export-nar', '--store', cache, top])).stdout.equals(NixStore.dump(top)), cache)
-      assert.equal(await ok(['cat', '--store', cache, `${leaf}`]), fs.readFileSync(leaf, 'utf8'))
-      assert.deepEqual((await ok(['ls', '--store', cache, top])).trim().split('\n'), ['refs'])
-      const theirs = fs.readFileSync(path.join(xz, `${hashOf(top)}.narinfo`), 'utf8')
-      const keys = ['StorePath', 'NarHash', 'NarSize', 'References', 'Deriver']
-      assert.deepEqual(narinfoLines(await ok(['narinfo', '--store', cache, top]), keys), narinfoLines(theirs, keys))
-    }
+    const cache = `nix+file://${xz}`
+    assert.ok((await runCli(['export-nar', '--store', cache, top])).stdout.equals(NixStore.dump(top)))
+    assert.equal(await ok(['cat', '--store', cache, leaf]), fs.readFileSync(leaf, 'utf8'))
+    assert.equal(await ok(['ls', '-lR', '--store', cache, closure.byName['fx-right']!]), await nixOk('nix', ['store', 'ls', '-lR', closure.byName['fx-right']!]))
+    const keys = ['StorePath', 'NarHash', 'NarSize', 'References', 'Deriver', 'Sig']
+    assert.deepEqual(narinfoLines(await ok(['narinfo', '--store', cache, top]), keys), narinfoLines(fs.readFileSync(path.join(xz, `${hashOf(top)}.narinfo`), 'utf8'), keys))
+    // zstd, and over HTTP.
+    for (const other of [`nix+file://${zstd}`, server.url]) assert.ok((await runCli(['export-nar', '--store', other, top])).stdout.equals(NixStore.dump(top)), other)
     await fails(['ls', '--store', `nix+file://${root}/nowhere`, top], /^error: no binary cache at nix\+file:\/\/.*\/nowhere \(it has no nix-cache-info\)$/)
     await fails(['ls', '--store', `nix+file://${xz}`, `/nix/store/${'0'.repeat(32)}-absent`], /is not valid/)
   })
@@ -200,14 +213,14 @@ describe('copy --from a binary cache Nix wrote', { skip }, () => {
       const store = path.join(root, 'retried')
       await ok(copyFrom(server.url).map((a) => (a === target ? store : a)))
       assert.equal(leafGets(), 3)
-      await assertSameNars(store)
+      await assertSameInfos(store)
 
       Object.assign(server.faults, { match: leafNar, status: undefined, dropAfter: 40, times: 1 })
       server.requests.length = 0
       const dropped = path.join(root, 'dropped')
       await ok(copyFrom(server.url).map((a) => (a === target ? dropped : a)))
       assert.equal(leafGets(), 2)
-      await assertSameNars(dropped)
+      assert.ok((await runCli(['export-nar', '--store', dropped, leaf])).stdout.equals(NixStore.dump(leaf)))
     })
   })
 })
