@@ -1,0 +1,72 @@
+import type { TransferCounts } from '../castore/transfer.js'
+import * as nixbase32 from '../store/nixbase32.js'
+import { type PathInfo, storePathOf } from '../store/path-info.js'
+import { absolute } from '../store/store-path.js'
+import type { Store } from '../store/store.js'
+import { runDag } from '../util/dag.js'
+import { forEachLimit } from '../util/pool.js'
+import { closureOf } from './closure.js'
+
+/** What `copy --json` prints, with or without --closure. */
+export interface CopyReport extends TransferCounts {
+  /** Every path of the closure, sorted. */
+  paths: string[]
+  copied: string[]
+  skipped: string[]
+}
+
+/** An empty report for a copy of `paths` (`copy` and `copy --closure` report the same shape). */
+export function newCopyReport(paths: string[]): CopyReport {
+  return { paths: [...paths].sort(), copied: [], skipped: [], blobs: { copied: 0, skipped: 0 }, directories: { copied: 0, skipped: 0 }, bytes: 0 }
+}
+
+export interface CopyOptions {
+  /** Store paths transferred at once. */
+  parallel?: number
+  onProgress?: (p: { pathsDone: number; pathsTotal: number; bytes: number }) => void
+}
+
+/** How a copy's target takes paths: a store (castore objects, then the PathInfo) or a binary cache (NARs). */
+export interface PathTarget {
+  storeDir: string
+  /** Whether the target has the path already (it is skipped). */
+  has(info: PathInfo): Promise<boolean>
+  /** Copies one path, whose references the target has; counts what moved in the report. */
+  put(info: PathInfo): Promise<void>
+}
+
+/** Lookups in flight when asking a target which paths it has: pipelined, not one round trip each. */
+const LOOKUPS_IN_FLIGHT = 64
+
+/**
+ * The schedule every copy shares: the closure of `args` in `from`, the
+ * target asked which paths it has (pipelined lookups), then the missing
+ * paths references first (a path found in the target needs nothing),
+ * `parallel` at once, with progress after each.
+ */
+export async function copyPaths(from: Store, args: string[], opts: CopyOptions, targetFor: (report: CopyReport) => PathTarget): Promise<CopyReport> {
+  const closure = await closureOf(from, args)
+  const report = newCopyReport([...closure.values()].map((i) => absolute(storePathOf(i), from.storeDir)))
+  const target = targetFor(report)
+  const present = new Set<string>()
+  await forEachLimit(closure.entries(), LOOKUPS_IN_FLIGHT, async ([hash, info]) => {
+    if (await target.has(info)) present.add(hash)
+  })
+
+  let pathsDone = present.size
+  const progress = () => opts.onProgress?.({ pathsDone, pathsTotal: closure.size, bytes: report.bytes })
+  progress()
+  const missing = [...closure.keys()].filter((h) => !present.has(h))
+  const references = (hash: string) => closure.get(hash)!.references.map((r) => nixbase32.encode(r))
+  await runDag(missing, references, Math.max(1, opts.parallel ?? 4), async (hash) => {
+    const info = closure.get(hash)!
+    await target.put(info)
+    report.copied.push(absolute(storePathOf(info), target.storeDir))
+    pathsDone++
+    progress()
+  })
+  for (const h of present) report.skipped.push(absolute(storePathOf(closure.get(h)!), target.storeDir))
+  report.copied.sort()
+  report.skipped.sort()
+  return report
+}

@@ -1,0 +1,22 @@
+import type { NarSinkCapable } from '../store/capabilities.js'
+import { renderNar } from '../store/nar/render.js'
+import { storePathOf } from '../store/path-info.js'
+import type { Store } from '../store/store.js'
+import { type CopyOptions, type CopyReport, copyPaths } from './copy-paths.js'
+
+/**
+ * Copies store paths and their closures into a Nix binary cache: each path
+ * whose narinfo the cache lacks is rendered from the source's castore as a
+ * NAR and written (NAR file, then narinfo), references first. A cache
+ * holds NAR files, not castore objects, so the report's blob and Directory
+ * counts stay 0 and `bytes` counts the NAR file bytes written.
+ */
+export function copyToCache(from: Store, to: Store & NarSinkCapable, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
+  return copyPaths(from, args, opts, (report) => ({
+    storeDir: to.storeDir,
+    has: (info) => to.narSink.has(storePathOf(info).digest),
+    put: async (info) => {
+      report.bytes += (await to.narSink.putPath(info, () => renderNar(info.node, from))).written
+    },
+  }))
+}
