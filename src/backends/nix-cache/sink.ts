@@ -4,12 +4,14 @@ import { createWriteStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { WRITABLE, type WritableCompression, compressor, isWritable, narFileExtension } from '../../codecs/index.js'
 import { BackendError, IntegrityError, InvalidInputError, NotFoundError, UnsupportedError, UsageError, systemMessage } from '../../errors.js'
-import type { NarSink, NarSinkOptions, NarSinkPut } from '../../store/capabilities.js'
+import type { NarSink, NarSinkCapable, NarSinkPut } from '../../store/capabilities.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import { narInfoFields, renderNarInfo } from '../../store/narinfo.js'
 import { type PathInfo, storePathOf } from '../../store/path-info.js'
 import { type SecretKey, parseSecretKey, signPathInfo, withSignatures } from '../../store/signing.js'
 import { absolute } from '../../store/store-path.js'
+import type { Store } from '../../store/store.js'
+import type { CallOptions } from '../../util/call-options.js'
 import type { CacheUrl } from './cache-url.js'
 import type { CacheWriter } from './cache-writer.js'
 import { FolderCacheWriter, tempIn } from './folder-writer.js'
@@ -50,6 +52,19 @@ export function openNarSink(cache: CacheUrl, storeDir: string): CacheNarSink {
   return new CacheNarSink(writer, storeDir, () => sinkSettings(cache.params))
 }
 
+/** `store` (a binary cache opened as a store) with the cache's NarSink, closed with it. */
+export function withNarSink<S extends Store>(store: S, cache: CacheUrl, storeDir: string): S & NarSinkCapable {
+  const narSink = openNarSink(cache, storeDir)
+  const close = store.close.bind(store)
+  return Object.assign(store, {
+    narSink,
+    close: async () => {
+      await narSink.close()
+      await close()
+    },
+  })
+}
+
 /**
  * Writes paths into a Nix binary cache as `nix copy --to` does: the NAR
  * compressed into `nar/<file hash><ext>` (kept if the cache has it), then
@@ -68,12 +83,12 @@ export class CacheNarSink implements NarSink {
     private readonly settings: () => SinkSettings,
   ) {}
 
-  async has(storePathDigest: Uint8Array, o: NarSinkOptions = {}): Promise<boolean> {
+  async has(storePathDigest: Uint8Array, o: CallOptions = {}): Promise<boolean> {
     await this.init(o.signal)
     return this.writer.exists(`${nixbase32.encode(storePathDigest)}.narinfo`, o.signal)
   }
 
-  async putPath(info: PathInfo, nar: () => AsyncIterable<Uint8Array>, o: NarSinkOptions = {}): Promise<NarSinkPut> {
+  async putPath(info: PathInfo, nar: () => AsyncIterable<Uint8Array>, o: CallOptions = {}): Promise<NarSinkPut> {
     const { compression, keys } = await this.init(o.signal)
     const ni = info.narinfo
     const storePath = absolute(storePathOf(info), this.storeDir)
