@@ -1,26 +1,15 @@
-import type { TransferCounts } from '../castore/transfer.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import { type PathInfo, storePathOf } from '../store/path-info.js'
 import { absolute } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { runDag } from '../util/dag.js'
 import { forEachLimit } from '../util/pool.js'
+import type { CallOptions } from '../util/call-options.js'
 import { closureOf } from './closure.js'
+import { type CopyReport, newCopyReport } from './copy-report.js'
 
-/** What `copy --json` prints, with or without --closure. */
-export interface CopyReport extends TransferCounts {
-  /** Every path of the closure, sorted. */
-  paths: string[]
-  copied: string[]
-  skipped: string[]
-}
-
-/** An empty report for a copy of `paths` (`copy` and `copy --closure` report the same shape). */
-export function newCopyReport(paths: string[]): CopyReport {
-  return { paths: [...paths].sort(), copied: [], skipped: [], blobs: { copied: 0, skipped: 0 }, directories: { copied: 0, skipped: 0 }, bytes: 0 }
-}
-
-export interface CopyOptions {
+/** What the shared schedule takes of copy's options. */
+export interface PathCopyOptions extends CallOptions {
   /** Store paths transferred at once. */
   parallel?: number
   onProgress?: (p: { pathsDone: number; pathsTotal: number; bytes: number }) => void
@@ -44,7 +33,7 @@ const LOOKUPS_IN_FLIGHT = 64
  * paths references first (a path found in the target needs nothing),
  * `parallel` at once, with progress after each.
  */
-export async function copyPaths(from: Store, args: string[], opts: CopyOptions, targetFor: (report: CopyReport) => PathTarget): Promise<CopyReport> {
+export async function copyPaths(from: Store, args: string[], opts: PathCopyOptions, targetFor: (report: CopyReport) => PathTarget): Promise<CopyReport> {
   const closure = await closureOf(from, args)
   const report = newCopyReport([...closure.values()].map((i) => absolute(storePathOf(i), from.storeDir)))
   const target = targetFor(report)

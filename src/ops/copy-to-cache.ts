@@ -2,7 +2,8 @@ import type { NarSinkCapable } from '../store/capabilities.js'
 import { renderNar } from '../store/nar/render.js'
 import { storePathOf } from '../store/path-info.js'
 import type { Store } from '../store/store.js'
-import { type CopyOptions, type CopyReport, copyPaths } from './copy-paths.js'
+import { type PathCopyOptions, copyPaths } from './copy-paths.js'
+import type { CopyReport } from './copy-report.js'
 
 /**
  * Copies store paths and their closures into a Nix binary cache: each path
@@ -11,12 +12,12 @@ import { type CopyOptions, type CopyReport, copyPaths } from './copy-paths.js'
  * holds NAR files, not castore objects, so the report's blob and Directory
  * counts stay 0 and `bytes` counts the NAR file bytes written.
  */
-export function copyToCache(from: Store, to: Store & NarSinkCapable, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
+export function copyToCache(from: Store, to: Store & NarSinkCapable, args: string[], opts: PathCopyOptions = {}): Promise<CopyReport> {
   return copyPaths(from, args, opts, (report) => ({
     storeDir: to.storeDir,
-    has: (info) => to.narSink.has(storePathOf(info).digest),
+    has: (info) => to.narSink.has(storePathOf(info).digest, { signal: opts.signal }),
     put: async (info) => {
-      report.bytes += (await to.narSink.putPath(info, () => renderNar(info.node, from))).written
+      report.bytes += (await to.narSink.putPath(info, () => renderNar(info.node, from, { signal: opts.signal }), { signal: opts.signal })).written
     },
   }))
 }

@@ -2,12 +2,22 @@ import { bytesEqual } from '../castore/digest.js'
 import { CastoreTransfer } from '../castore/transfer.js'
 import { storePathOf } from '../store/path-info.js'
 import type { Store } from '../store/store.js'
-import { hasNarSink, inWriteSession } from '../store/capabilities.js'
+import { hasNarSink, inWriteSession, isNarSource } from '../store/capabilities.js'
+import { type CacheCopyOptions, copyFromCache } from './copy-from-cache.js'
+import { copyPaths } from './copy-paths.js'
 import { copyToCache } from './copy-to-cache.js'
 import { publishPathInfo } from './publish.js'
-import { type CopyOptions, type CopyReport, copyPaths } from './copy-paths.js'
 
-export { type CopyOptions, type CopyReport, newCopyReport } from './copy-paths.js'
+import { type CopyReport, newCopyReport } from './copy-report.js'
+
+export { type CopyReport, newCopyReport }
+
+/** With a binary cache as the source, the copy is copyFromCache's (its trust options apply there). */
+export interface CopyOptions extends Pick<CacheCopyOptions, 'trustedKeys' | 'checkSigs' | 'signal'> {
+  /** Store paths transferred at once. */
+  parallel?: number
+  onProgress?: (p: { pathsDone: number; pathsTotal: number; bytes: number }) => void
+}
 
 /**
  * Copies store paths and their closures from one store to another. The
@@ -18,8 +28,9 @@ export { type CopyOptions, type CopyReport, newCopyReport } from './copy-paths.j
  * data or references are missing.
  */
 export function copyClosure(from: Store, to: Store, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
-  // A Nix binary cache takes whole NARs, not castore objects.
+  // A Nix binary cache takes whole NARs, not castore objects (from any source, a cache too).
   if (hasNarSink(to)) return copyToCache(from, to, args, opts)
+  if (isNarSource(from)) return copyFromCache(from, to, args, opts)
   // One write session on the target: paths found there stay until the paths that refer to them are registered.
   return inWriteSession(to, () => copyInSession(from, to, args, opts))
 }

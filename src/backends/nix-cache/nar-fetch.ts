@@ -3,7 +3,7 @@ import { pipeline, Readable } from 'node:stream'
 import type { BlobStage } from '../../castore/blob-service.js'
 import { bytesEqual } from '../../castore/digest.js'
 import { decompressor } from '../../codecs/index.js'
-import { IntegrityError, NotFoundError } from '../../errors.js'
+import { IntegrityError, InvalidInputError, NotFoundError } from '../../errors.js'
 import type { NarFetchOptions } from '../../store/capabilities.js'
 import type { IngestResult } from '../../store/ingest-fs.js'
 import { ingestNar } from '../../store/nar/ingest.js'
@@ -43,6 +43,10 @@ export function fetchNarInto(
         throw refuse(`NAR hash mismatch: the narinfo says ${fields.narHash}, the NAR has sha256:${nixbase32.encode(ingested.narSha256)}`)
       }
       return { info: pathInfoFromNarInfo(fields, ingested.root, storeDir), ingested }
+    } catch (e) {
+      // Bad data from the cache (a decoder's or the NAR reader's complaint) is said with the path it concerns.
+      if (e instanceof InvalidInputError && !opts.signal?.aborted) throw refuse(e.message)
+      throw e
     } finally {
       decoded.destroy()
       file.body.destroy()

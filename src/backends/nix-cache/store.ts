@@ -13,6 +13,7 @@ import type { PathInfoService } from '../../store/path-info-service.js'
 import { parseBasename } from '../../store/store-path.js'
 import type { Store } from '../../store/store.js'
 import type { CallOptions } from '../../util/call-options.js'
+import { onInterrupt } from '../../util/interrupt.js'
 import { type LocalStore, openLocalStore } from '../local/index.js'
 import type { CacheUrl } from './cache-url.js'
 import { FileTransport } from './file-transport.js'
@@ -49,6 +50,8 @@ export class NixCacheStore implements Store, NarSource {
   static async open(cache: CacheUrl, storeDir: string, opts: { mustExist: boolean }): Promise<NixCacheStore> {
     const transport = cache.location.kind === 'file' ? new FileTransport(cache.location.dir) : new HttpTransport(cache.location.base)
     const tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-nix-cache-'))
+    // An interrupted command exits without closing its stores: the folder goes all the same.
+    onInterrupt(() => fs.rmSync(tempDir, { recursive: true, force: true }))
     const store = new NixCacheStore(cache, storeDir, transport, await openLocalStore(tempDir, storeDir), tempDir)
     if (opts.mustExist) await store.checkCacheInfo().catch(async (e) => {
       await store.close()

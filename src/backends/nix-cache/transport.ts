@@ -48,7 +48,11 @@ export async function withRetries<T>(attempt: () => Promise<T>, opts: RetryOptio
       opts.signal?.throwIfAborted()
       if (!(e instanceof TransientError) || i >= attempts) throw e
     }
-    await sleep(base * 2 ** (i - 1) * (0.5 + Math.random()), undefined, { signal: opts.signal })
+    // An abort ends the wait with its own reason (the interrupt), as it ends an attempt.
+    await sleep(base * 2 ** (i - 1) * (0.5 + Math.random()), undefined, { signal: opts.signal }).catch((e) => {
+      opts.signal?.throwIfAborted()
+      throw e
+    })
   }
 }
 
