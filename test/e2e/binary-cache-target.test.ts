@@ -107,6 +107,22 @@ describe('copy --to a Nix binary cache: Nix reads what we wrote', { skip }, () =
     }
   })
 
+  test('compression=none, signed: byte for byte the narinfos and NAR files nix copy --to file:// writes for the same paths and key', async () => {
+    const ours = path.join(root, 'ours-none')
+    const nixs = path.join(root, 'nix-none')
+    const query = `compression=none&secret-key=${secretKeyFile}`
+    await copyTo(store, `nix+file://${ours}?${query}`, [treePath, closure.top])
+    // Nix writes the closure from /nix/store, the tree from a private store holding it.
+    await nixOut('nix', ['copy', '--to', `file://${nixs}?${query}`, closure.top])
+    const nixStore = new NixStore(path.join(root, 'nix-tree'))
+    assert.equal(nixStore.add(tree), treePath)
+    await nixOut('nix', ['copy', '--store', nixStore.url, '--to', `file://${nixs}?${query}`, treePath])
+    const files = (dir: string) => [...fs.readdirSync(dir).filter((f) => f.endsWith('.narinfo')), ...fs.readdirSync(path.join(dir, 'nar')).map((f) => `nar/${f}`)].sort()
+    assert.deepEqual(files(ours), files(nixs))
+    assert.equal(files(ours).length, 2 * all.length)
+    for (const f of files(nixs)) assert.ok(fs.readFileSync(path.join(ours, f)).equals(fs.readFileSync(path.join(nixs, f))), f)
+  })
+
   describe('http:// (a plain server that stores PUTs)', () => {
     const dir = path.join(root, 'http-cache')
     let server: FileCacheServer
