@@ -105,6 +105,13 @@ describe('copy --to a Nix binary cache: Nix reads what we wrote', { skip }, () =
       assert.equal(e.downloadSize, fs.statSync(path.join(dir, e.url!)).size)
       assert.deepEqual(e.signatures!.map((s) => s.split(':')[0]), ['tvix-target-test-1'])
     }
+
+    // Our own reader takes it back too, trusting the key (every compression, every signature checked).
+    const back = path.join(root, 'back')
+    const r = await runCli(['copy', '--from', `nix+file://${dir}`, '--to', back, '--trusted-public-keys', publicKey, treePath, closure.top])
+    assert.equal(r.code, 0, r.stderr)
+    const backInfo = JSON.parse((await runCli(['path-info', '--json', '--recursive', '--store', back, treePath, closure.top])).stdout.toString()) as NixInfo[]
+    assert.deepEqual(backInfo.map(pick), ours.map(pick))
   })
 
   test('compression=none, signed: byte for byte the narinfos and NAR files nix copy --to file:// writes for the same paths and key', async () => {
