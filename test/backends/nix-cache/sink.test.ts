@@ -156,6 +156,8 @@ describe('copy into an http:// cache', () => {
       [['text/x-nix-cache-info', undefined], ['application/x-nix-nar', undefined], ['text/x-nix-narinfo', undefined]],
     )
     assert.equal(puts[1]!['content-length'], String(fields.fileSize))
+    // The NAR was spooled in the temp dir, and is gone.
+    assert.deepEqual(tempsIn(os.tmpdir()), [])
     assert.equal(fs.readFileSync(path.join(dir, 'nix-cache-info'), 'utf8'), 'StoreDir: /nix/store\n')
   })
 
@@ -188,6 +190,7 @@ describe('copy into an http:// cache', () => {
       await assert.rejects(copyToCache(source, to, [tree.path]), new RegExp(`^BackendError: cannot upload ${hashPart(tree.path)}\\.narinfo to ${refusing.url}: HTTP 413: injected 413$`))
       assert.equal(fs.existsSync(path.join(fresh, `${hashPart(tree.path)}.narinfo`)), false)
       assert.equal(refusing.requests.filter((r) => r.startsWith('PUT /') && r.endsWith('.narinfo')).length, 1)
+      assert.deepEqual(tempsIn(os.tmpdir()), [])
     } finally {
       await to.close()
       await refusing.close()
