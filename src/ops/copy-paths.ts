@@ -22,6 +22,8 @@ export interface PathTarget {
   has(info: PathInfo): Promise<boolean>
   /** Copies one path, whose references the target has; counts what moved in the report. */
   put(info: PathInfo): Promise<void>
+  /** Refuses (throws) before anything moves if one of the paths the target lacks may not go there. */
+  admit?(missing: PathInfo[]): Promise<void>
 }
 
 /** Lookups in flight when asking a target which paths it has: pipelined, not one round trip each. */
@@ -46,6 +48,7 @@ export async function copyPaths(from: Store, args: string[], opts: PathCopyOptio
   const progress = () => opts.onProgress?.({ pathsDone, pathsTotal: closure.size, bytes: report.bytes })
   progress()
   const missing = [...closure.keys()].filter((h) => !present.has(h))
+  await target.admit?.(missing.map((h) => closure.get(h)!))
   const references = (hash: string) => closure.get(hash)!.references.map((r) => nixbase32.encode(r))
   await runDag(missing, references, Math.max(1, opts.parallel ?? 4), async (hash) => {
     const info = closure.get(hash)!

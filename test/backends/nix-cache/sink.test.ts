@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test'
 import { parseCacheUrl } from '../../../src/backends/nix-cache/cache-url.js'
 import { openNarSink } from '../../../src/backends/nix-cache/sink.js'
 import { decompressor } from '../../../src/codecs/index.js'
+import { openStore } from '../../../src/backends/open-store.js'
 import { copyToCache } from '../../../src/ops/copy-to-cache.js'
 import { importPath } from '../../../src/ops/import-paths.js'
 import type { NarSinkCapable } from '../../../src/store/capabilities.js'
@@ -128,6 +129,34 @@ describe('copy into a nix+file:// cache', () => {
       assert.equal(fs.existsSync(never), false, query)
     }
   })
+})
+
+test('from another binary cache, a path needs a trusted signature (or a content address) before anything is written, as with copy --from', async () => {
+  // An input-addressed path (no CA): only a signature can vouch for it.
+  const bare = { ...tree.info, node: { ...tree.info.node, name: Buffer.from('00000000000000000000000000000000-bare') }, narinfo: { ...tree.info.narinfo!, ca: undefined } }
+  const withBare = await memoryStore()
+  await importPath(withBare, path.join(root, 'tree'))
+  await withBare.pathInfos.put(bare)
+  const barePath = `${STORE_DIR}/00000000000000000000000000000000-bare`
+  const signed = path.join(root, 'signed-source')
+  const unsigned = path.join(root, 'unsigned-source')
+  await copyToCache(withBare, cacheTarget(`nix+file://${signed}?compression=none&secret-key=${keyFile}`), [barePath])
+  await copyToCache(withBare, cacheTarget(`nix+file://${unsigned}?compression=none`), [barePath])
+
+  const copyBetween = async (fromDir: string, toDir: string, opts: Parameters<typeof copyToCache>[3]) => {
+    const from = await openStore({ url: `nix+file://${fromDir}`, storeDir: STORE_DIR, mustExist: true })
+    try {
+      return await copyToCache(from, cacheTarget(`nix+file://${toDir}?compression=none&secret-key=${keyFile}`), [barePath], opts)
+    } finally {
+      await from.close()
+    }
+  }
+  const refused = path.join(root, 'refused-target')
+  await assert.rejects(copyBetween(unsigned, refused, {}), /cannot add path '\/nix\/store\/0{32}-bare' from binary cache 'nix\+file:\/\/.*unsigned-source': it lacks a valid signature by a trusted key/)
+  await assert.rejects(copyBetween(signed, refused, { trustedKeys: [] }), /lacks a valid signature by a trusted key/)
+  assert.deepEqual(fs.readdirSync(refused).filter((f) => f.endsWith('.narinfo')), [])
+  assert.deepEqual((await copyBetween(signed, path.join(root, 'trusted-target'), { trustedKeys: [publicKeyOf(key)] })).copied, [barePath])
+  assert.deepEqual((await copyBetween(unsigned, path.join(root, 'unchecked-target'), { checkSigs: false })).copied, [barePath])
 })
 
 describe('copy into an http:// cache', () => {
