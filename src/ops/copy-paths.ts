@@ -22,6 +22,8 @@ export interface PathTarget {
   has(info: PathInfo): Promise<boolean>
   /** Copies one path, whose references the target has; counts what moved in the report. */
   put(info: PathInfo): Promise<void>
+  /** The bytes progress shows, where they are not the report's (what is under way counts too). */
+  progressBytes?(): number
   /** Refuses (throws) before anything moves if one of the paths the target lacks may not go there. */
   admit?(missing: PathInfo[]): Promise<void>
 }
@@ -35,17 +37,18 @@ const LOOKUPS_IN_FLIGHT = 64
  * paths references first (a path found in the target needs nothing),
  * `parallel` at once, with progress after each.
  */
-export async function copyPaths(from: Store, args: string[], opts: PathCopyOptions, targetFor: (report: CopyReport) => PathTarget): Promise<CopyReport> {
+export async function copyPaths(from: Store, args: string[], opts: PathCopyOptions, targetFor: (report: CopyReport, progress: () => void) => PathTarget): Promise<CopyReport> {
   const closure = await closureOf(from, args)
   const report = newCopyReport([...closure.values()].map((i) => absolute(storePathOf(i), from.storeDir)))
-  const target = targetFor(report)
+  let pathsDone = 0
+  const progress = () => opts.onProgress?.({ pathsDone, pathsTotal: closure.size, bytes: target.progressBytes?.() ?? report.bytes })
+  const target = targetFor(report, progress)
   const present = new Set<string>()
   await forEachLimit(closure.entries(), LOOKUPS_IN_FLIGHT, async ([hash, info]) => {
     if (await target.has(info)) present.add(hash)
   })
 
-  let pathsDone = present.size
-  const progress = () => opts.onProgress?.({ pathsDone, pathsTotal: closure.size, bytes: report.bytes })
+  pathsDone = present.size
   progress()
   const missing = [...closure.keys()].filter((h) => !present.has(h))
   await target.admit?.(missing.map((h) => closure.get(h)!))

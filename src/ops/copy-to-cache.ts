@@ -17,12 +17,19 @@ export type CacheToCacheOptions = PathCopyOptions & Pick<CacheCopyOptions, 'trus
  * counts stay 0 and `bytes` counts the NAR file bytes written.
  */
 export function copyToCache(from: Store, to: Store & NarSinkCapable, args: string[], opts: CacheToCacheOptions = {}): Promise<CopyReport> {
-  return copyPaths(from, args, opts, (report) => ({
+  let compressed = 0
+  return copyPaths(from, args, opts, (report, progress) => ({
     storeDir: to.storeDir,
     has: (info) => to.narSink.has(storePathOf(info).digest, { signal: opts.signal }),
     put: async (info) => {
-      report.bytes += (await to.narSink.putPath(info, () => renderNar(info.node, from, { signal: opts.signal }), { signal: opts.signal })).written
+      const onBytes = (n: number) => {
+        compressed += n
+        progress()
+      }
+      report.bytes += (await to.narSink.putPath(info, () => renderNar(info.node, from, { signal: opts.signal }), { signal: opts.signal, onBytes })).written
     },
+    // Progress counts the NAR files as they are compressed, before they are known to be new.
+    progressBytes: () => compressed,
     // From another binary cache, the paths must be trusted as `copy --from` trusts them: they may be signed here next.
     admit: async (missing) => {
       if (!isNarSource(from) || opts.checkSigs === false) return

@@ -176,6 +176,11 @@ export function canAddSignatures(store: Store): store is Store & { pathInfos: Pa
   return typeof (store.pathInfos as Partial<SignatureAdding>).addSignatures === 'function'
 }
 
+export interface NarSinkOptions extends CallOptions {
+  /** Bytes of the compressed NAR file produced so far, per piece. */
+  onBytes?: (n: number) => void
+}
+
 /** What one path's upload wrote into a binary cache. */
 export interface NarSinkPut {
   /** The narinfo's `URL:` (`nar/<file hash>.nar.xz`). */
@@ -199,7 +204,7 @@ export interface NarSink {
    * NarSize), then the narinfo, last: a reader never sees a narinfo whose
    * NAR is missing.
    */
-  putPath(info: PathInfo, nar: () => AsyncIterable<Uint8Array>, o?: CallOptions): Promise<NarSinkPut>
+  putPath(info: PathInfo, nar: () => AsyncIterable<Uint8Array>, o?: NarSinkOptions): Promise<NarSinkPut>
 }
 
 export interface NarSinkCapable {

@@ -4,7 +4,7 @@ import { createWriteStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { WRITABLE, type WritableCompression, compressor, isWritable, narFileExtension } from '../../codecs/index.js'
 import { BackendError, IntegrityError, InvalidInputError, NotFoundError, UnsupportedError, UsageError, systemMessage } from '../../errors.js'
-import type { NarSink, NarSinkCapable, NarSinkPut } from '../../store/capabilities.js'
+import type { NarSink, NarSinkCapable, NarSinkOptions, NarSinkPut } from '../../store/capabilities.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import { narInfoFields, renderNarInfo } from '../../store/narinfo.js'
 import { type PathInfo, storePathOf } from '../../store/path-info.js'
@@ -88,7 +88,7 @@ export class CacheNarSink implements NarSink {
     return this.writer.exists(`${nixbase32.encode(storePathDigest)}.narinfo`, o.signal)
   }
 
-  async putPath(info: PathInfo, nar: () => AsyncIterable<Uint8Array>, o: CallOptions = {}): Promise<NarSinkPut> {
+  async putPath(info: PathInfo, nar: () => AsyncIterable<Uint8Array>, o: NarSinkOptions = {}): Promise<NarSinkPut> {
     const { compression, keys } = await this.init(o.signal)
     const ni = info.narinfo
     const storePath = absolute(storePathOf(info), this.storeDir)
@@ -112,6 +112,7 @@ export class CacheNarSink implements NarSink {
           for await (const c of compressed) {
             fileHash.update(c)
             fileSize += c.length
+            o.onBytes?.(c.length)
             yield c
           }
         },

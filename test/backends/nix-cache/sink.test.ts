@@ -82,13 +82,17 @@ describe('copy into a nix+file:// cache', () => {
 
   test('nix-cache-info, the NAR file named by its hash, the narinfo signed; a NAR shared by two paths is written once', async () => {
     const to = cacheTarget(`nix+file://${dir}?compression=zstd&secret-key=${keyFile}`)
-    const report = await copyToCache(source, to, [tree.path, twin.path], { parallel: 1 })
+    const seen: Array<{ pathsDone: number; pathsTotal: number; bytes: number }> = []
+    const report = await copyToCache(source, to, [tree.path, twin.path], { parallel: 1, onProgress: (p) => seen.push(p) })
     assert.deepEqual(report.copied, [tree.path, twin.path].sort())
     assert.equal(fs.readFileSync(path.join(dir, 'nix-cache-info'), 'utf8'), 'StoreDir: /nix/store\n')
     const a = await checkWritten(dir, tree, 'zstd')
     const b = await checkWritten(dir, twin, 'zstd')
     assert.equal(a.url, b.url)
     assert.equal(report.bytes, a.fileSize)
+    // Progress counts each NAR as it is compressed, the one found written already too.
+    assert.deepEqual([seen[0], seen.at(-1)], [{ pathsDone: 0, pathsTotal: 2, bytes: 0 }, { pathsDone: 2, pathsTotal: 2, bytes: 2 * a.fileSize! }])
+    assert.ok(seen.some((p) => p.pathsDone === 0 && p.bytes > 0), 'progress while the first NAR is compressed')
     assert.deepEqual(fs.readdirSync(path.join(dir, 'nar')), [a.url.slice(4)])
     // One Sig, by the URL's key, over Nix's fingerprint.
     assert.equal(a.sigs.length, 1)
