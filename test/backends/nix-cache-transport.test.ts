@@ -124,3 +124,12 @@ describe('withRetries', () => {
     assert.ok(Date.now() - started < 30_000)
   })
 })
+
+describe('binary cache URLs in the registry', () => {
+  test('http(s)://, nix+http(s):// and nix+file:///abs name the nix-cache backend; a relative nix+file:// is refused', async () => {
+    const { parseStoreUrl } = await import('../../src/backends/open-store.js')
+    const kinds = ['http://h:5000/c', 'https://cache.nixos.org', 'nix+http://h', 'nix+https://h', 'nix+file:///srv/cache?compression=xz'].map((u) => parseStoreUrl(u).kind)
+    assert.deepEqual(new Set(kinds), new Set(['nix-cache']))
+    assert.throws(() => parseStoreUrl('nix+file://srv/cache'), /nix\+file:\/\/\/absolute\/dir/)
+  })
+})
