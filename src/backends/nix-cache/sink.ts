@@ -150,10 +150,8 @@ export class CacheNarSink implements NarSink {
       const settings = this.settings()
       const info = await this.writer.readText('nix-cache-info', signal)
       if (info === undefined) {
-        await this.writer.spoolDir()
-        await this.writer.putText('nix-cache-info', `StoreDir: ${this.storeDir}\n`, 'text/x-nix-cache-info', signal).catch((e: Error) => {
-          throw new BackendError(`'${this.writer.display}' does not appear to be a binary cache (${e.message})`, { cause: e })
-        })
+        // A cache that refuses it is one error naming nix-cache-info and the reason (Nix: "does not appear to be a binary cache").
+        await this.writer.putText('nix-cache-info', `StoreDir: ${this.storeDir}\n`, 'text/x-nix-cache-info', signal)
       } else {
         const dir = /^StoreDir: (.*)$/m.exec(info)?.[1]
         if (dir !== undefined && dir !== this.storeDir) throw new InvalidInputError(`binary cache '${this.writer.display}' is for Nix stores with prefix '${dir}', not '${this.storeDir}'`)

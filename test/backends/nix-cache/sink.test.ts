@@ -210,6 +210,20 @@ describe('copy into an http:// cache', () => {
     assert.equal(server.requests.filter((r) => /^PUT \/nar\//.test(r)).length, 2)
   })
 
+  test('a server that takes no uploads: one error naming nix-cache-info and its reason', async () => {
+    const empty = path.join(root, 'read-only')
+    fs.mkdirSync(empty)
+    const readOnly = await startFileCacheServer(empty)
+    const to = cacheTarget(readOnly.url)
+    try {
+      await assert.rejects(copyToCache(source, to, [tree.path]), new RegExp(`^BackendError: cannot upload nix-cache-info to ${readOnly.url}: HTTP 403: read-only$`))
+      assert.deepEqual(readOnly.requests, ['GET /nix-cache-info', 'PUT /nix-cache-info'])
+    } finally {
+      await to.close()
+      await readOnly.close()
+    }
+  })
+
   test('a 4xx on a PUT is one error with the server\'s reason, and no narinfo', async () => {
     const fresh = path.join(root, 'refusing')
     fs.mkdirSync(fresh)
