@@ -117,7 +117,7 @@ async function narInfoClosure(from: Store & NarSource, args: string[], opts: Cal
 }
 
 /** As Nix (require-sigs): a path with neither a content address nor a valid signature by a trusted key is refused before its NAR is fetched. */
-function requireTrusted(fields: NarInfoFields, from: Store & NarSource, keys: PublicKey[]): void {
+export function requireTrusted(fields: NarInfoFields, from: Store & NarSource, keys: PublicKey[]): void {
   if (fields.ca) return
   const info = pathInfoFromNarInfo(fields, { kind: 'symlink', name: new Uint8Array(0), target: new Uint8Array(0) }, from.storeDir)
   if (hasValidSignature(info, keys, from.storeDir)) return

@@ -1,14 +1,11 @@
 import { bytesEqual } from '../castore/digest.js'
 import { CastoreTransfer } from '../castore/transfer.js'
-import * as nixbase32 from '../store/nixbase32.js'
 import { storePathOf } from '../store/path-info.js'
-import { absolute } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
-import { runDag } from '../util/dag.js'
-import { forEachLimit } from '../util/pool.js'
-import { closureOf } from './closure.js'
-import { inWriteSession, isNarSource } from '../store/capabilities.js'
+import { hasNarSink, inWriteSession, isNarSource } from '../store/capabilities.js'
 import { type CacheCopyOptions, copyFromCache } from './copy-from-cache.js'
+import { copyPaths } from './copy-paths.js'
+import { copyToCache } from './copy-to-cache.js'
 import { publishPathInfo } from './publish.js'
 
 import { type CopyReport, newCopyReport } from './copy-report.js'
@@ -22,9 +19,6 @@ export interface CopyOptions extends Pick<CacheCopyOptions, 'trustedKeys' | 'che
   onProgress?: (p: { pathsDone: number; pathsTotal: number; bytes: number }) => void
 }
 
-/** Lookups in flight when asking a store which paths it has: pipelined, not one round trip each. */
-const LOOKUPS_IN_FLIGHT = 64
-
 /**
  * Copies store paths and their closures from one store to another. The
  * target is asked which paths it has (pipelined lookups), and for each
@@ -34,37 +28,26 @@ const LOOKUPS_IN_FLIGHT = 64
  * data or references are missing.
  */
 export function copyClosure(from: Store, to: Store, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
+  // A Nix binary cache takes whole NARs, not castore objects (from any source, a cache too).
+  if (hasNarSink(to)) return copyToCache(from, to, args, opts)
   if (isNarSource(from)) return copyFromCache(from, to, args, opts)
   // One write session on the target: paths found there stay until the paths that refer to them are registered.
   return inWriteSession(to, () => copyInSession(from, to, args, opts))
 }
 
 async function copyInSession(from: Store, to: Store, args: string[], opts: CopyOptions): Promise<CopyReport> {
-  const closure = await closureOf(from, args)
-  const report = newCopyReport([...closure.values()].map((i) => absolute(storePathOf(i), from.storeDir)))
-  const present = new Set<string>()
-  await forEachLimit(closure.entries(), LOOKUPS_IN_FLIGHT, async ([hash, info]) => {
-    const there = await to.pathInfos.get(storePathOf(info).digest)
-    if (there && bytesEqual(there.node.name, info.node.name)) present.add(hash)
+  return copyPaths(from, args, opts, (report) => {
+    const transfer = new CastoreTransfer(from, to, report)
+    return {
+      storeDir: to.storeDir,
+      has: async (info) => {
+        const there = await to.pathInfos.get(storePathOf(info).digest)
+        return there !== undefined && bytesEqual(there.node.name, info.node.name)
+      },
+      put: async (info) => {
+        await transfer.tree(info.node)
+        await to.pathInfos.put(info)
+      },
+    }
   })
-
-  const transfer = new CastoreTransfer(from, to, report)
-  let pathsDone = present.size
-  const progress = () => opts.onProgress?.({ pathsDone, pathsTotal: closure.size, bytes: report.bytes })
-  progress()
-  const missing = [...closure.keys()].filter((h) => !present.has(h))
-  // References first (a path found in the target needs nothing), `parallel` paths at once.
-  const references = (hash: string) => closure.get(hash)!.references.map((r) => nixbase32.encode(r))
-  await runDag(missing, references, Math.max(1, opts.parallel ?? 4), async (hash) => {
-    const info = closure.get(hash)!
-    await transfer.tree(info.node)
-    await to.pathInfos.put(info)
-    report.copied.push(absolute(storePathOf(info), to.storeDir))
-    pathsDone++
-    progress()
-  })
-  for (const h of present) report.skipped.push(absolute(storePathOf(closure.get(h)!), to.storeDir))
-  report.copied.sort()
-  report.skipped.sort()
-  return report
 }

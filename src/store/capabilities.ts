@@ -176,6 +176,45 @@ export function canAddSignatures(store: Store): store is Store & { pathInfos: Pa
   return typeof (store.pathInfos as Partial<SignatureAdding>).addSignatures === 'function'
 }
 
+export interface NarSinkOptions extends CallOptions {
+  /** Bytes of the compressed NAR file produced so far, per piece. */
+  onBytes?: (n: number) => void
+}
+
+/** What one path's upload wrote into a binary cache. */
+export interface NarSinkPut {
+  /** The narinfo's `URL:` (`nar/<file hash>.nar.xz`). */
+  url: string
+  /** Size of the (compressed) NAR file. */
+  fileSize: number
+  /** Bytes actually written or sent: 0 when the cache had the NAR file already. */
+  written: number
+}
+
+/**
+ * A Nix binary cache as a target: it takes whole paths as NARs (narinfo +
+ * compressed NAR file), not castore objects, so copy streams each path's
+ * NAR into it instead of moving blobs and Directories.
+ */
+export interface NarSink {
+  /** Whether the cache has this path's narinfo (by the store path's digest). */
+  has(storePathDigest: Uint8Array, o?: CallOptions): Promise<boolean>
+  /**
+   * Writes the NAR `nar()` streams (it must match `info`'s NarHash and
+   * NarSize), then the narinfo, last: a reader never sees a narinfo whose
+   * NAR is missing.
+   */
+  putPath(info: PathInfo, nar: () => AsyncIterable<Uint8Array>, o?: NarSinkOptions): Promise<NarSinkPut>
+}
+
+export interface NarSinkCapable {
+  readonly narSink: NarSink
+}
+
+export function hasNarSink(store: Store): store is Store & NarSinkCapable {
+  return typeof (store as Partial<NarSinkCapable>).narSink?.putPath === 'function'
+}
+
 /** What fetchInto reports as a NAR arrives. */
 export interface NarFetchOptions extends CallOptions {
   /** Bytes of the file (as sent, compressed) received so far, per piece; a retried download counts again. */

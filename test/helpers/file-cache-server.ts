@@ -10,31 +10,36 @@ import { pipeline } from 'node:stream/promises'
  * with `nix copy --to file://DIR` (nginx, S3 website): GET and HEAD of its
  * files, PUT into it when `writable` (as Nix's http:// writer expects).
  * Faults for the tests of a cache's clients: `faults.status` answers the
- * next requests whose path matches with that status; `faults.dropAfter`
- * cuts the next matching response after that many body bytes.
+ * next requests whose path (and `method`, if set) matches with that status;
+ * `faults.dropAfter` cuts the next matching response after that many body
+ * bytes.
  */
 export interface FileCacheServer {
   url: string
   /** Every request seen, as `METHOD /path`. */
   requests: string[]
-  faults: { match?: RegExp; status?: number; times?: number; dropAfter?: number }
+  /** The headers of each request, in the order of `requests`. */
+  headers: http.IncomingHttpHeaders[]
+  faults: { match?: RegExp; method?: string; status?: number; times?: number; dropAfter?: number }
   close(): Promise<void>
 }
 
 export async function startFileCacheServer(dir: string, opts: { writable?: boolean } = {}): Promise<FileCacheServer> {
   const requests: string[] = []
+  const headers: http.IncomingHttpHeaders[] = []
   const faults: FileCacheServer['faults'] = {}
   const server = http.createServer((req, res) => {
     const rel = decodeURIComponent((req.url ?? '/').split('?')[0]!)
     requests.push(`${req.method} ${rel}`)
+    headers.push(req.headers)
     handle(req, res, rel).catch((e: Error) => {
       if (!res.headersSent) res.writeHead(500).end(`${e.message}\n`)
       else res.destroy()
     })
   })
 
-  function takeFault(rel: string): FileCacheServer['faults'] | undefined {
-    if (!faults.times || (faults.match && !faults.match.test(rel))) return undefined
+  function takeFault(method: string | undefined, rel: string): FileCacheServer['faults'] | undefined {
+    if (!faults.times || (faults.match && !faults.match.test(rel)) || (faults.method && faults.method !== method)) return undefined
     faults.times--
     return { ...faults }
   }
@@ -42,7 +47,7 @@ export async function startFileCacheServer(dir: string, opts: { writable?: boole
   async function handle(req: http.IncomingMessage, res: http.ServerResponse, rel: string): Promise<void> {
     const file = path.join(dir, path.normalize(rel))
     if (!file.startsWith(dir + path.sep)) return void res.writeHead(400).end()
-    const fault = takeFault(rel)
+    const fault = takeFault(req.method, rel)
     if (fault?.status) return void res.writeHead(fault.status).end(`injected ${fault.status}\n`)
     if (req.method === 'PUT') {
       if (!opts.writable) return void res.writeHead(403).end('read-only\n')
@@ -73,6 +78,7 @@ export async function startFileCacheServer(dir: string, opts: { writable?: boole
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requests,
+    headers,
     faults,
     close: () =>
       new Promise<void>((resolve) => {

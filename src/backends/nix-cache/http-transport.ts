@@ -6,9 +6,18 @@ import { type CacheFile, type CacheTransport, TransientError } from './transport
 /** Connections per origin: enough for `copy --parallel` (at most 64) downloads and the narinfo lookups. */
 const CONNECTIONS = 16
 /** What Nix takes for "the cache does not have it" on a GET. */
-const ABSENT = new Set([401, 403, 404, 410])
+export const ABSENT = new Set([401, 403, 404, 410])
 /** What Nix retries: the server's passing trouble. */
-const RETRY = (status: number) => status >= 500 || status === 408 || status === 429
+export const RETRY = (status: number) => status >= 500 || status === 408 || status === 429
+
+/** The URL without its credentials (`http://user:pass@host`), and those as a Basic `authorization` header. */
+export function splitCredentials(url: URL): { base: URL; auth?: string } {
+  if (!url.username && !url.password) return { base: url }
+  const base = new URL(url)
+  base.username = ''
+  base.password = ''
+  return { base, auth: `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}` }
+}
 
 /**
  * An HTTP(S) binary cache read with undici: keep-alive connections, bounded
@@ -19,15 +28,11 @@ const RETRY = (status: number) => status >= 500 || status === 408 || status === 
 export class HttpTransport implements CacheTransport {
   private readonly agent = new Agent({ connections: CONNECTIONS, keepAliveTimeout: 10_000 })
   private readonly dispatcher: Dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }))
+  private readonly base: URL
   private readonly auth?: string
 
-  constructor(private readonly base: URL) {
-    if (base.username || base.password) {
-      this.auth = `Basic ${Buffer.from(`${decodeURIComponent(base.username)}:${decodeURIComponent(base.password)}`).toString('base64')}`
-      this.base = new URL(base)
-      this.base.username = ''
-      this.base.password = ''
-    }
+  constructor(url: URL) {
+    ;({ base: this.base, auth: this.auth } = splitCredentials(url))
   }
 
   async open(rel: string, opts: CallOptions = {}): Promise<CacheFile | undefined> {
