@@ -1,3 +1,4 @@
+import { narListing } from '../store/nar/listing.js'
 import { type NarSinkCapable, isNarSource } from '../store/capabilities.js'
 import { renderNar } from '../store/nar/render.js'
 import { storePathOf } from '../store/path-info.js'
@@ -26,7 +27,7 @@ export function copyToCache(from: Store, to: Store & NarSinkCapable, args: strin
         compressed += n
         progress()
       }
-      report.bytes += (await to.narSink.putPath(info, () => renderNar(info.node, from, { signal: opts.signal }), { signal: opts.signal, onBytes })).written
+      report.bytes += (await to.narSink.putPath(info, () => renderNar(info.node, from, { signal: opts.signal }), { signal: opts.signal, onBytes, listing: () => narListing(info.node, from, opts.signal) })).written
     },
     // Progress counts the NAR files as they are compressed, before they are known to be new.
     progressBytes: () => compressed,

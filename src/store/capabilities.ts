@@ -179,6 +179,8 @@ export function canAddSignatures(store: Store): store is Store & { pathInfos: Pa
 export interface NarSinkOptions extends CallOptions {
   /** Bytes of the compressed NAR file produced so far, per piece. */
   onBytes?: (n: number) => void
+  /** The path's NAR listing (`<hash>.ls`), for caches that keep one (`?write-nar-listing=true`). */
+  listing?: () => AsyncIterable<string>
 }
 
 /** What one path's upload wrote into a binary cache. */

@@ -114,10 +114,10 @@ describe('copy --to a Nix binary cache: Nix reads what we wrote', { skip }, () =
     assert.deepEqual(backInfo.map(pick), ours.map(pick))
   })
 
-  test('compression=none, signed: byte for byte the narinfos and NAR files nix copy --to file:// writes for the same paths and key', async () => {
+  test('compression=none, signed, with listings: byte for byte the narinfos and NAR files nix copy --to file:// writes for the same paths and key, the same .ls listings', async () => {
     const ours = path.join(root, 'ours-none')
     const nixs = path.join(root, 'nix-none')
-    const query = `compression=none&secret-key=${secretKeyFile}`
+    const query = `compression=none&secret-key=${secretKeyFile}&write-nar-listing=true`
     await copyTo(store, `nix+file://${ours}?${query}`, [treePath, closure.top])
     // Nix writes the closure from /nix/store, the tree from a private store holding it.
     await nixOut('nix', ['copy', '--to', `file://${nixs}?${query}`, closure.top])
@@ -128,6 +128,10 @@ describe('copy --to a Nix binary cache: Nix reads what we wrote', { skip }, () =
     assert.deepEqual(files(ours), files(nixs))
     assert.equal(files(ours).length, 2 * all.length)
     for (const f of files(nixs)) assert.ok(fs.readFileSync(path.join(ours, f)).equals(fs.readFileSync(path.join(nixs, f))), f)
+    const listings = (dir: string) => fs.readdirSync(dir).filter((f) => f.endsWith('.ls')).sort()
+    assert.deepEqual(listings(ours), listings(nixs))
+    assert.equal(listings(ours).length, all.length)
+    for (const f of listings(nixs)) assert.deepEqual(JSON.parse(fs.readFileSync(path.join(ours, f), 'utf8')), JSON.parse(fs.readFileSync(path.join(nixs, f), 'utf8')), f)
   })
 
   describe('http:// (a plain server that stores PUTs)', () => {

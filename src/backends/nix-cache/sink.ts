@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import { createWriteStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { WRITABLE, type WritableCompression, compressor, isWritable, narFileExtension } from '../../codecs/index.js'
-import { BackendError, IntegrityError, InvalidInputError, NotFoundError, UnsupportedError, UsageError, systemMessage } from '../../errors.js'
+import { BackendError, IntegrityError, InvalidInputError, NotFoundError, UsageError, systemMessage } from '../../errors.js'
 import type { NarSink, NarSinkCapable, NarSinkOptions, NarSinkPut } from '../../store/capabilities.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import { narInfoFields, renderNarInfo } from '../../store/narinfo.js'
@@ -23,6 +23,8 @@ export interface SinkSettings {
   compression: WritableCompression
   /** `?secret-key=FILE`: each narinfo written gets this key's signature. */
   keys: SecretKey[]
+  /** `?write-nar-listing=true`: a `<hash>.ls` beside each narinfo, as Nix writes it. */
+  listing: boolean
 }
 
 /** The settings in a cache URL's parameters; bad ones are one error line. */
@@ -30,10 +32,8 @@ export function sinkSettings(params: URLSearchParams): SinkSettings {
   const named = params.get('compression') ?? 'xz'
   const compression = named === '' ? 'none' : named
   if (!isWritable(compression)) throw new UsageError(`cannot write ${JSON.stringify(compression)} compression to a binary cache; ?compression= takes ${WRITABLE.join(', ')}`)
-  // Listings would need the NAR's offsets; refused rather than silently left out.
-  if (params.get('write-nar-listing') === 'true') throw new UnsupportedError('?write-nar-listing=true: writing .ls listings into a binary cache is not supported yet')
   const keyFile = params.get('secret-key')
-  return { compression, keys: keyFile ? [parseSecretKey(readSecretKeyFile(keyFile))] : [] }
+  return { compression, keys: keyFile ? [parseSecretKey(readSecretKeyFile(keyFile))] : [], listing: params.get('write-nar-listing') === 'true' }
 }
 
 function readSecretKeyFile(file: string): string {
@@ -89,10 +89,17 @@ export class CacheNarSink implements NarSink {
   }
 
   async putPath(info: PathInfo, nar: () => AsyncIterable<Uint8Array>, o: NarSinkOptions = {}): Promise<NarSinkPut> {
-    const { compression, keys } = await this.init(o.signal)
+    const { compression, keys, listing } = await this.init(o.signal)
     const ni = info.narinfo
     const storePath = absolute(storePathOf(info), this.storeDir)
     if (!ni) throw new IntegrityError(`path '${storePath}' has no NAR hash and size to write into a narinfo`)
+    const hashPart = nixbase32.encode(storePathOf(info).digest)
+    // Nix writes the listing first, the narinfo last: a listing alone names no path a reader would trust.
+    if (listing && o.listing) {
+      let text = ''
+      for await (const piece of o.listing()) text += piece
+      await this.writer.putText(`${hashPart}.ls`, text, 'application/json', o.signal)
+    }
     const tmp = tempIn(await this.writer.spoolDir())
     try {
       const narHash = createHash('sha256')
@@ -132,7 +139,7 @@ export class CacheNarSink implements NarSink {
       }
       const signed = withSignatures(info, keys.map((k) => signPathInfo(info, k, this.storeDir))) ?? info
       const fields = { ...narInfoFields(signed, this.storeDir), url, compression, fileHash: `sha256:${fileHash32}`, fileSize }
-      await this.writer.putText(`${nixbase32.encode(storePathOf(info).digest)}.narinfo`, renderNarInfo(fields), 'text/x-nix-narinfo', o.signal)
+      await this.writer.putText(`${hashPart}.narinfo`, renderNarInfo(fields), 'text/x-nix-narinfo', o.signal)
       return { url, fileSize, written }
     } finally {
       await fs.promises.rm(tmp.file, { force: true })

@@ -123,7 +123,6 @@ describe('copy into a nix+file:// cache', () => {
   test('bad URL settings are one clear error each, before anything is written', async () => {
     const cases: Array<[string, RegExp]> = [
       ['compression=lz4', /cannot write "lz4" compression to a binary cache; \?compression= takes none, xz, zstd, bzip2, br, gzip/],
-      ['write-nar-listing=true', /writing \.ls listings into a binary cache is not supported yet/],
       [`secret-key=${root}/absent.key`, /cannot read the secret key file .*absent\.key \(\?secret-key=\): it does not exist/],
       [`secret-key=${root}/tree`, /cannot read the secret key file .*tree \(\?secret-key=\)/],
     ]

@@ -1,10 +1,10 @@
-import { b3Display } from '../castore/digest.js'
-import { entriesInOrder } from '../castore/directory.js'
-import type { Node } from '../castore/node.js'
-import { NotFoundError } from '../errors.js'
-import { NarEncoder } from '../store/nar/encoder.js'
-import type { CastoreReader } from '../store/nar/render.js'
-import { cooperate } from '../util/cooperate.js'
+import { b3Display } from '../../castore/digest.js'
+import { entriesInOrder } from '../../castore/directory.js'
+import type { Node } from '../../castore/node.js'
+import { NotFoundError } from '../../errors.js'
+import { NarEncoder } from './encoder.js'
+import type { CastoreReader } from './render.js'
+import { cooperate } from '../../util/cooperate.js'
 
 /** Text is handed out in pieces of about this size: a listing of a huge tree is never one string. */
 const PIECE = 64 * 1024
