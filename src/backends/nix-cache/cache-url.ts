@@ -42,5 +42,9 @@ export function parseCacheUrl(url: string): CacheUrl {
   const base = new URL(u.href.replace(/^nix\+/, ''))
   // Relative names (`nix-cache-info`, `nar/…`) resolve below the cache's path, never beside it.
   if (!base.pathname.endsWith('/')) base.pathname += '/'
-  return { location: { kind: 'http', base }, display: u.href.replace(/\/$/, ''), params }
+  // Messages name the cache, never its credentials (`http://user:pass@host`).
+  const shown = new URL(u.href)
+  shown.username = ''
+  shown.password = ''
+  return { location: { kind: 'http', base }, display: shown.href.replace(/\/$/, ''), params }
 }
