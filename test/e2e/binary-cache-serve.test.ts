@@ -15,7 +15,7 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { assertOneErrorLine, runCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
-import { NixStore, runNix } from '../helpers/nix.js'
+import { NixStore, runNix, nixOut } from '../helpers/nix.js'
 import { buildNixClosure, importNixClosure } from '../helpers/nix-closure.js'
 import { makeTree, randomBytes } from '../helpers/trees.js'
 
@@ -23,13 +23,6 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-cache-serve-'))
 const built = buildNixClosure(root)
 const skip = built.skip
 if (skip) console.log(`skipping the binary cache serving tests: ${skip}`)
-
-/** Stdout of a Nix command that must succeed. */
-async function nixOut(cmd: string, args: string[]): Promise<string> {
-  const r = await runNix(cmd, args)
-  assert.equal(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`)
-  return r.stdout.toString()
-}
 
 describe('daemon --http-listen serves the store as a Nix binary cache', { skip }, () => {
   const closure = built.closure!

@@ -13,7 +13,7 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { assertOneErrorLine, runCli } from '../helpers/cli.js'
 import { type FileCacheServer, startFileCacheServer } from '../helpers/file-cache-server.js'
-import { NixStore, runNix } from '../helpers/nix.js'
+import { NixStore, runNix, nixOut } from '../helpers/nix.js'
 import { buildNixClosure } from '../helpers/nix-closure.js'
 import { snapshot } from '../helpers/snapshot.js'
 
@@ -22,12 +22,6 @@ after(() => fs.rmSync(root, { recursive: true, force: true }))
 const built = buildNixClosure(root)
 const skip = built.skip
 if (skip) console.log(`skipping the binary cache source tests: ${skip}`)
-
-async function nixOk(cmd: string, args: string[]): Promise<string> {
-  const r = await runNix(cmd, args)
-  assert.equal(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`)
-  return r.stdout.toString()
-}
 
 async function ok(args: string[]): Promise<string> {
   const r = await runCli(args)
@@ -71,15 +65,15 @@ describe('copy --from a binary cache Nix wrote', { skip }, () => {
   before(async () => {
     const sk = path.join(root, 'sk')
     const pk = path.join(root, 'pk')
-    await nixOk('nix-store', ['--generate-binary-cache-key', 'test-cache-1', sk, pk])
+    await nixOut('nix-store', ['--generate-binary-cache-key', 'test-cache-1', sk, pk])
     publicKey = fs.readFileSync(pk, 'utf8')
-    await nixOk('nix-store', ['--generate-binary-cache-key', 'test-cache-1', `${sk}2`, `${pk}2`])
+    await nixOut('nix-store', ['--generate-binary-cache-key', 'test-cache-1', `${sk}2`, `${pk}2`])
     otherKey = fs.readFileSync(`${pk}2`, 'utf8')
     // Signed and xz-compressed (Nix's default); unsigned and zstd.
-    await nixOk('nix', ['copy', '--to', `file://${xz}?compression=xz&secret-key=${sk}`, top])
+    await nixOut('nix', ['copy', '--to', `file://${xz}?compression=xz&secret-key=${sk}`, top])
     // A content-addressed path beside it (nix-store --add): trusted unsigned, as by Nix.
-    caPath = (await nixOk('nix-store', ['--add', path.join(root, 'diamond.nix')])).trim()
-    await nixOk('nix', ['copy', '--to', `file://${zstd}?compression=zstd`, top, caPath])
+    caPath = (await nixOut('nix-store', ['--add', path.join(root, 'diamond.nix')])).trim()
+    await nixOut('nix', ['copy', '--to', `file://${zstd}?compression=zstd`, top, caPath])
     server = await startFileCacheServer(xz)
   })
   after(async () => {
@@ -138,7 +132,7 @@ describe('copy --from a binary cache Nix wrote', { skip }, () => {
     const cache = `nix+file://${xz}`
     assert.ok((await runCli(['export-nar', '--store', cache, top])).stdout.equals(NixStore.dump(top)))
     assert.equal(await ok(['cat', '--store', cache, leaf]), fs.readFileSync(leaf, 'utf8'))
-    assert.equal(await ok(['ls', '-lR', '--store', cache, closure.byName['fx-right']!]), await nixOk('nix', ['store', 'ls', '-lR', closure.byName['fx-right']!]))
+    assert.equal(await ok(['ls', '-lR', '--store', cache, closure.byName['fx-right']!]), await nixOut('nix', ['store', 'ls', '-lR', closure.byName['fx-right']!]))
     const keys = ['StorePath', 'NarHash', 'NarSize', 'References', 'Deriver', 'Sig']
     assert.deepEqual(narinfoLines(await ok(['narinfo', '--store', cache, top]), keys), narinfoLines(fs.readFileSync(path.join(xz, `${hashOf(top)}.narinfo`), 'utf8'), keys))
     // zstd, and over HTTP.

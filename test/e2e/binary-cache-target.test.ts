@@ -13,7 +13,7 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { assertOneErrorLine, assertOneJsonError, runCli } from '../helpers/cli.js'
 import { type FileCacheServer, startFileCacheServer } from '../helpers/file-cache-server.js'
-import { NixStore, runNix } from '../helpers/nix.js'
+import { NixStore, runNix, nixOut } from '../helpers/nix.js'
 import { buildNixClosure, importNixClosure } from '../helpers/nix-closure.js'
 import { makeTree } from '../helpers/trees.js'
 
@@ -21,13 +21,6 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-cache-target-'))
 const built = buildNixClosure(root)
 const skip = built.skip
 if (skip) console.log(`skipping the binary cache target tests: ${skip}`)
-
-/** Stdout of a Nix command that must succeed. */
-async function nixOut(cmd: string, args: string[]): Promise<string> {
-  const r = await runNix(cmd, args)
-  assert.equal(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`)
-  return r.stdout.toString()
-}
 
 /** `copy --store STORE --to URL PATHS --json`, which must succeed: its report. */
 async function copyTo(store: string, url: string, paths: string[]): Promise<{ copied: string[]; skipped: string[]; bytes: number }> {

@@ -60,11 +60,16 @@ export function runNix(cmd: string, args: string[], opts: { input?: Uint8Array }
   return runProcess(cmd, args, { env: NIX_ENV, input: opts.input })
 }
 
-/** Stdout of `nix path-info ARGS`, which must succeed. */
-export async function nixPathInfo(args: string[]): Promise<string> {
-  const r = await runNix('nix', ['path-info', ...args])
-  if (r.code !== 0) throw new Error(`nix path-info ${args.join(' ')}: ${r.stderr}`)
+/** Stdout of a Nix command that must succeed (its stderr in the failure). */
+export async function nixOut(cmd: string, args: string[]): Promise<string> {
+  const r = await runNix(cmd, args)
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
   return r.stdout.toString()
+}
+
+/** Stdout of `nix path-info ARGS`, which must succeed. */
+export function nixPathInfo(args: string[]): Promise<string> {
+  return nixOut('nix', ['path-info', ...args])
 }
 
 /** Nix's `path-info --sigs` column also says `ultimate` for paths built locally; a PathInfo has no such flag. */
