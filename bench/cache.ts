@@ -162,6 +162,14 @@ function normalListing(json: string): string {
   )
 }
 
+/** A fresh daemon on `store` serving it as a binary cache too; `http` is its cache URL (never missing: an empty URL would make Nix use /nix/store). */
+async function startCacheDaemon(ctx: CacheBenchContext, store: string, extraArgs: string[] = []): Promise<BenchDaemon & { http: string }> {
+  const d = await startDaemon(ctx, store, ['--http-listen', '127.0.0.1:0', ...extraArgs])
+  if (d.http !== undefined) return { ...d, http: d.http }
+  await d.stop()
+  throw new Error('the daemon did not say where its binary cache listens ("Nix binary cache at http://…")')
+}
+
 /** Why a comparison cannot run with this CLI (a flag or store URL it does not know yet), else undefined. */
 function missingFeature(e: unknown): string | undefined {
   const m = /error: (Nonexistent flag: \S+|unknown store URL scheme "[^"]+")/.exec(String((e as Error).message))
@@ -233,12 +241,12 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
 
     // ---- 1. nix copy --from http://ours vs --from file://
     console.error(`[cache] nix copy --from http://ours vs --from file:// (Nix-written, uncompressed) ×${ctx.reps} each, fresh chroot store each`)
-    const d1 = await startDaemon(ctx, oursSrc, ['--http-listen', '127.0.0.1:0'])
+    const d1 = await startCacheDaemon(ctx, oursSrc)
     const stops: (number | null)[] = []
     try {
       const from = await compare('nix copy --from a cache', async (tool) => {
         const dest = freshDir('nix-dest')
-        const src = tool === 'ours' ? d1.http! : `file://${nixCache}`
+        const src = tool === 'ours' ? d1.http : `file://${nixCache}`
         const sample = await nix(['copy', '--no-check-sigs', '--from', src, '--to', `local?root=${dest}`, top])
         return { sample, listing: () => nixListing(`local?root=${dest}`), done: async () => ctx.rmTree(dest) }
       })
@@ -252,9 +260,9 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
     try {
       const to = await compare('nix copy --to a cache', async (tool) => {
         const dest = freshDir('upload')
-        const d = tool === 'ours' ? await startDaemon(ctx, dest, ['--http-listen', '127.0.0.1:0', '--http-upload']) : undefined
+        const d = tool === 'ours' ? await startCacheDaemon(ctx, dest, ['--http-upload']) : undefined
         try {
-          const url = d ? `${d.http!}?compression=none` : `file://${dest}?compression=none`
+          const url = d ? `${d.http}?compression=none` : `file://${dest}?compression=none`
           const sample = await nix(['copy', '--store', `local?root=${nixSrc}`, '--to', url, top])
           if (d) stops.push(await d.stop())
           return { sample, listing: () => (d ? oursListing(dest) : nixListing(`file://${dest}`)), done: async () => ctx.rmTree(dest) }
@@ -320,7 +328,7 @@ async function benchDownloads(ctx: CacheBenchContext, dir: string): Promise<numb
   const storePath = (await ctx.run('ours', ['import', '--store', store, file], { stdout: 'pipe' })).stdout.trim()
   const nixHash = (await ctx.run('nix', ['hash', 'path', '--type', 'sha256', '--base32', file], { stdout: 'pipe', program: 'nix' })).stdout.trim()
   fs.rmSync(file)
-  const d = await startDaemon(ctx, store, ['--http-listen', '127.0.0.1:0'])
+  const d = await startCacheDaemon(ctx, store)
   try {
     await measureDownloads(ctx, d, storePath, nixHash)
   } catch (e) {
@@ -331,8 +339,8 @@ async function benchDownloads(ctx: CacheBenchContext, dir: string): Promise<numb
 }
 
 /** The downloads from the fresh daemon `d` serving `storePath`, whose NAR hash Nix computed as `nixHash`. */
-async function measureDownloads(ctx: CacheBenchContext, d: BenchDaemon, storePath: string, nixHash: string): Promise<void> {
-  const narinfo = await (await fetch(`${d.http!}/${path.basename(storePath).slice(0, 32)}.narinfo`)).text()
+async function measureDownloads(ctx: CacheBenchContext, d: BenchDaemon & { http: string }, storePath: string, nixHash: string): Promise<void> {
+  const narinfo = await (await fetch(`${d.http}/${path.basename(storePath).slice(0, 32)}.narinfo`)).text()
   const url = /^URL: (\S+)$/m.exec(narinfo)?.[1]
   const narSize = Number(/^NarSize: (\d+)$/m.exec(narinfo)?.[1])
   ctx.check('cache: the served narinfo of the 1 GiB path has the NarHash Nix computes for the file', narinfo.includes(`\nNarHash: sha256:${nixHash}\n`) && url !== undefined, narinfo)
@@ -346,7 +354,7 @@ async function measureDownloads(ctx: CacheBenchContext, d: BenchDaemon, storePat
   }, 100)
   let got: { status: number; bytes: number }[]
   try {
-    got = await Promise.all(Array.from({ length: DOWNLOADS }, () => curlToNull(`${d.http!}/${url!}`)))
+    got = await Promise.all(Array.from({ length: DOWNLOADS }, () => curlToNull(`${d.http}/${url!}`)))
   } finally {
     clearInterval(timer)
   }
