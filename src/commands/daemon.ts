@@ -2,12 +2,15 @@ import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
 import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
 import type { TcpAddress } from '../http/server.js'
+import type { CacheOptions } from '../http/cache-handler.js'
 import { storeLabel } from '../backends/open-store.js'
 import { collectGarbage, garbageCollector } from '../ops/gc.js'
 import type { Store } from '../store/store.js'
 import { DEFAULT_GRACE_MS, parseDuration } from '../cli/duration.js'
 import { UsageError } from '../errors.js'
 import { parseSize } from '../util/size.js'
+import { readKeyFile } from '../cli/key-file.js'
+import { httpAccess } from '../http/auth.js'
 
 export default class Daemon extends StoreCommand<typeof Daemon> {
   static override summary = 'Serve a store over the tvix gRPC protocol.'
@@ -33,7 +36,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: DEFAULT_LISTEN,
     }),
     'max-nar-size': Flags.string({
-      summary: 'Refuse (RESOURCE_EXHAUSTED) a CalculateNAR whose NAR would be larger than SIZE, e.g. 64G; bounds what one call can cost.',
+      summary: 'Refuse (RESOURCE_EXHAUSTED) a CalculateNAR whose NAR would be larger than SIZE, e.g. 64G, and (413) an HTTP upload of one; bounds what one call can cost.',
       helpValue: 'SIZE',
       default: '64G',
     }),
@@ -58,8 +61,21 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: '60s',
     }),
     'http-listen': Flags.string({
-      summary: 'Also serve the store as a Nix binary cache (read-only, unsigned, uncompressed NARs) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
+      summary: 'Also serve the store as a Nix binary cache (read-only unless --http-upload, unsigned, uncompressed NARs) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
       helpValue: '[HOST:]PORT',
+    }),
+    'http-upload': Flags.boolean({
+      summary: 'Accept uploads (nix copy --to http://…) on the binary cache; needs --http-auth-file unless it listens on loopback.',
+      dependsOn: ['http-listen'],
+    }),
+    'http-auth-file': Flags.string({
+      summary: 'Require HTTP Basic credentials (lines user:password, or :token) for uploads, and with --http-private for reads.',
+      helpValue: 'FILE',
+      dependsOn: ['http-listen'],
+    }),
+    'http-private': Flags.boolean({
+      summary: 'Require the --http-auth-file credentials for reads too (/nix-cache-info stays open).',
+      dependsOn: ['http-auth-file'],
     }),
     priority: Flags.integer({
       summary: 'The binary cache\'s Priority in /nix-cache-info (Nix tries lower first; cache.nixos.org says 40).',
@@ -77,6 +93,9 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     const httpFlag = this.flags['http-listen']
     // A bare port is on loopback: a cache reachable from elsewhere is asked for by name.
     const httpListen = httpFlag === undefined ? undefined : parseListen(/^\d+$/.test(httpFlag) ? `127.0.0.1:${httpFlag}` : httpFlag, 'http-listen', true)
+    const authFile = this.flags['http-auth-file']
+    const access = httpListen?.kind === 'tcp' ? httpAccess(httpListen.host, this.flags['http-upload'], this.flags['http-private'], authFile === undefined ? undefined : { file: authFile, text: readKeyFile(authFile, 'auth file') }) : undefined
+    const maxNarSize = parseSize(this.flags['max-nar-size'], 'max-nar-size')
     // Heard from the start: a stop requested while the store opens or the port binds is not lost.
     const signalled = new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGINT', resolve)
@@ -101,9 +120,9 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       // grpc-js reads "never" as a very large value.
       idleTimeoutMs: idle === 0 ? Number.MAX_SAFE_INTEGER : idle,
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
-      maxNarSize: parseSize(this.flags['max-nar-size'], 'max-nar-size'),
+      maxNarSize,
     })
-    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, this.flags.priority, daemon) : undefined
+    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }, daemon) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (gc) log(`gc of orphaned objects every ${every}`)
@@ -117,10 +136,10 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 }
 
 /** The HTTP side; if it cannot listen, the gRPC side already started is stopped before the error is reported. */
-async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, priority: number, daemon: { shutdown(): Promise<void> }) {
+async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }) {
   const { startHttpCache } = await import('../http/server.js')
   try {
-    return await startHttpCache(store, listen, log, { priority })
+    return await startHttpCache(store, listen, log, opts)
   } catch (e) {
     await daemon.shutdown()
     throw e

@@ -7,13 +7,20 @@ import * as nixbase32 from '../store/nixbase32.js'
 import type { PathInfo } from '../store/path-info.js'
 import { HASH_PART_LEN } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
+import { BASIC_CHALLENGE, type Credentials } from './auth.js'
 import { narUrl, parseNarFileName, sameNar } from './nar-url.js'
+import { type UploadOptions, uploads } from './upload.js'
 
 export type Log = (line: string) => void
 
 export interface CacheOptions {
   /** `Priority:` of nix-cache-info: lower wins among a client's substituters. */
   priority: number
+  /** Accept `nix copy --to` uploads (PUT); without it a PUT is 403. */
+  upload?: UploadOptions
+  /** Basic credentials required for uploads, and for reads too when `private`; /nix-cache-info never needs them. */
+  credentials?: Credentials
+  private?: boolean
 }
 
 /** A request the server answers with a 4xx: the client's mistake, never logged. */
@@ -37,6 +44,7 @@ const NARINFO = new RegExp(`^/([0-9a-z]{${HASH_PART_LEN}})\\.narinfo$`)
  */
 export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped: AbortSignal) {
   const cacheInfo = `StoreDir: ${store.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority}\n`
+  const upload = opts.upload && uploads(store, opts.upload, log, stopped)
   return (req: IncomingMessage, res: ServerResponse): void => {
     serve(req, res).catch((e: unknown) => fail(req, res, e))
   }
@@ -44,13 +52,28 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
   async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // Only the path names a resource: Nix adds no query to reads, and one is harmless.
     const path = (req.url ?? '/').split('?')[0]!
-    if (req.method === 'PUT') throw new ClientError(403, 'this binary cache is read-only')
+    if (req.method === 'PUT' && !upload) throw new ClientError(403, 'this binary cache is read-only')
+    if (upload?.handles(req.method, path)) {
+      authorize(req, true)
+      // Awaited by a client that sent `Expect: 100-continue` (Nix does on every PUT): now it sends the body.
+      if (req.method === 'PUT' && /^100-continue$/i.test(req.headers.expect ?? '')) res.writeContinue()
+      const reply = await upload.serve(req, path)
+      return reply && send(req, res, 'text/plain; charset=utf-8', reply.body, reply.status)
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new ClientError(405, `method ${req.method} is not allowed`, { Allow: 'GET, HEAD' })
     if (path === '/nix-cache-info') return send(req, res, 'text/x-nix-cache-info', cacheInfo)
+    authorize(req, opts.private)
     const narinfo = NARINFO.exec(path)
     if (narinfo) return send(req, res, 'text/x-nix-narinfo', renderNarInfo(await narInfoOf(narinfo[1]!)))
     if (path.startsWith('/nar/')) return serveNar(req, res, path.slice('/nar/'.length))
     throw new ClientError(404, `no such file in this binary cache: ${path}`)
+  }
+
+  /** 401 unless the request carries credentials, where they are `needed` and configured. */
+  function authorize(req: IncomingMessage, needed = false): void {
+    if (needed && opts.credentials && !opts.credentials.accepts(req.headers.authorization)) {
+      throw new ClientError(401, 'this binary cache wants credentials (HTTP Basic, from a netrc file)', { 'WWW-Authenticate': BASIC_CHALLENGE })
+    }
   }
 
   /** The narinfo text for a hash part, its URL naming a NAR this server can find again. */

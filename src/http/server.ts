@@ -18,7 +18,10 @@ export interface HttpCache {
 /** Serves `store` as a Nix binary cache over HTTP/1.1 (node:http: what Nix's curl speaks, no framework needed). */
 export async function startHttpCache(store: Store, listen: TcpAddress, log: Log, opts: CacheOptions): Promise<HttpCache> {
   const stopped = new AbortController()
-  const server = http.createServer(cacheHandler(store, opts, log, stopped.signal))
+  const handler = cacheHandler(store, opts, log, stopped.signal)
+  const server = http.createServer(handler)
+  // Nix sends every PUT with `Expect: 100-continue`: the handler says "continue" only to an upload it accepts, so a refused one never sends its body.
+  server.on('checkContinue', handler)
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: Error) => reject(new BackendError(`cannot listen on ${bindTarget(listen)} for HTTP: ${bindFailure(e)}`, { cause: e })))
     server.listen(listen.port, listen.host, () => resolve())

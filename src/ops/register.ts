@@ -20,12 +20,17 @@ export interface Imported {
  * Directories (leaves first), then the PathInfo that points at them.
  */
 export async function publishIngested(store: Store, ingested: IngestResult, stage: BlobStage, info: PathInfo): Promise<void> {
+  await commitTree(store, ingested, stage)
+  // The ingest hashed the very bytes it staged: no need to render the NAR again to check it.
+  await publishPathInfo(store, info, { narComputedHere: true })
+}
+
+/** Stores an ingested tree (blobs, then Directories leaves first) that no PathInfo names yet. */
+export async function commitTree(store: Store, ingested: IngestResult, stage: BlobStage): Promise<void> {
   // Refused before anything is committed: a store never holds what it cannot serve.
   for (const d of ingested.directories) requireServableDirectory(d)
   await stage.commit()
   if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
-  // The ingest hashed the very bytes it staged: no need to render the NAR again to check it.
-  await publishPathInfo(store, info, { narComputedHere: true })
 }
 
 /**
