@@ -13,7 +13,7 @@ const NIX_SCHEMES: Record<string, string> = {
   'ssh-ng': 'a Nix store over SSH',
   dummy: "Nix's dummy store",
 }
-/** Schemes of Nix binary caches (`file://` is one only with parameters: plain `file:///abs` is our local folder). */
+/** Schemes of Nix binary caches no backend may serve (`file://` is one only with parameters: plain `file:///abs` is our local folder, `nix+file://` the cache). */
 const BINARY_CACHES = new Set(['http', 'https', 's3'])
 
 function nixStoreRefusal(url: string, what: string, hint = ''): UsageError {
@@ -45,7 +45,10 @@ export function refuseNixWord(url: string): void {
 export function refuseNixScheme(url: string, scheme: string, registered: boolean, known: string): void {
   if (Object.hasOwn(NIX_SCHEMES, scheme)) throw nixStoreRefusal(url, NIX_SCHEMES[scheme]!)
   // Nix takes every file:// URL for a binary cache; ours without parameters stays the local folder it always was.
-  if ((BINARY_CACHES.has(scheme) && !registered) || (scheme === 'file' && url.includes('?'))) {
-    throw new UnsupportedError(`${JSON.stringify(url)} is a Nix binary cache URL; tvix-store does not serve binary caches yet: give a tvix store (${known})`)
+  if (scheme === 'file' && url.includes('?')) {
+    throw new UsageError(`${JSON.stringify(url)} is a Nix binary cache URL, and file:// names a tvix store folder here: write the cache as ${JSON.stringify('nix+' + url)}`)
+  }
+  if (BINARY_CACHES.has(scheme) && !registered) {
+    throw new UnsupportedError(`${JSON.stringify(url)} is a Nix binary cache URL that tvix-store cannot open: give a tvix store or a binary cache (${known})`)
   }
 }

@@ -1,5 +1,6 @@
 import { UsageError } from '../errors.js'
 import { type BackendModule, SERVICE_KINDS, type ServiceKind } from './backend.js'
+import { nixCacheForm } from './nix-cache/address.js'
 import { refuseNixScheme, refuseNixWord } from './nix-urls.js'
 import { type SchemeUrl, type StoreAddress, grpcForm, localForm, memoryForm } from './url-forms.js'
 
@@ -31,6 +32,12 @@ const BACKENDS: Record<string, BackendEntry> = {
     serves: SERVICE_KINDS,
     form: grpcForm,
     load: () => import('./grpc/index.js'),
+  }),
+  'nix-cache': entry({
+    schemes: { 'nix+file': 'nix+file:///DIR', http: 'http://HOST[:PORT][/PATH]', https: 'https://HOST[:PORT][/PATH]', 'nix+http': 'nix+http://…', 'nix+https': 'nix+https://…' },
+    serves: SERVICE_KINDS,
+    form: nixCacheForm,
+    load: () => import('./nix-cache/index.js'),
   }),
 }
 

@@ -141,8 +141,10 @@ export function importProgress(paths: string[]): Progress {
 
 /** Paths done / total and bytes moved, for `copy` on a terminal. */
 export function copyProgress(): { update(p: { pathsDone: number; pathsTotal: number; bytes: number }): void; stop(): void } {
-  const bar = lazyBar('copying [{bar}] {value}/{total} paths | {mib} MiB')
-  return { update: (p) => bar.update(p.pathsDone, p.pathsTotal, { mib: (p.bytes / 1048576).toFixed(0) }), stop: bar.stop }
+  const bar = lazyBar('copying [{bar}] {value}/{total} paths | {mib} MiB | {rate} MiB/s')
+  const started = performance.now()
+  const rate = (bytes: number) => (bytes / 1048576 / Math.max(0.001, (performance.now() - started) / 1000)).toFixed(1)
+  return { update: (p) => bar.update(p.pathsDone, p.pathsTotal, { mib: (p.bytes / 1048576).toFixed(0), rate: rate(p.bytes) }), stop: bar.stop }
 }
 
 /** A bar over a count of items (gc's deletions, verify's objects), on a terminal only. */

@@ -4,6 +4,8 @@ import fs from 'node:fs'
 import { copyLostRace, retryOnConflict } from '../ops/retry.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { copyProgress } from '../cli/progress.js'
+import { parseTrustedKeysFlag } from '../cli/trusted-keys.js'
+import { interrupted } from '../util/interrupt.js'
 import { UsageError } from '../errors.js'
 import { openStore } from '../backends/open-store.js'
 import { addRoot, rootKeeper } from '../ops/roots.js'
@@ -34,6 +36,12 @@ export default class Copy extends StoreCommand<typeof Copy> {
     'nix-root': Flags.string({ summary: 'With --closure: the store paths live under DIR (a chroot store, like local?root=DIR).', helpValue: 'DIR' }),
     parallel: Flags.integer({ summary: 'Store paths transferred at once.', default: 4, min: 1, max: 64 }),
     root: Flags.string({ summary: 'Register a GC root NAME in the target for the copied path, in the same step (local targets; one STORE_PATH).', helpValue: 'NAME' }),
+    'trusted-public-keys': Flags.string({
+      summary: 'From a binary cache: admit paths signed by one of these keys (NAME:BASE64, space-separated); others need a content address.',
+      helpValue: 'KEYS',
+      env: 'TVIX_TRUSTED_PUBLIC_KEYS',
+    }),
+    'check-sigs': Flags.boolean({ summary: 'From a binary cache: refuse paths without a trusted signature (--no-check-sigs admits them; hashes are checked all the same).', default: true, allowNo: true }),
   }
 
   async run(): Promise<CopyReport> {
@@ -79,7 +87,8 @@ export default class Copy extends StoreCommand<typeof Copy> {
       const progress = copyProgress()
       let report: CopyReport
       try {
-        report = await copyClosure(from, to, paths, { parallel: f.parallel, onProgress: progress.update })
+        const trustedKeys = f['trusted-public-keys'] === undefined ? [] : parseTrustedKeysFlag(f['trusted-public-keys'])
+        report = await copyClosure(from, to, paths, { parallel: f.parallel, onProgress: progress.update, trustedKeys, checkSigs: f['check-sigs'], signal: interrupted })
       } finally {
         progress.stop()
       }

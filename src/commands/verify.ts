@@ -3,9 +3,9 @@ import * as Flags from '@oclif/core/flags'
 import { countProgress } from '../cli/progress.js'
 import { plural } from '../cli/output.js'
 import { StoreCommand } from '../cli/store-command.js'
+import { parseTrustedKeysFlag } from '../cli/trusted-keys.js'
 import { type TrustOptions, verifyStore, type VerifyReport } from '../ops/verify.js'
-import { InvalidInputError, UsageError } from '../errors.js'
-import { parsePublicKeys } from '../store/signing.js'
+import { UsageError } from '../errors.js'
 import { parseStorePathArg } from '../store/store-path.js'
 import { parseSize } from '../util/size.js'
 
@@ -80,12 +80,5 @@ function trustOptions(keys: string | undefined, sigsNeeded: number | undefined):
     if (sigsNeeded !== undefined) throw new UsageError('--sigs-needed needs --trusted-public-keys: the keys whose signatures count')
     return undefined
   }
-  try {
-    const trustedKeys = parsePublicKeys(keys)
-    if (trustedKeys.length === 0) throw new UsageError('--trusted-public-keys names no key')
-    return { trustedKeys, sigsNeeded: sigsNeeded ?? 1 }
-  } catch (e) {
-    if (e instanceof InvalidInputError) throw new UsageError(`--trusted-public-keys: ${e.message}`, { cause: e })
-    throw e
-  }
+  return { trustedKeys: parseTrustedKeysFlag(keys), sigsNeeded: sigsNeeded ?? 1 }
 }

@@ -1,5 +1,5 @@
 import { bytesEqual } from '../castore/digest.js'
-import { CastoreTransfer, type TransferCounts } from '../castore/transfer.js'
+import { CastoreTransfer } from '../castore/transfer.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import { storePathOf } from '../store/path-info.js'
 import { absolute } from '../store/store-path.js'
@@ -7,23 +7,16 @@ import type { Store } from '../store/store.js'
 import { runDag } from '../util/dag.js'
 import { forEachLimit } from '../util/pool.js'
 import { closureOf } from './closure.js'
-import { inWriteSession } from '../store/capabilities.js'
+import { inWriteSession, isNarSource } from '../store/capabilities.js'
+import { type CacheCopyOptions, copyFromCache } from './copy-from-cache.js'
 import { publishPathInfo } from './publish.js'
 
-/** What `copy --json` prints, with or without --closure. */
-export interface CopyReport extends TransferCounts {
-  /** Every path of the closure, sorted. */
-  paths: string[]
-  copied: string[]
-  skipped: string[]
-}
+import { type CopyReport, newCopyReport } from './copy-report.js'
 
-/** An empty report for a copy of `paths` (`copy` and `copy --closure` report the same shape). */
-export function newCopyReport(paths: string[]): CopyReport {
-  return { paths: [...paths].sort(), copied: [], skipped: [], blobs: { copied: 0, skipped: 0 }, directories: { copied: 0, skipped: 0 }, bytes: 0 }
-}
+export { type CopyReport, newCopyReport }
 
-export interface CopyOptions {
+/** With a binary cache as the source, the copy is copyFromCache's (its trust options apply there). */
+export interface CopyOptions extends Pick<CacheCopyOptions, 'trustedKeys' | 'checkSigs' | 'signal'> {
   /** Store paths transferred at once. */
   parallel?: number
   onProgress?: (p: { pathsDone: number; pathsTotal: number; bytes: number }) => void
@@ -41,6 +34,7 @@ const LOOKUPS_IN_FLIGHT = 64
  * data or references are missing.
  */
 export function copyClosure(from: Store, to: Store, args: string[], opts: CopyOptions = {}): Promise<CopyReport> {
+  if (isNarSource(from)) return copyFromCache(from, to, args, opts)
   // One write session on the target: paths found there stay until the paths that refer to them are registered.
   return inWriteSession(to, () => copyInSession(from, to, args, opts))
 }

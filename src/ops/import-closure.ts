@@ -1,11 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import type { BlobStage } from '../castore/blob-service.js'
-import { toHex } from '../castore/digest.js'
-import { directoryDigest } from '../castore/directory.js'
 import { renameNode } from '../castore/node.js'
 import { IntegrityError, InvalidInputError, NotFoundError } from '../errors.js'
-import { type IngestResult, ingestPath } from '../store/ingest-fs.js'
+import { ingestPath } from '../store/ingest-fs.js'
 import * as nixbase32 from '../store/nixbase32.js'
 import { parseCa, parseSha256 } from '../store/narinfo.js'
 import type { PathInfo, Signature } from '../store/path-info.js'
@@ -13,7 +10,7 @@ import { basename, parseStorePathArg } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { runDag } from '../util/dag.js'
 import { forEachLimit } from '../util/pool.js'
-import { type CopyReport, newCopyReport } from './copy.js'
+import { type CopyReport, countNewObjects, newCopyReport } from './copy-report.js'
 import { publishIngested, withStage } from './register.js'
 import { inWriteSession } from '../store/capabilities.js'
 
@@ -152,36 +149,4 @@ async function importInSession(store: Store, entries: ClosureEntry[], opts: { ni
   })
   report.copied.sort()
   return report
-}
-
-/**
- * Counts what this path moves into the store as `copy` counts it, so both
- * forms of `copy` report alike: a blob or Directory the store lacks is
- * copied, one it has is skipped, each counted once per run, and `bytes`
- * are the new blobs' sizes. Runs before the stage commits, while what was
- * staged is still invisible. A stage that writes through (a daemon's) has
- * made them visible already, and then the Directories are sent whole, so
- * there everything was sent: copied.
- */
-async function countNewObjects(store: Store, ingested: IngestResult, stage: BlobStage, report: CopyReport, counted: Set<string>): Promise<void> {
-  const once = <T>(kind: string, items: T[], digest: (t: T) => Uint8Array): T[] =>
-    items.filter((t) => {
-      const key = kind + toHex(digest(t))
-      if (counted.has(key)) return false
-      counted.add(key)
-      return true
-    })
-  const files = once('blob', ingested.root.kind === 'file' ? [ingested.root] : ingested.directories.flatMap((d) => d.files), (f) => f.digest)
-  await forEachLimit(files, 64, async (f) => {
-    if (!stage.writesThrough && (await store.blobs.has(f.digest))) {
-      report.blobs.skipped++
-    } else {
-      report.blobs.copied++
-      report.bytes += f.size
-    }
-  })
-  await forEachLimit(once('dir', ingested.directories, directoryDigest), 64, async (d) => {
-    if (!stage.writesThrough && (await store.directories.get(directoryDigest(d)))) report.directories.skipped++
-    else report.directories.copied++
-  })
 }

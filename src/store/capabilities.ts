@@ -1,4 +1,9 @@
+import type { BlobStage } from '../castore/blob-service.js'
 import { InvalidInputError } from '../errors.js'
+import type { CallOptions } from '../util/call-options.js'
+import type { IngestResult } from './ingest-fs.js'
+import type { NarInfoFields } from './narinfo.js'
+import type { PathInfo } from './path-info.js'
 import type { PathInfoService, SignatureAdding } from './path-info-service.js'
 import type { StorePath } from './store-path.js'
 import type { Store, TempRoots } from './store.js'
@@ -169,4 +174,35 @@ export function validateRootName(name: string): string {
 /** A store whose PathInfos can gain signatures (PathInfoService.addSignatures). */
 export function canAddSignatures(store: Store): store is Store & { pathInfos: PathInfoService & SignatureAdding } {
   return typeof (store.pathInfos as Partial<SignatureAdding>).addSignatures === 'function'
+}
+
+/** What fetchInto reports as a NAR arrives. */
+export interface NarFetchOptions extends CallOptions {
+  /** Bytes of the file (as sent, compressed) received so far, per piece; a retried download counts again. */
+  onBytes?: (n: number) => void
+}
+
+/**
+ * A store whose paths come as NARs described by narinfos (a Nix binary
+ * cache): a path's metadata is read without its data, so a copy can work
+ * out a closure, check signatures and skip what the target has before any
+ * NAR moves, then stream each NAR straight into the target's castore.
+ */
+export interface NarSource {
+  /** How messages name the source (its URL, without parameters). */
+  readonly sourceLabel: string
+  /** The narinfo of the path with this store path digest, undefined if the source does not have it. */
+  narInfo(storePathDigest: Uint8Array, opts?: CallOptions): Promise<NarInfoFields | undefined>
+  /**
+   * Fetches the NAR `fields` names and ingests it into `stage`: FileHash
+   * and FileSize (where given) checked on the bytes as sent, NarHash and
+   * NarSize on the NAR. Returns the tree (Directories for the caller to
+   * put, leaves first) and the PathInfo the narinfo describes around it;
+   * nothing is committed. A mismatch is an IntegrityError naming the path.
+   */
+  fetchInto(fields: NarInfoFields, stage: BlobStage, opts?: NarFetchOptions): Promise<{ info: PathInfo; ingested: IngestResult }>
+}
+
+export function isNarSource(store: Store): store is Store & NarSource {
+  return offers<NarSource>(store, 'narInfo') && offers<NarSource>(store, 'fetchInto')
 }

@@ -1,0 +1,75 @@
+import { createHash } from 'node:crypto'
+import { pipeline, Readable } from 'node:stream'
+import type { BlobStage } from '../../castore/blob-service.js'
+import { bytesEqual } from '../../castore/digest.js'
+import { decompressor } from '../../codecs/index.js'
+import { IntegrityError, InvalidInputError, NotFoundError } from '../../errors.js'
+import type { NarFetchOptions } from '../../store/capabilities.js'
+import type { IngestResult } from '../../store/ingest-fs.js'
+import { ingestNar } from '../../store/nar/ingest.js'
+import { type NarInfoFields, parseSha256, pathInfoFromNarInfo } from '../../store/narinfo.js'
+import * as nixbase32 from '../../store/nixbase32.js'
+import type { PathInfo } from '../../store/path-info.js'
+import { type CacheTransport, transientReads, withRetries } from './transport.js'
+
+/**
+ * Streams the NAR a narinfo names into `stage`: the file as sent (its
+ * FileHash and FileSize checked as it passes), decompressed by its bytes
+ * (codecs), parsed by the strict NAR reader and ingested, then checked
+ * against NarHash and NarSize. A dropped connection or a 5xx starts the
+ * whole NAR again; blobs a failed attempt staged are whole files of this
+ * very NAR, so what the caller commits is never part of something else.
+ */
+export function fetchNarInto(
+  transport: CacheTransport,
+  cacheLabel: string,
+  fields: NarInfoFields,
+  stage: BlobStage,
+  storeDir: string,
+  opts: NarFetchOptions = {},
+): Promise<{ info: PathInfo; ingested: IngestResult }> {
+  const refuse = (why: string) => new IntegrityError(`cannot add path '${fields.storePath}' from binary cache '${cacheLabel}': ${why}`)
+  return withRetries(async () => {
+    const file = await transport.open(fields.url, opts)
+    if (!file) throw new NotFoundError(`file '${fields.url}' does not exist in binary cache '${cacheLabel}'`)
+    const decoded = decompressor(fields.compression)
+    const sent = Readable.from(checkedFile(transientReads(file.body, `the download of '${fields.url}'`, opts.signal), fields, refuse, opts.onBytes))
+    // Any failure destroys both ends: the download stops, a decompressing child is killed.
+    pipeline(sent, decoded, () => {})
+    try {
+      const ingested = await ingestNar(decoded, stage, opts)
+      if (ingested.narSize !== fields.narSize) throw refuse(`its NAR has ${ingested.narSize} bytes, not the NarSize ${fields.narSize} of its narinfo`)
+      if (!bytesEqual(ingested.narSha256, parseSha256(fields.narHash))) {
+        throw refuse(`NAR hash mismatch: the narinfo says ${fields.narHash}, the NAR has sha256:${nixbase32.encode(ingested.narSha256)}`)
+      }
+      return { info: pathInfoFromNarInfo(fields, ingested.root, storeDir), ingested }
+    } catch (e) {
+      // Bad data from the cache (a decoder's or the NAR reader's complaint) is said with the path it concerns.
+      if (e instanceof InvalidInputError && !opts.signal?.aborted) throw refuse(e.message)
+      throw e
+    } finally {
+      decoded.destroy()
+      file.body.destroy()
+    }
+  }, opts)
+}
+
+/** The file's bytes, passed on as they come; at its end, its SHA-256 and size must be what the narinfo says (where it says). */
+async function* checkedFile(
+  body: AsyncIterable<Uint8Array>,
+  fields: NarInfoFields,
+  refuse: (why: string) => Error,
+  onBytes?: (n: number) => void,
+): AsyncGenerator<Uint8Array> {
+  const want = fields.fileHash?.startsWith('sha256:') ? parseSha256(fields.fileHash) : undefined
+  const sha = want && createHash('sha256')
+  let size = 0
+  for await (const c of body) {
+    sha?.update(c)
+    size += c.length
+    onBytes?.(c.length)
+    yield c
+  }
+  if (fields.fileSize !== undefined && size !== fields.fileSize) throw refuse(`file '${fields.url}' has ${size} bytes, not the FileSize ${fields.fileSize} of its narinfo`)
+  if (want && !bytesEqual(sha!.digest(), want)) throw refuse(`file '${fields.url}' does not have the FileHash ${fields.fileHash} of its narinfo`)
+}
