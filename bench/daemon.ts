@@ -69,14 +69,17 @@ export interface DaemonBenchContext {
 
 // ---------------------------------------------------------------- a daemon
 
-interface BenchDaemon {
+export interface BenchDaemon {
   url: string
+  /** The Nix binary cache URL, when started with --http-listen. */
+  http?: string
   pid: number
   stop(): Promise<number | null>
 }
 
-function startDaemon(ctx: DaemonBenchContext, store: string): Promise<BenchDaemon> {
-  const proc = spawn(process.execPath, [ctx.bin, 'daemon', '--store', store, '--listen', '127.0.0.1:0'], {
+/** A daemon on `store` at 127.0.0.1:<free port>, with `extraArgs` (e.g. --http-listen); resolves once it serves. */
+export function startDaemon(ctx: Pick<DaemonBenchContext, 'bin' | 'repo' | 'env'>, store: string, extraArgs: string[] = []): Promise<BenchDaemon> {
+  const proc = spawn(process.execPath, [ctx.bin, 'daemon', '--store', store, '--listen', '127.0.0.1:0', ...extraArgs], {
     cwd: ctx.repo,
     env: ctx.env,
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -97,6 +100,7 @@ function startDaemon(ctx: DaemonBenchContext, store: string): Promise<BenchDaemo
         clearTimeout(timer)
         resolve({
           url: m[1]!,
+          http: /Nix binary cache at (http:\/\/\S+)/.exec(log)?.[1],
           pid: proc.pid!,
           stop: async () => {
             proc.kill('SIGTERM')
@@ -111,7 +115,7 @@ function startDaemon(ctx: DaemonBenchContext, store: string): Promise<BenchDaemo
 }
 
 /** A field of /proc/<pid>/status in KiB (VmRSS now, VmHWM the peak so far); undefined off Linux. */
-function procKiB(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
+export function procKiB(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
   try {
     const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
     return m ? Number(m[1]) : undefined
@@ -121,7 +125,7 @@ function procKiB(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
 }
 
 /** User + system CPU seconds of a process so far (Linux). */
-function cpuSeconds(pid: number): number | undefined {
+export function cpuSeconds(pid: number): number | undefined {
   try {
     const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ').map(Number)
@@ -137,7 +141,7 @@ async function stopped(d: BenchDaemon, when: string): Promise<void> {
   stops.push({ when, code: await d.stop() })
 }
 
-const mbps = (bytes: number, ms: number) => bytes / 1e6 / (ms / 1000)
+export const mbps = (bytes: number, ms: number) => bytes / 1e6 / (ms / 1000)
 const alternate = (rep: number) => (rep % 2 === 0 ? (['daemon', 'local'] as const) : (['local', 'daemon'] as const))
 
 // ---------------------------------------------------------------- the runs

@@ -11,12 +11,14 @@
  * The last (bench/space.ts) measures disk space: two releases of a
  * generated tree with small differences, imported into one store, ours vs
  * nix-store. bench/gc.ts times gc and verify on a store of ~100k objects.
+ * bench/cache.ts sets real Nix against our daemon's HTTP binary cache and
+ * our copy --from nix+file:// against Nix on the same file:// cache.
  * Every table has the issue's target for each figure that has one, and
  * whether it is met. Results also go to .bench/last.json.
  *
  * Knobs (environment): BENCH_REPS (default 3), BENCH_STARTUP_RUNS (default 10),
  * BENCH_BIG_REPS (runs per tool in the 2 GiB part, default 1), BENCH_PARTS
- * (comma-separated subset of nix,daemon,startup,space,big,gc; default all),
+ * (comma-separated subset of nix,daemon,startup,space,big,gc,cache; default all),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
 import { spawn, spawnSync } from 'node:child_process'
@@ -28,6 +30,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
 import { benchBig } from './big.js'
+import { benchCache } from './cache.js'
 import { benchGc, gcTable, type GcRow } from './gc.js'
 import { benchDaemon } from './daemon.js'
 import { benchSpace, type SpaceResult, spaceTable } from './space.js'
@@ -42,7 +45,7 @@ const OUT_JSON = path.join(REPO, '.bench/last.json')
 const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3))
 const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? 10))
 const BIG_REPS = Math.max(1, Number(process.env.BENCH_BIG_REPS ?? 1))
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big,gc').split(',').map((s) => s.trim()))
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big,gc,cache').split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
 
@@ -154,6 +157,8 @@ interface ExecOpts {
   rss?: boolean
   /** For tool 'nix': the Nix program to run (default nix-store; `nix` for `nix copy`). */
   program?: 'nix-store' | 'nix'
+  /** Variables set over the tool's environment (e.g. a fresh XDG_CACHE_HOME for Nix). */
+  env?: NodeJS.ProcessEnv
 }
 
 let rssCounter = 0
@@ -172,7 +177,8 @@ function argvFor(tool: Tool, args: string[], rssFile: string | undefined, progra
 /** Runs one command; wall time is spawn → exit. Rejects on a non-zero exit with its stderr. */
 function exec(tool: Tool, args: string[], opts: ExecOpts): Promise<Sample> {
   const rssFile = opts.rss ? path.join(tmpRoot, `rss-${rssCounter++}`) : undefined
-  const { argv, env } = argvFor(tool, args, rssFile, opts.program)
+  const { argv, env: toolEnv } = argvFor(tool, args, rssFile, opts.program)
+  const env = { ...toolEnv, ...opts.env }
   return new Promise((resolve, reject) => {
     const stdoutSpec = typeof opts.stdout === 'number' ? opts.stdout : 'pipe'
     const t0 = performance.now()
@@ -229,7 +235,7 @@ function rmTree(p: string): void {
  * may rebuild dist/ at any moment; a half-built dist/ would fail the run.
  */
 async function snapshotCli(dest: string): Promise<void> {
-  const needed = [...['import', 'export-nar', 'ls', 'cat', 'narinfo', 'copy', 'daemon'].map((c) => path.join(REPO, 'dist/commands', `${c}.js`)), path.join(REPO, 'dist/backends/open-store.js')]
+  const needed = [...['import', 'export-nar', 'ls', 'cat', 'narinfo', 'copy', 'daemon', 'path-info'].map((c) => path.join(REPO, 'dist/commands', `${c}.js`)), path.join(REPO, 'dist/backends/open-store.js')]
   for (let attempt = 0; ; attempt++) {
     if (needed.every((f) => fs.existsSync(f))) {
       try {
@@ -270,9 +276,11 @@ function foreignLoad(a: ReturnType<typeof cpuTicks>, b: ReturnType<typeof cpuTic
  * `ours` is the daemon figure and `nix` the local one. 'changed': the second
  * copy of a slightly changed tree, `nix` being what changed in the tree.
  * 'big': one 2 GiB file, ours vs Nix (nix-store --add / --dump, nix copy).
+ * 'cache': Nix with our HTTP binary cache vs Nix with a file:// cache, and
+ * our copy from a file:// cache vs Nix's (`ours` = the tvix-store side).
  * JSON keeps the names; the tables say what the columns are.
  */
-type Section = 'nix' | 'daemon' | 'changed' | 'big'
+type Section = 'nix' | 'daemon' | 'changed' | 'big' | 'cache'
 
 interface Row {
   section: Section
@@ -290,7 +298,7 @@ interface Row {
 const rows: Row[] = []
 const checks: { check: string; ok: boolean; detail: string }[] = []
 /** Lines printed under a table. */
-const notes: Record<'daemon' | 'changed' | 'big', string[]> = { daemon: [], changed: [], big: [] }
+const notes: Record<'daemon' | 'changed' | 'big' | 'cache', string[]> = { daemon: [], changed: [], big: [], cache: [] }
 
 function addRow(figure: string, unit: Unit, ours: number[], nix?: number[], section: Section = 'nix', target?: Target): void {
   const o = median(ours)
@@ -313,6 +321,7 @@ const HEADS: Record<Section, string[]> = {
   daemon: ['figure (tvix-store CLI)', 'through daemon', 'local store', 'ratio'],
   changed: ['figure (second copy of a slightly changed tree)', 'tvix-store', 'changed in the tree', 'ratio'],
   big: ['figure (one 2 GiB file)', 'tvix-store', 'Nix', 'ratio'],
+  cache: ['figure (tvix-store side | Nix side)', 'tvix-store side', 'Nix side', 'ratio'],
 }
 
 function table(section: Section): string {
@@ -320,6 +329,12 @@ function table(section: Section): string {
     .filter((r) => r.section === section)
     .map((r) => [r.figure, fmt(r.ours, r.unit), fmt(r.nix, r.unit), ratioText(r.ratio), r.target ?? '–', r.met === undefined ? '–' : r.met ? 'yes' : 'no'])
   return textTable([...HEADS[section], 'target', 'met?'], body)
+}
+
+/** A section's table: heading lines above; its notes and how long it took below; nothing when it has no rows. */
+function printSection(section: keyof typeof notes, heading: string[], took?: string): void {
+  if (!rows.some((r) => r.section === section)) return
+  for (const line of [...heading, '', table(section), ...notes[section], ...(took ? [took] : []), '']) console.log(line)
 }
 
 // ---------------------------------------------------------------- the bench
@@ -481,6 +496,22 @@ async function main(): Promise<void> {
         rmTree,
       })
     }
+    let cacheSeconds = 0
+    if (PARTS.has('cache')) {
+      cacheSeconds = await benchCache({
+        bin: BIN,
+        repo: REPO,
+        tmpRoot,
+        reps: REPS,
+        env: OUR_ENV,
+        nixEnv: NIX_ENV,
+        run: (tool, args, opts) => exec(tool, args, opts),
+        addRow: (figure, unit, ours, nix, target) => addRow(figure, unit, ours, nix, 'cache', target),
+        check,
+        note: (line) => notes.cache.push(line),
+        rmTree,
+      })
+    }
     let space: SpaceResult | undefined
     if (PARTS.has('space')) {
       space = await benchSpace({
@@ -514,31 +545,31 @@ async function main(): Promise<void> {
       console.log(table('nix'))
     }
     console.log()
-    if (rows.some((r) => r.section === 'daemon')) {
-      console.log(`through a gRPC daemon on loopback (grpc+http://127.0.0.1, fresh store + daemon per run) vs a local store — median of ${REPS} runs (32 readers: once)`)
-      console.log('ratio = daemon/local: for s and MiB > 1 means the daemon costs more, for MB/s < 1 means it is slower; daemon peak RSS = VmHWM from /proc')
-      console.log()
-      console.log(table('daemon'))
-      for (const n of notes.daemon) console.log(n)
-      console.log(`daemon section took ${daemonSeconds.toFixed(1)} s`)
-      console.log()
-    }
-    if (rows.some((r) => r.section === 'changed')) {
-      console.log('second copy of a slightly changed tree (once): the tree is copied from a local store to a fresh local store and to a fresh daemon, then a changed copy of it')
-      console.log('figures of the second copy, from `copy --json` and the target store\'s object files, against what changed between the two trees (contents, directories, bytes of changed contents)')
-      console.log()
-      console.log(table('changed'))
-      for (const n of notes.changed) console.log(n)
-      console.log()
-    }
-    if (rows.some((r) => r.section === 'big')) {
-      console.log(`one 2 GiB file — median of ${BIG_REPS} run(s) per tool; Nix = nix-store --add / nix-store --dump / nix copy of the same file; ratio = ours/Nix (for MB/s, > 1 means we are faster); peak RSS of the whole process`)
-      console.log()
-      console.log(table('big'))
-      for (const n of notes.big) console.log(n)
-      console.log(`2 GiB section took ${bigSeconds.toFixed(1)} s`)
-      console.log()
-    }
+    printSection(
+      'daemon',
+      [
+        `through a gRPC daemon on loopback (grpc+http://127.0.0.1, fresh store + daemon per run) vs a local store — median of ${REPS} runs (32 readers: once)`,
+        'ratio = daemon/local: for s and MiB > 1 means the daemon costs more, for MB/s < 1 means it is slower; daemon peak RSS = VmHWM from /proc',
+      ],
+      `daemon section took ${daemonSeconds.toFixed(1)} s`,
+    )
+    printSection('changed', [
+      'second copy of a slightly changed tree (once): the tree is copied from a local store to a fresh local store and to a fresh daemon, then a changed copy of it',
+      'figures of the second copy, from `copy --json` and the target store\'s object files, against what changed between the two trees (contents, directories, bytes of changed contents)',
+    ])
+    printSection(
+      'big',
+      [`one 2 GiB file — median of ${BIG_REPS} run(s) per tool; Nix = nix-store --add / nix-store --dump / nix copy of the same file; ratio = ours/Nix (for MB/s, > 1 means we are faster); peak RSS of the whole process`],
+      `2 GiB section took ${bigSeconds.toFixed(1)} s`,
+    )
+    printSection(
+      'cache',
+      [
+        `Nix 2.8 and binary caches — median of ${REPS} runs per side (one untimed checked run first); every copy into a fresh target, every Nix run with a fresh narinfo cache`,
+        'tvix-store side = Nix with our daemon --http-listen (uncompressed), or our copy; Nix side = Nix with a file:// cache it wrote with compression=none; ratio = tvix-store side / Nix side',
+      ],
+      `cache section took ${cacheSeconds.toFixed(1)} s`,
+    )
     if (space) {
       console.log(`disk space: two releases of a generated tree with small differences, imported one after the other into one store (${nixVersion.stdout.trim()} for reference)`)
       console.log(`on disk = sum of regular file sizes (our store dir / DIR/nix/store), or \`du -sk\`; ratio = tvix-store / reference; targets from the issue; times: median of ${REPS} fresh stores per tool`)
@@ -582,6 +613,7 @@ async function main(): Promise<void> {
           notes,
           daemonSeconds,
           bigSeconds,
+          cacheSeconds,
           gc: gcRows ?? null,
           space: space ?? null,
           inputs: stats,

@@ -33,6 +33,9 @@ export const rssAtMost = (mb: number): Target => ({
   ok: (v) => v.ours <= (mb * 1e6) / MiB,
 })
 
+/** A peak RSS (in MiB) no larger than `mib` MiB (the issue's limit for the binary cache daemon). */
+export const mibAtMost = (mib: number): Target => ({ text: `≤ ${mib} MiB`, ok: (v) => v.ours <= mib })
+
 /** A throughput of at least `mbps` MB/s; with `both`, the reference column must reach it too. */
 export const rateAtLeast = (mbps: number, both = false): Target => ({
   text: `${both ? 'both ' : ''}≥ ${mbps} MB/s`,
