@@ -153,7 +153,8 @@ export function cacheHandler(store: Store, opts: CacheOptions, log: Log, stopped
 
   async function serveNar(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
     const wanted = parseNarFileName(name)
-    if (!wanted) throw new ClientError(404, `no such NAR in this binary cache: ${name} (compressed NARs are not served yet)`)
+    // The uncompressed NAR stays served whatever the compression (clients keep narinfos for 30 days); other compressions are not made on request.
+    if (!wanted || (wanted.compression !== 'none' && wanted.compression !== compression)) throw new ClientError(404, `no such NAR in this binary cache: ${name}`)
     const info = await pathInfo(wanted.digest)
     // The path's content changed since the narinfo was read: those bytes are gone.
     if (!sameNar(info, wanted.narSha256)) throw new ClientError(404, `no such NAR in this binary cache: ${name}`)
