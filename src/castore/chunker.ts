@@ -53,30 +53,41 @@ export function cutPoint(buf: Uint8Array, start: number, end: number): number {
  * Splits a byte stream into content-defined chunks. A cut is only made
  * with a full MAX_CHUNK window in view (or at the end), so boundaries do
  * not depend on how the input was read. Chunks inside one input buffer
- * are views into it; only a chunk spanning two buffers is copied.
+ * are views into it; only a chunk spanning two or more buffers is copied,
+ * once (inputs smaller than a window, as an HTTP body's 16–64 KiB pieces,
+ * are kept as views until a window is full, not concatenated each time).
  */
 export async function* chunkStream(src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  let tail: Uint8Array = new Uint8Array(0)
+  /** Bytes not yet chunked, fewer than MAX_CHUNK in all: views of earlier inputs. */
+  let tail: Uint8Array[] = []
+  let tailLen = 0
   for await (const input of src) {
     let data = input
     // First finish the chunk that started in earlier input, through a small window.
-    while (tail.length > 0 && tail.length + data.length >= MAX_CHUNK) {
-      const take = MAX_CHUNK - tail.length
+    while (tailLen > 0 && tailLen + data.length >= MAX_CHUNK) {
+      const take = MAX_CHUNK - tailLen
       // Always MAX_CHUNK bytes: one allocation size, which the heap reuses without fragmenting.
       const window = Buffer.allocUnsafe(MAX_CHUNK)
-      window.set(tail, 0)
-      window.set(data.subarray(0, take), tail.length)
+      let at = 0
+      for (const t of tail) {
+        window.set(t, at)
+        at += t.length
+      }
+      window.set(data.subarray(0, take), tailLen)
       const n = cutPoint(window, 0, MAX_CHUNK)
       yield window.subarray(0, n)
-      if (n < tail.length) {
-        tail = window.subarray(n, tail.length)
+      if (n < tailLen) {
+        tail = [window.subarray(n, tailLen)]
+        tailLen -= n
       } else {
-        data = data.subarray(n - tail.length)
-        tail = new Uint8Array(0)
+        data = data.subarray(n - tailLen)
+        tail = []
+        tailLen = 0
       }
     }
-    if (tail.length > 0) {
-      tail = Buffer.concat([tail, data])
+    if (tailLen > 0) {
+      tail.push(data)
+      tailLen += data.length
       continue
     }
     let off = 0
@@ -85,12 +96,16 @@ export async function* chunkStream(src: AsyncIterable<Uint8Array>): AsyncGenerat
       yield data.subarray(off, off + n)
       off += n
     }
-    tail = data.subarray(off)
+    if (off < data.length) {
+      tail = [data.subarray(off)]
+      tailLen = data.length - off
+    }
   }
+  const rest = tail.length === 1 ? tail[0]! : Buffer.concat(tail)
   let off = 0
-  while (off < tail.length) {
-    const n = cutPoint(tail, off, tail.length)
-    yield tail.subarray(off, off + n)
+  while (off < rest.length) {
+    const n = cutPoint(rest, off, rest.length)
+    yield rest.subarray(off, off + n)
     off += n
   }
 }

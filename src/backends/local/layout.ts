@@ -254,6 +254,12 @@ export class LocalRoot {
     return this.staging.dir
   }
 
+  /** Whether a temp file of ours is still in `dir`: the oldest usually is, so a commit publishing thousands stops at the first (no copy of the set). */
+  private hasTempIn(dir: string): boolean {
+    for (const t of this.temps) if (path.dirname(t) === dir) return true
+    return false
+  }
+
   /**
    * Removes the staging folder once none of our temp files are left in it,
    * and the folders made for it while the store does not exist (rmdir: a
@@ -261,7 +267,7 @@ export class LocalRoot {
    */
   private dropStaging(): void {
     const s = this.staging
-    if (!s || [...this.temps].some((t) => path.dirname(t) === s.dir)) return
+    if (!s || this.hasTempIn(s.dir)) return
     this.staging = undefined
     // The store's own tmp/ now, or a folder that was there before us.
     if ((this.exists && s.dir === this.tmp) || !s.made) return

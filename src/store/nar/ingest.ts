@@ -8,6 +8,14 @@ import { ByteReader } from './byte-reader.js'
 import { readNar } from './reader.js'
 
 const EMPTY = new Uint8Array(0)
+/**
+ * Files up to this size go to the stage as one buffer: a small file is
+ * usually one piece of the input already, and a stage takes a buffer in
+ * one step (the local store hashes and writes it with one call each), where
+ * a stream costs several async hops per file, the bulk of a tree of small
+ * files. The local store holds that much of a stream anyway to pick a format.
+ */
+const WHOLE_FILE = 1 << 20
 
 /**
  * Ingests a NAR stream into the castore (SPEC 8.4): files become blobs as
@@ -26,7 +34,7 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage
   try {
     const root = await readNar<Node>(reader, {
       async file(executable, size, contents) {
-        const info = await stage.put(contents, opts)
+        const info = await stage.put(size <= WHOLE_FILE ? await wholeFile(contents) : contents, opts)
         return { kind: 'file', name: EMPTY, digest: info.digest, size, executable }
       },
       async symlink(target) {
@@ -44,4 +52,11 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage
   } finally {
     await reader.cancel()
   }
+}
+
+/** A small file's contents as one buffer: the piece itself when it came whole (the common case), else the pieces joined. */
+async function wholeFile(contents: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const pieces: Uint8Array[] = []
+  for await (const p of contents) pieces.push(p)
+  return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)
 }
