@@ -19,8 +19,10 @@ const SMALL_BLOB = 1 << 20
  * Bytes of a pack read at once when a whole blob is read (its chunks are
  * mostly consecutive). Up to three such reads are alive per reader (one
  * in flight, one being used, one the whole-blob check holds back), per
- * concurrent download of a binary cache: 1 MiB made 16 downloads of a
- * large NAR peak at ~370 MiB of RSS, 256 KiB is as fast.
+ * concurrent download of a binary cache: with 1 MiB, 16 downloads of a
+ * large NAR peaked at ~330 MiB of RSS, with 256 KiB at ~180 MiB (512 KiB:
+ * ~215 MiB). A single download was 10-70% slower than with 1 MiB in three
+ * runs on a loaded machine (1.3-1.8 s vs 1.5-3.1 s for 512 MiB): noisy, unsettled.
  */
 const PACK_READ_AHEAD = 256 << 10
 /** Blob sizes remembered at most (then forgotten all at once): a few MiB of memory. */
