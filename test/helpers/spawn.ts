@@ -77,6 +77,16 @@ export function cpuTicks(pid: number): number | undefined {
   }
 }
 
+/** Resident memory of a process now (VmRSS), in KiB; undefined once it is gone or off Linux. */
+export function rssKiB(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * Resolves true once process `pid` has used no CPU for `idleMs`: blocked
  * (on a FIFO, a lock), not merely slow, since a runnable process gets some
