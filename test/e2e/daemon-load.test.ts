@@ -22,7 +22,7 @@ import { b3, toHex } from '../../src/castore/digest.js'
 import { type CliResult, runCli } from '../helpers/cli.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { nixMissing, NixStore } from '../helpers/nix.js'
-import { failIfStalled } from '../helpers/spawn.js'
+import { failIfStalled, rssKiB } from '../helpers/spawn.js'
 import { randomBytes, rng } from '../helpers/trees.js'
 
 const TREE_COUNT = 6
@@ -57,16 +57,6 @@ function makeLoadTree(dest: string, i: number): void {
   fs.symlinkSync('id', path.join(dest, 'link-to-id'))
   fs.symlinkSync('/nonexistent/dangling', path.join(dest, dirs[1]!, 'dangling'))
   fs.writeFileSync(path.join(dest, 'big.bin'), randomBytes(BIG, 70_000 + (i % 2)))
-}
-
-/** VmRSS (now) or VmHWM (peak so far) of a process, in KiB; undefined off Linux. */
-function vmRssKiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | undefined {
-  try {
-    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) : undefined
-  } catch {
-    return undefined // not Linux, or the process is gone
-  }
 }
 
 /** Every file under `dir`, relative. */
@@ -161,11 +151,11 @@ describe('daemon under load: many concurrent clients', () => {
     }
     assert.ok(jobs.length >= 32, `only ${jobs.length} clients`)
 
-    let peakKiB = vmRssKiB(pid) ?? 0
+    let peakKiB = rssKiB(pid) ?? 0
     const startKiB = peakKiB
     let samples = 0
     const sampler = setInterval(() => {
-      const v = vmRssKiB(pid)
+      const v = rssKiB(pid)
       if (v !== undefined) {
         samples++
         if (v > peakKiB) peakKiB = v
@@ -179,8 +169,8 @@ describe('daemon under load: many concurrent clients', () => {
       clearInterval(sampler)
     }
     const stormMs = performance.now() - t0
-    const afterKiB = vmRssKiB(pid) ?? 0
-    const hwmKiB = vmRssKiB(pid, 'VmHWM')
+    const afterKiB = rssKiB(pid) ?? 0
+    const hwmKiB = rssKiB(pid, 'VmHWM')
     if (afterKiB > peakKiB) peakKiB = afterKiB
 
     const failed = results.flatMap((r, i) => (r.code === 0 ? [] : [`${jobs[i]!.what}: exit ${r.code}: ${r.stderr.trim()}`]))

@@ -77,13 +77,13 @@ export function cpuTicks(pid: number): number | undefined {
   }
 }
 
-/** Resident memory of a process now (VmRSS), in KiB; undefined once it is gone or off Linux. */
-export function rssKiB(pid: number): number | undefined {
+/** Resident memory of a process, now (VmRSS) or its peak so far (VmHWM), in KiB; undefined once it is gone or off Linux. */
+export function rssKiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | undefined {
   try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
     return m ? Number(m[1]) : undefined
   } catch {
-    return undefined
+    return undefined // not Linux, or the process is gone
   }
 }
 
