@@ -5,7 +5,7 @@ import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../c
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta, LocalReads } from '../../castore/blob-service.js'
-import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readManifest, readPackedBlob } from './pack.js'
+import { ChunkReader, type ChunkRef, PackWriter, readManifest, readPackedBlob } from './pack.js'
 import type { ObjectGraph } from './object-graph.js'
 import { callerInput, onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
@@ -15,16 +15,8 @@ import type { CallOptions } from '../../util/call-options.js'
 const READ_CHUNK = 1 << 20
 /** Blobs up to this size are read and written with one synchronous call. */
 const SMALL_BLOB = 1 << 20
-/**
- * Bytes of a pack read at once when a whole blob is read (its chunks are
- * mostly consecutive). Up to three such reads are alive per reader (one
- * in flight, one being used, one the whole-blob check holds back), per
- * concurrent download of a binary cache: with 1 MiB, 16 downloads of a
- * large NAR peaked at ~330 MiB of RSS, with 256 KiB at ~180 MiB (512 KiB:
- * ~215 MiB). A single download was 10-70% slower than with 1 MiB in three
- * runs on a loaded machine (1.3-1.8 s vs 1.5-3.1 s for 512 MiB): noisy, unsettled.
- */
-const PACK_READ_AHEAD = 256 << 10
+/** Bytes of a pack read at once when a whole blob is read (its chunks are mostly consecutive). */
+const PACK_READ_AHEAD = 1 << 20
 /** Blob sizes remembered at most (then forgotten all at once): a few MiB of memory. */
 const MAX_KNOWN_SIZES = 1 << 16
 
@@ -148,7 +140,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads {
 
   /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
   private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | undefined {
-    const manifest = manifestEntries(this.packPath(toHex(d)), toHex(d))
+    const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
     // Each chunk is checked before it leaves; the whole-blob check proves the manifest right.
     if (manifest) return verifyBlob(d, readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD))
     const chunk = this.objects.chunks.get(d)

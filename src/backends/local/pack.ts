@@ -66,14 +66,10 @@ function encodeManifest(entries: ChunkRef[], self: string): Buffer {
 }
 
 function decodeManifest(buf: Buffer, self: string, file: string): ChunkRef[] {
-  return [...decodeEntries(buf, self, file)]
-}
-
-/** The manifest's entries, decoded one at a time as they are asked for. */
-function* decodeEntries(buf: Buffer, self: string, file: string): Generator<ChunkRef> {
   const bad = () => new IntegrityError(`pack ${file} has a corrupt manifest`)
   if (buf.length < 4) throw bad()
   const count = buf.readUInt32LE(0)
+  const out: ChunkRef[] = []
   let p = 4
   for (let i = 0; i < count; i++) {
     if (p + 50 > buf.length) throw bad()
@@ -92,32 +88,13 @@ function* decodeEntries(buf: Buffer, self: string, file: string): Generator<Chun
       e.pack = buf.toString('hex', p, p + 32)
       p += 32
     }
-    yield e
+    out.push(e)
   }
+  return out
 }
 
 /** The chunk list of a pack file, or undefined if there is no such file. */
 export function readManifest(file: string, self: string): ChunkRef[] | undefined {
-  const raw = readManifestBytes(file)
-  return raw && decodeManifest(raw, self, file)
-}
-
-/**
- * A pack's chunk list for one pass over it, decoded as it is walked: a
- * 1 GiB blob lists ~16,000 chunks, which as objects cost ~5 MB of heap per
- * reader (per concurrent download of a binary cache), where the raw
- * manifest is ~50 bytes a chunk. Checked whole now, so a corrupt manifest
- * still fails before any byte is read.
- */
-export function manifestEntries(file: string, self: string): Iterable<ChunkRef> | undefined {
-  const raw = readManifestBytes(file)
-  if (!raw) return undefined
-  for (const _ of decodeEntries(raw, self, file));
-  return { [Symbol.iterator]: () => decodeEntries(raw, self, file) }
-}
-
-/** The manifest bytes of a pack file, or undefined if there is no such file. */
-function readManifestBytes(file: string): Buffer | undefined {
   let fd: number
   try {
     fd = fsSync.openSync(file, 'r')
@@ -135,7 +112,7 @@ function readManifestBytes(file: string): Buffer | undefined {
     if (len > size - TRAILER) throw new IntegrityError(`pack ${file} is truncated`)
     const manifest = Buffer.alloc(len)
     fsSync.readSync(fd, manifest, 0, len, size - TRAILER - len)
-    return manifest
+    return decodeManifest(manifest, self, file)
   } catch (e) {
     throw onFile(e, file)
   } finally {
@@ -203,19 +180,18 @@ interface Span {
   refs: ChunkRef[]
 }
 
-/** The manifest's chunks grouped into spans of up to `max` bytes, one span at a time. */
-function* spans(manifest: Iterable<ChunkRef>, max: number): Generator<Span> {
-  let last: Span | undefined
+function spans(manifest: ChunkRef[], max: number): Span[] {
+  const out: Span[] = []
   for (const r of manifest) {
+    const last = out.at(-1)
     if (last && last.pack === r.pack && last.start + last.length === r.offset && last.length + r.stored <= max) {
       last.length += r.stored
       last.refs.push(r)
     } else {
-      if (last) yield last
-      last = { pack: r.pack, start: r.offset, length: r.stored, refs: [r] }
+      out.push({ pack: r.pack, start: r.offset, length: r.stored, refs: [r] })
     }
   }
-  if (last) yield last
+  return out
 }
 
 /**
@@ -226,7 +202,7 @@ function* spans(manifest: Iterable<ChunkRef>, max: number): Generator<Span> {
  * check alone would let a corrupt file out up to its last byte); the
  * caller's whole-blob check still proves the manifest lists the right chunks.
  */
-export async function* readPackedBlob(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number): AsyncGenerator<Uint8Array> {
+export async function* readPackedBlob(packPath: (hex: string) => string, manifest: ChunkRef[], readAhead: number): AsyncGenerator<Uint8Array> {
   const handles = new Map<string, Promise<fs.FileHandle>>()
   const handle = (pack: string) => {
     let h = handles.get(pack)
@@ -244,18 +220,12 @@ export async function* readPackedBlob(packPath: (hex: string) => string, manifes
     return buf
   }
   const list = spans(manifest, readAhead)
-  const following = () => {
-    const r = list.next()
-    return r.done ? undefined : r.value
-  }
-  let upcoming = following()
-  let next: Promise<Buffer> | undefined = upcoming && load(upcoming)
+  let next: Promise<Buffer> | undefined = list.length > 0 ? load(list[0]!) : undefined
   try {
-    while (upcoming) {
-      const sp = upcoming
+    for (let i = 0; i < list.length; i++) {
+      const sp = list[i]!
       const buf = await next!
-      upcoming = following()
-      next = upcoming && load(upcoming)
+      next = i + 1 < list.length ? load(list[i + 1]!) : undefined
       const stored = (r: ChunkRef) => buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored)
       if (sp.refs.every((r) => r.codec === 0 && r.stored === r.size)) {
         // Stored raw (incompressible data): the span is the bytes, one piece once all its chunks check; fewer, larger pieces downstream.
