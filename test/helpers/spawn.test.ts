@@ -31,7 +31,9 @@ import { spawnOwned } from ${JSON.stringify(path.join(REPO, 'test/helpers/spawn.
 test('leaves a process group running', async () => {
   const child = spawnOwned('sh', ['-c', 'sleep 1000 & echo $!; exec sleep 1000'], { stdio: ['ignore', 'pipe', 'ignore'] })
   const grandchild = await new Promise((resolve) => child.stdout.once('data', (c) => resolve(Number(String(c).trim()))))
-  fs.writeFileSync(${JSON.stringify(pidFile)}, JSON.stringify([child.pid, grandchild]))
+  // Written whole, then renamed: the test polls for the file and must never read it half-written.
+  fs.writeFileSync(${JSON.stringify(pidFile + '.part')}, JSON.stringify([child.pid, grandchild]))
+  fs.renameSync(${JSON.stringify(pidFile + '.part')}, ${JSON.stringify(pidFile)})
 })
 `
 
