@@ -15,7 +15,6 @@ import type { CallOptions } from '../../util/call-options.js'
 import type { CacheUrl } from './cache-url.js'
 import type { CacheWriter } from './cache-writer.js'
 import { FolderCacheWriter, tempIn } from './folder-writer.js'
-import { HttpCacheWriter } from './http-writer.js'
 
 /** What the URL's parameters ask of a writer (Nix's binary cache store settings). */
 export interface SinkSettings {
@@ -46,15 +45,15 @@ function readSecretKeyFile(file: string): string {
   }
 }
 
-/** The sink of a cache URL: its writer (folder or HTTP) and its settings, read when first used. */
-export function openNarSink(cache: CacheUrl, storeDir: string): CacheNarSink {
-  const writer = cache.location.kind === 'file' ? new FolderCacheWriter(cache.location.dir) : new HttpCacheWriter(cache.location.base)
+/** The sink of a cache URL: its writer (folder or HTTP, whose undici is loaded only then) and its settings, read when first used. */
+export async function openNarSink(cache: CacheUrl, storeDir: string): Promise<CacheNarSink> {
+  const writer = cache.location.kind === 'file' ? new FolderCacheWriter(cache.location.dir) : new (await import('./http-writer.js')).HttpCacheWriter(cache.location.base)
   return new CacheNarSink(writer, storeDir, () => sinkSettings(cache.params))
 }
 
 /** `store` (a binary cache opened as a store) with the cache's NarSink, closed with it. */
-export function withNarSink<S extends Store>(store: S, cache: CacheUrl, storeDir: string): S & NarSinkCapable {
-  const narSink = openNarSink(cache, storeDir)
+export async function withNarSink<S extends Store>(store: S, cache: CacheUrl, storeDir: string): Promise<S & NarSinkCapable> {
+  const narSink = await openNarSink(cache, storeDir)
   const close = store.close.bind(store)
   return Object.assign(store, {
     narSink,

@@ -50,8 +50,8 @@ before(async () => {
 })
 
 /** A target for copyToCache: the cache URL's sink, with the store dir. */
-function cacheTarget(url: string): Store & NarSinkCapable {
-  const narSink = openNarSink(parseCacheUrl(url), STORE_DIR)
+async function cacheTarget(url: string): Promise<Store & NarSinkCapable> {
+  const narSink = await openNarSink(parseCacheUrl(url), STORE_DIR)
   return { storeDir: STORE_DIR, narSink, close: () => narSink.close() } as unknown as Store & NarSinkCapable
 }
 
@@ -81,7 +81,7 @@ describe('copy into a nix+file:// cache', () => {
   const dir = path.join(root, 'folder-cache')
 
   test('nix-cache-info, the NAR file named by its hash, the narinfo signed; a NAR shared by two paths is written once', async () => {
-    const to = cacheTarget(`nix+file://${dir}?compression=zstd&secret-key=${keyFile}`)
+    const to = await cacheTarget(`nix+file://${dir}?compression=zstd&secret-key=${keyFile}`)
     const seen: Array<{ pathsDone: number; pathsTotal: number; bytes: number }> = []
     const report = await copyToCache(source, to, [tree.path, twin.path], { parallel: 1, onProgress: (p) => seen.push(p) })
     assert.deepEqual(report.copied, [tree.path, twin.path].sort())
@@ -99,7 +99,7 @@ describe('copy into a nix+file:// cache', () => {
     assert.ok(hasValidSignature(pathInfoFromNarInfo(a, tree.info.node, STORE_DIR), [publicKeyOf(key)], STORE_DIR))
     assert.deepEqual(tempsIn(dir), [])
 
-    const again = await copyToCache(source, cacheTarget(`nix+file://${dir}?compression=zstd`), [tree.path])
+    const again = await copyToCache(source, await cacheTarget(`nix+file://${dir}?compression=zstd`), [tree.path])
     assert.deepEqual([again.copied, again.skipped, again.bytes], [[], [tree.path], 0])
   })
 
@@ -107,13 +107,13 @@ describe('copy into a nix+file:// cache', () => {
     const other = path.join(root, 'gnu-cache')
     fs.mkdirSync(other)
     fs.writeFileSync(path.join(other, 'nix-cache-info'), 'StoreDir: /gnu/store\n')
-    await assert.rejects(copyToCache(source, cacheTarget(`nix+file://${other}`), [tree.path]), /binary cache 'nix\+file:\/\/.*gnu-cache' is for Nix stores with prefix '\/gnu\/store', not '\/nix\/store'/)
+    await assert.rejects(copyToCache(source, await cacheTarget(`nix+file://${other}`), [tree.path]), /binary cache 'nix\+file:\/\/.*gnu-cache' is for Nix stores with prefix '\/gnu\/store', not '\/nix\/store'/)
     assert.deepEqual(fs.readdirSync(other), ['nix-cache-info'])
   })
 
   test('a path whose NAR is not its recorded NarHash publishes nothing', async () => {
     const liar = path.join(root, 'liar-cache')
-    const sink = openNarSink(parseCacheUrl(`nix+file://${liar}?compression=none`), STORE_DIR)
+    const sink = await openNarSink(parseCacheUrl(`nix+file://${liar}?compression=none`), STORE_DIR)
     const info = { ...tree.info, narinfo: { ...tree.info.narinfo!, narSha256: new Uint8Array(32) } }
     await assert.rejects(sink.putPath(info, () => renderNar(info.node, source)), /does not match its recorded NAR hash and size/)
     assert.deepEqual(fs.readdirSync(liar).sort(), ['nar', 'nix-cache-info'])
@@ -128,7 +128,7 @@ describe('copy into a nix+file:// cache', () => {
     ]
     for (const [query, re] of cases) {
       const never = path.join(root, 'never')
-      await assert.rejects(copyToCache(source, cacheTarget(`nix+file://${never}?${query}`), [tree.path]), re)
+      await assert.rejects(copyToCache(source, await cacheTarget(`nix+file://${never}?${query}`), [tree.path]), re)
       assert.equal(fs.existsSync(never), false, query)
     }
   })
@@ -143,13 +143,13 @@ test('from another binary cache, a path needs a trusted signature (or a content 
   const barePath = `${STORE_DIR}/00000000000000000000000000000000-bare`
   const signed = path.join(root, 'signed-source')
   const unsigned = path.join(root, 'unsigned-source')
-  await copyToCache(withBare, cacheTarget(`nix+file://${signed}?compression=none&secret-key=${keyFile}`), [barePath])
-  await copyToCache(withBare, cacheTarget(`nix+file://${unsigned}?compression=none`), [barePath])
+  await copyToCache(withBare, await cacheTarget(`nix+file://${signed}?compression=none&secret-key=${keyFile}`), [barePath])
+  await copyToCache(withBare, await cacheTarget(`nix+file://${unsigned}?compression=none`), [barePath])
 
   const copyBetween = async (fromDir: string, toDir: string, opts: Parameters<typeof copyToCache>[3]) => {
     const from = await openStore({ url: `nix+file://${fromDir}`, storeDir: STORE_DIR, mustExist: true })
     try {
-      return await copyToCache(from, cacheTarget(`nix+file://${toDir}?compression=none&secret-key=${keyFile}`), [barePath], opts)
+      return await copyToCache(from, await cacheTarget(`nix+file://${toDir}?compression=none&secret-key=${keyFile}`), [barePath], opts)
     } finally {
       await from.close()
     }
@@ -172,7 +172,7 @@ describe('copy into an http:// cache', () => {
   after(() => server.close())
 
   test('as Nix: nix-cache-info, HEADs, then the NAR and the narinfo PUT whole with their lengths and types', async () => {
-    const to = cacheTarget(`${server.url}?compression=xz`)
+    const to = await cacheTarget(`${server.url}?compression=xz`)
     try {
       const report = await copyToCache(source, to, [tree.path])
       assert.deepEqual(report.copied, [tree.path])
@@ -199,7 +199,7 @@ describe('copy into an http:// cache', () => {
     server.faults.method = 'PUT'
     server.faults.status = 500
     server.faults.times = 1
-    const to = cacheTarget(`${server.url}?compression=none`)
+    const to = await cacheTarget(`${server.url}?compression=none`)
     try {
       assert.deepEqual((await copyToCache(source, to, [twin.path])).copied, [twin.path])
     } finally {
@@ -213,7 +213,7 @@ describe('copy into an http:// cache', () => {
     const empty = path.join(root, 'read-only')
     fs.mkdirSync(empty)
     const readOnly = await startFileCacheServer(empty)
-    const to = cacheTarget(readOnly.url)
+    const to = await cacheTarget(readOnly.url)
     try {
       await assert.rejects(copyToCache(source, to, [tree.path]), new RegExp(`^BackendError: cannot upload nix-cache-info to ${readOnly.url}: HTTP 403: read-only$`))
       assert.deepEqual(readOnly.requests, ['GET /nix-cache-info', 'PUT /nix-cache-info'])
@@ -227,7 +227,7 @@ describe('copy into an http:// cache', () => {
     const fresh = path.join(root, 'refusing')
     fs.mkdirSync(fresh)
     const refusing = await startFileCacheServer(fresh, { writable: true })
-    const to = cacheTarget(`${refusing.url}?compression=none`)
+    const to = await cacheTarget(`${refusing.url}?compression=none`)
     try {
       refusing.faults.match = /\.narinfo$/
       refusing.faults.method = 'PUT'
