@@ -125,20 +125,22 @@ export function uploads(store: Store, opts: UploadOptions, log: (line: string) =
     if (!compression) throw new Refused(400, `unknown NAR file extension ${ext}`)
     const fileSha256 = decodeHash(hash)
     const sha = createHash('sha256')
+    /** Off once the file turns out to be the NAR itself: the NAR's own SHA-256 is then the file's. */
+    let hashFile = true
     let fileSize = 0
     let narSize = 0
     const file = tap(req.iterator({ destroyOnReturn: false }), (c) => {
-      sha.update(c)
+      if (hashFile) sha.update(c)
       fileSize += c.length
     })
-    const nar = tap(uploadedNar(file, compression), (c) => {
+    const nar = tap(uploadedNar(file, compression, () => (hashFile = false)), (c) => {
       narSize += c.length
       if (narSize > opts.maxNarSize) throw new Refused(413, `the NAR is larger than --max-nar-size (${formatSize(opts.maxNarSize)})`)
     })
     const entry = await withStage(store, async (stage) => {
       const ingested = await ingestNar(nar, stage, { signal: stopped })
-      // The reader saw the NAR's end, so the whole file went through the hash.
-      const got = sha.digest()
+      // The reader saw the NAR's end (and refuses anything after it), so the whole file went through the hash.
+      const got = hashFile ? sha.digest() : Buffer.from(ingested.narSha256)
       if (!got.equals(fileSha256)) throw new Refused(400, `the uploaded file's SHA-256 is ${nixbase32.encode(got)}, not the ${hash} its name says: damaged or tampered`)
       await commitTree(store, ingested, stage)
       return { root: ingested.root, narSha256: ingested.narSha256, narSize: ingested.narSize, fileSize }

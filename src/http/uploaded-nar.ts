@@ -21,8 +21,9 @@ export function compressionOfExtension(ext: string): string | undefined {
  * from the file name picks the family and the bytes decide, as Nix's
  * reader does; a `.nar` that does not start as a NAR is decoded by its
  * leading bytes (Nix gives gzip, compress and lzma that name too).
+ * `onRaw` is called before the first byte when the file is the NAR itself.
  */
-export async function* uploadedNar(file: AsyncIterable<Uint8Array>, label: string): AsyncGenerator<Uint8Array> {
+export async function* uploadedNar(file: AsyncIterable<Uint8Array>, label: string, onRaw?: () => void): AsyncGenerator<Uint8Array> {
   const it = file[Symbol.asyncIterator]()
   const head: Uint8Array[] = []
   let headLen = 0
@@ -42,7 +43,10 @@ export async function* uploadedNar(file: AsyncIterable<Uint8Array>, label: strin
   })()
   if (label === 'none') {
     const first = Buffer.concat(head)
-    if (first.subarray(0, NAR_MAGIC.length).equals(NAR_MAGIC)) return yield* all
+    if (first.subarray(0, NAR_MAGIC.length).equals(NAR_MAGIC)) {
+      onRaw?.()
+      return yield* all
+    }
     if (!detectFormat(first)) throw new InvalidInputError('the uploaded .nar is neither a NAR nor compressed data Nix can read')
   }
   // gzip's decoder goes by the bytes: gzip, compress or lzma, or a clear error for anything else.

@@ -61,7 +61,7 @@ async function* checkedFile(
   refuse: (why: string) => Error,
   onBytes?: (n: number) => void,
 ): AsyncGenerator<Uint8Array> {
-  const want = fields.fileHash?.startsWith('sha256:') ? parseSha256(fields.fileHash) : undefined
+  const want = fileHashToCheck(fields)
   const sha = want && createHash('sha256')
   let size = 0
   for await (const c of body) {
@@ -72,4 +72,17 @@ async function* checkedFile(
   }
   if (fields.fileSize !== undefined && size !== fields.fileSize) throw refuse(`file '${fields.url}' has ${size} bytes, not the FileSize ${fields.fileSize} of its narinfo`)
   if (want && !bytesEqual(sha!.digest(), want)) throw refuse(`file '${fields.url}' does not have the FileHash ${fields.fileHash} of its narinfo`)
+}
+
+/**
+ * The FileHash the file is checked against as it passes, if the narinfo
+ * gives one. Not for an uncompressed NAR whose FileHash is its NarHash (as
+ * Nix writes them): the file is the NAR, the NAR reader refuses anything
+ * after its end, and the NarHash check covers those very bytes.
+ */
+function fileHashToCheck(fields: NarInfoFields): Uint8Array | undefined {
+  if (!fields.fileHash?.startsWith('sha256:')) return undefined
+  const want = parseSha256(fields.fileHash)
+  const raw = fields.compression === 'none' || fields.compression === ''
+  return raw && bytesEqual(want, parseSha256(fields.narHash)) ? undefined : want
 }

@@ -16,9 +16,10 @@ import { parseCacheUrl } from '../../../src/backends/nix-cache/cache-url.js'
 import { openNarSink } from '../../../src/backends/nix-cache/sink.js'
 import { decompressor } from '../../../src/codecs/index.js'
 import { openStore } from '../../../src/backends/open-store.js'
+import { copyFromCache } from '../../../src/ops/copy-from-cache.js'
 import { copyToCache } from '../../../src/ops/copy-to-cache.js'
 import { importPath } from '../../../src/ops/import-paths.js'
-import type { NarSinkCapable } from '../../../src/store/capabilities.js'
+import type { NarSinkCapable, NarSource } from '../../../src/store/capabilities.js'
 import { renderNar } from '../../../src/store/nar/render.js'
 import * as nixbase32 from '../../../src/store/nixbase32.js'
 import { parseNarInfo, pathInfoFromNarInfo } from '../../../src/store/narinfo.js'
@@ -160,6 +161,41 @@ test('from another binary cache, a path needs a trusted signature (or a content 
   assert.deepEqual(fs.readdirSync(refused).filter((f) => f.endsWith('.narinfo')), [])
   assert.deepEqual((await copyBetween(signed, path.join(root, 'trusted-target'), { trustedKeys: [publicKeyOf(key)] })).copied, [barePath])
   assert.deepEqual((await copyBetween(unsigned, path.join(root, 'unchecked-target'), { checkSigs: false })).copied, [barePath])
+})
+
+test('read back from an uncompressed cache (FileHash = NarHash): a byte flipped or appended in the NAR file is refused, and nothing is stored', async () => {
+  const dir = path.join(root, 'plain-cache')
+  await copyToCache(source, await cacheTarget(`nix+file://${dir}?compression=none`), [tree.path])
+  const fields = await checkWritten(dir, tree, 'none')
+  assert.equal(fields.fileHash, fields.narHash, 'Nix names an uncompressed NAR by its NAR hash')
+  const file = path.join(dir, fields.url)
+  const honest = fs.readFileSync(file)
+  const copyFrom = async () => {
+    const from = await openStore({ url: `nix+file://${dir}`, storeDir: STORE_DIR, mustExist: true })
+    const to = await memoryStore()
+    try {
+      return { report: await copyFromCache(from as Store & NarSource, to, [tree.path], { checkSigs: false }), to }
+    } catch (e) {
+      assert.equal(await to.pathInfos.get(nixbase32.decode(hashPart(tree.path))), undefined)
+      throw e
+    } finally {
+      await from.close()
+    }
+  }
+  // A byte of a file's contents: the NAR still parses, only its hash tells.
+  let at = honest.indexOf('contents')
+  while (honest.readBigUInt64LE(at + 8) === 0n) at = honest.indexOf('contents', at + 8)
+  const flipped = Buffer.from(honest)
+  flipped[at + 16]! ^= 0xff
+  fs.writeFileSync(file, flipped)
+  await assert.rejects(copyFrom(), /NAR hash mismatch: the narinfo says sha256:\S+, the NAR has sha256:/)
+  fs.writeFileSync(file, Buffer.concat([honest, Buffer.alloc(8)]))
+  // Whichever notices first: the NAR reader the bytes after its end, or the FileSize check at the file's end.
+  await assert.rejects(copyFrom(), new RegExp(`trailing data after the end of the archive|file '${fields.url}' has ${honest.length + 8} bytes, not the FileSize ${honest.length}`))
+  fs.writeFileSync(file, honest)
+  const { report, to } = await copyFrom()
+  assert.deepEqual(report.copied, [tree.path])
+  assert.ok((await buffer(Readable.from(renderNar((await to.pathInfos.get(nixbase32.decode(hashPart(tree.path))))!.node, to)))).equals(await narOf(tree.info)))
 })
 
 describe('copy into an http:// cache', () => {
