@@ -31,13 +31,29 @@ export const T = {
   node: enc('node'),
 } as const
 
+export interface NarEncoderOptions {
+  /** Bytes gathered before they go to the sink in one piece (default 64 KiB). */
+  flushAt?: number
+  /** File contents shorter than this are copied into those pieces, longer ones go to the sink as they are (default 4 KiB). */
+  copyBelow?: number
+}
+
 export class NarEncoder {
-  private buf = Buffer.allocUnsafe(FLUSH_AT + 1024)
+  private readonly flushAt: number
+  private readonly copyBelow: number
+  private buf: Buffer
   private pos = 0
   /** Bytes emitted so far (flushed or not). */
   size = 0
 
-  constructor(private readonly sink: NarSink) {}
+  constructor(
+    private readonly sink: NarSink,
+    opts: NarEncoderOptions = {},
+  ) {
+    this.flushAt = opts.flushAt ?? FLUSH_AT
+    this.copyBelow = Math.min(opts.copyBelow ?? 4096, this.flushAt)
+    this.buf = Buffer.allocUnsafe(this.flushAt + 1024)
+  }
 
   /** Magic and the opening of the root node. */
   begin(): void {
@@ -62,11 +78,12 @@ export class NarEncoder {
   }
 
   contents(chunk: Uint8Array): void {
-    if (chunk.length < 4096 && this.pos + chunk.length <= this.buf.length) {
+    if (chunk.length < this.copyBelow) {
+      if (this.pos + chunk.length > this.buf.length) this.flush()
       this.buf.set(chunk, this.pos)
       this.pos += chunk.length
       this.size += chunk.length
-      if (this.pos >= FLUSH_AT) this.flush()
+      if (this.pos >= this.flushAt) this.flush()
       return
     }
     this.flush()
@@ -118,9 +135,11 @@ export class NarEncoder {
 
   flush(): void {
     if (this.pos === 0) return
-    // The sink may keep the chunk, so hand out a copy and keep our buffer.
-    this.sink(Buffer.from(this.buf.subarray(0, this.pos)))
+    // The sink may keep the chunk: it gets the filled part, and we a fresh buffer (no copy).
+    const full = this.buf.subarray(0, this.pos)
+    this.buf = Buffer.allocUnsafe(this.buf.length)
     this.pos = 0
+    this.sink(full)
   }
 
   private token(bytes: Uint8Array): void {
