@@ -4,7 +4,7 @@ import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../c
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-service.js'
-import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readManifest, readPackedBlob } from './pack.js'
+import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readFull, readManifest, readPackedBlob } from './pack.js'
 import type { ObjectGraph } from './object-graph.js'
 import { callerInput, onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
@@ -151,24 +151,52 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return this.openChunked(d)
       throw e
     }
-    if (sizeHint !== undefined && sizeHint <= SMALL_BLOB) {
-      // The size its node gives: one read, no fstat. A file of another size is read again below, so that the caller sees the true one.
-      const data = readUpTo(fd, sizeHint + 1, file, false)
-      if (data.length === sizeHint) {
-        fsSync.closeSync(fd)
-        return checkedBuffer(d, data)
-      }
-    }
-    let size: number
+    let handedOn = false
     try {
-      size = fsSync.fstatSync(fd).size
+      if (sizeHint !== undefined && sizeHint <= SMALL_BLOB) {
+        // The size its node gives: one read, no fstat. A file of another size is read again below, so that the caller sees the true one.
+        const buf = Buffer.allocUnsafe(sizeHint + 1)
+        if (readFull(fd, buf, 0, file) === sizeHint) return checkedBuffer(d, buf.subarray(0, sizeHint))
+      }
+      const size = fsSync.fstatSync(fd).size
+      if (size <= SMALL_BLOB) {
+        const buf = Buffer.allocUnsafe(size)
+        return checkedBuffer(d, buf.subarray(0, readFull(fd, buf, 0, file)))
+      }
+      handedOn = true
+      return verifyBlob(d, iterateSource(readPlain(fd, file)))
+    } finally {
+      // readPlain closes it when done.
+      if (!handedOn) fsSync.closeSync(fd)
+    }
+  }
+
+  /**
+   * A plain blob of exactly `size` bytes read straight into `into` at `at`
+   * (room for size + 1 there) and checked in place: a renderer copies no
+   * small file and allocates nothing for it. False, with nothing usable
+   * read, when it is stored otherwise (a chunk of a pack), absent, or of
+   * another size: openNow then says which.
+   */
+  readInto(d: B3Digest, size: number, into: Uint8Array, at: number): boolean {
+    if (this.objects.chunks.ifLoaded(toHex(requireDigestLength(d)))) return false
+    const file = this.path(d)
+    let fd: number
+    try {
+      fd = fsSync.openSync(file, 'r')
     } catch (e) {
-      fsSync.closeSync(fd)
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
       throw e
     }
-    // readUpTo and readPlain close fd.
-    if (size <= SMALL_BLOB) return checkedBuffer(d, readUpTo(fd, size, file, true, 0))
-    return verifyBlob(d, iterateSource(readPlain(fd, file)))
+    let got: number
+    try {
+      got = readFull(fd, into.subarray(at, at + size + 1), 0, file)
+    } finally {
+      fsSync.closeSync(fd)
+    }
+    if (got !== size) return false
+    checkedBuffer(d, into.subarray(at, at + size))
+    return true
   }
 
   /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
@@ -348,37 +376,12 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   }
 }
 
-/** Reads up to `max` bytes of an open file (from `pos`, else where it is); closes it if `close` or on failure. */
-function readUpTo(fd: number, max: number, file: string, close: boolean, pos: number | null = null): Buffer {
-  let ok = false
-  try {
-    const buf = Buffer.allocUnsafe(max)
-    let got = 0
-    while (got < max) {
-      const n = fsSync.readSync(fd, buf, got, max - got, pos === null ? null : pos + got)
-      if (n === 0) break
-      got += n
-    }
-    ok = true
-    return buf.subarray(0, got)
-  } catch (e) {
-    throw onFile(e, file)
-  } finally {
-    if (close || !ok) fsSync.closeSync(fd)
-  }
-}
-
 /** Reads a large plain blob (a version 1 store's) in READ_CHUNK pieces, each in a fresh buffer (the consumer may keep it), and closes it. */
 function* readPlain(fd: number, file: string): Generator<Uint8Array> {
   try {
     for (let pos = 0; ; ) {
       const buf = Buffer.allocUnsafe(READ_CHUNK)
-      let n: number
-      try {
-        n = fsSync.readSync(fd, buf, 0, READ_CHUNK, pos)
-      } catch (e) {
-        throw onFile(e, file)
-      }
+      const n = readFull(fd, buf, pos, file)
       if (n === 0) return
       pos += n
       yield buf.subarray(0, n)

@@ -259,14 +259,17 @@ export function* readPackedBlob(packPath: (hex: string) => string, manifest: Ite
   }
 }
 
-/** Reads `buf.length` bytes at `pos` (fewer only at the end of the file); returns how many. */
-function readFull(fd: number, buf: Buffer, pos: number, file: string): number {
+/**
+ * Reads `buf.length` bytes of a regular file at `pos`, fewer only at its
+ * end (a short read is the end: no second read to hear that).
+ */
+export function readFull(fd: number, buf: Uint8Array, pos: number, file: string): number {
   let got = 0
   try {
     while (got < buf.length) {
       const n = fsSync.readSync(fd, buf, got, buf.length - got, pos + got)
-      if (n === 0) break
       got += n
+      if (n === 0 || got < buf.length) break
     }
   } catch (e) {
     throw onFile(e, file)

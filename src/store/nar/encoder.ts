@@ -91,6 +91,22 @@ export class NarEncoder {
     this.sink(chunk)
   }
 
+  /**
+   * Contents of `size` bytes (less than copyBelow) that `fill` writes
+   * straight into the buffer at the offset it is given, with room for
+   * size + 1 there. If it returns false nothing is counted or emitted
+   * (the caller then gives the contents another way).
+   */
+  contentsInPlace(size: number, fill: (buf: Buffer, at: number) => boolean): boolean {
+    if (size >= this.copyBelow) return false
+    if (this.pos + size + 1 > this.buf.length) this.flush()
+    if (!fill(this.buf, this.pos)) return false
+    this.pos += size
+    this.size += size
+    if (this.pos >= this.flushAt) this.flush()
+    return true
+  }
+
   /** Counts `n` content bytes as emitted without emitting them: the consumer does not want them (a NAR rendered from an offset). */
   skipContents(n: number): void {
     this.flush()

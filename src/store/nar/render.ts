@@ -72,6 +72,13 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
             nar.endContents(node.size)
             break
           }
+          // A small file of a local store: read and checked in the NAR's own buffer.
+          const { readInto } = store.blobs
+          const { digest, size } = node
+          if (readInto && nar.contentsInPlace(size, (buf, at) => readInto.call(store.blobs, digest, size, buf, at))) {
+            nar.endContents(node.size)
+            break
+          }
           const found = store.blobs.openNow ? store.blobs.openNow(node.digest, node.size) : await store.blobs.open(node.digest, { signal: opts.signal })
           if (!found) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
           let got = 0
