@@ -193,8 +193,27 @@ export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: As
 
 /** A whole blob already in memory: checked at once, so a mismatch fails before any byte is used. */
 export function verifiedBuffer(digest: B3Digest, data: Uint8Array): AsyncIterable<Uint8Array> {
+  return iterateSource(checkedBuffer(digest, data))
+}
+
+/** `data` itself once its BLAKE3 is `digest`; an IntegrityError otherwise. */
+export function checkedBuffer<T extends Uint8Array>(digest: B3Digest, data: T): T {
   if (!bytesEqual(b3(data), digest)) throw new IntegrityError(`blob ${b3Display(digest)} is corrupt: its contents do not match its digest`)
-  return iterateSource(data)
+  return data
+}
+
+/**
+ * Optional capability of a BlobService that reads from this machine: a
+ * blob found without a promise, a small one already read and checked
+ * (the bytes), a larger one as open() gives it. A renderer walking a tree
+ * of many small files then pays no await, thread-pool trip or generator
+ * per file.
+ */
+export interface ImmediateReads {
+  /** `sizeHint`: the size the blob is expected to have (a file node's), which may save a syscall; the bytes are the true ones either way. */
+  openNow(digest: B3Digest, sizeHint?: number): Uint8Array | AsyncIterable<Uint8Array> | undefined
+  /** A small blob of exactly `size` bytes read into `into` at `at` (room for size + 1) and checked there; false if it cannot be (then openNow). */
+  readInto?(digest: B3Digest, size: number, into: Uint8Array, at: number): boolean
 }
 
 export async function readAll(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {

@@ -10,13 +10,24 @@ const SLICE_MS = 20
  * call and the signal handlers. Every SLICE_MS the checkpoint waits for
  * one macrotask; on every call it throws if `signal` was aborted.
  */
-export function cooperate(signal?: AbortSignal): () => Promise<void> {
+export function cooperate(signal?: AbortSignal): Checkpoint {
   let sliceStart = performance.now()
-  return async () => {
+  const due = () => {
     signal?.throwIfAborted()
-    if (performance.now() - sliceStart < SLICE_MS) return
+    return performance.now() - sliceStart >= SLICE_MS
+  }
+  const checkpoint = async () => {
+    if (!due()) return
     await nextMacrotask()
     signal?.throwIfAborted()
     sliceStart = performance.now()
   }
+  return Object.assign(checkpoint, { due })
 }
+
+/**
+ * Awaiting the checkpoint turns the loop when the slice is over; `due()`
+ * asks the same without a promise (throwing if the signal aborted), for
+ * walks whose steps are synchronous: `if (checkpoint.due()) await checkpoint()`.
+ */
+export type Checkpoint = (() => Promise<void>) & { due(): boolean }

@@ -1,11 +1,10 @@
 import fsSync from 'node:fs'
-import fs from 'node:fs/promises'
-import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, iterateSource, verifiedBuffer, verifyBlob } from '../../castore/blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, checkedBuffer, iterateSource, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
-import type { ChunkMeta, LocalReads } from '../../castore/blob-service.js'
-import { ChunkReader, type ChunkRef, PackWriter, readManifest, readPackedBlob } from './pack.js'
+import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-service.js'
+import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readFull, readManifest, readPackedBlob } from './pack.js'
 import type { ObjectGraph } from './object-graph.js'
 import { callerInput, onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
@@ -15,8 +14,17 @@ import type { CallOptions } from '../../util/call-options.js'
 const READ_CHUNK = 1 << 20
 /** Blobs up to this size are read and written with one synchronous call. */
 const SMALL_BLOB = 1 << 20
-/** Bytes of a pack read at once when a whole blob is read (its chunks are mostly consecutive). */
-const PACK_READ_AHEAD = 1 << 20
+/**
+ * Bytes of a pack read at once when a whole blob is read (its chunks are
+ * mostly consecutive). Two such buffers are alive per reader (one being
+ * used, one the whole-blob check holds back), per concurrent download of
+ * a binary cache. With reads ahead in the thread pool (three alive), 16
+ * downloads of a large NAR peaked at ~330 MiB of RSS with 1 MiB, ~180 MiB
+ * with 256 KiB (512 KiB: ~215 MiB).
+ */
+const PACK_READ_AHEAD = 256 << 10
+/** Packs held open at most for reads of single chunks. */
+const MAX_OPEN_PACKS = 32
 /** Blob sizes remembered at most (then forgotten all at once): a few MiB of memory. */
 const MAX_KNOWN_SIZES = 1 << 16
 
@@ -27,7 +35,7 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService, Staging, LocalReads {
+export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads {
   readonly readsLocally = true
   /** Temp files made durable together, before they are renamed into place. */
   private readonly durable: Batcher<string>
@@ -41,6 +49,9 @@ export class LocalBlobService implements BlobService, Staging, LocalReads {
    */
   private readonly knownSizes = new Map<string, number>()
 
+  /** Packs kept open for reads of single chunks (a tree's small blobs stored in packs): closed by a sweep, or when too many. */
+  private readonly chunkReader: ChunkReader
+
   /** `objects`: the store's object graph, whose chunk index dedups writes and finds chunks read by their own digest. */
   constructor(
     private readonly root: LocalRoot,
@@ -49,6 +60,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads {
     this.durable = new Batcher((tmps) => root.syncFiles(tmps))
     this.named = new Batcher(() => root.sync())
     root.onSweep(() => this.knownSizes.clear())
+    this.chunkReader = new ChunkReader(this.packPath, true, MAX_OPEN_PACKS)
+    root.onSweep(() => this.chunkReader.close())
   }
 
   private rememberSize(hex: string, size: number): void {
@@ -109,47 +122,99 @@ export class LocalBlobService implements BlobService, Staging, LocalReads {
 
   /** An aborted signal ends the read and closes its files, whether or not anyone reads on. */
   async open(d: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
-    requireDigestLength(d)
     opts?.signal?.throwIfAborted()
-    const data = await this.read(d)
+    const found = this.openNow(d)
+    const data = found instanceof Uint8Array ? iterateSource(found) : found
     return data && opts?.signal ? abortable(data, opts.signal) : data
   }
 
-  private async read(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
-    // Small blobs (most files of a tree) with synchronous open/fstat/read/close:
-    // microseconds, where the async route costs a thread-pool round trip each.
+  /**
+   * A blob found without a promise: up to SMALL_BLOB (most files of a
+   * tree) read and checked whole with synchronous calls (microseconds,
+   * where the async route costs a thread-pool round trip each), a larger
+   * one as a stream checked chunk by chunk and whole. Once the chunk index
+   * is loaded it is asked first, so a blob stored as a chunk of a pack
+   * costs no failed opens and its pack stays open for the next one.
+   */
+  openNow(d: B3Digest, sizeHint?: number): Uint8Array | AsyncIterable<Uint8Array> | undefined {
+    const hex = toHex(requireDigestLength(d))
+    const chunk = this.objects.chunks.ifLoaded(hex)
+    if (chunk) {
+      const data = this.readChunk(d, chunk)
+      if (data) return data
+    }
+    const file = this.path(d)
     let fd: number
     try {
-      fd = fsSync.openSync(this.path(d), 'r')
+      fd = fsSync.openSync(file, 'r')
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return this.openChunked(d)
       throw e
     }
-    let size: number
+    let handedOn = false
     try {
-      size = fsSync.fstatSync(fd).size
+      if (sizeHint !== undefined && sizeHint <= SMALL_BLOB) {
+        // The size its node gives: one read, no fstat. A file of another size is read again below, so that the caller sees the true one.
+        const buf = Buffer.allocUnsafe(sizeHint + 1)
+        if (readFull(fd, buf, 0, file) === sizeHint) return checkedBuffer(d, buf.subarray(0, sizeHint))
+      }
+      const size = fsSync.fstatSync(fd).size
+      if (size <= SMALL_BLOB) {
+        const buf = Buffer.allocUnsafe(size)
+        return checkedBuffer(d, buf.subarray(0, readFull(fd, buf, 0, file)))
+      }
+      handedOn = true
+      return verifyBlob(d, iterateSource(readPlain(fd, file)))
+    } finally {
+      // readPlain closes it when done.
+      if (!handedOn) fsSync.closeSync(fd)
+    }
+  }
+
+  /**
+   * A plain blob of exactly `size` bytes read straight into `into` at `at`
+   * (room for size + 1 there) and checked in place: a renderer copies no
+   * small file and allocates nothing for it. False, with nothing usable
+   * read, when it is stored otherwise (a chunk of a pack), absent, or of
+   * another size: openNow then says which.
+   */
+  readInto(d: B3Digest, size: number, into: Uint8Array, at: number): boolean {
+    if (this.objects.chunks.ifLoaded(toHex(requireDigestLength(d)))) return false
+    const file = this.path(d)
+    let fd: number
+    try {
+      fd = fsSync.openSync(file, 'r')
     } catch (e) {
-      fsSync.closeSync(fd)
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
       throw e
     }
-    // readWhole closes fd.
-    if (size <= SMALL_BLOB) return verifiedBuffer(d, readWhole(fd, size, this.path(d)))
-    const fh = await fs.open(this.path(d), 'r').finally(() => fsSync.closeSync(fd))
-    return verifyBlob(d, readChunks(fh, this.path(d)))
+    let got: number
+    try {
+      got = readFull(fd, into.subarray(at, at + size + 1), 0, file)
+    } finally {
+      fsSync.closeSync(fd)
+    }
+    if (got !== size) return false
+    checkedBuffer(d, into.subarray(at, at + size))
+    return true
   }
 
   /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
-  private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | undefined {
-    const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
+  private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | Uint8Array | undefined {
+    const manifest = manifestEntries(this.packPath(toHex(d)), toHex(d))
     // Each chunk is checked before it leaves; the whole-blob check proves the manifest right.
-    if (manifest) return verifyBlob(d, readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD))
+    if (manifest) return verifyBlob(d, iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD)))
     const chunk = this.objects.chunks.get(d)
-    if (!chunk) return undefined
-    const reader = new ChunkReader(this.packPath, true)
+    return chunk && this.readChunk(d, chunk)
+  }
+
+  /** A chunk read by its own digest, checked; undefined if its pack is gone (a sweep since the index was loaded). */
+  private readChunk(d: B3Digest, ref: ChunkRef): Uint8Array | undefined {
     try {
-      return verifiedBuffer(d, reader.read(chunk))
-    } finally {
-      reader.close()
+      return checkedBuffer(d, this.chunkReader.read(ref))
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw e
     }
   }
 
@@ -311,42 +376,17 @@ export class LocalBlobService implements BlobService, Staging, LocalReads {
   }
 }
 
-/** Reads all `size` bytes of an open file and closes it. */
-function readWhole(fd: number, size: number, file: string): Buffer {
+/** Reads a large plain blob (a version 1 store's) in READ_CHUNK pieces, each in a fresh buffer (the consumer may keep it), and closes it. */
+function* readPlain(fd: number, file: string): Generator<Uint8Array> {
   try {
-    const buf = Buffer.allocUnsafe(size)
-    let got = 0
-    while (got < size) {
-      const n = fsSync.readSync(fd, buf, got, size - got, null)
-      if (n === 0) break
-      got += n
+    for (let pos = 0; ; ) {
+      const buf = Buffer.allocUnsafe(READ_CHUNK)
+      const n = readFull(fd, buf, pos, file)
+      if (n === 0) return
+      pos += n
+      yield buf.subarray(0, n)
     }
-    return buf.subarray(0, got)
-  } catch (e) {
-    throw onFile(e, file)
   } finally {
     fsSync.closeSync(fd)
-  }
-}
-
-/** Reads a file in chunks, the next read already in flight while a chunk is used. */
-async function* readChunks(fh: fs.FileHandle, file: string): AsyncGenerator<Uint8Array> {
-  const read = async () => {
-    const buf = Buffer.allocUnsafe(READ_CHUNK)
-    const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null).catch((e) => Promise.reject(onFile(e, file)))
-    return buf.subarray(0, bytesRead)
-  }
-  let next: Promise<Buffer> | undefined = read()
-  try {
-    for (;;) {
-      const chunk = await next
-      next = undefined
-      if (chunk.length === 0) return
-      next = read()
-      yield chunk
-    }
-  } finally {
-    await next?.catch(() => {})
-    await fh.close()
   }
 }

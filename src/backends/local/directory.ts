@@ -21,6 +21,11 @@ export class LocalDirectoryService implements DirectoryService {
   }
 
   async get(d: B3Digest): Promise<Directory | undefined> {
+    return this.getNow(d)
+  }
+
+  /** get() without a promise: a renderer's walk over a tree of many Directories awaits none of them. */
+  getNow(d: B3Digest): Directory | undefined {
     const file = this.path(requireDigestLength(d))
     const bytes = readSmallFile(file)
     if (!bytes) return undefined

@@ -66,10 +66,14 @@ function encodeManifest(entries: ChunkRef[], self: string): Buffer {
 }
 
 function decodeManifest(buf: Buffer, self: string, file: string): ChunkRef[] {
+  return [...decodeEntries(buf, self, file)]
+}
+
+/** The manifest's entries, decoded one at a time as they are asked for. */
+function* decodeEntries(buf: Buffer, self: string, file: string): Generator<ChunkRef> {
   const bad = () => new IntegrityError(`pack ${file} has a corrupt manifest`)
   if (buf.length < 4) throw bad()
   const count = buf.readUInt32LE(0)
-  const out: ChunkRef[] = []
   let p = 4
   for (let i = 0; i < count; i++) {
     if (p + 50 > buf.length) throw bad()
@@ -88,13 +92,32 @@ function decodeManifest(buf: Buffer, self: string, file: string): ChunkRef[] {
       e.pack = buf.toString('hex', p, p + 32)
       p += 32
     }
-    out.push(e)
+    yield e
   }
-  return out
 }
 
 /** The chunk list of a pack file, or undefined if there is no such file. */
 export function readManifest(file: string, self: string): ChunkRef[] | undefined {
+  const raw = readManifestBytes(file)
+  return raw && decodeManifest(raw, self, file)
+}
+
+/**
+ * A pack's chunk list for one pass over it, decoded as it is walked: a
+ * 1 GiB blob lists ~16,000 chunks, which as objects cost ~5 MB of heap per
+ * reader (per concurrent download of a binary cache), where the raw
+ * manifest is ~50 bytes a chunk. Checked whole now, so a corrupt manifest
+ * still fails before any byte is read.
+ */
+export function manifestEntries(file: string, self: string): Iterable<ChunkRef> | undefined {
+  const raw = readManifestBytes(file)
+  if (!raw) return undefined
+  for (const _ of decodeEntries(raw, self, file));
+  return { [Symbol.iterator]: () => decodeEntries(raw, self, file) }
+}
+
+/** The manifest bytes of a pack file, or undefined if there is no such file. */
+function readManifestBytes(file: string): Buffer | undefined {
   let fd: number
   try {
     fd = fsSync.openSync(file, 'r')
@@ -112,7 +135,7 @@ export function readManifest(file: string, self: string): ChunkRef[] | undefined
     if (len > size - TRAILER) throw new IntegrityError(`pack ${file} is truncated`)
     const manifest = Buffer.alloc(len)
     fsSync.readSync(fd, manifest, 0, len, size - TRAILER - len)
-    return decodeManifest(manifest, self, file)
+    return manifest
   } catch (e) {
     throw onFile(e, file)
   } finally {
@@ -121,7 +144,8 @@ export function readManifest(file: string, self: string): ChunkRef[] | undefined
 }
 
 /**
- * Reads chunks from pack files, keeping each pack open while it is in use.
+ * Reads chunks from pack files, keeping each pack open while it is in use
+ * (at most `maxOpen` of them: then all are closed and reopened as needed).
  * `verify` re-hashes each chunk.
  */
 export class ChunkReader {
@@ -130,23 +154,19 @@ export class ChunkReader {
   constructor(
     private readonly packPath: (hex: string) => string,
     private readonly verify: boolean,
+    private readonly maxOpen = Infinity,
   ) {}
 
   read(ref: ChunkRef): Buffer {
     const file = this.packPath(ref.pack)
     let fd = this.fds.get(file)
     if (fd === undefined) {
+      if (this.fds.size >= this.maxOpen) this.close()
       fd = fsSync.openSync(file, 'r')
       this.fds.set(file, fd)
     }
     const stored = Buffer.allocUnsafe(ref.stored)
-    let got: number
-    try {
-      got = fsSync.readSync(fd, stored, 0, ref.stored, ref.offset)
-    } catch (e) {
-      throw onFile(e, file)
-    }
-    if (got !== ref.stored) throw new IntegrityError(`pack ${file} is truncated`)
+    if (readFull(fd, stored, ref.offset, file) !== ref.stored) throw new IntegrityError(`pack ${file} is truncated`)
     return unpack(stored, ref, file, this.verify)
   }
 
@@ -180,52 +200,45 @@ interface Span {
   refs: ChunkRef[]
 }
 
-function spans(manifest: ChunkRef[], max: number): Span[] {
-  const out: Span[] = []
+/** The manifest's chunks grouped into spans of up to `max` bytes, one span at a time. */
+function* spans(manifest: Iterable<ChunkRef>, max: number): Generator<Span> {
+  let last: Span | undefined
   for (const r of manifest) {
-    const last = out.at(-1)
     if (last && last.pack === r.pack && last.start + last.length === r.offset && last.length + r.stored <= max) {
       last.length += r.stored
       last.refs.push(r)
     } else {
-      out.push({ pack: r.pack, start: r.offset, length: r.stored, refs: [r] })
+      if (last) yield last
+      last = { pack: r.pack, start: r.offset, length: r.stored, refs: [r] }
     }
   }
-  return out
+  if (last) yield last
 }
 
 /**
  * A whole packed blob, chunk by chunk: consecutive chunks come out of one
- * read of up to `readAhead` bytes, the next read in flight (in the thread
- * pool) while the current one is unpacked and used. Each chunk is checked
- * against its own digest before any of its bytes is yielded (a whole-blob
- * check alone would let a corrupt file out up to its last byte); the
- * caller's whole-blob check still proves the manifest lists the right chunks.
+ * synchronous read of up to `readAhead` bytes (from the page cache a read
+ * takes microseconds, where a thread-pool round trip per read cost more
+ * CPU than it overlapped). Each chunk is checked against its own digest
+ * before any of its bytes is yielded (a whole-blob check alone would let a
+ * corrupt file out up to its last byte); the caller's whole-blob check
+ * still proves the manifest lists the right chunks. Every span gets a
+ * fresh buffer: what is yielded may be kept by the consumer (a socket's
+ * write queue). The packs are open only while the generator runs.
  */
-export async function* readPackedBlob(packPath: (hex: string) => string, manifest: ChunkRef[], readAhead: number): AsyncGenerator<Uint8Array> {
-  const handles = new Map<string, Promise<fs.FileHandle>>()
-  const handle = (pack: string) => {
-    let h = handles.get(pack)
-    if (!h) {
-      h = fs.open(packPath(pack), 'r')
-      handles.set(pack, h)
-    }
-    return h
-  }
-  const load = async (sp: Span) => {
-    // One size for every span buffer: glibc reuses freed blocks of one size, where varying sizes fragment the heap.
-    const buf = Buffer.allocUnsafe(Math.max(readAhead, sp.length)).subarray(0, sp.length)
-    const { bytesRead } = await (await handle(sp.pack)).read(buf, 0, sp.length, sp.start).catch((e) => Promise.reject(onFile(e, packPath(sp.pack))))
-    if (bytesRead !== sp.length) throw new IntegrityError(`pack ${packPath(sp.pack)} is truncated`)
-    return buf
-  }
-  const list = spans(manifest, readAhead)
-  let next: Promise<Buffer> | undefined = list.length > 0 ? load(list[0]!) : undefined
+export function* readPackedBlob(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number): Generator<Uint8Array> {
+  const fds = new Map<string, number>()
   try {
-    for (let i = 0; i < list.length; i++) {
-      const sp = list[i]!
-      const buf = await next!
-      next = i + 1 < list.length ? load(list[i + 1]!) : undefined
+    for (const sp of spans(manifest, readAhead)) {
+      const file = packPath(sp.pack)
+      let fd = fds.get(file)
+      if (fd === undefined) {
+        fd = fsSync.openSync(file, 'r')
+        fds.set(file, fd)
+      }
+      // One size for every span buffer: glibc reuses freed blocks of one size, where varying sizes fragment the heap.
+      const buf = Buffer.allocUnsafe(Math.max(readAhead, sp.length)).subarray(0, sp.length)
+      if (readFull(fd, buf, sp.start, file) !== sp.length) throw new IntegrityError(`pack ${file} is truncated`)
       const stored = (r: ChunkRef) => buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored)
       if (sp.refs.every((r) => r.codec === 0 && r.stored === r.size)) {
         // Stored raw (incompressible data): the span is the bytes, one piece once all its chunks check; fewer, larger pieces downstream.
@@ -234,17 +247,34 @@ export async function* readPackedBlob(packPath: (hex: string) => string, manifes
           if (!bytesEqual(b3(stored(r)), r.digest)) {
             // The chunks before the bad one are good: out they go, as they would one by one.
             if (good > 0) yield buf.subarray(0, good)
-            throw corruptChunk(r, packPath(sp.pack))
+            throw corruptChunk(r, file)
           }
           good += r.stored
         }
         yield buf
-      } else for (const r of sp.refs) yield unpack(stored(r), r, packPath(sp.pack), true)
+      } else for (const r of sp.refs) yield unpack(stored(r), r, file, true)
     }
   } finally {
-    await next?.catch(() => {})
-    for (const h of handles.values()) await (await h.catch(() => undefined))?.close()
+    for (const fd of fds.values()) fsSync.closeSync(fd)
   }
+}
+
+/**
+ * Reads `buf.length` bytes of a regular file at `pos`, fewer only at its
+ * end (a short read is the end: no second read to hear that).
+ */
+export function readFull(fd: number, buf: Uint8Array, pos: number, file: string): number {
+  let got = 0
+  try {
+    while (got < buf.length) {
+      const n = fsSync.readSync(fd, buf, got, buf.length - got, pos + got)
+      got += n
+      if (n === 0 || got < buf.length) break
+    }
+  } catch (e) {
+    throw onFile(e, file)
+  }
+  return got
 }
 
 /**
@@ -281,6 +311,11 @@ export class ChunkIndex {
   byHex(hex: string): ChunkRef | undefined {
     this.load()
     return this.map.get(hex)
+  }
+
+  /** Like byHex, but only once the index is loaded: undefined, without a scan of every pack, before. */
+  ifLoaded(hex: string): ChunkRef | undefined {
+    return this.loaded ? this.map.get(hex) : undefined
   }
 
   /** Records the chunks a published pack holds itself. */

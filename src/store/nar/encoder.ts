@@ -31,13 +31,29 @@ export const T = {
   node: enc('node'),
 } as const
 
+export interface NarEncoderOptions {
+  /** Bytes gathered before they go to the sink in one piece (default 64 KiB). */
+  flushAt?: number
+  /** File contents shorter than this are copied into those pieces, longer ones go to the sink as they are (default 4 KiB). */
+  copyBelow?: number
+}
+
 export class NarEncoder {
-  private buf = Buffer.allocUnsafe(FLUSH_AT + 1024)
+  private readonly flushAt: number
+  private readonly copyBelow: number
+  private buf: Buffer
   private pos = 0
   /** Bytes emitted so far (flushed or not). */
   size = 0
 
-  constructor(private readonly sink: NarSink) {}
+  constructor(
+    private readonly sink: NarSink,
+    opts: NarEncoderOptions = {},
+  ) {
+    this.flushAt = opts.flushAt ?? FLUSH_AT
+    this.copyBelow = Math.min(opts.copyBelow ?? 4096, this.flushAt)
+    this.buf = Buffer.allocUnsafe(this.flushAt + 1024)
+  }
 
   /** Magic and the opening of the root node. */
   begin(): void {
@@ -62,16 +78,33 @@ export class NarEncoder {
   }
 
   contents(chunk: Uint8Array): void {
-    if (chunk.length < 4096 && this.pos + chunk.length <= this.buf.length) {
+    if (chunk.length < this.copyBelow) {
+      if (this.pos + chunk.length > this.buf.length) this.flush()
       this.buf.set(chunk, this.pos)
       this.pos += chunk.length
       this.size += chunk.length
-      if (this.pos >= FLUSH_AT) this.flush()
+      if (this.pos >= this.flushAt) this.flush()
       return
     }
     this.flush()
     this.size += chunk.length
     this.sink(chunk)
+  }
+
+  /**
+   * Contents of `size` bytes (less than copyBelow) that `fill` writes
+   * straight into the buffer at the offset it is given, with room for
+   * size + 1 there. If it returns false nothing is counted or emitted
+   * (the caller then gives the contents another way).
+   */
+  contentsInPlace(size: number, fill: (buf: Buffer, at: number) => boolean): boolean {
+    if (size >= this.copyBelow) return false
+    if (this.pos + size + 1 > this.buf.length) this.flush()
+    if (!fill(this.buf, this.pos)) return false
+    this.pos += size
+    this.size += size
+    if (this.pos >= this.flushAt) this.flush()
+    return true
   }
 
   /** Counts `n` content bytes as emitted without emitting them: the consumer does not want them (a NAR rendered from an offset). */
@@ -118,9 +151,11 @@ export class NarEncoder {
 
   flush(): void {
     if (this.pos === 0) return
-    // The sink may keep the chunk, so hand out a copy and keep our buffer.
-    this.sink(Buffer.from(this.buf.subarray(0, this.pos)))
+    // The sink may keep the chunk: it gets the filled part, and we a fresh buffer (no copy).
+    const full = this.buf.subarray(0, this.pos)
+    this.buf = Buffer.allocUnsafe(this.buf.length)
     this.pos = 0
+    this.sink(full)
   }
 
   private token(bytes: Uint8Array): void {

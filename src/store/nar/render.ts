@@ -1,17 +1,27 @@
 import { createHash } from 'node:crypto'
-import type { BlobService } from '../../castore/blob-service.js'
-import { b3Display } from '../../castore/digest.js'
-import { entriesInOrder } from '../../castore/directory.js'
+import type { BlobService, ImmediateReads } from '../../castore/blob-service.js'
+import { type B3Digest, b3Display } from '../../castore/digest.js'
+import { type Directory, entriesInOrder } from '../../castore/directory.js'
 import type { DirectoryService } from '../../castore/directory-service.js'
 import type { Node } from '../../castore/node.js'
 import { IntegrityError, NotFoundError } from '../../errors.js'
+import { abortable } from '../../util/abortable.js'
 import { cooperate } from '../../util/cooperate.js'
 import { NarEncoder } from './encoder.js'
 
+/** What rendering reads; a local store's services also find blobs and Directories without a promise (ImmediateReads, getNow). */
 export interface CastoreReader {
-  blobs: Pick<BlobService, 'open'>
-  directories: Pick<DirectoryService, 'get'>
+  blobs: Pick<BlobService, 'open'> & Partial<ImmediateReads>
+  directories: Pick<DirectoryService, 'get'> & { getNow?(digest: B3Digest): Directory | undefined }
 }
+
+/**
+ * NAR pieces handed on: file contents shorter than COPY_BELOW are copied
+ * into pieces of OUT_PIECE bytes, so a tree of small files costs one
+ * yield and one write per 256 KiB, not a few per file.
+ */
+const OUT_PIECE = 256 * 1024
+const COPY_BELOW = 64 * 1024
 
 export interface RenderOptions {
   /** Stops the walk (the generator throws the signal's reason) at the next node or chunk. */
@@ -33,11 +43,14 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
   const from = opts.from ?? 0
   /** NAR offset of the next byte the encoder hands out. */
   let pos = 0
-  const nar = new NarEncoder((c) => {
-    const at = pos
-    pos += c.length
-    if (pos > from) out.push(at >= from ? c : c.subarray(from - at))
-  })
+  const nar = new NarEncoder(
+    (c) => {
+      const at = pos
+      pos += c.length
+      if (pos > from) out.push(at >= from ? c : c.subarray(from - at))
+    },
+    { flushAt: OUT_PIECE, copyBelow: COPY_BELOW },
+  )
   const checkpoint = cooperate(opts.signal)
   /** Open Directories, innermost last, each with the entries not yet rendered. */
   const open: Array<{ entries: Node[]; next: number }> = []
@@ -46,7 +59,7 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
   let node: Node | undefined = root
   for (;;) {
     if (node) {
-      await checkpoint()
+      if (checkpoint.due()) await checkpoint()
       switch (node.kind) {
         case 'symlink':
           nar.symlink(node.target)
@@ -59,15 +72,29 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
             nar.endContents(node.size)
             break
           }
-          const blob = await store.blobs.open(node.digest, { signal: opts.signal })
-          if (!blob) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
+          // A small file of a local store: read and checked in the NAR's own buffer.
+          const { readInto } = store.blobs
+          const { digest, size } = node
+          if (readInto && nar.contentsInPlace(size, (buf, at) => readInto.call(store.blobs, digest, size, buf, at))) {
+            nar.endContents(node.size)
+            break
+          }
+          const found = store.blobs.openNow ? store.blobs.openNow(node.digest, node.size) : await store.blobs.open(node.digest, { signal: opts.signal })
+          if (!found) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
           let got = 0
-          for await (const chunk of blob) {
-            got += chunk.length
-            if (got > node.size) break
-            nar.contents(chunk)
-            if (out.length > 0) yield* out.splice(0)
-            await checkpoint()
+          if (found instanceof Uint8Array) {
+            // Read and checked whole already (a small blob of a local store).
+            got = found.length
+            if (got === node.size) nar.contents(found)
+          } else {
+            const blob = store.blobs.openNow && opts.signal ? abortable(found, opts.signal) : found
+            for await (const chunk of blob) {
+              got += chunk.length
+              if (got > node.size) break
+              nar.contents(chunk)
+              if (out.length > 0) yield* out.splice(0)
+              await checkpoint()
+            }
           }
           if (got !== node.size) {
             throw new IntegrityError(`blob ${b3Display(node.digest)} has ${got > node.size ? 'more' : 'fewer'} bytes than the ${node.size} its node claims`)
@@ -76,7 +103,7 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
           break
         }
         case 'directory': {
-          const dir = await store.directories.get(node.digest, { signal: opts.signal })
+          const dir = store.directories.getNow ? store.directories.getNow(node.digest) : await store.directories.get(node.digest, { signal: opts.signal })
           if (!dir) throw new NotFoundError(`directory ${b3Display(node.digest)} is missing from the store`)
           nar.directory()
           open.push({ entries: entriesInOrder(dir), next: 0 })
