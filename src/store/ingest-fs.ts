@@ -69,7 +69,7 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
       nar.regular(executable, data.length)
       nar.contents(data)
       nar.endContents(data.length)
-      await throttle()
+      if (pending.size >= MAX_PENDING_WRITES || failure) await throttle()
       const put = stage.put(data, opts)
       track(put)
       onProgress?.(data.length, 1)
