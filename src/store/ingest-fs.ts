@@ -60,20 +60,23 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
     if (failure) throw failure
   }
 
-  async function file(p: Buffer, st: fs.Stats): Promise<Node> {
+  /** A regular file; `fd`, if given, is open on it (closed here). */
+  async function file(p: Buffer, st: fs.Stats, fd?: number): Promise<Node> {
     const executable = (st.mode & 0o100) !== 0
     if (st.size <= SMALL_FILE) {
-      const data = st.size === 0 ? EMPTY : fs.readFileSync(p)
+      const data = st.size === 0 ? EMPTY : fd === undefined ? fs.readFileSync(p) : readOpen(fd, st.size)
+      if (fd !== undefined && st.size === 0) fs.closeSync(fd)
       nar.regular(executable, data.length)
       nar.contents(data)
       nar.endContents(data.length)
-      await throttle()
+      if (pending.size >= MAX_PENDING_WRITES || failure) await throttle()
       const put = stage.put(data, opts)
       track(put)
       onProgress?.(data.length, 1)
       // BLAKE3 of <= 1 MiB is microseconds; knowing the digest now keeps the walk going.
       return { kind: 'file', name: EMPTY, digest: b3(data), size: data.length, executable }
     }
+    if (fd !== undefined) fs.closeSync(fd)
     nar.regular(executable, st.size)
     const info = await stage.put(streamFile(p, st.size, (c) => {
       nar.contents(c)
@@ -95,20 +98,53 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
     throw new InvalidInputError(`file '${p.toString()}' has an unsupported type`)
   }
 
+  /**
+   * A file the directory listing says is regular: opened without following
+   * a symlink and fstat'ed, one syscall fewer than lstat then open. Undefined
+   * if it is something else by now (the caller lstats it, as any entry).
+   */
+  async function listedFile(p: Buffer): Promise<Node | undefined> {
+    let fd: number
+    try {
+      // O_NONBLOCK: a FIFO swapped in since the listing must not block the open.
+      fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ELOOP') return undefined
+      throw e
+    }
+    let st: fs.Stats
+    try {
+      st = fs.fstatSync(fd)
+    } catch (e) {
+      fs.closeSync(fd)
+      throw e
+    }
+    if (!st.isFile()) {
+      fs.closeSync(fd)
+      return undefined
+    }
+    return file(p, st, fd)
+  }
+
   /** Depth-first in NAR order, with an explicit stack of open directories: any depth works. */
   async function walk(rootPath: Buffer): Promise<Node> {
-    const open: Array<{ path: Buffer; names: Buffer[]; next: number; children: Node[] }> = []
+    const open: Array<{ path: Buffer; entries: fs.Dirent<Buffer>[]; next: number; children: Node[] }> = []
     let p: Buffer | undefined = rootPath
+    /** What the listing says `p` is (its type), so a file or folder needs no lstat. */
+    let listed: fs.Dirent<Buffer> | undefined
     let done: Node | undefined
     for (;;) {
       if (p) {
         opts.signal?.throwIfAborted()
-        const st = fs.lstatSync(p)
-        if (st.isDirectory()) {
-          nar.directory()
-          open.push({ path: p, names: fs.readdirSync(p, { encoding: 'buffer' }).sort(Buffer.compare), next: 0, children: [] })
-        } else {
-          done = await leaf(p, st)
+        if (listed?.isFile()) done = await listedFile(p)
+        if (!done) {
+          const st = listed?.isDirectory() ? undefined : fs.lstatSync(p)
+          if (!st || st.isDirectory()) {
+            nar.directory()
+            open.push({ path: p, entries: listDir(p), next: 0, children: [] })
+          } else {
+            done = await leaf(p, st)
+          }
         }
         p = undefined
       }
@@ -116,11 +152,12 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
       if (!top) return done!
       if (done) {
         nar.endEntry()
-        top.children.push({ ...done, name: top.names[top.next - 1]! })
+        top.children.push({ ...done, name: top.entries[top.next - 1]!.name })
         done = undefined
       }
-      if (top.next < top.names.length) {
-        const name = top.names[top.next++]!
+      if (top.next < top.entries.length) {
+        listed = top.entries[top.next++]!
+        const name = listed.name
         nar.entry(name)
         p = Buffer.concat([top.path, SLASH, name])
       } else {
@@ -143,6 +180,23 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
   } catch (e) {
     await Promise.allSettled(pending)
     throw e
+  }
+}
+
+/** A folder's entries with their types, sorted bytewise by name (NAR order). */
+function listDir(p: Buffer): fs.Dirent<Buffer>[] {
+  return fs.readdirSync(p, { encoding: 'buffer', withFileTypes: true }).sort((a, b) => Buffer.compare(a.name, b.name))
+}
+
+/** Reads `size` bytes of an open file (fewer if it shrank, as readFileSync would) and closes it. */
+function readOpen(fd: number, size: number): Buffer {
+  try {
+    const buf = Buffer.allocUnsafe(size)
+    let got = 0
+    for (let n = 1; got < size && n > 0; got += n) n = fs.readSync(fd, buf, got, size - got, null)
+    return got < size ? buf.subarray(0, got) : buf
+  } finally {
+    fs.closeSync(fd)
   }
 }
 

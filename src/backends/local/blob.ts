@@ -113,9 +113,9 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     return this.storedAs(requireDigestLength(d)) !== undefined
   }
 
-  /** The file holding `d` (recorded as relied on by the current write session), or undefined. */
-  private storedAs(d: B3Digest): string | undefined {
-    const file = this.objects.locate(toHex(d))?.file
+  /** The file holding `d` (recorded as relied on by the current write session), or undefined. `small`: see ObjectGraph.locate. */
+  private storedAs(d: B3Digest, small = false): string | undefined {
+    const file = this.objects.locate(toHex(d), small)?.file
     if (file) this.root.rely(file)
     return file
   }
@@ -245,6 +245,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    */
   stage(): BlobStage {
     const pending = new Map<string, Written>()
+    /** Small blobs written to temp files by this stage: a copy of one (empty files, duplicates) is not written again. */
+    const written = new Set<string>()
     const inFlight = new Set<Promise<Written>>()
     const keep = async (w: Written) => {
       const key = toHex(w.digest)
@@ -253,7 +255,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     }
     return {
       put: async (src, opts) => {
-        const p = this.write(abortableSource(src, opts))
+        const p = this.write(abortableSource(src, opts), written)
         inFlight.add(p)
         try {
           const w = await p
@@ -266,6 +268,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       commit: async () => {
         const staged = [...pending.values()]
         pending.clear()
+        written.clear()
         if (staged.length === 0) return
         try {
           await this.root.syncFiles(staged.map((w) => w.tmp!))
@@ -283,6 +286,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         await Promise.allSettled(inFlight)
         for (const w of pending.values()) await this.root.discard(w.tmp!)
         pending.clear()
+        written.clear()
       },
     }
   }
@@ -292,19 +296,22 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * SMALL_BLOB as a plain file, larger as a pack of content-defined chunks.
    * Content already in the store is not written again: for a buffer that
    * is known before writing, for a stream only afterwards. On failure
-   * nothing is left in tmp/.
+   * nothing is left in tmp/. `written`: a stage's small blobs in temp files
+   * (hex); one already there is not written again (no tmp returned).
    */
-  private async write(src: ByteSource): Promise<Written> {
+  private async write(src: ByteSource, written?: Set<string>): Promise<Written> {
     await this.root.init()
-    return this.writeTemp(src)
+    return this.writeTemp(src, written)
   }
 
-  private async writeTemp(src: ByteSource): Promise<Written> {
+  private async writeTemp(src: ByteSource, written?: Set<string>): Promise<Written> {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = b3(src)
+      const hex = toHex(digest)
+      if (written?.has(hex)) return { digest, size: src.length }
       // Contents this small are never a pack of their own: a plain file, or a chunk of some pack.
-      if (this.storedAs(digest)) {
-        this.rememberSize(toHex(digest), src.length)
+      if (this.storedAs(digest, true)) {
+        this.rememberSize(hex, src.length)
         return { digest, size: src.length }
       }
       const tmp = this.root.tempPath()
@@ -315,6 +322,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         await this.root.discard(tmp)
         throw e
       }
+      written?.add(hex)
       return { digest, size: src.length, tmp }
     }
     // A stream: look at its first SMALL_BLOB + 1 bytes to know which kind it is.
@@ -332,7 +340,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       head.push(r.value)
       headSize += r.value.length
     }
-    if (ended) return this.writeTemp(Buffer.concat(head))
+    if (ended) return this.writeTemp(Buffer.concat(head), written)
     async function* all() {
       yield* head
       for (let r = await it.next(); !r.done; r = await it.next()) yield r.value

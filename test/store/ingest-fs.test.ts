@@ -1,0 +1,70 @@
+/**
+ * Importing a folder into a local store, against `nix-store --add` and
+ * `nix-store --dump`: a tree where many files share contents (empty files,
+ * copies, a copy made executable), which one import stages once each, and
+ * entries whose type the walk must not take from the folder listing alone.
+ */
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { test } from 'node:test'
+import { readAll } from '../../src/castore/blob-service.js'
+import { openLocalStore } from '../../src/backends/local/index.js'
+import { InvalidInputError } from '../../src/errors.js'
+import { exportNar } from '../../src/ops/export-nar.js'
+import { importPath } from '../../src/ops/import-paths.js'
+import { NixStore, nixMissing } from '../helpers/nix.js'
+import { assertSameBytes } from '../helpers/same-bytes.js'
+import { randomBytes } from '../helpers/trees.js'
+
+const SKIP = nixMissing()
+if (SKIP) console.log(SKIP)
+
+/** Every file below `dir` (recursively), relative to it. */
+function filesUnder(dir: string): string[] {
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+}
+
+/** 40 empty files, 40 copies of one small file, two copies of another that differ only in the executable bit, symlinks to a file and a folder. */
+function makeDuplicates(dest: string): void {
+  for (let d = 0; d < 4; d++) {
+    const sub = path.join(dest, `d${d}`)
+    fs.mkdirSync(sub, { recursive: true })
+    for (let i = 0; i < 10; i++) {
+      fs.writeFileSync(path.join(sub, `empty${i}`), '')
+      fs.writeFileSync(path.join(sub, `same${i}.txt`), 'the same few bytes\n')
+    }
+  }
+  fs.writeFileSync(path.join(dest, 'plain'), randomBytes(5000, 1))
+  fs.writeFileSync(path.join(dest, 'tool'), randomBytes(5000, 1), { mode: 0o755 })
+  fs.symlinkSync('plain', path.join(dest, 'to-file'))
+  fs.symlinkSync('d0', path.join(dest, 'to-dir'))
+}
+
+test('a tree of repeated contents: store path and NAR as Nix makes them, one blob per content, no temp file left', { skip: SKIP }, async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ingest-fs-'))
+  const input = path.join(tmp, 'dups')
+  makeDuplicates(input)
+  const nix = new NixStore(path.join(tmp, 'nix'))
+  const store = await openLocalStore(path.join(tmp, 'ours'))
+  const ours = await importPath(store, input)
+  assert.equal(ours.storePath, nix.add(input))
+  assertSameBytes(await readAll(await exportNar(store, ours.storePath)), NixStore.dump(input), 'export-nar vs nix-store --dump')
+  // Distinct contents: empty, the shared small file, the 5000 random bytes.
+  assert.equal(filesUnder(path.join(tmp, 'ours', 'blobs')).length, 3)
+  assert.deepEqual(fs.readdirSync(path.join(tmp, 'ours', 'tmp')), [])
+})
+
+test('a FIFO in the tree is refused with the path named, and no store is created', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ingest-fs-'))
+  const input = path.join(tmp, 'with-fifo')
+  fs.mkdirSync(input)
+  fs.writeFileSync(path.join(input, 'a'), 'a\n')
+  execFileSync('mkfifo', [path.join(input, 'b')])
+  fs.writeFileSync(path.join(input, 'c'), 'c\n')
+  const store = await openLocalStore(path.join(tmp, 'ours'))
+  await assert.rejects(importPath(store, input), (e) => e instanceof InvalidInputError && e.message === `file '${path.join(input, 'b')}' has an unsupported type`)
+  assert.deepEqual(fs.readdirSync(tmp).sort(), ['with-fifo'])
+})
