@@ -16,6 +16,7 @@ import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
 import type { StatBlobRequest, StatBlobResponse } from '../../grpc/messages.js'
 import { abortable } from '../../util/abortable.js'
 import type { CallOptions } from '../../util/call-options.js'
+import { LARGER } from '../../castore/read-ahead.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
@@ -49,7 +50,7 @@ export class GrpcBlobService implements BlobService {
 
   /** An aborted signal cancels the Read: the stream fails at once with the signal's reason. */
   async open(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const call = this.rpc.serverStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts)
+    const call = this.rpc.leanServerStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts)
     let head
     try {
       head = await peek(call)
@@ -67,8 +68,7 @@ export class GrpcBlobService implements BlobService {
       } catch (e) {
         throw rpc.error(e, opts)
       } finally {
-        // A reader that stops early (a corrupt chunk, `| head`) ends the call: destroying the stream alone leaves it open at the daemon.
-        call.cancel()
+        // A reader that stops early (a corrupt chunk, `| head`) ends the call (it is cancelled at the daemon).
         await rest.return?.()
       }
     }
@@ -95,7 +95,8 @@ export class GrpcBlobService implements BlobService {
       for (;;) {
         const r = await src.next()
         if (r.done) {
-          yield* verifiedBuffer(digest, Buffer.concat(head, size))
+          // Most blobs come in one message: checked in place, not copied.
+          yield* verifiedBuffer(digest, head.length === 1 ? head[0]! : Buffer.concat(head, size))
           return
         }
         head.push(r.value)
@@ -111,6 +112,22 @@ export class GrpcBlobService implements BlobService {
     } finally {
       await src.return(undefined)
     }
+  }
+
+  /** A small blob in one lean call (WholeReads): checked whole before it is returned. */
+  async readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER> {
+    let messages
+    try {
+      messages = await this.rpc.leanCollect<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, maxBytes, opts)
+    } catch (e) {
+      if (isNotFound(e)) return undefined
+      throw this.rpc.error(e, opts)
+    }
+    if (!messages) return LARGER
+    const data = messages.length === 1 ? messages[0]! : Buffer.concat(messages)
+    // Throws unless the bytes match the digest.
+    verifiedBuffer(digest, data)
+    return data
   }
 
   async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
