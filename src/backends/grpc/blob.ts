@@ -10,7 +10,7 @@ import {
   verifyBlob,
   verifyChunks,
 } from '../../castore/blob-service.js'
-import { type B3Digest, b3Display, b3Hasher, bytesEqual } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
 import type { StatBlobRequest, StatBlobResponse } from '../../grpc/messages.js'
@@ -131,6 +131,8 @@ export class GrpcBlobService implements BlobService {
   }
 
   async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
+    // A small blob in memory (most files of an import) is one message: one lean request, not a grpc-js stream.
+    if (src instanceof Uint8Array && src.length > 0 && src.length <= BLOB_CHUNK_BYTES) return this.putOne(src, opts)
     const h = b3Hasher()
     let size = 0
     async function* pieces(): AsyncGenerator<Uint8Array> {
@@ -146,10 +148,23 @@ export class GrpcBlobService implements BlobService {
     } catch (e) {
       throw this.rpc.error(e, opts)
     }
-    const ours = h.digest()
-    if (!bytesEqual(ours, digest)) {
-      throw new IntegrityError(`the daemon stored blob ${b3Display(ours)} as ${b3Display(digest)}`)
-    }
-    return { digest: ours, size }
+    return checkedPut(h.digest(), digest, size)
   }
+
+  /** A Put of one message: sent whole with the request (the wire of a client stream of one message). */
+  private async putOne(data: Uint8Array, opts?: CallOptions): Promise<BlobInfo> {
+    let answer: Uint8Array[] | undefined
+    try {
+      answer = await this.rpc.leanCollect<Uint8Array, Uint8Array>(SERVICE, 'Put', data, 1024, opts)
+    } catch (e) {
+      throw this.rpc.error(e, opts)
+    }
+    if (answer?.length !== 1) throw new IntegrityError(`the daemon answered a blob Put with ${answer ? answer.length : 'too many'} messages`)
+    return checkedPut(b3(data), answer[0]!, data.length)
+  }
+}
+
+function checkedPut(ours: B3Digest, theirs: Uint8Array, size: number): BlobInfo {
+  if (!bytesEqual(ours, theirs)) throw new IntegrityError(`the daemon stored blob ${b3Display(ours)} as ${b3Display(theirs)}`)
+  return { digest: ours, size }
 }
