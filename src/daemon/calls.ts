@@ -31,14 +31,49 @@ function fail(log: Log, method: string, e: unknown) {
   return s
 }
 
-/** Writes one message and waits until it left the queue (or the client went away, or `idleMs` passed). */
-async function writeFlushed(call: ServerWritableStream<Buffer, unknown>, msg: unknown, idleMs: number): Promise<void> {
-  const ac = new AbortController()
-  try {
-    const sent = Promise.race([new Promise<void>((resolve) => call.write(msg, () => resolve())), once(call, 'cancelled', { signal: ac.signal })])
-    await withinIdle(sent, idleMs, 'the client read nothing')
-  } finally {
-    ac.abort()
+/**
+ * Bytes of a server stream's messages written but not yet handed to
+ * HTTP/2. A few messages in flight spare each one a wait for the event
+ * loop's next turn (a blob Read of 256 KiB pieces went one piece per
+ * turn); the bound keeps what one stream holds small: grpc-js would queue
+ * 16 messages (16 MiB of blob data) before saying stop.
+ */
+const UNFLUSHED_BYTES = 1 << 20
+/** What a message that is not bytes (a Directory, a PathInfo) counts for: small ones, a few in flight. */
+const OBJECT_MESSAGE_BYTES = 64 << 10
+
+/** A server stream's writes, at most UNFLUSHED_BYTES of them in flight. */
+class FlushWindow {
+  private unflushed = 0
+  private room: (() => void) | undefined
+  private readonly cancelled: Promise<void>
+
+  constructor(private readonly call: ServerWritableStream<Buffer, unknown>) {
+    this.cancelled = new Promise<void>((resolve) => (call.cancelled ? resolve() : call.once('cancelled', resolve)))
+    this.cancelled.then(() => this.room?.())
+  }
+
+  /** Writes `msg`; waits while too much is in flight (or until the client goes away, or `idleMs` pass). */
+  async write(msg: unknown, idleMs: number): Promise<void> {
+    const size = msg instanceof Uint8Array ? msg.length : OBJECT_MESSAGE_BYTES
+    this.unflushed += size
+    this.call.write(msg, () => {
+      this.unflushed -= size
+      this.room?.()
+    })
+    await this.until(UNFLUSHED_BYTES, idleMs)
+  }
+
+  /** Waits until everything written is handed to HTTP/2: a status sent now comes after it. */
+  drained(idleMs: number): Promise<void> {
+    return this.until(0, idleMs)
+  }
+
+  private async until(limit: number, idleMs: number): Promise<void> {
+    while (this.unflushed > limit && !this.call.cancelled) {
+      await withinIdle(new Promise<void>((resolve) => (this.room = resolve)), idleMs, 'the client read nothing')
+    }
+    this.room = undefined
   }
 }
 
@@ -93,6 +128,8 @@ export function serverStream<Req, Res>(
 ): handleServerStreamingCall<Buffer, Res> {
   return (call: ServerWritableStream<Buffer, Res>) => {
     const signal = cancelSignal(call)
+    const window = new FlushWindow(call as ServerWritableStream<Buffer, unknown>)
+    const idleMs = transfers.limits.callIdleMs
     let release: (() => void) | undefined
     ;(async () => {
       const req = decode(call.request)
@@ -103,9 +140,7 @@ export function serverStream<Req, Res>(
           if (call.cancelled) return
           const r = await it.next()
           if (r.done) break
-          // Wait until each message is handed to HTTP/2: grpc-js would queue 16
-          // messages (16 MiB of blob data) per stream before saying stop.
-          await writeFlushed(call as ServerWritableStream<Buffer, unknown>, r.value, transfers.limits.callIdleMs)
+          await window.write(r.value, idleMs)
         }
         call.end()
       } finally {
@@ -113,11 +148,14 @@ export function serverStream<Req, Res>(
         await it.return?.()
       }
     })()
-      .catch((e) => {
+      .catch(async (e) => {
         if (call.cancelled) return
         const s = fail(log, method, e)
-        if (s.code === Status.DEADLINE_EXCEEDED) resetStream(call as ServerWritableStream<Buffer, unknown>)
-        else call.emit('error', s)
+        // The messages before the failure go out first, then the status (a client that reads nothing gets the reset).
+        const drained = s.code !== Status.DEADLINE_EXCEEDED && (await window.drained(idleMs).then(() => true, () => false))
+        if (call.cancelled) return
+        if (drained) call.emit('error', s)
+        else resetStream(call as ServerWritableStream<Buffer, unknown>)
       })
       .finally(() => release?.())
   }

@@ -1,9 +1,9 @@
-import { renderNar } from '../store/nar/render.js'
+import { renderNarAhead } from '../store/nar/render-ahead.js'
 import type { Store } from '../store/store.js'
 import { resolvePath } from './resolve.js'
 
 /** The NAR of a store path (or of a path inside one), as `nix-store --dump` writes it. */
 export async function exportNar(store: Store, arg: string): Promise<AsyncIterable<Uint8Array>> {
   const { node } = await resolvePath(store, arg)
-  return renderNar(node, store)
+  return renderNarAhead(node, store)
 }

@@ -10,12 +10,13 @@ import {
   verifyBlob,
   verifyChunks,
 } from '../../castore/blob-service.js'
-import { type B3Digest, b3Display, b3Hasher, bytesEqual } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
 import type { StatBlobRequest, StatBlobResponse } from '../../grpc/messages.js'
 import { abortable } from '../../util/abortable.js'
 import type { CallOptions } from '../../util/call-options.js'
+import { LARGER } from '../../castore/read-ahead.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
@@ -49,7 +50,7 @@ export class GrpcBlobService implements BlobService {
 
   /** An aborted signal cancels the Read: the stream fails at once with the signal's reason. */
   async open(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const call = this.rpc.serverStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts)
+    const call = this.rpc.leanServerStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts)
     let head
     try {
       head = await peek(call)
@@ -67,8 +68,7 @@ export class GrpcBlobService implements BlobService {
       } catch (e) {
         throw rpc.error(e, opts)
       } finally {
-        // A reader that stops early (a corrupt chunk, `| head`) ends the call: destroying the stream alone leaves it open at the daemon.
-        call.cancel()
+        // A reader that stops early (a corrupt chunk, `| head`) ends the call (it is cancelled at the daemon).
         await rest.return?.()
       }
     }
@@ -95,7 +95,8 @@ export class GrpcBlobService implements BlobService {
       for (;;) {
         const r = await src.next()
         if (r.done) {
-          yield* verifiedBuffer(digest, Buffer.concat(head, size))
+          // Most blobs come in one message: checked in place, not copied.
+          yield* verifiedBuffer(digest, head.length === 1 ? head[0]! : Buffer.concat(head, size))
           return
         }
         head.push(r.value)
@@ -113,7 +114,25 @@ export class GrpcBlobService implements BlobService {
     }
   }
 
+  /** A small blob in one lean call (WholeReads): checked whole before it is returned. */
+  async readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER> {
+    let messages
+    try {
+      messages = await this.rpc.leanCollect<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, maxBytes, opts)
+    } catch (e) {
+      if (isNotFound(e)) return undefined
+      throw this.rpc.error(e, opts)
+    }
+    if (!messages) return LARGER
+    const data = messages.length === 1 ? messages[0]! : Buffer.concat(messages)
+    // Throws unless the bytes match the digest.
+    verifiedBuffer(digest, data)
+    return data
+  }
+
   async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
+    // A small blob in memory (most files of an import) is one message: one lean request, not a grpc-js stream.
+    if (src instanceof Uint8Array && src.length > 0 && src.length <= BLOB_CHUNK_BYTES) return this.putOne(src, opts)
     const h = b3Hasher()
     let size = 0
     async function* pieces(): AsyncGenerator<Uint8Array> {
@@ -129,10 +148,23 @@ export class GrpcBlobService implements BlobService {
     } catch (e) {
       throw this.rpc.error(e, opts)
     }
-    const ours = h.digest()
-    if (!bytesEqual(ours, digest)) {
-      throw new IntegrityError(`the daemon stored blob ${b3Display(ours)} as ${b3Display(digest)}`)
-    }
-    return { digest: ours, size }
+    return checkedPut(h.digest(), digest, size)
   }
+
+  /** A Put of one message: sent whole with the request (the wire of a client stream of one message). */
+  private async putOne(data: Uint8Array, opts?: CallOptions): Promise<BlobInfo> {
+    let answer: Uint8Array[] | undefined
+    try {
+      answer = await this.rpc.leanCollect<Uint8Array, Uint8Array>(SERVICE, 'Put', data, 1024, opts)
+    } catch (e) {
+      throw this.rpc.error(e, opts)
+    }
+    if (answer?.length !== 1) throw new IntegrityError(`the daemon answered a blob Put with ${answer ? answer.length : 'too many'} messages`)
+    return checkedPut(b3(data), answer[0]!, data.length)
+  }
+}
+
+function checkedPut(ours: B3Digest, theirs: Uint8Array, size: number): BlobInfo {
+  if (!bytesEqual(ours, theirs)) throw new IntegrityError(`the daemon stored blob ${b3Display(ours)} as ${b3Display(theirs)}`)
+  return { digest: ours, size }
 }
