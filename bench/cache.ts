@@ -39,10 +39,12 @@ import type { Writable } from 'node:stream'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
 import { makeBigFile } from './big.js'
 import { type BenchDaemon, cpuSeconds, mbps, procKiB, startDaemon } from './daemon.js'
+import { sized, sizeText } from './quick.js'
 import { mibAtMost, ratioAtMost, type Target, type Unit } from './targets.js'
 
 const MiB = 1024 * 1024
-const BIG_BYTES = 1024 * MiB
+/** The path served to DOWNLOADS clients: 1 GiB (64 MiB under BENCH_QUICK=1). */
+const BIG_BYTES = sized(1024, 64) * MiB
 const DOWNLOADS = 16
 const NIX32 = '0123456789abcdfghijklmnpqrsvwxyz'
 /** `nix-store --export`'s marker after each NAR ("NIXE"). */
@@ -343,7 +345,7 @@ async function measureDownloads(ctx: CacheBenchContext, d: BenchDaemon & { http:
   const narinfo = await (await fetch(`${d.http}/${path.basename(storePath).slice(0, 32)}.narinfo`)).text()
   const url = /^URL: (\S+)$/m.exec(narinfo)?.[1]
   const narSize = Number(/^NarSize: (\d+)$/m.exec(narinfo)?.[1])
-  ctx.check('cache: the served narinfo of the 1 GiB path has the NarHash Nix computes for the file', narinfo.includes(`\nNarHash: sha256:${nixHash}\n`) && url !== undefined, narinfo)
+  ctx.check(`cache: the served narinfo of the ${sizeText(BIG_BYTES)} path has the NarHash Nix computes for the file`, narinfo.includes(`\nNarHash: sha256:${nixHash}\n`) && url !== undefined, narinfo)
   const idle = procKiB(d.pid, 'VmRSS')
   const cpu0 = cpuSeconds(d.pid)
   const samples: { ms: number; kib: number }[] = []
@@ -364,7 +366,7 @@ async function measureDownloads(ctx: CacheBenchContext, d: BenchDaemon & { http:
   ctx.check(`cache: all ${DOWNLOADS} downloads got 200 and the whole NAR (${narSize} bytes)`, got.every((g) => g.status === 200 && g.bytes === narSize), JSON.stringify(got))
   const peak = Math.max(0, ...samples.map((s) => s.kib)) / 1024
   const half = (first: boolean) => Math.max(0, ...samples.filter((s) => s.ms < wall / 2 === first).map((s) => s.kib)) / 1024
-  ctx.addRow(`${DOWNLOADS} concurrent NAR downloads of a 1 GiB path (curl), aggregate`, 'MB/s', [mbps(DOWNLOADS * narSize, wall)])
+  ctx.addRow(`${DOWNLOADS} concurrent NAR downloads of a ${sizeText(BIG_BYTES)} path (curl), aggregate`, 'MB/s', [mbps(DOWNLOADS * narSize, wall)])
   if (idle !== undefined) ctx.addRow('daemon RSS idle, before the downloads', 'MiB', [idle / 1024])
   ctx.addRow('daemon peak RSS during the downloads (VmRSS every 100 ms)', 'MiB', [peak], undefined, mibAtMost(200))
   if (hwm !== undefined) ctx.addRow('daemon peak RSS since its start (VmHWM)', 'MiB', [hwm / 1024], undefined, mibAtMost(200))
