@@ -28,8 +28,8 @@ import { sized, sizeText } from './quick.js'
 import { mibAtMost, rateAtLeast, ratioAtMost, type Target, type Unit } from './targets.js'
 
 const MiB = 1024 * 1024
-/** 2 GiB (128 MiB under BENCH_QUICK=1). */
-export const BIG_BYTES = sized(2048, 128) * MiB
+/** 2 GiB (64 MiB under BENCH_QUICK=1). */
+export const BIG_BYTES = sized(2048, 64) * MiB
 const SEED = 'tvix-store bench: one 2 GiB file, seed 1'
 /** The NAR framing around one regular file: magic, ( type regular contents <u64 size> … ). */
 const NAR_OVERHEAD = 112

@@ -43,8 +43,8 @@ import { sized, sizeText } from './quick.js'
 import { mibAtMost, ratioAtMost, type Target, type Unit } from './targets.js'
 
 const MiB = 1024 * 1024
-/** The path served to DOWNLOADS clients: 1 GiB (64 MiB under BENCH_QUICK=1). */
-const BIG_BYTES = sized(1024, 64) * MiB
+/** The path served to DOWNLOADS clients: 1 GiB (16 MiB under BENCH_QUICK=1). */
+const BIG_BYTES = sized(1024, 16) * MiB
 const DOWNLOADS = 16
 const NIX32 = '0123456789abcdfghijklmnpqrsvwxyz'
 /** `nix-store --export`'s marker after each NAR ("NIXE"). */
@@ -95,7 +95,7 @@ function makeClosure(dir: string): ClosurePath[] {
   const tree = (name: keyof typeof sp) => path.join(dir, name)
   TREES.wide!(tree('wide'))
   TREES['big-file']!(tree('data'))
-  for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(tree('data'), `part${i}.bin`), randomBytes(3 * MiB, 0xcb10 + i))
+  for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(tree('data'), `part${i}.bin`), randomBytes(sized(3, 1) * MiB, 0xcb10 + i))
   TREES.mixed!(tree('lib'))
   fs.writeFileSync(path.join(tree('lib'), 'data-path'), `${sp.data}/big.bin\n`)
   fs.writeFileSync(path.join(tree('lib'), 'self'), `${sp.lib}\n`)
@@ -219,7 +219,7 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
     const nixCache = path.join(work, 'nix-cache')
     await nix(['copy', '--store', `local?root=${nixSrc}`, '--to', `file://${nixCache}?compression=none`, top])
     ctx.check('cache: the Nix-written file:// cache lists the same closure', (await nixListing(`file://${nixCache}`)) === expected, 'path-info listings differ')
-    ctx.note(`the closure: ${paths.length} paths, ${(narBytes / MiB).toFixed(1)} MiB of NAR (~2,000 files of ≤ 300 bytes, files of 3 and 20 MiB), ${top}`)
+    ctx.note(`the closure: ${paths.length} paths, ${(narBytes / MiB).toFixed(1)} MiB of NAR (~2,000 files of ≤ 300 bytes, files of ${sized(3, 1)} and 20 MiB), ${top}`)
 
     /** One untimed checked run per side, then REPS timed runs per side, alternating; `copy` makes a fresh target and copies into it. */
     const compare = async (what: string, copy: (tool: Tool) => Promise<{ sample: Sample; listing: () => Promise<string>; done: () => Promise<void> }>) => {

@@ -28,7 +28,7 @@
  * the daemon ≤ 1.5× local; copy of the 1 GiB file either way ≥ 200 MB/s and
  * ≥ 0.5× the cat; copy local → local and local → daemon of few-large ≥ 400
  * MB/s; the daemon serving 32 readers ≤ 200 MiB peak RSS. Under
- * BENCH_QUICK=1 the blob is 32 MiB and the file 64 MiB.
+ * BENCH_QUICK=1 the blob is 16 MiB and the file 32 MiB.
  *
  * A second table (run once, figures are counts and bytes, not times): the
  * second copy of a slightly changed tree moves only what changed. few-large
@@ -51,10 +51,10 @@ import { sized, sizeText } from './quick.js'
 import { atMostReference, equalsReference, mibAtMost, rateAtLeast, rateAndShareAtLeast, ratioAtMost, type Target, type Unit } from './targets.js'
 
 const MiB = 1024 * 1024
-const BLOB_BYTES = sized(256, 32) * MiB
+const BLOB_BYTES = sized(256, 16) * MiB
 const READERS = 32
 /** The one file copied between a daemon and a local store (issue 14: 1 GiB). */
-export const COPY_BYTES = sized(1024, 64) * MiB
+export const COPY_BYTES = sized(1024, 32) * MiB
 
 export type { Unit }
 

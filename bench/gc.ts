@@ -11,9 +11,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { sized } from './quick.js'
 
-/** Two trees of DIRS × FILES_PER_DIR files: 100 × 500 (20 × 100 under BENCH_QUICK=1). */
-const DIRS = sized(100, 20)
-const FILES_PER_DIR = sized(500, 100)
+/** Two trees of DIRS × FILES_PER_DIR files: 100 × 500 (10 × 50 under BENCH_QUICK=1). */
+const DIRS = sized(100, 10)
+const FILES_PER_DIR = sized(500, 50)
 /** Files in each of the two trees. */
 export const GC_TREE_FILES = DIRS * FILES_PER_DIR
 

@@ -89,8 +89,8 @@ function writeFile(p: string, data: Uint8Array | string, exec: boolean): void {
   if (exec) fs.chmodSync(p, 0o755)
 }
 
-/** Entries of many-small: 15,000 (the issue's "15k small files"; 2,000 quick). */
-const MANY_SMALL = sized(15_000, 2_000)
+/** Entries of many-small: 15,000 (the issue's "15k small files"; 1,000 quick). */
+const MANY_SMALL = sized(15_000, 1_000)
 
 /** ~`count` files of 0–8 KiB in `count`/100 nested directories, ~8% executable, ~2% symlinks, a few duplicates. */
 export function makeManySmall(root: string, count = MANY_SMALL): void {

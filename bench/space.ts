@@ -276,9 +276,9 @@ const LARGE: LargeSpec[] = [
   { rel: 'assets/fonts/icons.woff2', bytes: 2 * MiB, compressible: false, make: (n, seed) => randomBytes(n, seed) },
 ]
 
-/** 3,000 small files in 150 directories (500 in 40 under BENCH_QUICK=1). */
-const SMALL_FILES = sized(3000, 500)
-const DIRS = sized(150, 40)
+/** 3,000 small files in 150 directories (300 in 30 under BENCH_QUICK=1). */
+const SMALL_FILES = sized(3000, 300)
+const DIRS = sized(150, 30)
 const EXTS = ['.ts', '.ts', '.js', '.js', '.json', '.md', '.css', '.sh']
 
 /** 0.2–20 KiB, log-uniform. */
