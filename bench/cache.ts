@@ -39,10 +39,12 @@ import type { Writable } from 'node:stream'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
 import { makeBigFile } from './big.js'
 import { type BenchDaemon, cpuSeconds, mbps, procKiB, startDaemon } from './daemon.js'
+import { sized, sizeText } from './quick.js'
 import { mibAtMost, ratioAtMost, type Target, type Unit } from './targets.js'
 
 const MiB = 1024 * 1024
-const BIG_BYTES = 1024 * MiB
+/** The path served to DOWNLOADS clients: 1 GiB (16 MiB under BENCH_QUICK=1). */
+const BIG_BYTES = sized(1024, 16) * MiB
 const DOWNLOADS = 16
 const NIX32 = '0123456789abcdfghijklmnpqrsvwxyz'
 /** `nix-store --export`'s marker after each NAR ("NIXE"). */
@@ -93,7 +95,7 @@ function makeClosure(dir: string): ClosurePath[] {
   const tree = (name: keyof typeof sp) => path.join(dir, name)
   TREES.wide!(tree('wide'))
   TREES['big-file']!(tree('data'))
-  for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(tree('data'), `part${i}.bin`), randomBytes(3 * MiB, 0xcb10 + i))
+  for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(tree('data'), `part${i}.bin`), randomBytes(sized(3, 1) * MiB, 0xcb10 + i))
   TREES.mixed!(tree('lib'))
   fs.writeFileSync(path.join(tree('lib'), 'data-path'), `${sp.data}/big.bin\n`)
   fs.writeFileSync(path.join(tree('lib'), 'self'), `${sp.lib}\n`)
@@ -217,7 +219,7 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
     const nixCache = path.join(work, 'nix-cache')
     await nix(['copy', '--store', `local?root=${nixSrc}`, '--to', `file://${nixCache}?compression=none`, top])
     ctx.check('cache: the Nix-written file:// cache lists the same closure', (await nixListing(`file://${nixCache}`)) === expected, 'path-info listings differ')
-    ctx.note(`the closure: ${paths.length} paths, ${(narBytes / MiB).toFixed(1)} MiB of NAR (~2,000 files of ≤ 300 bytes, files of 3 and 20 MiB), ${top}`)
+    ctx.note(`the closure: ${paths.length} paths, ${(narBytes / MiB).toFixed(1)} MiB of NAR (~2,000 files of ≤ 300 bytes, files of ${sized(3, 1)} and 20 MiB), ${top}`)
 
     /** One untimed checked run per side, then REPS timed runs per side, alternating; `copy` makes a fresh target and copies into it. */
     const compare = async (what: string, copy: (tool: Tool) => Promise<{ sample: Sample; listing: () => Promise<string>; done: () => Promise<void> }>) => {
@@ -343,7 +345,7 @@ async function measureDownloads(ctx: CacheBenchContext, d: BenchDaemon & { http:
   const narinfo = await (await fetch(`${d.http}/${path.basename(storePath).slice(0, 32)}.narinfo`)).text()
   const url = /^URL: (\S+)$/m.exec(narinfo)?.[1]
   const narSize = Number(/^NarSize: (\d+)$/m.exec(narinfo)?.[1])
-  ctx.check('cache: the served narinfo of the 1 GiB path has the NarHash Nix computes for the file', narinfo.includes(`\nNarHash: sha256:${nixHash}\n`) && url !== undefined, narinfo)
+  ctx.check(`cache: the served narinfo of the ${sizeText(BIG_BYTES)} path has the NarHash Nix computes for the file`, narinfo.includes(`\nNarHash: sha256:${nixHash}\n`) && url !== undefined, narinfo)
   const idle = procKiB(d.pid, 'VmRSS')
   const cpu0 = cpuSeconds(d.pid)
   const samples: { ms: number; kib: number }[] = []
@@ -364,7 +366,7 @@ async function measureDownloads(ctx: CacheBenchContext, d: BenchDaemon & { http:
   ctx.check(`cache: all ${DOWNLOADS} downloads got 200 and the whole NAR (${narSize} bytes)`, got.every((g) => g.status === 200 && g.bytes === narSize), JSON.stringify(got))
   const peak = Math.max(0, ...samples.map((s) => s.kib)) / 1024
   const half = (first: boolean) => Math.max(0, ...samples.filter((s) => s.ms < wall / 2 === first).map((s) => s.kib)) / 1024
-  ctx.addRow(`${DOWNLOADS} concurrent NAR downloads of a 1 GiB path (curl), aggregate`, 'MB/s', [mbps(DOWNLOADS * narSize, wall)])
+  ctx.addRow(`${DOWNLOADS} concurrent NAR downloads of a ${sizeText(BIG_BYTES)} path (curl), aggregate`, 'MB/s', [mbps(DOWNLOADS * narSize, wall)])
   if (idle !== undefined) ctx.addRow('daemon RSS idle, before the downloads', 'MiB', [idle / 1024])
   ctx.addRow('daemon peak RSS during the downloads (VmRSS every 100 ms)', 'MiB', [peak], undefined, mibAtMost(200))
   if (hwm !== undefined) ctx.addRow('daemon peak RSS since its start (VmHWM)', 'MiB', [hwm / 1024], undefined, mibAtMost(200))

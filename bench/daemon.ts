@@ -18,10 +18,17 @@
  *  - 32 concurrent export-nar readers of few-large through one daemon
  *    (run once): the daemon's peak RSS (VmHWM; VmRSS sampled every 100 ms
  *    is printed too) and the aggregate MB/s.
+ *  - export-nar of many-small through a daemon serving the store the local
+ *    runs read.
+ *  - one seeded 1 GiB file: copy daemon → local and local → daemon against
+ *    `cat` of the file through the daemon (the copy table).
  *
- * Targets (issue 5): blob put and read through the daemon ≥ 500 MB/s; copy
- * local → local and local → daemon ≥ 400 MB/s; the daemon serving 32
- * readers ≤ 200 MB peak RSS.
+ * Targets (issue 14, before it issue 5): blob put ≥ 500 MB/s and read ≥ 800
+ * MB/s through the daemon; import of many-small and its export-nar through
+ * the daemon ≤ 1.5× local; copy of the 1 GiB file either way ≥ 200 MB/s and
+ * ≥ 0.5× the cat; copy local → local and local → daemon of few-large ≥ 400
+ * MB/s; the daemon serving 32 readers ≤ 200 MiB peak RSS. Under
+ * BENCH_QUICK=1 the blob is 16 MiB and the file 32 MiB.
  *
  * A second table (run once, figures are counts and bytes, not times): the
  * second copy of a slightly changed tree moves only what changed. few-large
@@ -39,11 +46,15 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { randomBytes, rng } from '../test/helpers/trees.js'
-import { atMostReference, equalsReference, rateAtLeast, rssAtMost, type Target, type Unit } from './targets.js'
+import { makeBigFile } from './big.js'
+import { sized, sizeText } from './quick.js'
+import { atMostReference, equalsReference, mibAtMost, rateAtLeast, rateAndShareAtLeast, ratioAtMost, type Target, type Unit } from './targets.js'
 
 const MiB = 1024 * 1024
-const BLOB_BYTES = 256 * MiB
+const BLOB_BYTES = sized(256, 16) * MiB
 const READERS = 32
+/** The one file copied between a daemon and a local store (issue 14: 1 GiB). */
+export const COPY_BYTES = sized(1024, 32) * MiB
 
 export type { Unit }
 
@@ -60,7 +71,7 @@ export interface DaemonBenchContext {
   /** Runs our CLI (wall time spawn → exit); rejects on a non-zero exit. */
   run(args: string[], stdout: 'pipe' | 'hash' | number): Promise<{ ms: number; stdout: string; sha256?: string }>
   /** A row of the daemon table (daemon vs local), or with `section: 'changed'` of the changed-tree table (ours vs what changed). */
-  addRow(figure: string, unit: Unit, daemon: number[], local?: number[], target?: Target, section?: 'daemon' | 'changed'): void
+  addRow(figure: string, unit: Unit, daemon: number[], local?: number[], target?: Target, section?: 'daemon' | 'changed' | 'copy'): void
   check(name: string, ok: boolean, detail: string): void
   /** A line printed under the daemon table, or under the changed-tree table. */
   note(line: string, section?: 'daemon' | 'changed'): void
@@ -188,9 +199,12 @@ async function benchBlobs(ctx: DaemonBenchContext): Promise<void> {
   }
   ctx.check('daemon: every blob put returned the same digest', digests.size === 1, [...digests].join(', '))
   ctx.addRow(`gRPC blob put, ${BLOB_BYTES / MiB} MiB (in-process)`, 'MB/s', put.daemon, put.local, rateAtLeast(500))
-  ctx.addRow(`gRPC blob read, ${BLOB_BYTES / MiB} MiB (in-process)`, 'MB/s', read.daemon, read.local, rateAtLeast(500))
+  ctx.addRow(`gRPC blob read, ${BLOB_BYTES / MiB} MiB (in-process)`, 'MB/s', read.daemon, read.local, rateAtLeast(800))
   fs.rmSync(file, { force: true })
 }
+
+/** Issue 14: many small files imported through a daemon in ≤ 1.5× the local import. */
+const IMPORT_TARGETS: Record<string, Target> = { 'many-small': ratioAtMost(1.5) }
 
 /** Imports `name` through a fresh daemon and into a fresh local store; returns a local store that holds it. */
 async function benchImport(ctx: DaemonBenchContext, name: string, keepLocal: boolean): Promise<{ store: string; storePath: string } | undefined> {
@@ -227,7 +241,7 @@ async function benchImport(ctx: DaemonBenchContext, name: string, keepLocal: boo
     }
   }
   ctx.check(`daemon: imports of ${name} through the daemon and locally print the same store path`, printed.size === 1, [...printed].join(', '))
-  ctx.addRow(`import ${name}`, 's', ms.daemon, ms.local)
+  ctx.addRow(`import ${name}`, 's', ms.daemon, ms.local, IMPORT_TARGETS[name])
   if (hwm.length > 0) ctx.addRow(`daemon peak RSS, import ${name}`, 'MiB', hwm)
   return kept ? { store: kept, storePath: [...printed][0]! } : undefined
 }
@@ -290,7 +304,7 @@ async function benchReaders(ctx: DaemonBenchContext, name: string, store: string
     const cpu1 = cpuSeconds(r.pid)
     const narBytes = ctx.stats[name]!.bytes
     ctx.addRow(`${READERS} concurrent export-nar ${name}, aggregate`, 'MB/s', [mbps(READERS * narBytes, wall)])
-    if (peak !== undefined) ctx.addRow(`daemon peak RSS, ${READERS} concurrent export-nar ${name}`, 'MiB', [peak / 1024], undefined, rssAtMost(200))
+    if (peak !== undefined) ctx.addRow(`daemon peak RSS, ${READERS} concurrent export-nar ${name}`, 'MiB', [peak / 1024], undefined, mibAtMost(200))
     if (idle !== undefined && cpu0 !== undefined && cpu1 !== undefined) {
       ctx.note(
         `daemon serving ${READERS} export-nar of ${name}: ${(wall / 1000).toFixed(1)} s wall, daemon CPU ${(cpu1 - cpu0).toFixed(1)} s, ` +
@@ -300,6 +314,74 @@ async function benchReaders(ctx: DaemonBenchContext, name: string, store: string
   } finally {
     await stopped(r, 'after readers')
   }
+}
+
+/**
+ * export-nar of `name` through a daemon serving the very store directory
+ * the local runs read (the path is there already), to /dev/null, runs
+ * alternating; first an untimed check that both give the same NAR.
+ * Issue 14: ≤ 1.5× the local export.
+ */
+async function benchExportVia(ctx: DaemonBenchContext, name: string, src: { store: string; storePath: string }): Promise<void> {
+  console.error(`[daemon] export-nar ${name} ×${ctx.reps}: through a daemon on its store vs that store locally`)
+  const d = await startDaemon(ctx, src.store)
+  try {
+    const [remote, local] = [await ctx.run(['export-nar', '--store', d.url, src.storePath], 'hash'), await ctx.run(['export-nar', '--store', src.store, src.storePath], 'hash')]
+    ctx.check(`daemon: export-nar ${name} through the daemon equals the local export`, remote.sha256 === local.sha256, `${remote.sha256} vs ${local.sha256}`)
+    const ms: Record<'daemon' | 'local', number[]> = { daemon: [], local: [] }
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      for (const where of alternate(rep)) ms[where].push((await ctx.run(['export-nar', '--store', where === 'daemon' ? d.url : src.store, src.storePath], ctx.devNull)).ms)
+    }
+    ctx.addRow(`export-nar ${name} (to /dev/null)`, 's', ms.daemon, ms.local, ratioAtMost(1.5))
+  } finally {
+    await stopped(d, 'export runs')
+  }
+}
+
+/**
+ * One seeded file of COPY_BYTES imported into a local store, served by a
+ * daemon on that store: copy daemon → a fresh local store, copy local → a
+ * fresh daemon, and `cat` of the file through the daemon (the reference:
+ * what the link carries without copy's work), runs alternating. Issue 14:
+ * each copy ≥ 200 MB/s and ≥ 0.5× the cat.
+ */
+async function benchCopyOneFile(ctx: DaemonBenchContext): Promise<void> {
+  const label = sizeText(COPY_BYTES)
+  const file = path.join(ctx.tmpRoot, 'inputs', `one-${label.replace(' ', '')}.bin`)
+  makeBigFile(file, COPY_BYTES)
+  const src = path.join(ctx.tmpRoot, 'stores', 'copy-one-src')
+  const storePath = (await ctx.run(['import', '--store', src, file], 'pipe')).stdout.trim()
+  console.error(`[daemon] a ${label} file ×${ctx.reps}: copy daemon → local, copy local → daemon, cat through the daemon`)
+  const served = await startDaemon(ctx, src)
+  const rate = { from: [] as number[], to: [] as number[], cat: [] as number[] }
+  try {
+    const whole = await ctx.run(['cat', '--store', served.url, storePath], 'hash')
+    const want = createHash('sha256').update(fs.readFileSync(file)).digest('hex')
+    ctx.check(`copy: cat of the ${label} file through the daemon gives its bytes`, whole.sha256 === want, `${whole.sha256} vs ${want}`)
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      const fresh = path.join(ctx.tmpRoot, 'stores', `copy-one-${rep}`)
+      const from = await ctx.run(['copy', '--from', served.url, '--to', fresh, storePath], 'pipe')
+      rate.from.push(mbps(COPY_BYTES, from.ms))
+      ctx.rmTree(fresh)
+      rate.cat.push(mbps(COPY_BYTES, (await ctx.run(['cat', '--store', served.url, storePath], ctx.devNull)).ms))
+      const target = await startDaemon(ctx, fresh)
+      try {
+        const to = await ctx.run(['copy', '--from', src, '--to', target.url, storePath], 'pipe')
+        rate.to.push(mbps(COPY_BYTES, to.ms))
+        ctx.check(`copy: both copies of the ${label} file report the path (run ${rep + 1})`, from.stdout.trim() === storePath && to.stdout.trim() === storePath, `${from.stdout} / ${to.stdout}`)
+      } finally {
+        await stopped(target, 'one-file copies')
+      }
+      ctx.rmTree(fresh)
+    }
+  } finally {
+    await stopped(served, 'one-file copies')
+  }
+  const target = rateAndShareAtLeast(200, 0.5)
+  ctx.addRow(`copy daemon → local, ${label} (MB/s of contents)`, 'MB/s', rate.from, rate.cat, target, 'copy')
+  ctx.addRow(`copy local → daemon, ${label} (MB/s of contents)`, 'MB/s', rate.to, rate.cat, target, 'copy')
+  ctx.rmTree(src)
+  fs.rmSync(file, { force: true })
 }
 
 // ---------------------------------------------------------------- second copy of a changed tree
@@ -453,7 +535,10 @@ async function timed<T>(what: string, fn: () => Promise<T>): Promise<T> {
 export async function benchDaemon(ctx: DaemonBenchContext): Promise<void> {
   await timed('blob put/read', () => benchBlobs(ctx))
   const src = await timed('import few-large', () => benchImport(ctx, 'few-large', true))
-  await timed('import many-small', () => benchImport(ctx, 'many-small', false))
+  const small = await timed('import many-small', () => benchImport(ctx, 'many-small', true))
+  await timed('export-nar many-small', () => benchExportVia(ctx, 'many-small', small!))
+  ctx.rmTree(small!.store)
+  await timed(`one ${sizeText(COPY_BYTES)} file`, () => benchCopyOneFile(ctx))
   const daemonStore = await timed('copy few-large', () => benchCopy(ctx, 'few-large', src!))
   await timed(`${READERS} readers`, () => benchReaders(ctx, 'few-large', daemonStore, src!))
   await timed('second copy of a changed tree', () => benchChanged(ctx, 'few-large', src!))

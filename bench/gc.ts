@@ -9,9 +9,13 @@
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { sized } from './quick.js'
 
-const DIRS = 100
-const FILES_PER_DIR = 500
+/** Two trees of DIRS × FILES_PER_DIR files: 100 × 500 (10 × 50 under BENCH_QUICK=1). */
+const DIRS = sized(100, 10)
+const FILES_PER_DIR = sized(500, 50)
+/** Files in each of the two trees. */
+export const GC_TREE_FILES = DIRS * FILES_PER_DIR
 
 export interface GcRow {
   figure: string

@@ -1,23 +1,30 @@
 /**
  * `npm run bench`: times our CLI (node bin/run.js) against real Nix
  * (nix-store) on the same seeded inputs, in the same run, and prints
- * ours/nix ratios (< 1 means we are faster), with the cold start of ls, cat
- * and narinfo. A second table times the same CLI through a gRPC daemon on
- * loopback against a local store (bench/daemon.ts: blob throughput, import,
- * copy, daemon RSS under 32 readers), with daemon/local ratios; a third
- * (also bench/daemon.ts) shows that a second copy of a slightly changed tree
- * moves only what changed. A fourth (bench/big.ts) measures time and peak
- * RSS of import, export-nar and copy of one seeded 2 GiB file against Nix.
- * The last (bench/space.ts) measures disk space: two releases of a
- * generated tree with small differences, imported into one store, ours vs
- * nix-store. bench/gc.ts times gc and verify on a store of ~100k objects.
- * bench/cache.ts sets real Nix against our daemon's HTTP binary cache and
- * our copy --from nix+file:// against Nix on the same file:// cache.
- * Every table has the issue's target for each figure that has one, and
- * whether it is met. Results also go to .bench/last.json.
+ * ours/nix ratios (< 1 means we are faster), wall and CPU (GNU time). Every
+ * figure of issue 14's targets has its row, with the reference measured in
+ * the same run, the target and whether it is met:
+ *  - nix: import / re-import / export-nar of many-small (15k files), mixed
+ *    and few-large against nix-store --add / --dump;
+ *  - startup: cold start of ls, cat, narinfo and path-info against a bare
+ *    `node -e 0` in the same round;
+ *  - daemon (bench/daemon.ts): the CLI through a gRPC daemon on loopback
+ *    against a local store (gRPC blob put/read, import, export-nar of
+ *    many-small, copy, daemon RSS under 32 readers), the second copy of a
+ *    slightly changed tree, and one 1 GiB file copied daemon → local and
+ *    local → daemon against `cat` of it through the daemon (section copy);
+ *  - big (bench/big.ts): time, CPU and peak RSS of import, export-nar and
+ *    copy of one seeded 2 GiB file against Nix;
+ *  - space (bench/space.ts): disk used by two releases of a tree;
+ *  - gc (bench/gc.ts): gc and verify on a store of ~100k objects;
+ *  - cache (bench/cache.ts, issue 13): real Nix against our daemon's HTTP
+ *    binary cache, our copy --from nix+file:// against Nix's.
+ * Results also go to .bench/last.json.
  *
- * Knobs (environment): BENCH_REPS (default 3), BENCH_STARTUP_RUNS (default 10),
- * BENCH_BIG_REPS (runs per tool in the 2 GiB part, default 1), BENCH_PARTS
+ * Knobs (environment): BENCH_QUICK=1 (bench/quick.ts: every part on smaller
+ * inputs, one run each, under 2 minutes idle; the tables say [quick]),
+ * BENCH_REPS (default 3, quick 1), BENCH_STARTUP_RUNS (default 10, quick 3),
+ * BENCH_BIG_REPS (runs per tool in the big part, default 1), BENCH_PARTS
  * (comma-separated subset of nix,daemon,startup,space,big,gc,cache; default all),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
@@ -29,12 +36,13 @@ import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
-import { benchBig } from './big.js'
+import { BIG_BYTES, benchBig } from './big.js'
 import { benchCache } from './cache.js'
-import { benchGc, gcTable, type GcRow } from './gc.js'
-import { benchDaemon } from './daemon.js'
+import { benchGc, GC_TREE_FILES, gcTable, type GcRow } from './gc.js'
+import { benchDaemon, COPY_BYTES } from './daemon.js'
 import { benchSpace, type SpaceResult, spaceTable } from './space.js'
-import { fmt, msAtMost, ratioAtMost, type Target, textTable, type Unit } from './targets.js'
+import { QUICK, sized, sizeText } from './quick.js'
+import { fmt, ratioAtMost, type Target, textTable, type Unit } from './targets.js'
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 /** Set by snapshotCli(): a private copy of the built CLI, so a concurrent `npm run build` (rm -rf dist) can't break a run. */
@@ -42,12 +50,14 @@ let BIN = path.join(REPO, 'bin/run.js')
 const PRELOAD = path.join(REPO, 'bench/rss-preload.mjs')
 const OUT_JSON = path.join(REPO, '.bench/last.json')
 
-const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3))
-const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? 10))
+const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? sized(3, 1)))
+const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? sized(10, 3)))
 const BIG_REPS = Math.max(1, Number(process.env.BENCH_BIG_REPS ?? 1))
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big,gc,cache').split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
+/** GNU time's report: CPU (user, system seconds) and peak RSS (KiB) on its last line. */
+const TIME_FORMAT = '%U %S %M'
 
 const MiB = 1024 * 1024
 
@@ -79,18 +89,21 @@ function writeFile(p: string, data: Uint8Array | string, exec: boolean): void {
   if (exec) fs.chmodSync(p, 0o755)
 }
 
-/** ~20,000 files of 0–8 KiB in 200 nested directories, ~8% executable, ~2% symlinks, a few duplicates. */
-export function makeManySmall(root: string): void {
+/** Entries of many-small: 15,000 (the issue's "15k small files"; 1,000 quick). */
+const MANY_SMALL = sized(15_000, 1_000)
+
+/** ~`count` files of 0–8 KiB in `count`/100 nested directories, ~8% executable, ~2% symlinks, a few duplicates. */
+export function makeManySmall(root: string, count = MANY_SMALL): void {
   const r = rng(0x5eed)
-  fs.mkdirSync(root)
+  fs.mkdirSync(root, { recursive: true })
   const dirs = [root]
-  for (let i = 0; i < 199; i++) {
+  for (let i = 0; i < Math.ceil(count / 100) - 1; i++) {
     const d = path.join(dirs[Math.floor(r() * dirs.length)]!, `dir${i}`)
     fs.mkdirSync(d)
     dirs.push(d)
   }
   const files: string[] = []
-  for (let i = 0; i < 20_000; i++) {
+  for (let i = 0; i < count; i++) {
     const dir = dirs[Math.floor(r() * dirs.length)]!
     const roll = r()
     if (roll < 0.02 && files.length > 0) {
@@ -113,12 +126,28 @@ export function makeManySmall(root: string): void {
   }
 }
 
+/** Size of each large file of few-large: 64 MiB (4 MiB quick). */
+const LARGE = sized(64, 4) * MiB
+
 /** 4 files of 64 MiB (seeded random, incompressible) plus a couple of small files. */
 export function makeFewLarge(root: string): void {
   fs.mkdirSync(path.join(root, 'bin'), { recursive: true })
-  for (let i = 0; i < 4; i++) writeFile(path.join(root, `blob${i}.bin`), randomBytes(64 * MiB, 4_000 + i), false)
+  for (let i = 0; i < 4; i++) writeFile(path.join(root, `blob${i}.bin`), randomBytes(LARGE, 4_000 + i), false)
   writeFile(path.join(root, 'README'), 'four large blobs\n', false)
   writeFile(path.join(root, 'bin/run.sh'), '#!/bin/sh\nexec cat "$@"\n', true)
+}
+
+/**
+ * The mixed tree: a source tree's worth of small files (2,000; 300 quick),
+ * 40 medium files of 64 KiB–2 MiB (10 quick) and two large ones of 32 MiB
+ * (4 MiB quick), seeded.
+ */
+export function makeMixed(root: string): void {
+  makeManySmall(path.join(root, 'src'), sized(2_000, 300))
+  const r = rng(0x313d)
+  fs.mkdirSync(path.join(root, 'share'), { recursive: true })
+  for (let i = 0; i < sized(40, 10); i++) writeFile(path.join(root, 'share', `m${i}.dat`), randomBytes(64 * 1024 + Math.floor(r() * 2 * MiB), 7_000 + i), false)
+  for (let i = 0; i < 2; i++) writeFile(path.join(root, `large${i}.bin`), randomBytes(sized(32, 4) * MiB, 8_000 + i), i === 1)
 }
 
 /** Reads every file once (untimed warm-up) and counts what is there. */
@@ -147,6 +176,8 @@ function warmAndCount(p: string, stats: InputStats = { files: 0, executables: 0,
 interface Sample {
   ms: number
   rssKiB?: number
+  /** User + system CPU of the process (with `rss`: measured by the same GNU time or preload). */
+  cpuMs?: number
   stdout: string
   sha256?: string
 }
@@ -154,9 +185,12 @@ interface Sample {
 interface ExecOpts {
   /** 'pipe' collects stdout (small outputs only), 'hash' streams it into SHA-256, a number is an fd to hand over. */
   stdout: 'pipe' | 'hash' | number
+  /** Measure the process's peak RSS and CPU time. */
   rss?: boolean
   /** For tool 'nix': the Nix program to run (default nix-store; `nix` for `nix copy`). */
   program?: 'nix-store' | 'nix'
+  /** For tool 'ours': run this argv instead of our CLI (the `node -e 0` baseline). */
+  argv?: string[]
   /** Variables set over the tool's environment (e.g. a fresh XDG_CACHE_HOME for Nix). */
   env?: NodeJS.ProcessEnv
 }
@@ -164,20 +198,21 @@ interface ExecOpts {
 let rssCounter = 0
 let tmpRoot = ''
 
-function argvFor(tool: Tool, args: string[], rssFile: string | undefined, program: 'nix-store' | 'nix' = 'nix-store'): { argv: string[]; env: NodeJS.ProcessEnv } {
+function argvFor(tool: Tool, args: string[], rssFile: string | undefined, program: 'nix-store' | 'nix' = 'nix-store', raw?: string[]): { argv: string[]; env: NodeJS.ProcessEnv } {
   if (tool === 'nix') {
     const argv = [program, ...args]
-    return { argv: rssFile && GNU_TIME ? [GNU_TIME, '-f', '%M', '-o', rssFile, ...argv] : argv, env: NIX_ENV }
+    return { argv: rssFile && GNU_TIME ? [GNU_TIME, '-f', TIME_FORMAT, '-o', rssFile, ...argv] : argv, env: NIX_ENV }
   }
-  if (rssFile && !GNU_TIME) return { argv: [process.execPath, '--import', PRELOAD, BIN, ...args], env: { ...OUR_ENV, BENCH_RSS_FILE: rssFile } }
-  const argv = [process.execPath, BIN, ...args]
-  return { argv: rssFile ? [GNU_TIME!, '-f', '%M', '-o', rssFile, ...argv] : argv, env: OUR_ENV }
+  const script = raw ?? [BIN, ...args]
+  if (rssFile && !GNU_TIME) return { argv: [process.execPath, '--import', PRELOAD, ...script], env: { ...OUR_ENV, BENCH_RSS_FILE: rssFile } }
+  const argv = [process.execPath, ...script]
+  return { argv: rssFile ? [GNU_TIME!, '-f', TIME_FORMAT, '-o', rssFile, ...argv] : argv, env: OUR_ENV }
 }
 
 /** Runs one command; wall time is spawn → exit. Rejects on a non-zero exit with its stderr. */
 function exec(tool: Tool, args: string[], opts: ExecOpts): Promise<Sample> {
   const rssFile = opts.rss ? path.join(tmpRoot, `rss-${rssCounter++}`) : undefined
-  const { argv, env: toolEnv } = argvFor(tool, args, rssFile, opts.program)
+  const { argv, env: toolEnv } = argvFor(tool, args, rssFile, opts.program, opts.argv)
   const env = { ...toolEnv, ...opts.env }
   return new Promise((resolve, reject) => {
     const stdoutSpec = typeof opts.stdout === 'number' ? opts.stdout : 'pipe'
@@ -198,13 +233,16 @@ function exec(tool: Tool, args: string[], opts: ExecOpts): Promise<Sample> {
         return
       }
       let rssKiB: number | undefined
+      let cpuMs: number | undefined
       if (rssFile) {
-        // GNU time writes the value on the last line (after any "Command exited…" notes).
+        // GNU time writes its report on the last line (after any "Command exited…" notes).
         const lines = fs.readFileSync(rssFile, 'utf8').trim().split('\n')
-        rssKiB = Number(lines[lines.length - 1])
+        const [user, sys, kib] = lines[lines.length - 1]!.trim().split(/\s+/).map(Number)
+        rssKiB = kib
+        cpuMs = (user! + sys!) * 1000
         fs.rmSync(rssFile, { force: true })
       }
-      resolve({ ms: t1 - t0, rssKiB, stdout: Buffer.concat(out).toString(), sha256: hash?.digest('hex') })
+      resolve({ ms: t1 - t0, rssKiB, cpuMs, stdout: Buffer.concat(out).toString(), sha256: hash?.digest('hex') })
     })
   })
 }
@@ -280,7 +318,7 @@ function foreignLoad(a: ReturnType<typeof cpuTicks>, b: ReturnType<typeof cpuTic
  * our copy from a file:// cache vs Nix's (`ours` = the tvix-store side).
  * JSON keeps the names; the tables say what the columns are.
  */
-type Section = 'nix' | 'daemon' | 'changed' | 'big' | 'cache'
+type Section = 'nix' | 'startup' | 'daemon' | 'copy' | 'changed' | 'big' | 'cache'
 
 interface Row {
   section: Section
@@ -298,7 +336,7 @@ interface Row {
 const rows: Row[] = []
 const checks: { check: string; ok: boolean; detail: string }[] = []
 /** Lines printed under a table. */
-const notes: Record<'daemon' | 'changed' | 'big' | 'cache', string[]> = { daemon: [], changed: [], big: [], cache: [] }
+const notes: Record<'startup' | 'daemon' | 'copy' | 'changed' | 'big' | 'cache', string[]> = { startup: [], daemon: [], copy: [], changed: [], big: [], cache: [] }
 
 function addRow(figure: string, unit: Unit, ours: number[], nix?: number[], section: Section = 'nix', target?: Target): void {
   const o = median(ours)
@@ -318,9 +356,11 @@ const ratioText = (r: number | undefined): string => (r === undefined ? '–' : 
 
 const HEADS: Record<Section, string[]> = {
   nix: ['figure', 'tvix-store', 'nix-store', 'ratio'],
+  startup: ['figure (cold start, whole process)', 'tvix-store', 'node -e 0', 'ratio'],
   daemon: ['figure (tvix-store CLI)', 'through daemon', 'local store', 'ratio'],
+  copy: ['figure (one file through a daemon)', 'copy', 'cat through the daemon', 'ratio'],
   changed: ['figure (second copy of a slightly changed tree)', 'tvix-store', 'changed in the tree', 'ratio'],
-  big: ['figure (one 2 GiB file)', 'tvix-store', 'Nix', 'ratio'],
+  big: [`figure (one ${sizeText(BIG_BYTES)} file)`, 'tvix-store', 'Nix', 'ratio'],
   cache: ['figure (tvix-store side | Nix side)', 'tvix-store side', 'Nix side', 'ratio'],
 }
 
@@ -334,10 +374,23 @@ function table(section: Section): string {
 /** A section's table: heading lines above; its notes and how long it took below; nothing when it has no rows. */
 function printSection(section: keyof typeof notes, heading: string[], took?: string): void {
   if (!rows.some((r) => r.section === section)) return
-  for (const line of [...heading, '', table(section), ...notes[section], ...(took ? [took] : []), '']) console.log(line)
+  const marked = QUICK ? [`[quick] ${heading[0]}`, ...heading.slice(1)] : heading
+  for (const line of [...marked, '', table(section), ...notes[section], ...(took ? [took] : []), '']) console.log(line)
 }
 
 // ---------------------------------------------------------------- the bench
+
+/**
+ * Issue 14's targets per input (ratios to nix-store in the same run): many
+ * small files imported in ≤ 0.5× Nix's wall and ≤ 1.0× its CPU, exported in
+ * ≤ 2.0×; the mixed tree imported in ≤ 1.0×. few-large keeps the earlier
+ * issue's import ≤ 0.8× and export ≤ 1.0×.
+ */
+const INPUT_TARGETS: Record<string, { import?: Target; importCpu?: Target; export?: Target }> = {
+  'many-small': { import: ratioAtMost(0.5), importCpu: ratioAtMost(1.0), export: ratioAtMost(2.0) },
+  mixed: { import: ratioAtMost(1.0) },
+  'few-large': { import: ratioAtMost(0.8), export: ratioAtMost(1.0) },
+}
 
 async function benchInput(name: string, tree: string, devNull: number): Promise<void> {
   const stores: Record<Tool, string[]> = { ours: [], nix: [] }
@@ -373,43 +426,55 @@ async function benchInput(name: string, tree: string, devNull: number): Promise<
   }
 
   const ms = (t: Tool, s: Record<Tool, Sample[]>) => s[t].map((x) => x.ms)
+  const cpu = (t: Tool, s: Record<Tool, Sample[]>) => s[t].flatMap((x) => (x.cpuMs === undefined ? [] : [x.cpuMs]))
   const rss = (t: Tool, s: Record<Tool, Sample[]>) => s[t].flatMap((x) => (x.rssKiB === undefined ? [] : [x.rssKiB / 1024]))
-  addRow(`import ${name}`, 's', ms('ours', imp), ms('nix', imp), 'nix', ratioAtMost(0.8))
+  const target = INPUT_TARGETS[name] ?? {}
+  addRow(`import ${name}`, 's', ms('ours', imp), ms('nix', imp), 'nix', target.import)
+  addRow(`import ${name}, CPU (user+sys)`, 's', cpu('ours', imp), cpu('nix', imp), 'nix', target.importCpu)
   addRow(`re-import ${name}`, 's', ms('ours', reimp), ms('nix', reimp), 'nix', ratioAtMost(0.5))
-  addRow(`export-nar ${name} (to /dev/null)`, 's', ms('ours', exp), ms('nix', exp), 'nix', ratioAtMost(1.0))
+  addRow(`export-nar ${name} (to /dev/null)`, 's', ms('ours', exp), ms('nix', exp), 'nix', target.export)
+  addRow(`export-nar ${name}, CPU (user+sys)`, 's', cpu('ours', exp), cpu('nix', exp), 'nix')
   addRow(`peak RSS import ${name}`, 'MiB', rss('ours', imp), rss('nix', imp))
   addRow(`peak RSS export-nar ${name}`, 'MiB', rss('ours', exp), rss('nix', exp))
 
   if (!process.env.BENCH_KEEP) for (const tool of TOOLS) for (const s of stores[tool]) rmTree(s)
 }
 
-async function benchStartup(devNull: number): Promise<void> {
-  console.error(`[start-up] ${STARTUP_RUNS} runs each of ls, cat, narinfo and a bare node`)
+/**
+ * Cold start: ls, cat, narinfo and path-info of a small path, each against a
+ * bare `node -e 0` run in the same round (wall and CPU through the same GNU
+ * time, so both carry its cost), rounds interleaved; target ≤ 1.3× node.
+ */
+async function benchStartup(): Promise<void> {
+  console.error(`[start-up] ${STARTUP_RUNS} rounds of ls, cat, narinfo, path-info and a bare node -e 0`)
   const store = path.join(tmpRoot, 'stores', 'ours-startup')
   const small = path.join(tmpRoot, 'inputs', 'small')
   TREES.mixed!(small)
   const p = (await exec('ours', ['import', '--store', store, small], { stdout: 'pipe' })).stdout.trim()
-  const ls = (await exec('ours', ['ls', '--store', store, p], { stdout: 'pipe' })).stdout
-  const cat = (await exec('ours', ['cat', '--store', store, `${p}/sub/a.txt`], { stdout: 'pipe' })).stdout
-  const narinfo = (await exec('ours', ['narinfo', '--store', store, p], { stdout: 'pipe' })).stdout
-  check(
-    'start-up: ls, cat and narinfo of the small path work',
-    ls.includes('run.sh') && cat === 'abc' && narinfo.includes(`StorePath: ${p}\n`) && narinfo.includes('NarHash: sha256:'),
-    `ls ${JSON.stringify(ls)}, cat ${JSON.stringify(cat)}, narinfo ${JSON.stringify(narinfo)}`,
-  )
-  const t = { ls: [] as number[], cat: [] as number[], narinfo: [] as number[], node: [] as number[] }
-  for (let i = 0; i < STARTUP_RUNS; i++) {
-    t.ls.push((await exec('ours', ['ls', '--store', store, p], { stdout: devNull })).ms)
-    t.cat.push((await exec('ours', ['cat', '--store', store, `${p}/sub/a.txt`], { stdout: devNull })).ms)
-    t.narinfo.push((await exec('ours', ['narinfo', '--store', store, p], { stdout: devNull })).ms)
-    const t0 = performance.now()
-    spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' })
-    t.node.push(performance.now() - t0)
+  const commands: Record<string, string[]> = {
+    ls: ['ls', '--store', store, p],
+    cat: ['cat', '--store', store, `${p}/sub/a.txt`],
+    narinfo: ['narinfo', '--store', store, p],
+    'path-info': ['path-info', '--store', store, p],
   }
-  addRow('start-up: ls of a small path', 'ms', t.ls, undefined, 'nix', msAtMost(150))
-  addRow('start-up: cat of a small file', 'ms', t.cat, undefined, 'nix', msAtMost(150))
-  addRow('start-up: narinfo of a small path', 'ms', t.narinfo, undefined, 'nix', msAtMost(150))
-  addRow('(baseline: node -e 0)', 'ms', t.node)
+  const out: Record<string, string> = {}
+  for (const [name, args] of Object.entries(commands)) out[name] = (await exec('ours', args, { stdout: 'pipe' })).stdout
+  check(
+    'start-up: ls, cat, narinfo and path-info of the small path work',
+    out.ls!.includes('run.sh') && out.cat === 'abc' && out.narinfo!.includes(`StorePath: ${p}\n`) && out.narinfo!.includes('NarHash: sha256:') && out['path-info'] === `${p}\n`,
+    JSON.stringify(out),
+  )
+  const runs: Record<string, Sample[]> = { node: [], ...Object.fromEntries(Object.keys(commands).map((c) => [c, []])) }
+  for (let i = 0; i < STARTUP_RUNS; i++) {
+    runs.node!.push(await exec('ours', [], { stdout: 'pipe', rss: true, argv: ['-e', '0'] }))
+    for (const [name, args] of Object.entries(commands)) runs[name]!.push(await exec('ours', args, { stdout: 'pipe', rss: true }))
+  }
+  const ms = (xs: Sample[]) => xs.map((x) => x.ms)
+  const cpu = (xs: Sample[]) => xs.flatMap((x) => (x.cpuMs === undefined ? [] : [x.cpuMs]))
+  for (const name of Object.keys(commands)) {
+    addRow(`cold start: ${name} of a small path`, 'ms', ms(runs[name]!), ms(runs.node!), 'startup', ratioAtMost(1.3))
+    addRow(`cold start: ${name}, CPU (user+sys)`, 'ms', cpu(runs[name]!), cpu(runs.node!), 'startup')
+  }
 }
 
 async function main(): Promise<void> {
@@ -439,13 +504,15 @@ async function main(): Promise<void> {
     const commit = `${git(['rev-parse', '--short', 'HEAD'])}${git(['status', '--porcelain', '--', 'src']) ? ' + uncommitted src changes' : ''}`
     console.error(`generating inputs in ${tmpRoot}`)
     // The shared inputs serve the nix and daemon parts only.
-    const inputs: { name: string; make: (d: string) => void }[] =
-      PARTS.has('nix') || PARTS.has('daemon')
+    const inputs: { name: string; make: (d: string) => void }[] = [
+      ...(PARTS.has('nix') || PARTS.has('daemon')
         ? [
-            { name: 'many-small', make: makeManySmall },
+            { name: 'many-small', make: (d: string) => makeManySmall(d) },
             { name: 'few-large', make: makeFewLarge },
           ]
-        : []
+        : []),
+      ...(PARTS.has('nix') ? [{ name: 'mixed', make: makeMixed }] : []),
+    ]
     const stats: Record<string, InputStats> = {}
     const trees: Record<string, string> = {}
     for (const { name, make } of inputs) {
@@ -482,7 +549,7 @@ async function main(): Promise<void> {
       })
       daemonSeconds = (performance.now() - t0) / 1000
     }
-    if (PARTS.has('startup')) await benchStartup(devNull)
+    if (PARTS.has('startup')) await benchStartup()
     let bigSeconds = 0
     if (PARTS.has('big')) {
       bigSeconds = await benchBig({
@@ -535,8 +602,12 @@ async function main(): Promise<void> {
     }
 
     const totalSeconds = (performance.now() - started) / 1000
-    const foreign = ticks0 ? foreignLoad(ticks0, cpuTicks()) : undefined
-    console.log(`tvix-store vs ${nixVersion.stdout.trim()} — median of ${REPS} runs (start-up: ${STARTUP_RUNS}); ratio = ours/nix, < 1 means we are faster; targets from the issue (MB = 10^6 bytes)`)
+    const ticks1 = ticks0 ? cpuTicks() : undefined
+    const foreign = ticks0 && ticks1 ? foreignLoad(ticks0, ticks1) : undefined
+    // CPU of the bench and every process it waited for (ours, Nix, daemons): on an idle 2-core machine the run takes at least half of it.
+    const benchCpuSeconds = ticks0 && ticks1 ? (ticks1.ours - ticks0.ours) / 100 : undefined
+    if (QUICK) console.log('QUICK MODE (BENCH_QUICK=1): smaller inputs, fewer runs; every table is marked [quick]. Quote the full run, not this one.')
+    console.log(`${QUICK ? '[quick] ' : ''}tvix-store vs ${nixVersion.stdout.trim()} — median of ${REPS} runs (start-up: ${STARTUP_RUNS}); ratio = ours/nix, < 1 means we are faster; targets from the issue (MB = 10^6 bytes)`)
     if (inputs.length > 0) console.log(`inputs: ${inputs.map(({ name }) => { const s = stats[name]!; return `${name} = ${s.files} files, ${s.symlinks} symlinks, ${s.directories} dirs, ${(s.bytes / MiB).toFixed(1)} MiB` }).join('; ')}`)
     console.log(`CLI built from ${commit || 'unknown commit'} (the dist/ snapshot taken at the start)`)
     console.log(`peak RSS via ${GNU_TIME ? 'GNU time (%M)' : 'a preload reading process.resourceUsage().maxRSS (ours only)'}`)
@@ -545,6 +616,9 @@ async function main(): Promise<void> {
       console.log(table('nix'))
     }
     console.log()
+    printSection('startup', [
+      `cold start — median of ${STARTUP_RUNS} rounds, each round one run of every command and one \`node -e 0\`; ratio = ours/node; wall and CPU both through GNU time (or the preload)`,
+    ])
     printSection(
       'daemon',
       [
@@ -553,14 +627,18 @@ async function main(): Promise<void> {
       ],
       `daemon section took ${daemonSeconds.toFixed(1)} s`,
     )
+    printSection('copy', [
+      `one seeded file of ${sizeText(COPY_BYTES)} through a daemon on loopback (its store already holds the path) — median of ${REPS} runs, each copy into a fresh store (and a fresh daemon for local → daemon)`,
+      'copy = MB/s of contents of the copy process; reference = MB/s of `cat` of the same file through the daemon to /dev/null; ratio = copy/cat (> 1: the copy is faster)',
+    ])
     printSection('changed', [
       'second copy of a slightly changed tree (once): the tree is copied from a local store to a fresh local store and to a fresh daemon, then a changed copy of it',
       'figures of the second copy, from `copy --json` and the target store\'s object files, against what changed between the two trees (contents, directories, bytes of changed contents)',
     ])
     printSection(
       'big',
-      [`one 2 GiB file — median of ${BIG_REPS} run(s) per tool; Nix = nix-store --add / nix-store --dump / nix copy of the same file; ratio = ours/Nix (for MB/s, > 1 means we are faster); peak RSS of the whole process`],
-      `2 GiB section took ${bigSeconds.toFixed(1)} s`,
+      [`one ${sizeText(BIG_BYTES)} file — median of ${BIG_REPS} run(s) per tool; Nix = nix-store --add / nix-store --dump / nix copy of the same file; ratio = ours/Nix (for MB/s, > 1 means we are faster); peak RSS of the whole process`],
+      `${sizeText(BIG_BYTES)} section took ${bigSeconds.toFixed(1)} s`,
     )
     printSection(
       'cache',
@@ -571,7 +649,7 @@ async function main(): Promise<void> {
       `cache section took ${cacheSeconds.toFixed(1)} s`,
     )
     if (space) {
-      console.log(`disk space: two releases of a generated tree with small differences, imported one after the other into one store (${nixVersion.stdout.trim()} for reference)`)
+      console.log(`${QUICK ? '[quick] ' : ''}disk space: two releases of a generated tree with small differences, imported one after the other into one store (${nixVersion.stdout.trim()} for reference)`)
       console.log(`on disk = sum of regular file sizes (our store dir / DIR/nix/store), or \`du -sk\`; ratio = tvix-store / reference; targets from the issue; times: median of ${REPS} fresh stores per tool`)
       console.log()
       console.log(spaceTable(space.rows))
@@ -580,7 +658,7 @@ async function main(): Promise<void> {
       console.log()
     }
     if (gcRows) {
-      console.log('gc and verify on a store of ~100k objects (two trees of 50,000 small files each; one run each); nix-store --delete of the same tree in a private Nix store for reference')
+      console.log(`${QUICK ? '[quick] ' : ''}gc and verify on a store of ~${Math.round((2 * GC_TREE_FILES) / 1000)}k objects (two trees of ${GC_TREE_FILES.toLocaleString('en')} small files each; one run each); nix-store --delete of the same tree in a private Nix store for reference`)
       console.log()
       console.log(gcTable(gcRows))
       console.log(`gc section took ${gcSeconds.toFixed(1)} s`)
@@ -592,7 +670,7 @@ async function main(): Promise<void> {
       const warn = foreign > 0.05 ? ' — WARNING: the machine was not idle, timings are noisy' : ''
       console.log(`other processes used ${(foreign * 100).toFixed(1)}% of all CPU time during the bench${warn}`)
     }
-    console.log(`total bench time ${totalSeconds.toFixed(1)} s (input generation ${genSeconds.toFixed(1)} s) on ${os.cpus().length} CPUs`)
+    console.log(`${QUICK ? '[quick] ' : ''}total bench time ${totalSeconds.toFixed(1)} s (input generation ${genSeconds.toFixed(1)} s) on ${os.cpus().length} CPUs${benchCpuSeconds === undefined ? '' : `; CPU used by the bench and its processes ${benchCpuSeconds.toFixed(1)} s`}`)
 
     fs.mkdirSync(path.dirname(OUT_JSON), { recursive: true })
     fs.writeFileSync(
@@ -605,6 +683,7 @@ async function main(): Promise<void> {
           nix: nixVersion.stdout.trim(),
           cpus: os.cpus().length,
           cpuModel: os.cpus()[0]?.model,
+          quick: QUICK,
           reps: REPS,
           startupRuns: STARTUP_RUNS,
           bigReps: BIG_REPS,
@@ -620,6 +699,7 @@ async function main(): Promise<void> {
           rows,
           checks,
           foreignCpuShare: foreign,
+          benchCpuSeconds,
           generationSeconds: genSeconds,
           totalSeconds,
         },

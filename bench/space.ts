@@ -32,6 +32,7 @@ import { createHash } from 'node:crypto'
 import zlib from 'node:zlib'
 import { blake3 } from '@napi-rs/blake-hash'
 import { randomBytes, rng } from '../test/helpers/trees.js'
+import { sized } from './quick.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -275,8 +276,9 @@ const LARGE: LargeSpec[] = [
   { rel: 'assets/fonts/icons.woff2', bytes: 2 * MiB, compressible: false, make: (n, seed) => randomBytes(n, seed) },
 ]
 
-const SMALL_FILES = 3000
-const DIRS = 150
+/** 3,000 small files in 150 directories (300 in 30 under BENCH_QUICK=1). */
+const SMALL_FILES = sized(3000, 300)
+const DIRS = sized(150, 30)
 const EXTS = ['.ts', '.ts', '.js', '.js', '.json', '.md', '.css', '.sh']
 
 /** 0.2–20 KiB, log-uniform. */

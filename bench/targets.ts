@@ -42,6 +42,12 @@ export const rateAtLeast = (mbps: number, both = false): Target => ({
   ok: (v) => v.ours >= mbps && (!both || (v.ref !== undefined && v.ref >= mbps)),
 })
 
+/** A throughput of at least `mbps` MB/s and at least `share` of the reference's (ratio = ours/reference). */
+export const rateAndShareAtLeast = (mbps: number, share: number): Target => ({
+  text: `≥ ${mbps} MB/s and ratio ≥ ${share}`,
+  ok: (v) => v.ours >= mbps && v.ratio !== undefined && v.ratio >= share,
+})
+
 /** Our figure no larger than the reference (e.g. bytes moved vs bytes changed). */
 export const atMostReference: Target = { text: '≤ reference', ok: (v) => v.ref !== undefined && v.ours <= v.ref }
 

@@ -5,7 +5,9 @@ import path from 'node:path'
 import { before, describe, test } from 'node:test'
 import { type CliResult, assertOneJsonError, runCli } from '../helpers/cli.js'
 import { directory, entry, nar, regular, str, symlink, toks } from '../helpers/nar.js'
+import { importNarInProcess } from '../helpers/ops.js'
 import { snapshot } from '../helpers/snapshot.js'
+import { StoreError } from '../../src/errors.js'
 import { randomBytes } from '../helpers/trees.js'
 
 /** One `error:` line on stderr, nothing on stdout, a non-zero exit. */
@@ -44,8 +46,18 @@ describe('bad input leaves the store as it was', () => {
     ['NUL in symlink target', nar(symlink('a\0')), /NUL/],
     ['not a NAR at all', Buffer.from('hello, world, this is not a NAR file'), /invalid NAR/],
   ]
+  // Two through the CLI (the error line and exit code of import --nar from stdin); every one in-process (the op the command runs).
+  const CLI_SAMPLE = new Set(['truncated', 'not a NAR at all'])
   for (const [name, bytes, re] of badNars) {
     test(`import --nar: ${name}`, async () => {
+      await assert.rejects(importNarInProcess(store, (async function* () { yield bytes })()), (e: Error) => {
+        assert.ok(e instanceof StoreError && e.exitCode === 1, `want a StoreError with exit code 1, got ${e.name}: ${e.message}`)
+        assert.doesNotMatch(e.message, /\n/, 'the message is one line')
+        assert.match(`error: ${e.message}`, re)
+        return true
+      })
+      assert.deepEqual(snapshot(store), before_)
+      if (!CLI_SAMPLE.has(name)) return
       const r = await runCli(['import', '--store', store, '--nar', '-', '--name', 'bad'], { input: bytes })
       assertCleanFailure(r, re, 1)
       assert.deepEqual(snapshot(store), before_)

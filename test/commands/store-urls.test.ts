@@ -7,7 +7,9 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { describe, test } from 'node:test'
+import { after, before, describe, test } from 'node:test'
+import { type OpenStoreOptions, openStore } from '../../src/backends/open-store.js'
+import { StoreError } from '../../src/errors.js'
 import { assertOneErrorLine, assertOneJsonError, runCli } from '../helpers/cli.js'
 
 const SOME_PATH = '/nix/store/vg7b7nlwcrld582iz3k9kcr43s8ycip1-seed'
@@ -28,28 +30,81 @@ const NIX_STORES: Array<[url: string, exit: number, says: RegExp]> = [
   ['mystore?trusted=1', 2, /^error: store URL "mystore\?trusted=1" has parameters, and tvix-store takes none \(for a folder of that name, write "\.\/mystore\?trusted=1"\)$/],
 ]
 
-describe('Nix store URLs', { concurrency: 2 }, () => {
+/**
+ * Every place the CLI takes a store URL, as the openStore options it passes
+ * (src/cli/store-command.ts, src/commands/copy.ts): --store of a reading
+ * command (mustExist) and of import/daemon (created when missing), copy
+ * --to and --from, and a per-service flag beside a real --store.
+ */
+const PLACES: Array<[place: string, opts: (url: string, store: string) => OpenStoreOptions]> = [
+  ['--store (reading command)', (url) => ({ url, mustExist: true })],
+  ['--store (import, daemon)', (url) => ({ url })],
+  ['copy --to', (url) => ({ url, storeDir: '/nix/store' })],
+  ['copy --from', (url) => ({ url, storeDir: '/nix/store', mustExist: true })],
+  ['--blob-service-addr', (url, store) => ({ url: store, blobServiceAddr: url, mustExist: true })],
+  ['--path-info-service-addr', (url, store) => ({ url: store, pathInfoServiceAddr: url })],
+]
+
+/** The line and exit code the CLI prints for what openStore throws (reportError). */
+async function refusal(opts: OpenStoreOptions): Promise<{ line: string; exit: number }> {
+  try {
+    const s = await openStore(opts)
+    await s.close()
+  } catch (e) {
+    assert.ok(e instanceof StoreError, String(e))
+    return { line: `error: ${e.message}`, exit: e.exitCode }
+  }
+  assert.fail('opened')
+}
+
+describe('Nix store URLs', () => {
+  // In-process: relative URLs ("daemon", "local?root=/x") resolve against the working directory, which must stay empty.
+  let cwd = ''
+  const home = process.cwd()
+  before(() => {
+    cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
+    fs.mkdirSync(path.join(cwd, 'store'))
+    process.chdir(cwd)
+  })
+  after(() => process.chdir(home))
+
   for (const [url, exit, says] of NIX_STORES) {
-    test(`${url}: refused in every place a store URL is taken, nothing created`, async () => {
-      const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
-      fs.mkdirSync(path.join(cwd, 'store'))
+    test(`${url}: refused by openStore in every place a store URL is taken, nothing created`, async () => {
+      for (const [place, opts] of PLACES) {
+        const r = await refusal(opts(url, path.join(cwd, 'store')))
+        assert.equal(r.exit, exit, `${place}: ${r.line}`)
+        assert.match(r.line, says, place)
+        assert.doesNotMatch(r.line, /\n/)
+        assert.deepEqual(fs.readdirSync(cwd), ['store'], `${place} created something`)
+        assert.deepEqual(fs.readdirSync(path.join(cwd, 'store')), [])
+      }
+    })
+  }
+
+  // The wiring: each command's flags reach openStore, and the refusal is the CLI's one error line and exit code.
+  for (const [url, exit, says] of NIX_STORES.filter(([u]) => u === 'local?root=/x' || u.startsWith('s3:'))) {
+    test(`${url}: refused by the CLI in every place a store URL is taken, nothing created`, async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
+      fs.mkdirSync(path.join(dir, 'store'))
       for (const args of [
         ['copy', '--store', './store', '--to', url, SOME_PATH],
         ['copy', '--from', url, '--to', './store', SOME_PATH],
         ['ls', '--store', url, SOME_PATH],
         ['import', '--store', url, '--nar', '-', '--name', 'x'],
         ['narinfo', '--store', './store', '--blob-service-addr', url, SOME_PATH],
-        ['daemon', '--store', url, '--listen', `unix:${cwd}/d.sock`],
+        ['daemon', '--store', url, '--listen', `unix:${dir}/d.sock`],
       ]) {
-        const r = await runCli(args, { cwd, input: '' })
+        const r = await runCli(args, { cwd: dir, input: '' })
         assert.equal(r.code, exit, `${args.join(' ')}: ${r.stderr}`)
         assertOneErrorLine(r.stderr, says)
-        assert.deepEqual(fs.readdirSync(cwd), ['store'], `${args.join(' ')} created something`)
-        assert.deepEqual(fs.readdirSync(path.join(cwd, 'store')), [])
+        assert.deepEqual(fs.readdirSync(dir), ['store'], `${args.join(' ')} created something`)
+        assert.deepEqual(fs.readdirSync(path.join(dir, 'store')), [])
       }
     })
   }
+})
 
+describe('store URLs: folders and ports', () => {
   test('a folder named like a Nix word is reachable as ./NAME', async () => {
     const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
     fs.writeFileSync(path.join(cwd, 'f'), 'hi\n')
@@ -71,15 +126,18 @@ describe('store URLs come from the registry of backends', () => {
   test('an unknown scheme is refused naming every known form, for --store and the per-service flags alike', async () => {
     const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
     const says = new RegExp(`^error: unknown store URL scheme "gopher:" \\(known: ${KNOWN.replace(/[.*+?()[\]\\/]/g, '\\$&')}\\)$`)
-    for (const args of [
-      ['ls', '--store', 'gopher://host', SOME_PATH],
-      ['narinfo', '--store', './store', '--path-info-service-addr', 'gopher://host', SOME_PATH],
-      ['import', '--directory-service-addr', 'gopher://host', '--nar', '-', '--name', 'x'],
+    // The per-service flags in-process (openStore, as the CLI calls it); --store through the CLI, text and --json.
+    for (const opts of [
+      { url: path.join(cwd, 'store'), pathInfoServiceAddr: 'gopher://host', mustExist: true },
+      { url: path.join(cwd, 'store'), directoryServiceAddr: 'gopher://host' },
     ]) {
-      const r = await runCli(args, { cwd, input: '' })
-      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
-      assertOneErrorLine(r.stderr, says)
+      const r = await refusal(opts)
+      assert.equal(r.exit, 2, r.line)
+      assert.match(r.line, says)
     }
+    const r = await runCli(['ls', '--store', 'gopher://host', SOME_PATH], { cwd })
+    assert.equal(r.code, 2, r.stderr)
+    assertOneErrorLine(r.stderr, says)
     const json = await runCli(['ls', '--json', '--store', 'gopher://host', SOME_PATH], { cwd })
     assertOneJsonError(json.stderr, 'ERR_USAGE', /^unknown store URL scheme "gopher:" \(known: /)
     assert.deepEqual(fs.readdirSync(cwd), [])

@@ -21,13 +21,11 @@ import { GRPC_DIR, SEED, grpcCorpus } from '../corpus/make-grpc.js'
 import { NAR_DIR, narCorpus } from '../corpus/make-nars.js'
 import { type CliResult, REPO, runCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
+import { importNarInProcess } from '../helpers/ops.js'
 import { snapshot } from '../helpers/snapshot.js'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { verifyStore } from '../../src/backends/local/verify.js'
-import { openStore } from '../../src/backends/open-store.js'
 import { StoreError } from '../../src/errors.js'
-import { importNar } from '../../src/ops/import-nar.js'
-import { inWriteSession } from '../../src/store/capabilities.js'
 
 /**
  * The bad-input corpus (test/corpus/cases.ts) against real stores: the
@@ -254,15 +252,6 @@ describe('the corpus itself', () => {
  */
 const NAR_CLI_SAMPLE = new Set(['empty-file', 'magic-wrong-version', 'entries-unsorted', 'trailing-second-nar'])
 
-/** What `import --nar FILE --name bad` does, in-process: the store opened and closed as the command does. */
-async function importNarInProcess(storeDir: string, file: string): Promise<void> {
-  const store = await openStore({ url: storeDir })
-  try {
-    await inWriteSession(store, () => importNar(store, fs.createReadStream(file, { highWaterMark: 1 << 20 }), 'bad'))
-  } finally {
-    await store.close()
-  }
-}
 
 describe('NAR files fed to import --nar', { concurrency: 2 }, () => {
   test('the sample run through the CLI is in the corpus', () => {
@@ -273,7 +262,7 @@ describe('NAR files fed to import --nar', { concurrency: 2 }, () => {
       const { store, out } = freshCase()
       const before = snapshot(store)
       const file = path.join(CORPUS, 'nar', `${c.name}.nar`)
-      await assert.rejects(importNarInProcess(store, file), (e: Error) => {
+      await assert.rejects(importNarInProcess(store, fs.createReadStream(file, { highWaterMark: 1 << 20 })), (e: Error) => {
         assert.ok(e instanceof StoreError && e.exitCode === 1, `want a StoreError with exit code 1, got ${e.name}: ${e.message}`)
         assert.doesNotMatch(e.message, /\n/, 'the message is one line')
         assert.match(`error: ${e.message}`, c.error)

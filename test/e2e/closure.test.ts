@@ -8,6 +8,11 @@ import { runCli } from '../helpers/cli.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { NIX_ENV } from '../helpers/nix.js'
 import { buildNixClosure } from '../helpers/nix-closure.js'
+import { exportNarOutput } from '../helpers/ops.js'
+import { openStore } from '../../src/backends/open-store.js'
+import { narInfo } from '../../src/ops/narinfo.js'
+import { narInfoFields, renderNarInfo } from '../../src/store/narinfo.js'
+import { narInfoJson } from '../../src/store/path-info-json.js'
 
 const nix = (args: string[], input?: string) => execFileSync('nix', args, { env: NIX_ENV, input, maxBuffer: 1 << 28 }).toString()
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-closure-'))
@@ -38,17 +43,28 @@ describe('copy --closure of a Nix-built closure with references', { skip }, () =
     assert.equal(JSON.parse(copied.stdout.toString()).copied.length, listing.length)
     const cache = path.join(root, 'cache')
     nix(['copy', '--to', `file://${cache}?compression=none`, top!])
-    for (const e of listing) {
-      const ours = await runCli(['narinfo', '--store', local, e.path])
-      assert.equal(ours.code, 0, ours.stderr)
-      const theirs = fs.readFileSync(path.join(cache, `${path.basename(e.path).slice(0, 32)}.narinfo`), 'utf8')
-      assert.equal(ours.stdout.toString(), theirs.split('\n').filter((l) => !l.startsWith('Sig: ')).join('\n'), e.path)
-      // --json: what `nix path-info --json` says of the path in that cache (references, deriver as Nix writes them).
-      const json = await runCli(['narinfo', '--json', '--store', local, e.path])
-      const { signatures: _, ...want } = JSON.parse(nix(['path-info', '--json', '--store', `file://${cache}`, e.path]))[0]
-      assert.deepEqual(JSON.parse(json.stdout.toString()), want, e.path)
-      const nar = await runCli(['export-nar', '--store', local, e.path])
-      assert.ok(nar.stdout.equals(execFileSync('nix-store', ['--dump', e.path], { env: NIX_ENV, maxBuffer: 1 << 28 })))
+    // The top through the CLI; the paths below it in-process (the commands' ops and renderings), against the same Nix output.
+    const opened = await openStore({ url: local, mustExist: true })
+    try {
+      for (const e of listing) {
+        const cli = async (args: string[]) => {
+          const r = await runCli([...args, '--store', local, e.path])
+          assert.equal(r.code, 0, r.stderr)
+          return r.stdout
+        }
+        const info = e.path === top ? undefined : await narInfo(opened, e.path)
+        const text = info ? renderNarInfo(narInfoFields(info, opened.storeDir)) : (await cli(['narinfo'])).toString()
+        const theirs = fs.readFileSync(path.join(cache, `${path.basename(e.path).slice(0, 32)}.narinfo`), 'utf8')
+        assert.equal(text, theirs.split('\n').filter((l) => !l.startsWith('Sig: ')).join('\n'), e.path)
+        // --json: what `nix path-info --json` says of the path in that cache (references, deriver as Nix writes them).
+        const json = info ? narInfoJson(info, opened.storeDir) : JSON.parse((await cli(['narinfo', '--json'])).toString())
+        const { signatures: _, ...want } = JSON.parse(nix(['path-info', '--json', '--store', `file://${cache}`, e.path]))[0]
+        assert.deepEqual(json, want, e.path)
+        const nar = info ? await exportNarOutput(local, e.path) : await cli(['export-nar'])
+        assert.ok(nar.equals(execFileSync('nix-store', ['--dump', e.path], { env: NIX_ENV, maxBuffer: 1 << 28 })), e.path)
+      }
+    } finally {
+      await opened.close()
     }
   })
 

@@ -20,6 +20,9 @@ import { openLocalStore } from '../../src/backends/local/index.js'
 import { readAll } from '../../src/castore/blob-service.js'
 import { b3, toHex } from '../../src/castore/digest.js'
 import { type CliResult, runCli } from '../helpers/cli.js'
+import { exportNarOutput } from '../helpers/ops.js'
+import { openStore } from '../../src/backends/open-store.js'
+import { importPath } from '../../src/ops/import-paths.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { nixMissing, NixStore } from '../helpers/nix.js'
 import { failIfStalled, rssKiB } from '../helpers/spawn.js'
@@ -85,11 +88,12 @@ describe('daemon under load: many concurrent clients', () => {
     }
     const noNix = nixMissing()
     if (noNix) console.log(`daemon-load: NAR comparison against nix-store --dump skipped (${noNix}); comparing against local-store exports instead`)
-    // References, computed without the daemon (concurrently; they are independent processes).
-    const imported = await Promise.all(trees.map((t) => runCli(['import', '--store', local, t])))
-    for (const [i, r] of imported.entries()) {
-      assert.equal(r.code, 0, r.stderr)
-      want[i] = r.stdout.toString().trim()
+    // References, computed without the daemon, in-process (the import op; the clients below are CLI processes).
+    const opened = await openStore({ url: local })
+    try {
+      for (const [i, t] of trees.entries()) want[i] = (await importPath(opened, t)).storePath
+    } finally {
+      await opened.close()
     }
     for (const [i, t] of trees.entries()) {
       if (noNix) {
@@ -182,11 +186,10 @@ describe('daemon under load: many concurrent clients', () => {
       assert.equal(printed.size, 1, `load-${i}: imports printed ${[...printed].join(' / ')}`)
     }
 
-    // Consistency afterwards: every path exports exactly its tree's NAR …
-    const exports = await Promise.all(want.map((p) => runCli(['export-nar', '--store', url, p])))
-    for (const [i, r] of exports.entries()) {
-      assert.equal(r.code, 0, r.stderr)
-      assert.ok(r.stdout.equals(wantNar[i]!), `export-nar ${want[i]} differs from the reference NAR (${r.stdout.length} vs ${wantNar[i]!.length} bytes)`)
+    // Consistency afterwards: every path exports exactly its tree's NAR through the daemon (in-process gRPC client) …
+    for (const [i, p] of want.entries()) {
+      const nar = await exportNarOutput(url, p)
+      assert.ok(nar.equals(wantNar[i]!), `export-nar ${p} differs from the reference NAR (${nar.length} vs ${wantNar[i]!.length} bytes)`)
     }
     // … there is one PathInfo per tree, every blob is named by its BLAKE3, and tmp/ is empty.
     assert.equal(listFiles(path.join(store, 'pathinfo')).length, TREE_COUNT)

@@ -6,6 +6,17 @@ import { after, before, describe, test } from 'node:test'
 import { type CliResult, runCli } from '../helpers/cli.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { makeTree, randomBytes } from '../helpers/trees.js'
+import { lsOutput } from '../helpers/ops.js'
+import { Readable } from 'node:stream'
+import { openStore } from '../../src/backends/open-store.js'
+import { readAll } from '../../src/castore/blob-service.js'
+import { catFile } from '../../src/ops/cat.js'
+import { exportNar } from '../../src/ops/export-nar.js'
+import { importNar } from '../../src/ops/import-nar.js'
+import { importPath } from '../../src/ops/import-paths.js'
+import { narInfo } from '../../src/ops/narinfo.js'
+import { narInfoFields, renderNarInfo } from '../../src/store/narinfo.js'
+import { narInfoJson } from '../../src/store/path-info-json.js'
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-daemon-'))
 const ok = async (args: string[], input?: Buffer) => {
@@ -52,24 +63,50 @@ describe('every command gives the same output against a daemon as against a loca
     assert.match(unix.log(), /stopped/)
   })
 
+  /**
+   * What a command prints against `remote`: through the CLI, or in-process
+   * (the same op and rendering over the same gRPC client, no process start).
+   */
+  const viaCli = async (args: string[], input?: Buffer) => ok(args, input)
+  const viaOps = (remote: string) => async (args: string[], input?: Buffer): Promise<Buffer> => {
+    const store = await openStore({ url: remote })
+    try {
+      const [cmd, ...rest] = args.filter((a, i) => a !== '--store' && args[i - 1] !== '--store')
+      const target = rest.at(-1)!
+      if (cmd === 'import' && rest[0] === '--nar') return Buffer.from((await importNar(store, Readable.from([input!]), rest[3]!)).storePath + '\n')
+      if (cmd === 'import') return Buffer.from((await importPath(store, target)).storePath + '\n')
+      if (cmd === 'export-nar') return await readAll(await exportNar(store, target))
+      if (cmd === 'cat') return await readAll(await catFile(store, target))
+      if (cmd === 'ls') return await lsOutput(store, rest.slice(0, -1), target)
+      const info = await narInfo(store, target)
+      return Buffer.from(rest.includes('--json') ? JSON.stringify(narInfoJson(info, store.storeDir)) + '\n' : renderNarInfo(narInfoFields(info, store.storeDir)))
+    } finally {
+      await store.close()
+    }
+  }
+
+  // grpc+http: every tree through the CLI. grpc+unix: the mixed tree through the CLI (the wiring of each command
+  // with a unix URL), the other trees in-process over the same unix-socket client.
   for (const which of ['tcp', 'unix'] as const) {
     test(`grpc+${which === 'tcp' ? 'http' : 'unix'}: import, import --nar, export-nar, narinfo, ls, cat`, async () => {
       const remote = which === 'tcp' ? tcp.url : unix.url
-      for (const t of trees) {
+      for (const [i, t] of trees.entries()) {
+        const run = which === 'tcp' || i === 0 ? viaCli : viaOps(remote)
         const want = (await okLocal(['import', '--store', local, t])).toString()
-        assert.equal((await ok(['import', '--store', remote, t])).toString(), want)
+        assert.equal((await run(['import', '--store', remote, t])).toString(), want)
         const p = want.trim()
         const nar = await okLocal(['export-nar', '--store', local, p])
-        assert.ok((await ok(['export-nar', '--store', remote, p])).equals(nar), `export-nar ${p}`)
-        assert.equal((await ok(['import', '--store', remote, '--nar', '-', '--name', path.basename(t)], nar)).toString(), want)
+        assert.ok((await run(['export-nar', '--store', remote, p])).equals(nar), `export-nar ${p}`)
+        assert.equal((await run(['import', '--store', remote, '--nar', '-', '--name', path.basename(t)], nar)).toString(), want)
         for (const args of [['narinfo'], ['narinfo', '--json'], ['ls', '-lR'], ['ls', '--json', '-R'], ['ls']]) {
-          assert.equal((await ok([...args, '--store', remote, p])).toString(), (await okLocal([...args, '--store', local, p])).toString(), args.join(' '))
+          assert.equal((await run([...args, '--store', remote, p])).toString(), (await okLocal([...args, '--store', local, p])).toString(), args.join(' '))
         }
       }
       const mixed = (await okLocal(['import', '--store', local, trees[0]!])).toString().trim()
       assert.equal((await ok(['cat', '--store', remote, `${mixed}/sub/a.txt`])).toString(), 'abc')
       const big = (await okLocal(['import', '--store', local, trees[4]!])).toString().trim()
-      assert.ok((await ok(['cat', '--store', remote, `${big}/blob.bin`])).equals(fs.readFileSync(path.join(trees[4]!, 'blob.bin'))))
+      const cat = which === 'tcp' ? viaCli : viaOps(remote)
+      assert.ok((await cat(['cat', '--store', remote, `${big}/blob.bin`])).equals(fs.readFileSync(path.join(trees[4]!, 'blob.bin'))))
       // Errors are the same single lines.
       for (const args of [['cat', `${mixed}/sub`], ['ls', `${mixed}/nope`], ['narinfo', mixed.replace(/-mixed$/, '-other')]]) {
         const [r, l] = await Promise.all([runCli([args[0]!, '--store', remote, args[1]!]), onLocal([args[0]!, '--store', local, args[1]!])])

@@ -17,6 +17,8 @@ import { type CliExit, type CliResult, runCli, spawnCli } from '../helpers/cli.j
 import { NixStore, nixMissing, runNix } from '../helpers/nix.js'
 import { blockedFor } from '../helpers/spawn.js'
 import { exportNarOutput } from '../helpers/ops.js'
+import { importNar } from '../../src/ops/import-nar.js'
+import { narInfoJson } from '../../src/store/path-info-json.js'
 import { openStore } from '../../src/backends/open-store.js'
 import { StoreError } from '../../src/errors.js'
 import { catFile } from '../../src/ops/cat.js'
@@ -40,6 +42,41 @@ const KINDS = Object.keys(TREES)
  */
 const PARALLEL = 2
 const TREES_AT_ONCE = 2
+
+/**
+ * Trees whose export-nar (stdout and -o FILE), import --nar (stdin, FILE,
+ * name from FILE), narinfo and cat of a non-file run through the CLI: a
+ * directory, a file and a symlink at the root. The other trees run the
+ * same ops and renderings in-process against the same Nix output (what the
+ * CLI adds, flags and output plumbing, does not depend on the tree).
+ */
+const CLI_KINDS = new Set(['mixed', 'single-file', 'top-symlink'])
+
+/** What `narinfo [--json] --store URL PATH` prints, in-process (the command's op and rendering). */
+async function narinfoInProcess(url: string, storePath: string): Promise<{ text: string; json: string }> {
+  const opened = await openStore({ url, mustExist: true })
+  try {
+    const info = await narInfo(opened, storePath)
+    return { text: renderNarInfo(narInfoFields(info, opened.storeDir)), json: JSON.stringify(narInfoJson(info, opened.storeDir)) + '\n' }
+  } finally {
+    await opened.close()
+  }
+}
+
+/** The error line `cat --store URL TARGET` prints, in-process. */
+async function catErrorInProcess(url: string, target: string): Promise<string> {
+  const opened = await openStore({ url, mustExist: true })
+  try {
+    for await (const chunk of await catFile(opened, target)) assert.equal(chunk.length, 0, `cat ${target}: output before the error`)
+  } catch (e) {
+    assert.ok(e instanceof StoreError, String(e))
+    assert.doesNotMatch(e.message, /\n/)
+    return `error: ${e.message}\n`
+  } finally {
+    await opened.close()
+  }
+  assert.fail(`cat ${target} succeeded`)
+}
 
 /** The flag sets `ls` is run with through the CLI, on the root of `mixed` (every tree, sub-path and flag set: test/ops/ls-cat.test.ts). */
 const LS_FLAGS: string[][] = [[], ['-l'], ['-R'], ['-lR'], ['--json'], ['--json', '-R'], ['-d']]
@@ -168,6 +205,7 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
 
       test('export-nar is byte-identical to nix-store --dump (stdout and -o FILE)', { skip: SKIP }, async () => {
         const p = P(kind)
+        if (!CLI_KINDS.has(kind)) return assertSameBytes(await exportNarOutput(store, p.nixPath), p.dump, 'export-nar (in-process) vs nix-store --dump')
         const outDir = path.join(root, 'export', kind)
         fs.mkdirSync(outDir, { recursive: true })
         const outFile = path.join(outDir, `${kind}.nar`)
@@ -187,20 +225,31 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
       test("import --nar of Nix's NAR gives the same store path (stdin and FILE)", { skip: SKIP, concurrency: 3 }, async (t) => {
         const p = P(kind)
         const want = p.nixPath + '\n'
-        const cases: Array<{ label: string; args: string[]; input?: Buffer }> = [
-          { label: '--nar - --name', args: ['--nar', '-', '--name', kind], input: p.dump },
-          { label: '--nar FILE --name', args: ['--nar', p.narFile, '--name', kind] },
-          { label: '--nar FILE (name from FILE = <kind>.nar)', args: ['--nar', p.narFile] },
-        ]
+        const cases: Array<{ label: string; args: string[]; input?: Buffer }> = CLI_KINDS.has(kind)
+          ? [
+              { label: '--nar - --name', args: ['--nar', '-', '--name', kind], input: p.dump },
+              { label: '--nar FILE --name', args: ['--nar', p.narFile, '--name', kind] },
+              { label: '--nar FILE (name from FILE = <kind>.nar)', args: ['--nar', p.narFile] },
+            ]
+          : [{ label: 'the import --nar op (in-process)', args: [] }]
         await subtests(
           t,
           cases,
           (c) => `${c.label} into a fresh store, then export-nar round-trips`,
           async (c) => {
             const fresh = fs.mkdtempSync(path.join(root, `nar-${kind}-`))
-            const r = await runCli(['import', '--store', fresh, ...c.args], { input: c.input })
-            assert.equal(r.code, 0, r.stderr)
-            assert.equal(r.stdout.toString(), want)
+            if (c.args.length === 0) {
+              const opened = await openStore({ url: fresh })
+              try {
+                assert.equal((await importNar(opened, fs.createReadStream(p.narFile), kind)).storePath + '\n', want)
+              } finally {
+                await opened.close()
+              }
+            } else {
+              const r = await runCli(['import', '--store', fresh, ...c.args], { input: c.input })
+              assert.equal(r.code, 0, r.stderr)
+              assert.equal(r.stdout.toString(), want)
+            }
             // What the import stored, read back in-process (export-nar through the CLI: the test above).
             assertSameBytes(await exportNarOutput(fresh, p.nixPath), p.dump, `export-nar after import ${c.label}`)
           },
@@ -209,20 +258,26 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
 
       test('narinfo matches the .narinfo nix copy writes', { skip: SKIP }, async () => {
         const p = P(kind)
-        const [text, json] = await Promise.all([runCli(['narinfo', '--store', store, p.nixPath]), runCli(['narinfo', '--json', '--store', store, p.nixPath])])
-        assert.equal(text.code, 0, text.stderr)
-        const ours = narinfoFields(text.stdout.toString())
+        const ran = async (args: string[]) => {
+          const r = await runCli(args)
+          assert.equal(r.code, 0, r.stderr)
+          return r.stdout
+        }
+        const printed = CLI_KINDS.has(kind)
+          ? await Promise.all([ran(['narinfo', '--store', store, p.nixPath]), ran(['narinfo', '--json', '--store', store, p.nixPath])])
+          : await narinfoInProcess(store, p.nixPath).then((o) => [Buffer.from(o.text), Buffer.from(o.json)])
+        const [text, json] = printed.map((stdout) => stdout.toString()) as [string, string]
+        const ours = narinfoFields(text)
         const theirs = narinfoFields(p.nixNarinfo)
         for (const k of ['StorePath', 'NarHash', 'NarSize', 'CA', 'References']) {
           assert.deepEqual(ours.get(k), theirs.get(k), `narinfo ${k}`)
         }
         assert.deepEqual(theirs.get('References'), [''], 'nix-store --add paths have no references')
         assert.ok(!theirs.has('Sig'), 'Nix signed the path; no key was configured')
-        assert.equal(text.stdout.toString(), p.nixNarinfo, 'whole narinfo text, line for line')
+        assert.equal(text, p.nixNarinfo, 'whole narinfo text, line for line')
         // --json: one line, what `nix path-info --json` says of the path in that binary cache.
-        assert.equal(json.code, 0, json.stderr)
-        assert.match(json.stdout.toString(), /^[^\n]+\n$/)
-        assert.deepEqual([JSON.parse(json.stdout.toString())], await nixJson(['path-info', '--json', '--store', `file://${cache}`, p.nixPath]))
+        assert.match(json, /^[^\n]+\n$/)
+        assert.deepEqual([JSON.parse(json)], await nixJson(['path-info', '--json', '--store', `file://${cache}`, p.nixPath]))
       })
 
       // Every tree, sub-path and flag set is compared in-process (test/ops/ls-cat.test.ts); through the CLI, one tree.
@@ -276,11 +331,16 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
           (rel) => `cat ${rel ? `<path>/${rel}` : '<path>'} (${p.walk.dirs.includes(rel) ? 'directory' : 'symlink'})`,
           async (rel) => {
             const target = sp(p.nixPath, rel)
-            const [ours, theirs] = await Promise.all([runCli(['cat', '--store', store, target]), runNix('nix', ['store', 'cat', '--store', nix.url, target])])
+            const theirs = await runNix('nix', ['store', 'cat', '--store', nix.url, target])
             assert.notEqual(theirs.code, 0, 'nix store cat should fail')
-            assertOneError(ours, `cat ${target}`)
-            assert.match(ours.stderr, /is not a regular file/)
-            assert.equal(ours.stderr, theirs.stderr, 'same message as Nix')
+            let stderr: string
+            if (CLI_KINDS.has(kind)) {
+              const ours = await runCli(['cat', '--store', store, target])
+              assertOneError(ours, `cat ${target}`)
+              stderr = ours.stderr
+            } else stderr = await catErrorInProcess(store, target)
+            assert.match(stderr, /is not a regular file/)
+            assert.equal(stderr, theirs.stderr, 'same message as Nix')
           },
         )
       })

@@ -8,6 +8,11 @@ import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing, nixPathInfo, runNix, withoutUltimate } from '../helpers/nix.js'
 import { buildNixClosure, importNixClosure } from '../helpers/nix-closure.js'
 import { makeSizeSamples } from '../helpers/trees.js'
+import { openStore } from '../../src/backends/open-store.js'
+import { pathInfoEntryJson, pathInfoLines } from '../../src/cli/path-info-output.js'
+import { StoreError } from '../../src/errors.js'
+import { importPath } from '../../src/ops/import-paths.js'
+import { queryPathInfos, referencesFirst } from '../../src/ops/path-info.js'
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-path-info-'))
 const built = buildNixClosure(root)
@@ -23,6 +28,27 @@ async function ours(args: string[]): Promise<string> {
 }
 
 const nix = nixPathInfo
+
+/**
+ * What `path-info --store STORE [--json] [-r] PATHS` prints, in-process: the
+ * command's op and rendering, its error as the one line (or JSON object) on
+ * stderr and its exit code.
+ */
+async function pathInfoInProcess(url: string, args: string[]): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+  const json = args.includes('--json')
+  const paths = args.filter((a) => !a.startsWith('-'))
+  const store = await openStore({ url, mustExist: true })
+  try {
+    const entries = await queryPathInfos(store, paths, { recursive: args.includes('-r'), allowInvalid: json })
+    const stdout = json ? JSON.stringify(entries.map((e) => pathInfoEntryJson(e, store.storeDir))) + '\n' : pathInfoLines(referencesFirst(entries), {})
+    return { code: 0, stdout: Buffer.from(stdout), stderr: '' }
+  } catch (e) {
+    assert.ok(e instanceof StoreError, String(e))
+    return { code: e.exitCode, stdout: Buffer.alloc(0), stderr: (json ? JSON.stringify({ error: e.toJSON() }) : `error: ${e.message}`) + '\n' }
+  } finally {
+    await store.close()
+  }
+}
 
 /**
  * Our `--json` is one line; each of our objects has a subset of the fields
@@ -91,12 +117,16 @@ describe('path-info against nix path-info on imported trees', { skip: missing },
   const store = path.join(root, 'trees')
   const paths: string[] = []
   before(async () => {
-    for (const input of makeSizeSamples(path.join(root, 'src'))) {
-      const theirs = nixStore.add(input)
-      const r = await runCli(['import', '--store', store, input])
-      assert.equal(r.code, 0, r.stderr)
-      assert.equal(r.stdout.toString().trim(), theirs)
-      paths.push(theirs)
+    // Imported in-process (test/ops/path-info.test.ts checks these paths the same way); path-info runs through the CLI below.
+    const opened = await openStore({ url: store })
+    try {
+      for (const input of makeSizeSamples(path.join(root, 'src'))) {
+        const theirs = nixStore.add(input)
+        assert.equal((await importPath(opened, input)).storePath, theirs)
+        paths.push(theirs)
+      }
+    } finally {
+      await opened.close()
     }
   })
 
@@ -129,9 +159,11 @@ describe('path-info against nix path-info on imported trees', { skip: missing },
     const absent = '/nix/store/00000000000000000000000000000000-absent'
     const wrongName = paths[0]!.replace(/-[^/]*$/, '-wrong-name')
     // Several invalid ones: Nix names the first by path; a lookup order of our own must not show.
-    for (const bad of [[absent], [wrongName], [wrongName, absent]]) {
+    // The first set through the CLI, the other two in-process (the same op, rendering and error line).
+    for (const [i, bad] of [[absent], [wrongName], [wrongName, absent]].entries()) {
+      const run = (args: string[]) => (i === 0 ? runCli(['path-info', '--store', store, ...args]) : pathInfoInProcess(store, args))
       const theirs = await runNix('nix', ['path-info', ...n, ...bad, paths[0]!])
-      const r = await runCli(['path-info', '--store', store, ...bad, paths[0]!])
+      const r = await run([...bad, paths[0]!])
       assert.equal(r.code, theirs.code)
       assert.equal(r.stdout.toString(), '')
       // Nix's last line is the error; it first says it does not know how to build the path.
@@ -139,7 +171,7 @@ describe('path-info against nix path-info on imported trees', { skip: missing },
       assert.equal(r.stderr, theirs.stderr.split('\n').filter(Boolean).at(-1) + '\n')
 
       const theirsJson = await runNix('nix', ['path-info', ...n, '--json', paths[0]!, ...bad])
-      const j = await runCli(['path-info', '--store', store, '--json', paths[0]!, ...bad])
+      const j = await run(['--json', paths[0]!, ...bad])
       assert.equal(j.code, theirsJson.code)
       assert.equal(j.code, 0)
       assertJsonSubset(j.stdout.toString(), theirsJson.stdout.toString())
@@ -149,7 +181,7 @@ describe('path-info against nix path-info on imported trees', { skip: missing },
       }
 
       const theirsRec = await runNix('nix', ['path-info', ...n, '--json', '-r', ...bad])
-      const rec = await runCli(['path-info', '--store', store, '--json', '-r', ...bad])
+      const rec = await run(['--json', '-r', ...bad])
       assert.equal(rec.code, theirsRec.code)
       assert.equal(rec.stdout.toString(), '')
       assert.match(rec.stderr, /^\{"error":\{"code":"ERR_NOT_FOUND","message":"path '.*' is not valid"\}\}\n$/)

@@ -8,6 +8,8 @@ import { readAll } from '../../src/castore/blob-service.js'
 import { openStore } from '../../src/backends/open-store.js'
 import { batchLines } from '../../src/cli/output.js'
 import { exportNar } from '../../src/ops/export-nar.js'
+import { importNar } from '../../src/ops/import-nar.js'
+import { inWriteSession } from '../../src/store/capabilities.js'
 import { type VerifyReport, verifyStore } from '../../src/ops/verify.js'
 import { pathInfoLines } from '../../src/cli/path-info-output.js'
 import { listJson, listingToJson, listText } from '../../src/ops/ls.js'
@@ -28,6 +30,16 @@ export async function exportNarOutput(url: string, target: string): Promise<Buff
   const store = await openStore({ url, mustExist: true })
   try {
     return await readAll(await exportNar(store, target))
+  } finally {
+    await store.close()
+  }
+}
+
+/** What `import --nar … --name NAME --store URL` does, in-process: the store opened and closed as the command does. */
+export async function importNarInProcess(url: string, nar: AsyncIterable<Uint8Array>, name = 'bad'): Promise<string> {
+  const store = await openStore({ url })
+  try {
+    return (await inWriteSession(store, () => importNar(store, nar, name))).storePath
   } finally {
     await store.close()
   }
