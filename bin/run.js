@@ -1,6 +1,15 @@
 #!/usr/bin/env node
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+
 // Blob writes fsync in libuv's thread pool; the default of 4 threads starves it.
 process.env.UV_THREADPOOL_SIZE ??= '16'
 
-const { main } = await import('../dist/cli/main.js')
-await main(process.argv.slice(2), import.meta.url)
+// ls, cat, narinfo, path-info and --version run from one CommonJS bundle without oclif's
+// runtime (src/cli/fast-path.ts, built by npm run build); everything else is oclif's.
+const argv = process.argv.slice(2)
+const { runFast } = createRequire(import.meta.url)('../dist/fast-path.cjs')
+if (!(await runFast(argv, fileURLToPath(new URL('..', import.meta.url))))) {
+  const { main } = await import('../dist/cli/main.js')
+  await main(argv, import.meta.url)
+}
