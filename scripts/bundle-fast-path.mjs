@@ -1,4 +1,4 @@
-// Builds dist/fast-path.cjs (npm run build): the hot commands of src/cli/fast-path.ts and all they
+// Builds dist/fast-path.cjs (npm run build): the hot commands of src/hot-commands.ts and all they
 // import, in one CommonJS file, so that a cold `ls`/`cat` reads and compiles one file instead of
 // resolving ~200 ES modules. Packages only other commands or backends use stay outside it.
 import fs from 'node:fs'
@@ -86,7 +86,7 @@ const lazyBuiltins = {
 }
 
 const result = await build({
-  entryPoints: ['src/cli/fast-path.ts'],
+  entryPoints: ['src/hot-commands.ts'],
   outfile: 'dist/fast-path.cjs',
   bundle: true,
   platform: 'node',

@@ -6,37 +6,25 @@ import type { Config } from '@oclif/core/config'
 import { setLogger } from '@oclif/core/logger'
 import type { Failure } from './report.js'
 
-type CommandClass = Pick<typeof Command, 'id'> & (new (argv: string[], config: Config) => Command)
-const load = async (m: Promise<{ default: unknown }>): Promise<CommandClass> => (await m).default as CommandClass
-
-/**
- * Commands scripts call hundreds of times. bin/run.js runs them from one
- * bundle (dist/fast-path.cjs) without oclif's runtime: no Config.load, no
- * plugin scan, no manifest. A new hot command is one line here; it must be
- * a plain command (no aliases, hooks, topics or deprecation), as these are.
- * Each loads on demand, so `--version` or a command that is not here
- * evaluates none of them.
- */
-export const HOT_COMMANDS: Record<string, () => Promise<CommandClass>> = {
-  cat: () => load(import('../commands/cat.js')),
-  ls: () => load(import('../commands/ls.js')),
-  narinfo: () => load(import('../commands/narinfo.js')),
-  'path-info': () => load(import('../commands/path-info.js')),
-}
+/** A command class as oclif's Command.run constructs it. */
+export type CommandClass = Pick<typeof Command, 'id'> & (new (argv: string[], config: Config) => Command)
+/** The hot commands by id, each loaded on demand (src/hot-commands.ts). */
+export type HotCommands = Record<string, () => Promise<CommandClass>>
 
 type PackageJson = { name: string; version: string; oclif: { bin: string } }
 
 /**
- * Runs `argv` as oclif would, if it is `--version` or a hot command;
- * returns false (having done nothing) for anything else, which stays
+ * Runs `argv` as oclif would, if it is `--version` or one of `commands`,
+ * without oclif's runtime: no Config.load, no plugin scan, no manifest.
+ * Returns false (having done nothing) for anything else, which stays
  * oclif's: help, other commands, and any run with DEBUG set (oclif's
  * debug log is its runtime's). `root` is the package's folder.
  */
-export async function runFast(argv: string[], root: string): Promise<boolean> {
+export async function runFast(argv: string[], root: string, commands: HotCommands): Promise<boolean> {
   if (process.env.DEBUG !== undefined) return false
   // As oclif's run(): `--version` only as the first word, `--help` anywhere before `--`.
   const version = argv[0] === '--version'
-  const hot = Object.hasOwn(HOT_COMMANDS, argv[0] ?? '') ? HOT_COMMANDS[argv[0]!] : undefined
+  const hot = Object.hasOwn(commands, argv[0] ?? '') ? commands[argv[0]!] : undefined
   if (!version && (!hot || beforeDashDash(argv).includes('--help'))) return false
   // oclif names the platform `wsl` under WSL; that one case stays oclif's.
   if (os.release().toLowerCase().includes('microsoft')) return false

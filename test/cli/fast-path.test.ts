@@ -1,5 +1,5 @@
 /**
- * bin/run.js runs the hot commands (src/cli/fast-path.ts) without oclif's
+ * bin/run.js runs the hot commands (src/hot-commands.ts) without oclif's
  * runtime. Whatever the arguments, good or bad, that path must answer as
  * oclif's does: the same stdout, stderr and exit code as main() (oclif's
  * run) for the same argv and environment.
@@ -25,7 +25,7 @@ const viaOclif = (argv: string[], env: Record<string, string>): Promise<ProcessR
 const viaFast = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(
     process.execPath,
-    ['-e', `require(${JSON.stringify(FAST)}).runFast(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`, JSON.stringify(argv)],
+    ['-e', `require(${JSON.stringify(FAST)}).run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`, JSON.stringify(argv)],
     { env, cwd: REPO },
   )
 
