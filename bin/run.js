@@ -1,15 +1,22 @@
 #!/usr/bin/env node
-import { createRequire } from 'node:module'
-import { fileURLToPath } from 'node:url'
+// CommonJS (bin/package.json): an ES module entry would cost every start-up the ESM loader.
+'use strict'
+const path = require('node:path')
+const { compileFastPath } = require('./load-fast-path.cjs')
 
 // Blob writes fsync in libuv's thread pool; the default of 4 threads starves it.
 process.env.UV_THREADPOOL_SIZE ??= '16'
 
-// ls, cat, narinfo, path-info and --version run from one CommonJS bundle without oclif's
-// runtime (src/hot-commands.ts, built by npm run build); everything else is oclif's.
+// ls, cat, narinfo, path-info and --version run from one bundle without oclif's runtime
+// (src/hot-commands.ts, built by npm run build); everything else is oclif's.
+// oclif finds the package from its folder (not from here: bin/package.json has no name).
 const argv = process.argv.slice(2)
-const fastPath = createRequire(import.meta.url)('../dist/fast-path.cjs')
-if (!(await fastPath.run(argv, fileURLToPath(new URL('..', import.meta.url))))) {
-  const { main } = await import('../dist/cli/main.js')
-  await main(argv, import.meta.url)
-}
+const root = path.join(__dirname, '..')
+;(compileFastPath(path.join(root, 'dist/fast-path.cjs'))?.exports ?? { run: async () => false })
+  .run(argv, root)
+  .then(async (ran) => {
+    if (ran) return
+    const { main } = await import('../dist/cli/main.js')
+    await main(argv, root)
+  })
+
