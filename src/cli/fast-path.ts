@@ -29,6 +29,8 @@ export async function runFast(argv: string[], root: string, commands: HotCommand
   // oclif names the platform `wsl` under WSL; that one case stays oclif's.
   if (os.release().toLowerCase().includes('microsoft')) return false
   const pjson = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as PackageJson
+  // TVIX_STORE_DEBUG switches on oclif's debug settings (its warnings printed), also the runtime's.
+  if (scopedEnvVarKeys(pjson.oclif.bin, 'DEBUG').some((k) => process.env[k] !== undefined)) return false
   if (version) {
     process.stdout.write(userAgent(pjson) + '\n')
     return true
@@ -61,7 +63,7 @@ function beforeDashDash(argv: string[]): string[] {
  */
 function commandConfig(pjson: PackageJson, Cmd: CommandClass): Config {
   const bin = pjson.oclif.bin
-  const scopedEnvVarKeys = (k: string): string[] => [[bin.replaceAll('@', '').replaceAll(/[/-]/g, '_'), k].join('_').toUpperCase()]
+  const keys = (k: string): string[] => scopedEnvVarKeys(bin, k)
   const config = {
     bin,
     name: pjson.name,
@@ -72,12 +74,17 @@ function commandConfig(pjson: PackageJson, Cmd: CommandClass): Config {
     commandIDs: [Cmd.id],
     findCommand: () => Cmd,
     findTopic: () => undefined,
-    scopedEnvVarKeys,
-    scopedEnvVarKey: (k: string) => scopedEnvVarKeys(k)[0],
-    scopedEnvVar: (k: string) => process.env[scopedEnvVarKeys(k).find((key) => process.env[key]) ?? ''],
+    scopedEnvVarKeys: keys,
+    scopedEnvVarKey: (k: string) => keys(k)[0],
+    scopedEnvVar: (k: string) => process.env[keys(k).find((key) => process.env[key]) ?? ''],
     runHook: async () => ({ failures: [], successes: [] }),
   }
   return config as unknown as Config
+}
+
+/** As oclif's Config names the variables of this CLI (`TVIX_STORE_<K>`; it has no bin aliases). */
+function scopedEnvVarKeys(bin: string, k: string): string[] {
+  return [[bin.replaceAll('@', '').replaceAll(/[/-]/g, '_'), k].join('_').toUpperCase()]
 }
 
 /** As Config.load words it (the platform is `wsl` only under WSL, which runFast leaves to oclif). */

@@ -19,7 +19,7 @@ const MISSING = '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-missing'
 
 /** oclif's path: what bin/run.js did before the fast path existed. */
 const viaOclif = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
-  runProcess(process.execPath, ['--input-type=module', '-e', `(await import(${JSON.stringify(MAIN)})).main(JSON.parse(process.argv[1]), ${JSON.stringify(`file://${BIN}`)})`, JSON.stringify(argv)], { env, cwd: REPO })
+  runProcess(process.execPath, ['--input-type=module', '-e', `(await import(${JSON.stringify(MAIN)})).main(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)})`, JSON.stringify(argv)], { env, cwd: REPO })
 
 /** The fast path alone, as bin/run.js calls it; exit 99 and a note if it declined. */
 const viaFast = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
@@ -136,6 +136,7 @@ describe('the fast path answers as oclif does', () => {
         [['lss', p]],
         [['import', '--frobnicate']],
         [['ls', '--store', store, '--frobnicate', p], { DEBUG: '1' }],
+        [['ls', '--store', store, p], { TVIX_STORE_DEBUG: '1' }],
       ].map(([argv, env]) => () => sameAnswer(argv as string[], env as Record<string, string> | undefined, false)),
     )
   })
