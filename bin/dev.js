@@ -1,6 +1,8 @@
 #!/usr/bin/env -S node --import tsx --no-warnings
-// Runs the TypeScript sources directly (no build step), for development.
+// Runs the TypeScript sources directly (no build step), for development; always through oclif.
+'use strict'
+const path = require('node:path')
+
 process.env.UV_THREADPOOL_SIZE ??= '16'
 
-const { main } = await import('../src/cli/main.ts')
-await main(process.argv.slice(2), import.meta.url, { development: true })
+import('../src/cli/main.ts').then(({ main }) => main(process.argv.slice(2), path.join(__dirname, '..'), { development: true }))

@@ -1,6 +1,22 @@
 #!/usr/bin/env node
+// CommonJS (bin/package.json): an ES module entry would cost every start-up the ESM loader.
+'use strict'
+const path = require('node:path')
+const { compileFastPath } = require('./load-fast-path.cjs')
+
 // Blob writes fsync in libuv's thread pool; the default of 4 threads starves it.
 process.env.UV_THREADPOOL_SIZE ??= '16'
 
-const { main } = await import('../dist/cli/main.js')
-await main(process.argv.slice(2), import.meta.url)
+// ls, cat, narinfo, path-info and --version run from one bundle without oclif's runtime
+// (src/hot-commands.ts, built by npm run build); everything else is oclif's.
+// oclif finds the package from its folder (not from here: bin/package.json has no name).
+const argv = process.argv.slice(2)
+const root = path.join(__dirname, '..')
+;(compileFastPath(path.join(root, 'dist/fast-path.cjs'))?.exports ?? { run: async () => false })
+  .run(argv, root)
+  .then(async (ran) => {
+    if (ran) return
+    const { main } = await import('../dist/cli/main.js')
+    await main(argv, root)
+  })
+

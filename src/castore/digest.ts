@@ -16,7 +16,9 @@ function loadBlake(): BlakeBinding {
     return require('@napi-rs/blake-hash') as BlakeBinding
   }
 }
-const { Blake3Hasher, blake3 } = loadBlake()
+let binding: BlakeBinding | undefined
+/** Loaded on first use: a command that reads only PathInfos (narinfo, path-info) never opens it. */
+const blake = (): BlakeBinding => (binding ??= loadBlake())
 
 /** BLAKE3 digests are 32 bytes; everything in the castore is keyed by one. */
 export const B3_LEN = 32
@@ -29,12 +31,12 @@ function buf(d: Uint8Array): Buffer {
 }
 
 export function b3(data: Uint8Array): B3Digest {
-  return blake3(buf(data))
+  return blake().blake3(buf(data))
 }
 
 /** Incremental BLAKE3 (native, N-API). */
 export function b3Hasher(): { update(d: Uint8Array): void; digest(): B3Digest } {
-  const h = new Blake3Hasher()
+  const h = new (blake().Blake3Hasher)()
   return {
     update: (d) => void h.update(buf(d)),
     digest: () => h.digestBuffer(),
@@ -68,5 +70,5 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return Buffer.compare(a, b)
 }
 
-/** The digest of the empty string: both the empty blob and the empty Directory. */
-export const EMPTY_DIGEST: B3Digest = b3(new Uint8Array(0))
+/** The digest of the empty string: both the empty blob and the empty Directory (written out, so loading this module loads no BLAKE3). */
+export const EMPTY_DIGEST: B3Digest = Buffer.from('af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262', 'hex')

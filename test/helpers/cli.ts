@@ -19,7 +19,8 @@ export function runCli(args: string[], opts: { env?: Record<string, string>; inp
   return runProcess(process.execPath, [BIN, ...args], { env: cliEnv(opts.env), cwd: opts.cwd ?? REPO, input: opts.input })
 }
 
-function cliEnv(extra?: Record<string, string>): Record<string, string> {
+/** The environment runCli gives the CLI: no store settings of the user's, no colour. */
+export function cliEnv(extra?: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = { ...(process.env as Record<string, string>) }
   delete env.TVIX_STORE
   delete env.NIX_STORE_DIR

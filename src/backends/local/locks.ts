@@ -40,8 +40,8 @@ const WRITER = 'w-'
 const SWEEPER = 'gc-'
 const EPOCH = 'epoch'
 const BACKOFF_MS = [5, 20, 50, 100, 200]
-/** Random per process: temp names stay unique even if a pid and start time repeat (another container, a reboot). */
-const TEMP_PREFIX = randomBytes(4).toString('hex')
+/** Random per process: temp names stay unique even if a pid and start time repeat (another container, a reboot). Made on first use: a read never loads node:crypto. */
+let tempPrefix: string | undefined
 let tempCounter = 0
 
 export interface ProcessId {
@@ -109,8 +109,11 @@ export class StoreLocks {
    * between must still be noticed when that session starts.
    */
   private lastEpoch: string
-  /** Two stores opened on one directory in one process keep separate tokens. */
-  private readonly instance = randomBytes(4).toString('hex')
+  /** Two stores opened on one directory in one process keep separate tokens (made on first use, as tempPrefix). */
+  private instanceId: string | undefined
+  private get instance(): string {
+    return (this.instanceId ??= randomBytes(4).toString('hex'))
+  }
 
   /** `onEpoch` runs when a sweep deleted objects since this process last looked (caches of what exists are stale). */
   constructor(
@@ -128,7 +131,7 @@ export class StoreLocks {
   /** A temp file name carrying its owner, so gc can tell a killed writer's leftovers from live ones. */
   static tempName(): string {
     // Unique within the process by the counter, across processes by pid and start time; no random bytes per file.
-    return `${self.pid}-${self.start}-${TEMP_PREFIX}${(tempCounter++).toString(16)}`
+    return `${self.pid}-${self.start}-${(tempPrefix ??= randomBytes(4).toString('hex'))}${(tempCounter++).toString(16)}`
   }
 
   /** Whether a temp file's owner still runs; true for names that are not ours to judge. */

@@ -24,7 +24,8 @@ import { isAlive, self, type StoreLocks } from './locks.js'
  * client hears "absent" and sends it) or reads the root.
  */
 const PREFIX = 'temproots-'
-const INSTANCE = randomBytes(4).toString('hex')
+/** Random per process, made by the first writer: a read never loads node:crypto. */
+let instance: string | undefined
 let counter = 0
 
 export class LocalTempRoots implements TempRoots {
@@ -39,7 +40,7 @@ export class LocalTempRoots implements TempRoots {
     private readonly locks: StoreLocks,
   ) {
     this.dir = locksDir
-    this.file = path.join(this.dir, `${PREFIX}${self.pid}-${self.start}-${INSTANCE}${(counter++).toString(16)}`)
+    this.file = path.join(this.dir, `${PREFIX}${self.pid}-${self.start}-${(instance ??= randomBytes(4).toString('hex'))}${(counter++).toString(16)}`)
   }
 
   async holdIf(kind: TempRootKind, name: string, present: () => Promise<boolean>): Promise<boolean> {

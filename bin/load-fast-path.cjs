@@ -1,0 +1,31 @@
+'use strict'
+const fs = require('node:fs')
+const Module = require('node:module')
+const path = require('node:path')
+const vm = require('node:vm')
+
+/**
+ * Compiles and runs the fast-path bundle (dist/fast-path.cjs) as require() would, but hands V8
+ * the code cache npm run build made beside it, so a start skips parsing the bundle. A cache
+ * that does not fit this Node's V8 (or none) is ignored: V8 compiles the source as usual.
+ * Returns undefined when there is no bundle (dist/ built by tsc alone): oclif runs everything.
+ */
+function compileFastPath(file, cacheFile = `${file}.cache`) {
+  let source
+  try {
+    source = fs.readFileSync(file, 'utf8')
+  } catch (e) {
+    if (e.code === 'ENOENT') return undefined
+    throw e
+  }
+  let cachedData
+  try {
+    cachedData = cacheFile && fs.readFileSync(cacheFile)
+  } catch {}
+  const script = new vm.Script(Module.wrap(source), { filename: file, cachedData })
+  const module = { exports: {} }
+  script.runInThisContext()(module.exports, Module.createRequire(file), module, file, path.dirname(file))
+  return { script, exports: module.exports }
+}
+
+module.exports = { compileFastPath }

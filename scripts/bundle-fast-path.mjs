@@ -1,0 +1,137 @@
+// Builds dist/fast-path.cjs (npm run build): the hot commands of src/hot-commands.ts and all they
+// import, in one CommonJS file, so that a cold `ls`/`cat` reads and compiles one file instead of
+// resolving ~200 ES modules; then V8's code cache for it. Packages only other commands or backends
+// use stay outside it. What a command does not run, it should not load: see the plugins below.
+import fs from 'node:fs'
+import path from 'node:path'
+import { execFileSync } from 'node:child_process'
+import { createRequire, isBuiltin } from 'node:module'
+import { build } from 'esbuild'
+
+/**
+ * oclif's modules require all their dependencies up front (the help renderer, the plugin loader,
+ * ejs, minimatch…) though parsing a command's flags touches few of them. In the bundle each such
+ * top-level require becomes a module proxy loaded on first use (oclif's code reaches them only as
+ * `x_1.member`, as TypeScript compiles imports), so a fast command evaluates only what it runs.
+ */
+const lazyOclifRequires = {
+  name: 'lazy-oclif-requires',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]@oclif[\\/]core[\\/]lib[\\/].*\.js$/ }, async (args) => {
+      const src = await fs.promises.readFile(args.path, 'utf8')
+      const lazy = src.replace(
+        /^(const|var) (\w+) = ((?:__importDefault|__importStar)\()?require\("([^"]+)"\)(\))?;$/gm,
+        (_, kind, name, wrap = '', spec, close = '') => {
+          const req = inBundle(args.path, spec) ? `require("${spec}")` : `__oclifRequire("${outside(args.path, spec)}")`
+          return `${kind} ${name} = __lazyModule(() => ${wrap}${req}${close});`
+        },
+      )
+      return { contents: lazy, loader: 'js' }
+    })
+  },
+}
+/**
+ * What stays out of the bundle, loaded from node_modules if ever reached: oclif's packages (ejs,
+ * wrap-ansi…), and the parts of oclif a command's run never reaches (Config.load and plugins, the
+ * help renderer, performance marks, spinners; `Command.run`, `catch`, `log` call them, and our
+ * commands are run through `_run` and override `catch` and `logJson`).
+ */
+const OCLIF_UNBUNDLED =
+  /^(config\/(config|plugin|plugin-loader|ts-path|index)|help\/(index|command|formatter|root|docopts)|performance|module-loader|main|execute|index|ux\/(index|action\/.*|colorize-json)|util\/(find-root|read-pjson|read-tsconfig|cache-command|os|determine-priority)|errors\/handle)(\.js)?$/
+const oclifLib = (file) => file.slice(file.lastIndexOf(`${path.sep}lib${path.sep}`) + 5)
+function inBundle(importer, spec) {
+  if (spec.startsWith('node:')) return true
+  if (!spec.startsWith('.')) return false
+  return !OCLIF_UNBUNDLED.test(path.posix.normalize(path.posix.join(path.dirname(oclifLib(importer)), spec)))
+}
+/** The specifier as @oclif/core's package.json would resolve it. */
+function outside(importer, spec) {
+  return spec.startsWith('.') ? './' + path.posix.join('lib', path.dirname(oclifLib(importer)), spec) : spec
+}
+
+// In the banner (not processed by esbuild): one module proxy helper, and oclif's require for its own packages.
+const LAZY_HELPERS =
+  'function __lazyModule(load) { let m; const get = () => (m ??= load()); return new Proxy({}, ' +
+  '{ get: (_, k) => get()[k], has: (_, k) => k in get(), ownKeys: () => Reflect.ownKeys(get()), ' +
+  'getOwnPropertyDescriptor: (_, k) => { const d = Reflect.getOwnPropertyDescriptor(get(), k); return d && { ...d, configurable: true } } }) }\n' +
+  'function __lazyNamed(load, names) { let m; const get = () => (m ??= load()); return new Proxy({}, ' +
+  '{ get: (_, k) => get()[k], has: (_, k) => names.includes(k), ownKeys: () => names, ' +
+  'getOwnPropertyDescriptor: (_, k) => (names.includes(k) ? { configurable: true, enumerable: true, writable: false, value: undefined } : undefined) }) }\n' +
+  "function __oclifRequire(id) { return require('node:module').createRequire(require.resolve('@oclif/core/package.json'))(id) }\n"
+
+/**
+ * Built-ins that a bare `node -e 0` has not loaded yet (crypto, zlib, child_process…) cost a few
+ * milliseconds each, and the read path imports several it only needs on rare paths (zlib for
+ * compressed chunks, child_process for sync); chalk, for error lines only, probes the terminal
+ * (tty, os) as it loads. Each becomes a module that loads on its first member access; its export
+ * names are known here, so esbuild's ESM interop can list them without loading it. Built-ins Node
+ * loads at start-up anyway stay plain requires.
+ */
+const LAZY_PACKAGES = ['chalk']
+const preloaded = new Set(
+  JSON.parse(execFileSync(process.execPath, ['-p', 'JSON.stringify(process.moduleLoadList)'], { encoding: 'utf8' }))
+    .filter((m) => m.startsWith('NativeModule '))
+    .map((m) => m.slice('NativeModule '.length)),
+)
+const lazyModules = {
+  name: 'lazy-modules',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?[a-z_/]+$/ }, (args) => {
+      if (args.namespace === 'lazy' || args.namespace === 'builtin') return undefined // the real module, from inside its stand-in
+      const name = args.path.replace(/^node:/, '')
+      if (isBuiltin(name) && preloaded.has(name)) return args.kind === 'import-statement' ? { path: name, namespace: 'builtin' } : undefined
+      const lazy = isBuiltin(name) || LAZY_PACKAGES.includes(name)
+      return lazy ? { path: name, namespace: 'lazy' } : undefined
+    })
+    // A loaded built-in imported by ES modules: as an ES module itself, so that esbuild binds the
+    // names directly instead of copying the module's ~100 properties into a wrapper per import.
+    b.onLoad({ filter: /.*/, namespace: 'builtin' }, (args) => {
+      const m = createRequire(import.meta.url)(args.path)
+      const names = Object.getOwnPropertyNames(m).filter((k) => /^[A-Za-z_$][\w$]*$/.test(k) && 'value' in Object.getOwnPropertyDescriptor(m, k))
+      return { contents: `const m = require('node:${args.path}')\nexport default m\nexport const { ${names.join(', ')} } = m\n`, loader: 'js', resolveDir: process.cwd() }
+    })
+    b.onLoad({ filter: /.*/, namespace: 'lazy' }, async (args) => {
+      const builtin = isBuiltin(args.path)
+      const names = builtin ? Object.getOwnPropertyNames(createRequire(import.meta.url)(args.path)) : Object.keys(await import(args.path))
+      const spec = builtin ? `node:${args.path}` : args.path
+      return { contents: `module.exports = __lazyNamed(() => require('${spec}'), ${JSON.stringify(names)})`, loader: 'js', resolveDir: process.cwd() }
+    })
+  },
+}
+
+await build({
+  entryPoints: ['src/hot-commands.ts'],
+  outfile: 'dist/fast-path.cjs',
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  logLevel: 'warning',
+  // Smaller is faster to read and compile; names kept for the stack traces of errors not ours.
+  minify: true,
+  keepNames: true,
+  // Native (blake-hash), or loaded only by other backends (gRPC, HTTP caches) and oclif's TypeScript support.
+  external: ['@napi-rs/blake-hash', '@grpc/grpc-js', 'undici', 'typescript'],
+  // digest.ts finds the native module from its own URL; in the bundle that is the bundle's.
+  define: { 'import.meta.url': '__bundle_url' },
+  banner: { js: "const __bundle_url = require('node:url').pathToFileURL(__filename).href;\n" + LAZY_HELPERS },
+  plugins: [lazyOclifRequires, lazyModules],
+})
+
+/**
+ * V8's code cache for the bundle (dist/fast-path.cjs.cache), which bin/run.js hands to V8 so that
+ * a start skips parsing it. Made after --version and a failing `ls` on memory:// have run, so it
+ * holds the functions they compiled (flag parsing, store opening, error lines) too. A Node whose
+ * V8 differs rejects it and compiles the bundle as before.
+ */
+const warm = `
+const { compileFastPath } = require(${JSON.stringify(path.resolve('bin/load-fast-path.cjs'))})
+const { script, exports: fast } = compileFastPath(${JSON.stringify(path.resolve('dist/fast-path.cjs'))}, undefined)
+const argvs = [['--version'], ['ls', '--store', 'memory://', '-lR', '/nix/store/00000000000000000000000000000000-warm'], ['path-info', '--store', 'memory://', '--json', '/nix/store/00000000000000000000000000000000-warm']]
+;(async () => {
+  for (const argv of argvs) await fast.run(argv, ${JSON.stringify(path.resolve('.'))})
+  require('node:fs').writeFileSync(${JSON.stringify(path.resolve('dist/fast-path.cjs.cache'))}, script.createCachedData())
+  process.exitCode = 0
+})()
+`
+execFileSync(process.execPath, ['-e', warm], { stdio: 'ignore' })

@@ -1,0 +1,23 @@
+import { type CommandClass, type HotCommands, runFast } from './cli/fast-path.js'
+
+const load = async (m: Promise<{ default: unknown }>): Promise<CommandClass> => (await m).default as CommandClass
+
+/**
+ * Commands scripts call hundreds of times. bin/run.js runs them through
+ * runFast, from one bundle of this file (dist/fast-path.cjs, npm run
+ * build), without oclif's runtime. A new hot command is one line here; it
+ * must be a plain command (no aliases, hooks, topics or deprecation), as
+ * these are. Each loads on demand: `--version`, or a command that is not
+ * here, evaluates none of them.
+ */
+export const HOT_COMMANDS: HotCommands = {
+  cat: () => load(import('./commands/cat.js')),
+  ls: () => load(import('./commands/ls.js')),
+  narinfo: () => load(import('./commands/narinfo.js')),
+  'path-info': () => load(import('./commands/path-info.js')),
+}
+
+/** bin/run.js's question: true if `argv` ran here, false if it is oclif's to run. */
+export function run(argv: string[], root: string): Promise<boolean> {
+  return runFast(argv, root, HOT_COMMANDS)
+}

@@ -1,0 +1,143 @@
+/**
+ * bin/run.js runs the hot commands (src/hot-commands.ts) without oclif's
+ * runtime. Whatever the arguments, good or bad, that path must answer as
+ * oclif's does: the same stdout, stderr and exit code as main() (oclif's
+ * run) for the same argv and environment.
+ */
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { BIN, REPO, cliEnv, runCli } from '../helpers/cli.js'
+import { type ProcessResult, runProcess } from '../helpers/spawn.js'
+import { TREES } from '../helpers/trees.js'
+
+const MAIN = path.join(REPO, 'dist/cli/main.js')
+const FAST = path.join(REPO, 'dist/fast-path.cjs')
+const MISSING = '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-missing'
+
+/** oclif's path: what bin/run.js did before the fast path existed. */
+const viaOclif = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
+  runProcess(process.execPath, ['--input-type=module', '-e', `(await import(${JSON.stringify(MAIN)})).main(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)})`, JSON.stringify(argv)], { env, cwd: REPO })
+
+/** The fast path alone, as bin/run.js calls it; exit 99 and a note if it declined. */
+const viaFast = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
+  runProcess(
+    process.execPath,
+    ['-e', `require(${JSON.stringify(FAST)}).run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`, JSON.stringify(argv)],
+    { env, cwd: REPO },
+  )
+
+const show = (r: ProcessResult): string => `exit ${r.code}\nstdout: ${JSON.stringify(r.stdout.toString())}\nstderr: ${JSON.stringify(r.stderr)}`
+
+async function sameAnswer(argv: string[], extraEnv: Record<string, string> = {}, fast = true): Promise<void> {
+  const env = cliEnv(extraEnv)
+  delete env.DEBUG
+  const [ours, theirs] = await Promise.all([fast ? viaFast(argv, env) : runProcess(process.execPath, [BIN, ...argv], { env, cwd: REPO }), viaOclif(argv, env)])
+  assert.equal(show(ours), show(theirs), `argv: ${JSON.stringify(argv)}`)
+}
+
+/** A few at a time: each is two processes. */
+async function all(cases: Array<() => Promise<void>>): Promise<void> {
+  for (let i = 0; i < cases.length; i += 4) await Promise.all(cases.slice(i, i + 4).map((c) => c()))
+}
+
+describe('the fast path answers as oclif does', () => {
+  let dir: string
+  let store: string
+  let p: string
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fast-path-'))
+    store = path.join(dir, 'store')
+    TREES.mixed!(path.join(dir, 'tree'))
+    const r = await runCli(['import', '--store', store, path.join(dir, 'tree')])
+    assert.equal(r.code, 0, r.stderr)
+    p = r.stdout.toString().trim()
+  })
+  after(() => fs.rmSync(dir, { recursive: true, force: true }))
+
+  test('--version', () => sameAnswer(['--version']))
+
+  test('ls: listings, bad flags and arguments, --json errors', async () => {
+    const s = ['--store', store]
+    await all(
+      [
+        ['ls', ...s, p],
+        ['ls', ...s, '-lR', p],
+        ['ls', ...s, '-l', '--recursive', `${p}/sub`],
+        ['ls', ...s, '-d', p],
+        ['ls', ...s, '--json', '-R', p],
+        ['ls', `--store=${store}`, '--json', p],
+        ['ls', ...s, '--json', '-d', p],
+        ['ls', ...s, '--frobnicate', p],
+        ['ls', ...s, '--json', '--frobnicate', p],
+        ['ls', ...s, '-x', p],
+        ['ls', ...s],
+        ['ls', ...s, '--json'],
+        ['ls', ...s, p, 'extra'],
+        ['ls', ...s, `${p}/nope`],
+        ['ls', ...s, '--json', `${p}/nope`],
+        ['ls', ...s, '--', '--json'],
+        ['ls', ...s, '--', '--help'],
+        ['ls', ...s, 'not-a-store-path'],
+        ['ls', '--store'],
+        ['ls', '--store', path.join(dir, 'no-store'), p],
+        ['ls', '--store', path.join(dir, 'no-store'), '--json', p],
+        ['ls', '--store', 'frob://x', p],
+      ].map((argv) => () => sameAnswer(argv)),
+    )
+  })
+
+  test('cat, narinfo, path-info', async () => {
+    const s = ['--store', store]
+    await all(
+      [
+        ['cat', ...s, `${p}/sub/a.txt`],
+        ['cat', ...s, `${p}/run.sh`],
+        ['cat', ...s, `${p}/link`],
+        ['cat', ...s, p],
+        ['cat', ...s, '--json', `${p}/sub/a.txt`],
+        ['cat', ...s],
+        ['cat', ...s, `${p}/sub/a.txt/`],
+        ['narinfo', ...s, p],
+        ['narinfo', ...s, '--json', p],
+        ['narinfo', ...s, MISSING],
+        ['narinfo', ...s, '--json', MISSING],
+        ['narinfo', ...s, '--json', 'garbage'],
+        ['path-info', ...s, p],
+        ['path-info', ...s, '-rsSh', p, `${p}/sub`],
+        ['path-info', ...s, '--json', '-r', p],
+        ['path-info', ...s, '--all', '--sigs'],
+        ['path-info', ...s, '--json', MISSING],
+        ['path-info', ...s, '--json', '-r', MISSING],
+        ['path-info', ...s, MISSING],
+        ['path-info', ...s, '-s', '--closure-size', '--human-readable'],
+        ['path-info', ...s, '--sizes', p],
+      ].map((argv) => () => sameAnswer(argv)),
+    )
+  })
+
+  test('settings from the environment', async () => {
+    await all([
+      () => sameAnswer(['ls', p], { TVIX_STORE: store }),
+      () => sameAnswer(['narinfo', p], { TVIX_STORE: store, TVIX_STORE_CONTENT_TYPE: 'json' }),
+      () => sameAnswer(['path-info', '--store', store, p], { NIX_STORE_DIR: '/other/store' }),
+      () => sameAnswer(['cat', '--store', store, `${p}/sub/a.txt`], { NO_COLOR: '', TERM: 'dumb' }),
+    ])
+  })
+
+  test('what stays oclif\'s answers the same through bin/run.js: help, other commands, DEBUG', async () => {
+    await all(
+      [
+        [['ls', '--help']],
+        [['cat', '--store', store, '--help', p]],
+        [['help', 'path-info']],
+        [['lss', p]],
+        [['import', '--frobnicate']],
+        [['ls', '--store', store, '--frobnicate', p], { DEBUG: '1' }],
+        [['ls', '--store', store, p], { TVIX_STORE_DEBUG: '1' }],
+      ].map(([argv, env]) => () => sameAnswer(argv as string[], env as Record<string, string> | undefined, false)),
+    )
+  })
+})
