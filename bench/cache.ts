@@ -7,6 +7,7 @@
  *  1. nix copy --from http://ours          vs nix copy --from file://DIR           ≤ 1.2×
  *  2. nix copy --to http://ours?compression=none (daemon --http-upload)
  *                                          vs nix copy --to file://DIR?compression=none   ≤ 1.5×
+ *     beside Nix uploading to a server that stores nothing (its HTTP floor)
  *  3. our copy --from nix+file://DIR --no-check-sigs
  *                                          vs nix copy --from file://DIR --no-check-sigs  ≤ 1.0×
  *  4. the daemon's RSS while serving 16 concurrent full-speed downloads
@@ -32,6 +33,7 @@
  */
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import http from 'node:http'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
@@ -172,6 +174,31 @@ async function startCacheDaemon(ctx: CacheBenchContext, store: string, extraArgs
   throw new Error('the daemon did not say where its binary cache listens ("Nix binary cache at http://…")')
 }
 
+/**
+ * An HTTP binary cache that accepts every upload and keeps nothing (every
+ * narinfo 404s, so Nix uploads the whole closure): what Nix's own upload
+ * costs, with no server work behind it.
+ */
+async function startDiscardingCache(): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/nix-cache-info') return void res.end('StoreDir: /nix/store\n')
+    if (req.method === 'PUT') return void req.resume().on('end', () => res.end())
+    req.resume()
+    res.statusCode = 404
+    res.end()
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
+
 /** Why a comparison cannot run with this CLI (a flag or store URL it does not know yet), else undefined. */
 function missingFeature(e: unknown): string | undefined {
   const m = /error: (Nonexistent flag: \S+|unknown store URL scheme "[^"]+")/.exec(String((e as Error).message))
@@ -274,6 +301,19 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
         }
       })
       ctx.addRow('nix copy --to http://ours | --to file:// (compression=none)', 's', ms(to.ours), ms(to.nix), ratioAtMost(1.5))
+      // Nix's HTTP upload alone (serial HEAD, PUT NAR, PUT narinfo per path, each NAR read whole first)
+      // costs several times its file:// copy: a server that stores nothing shows that floor.
+      const floor: number[] = []
+      for (let rep = 0; rep < ctx.reps; rep++) {
+        const sink = await startDiscardingCache()
+        try {
+          floor.push((await nix(['copy', '--store', `local?root=${nixSrc}`, '--to', `${sink.url}?compression=none`, top])).ms)
+        } finally {
+          await sink.close()
+        }
+      }
+      ctx.addRow('nix copy --to http://(stores nothing) | --to file:// (Nix\'s HTTP floor)', 's', floor, ms(to.nix))
+      ctx.addRow('nix copy --to http://ours | --to http://(stores nothing)', 's', ms(to.ours), floor)
     } catch (e) {
       if (!skipped('nix copy --to http://ours', e)) throw e
     }
