@@ -12,7 +12,7 @@ process.env.UV_THREADPOOL_SIZE ??= '16'
 // oclif finds the package from its folder (not from here: bin/package.json has no name).
 const argv = process.argv.slice(2)
 const root = path.join(__dirname, '..')
-;(compileFastPath(path.join(root, 'dist/fast-path.cjs'))?.exports ?? { run: async () => false })
+;((mayRunFast(argv[0]) ? compileFastPath(path.join(root, 'dist/fast-path.cjs'))?.exports : undefined) ?? { run: async () => false })
   .run(argv, root)
   .then(async (ran) => {
     if (ran) return
@@ -20,3 +20,11 @@ const root = path.join(__dirname, '..')
     await main(argv, root)
   })
 
+/** Whether the bundle may run this first word (dist/fast-path.json, written with it): others skip loading it. */
+function mayRunFast(first) {
+  try {
+    return JSON.parse(require('node:fs').readFileSync(path.join(root, 'dist/fast-path.json'), 'utf8')).firstWords.includes(first)
+  } catch {
+    return false
+  }
+}

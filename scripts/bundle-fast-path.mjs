@@ -6,6 +6,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { createRequire, isBuiltin } from 'node:module'
+import { pathToFileURL } from 'node:url'
 import { build } from 'esbuild'
 
 /**
@@ -117,6 +118,11 @@ await build({
   banner: { js: "const __bundle_url = require('node:url').pathToFileURL(__filename).href;\n" + LAZY_HELPERS },
   plugins: [lazyOclifRequires, lazyModules],
 })
+
+// The first words the bundle may run (dist/fast-path.json): bin/run.js reads these few bytes
+// first, so `gc`, `import`, `--help`… go straight to oclif without loading the bundle to decline.
+const { HOT_COMMANDS } = await import(pathToFileURL(path.resolve('dist/hot-commands.js')).href)
+fs.writeFileSync('dist/fast-path.json', JSON.stringify({ firstWords: ['--version', ...Object.keys(HOT_COMMANDS)] }) + '\n')
 
 /**
  * V8's code cache for the bundle (dist/fast-path.cjs.cache), which bin/run.js hands to V8 so that
