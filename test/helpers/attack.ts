@@ -4,19 +4,9 @@
  * latency a well-behaved client sees meanwhile.
  */
 import { Client, type ClientWritableStream, credentials, type ChannelOptions, type ServiceError } from '@grpc/grpc-js'
-import fs from 'node:fs'
 import http2 from 'node:http2'
 import { performance } from 'node:perf_hooks'
-
-/** VmRSS (now) or VmHWM (peak so far) of a process, in KiB; undefined off Linux. */
-export function vmRssKiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | undefined {
-  try {
-    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) : undefined
-  } catch {
-    return undefined // not Linux, or the process is gone
-  }
-}
+import { rssKiB } from './spawn.js'
 
 const raw = (b: Buffer) => b
 
@@ -66,8 +56,8 @@ export interface Watch {
  * attack.
  */
 export function watchDaemon(pid: number, url: string): Watch {
-  let peak = vmRssKiB(pid) ?? 0
-  const sampler = setInterval(() => (peak = Math.max(peak, vmRssKiB(pid) ?? 0)), 50)
+  let peak = rssKiB(pid) ?? 0
+  const sampler = setInterval(() => (peak = Math.max(peak, rssKiB(pid) ?? 0)), 50)
   const client = rawClient(url)
   const latencies: number[] = []
   let stopped = false
@@ -84,7 +74,7 @@ export function watchDaemon(pid: number, url: string): Watch {
       stopped = true
       await probing
       clearInterval(sampler)
-      peak = Math.max(peak, vmRssKiB(pid) ?? 0)
+      peak = Math.max(peak, rssKiB(pid) ?? 0)
       client.close()
       const sorted = [...latencies].sort((a, b) => a - b)
       return {
