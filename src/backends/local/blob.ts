@@ -202,8 +202,11 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
   private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | Uint8Array | undefined {
     const manifest = manifestEntries(this.packPath(toHex(d)), toHex(d))
-    // Each chunk is checked before it leaves; the whole-blob check proves the manifest right.
-    if (manifest) return verifyBlob(d, iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD)))
+    if (manifest) {
+      // Each chunk is checked before it leaves; the whole-blob check proves an unsealed manifest right (a seal already did).
+      const chunks = iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD))
+      return manifest.sealed ? chunks : verifyBlob(d, chunks)
+    }
     const chunk = this.objects.chunks.get(d)
     return chunk && this.readChunk(d, chunk)
   }
@@ -368,7 +371,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     try {
       for await (const chunk of chunkStream(tap())) await pack.add(chunk, this.objects.chunks)
       digest = h.digest()
-      chunks = await pack.finish(toHex(digest))
+      // Sealed: this digest was computed here, from the very bytes just chunked.
+      chunks = await pack.finish(toHex(digest), true)
     } catch (e) {
       await pack.abort()
       await this.root.discard(tmp)

@@ -8,14 +8,22 @@
  * costs only its new chunks.
  *
  *   pack     = payload* manifest u32le(len(manifest)) "TVXPACK1"
- *   manifest = u32le(count) entry*
+ *   manifest = u32le(count) entry* [seal]
  *   entry    = digest[32] u32le(size) u32le(stored) u64le(offset) u8(codec) u8(where) [pack digest[32] if where = 1]
  *   codec    = 0 raw | 1 deflate-raw;  where = 0 this pack | 1 the pack of another blob
+ *   seal     = "B3S1" BLAKE3(blob digest[32] || u32le(count) entry*)
+ *
+ * The seal (added by writers since issue 14; readers before it ignore
+ * bytes after the entries, so either reads the other's packs) says the
+ * writer computed the blob's digest from the very bytes it chunked, and
+ * guards the manifest against bit-rot: a sealed manifest whose chunks
+ * each match their own digest is the blob, so its reader skips the
+ * second, whole-blob BLAKE3. An unsealed one is still checked whole.
  */
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
 import zlib from 'node:zlib'
-import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { onFile } from './io-errors.js'
 import { type LocalRoot, PACK_SUFFIX, packOwner } from './layout.js'
@@ -65,13 +73,49 @@ function encodeManifest(entries: ChunkRef[], self: string): Buffer {
   return Buffer.concat(parts)
 }
 
+const SEAL_TAG = Buffer.from('B3S1')
+const SEAL_LEN = SEAL_TAG.length + 32
+
+/** The seal of a manifest's entries: binds them to the blob (`self`, hex) they make up. */
+function sealOf(entries: Uint8Array, self: string): Buffer {
+  const h = b3Hasher()
+  h.update(Buffer.from(self, 'hex'))
+  h.update(entries)
+  return Buffer.concat([SEAL_TAG, h.digest()])
+}
+
+/** A manifest as stored: its entries (without the seal), and whether a seal vouched for them. */
+interface Manifest {
+  entries: Buffer
+  sealed: boolean
+}
+
+const corruptManifest = (file: string) => new IntegrityError(`pack ${file} has a corrupt manifest`)
+
+/**
+ * Splits a manifest into entries and seal, and checks the seal. The
+ * entries must end exactly at the seal or at the end (no writer put
+ * anything else there), so a flipped count or tag is an error too, not
+ * a manifest taken for unsealed.
+ */
+function parseManifest(raw: Buffer, self: string, file: string): Manifest {
+  if (raw.length < 4) throw corruptManifest(file)
+  const count = raw.readUInt32LE(0)
+  let p = 4
+  for (let i = 0; i < count && p + 50 <= raw.length; i++) p += raw[p + 49] === 1 ? 82 : 50
+  if (p === raw.length) return { entries: raw, sealed: false }
+  const entries = raw.subarray(0, raw.length - SEAL_LEN)
+  if (p !== entries.length || !bytesEqual(raw.subarray(entries.length), sealOf(entries, self))) throw corruptManifest(file)
+  return { entries, sealed: true }
+}
+
 function decodeManifest(buf: Buffer, self: string, file: string): ChunkRef[] {
   return [...decodeEntries(buf, self, file)]
 }
 
 /** The manifest's entries, decoded one at a time as they are asked for. */
 function* decodeEntries(buf: Buffer, self: string, file: string): Generator<ChunkRef> {
-  const bad = () => new IntegrityError(`pack ${file} has a corrupt manifest`)
+  const bad = () => corruptManifest(file)
   if (buf.length < 4) throw bad()
   const count = buf.readUInt32LE(0)
   let p = 4
@@ -99,7 +143,7 @@ function* decodeEntries(buf: Buffer, self: string, file: string): Generator<Chun
 /** The chunk list of a pack file, or undefined if there is no such file. */
 export function readManifest(file: string, self: string): ChunkRef[] | undefined {
   const raw = readManifestBytes(file)
-  return raw && decodeManifest(raw, self, file)
+  return raw && decodeManifest(parseManifest(raw, self, file).entries, self, file)
 }
 
 /**
@@ -107,13 +151,14 @@ export function readManifest(file: string, self: string): ChunkRef[] | undefined
  * 1 GiB blob lists ~16,000 chunks, which as objects cost ~5 MB of heap per
  * reader (per concurrent download of a binary cache), where the raw
  * manifest is ~50 bytes a chunk. Checked whole now, so a corrupt manifest
- * still fails before any byte is read.
+ * still fails before any byte is read. `sealed`: see the seal above.
  */
-export function manifestEntries(file: string, self: string): Iterable<ChunkRef> | undefined {
+export function manifestEntries(file: string, self: string): (Iterable<ChunkRef> & { sealed: boolean }) | undefined {
   const raw = readManifestBytes(file)
   if (!raw) return undefined
-  for (const _ of decodeEntries(raw, self, file));
-  return { [Symbol.iterator]: () => decodeEntries(raw, self, file) }
+  const { entries, sealed } = parseManifest(raw, self, file)
+  for (const _ of decodeEntries(entries, self, file));
+  return { sealed, [Symbol.iterator]: () => decodeEntries(entries, self, file) }
 }
 
 /** The manifest bytes of a pack file, or undefined if there is no such file. */
@@ -396,12 +441,19 @@ export class PackWriter {
     this.writing.catch(() => {})
   }
 
-  /** Writes the manifest and closes; returns the entries with `self` as their own pack's name. */
-  async finish(self: string): Promise<ChunkRef[]> {
+  /**
+   * Writes the manifest and closes; returns the entries with `self` as
+   * their own pack's name. `sealed` only when `self` was computed from the
+   * very bytes whose chunks were added (not taken from a caller or a
+   * peer): its readers then trust the chunk list and skip the whole-blob
+   * check (see the seal above).
+   */
+  async finish(self: string, sealed = false): Promise<ChunkRef[]> {
     await this.flush()
     await this.writing
     const entries = this.entries.map((e) => (e.pack === PackWriter.SELF ? { ...e, pack: self } : e))
-    const manifest = encodeManifest(entries, self)
+    const list = encodeManifest(entries, self)
+    const manifest = sealed ? Buffer.concat([list, sealOf(list, self)]) : list
     const trailer = Buffer.alloc(4)
     trailer.writeUInt32LE(manifest.length)
     await this.fh.write(Buffer.concat([manifest, trailer, MAGIC]))
