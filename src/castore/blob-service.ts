@@ -210,8 +210,11 @@ export function checkedBuffer<T extends Uint8Array>(digest: B3Digest, data: T): 
  * per file.
  */
 export interface ImmediateReads {
-  /** `sizeHint`: the size the blob is expected to have (a file node's), which may save a syscall; the bytes are the true ones either way. */
-  openNow(digest: B3Digest, sizeHint?: number): Uint8Array | AsyncIterable<Uint8Array> | undefined
+  /**
+   * `sizeHint`: the size the blob is expected to have (a file node's), which may save a syscall; the bytes are the true ones either way.
+   * `lend`: the caller is done with each piece of a stream before it asks for the next, so pieces may share one reused buffer.
+   */
+  openNow(digest: B3Digest, sizeHint?: number, lend?: boolean): Uint8Array | AsyncIterable<Uint8Array> | undefined
   /** A small blob of exactly `size` bytes read into `into` at `at` (room for size + 1) and checked there; false if it cannot be (then openNow). */
   readInto?(digest: B3Digest, size: number, into: Uint8Array, at: number): boolean
 }

@@ -14,12 +14,12 @@ type Chunks = AsyncIterable<Uint8Array> | Iterable<Uint8Array>
  * FILE never holds a partial result; a symlink to a regular file keeps
  * the link and replaces the file it points to. Anything else that exists
  * (/dev/null, /dev/stdout, a FIFO, a dangling symlink) is opened and written
- * through, as the shell's `>` does; a directory is refused.
+ * through, as the shell's `>` does; a directory is refused. `lent`: see writeAll.
  */
-export async function writeOutputFile(file: string, chunks: Chunks): Promise<void> {
+export async function writeOutputFile(file: string, chunks: Chunks, opts: { lent?: boolean } = {}): Promise<void> {
   const target = outputTarget(file)
-  if (target === undefined) return writeThrough(file, chunks)
-  return writeReplacing(target, file, chunks)
+  if (target === undefined) return writeThrough(file, chunks, opts)
+  return writeReplacing(target, file, chunks, opts)
 }
 
 /** The regular file to replace (symlinks resolved), or undefined to write through `file`. */
@@ -42,7 +42,7 @@ onInterrupt(() => {
   for (const t of temps) fs.rmSync(t, { force: true })
 })
 
-async function writeReplacing(final: string, shown: string, chunks: Chunks): Promise<void> {
+async function writeReplacing(final: string, shown: string, chunks: Chunks, opts: { lent?: boolean }): Promise<void> {
   const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`
   let fd: number
   try {
@@ -54,7 +54,7 @@ async function writeReplacing(final: string, shown: string, chunks: Chunks): Pro
   temps.add(tmp)
   const ws = fs.createWriteStream(tmp, { fd })
   try {
-    await writeAll(ws, chunks)
+    await writeAll(ws, chunks, opts)
     await end(ws)
     fs.renameSync(tmp, final)
   } catch (e) {
@@ -66,7 +66,7 @@ async function writeReplacing(final: string, shown: string, chunks: Chunks): Pro
   }
 }
 
-async function writeThrough(file: string, chunks: Chunks): Promise<void> {
+async function writeThrough(file: string, chunks: Chunks, opts: { lent?: boolean }): Promise<void> {
   let fh: fs.promises.FileHandle
   try {
     // Asynchronous: opening a FIFO waits for its reader.
@@ -76,7 +76,7 @@ async function writeThrough(file: string, chunks: Chunks): Promise<void> {
   }
   const ws = fh.createWriteStream()
   try {
-    await writeAll(ws, chunks)
+    await writeAll(ws, chunks, opts)
     await end(ws)
   } catch (e) {
     await closed(ws)

@@ -11,15 +11,33 @@ export function colourFor(stream: { isTTY?: boolean }, env = process.env): Chalk
 /**
  * Writes chunks with backpressure; leaves the stream open (it may be
  * stdout). Fails with the stream's error as soon as a write has failed.
+ * `lent`: a chunk is valid only until the next is asked for (the source
+ * reuses its buffer: RenderOptions.lend), so each write is waited for
+ * first. Pieces of 256 KiB waited for drain anyway (past the 16 KiB
+ * high-water mark), so this costs no overlap.
  */
-export async function writeAll(out: Writable, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
+export async function writeAll(out: Writable, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, opts: { lent?: boolean } = {}): Promise<void> {
   for await (const c of chunks) {
     // A write that failed while the next chunk was being made (ENOSPC) was reported
     // then, once: a failed stream never drains, so waiting for it would hang.
     if (out.errored) throw out.errored
-    if (!out.write(c)) await waitDrain(out)
+    if (opts.lent) await written(out, c)
+    else if (!out.write(c)) await waitDrain(out)
   }
   if (out.errored) throw out.errored
+}
+
+/** Resolves once `out` is done with `c` (its write completed), rejects with the write's error. */
+function written(out: Writable, c: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // A failed write also emits 'error', after its callback: heard here, not left unhandled (the listener stays for it).
+    out.once('error', reject)
+    out.write(c, (e) => {
+      if (e) return reject(e)
+      out.off('error', reject)
+      resolve()
+    })
+  })
 }
 
 async function waitDrain(out: Writable): Promise<void> {

@@ -9,6 +9,7 @@ export default class Cat extends StoreCommand<typeof Cat> {
   static override args = { path: Args.string({ ignoreStdin: true, required: true, description: 'store path of a regular file, or /sub/path inside one' }) }
 
   async run(): Promise<void> {
-    await writeAll(process.stdout, await catFile(await this.store(), this.args.path))
+    // Each write is waited for before the next piece is read: the reader may reuse its buffers.
+    await writeAll(process.stdout, await catFile(await this.store(), this.args.path, { lend: true }), { lent: true })
   }
 }

@@ -21,9 +21,10 @@ export default class ExportNar extends StoreCommand<typeof ExportNar> {
   }
 
   async run(): Promise<void> {
-    const nar = await exportNar(await this.store(), this.args.path)
+    // Each write is waited for before the next piece is made: the reader may reuse its buffers.
+    const nar = await exportNar(await this.store(), this.args.path, { lend: true })
     const out = this.flags.output
-    if (!out) return writeAll(process.stdout, nar)
-    return writeOutputFile(out, nar)
+    if (!out) return writeAll(process.stdout, nar, { lent: true })
+    return writeOutputFile(out, nar, { lent: true })
   }
 }

@@ -5,6 +5,7 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { PACK_SUFFIX, readManifest } from '../../src/backends/local/pack.js'
+import type { ImmediateReads } from '../../src/castore/blob-service.js'
 import type { B3Digest } from '../../src/castore/digest.js'
 import { toHex } from '../../src/castore/digest.js'
 import type { Store } from '../../src/store/store.js'
@@ -78,6 +79,16 @@ describe('sealed pack manifests', () => {
     const r = await drain(store, digest)
     assert.equal(r.error, undefined)
     assert.ok(r.got.equals(data))
+  })
+
+  test('pieces of open() may be kept (fresh buffers); a lent read, used piece by piece, gives the same bytes', async () => {
+    const kept: Uint8Array[] = []
+    for await (const c of (await store.blobs.open(digest))!) kept.push(c)
+    assert.ok(Buffer.concat(kept).equals(data), 'pieces kept unread until the end are intact')
+    const lent = (store.blobs as unknown as ImmediateReads).openNow(digest, data.length, true) as AsyncIterable<Uint8Array>
+    const copies: Buffer[] = []
+    for await (const c of lent) copies.push(Buffer.from(c))
+    assert.ok(Buffer.concat(copies).equals(data))
   })
 
   test('a flipped byte anywhere in a sealed manifest fails the read before any byte', async () => {

@@ -136,7 +136,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * is loaded it is asked first, so a blob stored as a chunk of a pack
    * costs no failed opens and its pack stays open for the next one.
    */
-  openNow(d: B3Digest, sizeHint?: number): Uint8Array | AsyncIterable<Uint8Array> | undefined {
+  openNow(d: B3Digest, sizeHint?: number, lend = false): Uint8Array | AsyncIterable<Uint8Array> | undefined {
     const hex = toHex(requireDigestLength(d))
     const chunk = this.objects.chunks.ifLoaded(hex)
     if (chunk) {
@@ -148,7 +148,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     try {
       fd = fsSync.openSync(file, 'r')
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return this.openChunked(d)
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return this.openChunked(d, lend)
       throw e
     }
     let handedOn = false
@@ -200,11 +200,12 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   }
 
   /** A packed blob, chunk by chunk; or a single chunk asked for by its own digest. */
-  private openChunked(d: B3Digest): AsyncIterable<Uint8Array> | Uint8Array | undefined {
+  private openChunked(d: B3Digest, lend: boolean): AsyncIterable<Uint8Array> | Uint8Array | undefined {
     const manifest = manifestEntries(this.packPath(toHex(d)), toHex(d))
     if (manifest) {
       // Each chunk is checked before it leaves; the whole-blob check proves an unsealed manifest right (a seal already did).
-      const chunks = iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD))
+      // It holds a piece back while it reads the next: no lending then.
+      const chunks = iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD, lend && manifest.sealed))
       return manifest.sealed ? chunks : verifyBlob(d, chunks)
     }
     const chunk = this.objects.chunks.get(d)

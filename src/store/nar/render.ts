@@ -28,6 +28,13 @@ export interface RenderOptions {
   signal?: AbortSignal
   /** Yield the NAR from this byte offset on (an HTTP Range): blobs wholly before it are not even opened. */
   from?: number
+  /**
+   * The consumer is done with each piece before it asks for the next (a
+   * write it waited for): a large local blob is then read into one reused
+   * buffer (see readPackedBlob). Every piece made from a blob's chunk is
+   * yielded before the blob's next chunk is read.
+   */
+  lend?: boolean
 }
 
 /**
@@ -79,7 +86,7 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
             nar.endContents(node.size)
             break
           }
-          const found = store.blobs.openNow ? store.blobs.openNow(node.digest, node.size) : await store.blobs.open(node.digest, { signal: opts.signal })
+          const found = store.blobs.openNow ? store.blobs.openNow(node.digest, node.size, opts.lend) : await store.blobs.open(node.digest, { signal: opts.signal })
           if (!found) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
           let got = 0
           if (found instanceof Uint8Array) {
