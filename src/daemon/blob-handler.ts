@@ -1,10 +1,12 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
+import type { ImmediateReads } from '../castore/blob-service.js'
 import { B3_LEN, b3Display, toHex } from '../castore/digest.js'
 import { ConflictError } from '../errors.js'
 import { BLOB_CHUNK_BYTES } from '../grpc/definitions.js'
 import { blobChunk, digestMessage, statBlobRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import type { Store } from '../store/store.js'
+import { abortable } from '../util/abortable.js'
 import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
 import type { RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
@@ -27,13 +29,16 @@ export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIM
 
     Read: serverStream('BlobService/Read', log, digestMessage.decode, async function* (digest, signal) {
       const d = requireDigest(digest, B3_LEN)
+      // A local store lends one read buffer (no fresh memory per span): serverStream writes each message out before asking for the next.
+      const { openNow } = blobs as Partial<ImmediateReads>
+      const lent = openNow?.call(blobs, d, undefined, true)
       // A cancelled call closes the blob's files at once, even while its next message waits.
-      const data = await blobs.open(d, { signal })
+      const data = lent ? abortable(lent instanceof Uint8Array ? [lent] : lent, signal) : await blobs.open(d, { signal })
       if (!data) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
       for await (const chunk of data) {
         for (let i = 0; i < chunk.length; i += BLOB_CHUNK_BYTES) yield chunk.subarray(i, i + BLOB_CHUNK_BYTES)
       }
-    }, transfers),
+    }, transfers, true),
 
     // A write session: the store's gc does not sweep while a blob goes in.
     // Kept by a temp root until the client's PathInfo (a later call) refers to it.

@@ -53,15 +53,20 @@ class FlushWindow {
     this.cancelled.then(() => this.room?.())
   }
 
-  /** Writes `msg`; waits while too much is in flight (or until the client goes away, or `idleMs` pass). */
-  async write(msg: unknown, idleMs: number): Promise<void> {
+  /**
+   * Writes `msg`; waits while too much is in flight (or until the client
+   * goes away, or `idleMs` pass). `lent`: `msg` is a view of a buffer its
+   * source reuses, so wait until grpc-js has copied it out (serialized
+   * into its own frame: the write's callback).
+   */
+  async write(msg: unknown, idleMs: number, lent = false): Promise<void> {
     const size = msg instanceof Uint8Array ? msg.length : OBJECT_MESSAGE_BYTES
     this.unflushed += size
     this.call.write(msg, () => {
       this.unflushed -= size
       this.room?.()
     })
-    await this.until(UNFLUSHED_BYTES, idleMs)
+    await this.until(lent ? 0 : UNFLUSHED_BYTES, idleMs)
   }
 
   /** Waits until everything written is handed to HTTP/2: a status sent now comes after it. */
@@ -118,13 +123,18 @@ export function unary<Req, Res>(
   }
 }
 
-/** A heavy server stream holds one of `transfers`' slots while it runs. */
+/**
+ * A heavy server stream holds one of `transfers`' slots while it runs.
+ * `lent`: `fn`'s messages are views its source reuses once the next is
+ * asked for; each is then written out before the next is asked for.
+ */
 export function serverStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
   fn: (req: Req, signal: AbortSignal, call: object) => AsyncIterable<Res>,
   transfers: Transfers = UNLIMITED,
+  lent = false,
 ): handleServerStreamingCall<Buffer, Res> {
   return (call: ServerWritableStream<Buffer, Res>) => {
     const signal = cancelSignal(call)
@@ -140,7 +150,7 @@ export function serverStream<Req, Res>(
           if (call.cancelled) return
           const r = await it.next()
           if (r.done) break
-          await window.write(r.value, idleMs)
+          await window.write(r.value, idleMs, lent)
         }
         call.end()
       } finally {
