@@ -73,11 +73,37 @@ export function serviceDefinition(service: ServiceName, side: 'server' | 'client
       responseStream: mm.responseStream,
       requestSerialize: (v: unknown) => toBuffer(mm.req.encode(v)),
       requestDeserialize: side === 'server' ? identity : (b: Buffer) => mm.req.decode(b),
-      responseSerialize: (v: unknown) => toBuffer(mm.res.encode(v)),
+      responseSerialize: side === 'server' && mm.res === m.blobChunk ? blobChunkInScratch : (v: unknown) => toBuffer(mm.res.encode(v)),
       responseDeserialize: (b: Buffer) => mm.res.decode(b),
     }
   }
   return def as ServiceDefinition
+}
+
+let scratch = Buffer.allocUnsafe(0)
+
+/**
+ * A BlobChunk response (blob Read) encoded into one reused buffer, as
+ * blobChunk.encode would: grpc-js's server copies what a serializer
+ * returns into its own framed buffer at once (serializeMessage, called
+ * synchronously by sendMessage) and keeps nothing, so a fresh buffer per
+ * message was only garbage (page faults, then GC) on the daemon's
+ * hottest path. Not for the client side: grpc-js keeps a request's bytes
+ * for retries.
+ */
+function blobChunkInScratch(v: unknown): Buffer {
+  const data = v as Uint8Array
+  if (data.length === 0) return Buffer.alloc(0)
+  if (scratch.length < data.length + 6) scratch = Buffer.allocUnsafe(Math.max(data.length, BLOB_CHUNK_BYTES) + 6)
+  // Field 1, wire type 2, then the length as a varint.
+  scratch[0] = 0x0a
+  let at = 1
+  for (let n = data.length; ; n = Math.floor(n / 128)) {
+    scratch[at++] = n > 0x7f ? (n % 128) | 0x80 : n
+    if (n <= 0x7f) break
+  }
+  scratch.set(data, at)
+  return scratch.subarray(0, at + data.length)
 }
 
 /**
