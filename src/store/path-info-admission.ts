@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto'
 import type { BlobService } from '../castore/blob-service.js'
 import { type B3Digest, b3Display, bytesEqual, toHex } from '../castore/digest.js'
-import { directorySize } from '../castore/directory.js'
+import { type Directory, directorySize } from '../castore/directory.js'
 import { type DirectoryService, wrongFileSize } from '../castore/directory-service.js'
 import type { FileNode, Node } from '../castore/node.js'
 import { AlreadyExistsError, InvalidInputError, MissingDataError } from '../errors.js'
 import { encodeNode } from '../castore/proto.js'
 import { forEachLimit } from '../util/pool.js'
-import { calculateNar, renderNar } from './nar/render.js'
+import { type CastoreReader, calculateNar, renderNar } from './nar/render.js'
 import { DEFAULT_MAX_NAR_SIZE, narSize as treeNarSize } from './nar/size.js'
 import * as nixbase32 from './nixbase32.js'
 import { CA_METHOD, matchesCa } from './path-info-ca.js'
@@ -18,6 +18,14 @@ import type { CallOptions } from '../util/call-options.js'
 
 /** Lookups (Directories, blob sizes, references) in flight at once. */
 const PARALLEL_LOOKUPS = 32
+/**
+ * Directories of the tree that requireTree read, kept for the NAR render
+ * that checks a content address (so each is read once, not three times:
+ * tree check, size bound, render). A larger tree is read again instead:
+ * memory stays bounded (a Directory in memory is a few hundred bytes
+ * per entry).
+ */
+const KEPT_DIRECTORIES = 16_384
 
 export interface AdmissionOptions extends CallOptions {
   /**
@@ -54,9 +62,9 @@ export async function admitPathInfo(info: PathInfo, store: AdmissionStore, opts:
   const path = checkPut(info)
   const stored = await store.pathInfos.get(path.digest)
   if (stored) return { path, stored: keepStored(stored, info, store.storeDir) }
-  await requireTree(info.node, store)
+  const tree = await requireTree(info.node, store)
   await requireReferences(info, path, store)
-  if (info.narinfo?.ca) await requireContentAddress(info, path, store, opts)
+  if (info.narinfo?.ca) await requireContentAddress(info, path, withDirectories(store, tree), opts)
   return { path }
 }
 
@@ -99,10 +107,13 @@ const missing = (what: string) => new MissingDataError(`PathInfo refers to data 
  * first, a level's reads in parallel), then each distinct blob's size
  * looked up (no data read) against the file nodes naming it. Child
  * Directory sizes were checked when those Directories were stored; the
- * root node's claim is checked here.
+ * root node's claim is checked here. Returns the tree's Directories by hex
+ * digest, all of them, or undefined when there are more than
+ * KEPT_DIRECTORIES.
  */
-async function requireTree(node: Node, store: AdmissionStore): Promise<void> {
-  if (node.kind === 'symlink') return
+async function requireTree(node: Node, store: AdmissionStore): Promise<Map<string, Directory> | undefined> {
+  if (node.kind === 'symlink') return new Map()
+  let kept: Map<string, Directory> | undefined = new Map()
   // The first claim on each blob; later claims of another size are checked too.
   const claims = new Map<string, FileNode>()
   const otherClaims: FileNode[] = []
@@ -121,6 +132,8 @@ async function requireTree(node: Node, store: AdmissionStore): Promise<void> {
       await forEachLimit(level, PARALLEL_LOOKUPS, async (digest) => {
         const dir = await store.directories.get(digest)
         if (!dir) throw missing(`directory ${b3Display(digest)}`)
+        if (kept && kept.size < KEPT_DIRECTORIES) kept.set(toHex(digest), dir)
+        else kept = undefined
         if (digest === node.digest && node.size !== directorySize(dir)) {
           throw new InvalidInputError(`invalid PathInfo: root node claims size ${node.size}, but directory ${b3Display(digest)} has ${directorySize(dir)}`)
         }
@@ -147,6 +160,18 @@ async function requireTree(node: Node, store: AdmissionStore): Promise<void> {
     const why = wrongFileSize(f, sizes.get(toHex(f.digest))!)
     if (why) throw new InvalidInputError(`invalid PathInfo: ${why}`)
   }
+  return kept
+}
+
+/**
+ * `store` with the tree's Directories answered from `tree` (every one of
+ * them: requireTree read and checked them), found without a promise, so
+ * the NAR render reads no Directory again. Without `tree`, `store` as is.
+ */
+function withDirectories(store: AdmissionStore, tree: Map<string, Directory> | undefined): AdmissionStore & CastoreReader {
+  if (!tree) return store
+  const getNow = (d: B3Digest) => tree.get(toHex(d))
+  return { ...store, directories: { getNow, get: async (d, opts) => getNow(d) ?? store.directories.get(d, opts) } }
 }
 
 /** Nix's rule: a path may only refer to paths that are valid (or to itself). */
@@ -165,7 +190,7 @@ async function requireReferences(info: PathInfo, path: StorePath, store: Admissi
  * (an import, which hashed the very bytes it stored) a NAR SHA-256 CA is
  * not rendered again.
  */
-async function requireContentAddress(info: PathInfo, path: StorePath, store: AdmissionStore, opts: AdmissionOptions): Promise<void> {
+async function requireContentAddress(info: PathInfo, path: StorePath, store: AdmissionStore & CastoreReader, opts: AdmissionOptions): Promise<void> {
   const ni = info.narinfo!
   const ca = ni.ca!
   const self = info.references.some((r) => bytesEqual(r, path.digest))
@@ -205,7 +230,7 @@ async function requireContentAddress(info: PathInfo, path: StorePath, store: Adm
  * The NAR size and SHA-256 (and, if asked, another hash) of a stored tree:
  * the one place admission renders, so a limit on rendering plugs in here.
  */
-async function renderedNar(node: Node, store: AdmissionStore, extraAlgo?: string, signal?: AbortSignal): Promise<{ narSize: number; narSha256: Uint8Array; extra?: Uint8Array }> {
+async function renderedNar(node: Node, store: AdmissionStore & CastoreReader, extraAlgo?: string, signal?: AbortSignal): Promise<{ narSize: number; narSha256: Uint8Array; extra?: Uint8Array }> {
   // Sized from Directories alone first: a few Directories sharing children can claim terabytes.
   await treeNarSize(node, store, { limit: DEFAULT_MAX_NAR_SIZE, signal })
   if (!extraAlgo) return calculateNar(node, store, { signal })
