@@ -32,6 +32,23 @@ export function hasChunkedPuts<T extends object>(stage: T): stage is T & Chunked
   return typeof (stage as Partial<ChunkedPuts>).putChunks === 'function'
 }
 
+/**
+ * Optional capability of a BlobService: a blob's or a chunk's bytes as
+ * stored, not hashed, for a ChunkedPuts writer that checks every chunk and
+ * the whole blob itself (else each byte is hashed twice, by the reader and
+ * by the writer). Undefined when the store does not read this one that way
+ * (then open()); nothing else may use what it gives.
+ */
+export interface UncheckedReads {
+  readUnchecked(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined>
+}
+
+/** Reads `d` for a writer that checks what it gets: unchecked where `from` offers that, else open()'s checked bytes. */
+async function readForChecker(from: BlobService, d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+  const unchecked = (from as Partial<UncheckedReads>).readUnchecked
+  return (unchecked && (await unchecked.call(from, d))) ?? from.open(d)
+}
+
 /** Chunk reads in flight when single chunks are fetched: enough to hide a daemon's round trip, each chunk at most MAX_VERIFIED_CHUNK. */
 const CHUNKS_IN_FLIGHT = 16
 
@@ -46,7 +63,7 @@ export function chunksFrom(from: BlobService, blob: B3Digest, chunks: ChunkMeta[
     if (wanted.length === 0) return
     const missing = (what: string) => new NotFoundError(`${what} is missing from the source store`)
     if (wanted.length === chunks.length) {
-      const src = await from.open(blob)
+      const src = await readForChecker(from, blob)
       if (!src) throw missing(`blob ${b3Display(blob)}`)
       for await (const piece of src) {
         fetched(piece.length)
@@ -55,7 +72,7 @@ export function chunksFrom(from: BlobService, blob: B3Digest, chunks: ChunkMeta[
       return
     }
     for await (const data of inOrder(wanted, CHUNKS_IN_FLIGHT, async (c) => {
-      const src = await from.open(c.digest)
+      const src = await readForChecker(from, c.digest)
       if (!src) throw missing(`chunk ${b3Display(c.digest)} of blob ${b3Display(blob)}`)
       return readAll(src)
     })) {

@@ -4,7 +4,7 @@ import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../c
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-service.js'
-import type { ChunkedPuts, ChunkFetch } from '../../castore/chunk-transfer.js'
+import type { ChunkedPuts, ChunkFetch, UncheckedReads } from '../../castore/chunk-transfer.js'
 import { fillPackFromChunks } from './chunk-list-pack.js'
 import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readFull, readManifest, readPackedBlob } from './pack.js'
 import type { ObjectGraph } from './object-graph.js'
@@ -37,7 +37,7 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads {
+export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads, UncheckedReads {
   readonly readsLocally = true
   /** Temp files made durable together, before they are renamed into place. */
   private readonly durable: Batcher<string>
@@ -208,6 +208,29 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     if (manifest) return verifyBlob(d, iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD)))
     const chunk = this.objects.chunks.get(d)
     return chunk && this.readChunk(d, chunk)
+  }
+
+  /**
+   * UncheckedReads: a packed blob, or a chunk of a pack, read chunk by
+   * chunk and inflated but not hashed, for a writer that checks each chunk
+   * against the list (and the whole) itself. Undefined for anything else.
+   */
+  async readUnchecked(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const hex = toHex(requireDigestLength(d))
+    const manifest = manifestEntries(this.packPath(hex), hex)
+    const chunk = manifest ? undefined : this.objects.chunks.get(d)
+    if (!manifest && !chunk) return undefined
+    const refs = manifest ?? [chunk!]
+    const reader = new ChunkReader(this.packPath, false)
+    return iterateSource(
+      (function* () {
+        try {
+          for (const r of refs) yield reader.read(r)
+        } finally {
+          reader.close()
+        }
+      })(),
+    )
   }
 
   /** A chunk read by its own digest, checked; undefined if its pack is gone (a sweep since the index was loaded). */
