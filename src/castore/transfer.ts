@@ -1,4 +1,5 @@
-import { type BlobService, type BlobStage, readsLocally, stageOrWriteThrough, verifyBlob } from './blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, chunkwiseCheckable, hasChunkLists, readsLocally, stageOrWriteThrough, verifyBlob } from './blob-service.js'
+import { chunksFrom, hasChunkedPuts } from './chunk-transfer.js'
 import { type B3Digest, b3Display, bytesEqual, toHex } from './digest.js'
 import { type Directory, directoryDigest } from './directory.js'
 import type { DirectoryService } from './directory-service.js'
@@ -34,6 +35,8 @@ export function newTransferCounts(): TransferCounts {
 const LOOKUPS_IN_FLIGHT = 64
 /** Blob transfers at once: each waits on a round trip (and on the target's fsync). */
 const BLOBS_IN_FLIGHT = 32
+/** Blobs up to this size are not asked for a chunk list (a round trip from a daemon): a local store never packs them. */
+const ONE_PIECE = 1 << 20
 
 /**
  * The bytes of blob `d` for a reader that writes it to `to`: where `to`
@@ -91,6 +94,8 @@ async function* counted(src: AsyncIterable<Uint8Array>, fetched: (bytes: number)
 export class CastoreTransfer {
   /** Per blob: settles once the blob is visible in the target (its stage committed). */
   private readonly visible = new Map<string, Promise<void>>()
+  /** Blob sizes the file nodes of the trees give (hex digest): a small blob's chunk list is not asked for. */
+  private readonly sizes = new Map<string, number>()
 
   constructor(
     private readonly from: Castore,
@@ -101,12 +106,20 @@ export class CastoreTransfer {
   /** Copies the castore data under `node` that the target lacks: blobs, then Directories. */
   async tree(node: Node): Promise<void> {
     if (node.kind === 'symlink') return
-    if (node.kind === 'file') return this.blobs([node.digest])
+    if (node.kind === 'file') {
+      this.sizes.set(toHex(node.digest), node.size)
+      return this.blobs([node.digest])
+    }
     // A target that has the root has its whole closure (stored leaves first): it lists the blobs, and no Directory moves.
     const there = (await this.to.directories.get(node.digest)) !== undefined
     const dirs = await this.fetchDirectories(node.digest, there ? this.to : this.from)
     const files = new Map<string, B3Digest>()
-    for (const d of dirs.values()) for (const f of d.files) files.set(toHex(f.digest), f.digest)
+    for (const d of dirs.values()) {
+      for (const f of d.files) {
+        files.set(toHex(f.digest), f.digest)
+        this.sizes.set(toHex(f.digest), f.size)
+      }
+    }
     await this.blobs(files.values())
     if (there) this.counts.directories.skipped += dirs.size
     else await this.putDirectories(node.digest, dirs)
@@ -185,11 +198,37 @@ export class CastoreTransfer {
       this.counts.blobs.skipped++
       return
     }
-    const src = await blobSource(this.from.blobs, this.to.blobs, d, (n) => (this.counts.bytes += n))
-    if (!src) throw new NotFoundError(`blob ${b3Display(d)} is missing from the source store`)
-    const info = await stage.put(src)
+    const fetched = (n: number) => (this.counts.bytes += n)
+    const info = (await this.byChunks(d, stage, fetched)) ?? (await stage.put(await this.whole(d, stage, fetched)))
     if (!bytesEqual(info.digest, d)) throw new IntegrityError(`blob ${b3Display(d)} arrived as ${b3Display(info.digest)}`)
     this.counts.blobs.copied++
+  }
+
+  /**
+   * A large blob written by the target from the source's chunk list, where
+   * both can (a local target, a source listing chunks: a local store or a
+   * daemon): only the chunks the target lacks move, and it does not cut
+   * the blob into chunks again. Undefined where that does not apply.
+   */
+  private async byChunks(d: B3Digest, stage: BlobStage, fetched: (n: number) => void): Promise<BlobInfo | undefined> {
+    const size = this.sizes.get(toHex(d))
+    if (!hasChunkedPuts(stage) || !hasChunkLists(this.from.blobs) || (size !== undefined && size <= ONE_PIECE)) return undefined
+    const chunks = await this.from.blobs.chunks(d)
+    if (!chunks || chunks.length < 2 || !chunkwiseCheckable(chunks)) return undefined
+    return stage.putChunks(d, chunks, chunksFrom(this.from.blobs, d, chunks, fetched))
+  }
+
+  /**
+   * The bytes of blob `d` for stage.put. A stage that writes from chunk
+   * lists was offered the list already where it helps: the blob is read
+   * whole (no Stat per small blob); for others blobSource may assemble it
+   * from chunks the target holds.
+   */
+  private async whole(d: B3Digest, stage: BlobStage, fetched: (n: number) => void): Promise<AsyncIterable<Uint8Array>> {
+    const chunkwise = hasChunkedPuts(stage)
+    const src = chunkwise ? await this.from.blobs.open(d) : await blobSource(this.from.blobs, this.to.blobs, d, fetched)
+    if (!src) throw new NotFoundError(`blob ${b3Display(d)} is missing from the source store`)
+    return chunkwise ? counted(src, fetched) : src
   }
 }
 

@@ -1,35 +1,65 @@
 import assert from 'node:assert/strict'
-import { test } from 'node:test'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { describe, test } from 'node:test'
+import { openLocalStore } from '../../src/backends/local/index.js'
+import { PACK_SUFFIX, readManifest } from '../../src/backends/local/pack.js'
 import { openMemoryStore } from '../../src/backends/memory/index.js'
 import { type BlobService, type ChunkMeta, readAll } from '../../src/castore/blob-service.js'
-import { toHex } from '../../src/castore/digest.js'
+import { b3, toHex } from '../../src/castore/digest.js'
 import { CastoreTransfer } from '../../src/castore/transfer.js'
+import { IntegrityError } from '../../src/errors.js'
 import type { Store } from '../../src/store/store.js'
 import { randomBytes } from '../helpers/trees.js'
 
+const fresh = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-chunk-transfer-'))
+
+/** Every pack under a local store's root, with its manifest. */
+function packs(root: string) {
+  const shard = path.join(root, 'blobs/b3')
+  if (!fs.existsSync(shard)) return []
+  return fs.readdirSync(shard).flatMap((s) =>
+    fs
+      .readdirSync(path.join(shard, s))
+      .filter((n) => n.endsWith(PACK_SUFFIX))
+      .map((n) => {
+        const self = path.basename(n, PACK_SUFFIX)
+        return { self, manifest: readManifest(path.join(shard, s, n), self)! }
+      }),
+  )
+}
+
+const tmpFiles = (root: string) => (fs.existsSync(path.join(root, 'tmp')) ? fs.readdirSync(path.join(root, 'tmp')) : [])
+
 /**
- * A blob of three chunks in a store that lists them; `remote` makes the
- * store's blobs look like a network client's (not read locally), and every
- * open() of them is recorded.
+ * A memory store whose blob `whole` lists `chunks` (which need not be where
+ * a chunker would cut); `remote` makes its blobs look like a network
+ * client's (not read locally); `serve` may change what open() gives for a
+ * digest (a lying source). Every open() is recorded.
  */
-async function chunkedStore(remote: boolean) {
+async function listingSource(parts: Buffer[], opts: { remote?: boolean; serve?: (d: Uint8Array, data: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array> } = {}) {
+  const serve = opts.serve ?? ((_, x) => x)
   const store = openMemoryStore()
-  const parts = [randomBytes(70_000, 1), randomBytes(70_000, 2), randomBytes(70_000, 3)]
   const chunks: ChunkMeta[] = []
   for (const p of parts) chunks.push({ digest: (await store.blobs.put(p)).digest, size: p.length })
   const whole = Buffer.concat(parts)
   const { digest } = await store.blobs.put(whole)
   const opened: string[] = []
   const blobs: BlobService = Object.assign(Object.create(store.blobs), {
-    ...(remote ? { readsLocally: false } : {}),
+    ...(opts.remote ? { readsLocally: false } : {}),
     chunks: async (d: Uint8Array) => (toHex(d) === toHex(digest) ? chunks : (await store.blobs.has(d)) ? [] : undefined),
-    open: (d: Uint8Array) => {
+    open: async (d: Uint8Array) => {
       opened.push(toHex(d))
-      return store.blobs.open(d)
+      const data = await store.blobs.open(d)
+      return data && serve(d, data)
     },
   })
-  return { store: { ...store, blobs } as Store, parts, whole, digest, opened }
+  return { store: { ...store, blobs } as Store, parts, chunks, whole, digest, opened }
 }
+
+/** A blob of three chunks in a store that lists them (see listingSource). */
+const chunkedStore = (remote: boolean) => listingSource([randomBytes(70_000, 1), randomBytes(70_000, 2), randomBytes(70_000, 3)], { remote })
 
 test('from a store read over a network to a local one, only the chunks the target lacks are fetched', async () => {
   const from = await chunkedStore(true)
@@ -62,4 +92,91 @@ test('to a target read over a network, nothing is read back from it: the blob co
   assert.equal(t.counts.bytes, from.whole.length)
   assert.deepEqual(from.opened, [toHex(from.digest)])
   assert.ok((await readAll((await toStore.blobs.open(from.digest))!)).equals(from.whole))
+})
+
+/**
+ * A local target writes a large blob from the source's chunk list: the
+ * chunks as listed (not cut again), only the ones it lacks fetched, each
+ * checked, the whole blob checked before anything is published.
+ */
+describe('a local target writes a large blob from the source chunk list', () => {
+  test('the pack lists the chunks as the source gives them, and reads back the same bytes', async () => {
+    // Three chunks of 700,000 bytes: the local chunker never cuts above 256 KiB, so re-chunking would show.
+    const src = await listingSource([randomBytes(700_000, 1), randomBytes(700_000, 2), randomBytes(700_000, 3)])
+    const root = fresh()
+    const to = await openLocalStore(root)
+    const t = new CastoreTransfer(src.store, to)
+    await t.blobs([src.digest])
+    const [pack, ...others] = packs(root)
+    assert.equal(others.length, 0)
+    assert.equal(pack!.self, toHex(src.digest))
+    assert.deepEqual(
+      pack!.manifest.map((c) => [toHex(c.digest), c.size]),
+      src.chunks.map((c) => [toHex(c.digest), c.size]),
+    )
+    assert.equal(t.counts.bytes, src.whole.length)
+    assert.deepEqual(src.opened, [toHex(src.digest)], 'every chunk wanted: one read of the whole blob')
+    assert.ok((await readAll((await to.blobs.open(src.digest))!)).equals(src.whole))
+  })
+
+  test('chunks the target holds are neither fetched nor written again', async () => {
+    const parts = [randomBytes(700_000, 11), randomBytes(700_000, 12), randomBytes(700_000, 13), randomBytes(700_000, 14)]
+    const first = await listingSource(parts)
+    const root = fresh()
+    const to = await openLocalStore(root)
+    await new CastoreTransfer(first.store, to).blobs([first.digest])
+    // The same blob with its third chunk changed.
+    const changed = randomBytes(700_000, 99)
+    const second = await listingSource([parts[0]!, parts[1]!, changed, parts[3]!])
+    const t = new CastoreTransfer(second.store, to)
+    await t.blobs([second.digest])
+    assert.equal(t.counts.bytes, changed.length)
+    assert.deepEqual(second.opened, [toHex(b3(changed))], 'only the changed chunk is read from the source')
+    const pack = packs(root).find((p) => p.self === toHex(second.digest))!
+    const own = pack.manifest.filter((c) => c.pack === pack.self)
+    assert.deepEqual(
+      own.map((c) => toHex(c.digest)),
+      [toHex(b3(changed))],
+      'the new pack stores only the new chunk; the others are referenced',
+    )
+    assert.ok((await readAll((await to.blobs.open(second.digest))!)).equals(second.whole))
+  })
+
+  test('a chunk whose bytes do not match its digest is refused, and the target is left as it was', async () => {
+    const parts = [randomBytes(700_000, 21), randomBytes(700_000, 22), randomBytes(700_000, 23)]
+    // A source that does not check what it serves: one byte of the second chunk flipped.
+    const src = await listingSource(parts, {
+      serve: (_, data) =>
+        (async function* () {
+          const bytes = Buffer.from(await readAll(data))
+          bytes[700_000 + 5]! ^= 1
+          yield bytes
+        })(),
+    })
+    const root = fresh()
+    const to = await openLocalStore(root)
+    const before = packs(root).length
+    await assert.rejects(new CastoreTransfer(src.store, to).blobs([src.digest]), (e: unknown) => e instanceof IntegrityError && /chunk .* does not match/.test(e.message))
+    assert.equal(await to.blobs.has(src.digest), false)
+    assert.equal(packs(root).length, before)
+    assert.deepEqual(tmpFiles(root), [])
+  })
+
+  test('a chunk list that does not make up the blob is refused, though every chunk matches its digest', async () => {
+    const parts = [randomBytes(700_000, 31), randomBytes(700_000, 32)]
+    const src = await listingSource(parts)
+    // The list names the right chunks in the wrong order: each checks, the whole does not.
+    const lying: Store = { ...src.store, blobs: Object.assign(Object.create(src.store.blobs), { chunks: async () => [...src.chunks].reverse() }) }
+    const root = fresh()
+    const to = await openLocalStore(root)
+    // The source is asked for chunks by their own digests only if the target holds some: then it holds one, so both fetch paths run.
+    for (const held of [false, true]) {
+      if (held) await new CastoreTransfer((await listingSource([parts[0]!, randomBytes(700_000, 33)])).store, to).blobs([b3(Buffer.concat([parts[0]!, randomBytes(700_000, 33)]))])
+      // Read whole, the blob's bytes fail the first chunk listed; read chunk by chunk, each passes and the whole does not.
+      const why = held ? /its chunks do not make up its digest/ : /its chunk .* does not match its digest/
+      await assert.rejects(new CastoreTransfer(lying, to).blobs([src.digest]), (e: unknown) => e instanceof IntegrityError && why.test(e.message))
+      assert.equal(await to.blobs.has(src.digest), false)
+      assert.deepEqual(tmpFiles(root), [])
+    }
+  })
 })

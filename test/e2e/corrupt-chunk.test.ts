@@ -87,6 +87,23 @@ describe('a corrupt chunk: no byte of it, or after it, is written', () => {
     }
   })
 
+  test('copy to a local store refuses the blob with one error line, and the target is left as it was', async () => {
+    for (const [which, url] of stores()) {
+      // A target that already holds something: what it held stays, nothing is added.
+      const target = path.join(root, `copy-target-${which}`)
+      const small = path.join(root, 'small.txt')
+      fs.writeFileSync(small, 'kept\n')
+      const kept = (await runCli(['import', '--store', target, small])).stdout.toString().trim()
+      const listing = () => fs.readdirSync(target, { recursive: true }).map(String).sort()
+      const before = listing()
+      const r = await runCli(['copy', '--from', url!, '--to', target, storePath])
+      assert.equal(r.code, 1, `${which}: ${r.stderr}`)
+      assertOneErrorLine(r.stderr, /corrupt/)
+      assert.deepEqual(listing(), before, `${which}: the target's files are the ones it had`)
+      assert.equal((await runCli(['cat', '--store', target, kept])).stdout.toString(), 'kept\n')
+    }
+  })
+
   test('export-nar to stdout writes the NAR up to the bad chunk, then fails', { skip: nixMissing() }, async () => {
     const nar = NixStore.dump(file)
     // The NAR header Nix writes before the file's contents.

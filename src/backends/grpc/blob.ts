@@ -17,12 +17,13 @@ import type { StatBlobRequest, StatBlobResponse } from '../../grpc/messages.js'
 import { abortable } from '../../util/abortable.js'
 import type { CallOptions } from '../../util/call-options.js'
 import { LARGER } from '../../castore/read-ahead.js'
+import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
 /** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
-export class GrpcBlobService implements BlobService {
+export class GrpcBlobService implements BlobService, UncheckedReads {
   constructor(private readonly rpc: RpcClient) {}
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */
@@ -50,6 +51,21 @@ export class GrpcBlobService implements BlobService {
 
   /** An aborted signal cancels the Read: the stream fails at once with the signal's reason. */
   async open(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const received = await this.readUnchecked(digest, opts)
+    if (!received) return undefined
+    // The server does not re-check what it sends; we do (SPEC 3.2), before the bytes go on.
+    const verified = this.verified(digest, received, opts)
+    // What grpc-js had buffered before the call was cancelled is not passed on either.
+    return opts?.signal ? abortable(verified, opts.signal) : verified
+  }
+
+  /**
+   * A Read's messages as they arrive, undefined if the blob is absent. As
+   * UncheckedReads: for a writer that checks each chunk against the list
+   * and the whole blob itself (no second hashing here, and no Stat for a
+   * chunk list it has).
+   */
+  async readUnchecked(digest: B3Digest, opts?: CallOptions): Promise<AsyncGenerator<Uint8Array> | undefined> {
     const call = this.rpc.leanServerStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts)
     let head
     try {
@@ -72,10 +88,7 @@ export class GrpcBlobService implements BlobService {
         await rest.return?.()
       }
     }
-    // The server does not re-check what it sends; we do (SPEC 3.2), before the bytes go on.
-    const verified = this.verified(digest, received(), opts)
-    // What grpc-js had buffered before the call was cancelled is not passed on either.
-    return opts?.signal ? abortable(verified, opts.signal) : verified
+    return received()
   }
 
   /**

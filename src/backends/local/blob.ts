@@ -4,6 +4,8 @@ import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../c
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-service.js'
+import type { ChunkedPuts, ChunkFetch, UncheckedReads } from '../../castore/chunk-transfer.js'
+import { fillPackFromChunks } from './chunk-list-pack.js'
 import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readFull, readManifest, readPackedBlob } from './pack.js'
 import type { ObjectGraph } from './object-graph.js'
 import { callerInput, onFile } from './io-errors.js'
@@ -35,7 +37,7 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads {
+export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads, UncheckedReads {
   readonly readsLocally = true
   /** Temp files made durable together, before they are renamed into place. */
   private readonly durable: Batcher<string>
@@ -212,6 +214,29 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     return chunk && this.readChunk(d, chunk)
   }
 
+  /**
+   * UncheckedReads: a packed blob, or a chunk of a pack, read chunk by
+   * chunk and inflated but not hashed, for a writer that checks each chunk
+   * against the list (and the whole) itself. Undefined for anything else.
+   */
+  async readUnchecked(d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const hex = toHex(requireDigestLength(d))
+    const manifest = manifestEntries(this.packPath(hex), hex)
+    const chunk = manifest ? undefined : this.objects.chunks.get(d)
+    if (!manifest && !chunk) return undefined
+    const refs = manifest ?? [chunk!]
+    const reader = new ChunkReader(this.packPath, false)
+    return iterateSource(
+      (function* () {
+        try {
+          for (const r of refs) yield reader.read(r)
+        } finally {
+          reader.close()
+        }
+      })(),
+    )
+  }
+
   /** A chunk read by its own digest, checked; undefined if its pack is gone (a sweep since the index was loaded). */
   private readChunk(d: B3Digest, ref: ChunkRef): Uint8Array | undefined {
     try {
@@ -247,7 +272,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * fsync per file), then renames them into place and syncs the renames.
    * Nothing is visible under a final name before its bytes are on disk.
    */
-  stage(): BlobStage {
+  stage(): BlobStage & ChunkedPuts {
     const pending = new Map<string, Written>()
     /** Small blobs written to temp files by this stage: a copy of one (empty files, duplicates) is not written again. */
     const written = new Set<string>()
@@ -257,17 +282,25 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       if (w.tmp && pending.has(key)) await this.root.discard(w.tmp)
       else if (w.tmp) pending.set(key, w)
     }
+    const tracked = async (p: Promise<Written>): Promise<BlobInfo> => {
+      inFlight.add(p)
+      try {
+        const w = await p
+        await keep(w)
+        return { digest: w.digest, size: w.size }
+      } finally {
+        inFlight.delete(p)
+      }
+    }
     return {
-      put: async (src, opts) => {
-        const p = this.write(abortableSource(src, opts), written)
-        inFlight.add(p)
-        try {
-          const w = await p
-          await keep(w)
-          return { digest: w.digest, size: w.size }
-        } finally {
-          inFlight.delete(p)
-        }
+      put: (src, opts) => tracked(this.write(abortableSource(src, opts), written)),
+      putChunks: async (digest, chunks, fetch, opts) => {
+        opts?.signal?.throwIfAborted()
+        const size = chunks.reduce((n, c) => n + c.size, 0)
+        // Contents this small are never a pack: the caller puts them whole.
+        if (size <= SMALL_BLOB) return undefined
+        if (pending.has(toHex(digest)) || this.storedAs(digest)) return { digest, size }
+        return tracked(this.writeFromChunks(digest, chunks, fetch))
       },
       commit: async () => {
         const staged = [...pending.values()]
@@ -353,26 +386,40 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   }
 
   private async writePack(src: AsyncIterable<Uint8Array>): Promise<Written> {
-    const h = b3Hasher()
-    let size = 0
-    async function* tap() {
-      for await (const c of src) {
-        h.update(c)
-        size += c.length
-        yield c
+    return this.intoPack(async (pack) => {
+      const h = b3Hasher()
+      let size = 0
+      async function* tap() {
+        for await (const c of src) {
+          h.update(c)
+          size += c.length
+          yield c
+        }
       }
-    }
+      for await (const chunk of chunkStream(tap())) await pack.add(chunk, this.objects.chunks)
+      return { digest: h.digest(), size }
+    })
+  }
+
+  /** A large blob written from its chunk list (ChunkedPuts): not chunked again, the chunks the store holds not fetched (see fillPackFromChunks). */
+  private async writeFromChunks(digest: B3Digest, chunks: ChunkMeta[], fetch: ChunkFetch): Promise<Written> {
+    await this.root.init()
+    return this.intoPack(async (pack) => ({ digest, size: await fillPackFromChunks(pack, this.objects.chunks, this.chunkReader, digest, chunks, fetch) }))
+  }
+
+  /** A pack written to a temp file by `fill`, which returns the blob it holds; nothing left in tmp/ on failure. */
+  private async intoPack(fill: (pack: PackWriter) => Promise<BlobInfo>): Promise<Written> {
     const tmp = this.root.tempPath()
     const pack = await PackWriter.create(tmp).catch(async (e) => {
       await this.root.discard(tmp)
       throw e
     })
     let digest: B3Digest
+    let size: number
     let chunks: ChunkRef[]
     try {
-      for await (const chunk of chunkStream(tap())) await pack.add(chunk, this.objects.chunks)
-      digest = h.digest()
-      // Sealed: this digest was computed here, from the very bytes just chunked.
+      ;({ digest, size } = await fill(pack))
+      // Sealed: fill returns a digest computed from (writePack), or checked against (writeFromChunks), the very bytes written.
       chunks = await pack.finish(toHex(digest), true)
     } catch (e) {
       await pack.abort()

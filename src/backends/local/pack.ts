@@ -413,8 +413,8 @@ export class PackWriter {
     return new PackWriter(await fs.open(file, fsSync.constants.O_CREAT | fsSync.constants.O_EXCL | fsSync.constants.O_WRONLY, 0o444))
   }
 
-  async add(chunk: Uint8Array, index: ChunkIndex): Promise<void> {
-    const digest = b3(chunk)
+  /** `digest`: the chunk's BLAKE3 where the caller has checked it already (a chunk list's). */
+  async add(chunk: Uint8Array, index: ChunkIndex, digest: B3Digest = b3(chunk)): Promise<void> {
     const known = index.get(digest) ?? this.own.get(toHex(digest))
     if (known) {
       this.entries.push({ ...known, digest })

@@ -1,0 +1,106 @@
+import { type BlobInfo, type BlobService, type ChunkMeta, readAll } from './blob-service.js'
+import { type B3Digest, b3Display } from './digest.js'
+import { NotFoundError } from '../errors.js'
+import type { CallOptions } from '../util/call-options.js'
+
+/*
+ * A blob moved by its chunk list: the target says which chunks it lacks,
+ * only those are read from the source, and the target writes the blob from
+ * the chunks as listed instead of cutting the bytes into chunks again.
+ */
+
+/**
+ * The bytes of the chunks a writer asks for (`wanted`: a subsequence of the
+ * blob's chunk list, in order), back to back, in pieces of any size. The
+ * writer checks each chunk against its digest as it arrives.
+ */
+export type ChunkFetch = (wanted: ChunkMeta[]) => AsyncIterable<Uint8Array>
+
+/**
+ * Optional capability of a BlobStage: blob `digest` written from its chunk
+ * list. Chunks the store holds are neither fetched nor written again; each
+ * fetched chunk is checked against its digest before it is written, and
+ * the whole blob against `digest` before the stage may publish it.
+ * Undefined when the store does not write this blob that way (a small one):
+ * the caller puts it whole.
+ */
+export interface ChunkedPuts {
+  putChunks(digest: B3Digest, chunks: ChunkMeta[], fetch: ChunkFetch, opts?: CallOptions): Promise<BlobInfo | undefined>
+}
+
+export function hasChunkedPuts<T extends object>(stage: T): stage is T & ChunkedPuts {
+  return typeof (stage as Partial<ChunkedPuts>).putChunks === 'function'
+}
+
+/**
+ * Optional capability of a BlobService: a blob's or a chunk's bytes as
+ * stored, not hashed, for a ChunkedPuts writer that checks every chunk and
+ * the whole blob itself (else each byte is hashed twice, by the reader and
+ * by the writer). Undefined when the store does not read this one that way
+ * (then open()); nothing else may use what it gives.
+ */
+export interface UncheckedReads {
+  readUnchecked(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined>
+}
+
+/** Reads `d` for a writer that checks what it gets: unchecked where `from` offers that, else open()'s checked bytes. */
+async function readForChecker(from: BlobService, d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+  const unchecked = (from as Partial<UncheckedReads>).readUnchecked
+  return (unchecked && (await unchecked.call(from, d))) ?? from.open(d)
+}
+
+/** Chunk reads in flight when single chunks are fetched: enough to hide a daemon's round trip, each chunk at most MAX_VERIFIED_CHUNK. */
+const CHUNKS_IN_FLIGHT = 16
+
+/**
+ * A ChunkFetch reading from `from`: every chunk wanted is one read of the
+ * whole blob (one stream); some of them, each read by its own digest
+ * (which tvix serves through Read too), a few at once, in order.
+ * `fetched` counts the bytes read.
+ */
+export function chunksFrom(from: BlobService, blob: B3Digest, chunks: ChunkMeta[], fetched: (bytes: number) => void): ChunkFetch {
+  return async function* (wanted) {
+    if (wanted.length === 0) return
+    const missing = (what: string) => new NotFoundError(`${what} is missing from the source store`)
+    if (wanted.length === chunks.length) {
+      const src = await readForChecker(from, blob)
+      if (!src) throw missing(`blob ${b3Display(blob)}`)
+      for await (const piece of src) {
+        fetched(piece.length)
+        yield piece
+      }
+      return
+    }
+    for await (const data of inOrder(wanted, CHUNKS_IN_FLIGHT, async (c) => {
+      const src = await readForChecker(from, c.digest)
+      if (!src) throw missing(`chunk ${b3Display(c.digest)} of blob ${b3Display(blob)}`)
+      return readAll(src)
+    })) {
+      fetched(data.length)
+      yield data
+    }
+  }
+}
+
+/**
+ * `fn` over `items` with up to `limit` calls running ahead of the consumer,
+ * results in the items' order. A consumer that stops early, or a failed
+ * call, leaves the calls already started to settle unobserved.
+ */
+async function* inOrder<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): AsyncGenerator<R> {
+  const ahead: Promise<R>[] = []
+  let next = 0
+  const fill = () => {
+    while (next < items.length && ahead.length < limit) {
+      const p = fn(items[next++]!)
+      p.catch(() => {})
+      ahead.push(p)
+    }
+  }
+  fill()
+  while (ahead.length > 0) {
+    const r = await ahead.shift()!
+    fill()
+    yield r
+  }
+}
