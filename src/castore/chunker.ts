@@ -52,60 +52,52 @@ export function cutPoint(buf: Uint8Array, start: number, end: number): number {
 /**
  * Splits a byte stream into content-defined chunks. A cut is only made
  * with a full MAX_CHUNK window in view (or at the end), so boundaries do
- * not depend on how the input was read. Chunks inside one input buffer
- * are views into it; only a chunk spanning two or more buffers is copied,
- * once (inputs smaller than a window, as an HTTP body's 16–64 KiB pieces,
- * are kept as views until a window is full, not concatenated each time).
+ * not depend on how the input was read.
+ *
+ * Buffers are borrowed both ways, so that nobody allocates per read: a
+ * yielded chunk is valid only until the next one is asked for (a view of
+ * the input, or of the chunker's own window, which it reuses), and no
+ * view of an input is kept once the next input is asked for (the bytes
+ * not yet chunked are copied into the window, each byte at most once), so
+ * a source may reuse its buffer then. A consumer that keeps a chunk
+ * copies it.
  */
 export async function* chunkStream(src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  /** Bytes not yet chunked, fewer than MAX_CHUNK in all: views of earlier inputs. */
-  let tail: Uint8Array[] = []
+  /** Bytes not yet chunked from earlier inputs, fewer than MAX_CHUNK, at window[0, tailLen). */
+  let window: Buffer | undefined
   let tailLen = 0
-  for await (const input of src) {
-    let data = input
-    // First finish the chunk that started in earlier input, through a small window.
-    while (tailLen > 0 && tailLen + data.length >= MAX_CHUNK) {
-      const take = MAX_CHUNK - tailLen
-      // Always MAX_CHUNK bytes: one allocation size, which the heap reuses without fragmenting.
-      const window = Buffer.allocUnsafe(MAX_CHUNK)
-      let at = 0
-      for (const t of tail) {
-        window.set(t, at)
-        at += t.length
-      }
-      window.set(data.subarray(0, take), tailLen)
-      const n = cutPoint(window, 0, MAX_CHUNK)
-      yield window.subarray(0, n)
+  for await (const data of src) {
+    let off = 0
+    // First finish the chunk that started in earlier input, through the window.
+    while (tailLen > 0 && tailLen + data.length - off >= MAX_CHUNK) {
+      const w = window!
+      w.set(data.subarray(off, off + MAX_CHUNK - tailLen), tailLen)
+      const n = cutPoint(w, 0, MAX_CHUNK)
+      yield w.subarray(0, n)
       if (n < tailLen) {
-        tail = [window.subarray(n, tailLen)]
+        w.copyWithin(0, n, tailLen)
         tailLen -= n
       } else {
-        data = data.subarray(n - tailLen)
-        tail = []
+        off += n - tailLen
         tailLen = 0
       }
     }
-    if (tailLen > 0) {
-      tail.push(data)
-      tailLen += data.length
-      continue
-    }
-    let off = 0
-    while (data.length - off >= MAX_CHUNK) {
-      const n = cutPoint(data, off, data.length)
-      yield data.subarray(off, off + n)
-      off += n
+    if (tailLen === 0) {
+      while (data.length - off >= MAX_CHUNK) {
+        const n = cutPoint(data, off, data.length)
+        yield data.subarray(off, off + n)
+        off += n
+      }
     }
     if (off < data.length) {
-      tail = [data.subarray(off)]
-      tailLen = data.length - off
+      window ??= Buffer.allocUnsafe(MAX_CHUNK)
+      window.set(data.subarray(off), tailLen)
+      tailLen += data.length - off
     }
   }
-  const rest = tail.length === 1 ? tail[0]! : Buffer.concat(tail)
-  let off = 0
-  while (off < rest.length) {
-    const n = cutPoint(rest, off, rest.length)
-    yield rest.subarray(off, off + n)
+  for (let off = 0; off < tailLen; ) {
+    const n = cutPoint(window!, off, tailLen)
+    yield window!.subarray(off, off + n)
     off += n
   }
 }

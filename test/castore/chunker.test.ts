@@ -45,6 +45,26 @@ describe('content-defined chunker', () => {
     }
   })
 
+  test('a source may reuse its buffer once the next input is asked for, a chunk is valid until the next is', async () => {
+    const expected = await chunksOf(data, 1 << 20)
+    for (const size of [1000, 12345, 300_000, 1 << 20]) {
+      // One buffer for every input, scribbled over before it is refilled: a view kept past its turn reads garbage.
+      const reused = Buffer.allocUnsafe(size)
+      async function* src() {
+        for (let i = 0; i < data.length; i += size) {
+          const n = data.copy(reused, 0, i, i + size)
+          yield reused.subarray(0, n)
+          reused.fill(0xa5)
+        }
+      }
+      const got: Buffer[] = []
+      // A chunk's memory may be reused once the next is asked for: each is copied as it comes.
+      for await (const c of chunkStream(src())) got.push(Buffer.from(c))
+      assert.deepEqual(got.map((c) => c.length), expected.map((c) => c.length), `read size ${size}`)
+      assert.ok(Buffer.concat(got).equals(data), `read size ${size}: bytes differ`)
+    }
+  })
+
   test('small inputs are one chunk', async () => {
     assert.equal((await chunksOf(data.subarray(0, MIN_CHUNK - 1), 100)).length, 1)
     assert.equal((await chunksOf(Buffer.alloc(0), 100)).length, 0)
