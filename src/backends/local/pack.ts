@@ -32,6 +32,13 @@ const COMPRESS_BELOW = 0.9
  * cheap next to the chunking and hashing of that megabyte.
  */
 const WRITE_BATCH = 1 << 20
+/**
+ * Bytes written between two fdatasyncs started in the background while a
+ * pack is written: the disk then writes it back while the rest is read
+ * and hashed, and the commit's fsync finds little left to flush (it was
+ * ~0.3 s of a 256 MiB import, on a disk that writes ~450 MB/s).
+ */
+const SYNC_EVERY = 16 << 20
 /** Bytes of a chunk whose entropy decides whether to try deflating it. */
 const SAMPLE = 4096
 
@@ -362,6 +369,10 @@ export class PackWriter {
   private spare: Buffer | undefined
   private batchSize = 0
   private writing: Promise<unknown> = Promise.resolve()
+  /** The background fdatasync while one runs, its failure, and the bytes written since the last one started. */
+  private syncing: Promise<void> | undefined
+  private syncFailed: unknown
+  private unsynced = 0
   static readonly SELF = ''
 
   private constructor(private readonly fh: fs.FileHandle) {}
@@ -396,21 +407,46 @@ export class PackWriter {
     const buf = this.batch
     const full = buf.subarray(0, this.batchSize)
     await this.writing
+    if (this.syncFailed) throw this.syncFailed
     this.batch = this.spare ?? Buffer.allocUnsafe(WRITE_BATCH)
     this.spare = undefined
     this.batchSize = 0
     this.writing = writeAll(this.fh, full).then(() => {
       this.spare = buf
+      this.unsynced += full.length
+      if (this.unsynced >= SYNC_EVERY) this.startSync()
     })
     // A failed write (ENOSPC) surfaces at the next flush, finish or abort; until
     // then nobody awaits it, and an unhandled rejection would end the process.
     this.writing.catch(() => {})
   }
 
+  /**
+   * Starts writeback of what is written so far, unless one is still running.
+   * Only earlier durability: the commit still fsyncs the file. A failure
+   * fails the pack (at the next flush or at finish): once fdatasync has
+   * reported an error, a later fsync of the file may not report it again.
+   */
+  private startSync(): void {
+    if (this.syncing) return
+    this.unsynced = 0
+    this.syncing = this.fh.datasync().then(
+      () => {
+        this.syncing = undefined
+      },
+      (e) => {
+        this.syncing = undefined
+        this.syncFailed ??= e
+      },
+    )
+  }
+
   /** Writes the manifest and closes; returns the entries with `self` as their own pack's name. */
   async finish(self: string): Promise<ChunkRef[]> {
     await this.flush()
     await this.writing
+    await this.syncing
+    if (this.syncFailed) throw this.syncFailed
     const entries = this.entries.map((e) => (e.pack === PackWriter.SELF ? { ...e, pack: self } : e))
     const manifest = encodeManifest(entries, self)
     const trailer = Buffer.alloc(4)
@@ -422,6 +458,7 @@ export class PackWriter {
 
   async abort(): Promise<void> {
     await this.writing.catch(() => {})
+    await this.syncing
     await this.fh.close().catch(() => {})
   }
 }
