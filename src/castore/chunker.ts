@@ -7,6 +7,8 @@
  * The Gear table and masks are part of the store format: changing them
  * changes every boundary (and so all deduplication against older data).
  */
+import { GearScanner } from './gear-scan.js'
+
 export const MIN_CHUNK = 16 * 1024
 export const AVG_CHUNK = 64 * 1024
 export const MAX_CHUNK = 256 * 1024
@@ -30,7 +32,12 @@ const GEAR = (() => {
   return t
 })()
 
-/** The length of the first chunk of `buf` (all of it if no cut is found and `final`). */
+/**
+ * The length of the first chunk of buf[start, end) (all of it if no cut is
+ * found within MAX_CHUNK). The definition of a boundary, in plain JS;
+ * chunkStream runs the same loop compiled to WebAssembly (gear-scan.ts),
+ * and a test holds the two to the same cuts.
+ */
 export function cutPoint(buf: Uint8Array, start: number, end: number): number {
   const len = end - start
   if (len <= MIN_CHUNK) return len
@@ -49,55 +56,56 @@ export function cutPoint(buf: Uint8Array, start: number, end: number): number {
   return limit
 }
 
+/** cutPoint over a scanner's bytes [start, end). */
+function cutIn(s: GearScanner, start: number, end: number): number {
+  const len = end - start
+  if (len <= MIN_CHUNK) return len
+  const limit = Math.min(len, MAX_CHUNK)
+  const normal = Math.min(limit, AVG_CHUNK)
+  let at = s.scan(start + MIN_CHUNK, start + normal, 0, MASK_SMALL)
+  if (at < 0) at = s.scan(start + normal, start + limit, s.fp(), MASK_LARGE)
+  return at < 0 ? limit : at - start
+}
+
+/** Input bytes copied into the scanner at once: with the bytes carried over, its memory is PIECE + MAX_CHUNK. */
+const PIECE = 1 << 20
+
 /**
  * Splits a byte stream into content-defined chunks. A cut is only made
  * with a full MAX_CHUNK window in view (or at the end), so boundaries do
  * not depend on how the input was read.
  *
- * Buffers are borrowed both ways, so that nobody allocates per read: a
- * yielded chunk is valid only until the next one is asked for (a view of
- * the input, or of the chunker's own window, which it reuses), and no
- * view of an input is kept once the next input is asked for (the bytes
- * not yet chunked are copied into the window, each byte at most once), so
- * a source may reuse its buffer then. A consumer that keeps a chunk
- * copies it.
+ * Buffers are borrowed both ways, so that nobody allocates per read: each
+ * input is copied into the scanner's memory (up to PIECE at a time, after
+ * the bytes not chunked yet), so no view of an input is kept once the next
+ * is asked for and a source may reuse its buffer then; a yielded chunk is
+ * a view of that memory, valid only until the next one is asked for. A
+ * consumer that keeps a chunk copies it.
  */
 export async function* chunkStream(src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  /** Bytes not yet chunked from earlier inputs, fewer than MAX_CHUNK, at window[0, tailLen). */
-  let window: Buffer | undefined
-  let tailLen = 0
-  for await (const data of src) {
-    let off = 0
-    // First finish the chunk that started in earlier input, through the window.
-    while (tailLen > 0 && tailLen + data.length - off >= MAX_CHUNK) {
-      const w = window!
-      w.set(data.subarray(off, off + MAX_CHUNK - tailLen), tailLen)
-      const n = cutPoint(w, 0, MAX_CHUNK)
-      yield w.subarray(0, n)
-      if (n < tailLen) {
-        w.copyWithin(0, n, tailLen)
-        tailLen -= n
-      } else {
-        off += n - tailLen
-        tailLen = 0
+  let s: GearScanner | undefined
+  /** Bytes not chunked yet, at s.bytes[0, have). */
+  let have = 0
+  for await (const input of src) {
+    for (let off = 0; off < input.length; ) {
+      s ??= new GearScanner(GEAR, PIECE + MAX_CHUNK)
+      const take = Math.min(input.length - off, PIECE + MAX_CHUNK - have)
+      s.bytes.set(input.subarray(off, off + take), have)
+      have += take
+      off += take
+      let at = 0
+      while (have - at >= MAX_CHUNK) {
+        const n = cutIn(s, at, have)
+        yield s.bytes.subarray(at, at + n)
+        at += n
       }
-    }
-    if (tailLen === 0) {
-      while (data.length - off >= MAX_CHUNK) {
-        const n = cutPoint(data, off, data.length)
-        yield data.subarray(off, off + n)
-        off += n
-      }
-    }
-    if (off < data.length) {
-      window ??= Buffer.allocUnsafe(MAX_CHUNK)
-      window.set(data.subarray(off), tailLen)
-      tailLen += data.length - off
+      if (at > 0) s.bytes.copyWithin(0, at, have)
+      have -= at
     }
   }
-  for (let off = 0; off < tailLen; ) {
-    const n = cutPoint(window!, off, tailLen)
-    yield window!.subarray(off, off + n)
-    off += n
+  for (let at = 0; at < have; ) {
+    const n = cutIn(s!, at, have)
+    yield s!.bytes.subarray(at, at + n)
+    at += n
   }
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, chunkStream } from '../../src/castore/chunker.js'
+import { AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, chunkStream, cutPoint } from '../../src/castore/chunker.js'
 import { randomBytes } from '../helpers/trees.js'
 
 async function chunksOf(data: Buffer, readSize: number): Promise<Buffer[]> {
@@ -62,6 +62,18 @@ describe('content-defined chunker', () => {
       for await (const c of chunkStream(src())) got.push(Buffer.from(c))
       assert.deepEqual(got.map((c) => c.length), expected.map((c) => c.length), `read size ${size}`)
       assert.ok(Buffer.concat(got).equals(data), `read size ${size}: bytes differ`)
+    }
+  })
+
+  test('the stream cuts where cutPoint, the definition of a boundary in JS, cuts', async () => {
+    const text = Buffer.from(Array.from({ length: 40_000 }, (_, i) => `line ${i % 977} of some text\n`).join(''))
+    // Zeros never satisfy the mask: every chunk is cut at MAX_CHUNK.
+    for (const [what, input] of [['random', data], ['zeros', Buffer.alloc((3 << 20) + 5)], ['text', text]] as const) {
+      const expected: number[] = []
+      for (let off = 0; off < input.length; off += expected.at(-1)!) expected.push(cutPoint(input, off, input.length))
+      for (const size of [4096, 1 << 20, 5 << 20]) {
+        assert.deepEqual((await chunksOf(input, size)).map((c) => c.length), expected, `${what}, read size ${size}`)
+      }
     }
   })
 
