@@ -69,6 +69,9 @@ function cutIn(s: GearScanner, start: number, end: number): number {
 
 /** Input bytes copied into the scanner at once: with the bytes carried over, its memory is PIECE + MAX_CHUNK. */
 const PIECE = 1 << 20
+/** Scanners kept from one stream to the next (fresh memory costs a page fault per 4 KiB touched). */
+const KEEP_SCANNERS = 2
+const scanners: GearScanner[] = []
 
 /**
  * Splits a byte stream into content-defined chunks. A cut is only made
@@ -86,26 +89,31 @@ export async function* chunkStream(src: AsyncIterable<Uint8Array>): AsyncGenerat
   let s: GearScanner | undefined
   /** Bytes not chunked yet, at s.bytes[0, have). */
   let have = 0
-  for await (const input of src) {
-    for (let off = 0; off < input.length; ) {
-      s ??= new GearScanner(GEAR, PIECE + MAX_CHUNK)
-      const take = Math.min(input.length - off, PIECE + MAX_CHUNK - have)
-      s.bytes.set(input.subarray(off, off + take), have)
-      have += take
-      off += take
-      let at = 0
-      while (have - at >= MAX_CHUNK) {
-        const n = cutIn(s, at, have)
-        yield s.bytes.subarray(at, at + n)
-        at += n
+  try {
+    for await (const input of src) {
+      for (let off = 0; off < input.length; ) {
+        s ??= scanners.pop() ?? new GearScanner(GEAR, PIECE + MAX_CHUNK)
+        const take = Math.min(input.length - off, PIECE + MAX_CHUNK - have)
+        s.bytes.set(input.subarray(off, off + take), have)
+        have += take
+        off += take
+        let at = 0
+        while (have - at >= MAX_CHUNK) {
+          const n = cutIn(s, at, have)
+          yield s.bytes.subarray(at, at + n)
+          at += n
+        }
+        if (at > 0) s.bytes.copyWithin(0, at, have)
+        have -= at
       }
-      if (at > 0) s.bytes.copyWithin(0, at, have)
-      have -= at
     }
-  }
-  for (let at = 0; at < have; ) {
-    const n = cutIn(s!, at, have)
-    yield s!.bytes.subarray(at, at + n)
-    at += n
+    for (let at = 0; at < have; ) {
+      const n = cutIn(s!, at, have)
+      yield s!.bytes.subarray(at, at + n)
+      at += n
+    }
+  } finally {
+    // The consumer has asked for more or stopped: no chunk it was given is valid now.
+    if (s && scanners.length < KEEP_SCANNERS) scanners.push(s)
   }
 }

@@ -8,6 +8,8 @@
  * contract (a remote store's upload queue) is safe.
  */
 export interface ReusableSource extends AsyncIterable<Uint8Array> {
+  /** The bytes it yields, known before the first (it fails rather than yield another count). */
+  readonly size: number
   /** The same bytes in reused buffers: each piece valid only until the next is asked for. */
   reusing(): AsyncIterable<Uint8Array>
 }

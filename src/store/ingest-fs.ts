@@ -7,6 +7,7 @@ import { type Directory, directoryDigest, directoryFromEntries, directorySize } 
 import type { Node } from '../castore/node.js'
 import type { ReusableSource } from '../castore/reusable-source.js'
 import { InvalidInputError } from '../errors.js'
+import { BufferPool } from '../util/buffer-pool.js'
 import { NarEncoder } from './nar/encoder.js'
 
 export interface IngestProgress {
@@ -201,9 +202,13 @@ function readOpen(fd: number, size: number): Buffer {
   }
 }
 
+/** Read buffers of large files, kept from one file to the next. */
+const readBuffers = new BufferPool(READ_CHUNK, 2)
+
 /** Exactly `size` bytes of a file, failing if it changed meanwhile; in reused buffers for a consumer that takes them. */
 function fileSource(p: Buffer, size: number, tap: (c: Uint8Array) => void): ReusableSource {
   return {
+    size,
     [Symbol.asyncIterator]: () => streamFile(p, size, tap, false),
     reusing: () => streamFile(p, size, tap, true),
   }
@@ -212,13 +217,13 @@ function fileSource(p: Buffer, size: number, tap: (c: Uint8Array) => void): Reus
 /**
  * Streams exactly `size` bytes of a file, failing if it changed meanwhile.
  * The next read is issued before a chunk is handed on, so reading overlaps
- * with hashing and writing it. `reuse`: two buffers take turns (the one
- * handed on is free again once the next is asked for), else each read
+ * with hashing and writing it. `reuse`: two pooled buffers take turns (the
+ * one handed on is free again once the next is asked for), else each read
  * gets a fresh one.
  */
 async function* streamFile(p: Buffer, size: number, tap: (c: Uint8Array) => void, reuse: boolean): AsyncGenerator<Uint8Array> {
   const fh = await fs.promises.open(p, 'r')
-  const turns = reuse ? [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)] : undefined
+  const turns = reuse ? [readBuffers.take(), readBuffers.take()] : undefined
   let reads = 0
   const read = async () => {
     const buf = turns ? turns[reads++ % 2]! : Buffer.allocUnsafe(READ_CHUNK)
@@ -243,6 +248,8 @@ async function* streamFile(p: Buffer, size: number, tap: (c: Uint8Array) => void
   } finally {
     await next?.catch(() => {})
     await fh.close()
+    // The consumer has asked for more or stopped: it holds no view of them now.
+    for (const b of turns ?? []) readBuffers.give(b)
   }
 }
 

@@ -77,6 +77,24 @@ describe('content-defined chunker', () => {
     }
   })
 
+  test('streams chunked at the same time, and one after another, do not share memory', async () => {
+    const other = randomBytes(6 << 20, 43)
+    const [a, b] = [await chunksOf(data, 1 << 20), await chunksOf(other, 1 << 20)]
+    const src = (d: Buffer) => (async function* () { for (let i = 0; i < d.length; i += 1 << 20) yield d.subarray(i, i + (1 << 20)) })()
+    const [ia, ib] = [chunkStream(src(data)), chunkStream(src(other))]
+    const [ga, gb]: Buffer[][] = [[], []]
+    for (let done = 0; done < 2; ) {
+      done = 0
+      for (const [it, got] of [[ia, ga], [ib, gb]] as const) {
+        const r = await it.next()
+        if (r.done) done++
+        else got.push(Buffer.from(r.value))
+      }
+    }
+    assert.ok(Buffer.concat(ga).equals(data) && Buffer.concat(gb).equals(other))
+    assert.deepEqual([ga.length, gb.length], [a.length, b.length])
+  })
+
   test('small inputs are one chunk', async () => {
     assert.equal((await chunksOf(data.subarray(0, MIN_CHUNK - 1), 100)).length, 1)
     assert.equal((await chunksOf(Buffer.alloc(0), 100)).length, 0)

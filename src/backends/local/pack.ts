@@ -17,6 +17,7 @@ import fs from 'node:fs/promises'
 import zlib from 'node:zlib'
 import { type B3Digest, b3, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
+import { BufferPool } from '../../util/buffer-pool.js'
 import { onFile } from './io-errors.js'
 import { type LocalRoot, PACK_SUFFIX, packOwner } from './layout.js'
 
@@ -351,6 +352,9 @@ function maybeCompress(chunk: Uint8Array): { bytes: Uint8Array; codec: 0 | 1 } {
   return packed.length < chunk.length * COMPRESS_BELOW ? { bytes: packed, codec: 1 } : { bytes: chunk, codec: 0 }
 }
 
+/** Batch buffers kept from one pack to the next (two per pack being written). */
+const batchBuffers = new BufferPool(WRITE_BATCH, 4)
+
 /**
  * Writes one pack: new chunks appended (in large writes, one in flight),
  * known ones referenced. Chunks are borrowed (chunkStream reuses its
@@ -365,7 +369,7 @@ export class PackWriter {
   private readonly own = new Map<string, ChunkRef>()
   private offset = 0
   /** The batch being filled, and the buffer whose write is in flight (or done: free for the next batch). */
-  private batch: Buffer = Buffer.allocUnsafe(WRITE_BATCH)
+  private batch: Buffer = batchBuffers.take()
   private spare: Buffer | undefined
   private batchSize = 0
   private writing: Promise<unknown> = Promise.resolve()
@@ -373,6 +377,7 @@ export class PackWriter {
   private syncing: Promise<void> | undefined
   private syncFailed: unknown
   private unsynced = 0
+  private released = false
   static readonly SELF = ''
 
   private constructor(private readonly fh: fs.FileHandle) {}
@@ -408,7 +413,7 @@ export class PackWriter {
     const full = buf.subarray(0, this.batchSize)
     await this.writing
     if (this.syncFailed) throw this.syncFailed
-    this.batch = this.spare ?? Buffer.allocUnsafe(WRITE_BATCH)
+    this.batch = this.spare ?? batchBuffers.take()
     this.spare = undefined
     this.batchSize = 0
     this.writing = writeAll(this.fh, full).then(() => {
@@ -453,6 +458,7 @@ export class PackWriter {
     trailer.writeUInt32LE(manifest.length)
     await writeAll(this.fh, Buffer.concat([manifest, trailer, MAGIC]))
     await this.fh.close()
+    this.release()
     return entries
   }
 
@@ -460,6 +466,15 @@ export class PackWriter {
     await this.writing.catch(() => {})
     await this.syncing
     await this.fh.close().catch(() => {})
+    this.release()
+  }
+
+  /** Every write has settled: the batch buffers go back to the pool. */
+  private release(): void {
+    if (this.released) return
+    this.released = true
+    batchBuffers.give(this.batch)
+    if (this.spare) batchBuffers.give(this.spare)
   }
 }
 
