@@ -7,6 +7,8 @@
  * The Gear table and masks are part of the store format: changing them
  * changes every boundary (and so all deduplication against older data).
  */
+import { GearScanner } from './gear-scan.js'
+
 export const MIN_CHUNK = 16 * 1024
 export const AVG_CHUNK = 64 * 1024
 export const MAX_CHUNK = 256 * 1024
@@ -30,7 +32,12 @@ const GEAR = (() => {
   return t
 })()
 
-/** The length of the first chunk of `buf` (all of it if no cut is found and `final`). */
+/**
+ * The length of the first chunk of buf[start, end) (all of it if no cut is
+ * found within MAX_CHUNK). The definition of a boundary, in plain JS;
+ * chunkStream runs the same loop compiled to WebAssembly (gear-scan.ts),
+ * and a test holds the two to the same cuts.
+ */
 export function cutPoint(buf: Uint8Array, start: number, end: number): number {
   const len = end - start
   if (len <= MIN_CHUNK) return len
@@ -49,63 +56,64 @@ export function cutPoint(buf: Uint8Array, start: number, end: number): number {
   return limit
 }
 
+/** cutPoint over a scanner's bytes [start, end). */
+function cutIn(s: GearScanner, start: number, end: number): number {
+  const len = end - start
+  if (len <= MIN_CHUNK) return len
+  const limit = Math.min(len, MAX_CHUNK)
+  const normal = Math.min(limit, AVG_CHUNK)
+  let at = s.scan(start + MIN_CHUNK, start + normal, 0, MASK_SMALL)
+  if (at < 0) at = s.scan(start + normal, start + limit, s.fp(), MASK_LARGE)
+  return at < 0 ? limit : at - start
+}
+
+/** Input bytes copied into the scanner at once: with the bytes carried over, its memory is PIECE + MAX_CHUNK. */
+const PIECE = 1 << 20
+/** Scanners kept from one stream to the next (fresh memory costs a page fault per 4 KiB touched). */
+const KEEP_SCANNERS = 2
+const scanners: GearScanner[] = []
+
 /**
  * Splits a byte stream into content-defined chunks. A cut is only made
  * with a full MAX_CHUNK window in view (or at the end), so boundaries do
- * not depend on how the input was read. Chunks inside one input buffer
- * are views into it; only a chunk spanning two or more buffers is copied,
- * once (inputs smaller than a window, as an HTTP body's 16–64 KiB pieces,
- * are kept as views until a window is full, not concatenated each time).
+ * not depend on how the input was read.
+ *
+ * Buffers are borrowed both ways, so that nobody allocates per read: each
+ * input is copied into the scanner's memory (up to PIECE at a time, after
+ * the bytes not chunked yet), so no view of an input is kept once the next
+ * is asked for and a source may reuse its buffer then; a yielded chunk is
+ * a view of that memory, valid only until the next one is asked for. A
+ * consumer that keeps a chunk copies it.
  */
 export async function* chunkStream(src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  /** Bytes not yet chunked, fewer than MAX_CHUNK in all: views of earlier inputs. */
-  let tail: Uint8Array[] = []
-  let tailLen = 0
-  for await (const input of src) {
-    let data = input
-    // First finish the chunk that started in earlier input, through a small window.
-    while (tailLen > 0 && tailLen + data.length >= MAX_CHUNK) {
-      const take = MAX_CHUNK - tailLen
-      // Always MAX_CHUNK bytes: one allocation size, which the heap reuses without fragmenting.
-      const window = Buffer.allocUnsafe(MAX_CHUNK)
-      let at = 0
-      for (const t of tail) {
-        window.set(t, at)
-        at += t.length
-      }
-      window.set(data.subarray(0, take), tailLen)
-      const n = cutPoint(window, 0, MAX_CHUNK)
-      yield window.subarray(0, n)
-      if (n < tailLen) {
-        tail = [window.subarray(n, tailLen)]
-        tailLen -= n
-      } else {
-        data = data.subarray(n - tailLen)
-        tail = []
-        tailLen = 0
+  let s: GearScanner | undefined
+  /** Bytes not chunked yet, at s.bytes[0, have). */
+  let have = 0
+  try {
+    for await (const input of src) {
+      for (let off = 0; off < input.length; ) {
+        s ??= scanners.pop() ?? new GearScanner(GEAR, PIECE + MAX_CHUNK)
+        const take = Math.min(input.length - off, PIECE + MAX_CHUNK - have)
+        s.bytes.set(input.subarray(off, off + take), have)
+        have += take
+        off += take
+        let at = 0
+        while (have - at >= MAX_CHUNK) {
+          const n = cutIn(s, at, have)
+          yield s.bytes.subarray(at, at + n)
+          at += n
+        }
+        if (at > 0) s.bytes.copyWithin(0, at, have)
+        have -= at
       }
     }
-    if (tailLen > 0) {
-      tail.push(data)
-      tailLen += data.length
-      continue
+    for (let at = 0; at < have; ) {
+      const n = cutIn(s!, at, have)
+      yield s!.bytes.subarray(at, at + n)
+      at += n
     }
-    let off = 0
-    while (data.length - off >= MAX_CHUNK) {
-      const n = cutPoint(data, off, data.length)
-      yield data.subarray(off, off + n)
-      off += n
-    }
-    if (off < data.length) {
-      tail = [data.subarray(off)]
-      tailLen = data.length - off
-    }
-  }
-  const rest = tail.length === 1 ? tail[0]! : Buffer.concat(tail)
-  let off = 0
-  while (off < rest.length) {
-    const n = cutPoint(rest, off, rest.length)
-    yield rest.subarray(off, off + n)
-    off += n
+  } finally {
+    // The consumer has asked for more or stopped: no chunk it was given is valid now.
+    if (s && scanners.length < KEEP_SCANNERS) scanners.push(s)
   }
 }

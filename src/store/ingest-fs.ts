@@ -5,7 +5,9 @@ import type { CallOptions } from '../util/call-options.js'
 import { b3 } from '../castore/digest.js'
 import { type Directory, directoryDigest, directoryFromEntries, directorySize } from '../castore/directory.js'
 import type { Node } from '../castore/node.js'
+import type { ReusableSource } from '../castore/reusable-source.js'
 import { InvalidInputError } from '../errors.js'
+import { BufferPool } from '../util/buffer-pool.js'
 import { NarEncoder } from './nar/encoder.js'
 
 export interface IngestProgress {
@@ -78,7 +80,7 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
     }
     if (fd !== undefined) fs.closeSync(fd)
     nar.regular(executable, st.size)
-    const info = await stage.put(streamFile(p, st.size, (c) => {
+    const info = await stage.put(fileSource(p, st.size, (c) => {
       nar.contents(c)
       onProgress?.(c.length, 0)
     }), opts)
@@ -200,15 +202,31 @@ function readOpen(fd: number, size: number): Buffer {
   }
 }
 
+/** Read buffers of large files, kept from one file to the next. */
+const readBuffers = new BufferPool(READ_CHUNK, 2)
+
+/** Exactly `size` bytes of a file, failing if it changed meanwhile; in reused buffers for a consumer that takes them. */
+function fileSource(p: Buffer, size: number, tap: (c: Uint8Array) => void): ReusableSource {
+  return {
+    size,
+    [Symbol.asyncIterator]: () => streamFile(p, size, tap, false),
+    reusing: () => streamFile(p, size, tap, true),
+  }
+}
+
 /**
  * Streams exactly `size` bytes of a file, failing if it changed meanwhile.
  * The next read is issued before a chunk is handed on, so reading overlaps
- * with hashing and writing it.
+ * with hashing and writing it. `reuse`: two pooled buffers take turns (the
+ * one handed on is free again once the next is asked for), else each read
+ * gets a fresh one.
  */
-async function* streamFile(p: Buffer, size: number, tap: (c: Uint8Array) => void): AsyncGenerator<Uint8Array> {
+async function* streamFile(p: Buffer, size: number, tap: (c: Uint8Array) => void, reuse: boolean): AsyncGenerator<Uint8Array> {
   const fh = await fs.promises.open(p, 'r')
+  const turns = reuse ? [readBuffers.take(), readBuffers.take()] : undefined
+  let reads = 0
   const read = async () => {
-    const buf = Buffer.allocUnsafe(READ_CHUNK)
+    const buf = turns ? turns[reads++ % 2]! : Buffer.allocUnsafe(READ_CHUNK)
     const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
     return buf.subarray(0, bytesRead)
   }
@@ -230,6 +248,8 @@ async function* streamFile(p: Buffer, size: number, tap: (c: Uint8Array) => void
   } finally {
     await next?.catch(() => {})
     await fh.close()
+    // The consumer has asked for more or stopped: it holds no view of them now.
+    for (const b of turns ?? []) readBuffers.give(b)
   }
 }
 

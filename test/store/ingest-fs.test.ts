@@ -68,3 +68,53 @@ test('a FIFO in the tree is refused with the path named, and no store is created
   await assert.rejects(importPath(store, input), (e) => e instanceof InvalidInputError && e.message === `file '${path.join(input, 'b')}' has an unsupported type`)
   assert.deepEqual(fs.readdirSync(tmp).sort(), ['with-fifo'])
 })
+
+/** Large files (streamed, stored as packs): incompressible, compressible and executable, one repeating its own chunks, one just over the streaming threshold. */
+function makeLarge(dest: string): void {
+  fs.mkdirSync(path.join(dest, 'bin'), { recursive: true })
+  fs.writeFileSync(path.join(dest, 'random'), randomBytes(5 << 20, 2))
+  const text = Buffer.from(Array.from({ length: 60_000 }, (_, i) => `line ${i} of a log that compresses well\n`).join(''))
+  fs.writeFileSync(path.join(dest, 'bin', 'tool'), text, { mode: 0o755 })
+  const block = randomBytes(1 << 20, 3)
+  fs.writeFileSync(path.join(dest, 'repeats'), Buffer.concat([block, block, block, randomBytes(12345, 4)]))
+  fs.writeFileSync(path.join(dest, 'just-over'), randomBytes((1 << 20) + 1, 5))
+}
+
+test('large files: store path and NAR as Nix makes them, and again from a store that has their chunks', { skip: SKIP }, async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ingest-fs-'))
+  const input = path.join(tmp, 'large')
+  makeLarge(input)
+  const expected = new NixStore(path.join(tmp, 'nix')).add(input)
+  const store = await openLocalStore(path.join(tmp, 'ours'))
+  for (let round = 0; round < 2; round++) {
+    const ours = await importPath(store, input)
+    assert.equal(ours.storePath, expected)
+    assertSameBytes(await readAll(await exportNar(store, ours.storePath)), NixStore.dump(input), `round ${round}: export-nar vs nix-store --dump`)
+  }
+  assert.deepEqual(fs.readdirSync(path.join(tmp, 'ours', 'tmp')), [])
+})
+
+for (const [how, change] of [
+  ['grows', (file: string) => fs.appendFileSync(file, 'more bytes')],
+  ['shrinks', (file: string) => fs.truncateSync(file, 3 << 20)],
+] as const) {
+  test(`a large file that ${how} while it is read is refused, and no store is created`, async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ingest-fs-'))
+    const input = path.join(tmp, 'changing')
+    fs.mkdirSync(input)
+    const file = path.join(input, 'big')
+    fs.writeFileSync(file, randomBytes(8 << 20, 6))
+    const store = await openLocalStore(path.join(tmp, 'ours'))
+    let changed = false
+    // Progress is reported as each piece is read: change the file after the first.
+    const onProgress = (bytes: number) => {
+      if (bytes > 0 && !changed) {
+        changed = true
+        change(file)
+      }
+    }
+    await assert.rejects(importPath(store, input, { onProgress }), (e) => e instanceof InvalidInputError && e.message === `file '${file}' changed while it was being imported`)
+    assert.ok(changed)
+    assert.deepEqual(fs.readdirSync(tmp).sort(), ['changing'])
+  })
+}

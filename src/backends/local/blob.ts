@@ -3,6 +3,7 @@ import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type 
 import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
+import { isReusable } from '../../castore/reusable-source.js'
 import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-service.js'
 import type { ChunkedPuts, ChunkFetch, UncheckedReads } from '../../castore/chunk-transfer.js'
 import { fillPackFromChunks } from './chunk-list-pack.js'
@@ -249,7 +250,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
 
   /** A single blob, durable when this returns: temp file, fsync, rename, directory fsync. */
   async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
-    const w = await this.write(abortableSource(src, opts))
+    const w = await this.write(src, opts)
     if (w.tmp) {
       try {
         // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
@@ -293,7 +294,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       }
     }
     return {
-      put: (src, opts) => tracked(this.write(abortableSource(src, opts), written)),
+      put: (src, opts) => tracked(this.write(src, opts, written)),
       putChunks: async (digest, chunks, fetch, opts) => {
         opts?.signal?.throwIfAborted()
         const size = chunks.reduce((n, c) => n + c.size, 0)
@@ -336,12 +337,17 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * nothing is left in tmp/. `written`: a stage's small blobs in temp files
    * (hex); one already there is not written again (no tmp returned).
    */
-  private async write(src: ByteSource, written?: Set<string>): Promise<Written> {
+  private async write(src: ByteSource, opts?: CallOptions, written?: Set<string>): Promise<Written> {
+    // What is kept of a stream is copied (the head below, chunks into the pack's batches): its buffers may be reused.
+    const reused = isReusable(src)
+    const source = abortableSource(reused ? src.reusing() : src, opts)
     await this.root.init()
-    return this.writeTemp(src, written)
+    // Its size known to be over SMALL_BLOB, no head is needed to tell: a pack.
+    if (reused && src.size > SMALL_BLOB) return this.writePack(callerInput(iterateSource(source)))
+    return this.writeTemp(source, written, reused)
   }
 
-  private async writeTemp(src: ByteSource, written?: Set<string>): Promise<Written> {
+  private async writeTemp(src: ByteSource, written?: Set<string>, reused = false): Promise<Written> {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = b3(src)
       const hex = toHex(digest)
@@ -374,7 +380,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         ended = true
         break
       }
-      head.push(r.value)
+      head.push(reused ? Buffer.from(r.value) : r.value)
       headSize += r.value.length
     }
     if (ended) return this.writeTemp(Buffer.concat(head), written)
