@@ -22,7 +22,8 @@ function compileFastPath(file, cacheFile = `${file}.cache`) {
   try {
     cachedData = cacheFile && fs.readFileSync(cacheFile)
   } catch {}
-  const script = new vm.Script(Module.wrap(source), { filename: file, cachedData })
+  // The file is the module already wrapped (scripts/bundle-fast-path.mjs): no second copy of it to compile.
+  const script = new vm.Script(source, { filename: file, cachedData })
   const module = { exports: {} }
   script.runInThisContext()(module.exports, Module.createRequire(file), module, file, path.dirname(file))
   return { script, exports: module.exports }

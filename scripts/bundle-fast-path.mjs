@@ -3,6 +3,7 @@
 // resolving ~200 ES modules; then V8's code cache for it. Packages only other commands or backends
 // use stay outside it. What a command does not run, it should not load: see the plugins below.
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { createRequire, isBuiltin } from 'node:module'
@@ -100,6 +101,8 @@ const lazyModules = {
   },
 }
 
+const CJS_WRAPPER = '(function (exports, require, module, __filename, __dirname) { '
+
 await build({
   entryPoints: ['src/hot-commands.ts'],
   outfile: 'dist/fast-path.cjs',
@@ -115,7 +118,9 @@ await build({
   external: ['@napi-rs/blake-hash', '@grpc/grpc-js', 'undici', 'typescript'],
   // digest.ts finds the native module from its own URL; in the bundle that is the bundle's.
   define: { 'import.meta.url': '__bundle_url' },
-  banner: { js: "const __bundle_url = require('node:url').pathToFileURL(__filename).href;\n" + LAZY_HELPERS },
+  // Wrapped here as Module.wrap would wrap it: bin/ compiles the file as it is, one string in V8's heap instead of two.
+  banner: { js: `${CJS_WRAPPER}const __bundle_url = require('node:url').pathToFileURL(__filename).href;\n` + LAZY_HELPERS },
+  footer: { js: '\n})' },
   plugins: [lazyOclifRequires, lazyModules],
 })
 
@@ -126,18 +131,47 @@ fs.writeFileSync('dist/fast-path.json', JSON.stringify({ firstWords: ['--version
 
 /**
  * V8's code cache for the bundle (dist/fast-path.cjs.cache), which bin/run.js hands to V8 so that
- * a start skips parsing it. Made after --version and a failing `ls` on memory:// have run, so it
- * holds the functions they compiled (flag parsing, store opening, error lines) too. A Node whose
- * V8 differs rejects it and compiles the bundle as before.
+ * a start skips parsing it. V8 caches only the functions compiled so far, so it is made after each
+ * hot command has run, good and failing, on a small local store (made here by oclif's `import`)
+ * and on memory://: a cold start then compiles nothing of the bundle that these runs reached. A
+ * Node whose V8 differs rejects the cache and compiles the bundle as before.
  */
-const warm = `
+const warmDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-store-warm-'))
+try {
+  const tree = path.join(warmDir, 'tree')
+  fs.mkdirSync(path.join(tree, 'sub'), { recursive: true })
+  fs.writeFileSync(path.join(tree, 'sub', 'a.txt'), 'warm\n')
+  fs.symlinkSync('sub/a.txt', path.join(tree, 'link'))
+  const store = path.join(warmDir, 'store')
+  const p = execFileSync(process.execPath, ['bin/run.js', 'import', '--store', store, tree], { encoding: 'utf8' }).trim()
+  const missing = '/nix/store/00000000000000000000000000000000-warm'
+  const s = ['--store', store]
+  const argvs = [
+    ['--version'],
+    ['ls', ...s, '-lR', p],
+    ['ls', ...s, '--json', '-R', p],
+    ['ls', ...s, `${p}/nope`],
+    ['cat', ...s, `${p}/sub/a.txt`],
+    ['cat', ...s, p],
+    ['narinfo', ...s, p],
+    ['narinfo', ...s, '--json', p],
+    ['path-info', ...s, '-rsSh', p],
+    ['path-info', ...s, '--json', '-r', p],
+    ['path-info', ...s, '--json', missing],
+    ['ls', ...s, '--frobnicate', p],
+    ['ls', '--store', 'memory://', '-lR', missing],
+    ['path-info', '--store', 'memory://', '--json', missing],
+  ]
+  const warm = `
 const { compileFastPath } = require(${JSON.stringify(path.resolve('bin/load-fast-path.cjs'))})
 const { script, exports: fast } = compileFastPath(${JSON.stringify(path.resolve('dist/fast-path.cjs'))}, undefined)
-const argvs = [['--version'], ['ls', '--store', 'memory://', '-lR', '/nix/store/00000000000000000000000000000000-warm'], ['path-info', '--store', 'memory://', '--json', '/nix/store/00000000000000000000000000000000-warm']]
 ;(async () => {
-  for (const argv of argvs) await fast.run(argv, ${JSON.stringify(path.resolve('.'))})
+  for (const argv of ${JSON.stringify(argvs)}) await fast.run(argv, ${JSON.stringify(path.resolve('.'))})
   require('node:fs').writeFileSync(${JSON.stringify(path.resolve('dist/fast-path.cjs.cache'))}, script.createCachedData())
   process.exitCode = 0
 })()
 `
-execFileSync(process.execPath, ['-e', warm], { stdio: 'ignore' })
+  execFileSync(process.execPath, ['-e', warm], { stdio: 'ignore' })
+} finally {
+  fs.rmSync(warmDir, { recursive: true, force: true })
+}

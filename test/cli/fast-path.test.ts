@@ -15,17 +15,22 @@ import { TREES } from '../helpers/trees.js'
 
 const MAIN = path.join(REPO, 'dist/cli/main.js')
 const FAST = path.join(REPO, 'dist/fast-path.cjs')
+const LOADER = path.join(REPO, 'bin/load-fast-path.cjs')
 const MISSING = '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-missing'
 
 /** oclif's path: what bin/run.js did before the fast path existed. */
 const viaOclif = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(process.execPath, ['--input-type=module', '-e', `(await import(${JSON.stringify(MAIN)})).main(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)})`, JSON.stringify(argv)], { env, cwd: REPO })
 
-/** The fast path alone, as bin/run.js calls it; exit 99 and a note if it declined. */
+/** The fast path alone, loaded and called as bin/run.js does; exit 99 and a note if it declined. */
 const viaFast = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(
     process.execPath,
-    ['-e', `require(${JSON.stringify(FAST)}).run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`, JSON.stringify(argv)],
+    [
+      '-e',
+      `require(${JSON.stringify(LOADER)}).compileFastPath(${JSON.stringify(FAST)}).exports.run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`,
+      JSON.stringify(argv),
+    ],
     { env, cwd: REPO },
   )
 
