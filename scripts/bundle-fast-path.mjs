@@ -158,6 +158,8 @@ try {
     ['path-info', ...s, '-rsSh', p],
     ['path-info', ...s, '--json', '-r', p],
     ['path-info', ...s, '--json', missing],
+    ['export-nar', ...s, p],
+    ['import', ...s, '--json', path.join(tree, 'sub')],
     ['ls', ...s, '--frobnicate', p],
     ['ls', '--store', 'memory://', '-lR', missing],
     ['path-info', '--store', 'memory://', '--json', missing],

@@ -123,6 +123,30 @@ describe('the fast path answers as oclif does', () => {
     )
   })
 
+  test('export-nar and import', async () => {
+    const s = ['--store', store]
+    const tree = path.join(dir, 'tree')
+    await all(
+      [
+        ['export-nar', ...s, p],
+        ['export-nar', ...s, `${p}/sub/a.txt`],
+        ['export-nar', ...s, MISSING],
+        ['export-nar', ...s, '-o'],
+        ['export-nar', ...s, '-o', path.join(dir, 'no-such-dir', 'x.nar'), p],
+        ['export-nar', ...s],
+        ['import', ...s, tree],
+        ['import', ...s, '--json', path.join(tree, 'sub'), path.join(tree, 'run.sh')],
+        ['import', ...s, '--name', 'renamed', path.join(tree, 'sub', 'a.txt')],
+        ['import', ...s, '--name', 'x', tree, path.join(tree, 'sub')],
+        ['import', ...s, path.join(dir, 'missing-file')],
+        ['import', ...s, '--json', path.join(dir, 'missing-file')],
+        ['import', ...s],
+        ['import', ...s, '--nar', '-', tree],
+        ['import', ...s, '--name', 'bad/name', tree],
+      ].map((argv) => () => sameAnswer(argv)),
+    )
+  })
+
   test('settings from the environment', async () => {
     await all([
       () => sameAnswer(['ls', p], { TVIX_STORE: store }),
