@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process'
 import { createRequire, isBuiltin } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { build } from 'esbuild'
+import { fastPathCache } from '../bin/load-fast-path.cjs'
 
 /**
  * oclif's modules require all their dependencies up front (the help renderer, the plugin loader,
@@ -127,14 +128,17 @@ await build({
 // The first words the bundle may run (dist/fast-path.json): bin/run.js reads these few bytes
 // first, so `gc`, `import`, `--help`… go straight to oclif without loading the bundle to decline.
 const { HOT_COMMANDS } = await import(pathToFileURL(path.resolve('dist/hot-commands.js')).href)
-fs.writeFileSync('dist/fast-path.json', JSON.stringify({ firstWords: ['--version', ...Object.keys(HOT_COMMANDS)] }) + '\n')
+const firstWords = ['--version', ...Object.keys(HOT_COMMANDS)]
+fs.writeFileSync('dist/fast-path.json', JSON.stringify({ firstWords }) + '\n')
 
 /**
- * V8's code cache for the bundle (dist/fast-path.cjs.cache), which bin/run.js hands to V8 so that
- * a start skips parsing it. V8 caches only the functions compiled so far, so it is made after each
- * hot command has run, good and failing, on a small local store (made here by oclif's `import`)
- * and on memory://: a cold start then compiles nothing of the bundle that these runs reached. A
- * Node whose V8 differs rejects the cache and compiles the bundle as before.
+ * V8's code cache for the bundle, which bin/run.js hands to V8 so that a start skips parsing it.
+ * V8 caches only the functions compiled so far, so it is made after each hot command has run,
+ * good and failing, on a small local store (made here by oclif's `import`) and on memory://: a
+ * cold start then compiles nothing of the bundle that these runs reached. One cache per first
+ * word (dist/fast-path.<word>.cache, what bin/run.js loads: V8 deserialises a cache whole, and
+ * `ls`'s is 60 % of all of them), and dist/fast-path.cjs.cache for all. A Node whose V8 differs
+ * rejects a cache and compiles the bundle as before.
  */
 const warmDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-store-warm-'))
 try {
@@ -164,16 +168,19 @@ try {
     ['ls', '--store', 'memory://', '-lR', missing],
     ['path-info', '--store', 'memory://', '--json', missing],
   ]
-  const warm = `
+  const warm = (runs, cacheFile) => `
 const { compileFastPath } = require(${JSON.stringify(path.resolve('bin/load-fast-path.cjs'))})
-const { script, exports: fast } = compileFastPath(${JSON.stringify(path.resolve('dist/fast-path.cjs'))}, undefined)
+const { script, exports: fast } = compileFastPath(${JSON.stringify(path.resolve('dist/fast-path.cjs'))}, null)
 ;(async () => {
-  for (const argv of ${JSON.stringify(argvs)}) await fast.run(argv, ${JSON.stringify(path.resolve('.'))})
-  require('node:fs').writeFileSync(${JSON.stringify(path.resolve('dist/fast-path.cjs.cache'))}, script.createCachedData())
+  for (const argv of ${JSON.stringify(runs)}) await fast.run(argv, ${JSON.stringify(path.resolve('.'))})
+  require('node:fs').writeFileSync(${JSON.stringify(cacheFile)}, script.createCachedData())
   process.exitCode = 0
 })()
 `
-  execFileSync(process.execPath, ['-e', warm], { stdio: 'ignore' })
+  execFileSync(process.execPath, ['-e', warm(argvs, path.resolve('dist/fast-path.cjs.cache'))], { stdio: 'ignore' })
+  for (const word of firstWords) {
+    execFileSync(process.execPath, ['-e', warm(argvs.filter((a) => a[0] === word), path.resolve(fastPathCache('dist', word)))], { stdio: 'ignore' })
+  }
 } finally {
   fs.rmSync(warmDir, { recursive: true, force: true })
 }
