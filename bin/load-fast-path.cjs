@@ -20,12 +20,18 @@ function compileFastPath(file, cacheFile = `${file}.cache`) {
   }
   let cachedData
   try {
-    cachedData = cacheFile && fs.readFileSync(cacheFile)
+    cachedData = cacheFile ? fs.readFileSync(cacheFile) : undefined
   } catch {}
-  const script = new vm.Script(Module.wrap(source), { filename: file, cachedData })
+  // The file is the module already wrapped (scripts/bundle-fast-path.mjs): no second copy of it to compile.
+  const script = new vm.Script(source, { filename: file, cachedData })
   const module = { exports: {} }
   script.runInThisContext()(module.exports, Module.createRequire(file), module, file, path.dirname(file))
   return { script, exports: module.exports }
 }
 
-module.exports = { compileFastPath }
+/** The code cache made for runs whose first word is `word` (scripts/bundle-fast-path.mjs). */
+function fastPathCache(dist, word) {
+  return path.join(dist, `fast-path.${word.replace(/^-+/, '')}.cache`)
+}
+
+module.exports = { compileFastPath, fastPathCache }

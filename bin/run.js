@@ -2,7 +2,7 @@
 // CommonJS (bin/package.json): an ES module entry would cost every start-up the ESM loader.
 'use strict'
 const path = require('node:path')
-const { compileFastPath } = require('./load-fast-path.cjs')
+const { compileFastPath, fastPathCache } = require('./load-fast-path.cjs')
 
 // Blob writes fsync in libuv's thread pool; the default of 4 threads starves it.
 process.env.UV_THREADPOOL_SIZE ??= '16'
@@ -12,7 +12,7 @@ process.env.UV_THREADPOOL_SIZE ??= '16'
 // oclif finds the package from its folder (not from here: bin/package.json has no name).
 const argv = process.argv.slice(2)
 const root = path.join(__dirname, '..')
-;((mayRunFast(argv[0]) ? compileFastPath(path.join(root, 'dist/fast-path.cjs'))?.exports : undefined) ?? { run: async () => false })
+;((mayRunFast(argv[0]) ? compileFastPath(path.join(root, 'dist/fast-path.cjs'), fastPathCache(path.join(root, 'dist'), argv[0]))?.exports : undefined) ?? { run: async () => false })
   .run(argv, root)
   .then(async (ran) => {
     if (ran) return

@@ -3,11 +3,13 @@
 // resolving ~200 ES modules; then V8's code cache for it. Packages only other commands or backends
 // use stay outside it. What a command does not run, it should not load: see the plugins below.
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { createRequire, isBuiltin } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { build } from 'esbuild'
+import { fastPathCache } from '../bin/load-fast-path.cjs'
 
 /**
  * oclif's modules require all their dependencies up front (the help renderer, the plugin loader,
@@ -100,6 +102,8 @@ const lazyModules = {
   },
 }
 
+const CJS_WRAPPER = '(function (exports, require, module, __filename, __dirname) { '
+
 await build({
   entryPoints: ['src/hot-commands.ts'],
   outfile: 'dist/fast-path.cjs',
@@ -115,29 +119,68 @@ await build({
   external: ['@napi-rs/blake-hash', '@grpc/grpc-js', 'undici', 'typescript'],
   // digest.ts finds the native module from its own URL; in the bundle that is the bundle's.
   define: { 'import.meta.url': '__bundle_url' },
-  banner: { js: "const __bundle_url = require('node:url').pathToFileURL(__filename).href;\n" + LAZY_HELPERS },
+  // Wrapped here as Module.wrap would wrap it: bin/ compiles the file as it is, one string in V8's heap instead of two.
+  banner: { js: `${CJS_WRAPPER}const __bundle_url = require('node:url').pathToFileURL(__filename).href;\n` + LAZY_HELPERS },
+  footer: { js: '\n})' },
   plugins: [lazyOclifRequires, lazyModules],
 })
 
 // The first words the bundle may run (dist/fast-path.json): bin/run.js reads these few bytes
 // first, so `gc`, `import`, `--help`… go straight to oclif without loading the bundle to decline.
 const { HOT_COMMANDS } = await import(pathToFileURL(path.resolve('dist/hot-commands.js')).href)
-fs.writeFileSync('dist/fast-path.json', JSON.stringify({ firstWords: ['--version', ...Object.keys(HOT_COMMANDS)] }) + '\n')
+const firstWords = ['--version', ...Object.keys(HOT_COMMANDS)]
+fs.writeFileSync('dist/fast-path.json', JSON.stringify({ firstWords }) + '\n')
 
 /**
- * V8's code cache for the bundle (dist/fast-path.cjs.cache), which bin/run.js hands to V8 so that
- * a start skips parsing it. Made after --version and a failing `ls` on memory:// have run, so it
- * holds the functions they compiled (flag parsing, store opening, error lines) too. A Node whose
- * V8 differs rejects it and compiles the bundle as before.
+ * V8's code cache for the bundle, which bin/run.js hands to V8 so that a start skips parsing it.
+ * V8 caches only the functions compiled so far, so it is made after each hot command has run,
+ * good and failing, on a small local store (made here by oclif's `import`) and on memory://: a
+ * cold start then compiles nothing of the bundle that these runs reached. One cache per first
+ * word (dist/fast-path.<word>.cache, what bin/run.js loads: V8 deserialises a cache whole, and
+ * `ls`'s is 60 % of all of them), and dist/fast-path.cjs.cache for all. A Node whose V8 differs
+ * rejects a cache and compiles the bundle as before.
  */
-const warm = `
+const warmDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-store-warm-'))
+try {
+  const tree = path.join(warmDir, 'tree')
+  fs.mkdirSync(path.join(tree, 'sub'), { recursive: true })
+  fs.writeFileSync(path.join(tree, 'sub', 'a.txt'), 'warm\n')
+  fs.symlinkSync('sub/a.txt', path.join(tree, 'link'))
+  const store = path.join(warmDir, 'store')
+  const p = execFileSync(process.execPath, ['bin/run.js', 'import', '--store', store, tree], { encoding: 'utf8' }).trim()
+  const missing = '/nix/store/00000000000000000000000000000000-warm'
+  const s = ['--store', store]
+  const argvs = [
+    ['--version'],
+    ['ls', ...s, '-lR', p],
+    ['ls', ...s, '--json', '-R', p],
+    ['ls', ...s, `${p}/nope`],
+    ['cat', ...s, `${p}/sub/a.txt`],
+    ['cat', ...s, p],
+    ['narinfo', ...s, p],
+    ['narinfo', ...s, '--json', p],
+    ['path-info', ...s, '-rsSh', p],
+    ['path-info', ...s, '--json', '-r', p],
+    ['path-info', ...s, '--json', missing],
+    ['export-nar', ...s, p],
+    ['import', ...s, '--json', path.join(tree, 'sub')],
+    ['ls', ...s, '--frobnicate', p],
+    ['ls', '--store', 'memory://', '-lR', missing],
+    ['path-info', '--store', 'memory://', '--json', missing],
+  ]
+  const warm = (runs, cacheFile) => `
 const { compileFastPath } = require(${JSON.stringify(path.resolve('bin/load-fast-path.cjs'))})
-const { script, exports: fast } = compileFastPath(${JSON.stringify(path.resolve('dist/fast-path.cjs'))}, undefined)
-const argvs = [['--version'], ['ls', '--store', 'memory://', '-lR', '/nix/store/00000000000000000000000000000000-warm'], ['path-info', '--store', 'memory://', '--json', '/nix/store/00000000000000000000000000000000-warm']]
+const { script, exports: fast } = compileFastPath(${JSON.stringify(path.resolve('dist/fast-path.cjs'))}, null)
 ;(async () => {
-  for (const argv of argvs) await fast.run(argv, ${JSON.stringify(path.resolve('.'))})
-  require('node:fs').writeFileSync(${JSON.stringify(path.resolve('dist/fast-path.cjs.cache'))}, script.createCachedData())
+  for (const argv of ${JSON.stringify(runs)}) await fast.run(argv, ${JSON.stringify(path.resolve('.'))})
+  require('node:fs').writeFileSync(${JSON.stringify(cacheFile)}, script.createCachedData())
   process.exitCode = 0
 })()
 `
-execFileSync(process.execPath, ['-e', warm], { stdio: 'ignore' })
+  execFileSync(process.execPath, ['-e', warm(argvs, path.resolve('dist/fast-path.cjs.cache'))], { stdio: 'ignore' })
+  for (const word of firstWords) {
+    execFileSync(process.execPath, ['-e', warm(argvs.filter((a) => a[0] === word), path.resolve(fastPathCache('dist', word)))], { stdio: 'ignore' })
+  }
+} finally {
+  fs.rmSync(warmDir, { recursive: true, force: true })
+}

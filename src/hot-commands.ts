@@ -12,6 +12,8 @@ const load = async (m: Promise<{ default: unknown }>): Promise<CommandClass> => 
  */
 export const HOT_COMMANDS: HotCommands = {
   cat: () => load(import('./commands/cat.js')),
+  'export-nar': () => load(import('./commands/export-nar.js')),
+  import: () => load(import('./commands/import.js')),
   ls: () => load(import('./commands/ls.js')),
   narinfo: () => load(import('./commands/narinfo.js')),
   'path-info': () => load(import('./commands/path-info.js')),

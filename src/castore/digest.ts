@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module'
 import { InvalidInputError } from '../errors.js'
+import { blake3Js } from './blake3-js.js'
 
 type BlakeBinding = typeof import('@napi-rs/blake-hash')
 
@@ -30,7 +31,19 @@ function buf(d: Uint8Array): Buffer {
   return Buffer.isBuffer(d) ? d : Buffer.from(d.buffer, d.byteOffset, d.byteLength)
 }
 
+/**
+ * Bytes hashed in JavaScript before the native binding is loaded: a short
+ * command (ls, cat of a small file) checks a Directory or two and a small
+ * blob, in less time than loading the binding takes; past this, or for an
+ * input over 1 KiB, the binding loads and does all further hashing.
+ */
+let jsBudget = 4096
+
 export function b3(data: Uint8Array): B3Digest {
+  if (binding === undefined && data.length <= 1024 && data.length <= jsBudget) {
+    jsBudget -= data.length
+    return blake3Js(data)
+  }
   return blake().blake3(buf(data))
 }
 

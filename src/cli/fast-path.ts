@@ -4,6 +4,7 @@ import path from 'node:path'
 import type { Command } from '@oclif/core/command'
 import type { Config } from '@oclif/core/config'
 import { setLogger } from '@oclif/core/logger'
+import { installQuickStdout } from './quick-stdout.js'
 import type { Failure } from './report.js'
 
 /** A command class as oclif's Command.run constructs it. */
@@ -31,6 +32,7 @@ export async function runFast(argv: string[], root: string, commands: HotCommand
   const pjson = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as PackageJson
   // TVIX_STORE_DEBUG switches on oclif's debug settings (its warnings printed), also the runtime's.
   if (scopedEnvVarKeys(pjson.oclif.bin, 'DEBUG').some((k) => process.env[k] !== undefined)) return false
+  installQuickStdout()
   if (version) {
     process.stdout.write(userAgent(pjson) + '\n')
     return true

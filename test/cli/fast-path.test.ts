@@ -15,17 +15,22 @@ import { TREES } from '../helpers/trees.js'
 
 const MAIN = path.join(REPO, 'dist/cli/main.js')
 const FAST = path.join(REPO, 'dist/fast-path.cjs')
+const LOADER = path.join(REPO, 'bin/load-fast-path.cjs')
 const MISSING = '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-missing'
 
 /** oclif's path: what bin/run.js did before the fast path existed. */
 const viaOclif = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(process.execPath, ['--input-type=module', '-e', `(await import(${JSON.stringify(MAIN)})).main(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)})`, JSON.stringify(argv)], { env, cwd: REPO })
 
-/** The fast path alone, as bin/run.js calls it; exit 99 and a note if it declined. */
+/** The fast path alone, loaded and called as bin/run.js does; exit 99 and a note if it declined. */
 const viaFast = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(
     process.execPath,
-    ['-e', `require(${JSON.stringify(FAST)}).run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`, JSON.stringify(argv)],
+    [
+      '-e',
+      `require(${JSON.stringify(LOADER)}).compileFastPath(${JSON.stringify(FAST)}).exports.run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`,
+      JSON.stringify(argv),
+    ],
     { env, cwd: REPO },
   )
 
@@ -114,6 +119,30 @@ describe('the fast path answers as oclif does', () => {
         ['path-info', ...s, MISSING],
         ['path-info', ...s, '-s', '--closure-size', '--human-readable'],
         ['path-info', ...s, '--sizes', p],
+      ].map((argv) => () => sameAnswer(argv)),
+    )
+  })
+
+  test('export-nar and import', async () => {
+    const s = ['--store', store]
+    const tree = path.join(dir, 'tree')
+    await all(
+      [
+        ['export-nar', ...s, p],
+        ['export-nar', ...s, `${p}/sub/a.txt`],
+        ['export-nar', ...s, MISSING],
+        ['export-nar', ...s, '-o'],
+        ['export-nar', ...s, '-o', path.join(dir, 'no-such-dir', 'x.nar'), p],
+        ['export-nar', ...s],
+        ['import', ...s, tree],
+        ['import', ...s, '--json', path.join(tree, 'sub'), path.join(tree, 'run.sh')],
+        ['import', ...s, '--name', 'renamed', path.join(tree, 'sub', 'a.txt')],
+        ['import', ...s, '--name', 'x', tree, path.join(tree, 'sub')],
+        ['import', ...s, path.join(dir, 'missing-file')],
+        ['import', ...s, '--json', path.join(dir, 'missing-file')],
+        ['import', ...s],
+        ['import', ...s, '--nar', '-', tree],
+        ['import', ...s, '--name', 'bad/name', tree],
       ].map((argv) => () => sameAnswer(argv)),
     )
   })

@@ -164,7 +164,8 @@ export class LocalRoot {
   async checkFormat(): Promise<boolean> {
     let text: string
     try {
-      text = await fs.readFile(path.join(this.dir, MARKER), 'utf8')
+      // Synchronous: a few bytes, and a read-only command then needs neither fs/promises nor the thread pool.
+      text = fsSync.readFileSync(path.join(this.dir, MARKER), 'utf8')
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new BackendError(`cannot read store at ${this.dir}`, { cause: e })
       // Empty, or a store another process is creating right now (layout
