@@ -13,8 +13,8 @@ import path from 'node:path'
 import { run } from 'node:test'
 import { tap } from 'node:test/reporters'
 import { fileURLToPath } from 'node:url'
-import type { SuiteBackends } from './backends/index.js'
-import { backendsDir, missingPrograms, startBackends } from './backends/servers.js'
+import type { SuiteBackends } from './helpers/suite-servers.js'
+import { backendsDir, missingPrograms, startBackends } from './helpers/servers.js'
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -43,13 +43,13 @@ const given = process.argv.slice(2)
 const files = given.length > 0 ? given : [...HEAVIEST, ...everyFile.filter((f) => !HEAVIEST.includes(f))]
 
 /**
- * S3 and PostgreSQL, when a test file uses them (test/backends): started
+ * S3 and PostgreSQL, when a test file uses them (test/helpers/suite-servers.ts): started
  * once for the suite, beside the first files (a minute of start-up on a
  * loaded machine, not spent in series), and announced in a file the test
  * files wait for. Stopped when the suite ends or is interrupted.
  */
 async function startSuiteBackends(): Promise<() => Promise<void>> {
-  const users = files.filter((f) => fs.readFileSync(path.resolve(REPO, f), 'utf8').includes("from '../backends/index.js'"))
+  const users = files.filter((f) => fs.readFileSync(path.resolve(REPO, f), 'utf8').includes('/helpers/suite-servers.js'))
   if (users.length === 0) return async () => {}
   const dir = backendsDir()
   const file = path.join(dir, 'servers.json')

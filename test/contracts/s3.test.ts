@@ -1,13 +1,13 @@
 /**
  * The contracts on the S3 blob backend, against a real S3 server (Ceph
- * radosgw, test/backends): blobs in a fresh bucket, Directories and
+ * radosgw, test/helpers/servers.ts): blobs in a fresh bucket, Directories and
  * PathInfos in memory, as `--blob-service-addr s3://…` composes them.
  */
 import { test } from 'node:test'
 import { openStore } from '../../src/backends/open-store.js'
 import { cacheStore } from '../../src/backends/cache/index.js'
 import { openMemoryStore } from '../../src/backends/memory/index.js'
-import { backendsForTests, freshBucket } from '../backends/index.js'
+import { backendsForTests, freshBucket } from '../helpers/suite-servers.js'
 import { describeBlobService } from './blob-service.js'
 import { describeChunkLists, describeStaging } from './capabilities.js'
 import type { OpenStore } from './harness.js'

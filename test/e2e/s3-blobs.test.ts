@@ -1,6 +1,6 @@
 /**
  * The S3 blob backend end to end, through the CLI, against a real S3 server
- * (Ceph radosgw, test/backends) and real Nix: trees import to the store
+ * (Ceph radosgw, test/helpers/servers.ts) and real Nix: trees import to the store
  * paths `nix-store --add` gives and export to `nix-store --dump`'s bytes;
  * chunks two releases share are stored once; a chunk corrupted in the
  * bucket is refused; a missing bucket, wrong credentials and an
@@ -15,7 +15,7 @@ import { parseStoreUrl } from '../../src/backends/registry.js'
 import type { S3Address } from '../../src/backends/s3/address.js'
 import { S3Client } from '../../src/backends/s3/client.js'
 import { b3, toHex } from '../../src/castore/digest.js'
-import { backendsForTests, freshBucket } from '../backends/index.js'
+import { backendsForTests, freshBucket } from '../helpers/suite-servers.js'
 import { assertOneErrorLine, runCli } from '../helpers/cli.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { makeTree, randomBytes } from '../helpers/trees.js'

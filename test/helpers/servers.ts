@@ -7,7 +7,7 @@
  * (and the exit of that process) ends it and whatever it started. `npm
  * test` starts them once for the whole suite (test/run-suite.ts passes
  * where they are to every test file in TVIX_TEST_BACKENDS); a test file
- * run on its own starts its own (backendsForTests in ./index.ts).
+ * run on its own starts its own (backendsForTests in ./suite-servers.ts).
  *
  * Settings that matter (found the hard way): radosgw connects to the
  * monitor in 'secure' mode unless told `ms mon client mode = crc`, which
