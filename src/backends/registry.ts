@@ -2,6 +2,7 @@ import { UsageError } from '../errors.js'
 import { type BackendModule, SERVICE_KINDS, type ServiceKind } from './backend.js'
 import { nixCacheForm } from './nix-cache/address.js'
 import { refuseNixScheme, refuseNixWord } from './nix-urls.js'
+import { postgresForm } from './postgres/address.js'
 import { s3Form } from './s3/address.js'
 import { type SchemeUrl, type StoreAddress, grpcForm, localForm, memoryForm } from './url-forms.js'
 
@@ -48,6 +49,13 @@ const BACKENDS: Record<string, BackendEntry> = {
     unservedNote: "s3:// holds a tvix store's blobs, not a Nix binary cache",
     form: s3Form,
     load: () => import('./s3/index.js'),
+  }),
+  postgres: entry({
+    schemes: { postgres: 'postgres://USER@HOST[:PORT]/DB', postgresql: 'postgresql://…' },
+    serves: ['directories', 'pathInfos'],
+    unservedNote: 'postgres:// holds Directories and PathInfos; blobs go to s3:// or a local folder',
+    form: postgresForm,
+    load: () => import('./postgres/index.js'),
   }),
 }
 

@@ -120,7 +120,7 @@ describe('store URLs: folders and ports', () => {
 })
 
 describe('store URLs come from the registry of backends', () => {
-  const KNOWN = 'a path, file:///PATH, memory://, grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///SOCKET, nix+file:///DIR, http://HOST[:PORT][/PATH], https://HOST[:PORT][/PATH], nix+http://…, nix+https://…, s3://BUCKET[/PREFIX]?endpoint=URL&region=R'
+  const KNOWN = 'a path, file:///PATH, memory://, grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///SOCKET, nix+file:///DIR, http://HOST[:PORT][/PATH], https://HOST[:PORT][/PATH], nix+http://…, nix+https://…, s3://BUCKET[/PREFIX]?endpoint=URL&region=R, postgres://USER@HOST[:PORT]/DB, postgresql://…'
 
   test('an unknown scheme is refused naming every known form, for --store and the per-service flags alike', async () => {
     const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))

@@ -63,3 +63,32 @@ async function suiteBackends(file: string): Promise<BackendsInfo | string> {
   if ('fail' in said) throw new Error(`the test servers did not start: ${said.fail}`)
   return 'skip' in said ? said.skip : said.ok
 }
+
+let databases = 0
+
+/** A new, empty database on the test PostgreSQL server: its URL, and how to drop it (after its store is closed). */
+export async function freshDatabase(pgInfo: NonNullable<BackendsInfo['pg']>): Promise<{ url: string; drop(): Promise<void> }> {
+  const { default: pg } = await import('pg')
+  const name = `t_${process.pid}_${Date.now().toString(36)}_${databases++}`
+  const admin = new pg.Client({ connectionString: pgInfo.url })
+  await admin.connect()
+  try {
+    await admin.query(`create database ${name}`)
+  } finally {
+    await admin.end()
+  }
+  const url = new URL(pgInfo.url)
+  url.pathname = `/${name}`
+  return {
+    url: url.href,
+    drop: async () => {
+      const c = new pg.Client({ connectionString: pgInfo.url })
+      await c.connect()
+      try {
+        await c.query(`drop database if exists ${name} with (force)`)
+      } finally {
+        await c.end()
+      }
+    },
+  }
+}
