@@ -63,7 +63,10 @@ async function openUncached(opts: OpenStoreOptions): Promise<Store> {
     const addr = parseStoreUrl(u)
     const backend = backendOf(addr)
     const unserved = SERVICE_KINDS.filter((k) => urlOf[k] === u && !backend.serves.includes(k))
-    if (unserved.length > 0) throw new UsageError(`store URL ${JSON.stringify(u)} does not serve ${unserved.join(' or ')}: give ${unserved.map(flagOf).join(' and ')}`)
+    if (unserved.length > 0) {
+      const note = backend.unservedNote ? ` (${backend.unservedNote})` : ''
+      throw new UsageError(`store URL ${JSON.stringify(u)} does not serve ${unserved.join(' or ')}${note}: give ${unserved.map(flagOf).join(' and ')}`)
+    }
     byUrl.set(u, { addr, load: backend.load })
   }
   const opened = new Map<string, OpenedServices>()

@@ -2,6 +2,8 @@ import { UsageError } from '../errors.js'
 import { type BackendModule, SERVICE_KINDS, type ServiceKind } from './backend.js'
 import { nixCacheForm } from './nix-cache/address.js'
 import { refuseNixScheme, refuseNixWord } from './nix-urls.js'
+import { postgresForm } from './postgres/address.js'
+import { s3Form } from './s3/address.js'
 import { type SchemeUrl, type StoreAddress, grpcForm, localForm, memoryForm } from './url-forms.js'
 
 /*
@@ -16,6 +18,8 @@ interface BackendEntry<A extends StoreAddress = StoreAddress> {
   /** URL schemes naming this backend, each shown in messages with a sample of its form. */
   schemes: Record<string, string>
   serves: readonly ServiceKind[]
+  /** Said when a URL of this backend is asked for a service it does not serve. */
+  unservedNote?: string
   /** Checks a URL of one of `schemes` and takes what `open` needs; loads nothing. */
   form(p: SchemeUrl): A
   load(): Promise<{ backend: BackendModule<A> }>
@@ -38,6 +42,20 @@ const BACKENDS: Record<string, BackendEntry> = {
     serves: SERVICE_KINDS,
     form: nixCacheForm,
     load: () => import('./nix-cache/index.js'),
+  }),
+  s3: entry({
+    schemes: { s3: 's3://BUCKET[/PREFIX]?endpoint=URL&region=R' },
+    serves: ['blobs'],
+    unservedNote: "s3:// holds a tvix store's blobs, not a Nix binary cache",
+    form: s3Form,
+    load: () => import('./s3/index.js'),
+  }),
+  postgres: entry({
+    schemes: { postgres: 'postgres://USER@HOST[:PORT]/DB', postgresql: 'postgresql://…' },
+    serves: ['directories', 'pathInfos'],
+    unservedNote: 'postgres:// holds Directories and PathInfos; blobs go to s3:// or a local folder',
+    form: postgresForm,
+    load: () => import('./postgres/index.js'),
   }),
 }
 
@@ -78,8 +96,8 @@ export function parseStoreUrl(url: string): StoreAddress {
 }
 
 /** The backend an address names: what it serves, and its module (imported now, on first use). */
-export function backendOf(addr: StoreAddress): { serves: readonly ServiceKind[]; load(): Promise<BackendModule> } {
+export function backendOf(addr: StoreAddress): { serves: readonly ServiceKind[]; unservedNote?: string; load(): Promise<BackendModule> } {
   const backend = Object.hasOwn(BACKENDS, addr.kind) ? BACKENDS[addr.kind] : undefined
   if (!backend) throw new Error(`no backend registered as ${JSON.stringify(addr.kind)}`)
-  return { serves: backend.serves, load: async () => (await backend.load()).backend }
+  return { serves: backend.serves, unservedNote: backend.unservedNote, load: async () => (await backend.load()).backend }
 }

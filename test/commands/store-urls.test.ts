@@ -24,7 +24,6 @@ const NIX_STORES: Array<[url: string, exit: number, says: RegExp]> = [
   ['ssh://build-host', 2, /^error: "ssh:\/\/build-host" is a Nix store URL \(a Nix store over SSH\)/],
   ['ssh-ng://build-host', 2, /^error: "ssh-ng:\/\/build-host" is a Nix store URL \(a Nix store over SSH\)/],
   ['dummy://', 2, /^error: "dummy:\/\/" is a Nix store URL \(Nix's dummy store\)/],
-  ['s3://bucket?region=eu-west-1', 1, /^error: "s3:\/\/bucket\?region=eu-west-1" is a Nix binary cache URL that tvix-store cannot open/],
   // file:// with a binary cache's parameters is Nix's binary cache, which we name nix+file://; plain file:///abs stays our local folder.
   ['file:///tmp/cache?compression=none', 2, /^error: "file:\/\/\/tmp\/cache\?compression=none" is a Nix binary cache URL, and file:\/\/ names a tvix store folder here: write the cache as "nix\+file:\/\/\/tmp\/cache\?compression=none"$/],
   ['mystore?trusted=1', 2, /^error: store URL "mystore\?trusted=1" has parameters, and tvix-store takes none \(for a folder of that name, write "\.\/mystore\?trusted=1"\)$/],
@@ -82,7 +81,7 @@ describe('Nix store URLs', () => {
   }
 
   // The wiring: each command's flags reach openStore, and the refusal is the CLI's one error line and exit code.
-  for (const [url, exit, says] of NIX_STORES.filter(([u]) => u === 'local?root=/x' || u.startsWith('s3:'))) {
+  for (const [url, exit, says] of NIX_STORES.filter(([u]) => u === 'local?root=/x')) {
     test(`${url}: refused by the CLI in every place a store URL is taken, nothing created`, async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
       fs.mkdirSync(path.join(dir, 'store'))
@@ -121,7 +120,7 @@ describe('store URLs: folders and ports', () => {
 })
 
 describe('store URLs come from the registry of backends', () => {
-  const KNOWN = 'a path, file:///PATH, memory://, grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///SOCKET, nix+file:///DIR, http://HOST[:PORT][/PATH], https://HOST[:PORT][/PATH], nix+http://…, nix+https://…'
+  const KNOWN = 'a path, file:///PATH, memory://, grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///SOCKET, nix+file:///DIR, http://HOST[:PORT][/PATH], https://HOST[:PORT][/PATH], nix+http://…, nix+https://…, s3://BUCKET[/PREFIX]?endpoint=URL&region=R, postgres://USER@HOST[:PORT]/DB, postgresql://…'
 
   test('an unknown scheme is refused naming every known form, for --store and the per-service flags alike', async () => {
     const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
@@ -140,6 +139,21 @@ describe('store URLs come from the registry of backends', () => {
     assertOneErrorLine(r.stderr, says)
     const json = await runCli(['ls', '--json', '--store', 'gopher://host', SOME_PATH], { cwd })
     assertOneJsonError(json.stderr, 'ERR_USAGE', /^unknown store URL scheme "gopher:" \(known: /)
+    assert.deepEqual(fs.readdirSync(cwd), [])
+  })
+
+  test('s3:// serves blobs only: asked for Directories or PathInfos it is refused, saying it is not a Nix binary cache, nothing dialled', async () => {
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-urls-'))
+    const url = 's3://bucket?region=eu-west-1'
+    const says = /^error: store URL "s3:\/\/bucket\?region=eu-west-1" does not serve (directories or pathInfos|pathInfos) \(s3:\/\/ holds a tvix store's blobs, not a Nix binary cache\): give (--directory-service-addr and )?--path-info-service-addr$/
+    for (const [place, opts] of PLACES.filter(([place]) => place !== '--blob-service-addr')) {
+      const r = await refusal(opts(url, path.join(cwd, 'store')))
+      assert.equal(r.exit, 2, `${place}: ${r.line}`)
+      assert.match(r.line, says, place)
+    }
+    const r = await runCli(['ls', '--store', url, SOME_PATH], { cwd })
+    assert.equal(r.code, 2, r.stderr)
+    assertOneErrorLine(r.stderr, says)
     assert.deepEqual(fs.readdirSync(cwd), [])
   })
 

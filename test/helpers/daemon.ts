@@ -1,7 +1,8 @@
 import type { ChildProcess } from 'node:child_process'
-import net from 'node:net'
 import { BIN, REPO } from './cli.js'
 import { blockedFor, killGroup, spawnOwned } from './spawn.js'
+
+export { freePort } from './free-port.js'
 
 export interface RunningDaemon {
   url: string
@@ -10,18 +11,6 @@ export interface RunningDaemon {
   log(): string
   /** SIGTERM and wait; resolves with the exit code. */
   stop(): Promise<number | null>
-}
-
-/** A free TCP port on loopback (bound and released; good enough for tests). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
 }
 
 /** A daemon still starting that used no CPU for this long is stuck, however loaded the machine. */

@@ -1,0 +1,62 @@
+/**
+ * The contracts on the distributed backends, against real servers
+ * (test/helpers/servers.ts): blobs in S3 (Ceph radosgw), Directories and
+ * PathInfos in PostgreSQL, each store in a fresh bucket and database.
+ */
+import { test } from 'node:test'
+import { cacheStore } from '../../src/backends/cache/index.js'
+import { openMemoryStore } from '../../src/backends/memory/index.js'
+import { openStore } from '../../src/backends/open-store.js'
+import { openPostgres } from '../../src/backends/postgres/index.js'
+import type { BlobService } from '../../src/castore/blob-service.js'
+import { DEFAULT_STORE_DIR } from '../../src/store/store-path.js'
+import type { Store } from '../../src/store/store.js'
+import { backendsForTests, freshBucket, freshDatabase } from '../helpers/suite-servers.js'
+import { describeBlobService } from './blob-service.js'
+import { describeChunkLists, describeReferrers, describeSignatureAdding, describeStaging } from './capabilities.js'
+import { describeDirectoryService } from './directory-service.js'
+import type { OpenStore } from './harness.js'
+import { describePathInfoService } from './path-info-service.js'
+
+const servers = await backendsForTests()
+if (typeof servers === 'string') {
+  test('S3 and PostgreSQL backend contracts', { skip: servers }, () => {})
+} else {
+  const { s3, pg } = servers
+  const onS3 = async () => openStore({ url: 'memory://', blobServiceAddr: await freshBucket(s3!) })
+  /** Directories and PathInfos in a fresh database over `blobs` (which Directory puts check file sizes against); the database is dropped on close. */
+  const onPostgres = async (blobs: BlobService, closeBlobs: () => Promise<void>): Promise<Store> => {
+    const db = await freshDatabase(pg!)
+    const meta = await openPostgres(db.url, DEFAULT_STORE_DIR, blobs)
+    return {
+      blobs,
+      ...meta,
+      close: async () => {
+        await meta.close()
+        await closeBlobs()
+        await db.drop()
+      },
+    }
+  }
+  const s3AndPostgres: OpenStore = async () => {
+    const blobs = await onS3()
+    return onPostgres(blobs.blobs, () => blobs.close())
+  }
+  const memoryAndPostgres: OpenStore = async () => onPostgres(openMemoryStore().blobs, async () => {})
+  const backends: Array<[string, OpenStore]> = [
+    ['s3 blobs + postgres', s3AndPostgres],
+    ['s3 blobs under a prefix', async () => openStore({ url: 'memory://', blobServiceAddr: await freshBucket(s3!, 'some/prefix') })],
+    ['memory blobs + postgres', memoryAndPostgres],
+    ['cache: memory in front of s3 + postgres', async () => cacheStore(openMemoryStore(), await s3AndPostgres())],
+  ]
+  for (const [name, open] of backends) {
+    describeBlobService(name, open)
+    describeChunkLists(name, open)
+    describeStaging(name, open)
+    if (name === 's3 blobs under a prefix') continue
+    describeDirectoryService(name, open)
+    describePathInfoService(name, open)
+    describeReferrers(name, open)
+    describeSignatureAdding(name, open)
+  }
+}
