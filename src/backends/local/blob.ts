@@ -1,11 +1,14 @@
 import fsSync from 'node:fs'
+import path from 'node:path'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, checkedBuffer, iterateSource, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-service.js'
 import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readFull, readManifest, readPackedBlob } from './pack.js'
-import type { ObjectGraph } from './object-graph.js'
+import { ObjectGraph } from './object-graph.js'
+import { BundleWriter, MemberReader, readBundleIndex } from './bundle.js'
+import type { Freshness } from './bundle.js'
 import { callerInput, onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
 import { abortable } from '../../util/abortable.js'
@@ -25,6 +28,12 @@ const SMALL_BLOB = 1 << 20
 const PACK_READ_AHEAD = 256 << 10
 /** Packs held open at most for reads of single chunks. */
 const MAX_OPEN_PACKS = 32
+/**
+ * A stage writes its first small blobs as plain files, the rest into one
+ * bundle: an import of a few files costs no bundle (and stores of many
+ * small imports no pile of tiny bundles for every lookup to search).
+ */
+const PLAIN_FIRST = 16
 /** Blob sizes remembered at most (then forgotten all at once): a few MiB of memory. */
 const MAX_KNOWN_SIZES = 1 << 16
 
@@ -51,6 +60,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
 
   /** Packs kept open for reads of single chunks (a tree's small blobs stored in packs): closed by a sweep, or when too many. */
   private readonly chunkReader: ChunkReader
+  /** Bundles kept open for reads of their members: closed by a sweep, or when too many. */
+  private readonly memberReader = new MemberReader(MAX_OPEN_PACKS)
 
   /** `objects`: the store's object graph, whose chunk index dedups writes and finds chunks read by their own digest. */
   constructor(
@@ -62,6 +73,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     root.onSweep(() => this.knownSizes.clear())
     this.chunkReader = new ChunkReader(this.packPath, true, MAX_OPEN_PACKS)
     root.onSweep(() => this.chunkReader.close())
+    root.onSweep(() => this.memberReader.close())
   }
 
   private rememberSize(hex: string, size: number): void {
@@ -92,7 +104,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     let size = this.knownSizes.get(hex)
     if (size !== undefined) return size
     const at = this.objects.locate(hex)
-    size = at?.kind === 'plain' ? at.size : at?.kind === 'chunk' ? at.ref.size : at && readManifest(at.file, hex)?.reduce((sum, c) => sum + c.size, 0)
+    size =
+      at?.kind === 'plain' ? at.size : at?.kind === 'chunk' ? at.ref.size : at?.kind === 'member' ? at.member.size : at && readManifest(at.file, hex)?.reduce((sum, c) => sum + c.size, 0)
     if (size !== undefined) this.rememberSize(hex, size)
     return size
   }
@@ -102,7 +115,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     requireDigestLength(d)
     const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
     if (manifest) return manifest.map((c) => ({ digest: c.digest, size: c.size }))
-    return fsSync.existsSync(this.path(d)) ? [] : undefined
+    return fsSync.existsSync(this.path(d)) || this.objects.bundles.find(d, 'force') ? [] : undefined
   }
 
   /**
@@ -113,11 +126,12 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     return this.storedAs(requireDigestLength(d)) !== undefined
   }
 
-  /** The file holding `d` (recorded as relied on by the current write session), or undefined. `small`: see ObjectGraph.locate. */
-  private storedAs(d: B3Digest, small = false): string | undefined {
-    const file = this.objects.locate(toHex(d), small)?.file
-    if (file) this.root.rely(file)
-    return file
+  /** The file holding `d` (recorded as relied on by the current write session), or undefined. `small`, `fresh`: see ObjectGraph.locate. */
+  private storedAs(d: B3Digest, small = false, fresh: Freshness = 'force'): string | undefined {
+    const hex = toHex(d)
+    const at = this.objects.locate(hex, small, fresh)
+    if (at) this.root.rely(ObjectGraph.reliance(hex, at))
+    return at?.file
   }
 
   /** An aborted signal ends the read and closes its files, whether or not anyone reads on. */
@@ -143,6 +157,9 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       const data = this.readChunk(d, chunk)
       if (data) return data
     }
+    // A loaded bundle index is memory: asking it first saves a failing open per bundled blob.
+    const bundled = this.objects.bundles.isLoaded ? this.readMember(d, 'none') : undefined
+    if (bundled) return bundled
     const file = this.path(d)
     let fd: number
     try {
@@ -180,6 +197,17 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    */
   readInto(d: B3Digest, size: number, into: Uint8Array, at: number): boolean {
     if (this.objects.chunks.ifLoaded(toHex(requireDigestLength(d)))) return false
+    const m = this.objects.bundles.ifLoaded(d)
+    if (m) {
+      if (m.member.size !== size) return false
+      try {
+        checkedBuffer(d, this.memberReader.read(m.bundle.file, m.member, into.subarray(at, at + size)))
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
+        throw e
+      }
+      return true
+    }
     const file = this.path(d)
     let fd: number
     try {
@@ -205,7 +233,25 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     // Each chunk is checked before it leaves; the whole-blob check proves the manifest right.
     if (manifest) return verifyBlob(d, iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD)))
     const chunk = this.objects.chunks.get(d)
-    return chunk && this.readChunk(d, chunk)
+    return (chunk && this.readChunk(d, chunk)) ?? this.readMember(d, 'force')
+  }
+
+  /**
+   * A bundle member, read and checked whole (at most SMALL_BLOB), or
+   * undefined if no bundle holds it. A bundle gone since its index was
+   * loaded (gc compacted it) is looked for again in a fresh listing.
+   */
+  private readMember(d: B3Digest, fresh: Freshness): Uint8Array | undefined {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const m = this.objects.bundles.find(d, attempt === 0 ? fresh : 'force')
+      if (!m) return undefined
+      try {
+        return checkedBuffer(d, this.memberReader.read(m.bundle.file, m.member))
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+      }
+    }
+    return undefined
   }
 
   /** A chunk read by its own digest, checked; undefined if its pack is gone (a sweep since the index was loaded). */
@@ -245,9 +291,26 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    */
   stage(): BlobStage {
     const pending = new Map<string, Written>()
-    /** Small blobs written to temp files by this stage: a copy of one (empty files, duplicates) is not written again. */
+    /** Small blobs written to temp files or the bundle by this stage: a copy of one (empty files, duplicates) is not written again. */
     const written = new Set<string>()
     const inFlight = new Set<Promise<Written>>()
+    /** The small blobs after the first PLAIN_FIRST, written into one bundle published by commit. */
+    let bundle: BundleWriter | undefined
+    let small = 0
+    const toBundle: ToBundle = (digest, hex, data) => {
+      if (small++ < PLAIN_FIRST) return false
+      bundle ??= BundleWriter.create(this.root.tempPath())
+      bundle.add(digest, hex, data)
+      return true
+    }
+    const dropBundle = async () => {
+      const b = bundle
+      bundle = undefined
+      small = 0
+      if (!b) return
+      b.close()
+      await this.root.discard(b.file)
+    }
     const keep = async (w: Written) => {
       const key = toHex(w.digest)
       if (w.tmp && pending.has(key)) await this.root.discard(w.tmp)
@@ -255,7 +318,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     }
     return {
       put: async (src, opts) => {
-        const p = this.write(abortableSource(src, opts), written)
+        const p = this.write(abortableSource(src, opts), written, opts?.digest, toBundle)
         inFlight.add(p)
         try {
           const w = await p
@@ -267,18 +330,27 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       },
       commit: async () => {
         const staged = [...pending.values()]
+        const b = bundle
         pending.clear()
         written.clear()
-        if (staged.length === 0) return
+        bundle = undefined
+        small = 0
+        if (staged.length === 0 && !b) return
         try {
-          await this.root.syncFiles(staged.map((w) => w.tmp!))
+          const name = b?.finish()
+          await this.root.syncFiles([...staged.map((w) => w.tmp!), ...(b ? [b.file] : [])])
           await this.root.commit(async () => {
             for (const w of staged) await this.publish(w)
+            if (b && name) await this.publishBundle(b, name)
             await this.root.sync()
           })
         } catch (e) {
           // abort() no longer sees these: remove what was not renamed into place.
           for (const w of staged) await this.root.discard(w.tmp!)
+          if (b) {
+            b.close()
+            await this.root.discard(b.file)
+          }
           throw e
         }
       },
@@ -287,6 +359,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         for (const w of pending.values()) await this.root.discard(w.tmp!)
         pending.clear()
         written.clear()
+        await dropBundle()
       },
     }
   }
@@ -299,19 +372,43 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * nothing is left in tmp/. `written`: a stage's small blobs in temp files
    * (hex); one already there is not written again (no tmp returned).
    */
-  private async write(src: ByteSource, written?: Set<string>): Promise<Written> {
+  private async write(src: ByteSource, written?: Set<string>, known?: B3Digest, toBundle?: ToBundle): Promise<Written> {
     await this.root.init()
-    return this.writeTemp(src, written)
+    return this.writeTemp(src, written, known, toBundle)
   }
 
-  private async writeTemp(src: ByteSource, written?: Set<string>): Promise<Written> {
+  /**
+   * A bundle, finished and synced, renamed into place inside a commit; its
+   * folder made durable by the commit's sync (and the folder's own entry,
+   * for a store from before bundles, where the first one creates it).
+   */
+  private async publishBundle(b: BundleWriter, name: string): Promise<void> {
+    const final = this.root.bundlePath(name)
+    await this.root.publish(b.file, final)
+    this.root.markDirty(path.dirname(path.dirname(final)))
+    const index = readBundleIndex(final, name)
+    if (!index) return
+    this.objects.bundles.add(index)
+    for (const m of index.members()) this.rememberSize(m.hex, m.size)
+  }
+
+  /**
+   * `known`: the BLAKE3 of a small buffer `src`, computed by the caller
+   * from these bytes (StagePutOptions.digest). `toBundle`: a stage's
+   * bundle, which takes a new small blob (true) or leaves it to a temp file.
+   */
+  private async writeTemp(src: ByteSource, written?: Set<string>, known?: B3Digest, toBundle?: ToBundle): Promise<Written> {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
-      const digest = b3(src)
+      const digest = known ?? b3(src)
       const hex = toHex(digest)
       if (written?.has(hex)) return { digest, size: src.length }
-      // Contents this small are never a pack of their own: a plain file, or a chunk of some pack.
-      if (this.storedAs(digest, true)) {
+      // Contents this small are never a pack of their own: a plain file, a chunk of some pack, or a bundle member.
+      if (this.storedAs(digest, true, 'cheap')) {
         this.rememberSize(hex, src.length)
+        return { digest, size: src.length }
+      }
+      if (toBundle?.(digest, hex, src)) {
+        written?.add(hex)
         return { digest, size: src.length }
       }
       const tmp = this.root.tempPath()
@@ -340,7 +437,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       head.push(r.value)
       headSize += r.value.length
     }
-    if (ended) return this.writeTemp(Buffer.concat(head), written)
+    if (ended) return this.writeTemp(Buffer.concat(head), written, undefined, toBundle)
     async function* all() {
       yield* head
       for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
@@ -383,6 +480,9 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     return { digest, size, tmp, chunks }
   }
 }
+
+/** Takes a new small blob into a stage's bundle (true), or leaves it to a temp file of its own (false). */
+type ToBundle = (digest: B3Digest, hex: string, data: Uint8Array) => boolean
 
 /** Reads a large plain blob (a version 1 store's) in READ_CHUNK pieces, each in a fresh buffer (the consumer may keep it), and closes it. */
 function* readPlain(fd: number, file: string): Generator<Uint8Array> {
