@@ -129,6 +129,9 @@ describe('bundles of small blobs', { skip: SKIP }, () => {
     const pb = (await importPath(store, b)).storePath
     const bundleA = bundles(root)
     assert.equal(bundleA.length, 2)
+    // A reader that loaded the bundle indexes before the sweep and reads after it (a daemon serving meanwhile).
+    const reader = await openLocalStore(root)
+    assert.equal(await reader.blobs.has(b3(Buffer.from('shared 40\n'))), true)
     const r = await collectGarbage(store, { graceMs: 0, deletePaths: [parseStorePathArg(pa).path] })
     assert.deepEqual(r.paths, [pa])
     assert.equal(r.blobs, 40, "a's own files (plain or in its bundle)")
@@ -137,6 +140,7 @@ describe('bundles of small blobs', { skip: SKIP }, () => {
     assert.equal(after1.length, 2)
     assert.equal(after1.filter((f) => bundleA.includes(f)).length, 1, 'one of the two bundles was rewritten')
     assert.ok((await narOf(store, pb)).equals(NixStore.dump(b)))
+    assert.ok((await narOf(reader, pb)).equals(NixStore.dump(b)), 'a reader whose index named the old bundle finds the new one')
     const fresh = await openLocalStore(root)
     assert.ok((await narOf(fresh, pb)).equals(NixStore.dump(b)))
     await assertClean(fresh)

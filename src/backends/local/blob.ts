@@ -119,11 +119,14 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   }
 
   /**
-   * Plain blob, pack, or a chunk of a pack (readable by its digest too). No
-   * exception when absent. A write session relies on what it found.
+   * Plain blob, pack, a chunk of a pack (readable by its digest too) or a bundle member. No
+   * exception when absent. A write session relies on what it found. A
+   * bundle another process published in the last REFRESH_MS may be missed:
+   * a false "absent" costs a copy sent again, where relisting the bundles
+   * for every absent blob of a copy would cost a readdir each.
    */
   async has(d: B3Digest): Promise<boolean> {
-    return this.storedAs(requireDigestLength(d)) !== undefined
+    return this.storedAs(requireDigestLength(d), false, 'cheap') !== undefined
   }
 
   /** The file holding `d` (recorded as relied on by the current write session), or undefined. `small`, `fresh`: see ObjectGraph.locate. */
@@ -249,6 +252,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         return checkedBuffer(d, this.memberReader.read(m.bundle.file, m.member))
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+        this.objects.bundles.forget(m.bundle.name)
       }
     }
     return undefined

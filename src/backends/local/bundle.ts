@@ -256,6 +256,11 @@ export class BundleSet {
     return [...this.byName.values()]
   }
 
+  /** Forgets a bundle found gone (compacted by gc), so that the next lookup lists the folder again. */
+  forget(name: string): void {
+    this.byName.delete(name)
+  }
+
   /** Records a bundle this process just published. */
   add(index: BundleIndex): void {
     if (this.loaded) this.byName.set(index.name, index)
