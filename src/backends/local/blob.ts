@@ -34,6 +34,13 @@ const MAX_OPEN_PACKS = 32
  * small imports no pile of tiny bundles for every lookup to search).
  */
 const PLAIN_FIRST = 16
+/**
+ * A bundle is finished, and the stage's next small blobs go to a new one,
+ * at this many members or bytes: the index a stage holds for it, and what
+ * gc copies to compact it, stay bounded however large the import.
+ */
+const BUNDLE_MEMBERS = 1 << 16
+const BUNDLE_BYTES = 256 << 20
 /** Blob sizes remembered at most (then forgotten all at once): a few MiB of memory. */
 const MAX_KNOWN_SIZES = 1 << 16
 
@@ -132,7 +139,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   /** The file holding `d` (recorded as relied on by the current write session), or undefined. `small`, `fresh`: see ObjectGraph.locate. */
   private storedAs(d: B3Digest, small = false, fresh: Freshness = 'force'): string | undefined {
     const hex = toHex(d)
-    const at = this.objects.locate(hex, small, fresh)
+    const at = this.objects.locate(hex, small, fresh, d)
     if (at) this.root.rely(ObjectGraph.reliance(hex, at))
     return at?.file
   }
@@ -298,22 +305,30 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     /** Small blobs written to temp files or the bundle by this stage: a copy of one (empty files, duplicates) is not written again. */
     const written = new Set<string>()
     const inFlight = new Set<Promise<Written>>()
-    /** The small blobs after the first PLAIN_FIRST, written into one bundle published by commit. */
-    let bundle: BundleWriter | undefined
+    /** The small blobs after the first PLAIN_FIRST, written into a bundle (the last of `bundles`, the others full and finished) published by commit. */
+    let bundles: Array<{ writer: BundleWriter; name?: string }> = []
     let small = 0
     const toBundle: ToBundle = (digest, hex, data) => {
       if (small++ < PLAIN_FIRST) return false
-      bundle ??= BundleWriter.create(this.root.tempPath())
-      bundle.add(digest, hex, data)
+      let open = bundles.at(-1)
+      if (!open || open.name !== undefined) bundles.push((open = { writer: BundleWriter.create(this.root.tempPath()) }))
+      open.writer.add(digest, hex, data)
+      // A full bundle is finished now: what a stage holds of its index, and what a gc compacting one copies, stay bounded.
+      if (open.writer.count >= BUNDLE_MEMBERS || open.writer.size >= BUNDLE_BYTES) open.name = open.writer.finish()
       return true
     }
-    const dropBundle = async () => {
-      const b = bundle
-      bundle = undefined
+    /** The stage's bundles, taken from it (commit or abort). */
+    const takeBundles = () => {
+      const taken = bundles
+      bundles = []
       small = 0
-      if (!b) return
-      b.close()
-      await this.root.discard(b.file)
+      return taken
+    }
+    const dropBundles = async (taken: Array<{ writer: BundleWriter }>) => {
+      for (const { writer } of taken) {
+        writer.close()
+        await this.root.discard(writer.file)
+      }
     }
     const keep = async (w: Written) => {
       const key = toHex(w.digest)
@@ -334,27 +349,22 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       },
       commit: async () => {
         const staged = [...pending.values()]
-        const b = bundle
+        const taken = takeBundles()
         pending.clear()
         written.clear()
-        bundle = undefined
-        small = 0
-        if (staged.length === 0 && !b) return
+        if (staged.length === 0 && taken.length === 0) return
         try {
-          const name = b?.finish()
-          await this.root.syncFiles([...staged.map((w) => w.tmp!), ...(b ? [b.file] : [])])
+          for (const b of taken) b.name ??= b.writer.finish()
+          await this.root.syncFiles([...staged.map((w) => w.tmp!), ...taken.map((b) => b.writer.file)])
           await this.root.commit(async () => {
             for (const w of staged) await this.publish(w)
-            if (b && name) await this.publishBundle(b, name)
+            for (const b of taken) await this.publishBundle(b.writer, b.name!)
             await this.root.sync()
           })
         } catch (e) {
           // abort() no longer sees these: remove what was not renamed into place.
           for (const w of staged) await this.root.discard(w.tmp!)
-          if (b) {
-            b.close()
-            await this.root.discard(b.file)
-          }
+          await dropBundles(taken)
           throw e
         }
       },
@@ -363,7 +373,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         for (const w of pending.values()) await this.root.discard(w.tmp!)
         pending.clear()
         written.clear()
-        await dropBundle()
+        await dropBundles(takeBundles())
       },
     }
   }

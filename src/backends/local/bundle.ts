@@ -44,6 +44,7 @@ export class BundleWriter {
   private batch = Buffer.allocUnsafe(WRITE_BATCH)
   private batched = 0
   private written = 0
+  private closed = false
 
   constructor(
     private readonly fd: number,
@@ -56,6 +57,11 @@ export class BundleWriter {
 
   get count(): number {
     return this.entries.size
+  }
+
+  /** Member bytes so far. */
+  get size(): number {
+    return this.offset
   }
 
   has(hex: string): boolean {
@@ -116,12 +122,11 @@ export class BundleWriter {
     return toHex(digest)
   }
 
+  /** Closes the file, once (finish closes it; a failed commit's cleanup must not close a descriptor number reused since). */
   close(): void {
-    try {
-      fsSync.closeSync(this.fd)
-    } catch {
-      // Already closed (finish, then a failed commit's cleanup).
-    }
+    if (this.closed) return
+    this.closed = true
+    fsSync.closeSync(this.fd)
   }
 }
 

@@ -63,8 +63,9 @@ export class ObjectGraph {
    * Where blob `hex` is stored, in the order reads look: plain file, its own pack, a chunk of another pack.
    * `small`: the blob is at most SMALL_BLOB bytes, so never a pack of its own (one failing syscall fewer per new blob).
    * `fresh`: how hard a miss looks for bundles published since they were listed (BundleSet.find).
+   * `digest`: the bytes of `hex`, where the caller has them.
    */
-  locate(hex: string, small = false, fresh: Freshness = 'force'): BlobLocation | undefined {
+  locate(hex: string, small = false, fresh: Freshness = 'force', digest?: Uint8Array): BlobLocation | undefined {
     const plain = this.root.objectPath('blobs', hex)
     const st = fsSync.statSync(plain, { throwIfNoEntry: false })
     if (st) return { kind: 'plain', file: plain, size: st.size }
@@ -72,7 +73,7 @@ export class ObjectGraph {
     if (!small && fsSync.existsSync(pack)) return { kind: 'pack', file: pack }
     const ref = this.chunks.byHex(hex)
     if (ref) return { kind: 'chunk', file: this.root.packPath(ref.pack), ref }
-    const m = this.bundles.find(Buffer.from(hex, 'hex'), fresh)
+    const m = this.bundles.find(digest ?? Buffer.from(hex, 'hex'), fresh)
     return m && { kind: 'member', file: m.bundle.file, bundle: m.bundle.name, member: m.member }
   }
 
