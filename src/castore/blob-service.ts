@@ -52,10 +52,21 @@ export function readsLocally(blobs: BlobService): boolean {
   return (blobs as Partial<LocalReads>).readsLocally === true
 }
 
+/** Options of a stage's put. */
+export interface StagePutOptions extends CallOptions {
+  /**
+   * The BLAKE3 of `src`, a buffer, that the caller has just computed from
+   * these very bytes (an import's walk hashes each small file to build its
+   * Directory): a stage may use it instead of hashing them again. Ignored
+   * for streams, and by stages that hash anyway.
+   */
+  digest?: B3Digest
+}
+
 export interface BlobStage {
   /** True when every put is visible at once (writeThroughStage): commit() and abort() do nothing. */
   readonly writesThrough?: boolean
-  put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo>
+  put(src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo>
   commit(opts?: CallOptions): Promise<void>
   abort(opts?: CallOptions): Promise<void>
 }

@@ -72,11 +72,12 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
       nar.contents(data)
       nar.endContents(data.length)
       if (pending.size >= MAX_PENDING_WRITES || failure) await throttle()
-      const put = stage.put(data, opts)
+      // BLAKE3 of <= 1 MiB is microseconds; knowing the digest now keeps the walk going, and the stage need not hash it again.
+      const digest = b3(data)
+      const put = stage.put(data, { ...opts, digest })
       track(put)
       onProgress?.(data.length, 1)
-      // BLAKE3 of <= 1 MiB is microseconds; knowing the digest now keeps the walk going.
-      return { kind: 'file', name: EMPTY, digest: b3(data), size: data.length, executable }
+      return { kind: 'file', name: EMPTY, digest, size: data.length, executable }
     }
     if (fd !== undefined) fs.closeSync(fd)
     nar.regular(executable, st.size)

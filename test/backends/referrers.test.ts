@@ -90,7 +90,7 @@ describe('the referrers index of a local store', () => {
     assert.deepEqual(names(await store.pathInfos.referrers!(digestOf(d.leaf))), names([d.left, d.right]))
   })
 
-  test('a version 2 store (no index) answers by a scan, and its first write builds the index and marks it version 3', async () => {
+  test('a version 2 store (no index) answers by a scan, and its first write builds the index and marks it version 4 (the current one)', async () => {
     const root = fresh()
     const d = await diamond(await openLocalStore(root))
     fs.rmSync(path.join(root, 'referrers'), { recursive: true })
@@ -100,7 +100,7 @@ describe('the referrers index of a local store', () => {
     assert.deepEqual((await verifyStore(old)).problems, [], 'no index to check yet')
     assert.ok(!fs.existsSync(path.join(root, 'referrers')), 'a read writes nothing')
     const extra = await putSyntheticPath(old.pathInfos, 'extra', [d.top])
-    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'tvix-store.json'), 'utf8')).version, 3)
+    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'tvix-store.json'), 'utf8')).version, 4)
     for (const [of, by] of [[d.leaf, d.left], [d.leaf, d.right], [d.left, d.top], [d.right, d.top], [d.top, extra]] as const) {
       assert.ok(fs.existsSync(entry(root, of, by)), `${baseNameOf(by)} -> ${baseNameOf(of)}`)
     }
@@ -145,7 +145,7 @@ describe('the referrers index of a local store', () => {
     writing = false
     assert.ok((await sweeps) > 0)
     assert.ok(failures.every((m) => /garbage-collected|does not have/i.test(m)), failures.join('\n'))
-    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'tvix-store.json'), 'utf8')).version, 3)
+    assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'tvix-store.json'), 'utf8')).version, 4)
     const check = await openLocalStore(root)
     assert.deepEqual((await verifyStore(check)).problems, [])
     for (const name of fs.readdirSync(path.join(root, 'pathinfo'))) {

@@ -19,7 +19,7 @@ describe('local store specifics', () => {
     const { digest } = await store.blobs.put(Buffer.from('abc'))
     const hex = toHex(digest)
     assert.ok(fs.existsSync(path.join(root, 'blobs/b3', hex.slice(0, 2), hex)))
-    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(root, 'tvix-store.json'), 'utf8')), { format: 'tvix-store-local', version: 3 })
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(root, 'tvix-store.json'), 'utf8')), { format: 'tvix-store-local', version: 4 })
     assert.deepEqual(fs.readdirSync(path.join(root, 'tmp')), [])
   })
 

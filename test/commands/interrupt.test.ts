@@ -21,10 +21,11 @@ describe('an interrupted import', () => {
       const child = spawnOwned(process.execPath, [BIN, 'import', '--store', store, tree], { stdio: ['ignore', 'pipe', 'pipe'] })
       let stderr = ''
       child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
-      // Signal once the store has begun staging (temp files exist).
+      // Signal once the store has staged a good part of the small files (their temp files, the bundle's among them, hold over 1 MB).
+      const staged = () => tempFiles(store).reduce((sum, f) => sum + (fs.statSync(f, { throwIfNoEntry: false })?.size ?? 0), 0)
       await new Promise<void>((resolve) => {
         const poll = setInterval(() => {
-          if (tempFiles(store).length > 100) {
+          if (staged() > 1 << 20) {
             clearInterval(poll)
             resolve()
           }

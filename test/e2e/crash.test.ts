@@ -320,4 +320,54 @@ describe('crash safety: SIGKILL at random moments', { skip: nixMissing(), concur
     t.diagnostic(`${GC_KILLS} gc kills: ${clean} clean (verify, rooted exports) in ${((performance.now() - started) / 1000).toFixed(1)} s; kills landed ${tally(landed)}`)
     assert.equal(clean, GC_KILLS)
   }))
+
+  test(`${GC_KILLS} gc runs killed while compacting a bundle shared by a live and a dead path`, failIfStalled(async (t) => {
+    // A garbage many-file tree imported first holds, in its bundle, most of
+    // what the rooted one imported after it uses (found stored, not written
+    // again): gc must copy those members to a new bundle, make it durable,
+    // then delete the old one. Each run starts from a copy of that store.
+    const template = path.join(root, 'compact-template')
+    const [garbage, rooted] = [tree('many', 2), tree('many', 0)]
+    await mustRun(['import', '--store', template, garbage.dir], 'garbage import')
+    await mustRun(['import', '--store', template, '--root', 'keep', rooted.dir], 'rooted import')
+    const gcArgs = (store: string) => ['gc', '--store', store, '--prune', '--grace', '0']
+    const first = path.join(root, 'compact-clean')
+    fs.cpSync(template, first, { recursive: true })
+    const cleanRun = await spawnCli(gcArgs(first)).exited
+    assert.equal(cleanRun.code, 0, cleanRun.stderr)
+    const minimal = objects(first)
+    const bundles = (store: string) => listDir(path.join(store, 'blobs', 'bundles'))
+    assert.ok(bundles(first).some((b) => !bundles(template).includes(b)), 'the clean gc rewrote a bundle')
+    const landed = new Map<string, number>()
+    let clean = 0
+    for (let run = 0; run < GC_KILLS; run++) {
+      const r = rng(0xb0 + run)
+      const delay = ((run + r()) / GC_KILLS) * KILL_SPREAD * cleanRun.ms
+      const what = `compacting gc run ${run} (kill after ${delay.toFixed(0)} ms)`
+      const store = path.join(root, `compact-${run}`)
+      fs.cpSync(template, store, { recursive: true })
+      const killed = await killAfter(spawnCli(gcArgs(store)), delay)
+      const names = bundles(store)
+      const where =
+        killed.signal !== 'SIGKILL'
+          ? 'after gc had exited'
+          : names.every((b) => bundles(template).includes(b))
+            ? 'before the new bundle was published'
+            : names.some((b) => !bundles(first).includes(b))
+              ? 'between publishing the new bundle and deleting the old'
+              : 'after the compaction'
+      if (killed.signal !== 'SIGKILL') assert.equal(killed.code, 0, `${what}: gc failed on its own: ${killed.stderr}`)
+      landed.set(where, (landed.get(where) ?? 0) + 1)
+      await assertVerifies(store, what)
+      await assertExports(store, rooted, what)
+      // A later gc finishes the job: the same objects as a clean run.
+      await mustRun(gcArgs(store), `${what}, a later gc`)
+      assert.deepEqual([...objects(store)].sort(), [...minimal].sort(), `${what}: the later gc left other objects than a clean gc`)
+      await assertExports(store, rooted, `${what}, after a later gc`)
+      fs.rmSync(store, { recursive: true, force: true })
+      clean++
+    }
+    t.diagnostic(`${GC_KILLS} compacting gc kills: ${clean} clean; kills landed ${tally(landed)}`)
+    assert.equal(clean, GC_KILLS)
+  }))
 })

@@ -1,4 +1,5 @@
 import fsSync from 'node:fs'
+import path from 'node:path'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, checkedBuffer, iterateSource, verifyBlob } from '../../castore/blob-service.js'
 import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
@@ -8,7 +9,9 @@ import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-s
 import type { ChunkedPuts, ChunkFetch, UncheckedReads } from '../../castore/chunk-transfer.js'
 import { fillPackFromChunks } from './chunk-list-pack.js'
 import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readFull, readManifest, readPackedBlob } from './pack.js'
-import type { ObjectGraph } from './object-graph.js'
+import { ObjectGraph } from './object-graph.js'
+import { BundleWriter, MemberReader, readBundleIndex } from './bundle.js'
+import type { Freshness } from './bundle.js'
 import { callerInput, onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
 import { abortable } from '../../util/abortable.js'
@@ -28,6 +31,19 @@ const SMALL_BLOB = 1 << 20
 const PACK_READ_AHEAD = 256 << 10
 /** Packs held open at most for reads of single chunks. */
 const MAX_OPEN_PACKS = 32
+/**
+ * A stage writes its first small blobs as plain files, the rest into one
+ * bundle: an import of a few files costs no bundle (and stores of many
+ * small imports no pile of tiny bundles for every lookup to search).
+ */
+const PLAIN_FIRST = 16
+/**
+ * A bundle is finished, and the stage's next small blobs go to a new one,
+ * at this many members or bytes: the index a stage holds for it, and what
+ * gc copies to compact it, stay bounded however large the import.
+ */
+const BUNDLE_MEMBERS = 1 << 16
+const BUNDLE_BYTES = 256 << 20
 /** Blob sizes remembered at most (then forgotten all at once): a few MiB of memory. */
 const MAX_KNOWN_SIZES = 1 << 16
 
@@ -54,6 +70,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
 
   /** Packs kept open for reads of single chunks (a tree's small blobs stored in packs): closed by a sweep, or when too many. */
   private readonly chunkReader: ChunkReader
+  /** Bundles kept open for reads of their members: closed by a sweep, or when too many. */
+  private readonly memberReader = new MemberReader(MAX_OPEN_PACKS)
 
   /** `objects`: the store's object graph, whose chunk index dedups writes and finds chunks read by their own digest. */
   constructor(
@@ -65,6 +83,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     root.onSweep(() => this.knownSizes.clear())
     this.chunkReader = new ChunkReader(this.packPath, true, MAX_OPEN_PACKS)
     root.onSweep(() => this.chunkReader.close())
+    root.onSweep(() => this.memberReader.close())
   }
 
   private rememberSize(hex: string, size: number): void {
@@ -95,7 +114,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     let size = this.knownSizes.get(hex)
     if (size !== undefined) return size
     const at = this.objects.locate(hex)
-    size = at?.kind === 'plain' ? at.size : at?.kind === 'chunk' ? at.ref.size : at && readManifest(at.file, hex)?.reduce((sum, c) => sum + c.size, 0)
+    size =
+      at?.kind === 'plain' ? at.size : at?.kind === 'chunk' ? at.ref.size : at?.kind === 'member' ? at.member.size : at && readManifest(at.file, hex)?.reduce((sum, c) => sum + c.size, 0)
     if (size !== undefined) this.rememberSize(hex, size)
     return size
   }
@@ -105,22 +125,26 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     requireDigestLength(d)
     const manifest = readManifest(this.packPath(toHex(d)), toHex(d))
     if (manifest) return manifest.map((c) => ({ digest: c.digest, size: c.size }))
-    return fsSync.existsSync(this.path(d)) ? [] : undefined
+    return fsSync.existsSync(this.path(d)) || this.objects.bundles.find(d, 'force') ? [] : undefined
   }
 
   /**
-   * Plain blob, pack, or a chunk of a pack (readable by its digest too). No
-   * exception when absent. A write session relies on what it found.
+   * Plain blob, pack, a chunk of a pack (readable by its digest too) or a bundle member. No
+   * exception when absent. A write session relies on what it found. A
+   * bundle another process published in the last REFRESH_MS may be missed:
+   * a false "absent" costs a copy sent again, where relisting the bundles
+   * for every absent blob of a copy would cost a readdir each.
    */
   async has(d: B3Digest): Promise<boolean> {
-    return this.storedAs(requireDigestLength(d)) !== undefined
+    return this.storedAs(requireDigestLength(d), false, 'cheap') !== undefined
   }
 
-  /** The file holding `d` (recorded as relied on by the current write session), or undefined. `small`: see ObjectGraph.locate. */
-  private storedAs(d: B3Digest, small = false): string | undefined {
-    const file = this.objects.locate(toHex(d), small)?.file
-    if (file) this.root.rely(file)
-    return file
+  /** The file holding `d` (recorded as relied on by the current write session), or undefined. `small`, `fresh`: see ObjectGraph.locate. */
+  private storedAs(d: B3Digest, small = false, fresh: Freshness = 'force'): string | undefined {
+    const hex = toHex(d)
+    const at = this.objects.locate(hex, small, fresh, d)
+    if (at) this.root.rely(ObjectGraph.reliance(hex, at))
+    return at?.file
   }
 
   /** An aborted signal ends the read and closes its files, whether or not anyone reads on. */
@@ -146,6 +170,9 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       const data = this.readChunk(d, chunk)
       if (data) return data
     }
+    // A loaded bundle index is memory: asking it first saves a failing open per bundled blob.
+    const bundled = this.objects.bundles.isLoaded ? this.readMember(d, 'none') : undefined
+    if (bundled) return bundled
     const file = this.path(d)
     let fd: number
     try {
@@ -183,6 +210,17 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    */
   readInto(d: B3Digest, size: number, into: Uint8Array, at: number): boolean {
     if (this.objects.chunks.ifLoaded(toHex(requireDigestLength(d)))) return false
+    const m = this.objects.bundles.ifLoaded(d)
+    if (m) {
+      if (m.member.size !== size) return false
+      try {
+        checkedBuffer(d, this.memberReader.read(m.bundle.file, m.member, into.subarray(at, at + size)))
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
+        throw e
+      }
+      return true
+    }
     const file = this.path(d)
     let fd: number
     try {
@@ -212,7 +250,26 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       return manifest.sealed ? chunks : verifyBlob(d, chunks)
     }
     const chunk = this.objects.chunks.get(d)
-    return chunk && this.readChunk(d, chunk)
+    return (chunk && this.readChunk(d, chunk)) ?? this.readMember(d, 'force')
+  }
+
+  /**
+   * A bundle member, read and checked whole (at most SMALL_BLOB), or
+   * undefined if no bundle holds it. A bundle gone since its index was
+   * loaded (gc compacted it) is looked for again in a fresh listing.
+   */
+  private readMember(d: B3Digest, fresh: Freshness): Uint8Array | undefined {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const m = this.objects.bundles.find(d, attempt === 0 ? fresh : 'force')
+      if (!m) return undefined
+      try {
+        return checkedBuffer(d, this.memberReader.read(m.bundle.file, m.member))
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+        this.objects.bundles.forget(m.bundle.name)
+      }
+    }
+    return undefined
   }
 
   /**
@@ -275,9 +332,34 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    */
   stage(): BlobStage & ChunkedPuts {
     const pending = new Map<string, Written>()
-    /** Small blobs written to temp files by this stage: a copy of one (empty files, duplicates) is not written again. */
+    /** Small blobs written to temp files or the bundle by this stage: a copy of one (empty files, duplicates) is not written again. */
     const written = new Set<string>()
     const inFlight = new Set<Promise<Written>>()
+    /** The small blobs after the first PLAIN_FIRST, written into a bundle (the last of `bundles`, the others full and finished) published by commit. */
+    let bundles: Array<{ writer: BundleWriter; name?: string }> = []
+    let small = 0
+    const toBundle: ToBundle = (digest, hex, data) => {
+      if (small++ < PLAIN_FIRST) return false
+      let open = bundles.at(-1)
+      if (!open || open.name !== undefined) bundles.push((open = { writer: BundleWriter.create(this.root.tempPath()) }))
+      open.writer.add(digest, hex, data)
+      // A full bundle is finished now: what a stage holds of its index, and what a gc compacting one copies, stay bounded.
+      if (open.writer.count >= BUNDLE_MEMBERS || open.writer.size >= BUNDLE_BYTES) open.name = open.writer.finish()
+      return true
+    }
+    /** The stage's bundles, taken from it (commit or abort). */
+    const takeBundles = () => {
+      const taken = bundles
+      bundles = []
+      small = 0
+      return taken
+    }
+    const dropBundles = async (taken: Array<{ writer: BundleWriter }>) => {
+      for (const { writer } of taken) {
+        writer.close()
+        await this.root.discard(writer.file)
+      }
+    }
     const keep = async (w: Written) => {
       const key = toHex(w.digest)
       if (w.tmp && pending.has(key)) await this.root.discard(w.tmp)
@@ -294,7 +376,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       }
     }
     return {
-      put: (src, opts) => tracked(this.write(src, opts, written)),
+      put: (src, opts) => tracked(this.write(src, opts, written, opts?.digest, toBundle)),
       putChunks: async (digest, chunks, fetch, opts) => {
         opts?.signal?.throwIfAborted()
         const size = chunks.reduce((n, c) => n + c.size, 0)
@@ -305,18 +387,22 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       },
       commit: async () => {
         const staged = [...pending.values()]
+        const taken = takeBundles()
         pending.clear()
         written.clear()
-        if (staged.length === 0) return
+        if (staged.length === 0 && taken.length === 0) return
         try {
-          await this.root.syncFiles(staged.map((w) => w.tmp!))
+          for (const b of taken) b.name ??= b.writer.finish()
+          await this.root.syncFiles([...staged.map((w) => w.tmp!), ...taken.map((b) => b.writer.file)])
           await this.root.commit(async () => {
             for (const w of staged) await this.publish(w)
+            for (const b of taken) await this.publishBundle(b.writer, b.name!)
             await this.root.sync()
           })
         } catch (e) {
           // abort() no longer sees these: remove what was not renamed into place.
           for (const w of staged) await this.root.discard(w.tmp!)
+          await dropBundles(taken)
           throw e
         }
       },
@@ -325,6 +411,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         for (const w of pending.values()) await this.root.discard(w.tmp!)
         pending.clear()
         written.clear()
+        await dropBundles(takeBundles())
       },
     }
   }
@@ -337,24 +424,49 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * nothing is left in tmp/. `written`: a stage's small blobs in temp files
    * (hex); one already there is not written again (no tmp returned).
    */
-  private async write(src: ByteSource, opts?: CallOptions, written?: Set<string>): Promise<Written> {
+  private async write(src: ByteSource, opts?: CallOptions, written?: Set<string>, known?: B3Digest, toBundle?: ToBundle): Promise<Written> {
     // What is kept of a stream is copied (the head below, chunks into the pack's batches): its buffers may be reused.
     const reused = isReusable(src)
     const source = abortableSource(reused ? src.reusing() : src, opts)
     await this.root.init()
     // Its size known to be over SMALL_BLOB, no head is needed to tell: a pack.
     if (reused && src.size > SMALL_BLOB) return this.writePack(callerInput(iterateSource(source)))
-    return this.writeTemp(source, written, reused)
+    return this.writeTemp(source, written, reused, known, toBundle)
   }
 
-  private async writeTemp(src: ByteSource, written?: Set<string>, reused = false): Promise<Written> {
+  /**
+   * A bundle, finished and synced, renamed into place inside a commit; its
+   * folder made durable by the commit's sync (and the folder's own entry,
+   * for a store from before bundles, where the first one creates it).
+   */
+  private async publishBundle(b: BundleWriter, name: string): Promise<void> {
+    const final = this.root.bundlePath(name)
+    await this.root.publish(b.file, final)
+    this.root.markDirty(path.dirname(path.dirname(final)))
+    const index = readBundleIndex(final, name)
+    if (!index) return
+    this.objects.bundles.add(index)
+    for (const m of index.members()) this.rememberSize(m.hex, m.size)
+  }
+
+  /**
+   * `known`: the BLAKE3 of a small buffer `src`, computed by the caller
+   * from these bytes (StagePutOptions.digest). `toBundle`: a stage's
+   * bundle, which takes a new small blob (true) or leaves it to a temp file.
+   * `reused`: the source reuses its buffers (what is kept is copied).
+   */
+  private async writeTemp(src: ByteSource, written?: Set<string>, reused = false, known?: B3Digest, toBundle?: ToBundle): Promise<Written> {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
-      const digest = b3(src)
+      const digest = known ?? b3(src)
       const hex = toHex(digest)
       if (written?.has(hex)) return { digest, size: src.length }
-      // Contents this small are never a pack of their own: a plain file, or a chunk of some pack.
-      if (this.storedAs(digest, true)) {
+      // Contents this small are never a pack of their own: a plain file, a chunk of some pack, or a bundle member.
+      if (this.storedAs(digest, true, 'cheap')) {
         this.rememberSize(hex, src.length)
+        return { digest, size: src.length }
+      }
+      if (toBundle?.(digest, hex, src)) {
+        written?.add(hex)
         return { digest, size: src.length }
       }
       const tmp = this.root.tempPath()
@@ -383,7 +495,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       head.push(reused ? Buffer.from(r.value) : r.value)
       headSize += r.value.length
     }
-    if (ended) return this.writeTemp(Buffer.concat(head), written)
+    if (ended) return this.writeTemp(Buffer.concat(head), written, false, undefined, toBundle)
     async function* all() {
       yield* head
       for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
@@ -441,6 +553,9 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     return { digest, size, tmp, chunks }
   }
 }
+
+/** Takes a new small blob into a stage's bundle (true), or leaves it to a temp file of its own (false). */
+type ToBundle = (digest: B3Digest, hex: string, data: Uint8Array) => boolean
 
 /** Reads a large plain blob (a version 1 store's) in READ_CHUNK pieces, each in a fresh buffer (the consumer may keep it), and closes it. */
 function* readPlain(fd: number, file: string): Generator<Uint8Array> {

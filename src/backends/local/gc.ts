@@ -12,6 +12,7 @@ import { storeFailure } from './io-errors.js'
 import { readSmallFile, removeStaleStaging } from './layout.js'
 import type { ProcessId } from './locks.js'
 import { borrowedPacks, readStoredDirectory } from './object-graph.js'
+import { type BundleIndex, readBundleIndex, rewriteBundle } from './bundle.js'
 import type { GcOptions, GcReport } from '../../store/capabilities.js'
 import { readTempRoots } from './temp-roots.js'
 import { secondsSince } from '../../util/elapsed.js'
@@ -26,7 +27,10 @@ export type { GcOptions, GcReport } from '../../store/capabilities.js'
  * period or `olderThanMs`), every object younger than the grace period,
  * and every object that appeared after the first listing. Marking follows
  * root nodes into Directories, Directories into children and blobs, and
- * packs into the older packs whose chunks they use.
+ * packs into the older packs whose chunks they use. A bundle is live
+ * where its members are: one whose members are all dead is deleted, one
+ * shared by live and dead members compacted (its live members copied to a
+ * new bundle, made durable, then the old one deleted).
  *
  * The mark runs twice: first while writers go on (the expensive part),
  * then again, memoised, with writers held off (StoreLocks.exclusive) and
@@ -69,7 +73,7 @@ async function markAndSweep(store: LocalStoreParts, opts: GcOptions): Promise<Gc
     }
     const leftovers = [...store.root.staleTemps(), ...store.root.locks.staleTokens(), ...readTempRoots(store.root.locksDir).stale]
     const waves = [[p.deadPaths.map((o) => o.obj)], deletionWaves(p.deadDirs, dirChildren), deletionWaves(p.deadPacks, packUses), [p.deadBlobs]]
-    const total = p.deadPaths.length + p.deadDirs.length + p.deadPacks.length + p.deadBlobs.length
+    const total = p.deadPaths.length + p.deadDirs.length + p.deadPacks.length + p.deadBlobs.length + p.bundles.length
     let done = 0
     for (const stage of waves) {
       for (const wave of stage) {
@@ -86,6 +90,27 @@ async function markAndSweep(store: LocalStoreParts, opts: GcOptions): Promise<Gc
         if (!opts.dryRun && wave.length > 0) await store.root.sync()
       }
     }
+    // Bundles refer to nothing: last, each one's live members durable in a new bundle before the old one goes.
+    for (const b of p.bundles) {
+      const dead = b.index.count - b.live.size
+      if (opts.dryRun) {
+        report.blobs += dead
+        report.bytes += b.live.size === 0 ? b.obj.size : 0
+      } else if (b.live.size === 0) {
+        if (store.root.remove(b.obj.file)) {
+          report.blobs += dead
+          report.bytes += b.obj.size
+        }
+      } else {
+        const size = (await rewriteBundle(store.root, b.index, (hex) => b.live.has(hex), 'abort'))?.size
+        if (size !== undefined && store.root.remove(b.obj.file)) {
+          report.blobs += dead
+          report.bytes += Math.max(0, b.obj.size - size)
+        }
+      }
+      opts.onProgress?.(++done, total)
+    }
+    if (!opts.dryRun && p.bundles.length > 0) await store.root.sync()
     // After the PathInfos they served are gone (a PathInfo never lacks its entries):
     // the entries of deleted paths, and stale ones a crashed commit left.
     if (!opts.dryRun && store.pathInfos.index.prune(p.liveEntry) > 0) await store.root.sync()
@@ -110,6 +135,8 @@ interface Plan {
   deadDirs: StoredObject[]
   deadPacks: StoredObject[]
   deadBlobs: StoredObject[]
+  /** Bundles with dead members: `live` the members that stay (none: the bundle goes whole). */
+  bundles: Array<{ obj: StoredObject; index: BundleIndex; live: Set<string> }>
   keptYoung: number
   /** Whether a referrers index entry stays: its referrer stays and refers to the path (referrers.ts). */
   liveEntry: (referenced: string, referrer: string) => boolean
@@ -158,7 +185,15 @@ function plan(store: LocalStoreParts, marker: Marker, objects: Map<string, Store
     .map(([, { obj, info }]) => ({ obj, display: info ? `${store.storeDir}/${Buffer.from(info.node.name).toString('utf8')}` : obj.file }))
   const liveEntry = (referenced: string, referrer: string) =>
     keep.has(referrer) && !!infos.get(referrer)?.info?.references.some((r) => nixbase32.encode(r) === referenced)
-  return { deadPaths, deadDirs: dead('dir'), deadPacks: dead('pack'), deadBlobs: dead('blob'), keptYoung, liveEntry }
+  const bundles: Plan['bundles'] = []
+  for (const o of objects.values()) {
+    const index = o.kind === 'bundle' ? marker.bundle(o) : undefined
+    if (!index || marker.marked(o)) continue
+    const live = new Set<string>()
+    for (const m of index.members()) if (marker.blobMarked(m.hex)) live.add(m.hex)
+    bundles.push({ obj: o, index, live })
+  }
+  return { deadPaths, deadDirs: dead('dir'), deadPacks: dead('pack'), deadBlobs: dead('blob'), bundles, keptYoung, liveEntry }
 }
 
 /** Hash parts of the PathInfos that stay. */
@@ -217,16 +252,44 @@ class Marker {
   private readonly blobs = new Set<string>()
   /** Objects kept only because they are young (for the report). */
   readonly youngRoots = new Set<string>()
+  /** Bundle indexes by name, read once for both phases; null for a damaged one (kept whole: verify reports it). */
+  private readonly bundles = new Map<string, BundleIndex | null>()
 
   constructor(private readonly store: LocalStoreParts) {}
 
+  /** A bundle's index, or undefined if it is damaged or gone. */
+  bundle(o: StoredObject): BundleIndex | undefined {
+    let index = this.bundles.get(o.name)
+    if (index === undefined) {
+      try {
+        index = readBundleIndex(o.file, o.name) ?? null
+      } catch {
+        index = null
+      }
+      this.bundles.set(o.name, index)
+    }
+    return index ?? undefined
+  }
+
+  blobMarked(hex: string): boolean {
+    return this.blobs.has(hex)
+  }
+
+  /** A bundle is marked when all its members are (a damaged one always: it is not gc's to judge). */
   marked(o: StoredObject): boolean {
+    if (o.kind === 'bundle') {
+      const index = this.bundle(o)
+      if (!index) return true
+      for (const m of index.members()) if (!this.blobs.has(m.hex)) return false
+      return true
+    }
     return o.kind === 'dir' ? this.dirs.has(o.name) : this.blobs.has(o.name)
   }
 
   markObject(o: StoredObject): void {
     if (o.kind === 'dir') this.markDirs([o.name])
     else if (o.kind === 'blob' || o.kind === 'pack') this.markBlob(o.name)
+    else if (o.kind === 'bundle') for (const m of this.bundle(o)?.members() ?? []) this.markBlob(m.hex)
   }
 
   /** A temp root: a blob (or chunk) or a Directory by hex digest. */

@@ -1,12 +1,12 @@
 import fsSync from 'node:fs'
 import { type LocalRoot, packOwner } from './layout.js'
 
-export type ObjectKind = 'blob' | 'pack' | 'dir' | 'pathinfo'
+export type ObjectKind = 'blob' | 'pack' | 'bundle' | 'dir' | 'pathinfo'
 
 /** One file of the store's object layout. */
 export interface StoredObject {
   kind: ObjectKind
-  /** Hex BLAKE3 digest (blob, pack, dir) or nixbase32 hash part (pathinfo). */
+  /** Hex BLAKE3 digest (blob, pack, dir; a bundle's index) or nixbase32 hash part (pathinfo). */
   name: string
   file: string
   size: number
@@ -34,6 +34,7 @@ export function listObjects(root: LocalRoot): Map<string, StoredObject> {
     if (pack !== undefined && HEX64.test(pack)) add('pack', pack, file)
     else if (HEX64.test(n)) add('blob', n, file)
   }
+  for (const n of root.bundleNames()) add('bundle', n, root.bundlePath(n))
   for (const { name: n, file } of root.shardFiles('dirs')) if (HEX64.test(n)) add('dir', n, file)
   for (const n of root.pathInfoNames()) if (HASH_PART.test(n)) add('pathinfo', n, root.pathInfoPath(n))
   return out

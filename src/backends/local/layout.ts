@@ -8,11 +8,12 @@ import { onFile } from './io-errors.js'
 import { StoreLocks } from './locks.js'
 
 /**
- * On-disk layout of a local store (format version 3):
+ * On-disk layout of a local store (format version 4):
  *
- *   tvix-store.json              format marker {"format":"tvix-store-local","version":3}
+ *   tvix-store.json              format marker {"format":"tvix-store-local","version":4}
  *   blobs/b3/<hex[0..2]>/<hex>   contents of a blob up to 1 MiB, named by BLAKE3
  *   blobs/b3/<hex[0..2]>/<hex>.pack   a larger blob as content-defined chunks (pack.ts)
+ *   blobs/bundles/<hex>.bundle   the small blobs of one stage commit, with a sorted index (bundle.ts)
  *   dirs/b3/<hex[0..2]>/<hex>    canonical Directory protobuf, named by BLAKE3
  *   pathinfo/<nixbase32>         PathInfo protobuf, named by the store path hash part
  *   roots/<name>                 a GC root: the store path it keeps alive (roots.ts)
@@ -34,12 +35,13 @@ import { StoreLocks } from './locks.js'
  * nothing there or a valid store (its staging folder is removed by the
  * next first writer or gc).
  */
-export const FORMAT = { format: 'tvix-store-local', version: 3 } as const
+export const FORMAT = { format: 'tvix-store-local', version: 4 } as const
 /**
- * Version 1 had no packs, version 2 no referrers index; both are read as
- * they are and upgraded by the first write (the index built first).
+ * Version 1 had no packs, version 2 no referrers index, version 3 no
+ * bundles; each is read as it is and upgraded by the first write (the
+ * index built first).
  */
-const READABLE_VERSIONS = [1, 2, 3]
+const READABLE_VERSIONS = [1, 2, 3, 4]
 /** The first version with a complete referrers index. */
 export const INDEXED_VERSION = 3
 const MARKER = 'tvix-store.json'
@@ -47,6 +49,11 @@ const MARKER = 'tvix-store.json'
 export const PACK_SUFFIX = '.pack'
 /** Above this many files, one syncfs (a child process, ~ms of CPU) beats fsync per file. */
 const SYNCFS_ABOVE = 64
+/** Bundles of small blobs: `blobs/bundles/`, beside the shards (`blobs/b3/`). */
+const BUNDLES = 'bundles'
+/** A bundle's file name: its index's hex digest and this. */
+export const BUNDLE_SUFFIX = '.bundle'
+const HEX64 = /^[0-9a-f]{64}$/
 const LAYOUT_DIRS = new Set(['tmp', 'blobs', 'dirs', 'pathinfo', 'roots', 'locks', 'referrers'])
 
 /**
@@ -58,6 +65,9 @@ const LAYOUT_DIRS = new Set(['tmp', 'blobs', 'dirs', 'pathinfo', 'roots', 'locks
 export class LocalRoot {
   /** Temp files (temp names: StoreLocks.tempName). */
   readonly tmp: string
+  /** `blobs/b3/` and `dirs/b3/`, with the separator: objectPath adds the shard and the name. */
+  private readonly blobShards: string
+  private readonly dirShards: string
   /** Lock tokens, the sweep epoch and temp roots (locks.ts, temp-roots.ts name the files in it). */
   readonly locksDir: string
   /** PathInfos, one file per hash part (pathInfoPath). */
@@ -68,7 +78,7 @@ export class LocalRoot {
   readonly referrersDir: string
   readonly locks: StoreLocks
   private readonly sweepListeners: Array<() => void> = []
-  private readonly upgradeSteps: Array<() => Promise<void>> = []
+  private readonly upgradeSteps: Array<{ step: () => Promise<void>; below: number }> = []
   private readonly madeDirs = new Set<string>()
   private readonly dirty = new Set<string>()
   private readonly temps = new Set<string>()
@@ -83,6 +93,8 @@ export class LocalRoot {
 
   /** `dir`: the store's folder. */
   constructor(readonly dir: string) {
+    this.blobShards = path.join(dir, 'blobs', 'b3') + path.sep
+    this.dirShards = path.join(dir, 'dirs', 'b3') + path.sep
     this.tmp = path.join(dir, 'tmp')
     this.locksDir = path.join(dir, 'locks')
     this.pathInfoDir = path.join(dir, 'pathinfo')
@@ -98,9 +110,9 @@ export class LocalRoot {
     this.sweepListeners.push(fn)
   }
 
-  /** `fn` runs before an older store is marked with the current version (it builds what the new version promises). */
-  onUpgrade(fn: () => Promise<void>): void {
-    this.upgradeSteps.push(fn)
+  /** `fn` runs before a store older than version `below` is marked with the current version (it builds what that version promises). */
+  onUpgrade(fn: () => Promise<void>, below: number = FORMAT.version): void {
+    this.upgradeSteps.push({ step: fn, below })
   }
 
   /** Whether the store's marker promises a complete referrers index (read when opened or first written). */
@@ -108,9 +120,26 @@ export class LocalRoot {
     return this.version >= INDEXED_VERSION
   }
 
-  /** A plain blob or a Directory, by hex digest. */
+  /** A plain blob or a Directory, by hex digest (joined by hand: path.join per blob showed in profiles, and these parts need no normalising). */
   objectPath(kind: 'blobs' | 'dirs', hex: string): string {
-    return path.join(this.dir, kind, 'b3', hex.slice(0, 2), hex)
+    return `${kind === 'blobs' ? this.blobShards : this.dirShards}${hex.slice(0, 2)}${path.sep}${hex}`
+  }
+
+  /** The folder of bundles (bundle.ts). */
+  get bundlesDir(): string {
+    return path.join(this.dir, 'blobs', BUNDLES)
+  }
+
+  /** A bundle of small blobs, by the hex digest of its index. */
+  bundlePath(hex: string): string {
+    return path.join(this.dir, 'blobs', BUNDLES, hex + BUNDLE_SUFFIX)
+  }
+
+  /** The bundles there are, by name (hex); none if the folder is missing. */
+  bundleNames(): string[] {
+    return listFolder(this.bundlesDir)
+      .filter((n) => n.endsWith(BUNDLE_SUFFIX) && HEX64.test(n.slice(0, -BUNDLE_SUFFIX.length)))
+      .map((n) => n.slice(0, -BUNDLE_SUFFIX.length))
   }
 
   /** The pack of a blob stored as chunks (pack.ts), by hex digest. */
@@ -200,7 +229,7 @@ export class LocalRoot {
       // Packs are new in version 2, the referrers index in 3: build what the new version
       // promises, then mark the store, before writing anything of our own.
       if ((await this.checkFormat()) && this.version < FORMAT.version) {
-        for (const step of this.upgradeSteps) await step()
+        for (const { step, below } of this.upgradeSteps) if (this.version < below) await step()
         await this.writeAtomic(path.join(this.dir, MARKER), Buffer.from(JSON.stringify(FORMAT) + '\n'))
         await this.sync()
         this.version = FORMAT.version
@@ -446,7 +475,7 @@ export function removeStaleStaging(root: string): void {
 
 /** An empty store's folders and, last, its marker (written to tmp/ and renamed: concurrent creators write the same bytes). */
 async function makeLayout(dir: string): Promise<void> {
-  for (const d of ['tmp', 'blobs/b3', 'dirs/b3', 'pathinfo', 'referrers']) await fs.mkdir(path.join(dir, d), { recursive: true })
+  for (const d of ['tmp', 'blobs/b3', `blobs/${BUNDLES}`, 'dirs/b3', 'pathinfo', 'referrers']) await fs.mkdir(path.join(dir, d), { recursive: true })
   const tmp = path.join(dir, 'tmp', StoreLocks.tempName())
   await fs.writeFile(tmp, JSON.stringify(FORMAT) + '\n', { flag: 'wx', mode: 0o444 })
   await fsyncPath(tmp)

@@ -186,6 +186,9 @@ export class StoreLocks {
     return this.sessions.run({ epoch: this.observeEpoch(), relied: new Set() }, fn)
   }
 
+  /** Whether an object a session relies on (rely) is still stored: its file exists, unless the object graph says otherwise (a bundle member). */
+  stillThere: (relied: string) => boolean = (f) => fsSync.existsSync(f)
+
   /** The current session relies on `file` (an object it found stored, or published) staying until it commits. */
   rely(file: string): void {
     this.sessions.getStore()?.relied.add(file)
@@ -205,7 +208,7 @@ export class StoreLocks {
       const s = this.sessions.getStore()
       if (s && epoch !== s.epoch) {
         for (const f of s.relied) {
-          if (!fsSync.existsSync(f)) {
+          if (!this.stillThere(f)) {
             throw new ConflictError(`the store was garbage-collected while this write was under way (${path.relative(path.dirname(this.marker), f)} is gone); nothing was registered, run it again`)
           }
         }

@@ -3,10 +3,18 @@ import { toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
 import { decodeDirectory } from '../../castore/proto.js'
 import { type LocalRoot, readSmallFile } from './layout.js'
+import { BundleSet, type Freshness, type Member } from './bundle.js'
 import { ChunkIndex, type ChunkRef, readManifest } from './pack.js'
 
-/** Where a blob's bytes are: a plain file, a pack of its own, or one chunk inside some blob's pack (readable by its digest too). */
-export type BlobLocation = { kind: 'plain'; file: string; size: number } | { kind: 'pack'; file: string } | { kind: 'chunk'; file: string; ref: ChunkRef }
+/** Where a blob's bytes are: a plain file, a pack of its own, one chunk inside some blob's pack (readable by its digest too), or a member of a bundle. */
+export type BlobLocation =
+  | { kind: 'plain'; file: string; size: number }
+  | { kind: 'pack'; file: string }
+  | { kind: 'chunk'; file: string; ref: ChunkRef }
+  | { kind: 'member'; file: string; bundle: string; member: Member }
+
+/** What a session relies on when it relies on a bundle member: the member, wherever it is by then (gc may have compacted its bundle). */
+const MEMBER_MARK = '#member:'
 
 /**
  * How a local store's objects refer to each other, read from disk without
@@ -17,11 +25,27 @@ export type BlobLocation = { kind: 'plain'; file: string; size: number } | { kin
  */
 export class ObjectGraph {
   readonly chunks: ChunkIndex
+  /** The bundles' indexes (small blobs of one stage commit each). */
+  readonly bundles: BundleSet
 
   constructor(private readonly root: LocalRoot) {
     this.chunks = new ChunkIndex(root)
-    // A sweep may have deleted packs the index lists.
-    root.onSweep(() => this.chunks.reset())
+    this.bundles = new BundleSet(root)
+    // A sweep may have deleted packs the index lists, and deleted or compacted bundles.
+    root.onSweep(() => {
+      this.chunks.reset()
+      this.bundles.reset()
+    })
+    // A member found stored is relied on as itself, not as its bundle's file: a compacted bundle keeps its live members in a new file.
+    root.locks.stillThere = (relied) => {
+      const at = relied.indexOf(MEMBER_MARK)
+      return at < 0 ? fsSync.existsSync(relied) : this.locate(relied.slice(at + MEMBER_MARK.length), true, 'force') !== undefined
+    }
+  }
+
+  /** What a write session records when it relies on blob `hex` at `at` (StoreLocks.rely). */
+  static reliance(hex: string, at: BlobLocation): string {
+    return at.kind === 'member' ? `${at.file}${MEMBER_MARK}${hex}` : at.file
   }
 
   /**
@@ -32,20 +56,25 @@ export class ObjectGraph {
    */
   refresh(): void {
     this.chunks.reset()
+    this.bundles.reset()
   }
 
   /**
    * Where blob `hex` is stored, in the order reads look: plain file, its own pack, a chunk of another pack.
    * `small`: the blob is at most SMALL_BLOB bytes, so never a pack of its own (one failing syscall fewer per new blob).
+   * `fresh`: how hard a miss looks for bundles published since they were listed (BundleSet.find).
+   * `digest`: the bytes of `hex`, where the caller has them.
    */
-  locate(hex: string, small = false): BlobLocation | undefined {
+  locate(hex: string, small = false, fresh: Freshness = 'force', digest?: Uint8Array): BlobLocation | undefined {
     const plain = this.root.objectPath('blobs', hex)
     const st = fsSync.statSync(plain, { throwIfNoEntry: false })
     if (st) return { kind: 'plain', file: plain, size: st.size }
     const pack = this.root.packPath(hex)
     if (!small && fsSync.existsSync(pack)) return { kind: 'pack', file: pack }
     const ref = this.chunks.byHex(hex)
-    return ref && { kind: 'chunk', file: this.root.packPath(ref.pack), ref }
+    if (ref) return { kind: 'chunk', file: this.root.packPath(ref.pack), ref }
+    const m = this.bundles.find(digest ?? Buffer.from(hex, 'hex'), fresh)
+    return m && { kind: 'member', file: m.bundle.file, bundle: m.bundle.name, member: m.member }
   }
 
   /** A stored Directory, decoded without re-hashing; undefined if absent or undecodable (verify reports those). */

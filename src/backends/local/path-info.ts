@@ -10,7 +10,7 @@ import { withFileLock } from './path-lock.js'
 import { DEFAULT_STORE_DIR, DIGEST_LEN } from '../../store/store-path.js'
 import { requireDigestLength } from '../../castore/digest.js'
 import { HASH_PART } from './inventory.js'
-import { type LocalRoot, readSmallFile } from './layout.js'
+import { INDEXED_VERSION, type LocalRoot, readSmallFile } from './layout.js'
 import { ReferrersIndex } from './referrers.js'
 
 export class LocalPathInfoService implements PathInfoService, SignatureAdding {
@@ -22,7 +22,7 @@ export class LocalPathInfoService implements PathInfoService, SignatureAdding {
   ) {
     this.index = new ReferrersIndex(root)
     // A store from before the index gets one before it is marked as having one.
-    root.onUpgrade(() => this.index.build())
+    root.onUpgrade(() => this.index.build(), INDEXED_VERSION)
   }
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {

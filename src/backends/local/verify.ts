@@ -1,5 +1,6 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
+import { IntegrityError } from '../../errors.js'
 import { b3, b3Display, b3Hasher, bytesEqual, toHex } from '../../castore/digest.js'
 import { directorySize, validateDirectory } from '../../castore/directory.js'
 import { wrongFileSize } from '../../castore/directory-service.js'
@@ -18,6 +19,7 @@ import { storeFailure } from './io-errors.js'
 import { readSmallFile } from './layout.js'
 import { borrowedPacks, readStoredDirectory } from './object-graph.js'
 import { ChunkReader, readManifest } from './pack.js'
+import { MemberReader, readBundleIndex, rewriteBundle } from './bundle.js'
 import { secondsSince } from '../../util/elapsed.js'
 
 export type { Problem, VerifyOptions, VerifyReport } from '../../store/capabilities.js'
@@ -27,13 +29,15 @@ export type { Problem, VerifyOptions, VerifyReport } from '../../store/capabilit
  * as a whole), every Directory re-hashed, decoded and validated, with its
  * child Directories present, every PathInfo decoded, validated, filed
  * under its own hash and with a complete, intact tree; with `narHash`,
- * every NAR re-rendered against its recorded hash and size.
+ * every NAR re-rendered against its recorded hash and size. A bundle's
+ * index is checked against its digest and each member re-hashed.
  *
  * Repair runs with writers held off, as gc does, and removes objects
  * outright, leaving the store as a crash-free history could have: a
  * Directory whose child was removed goes too, as does a pack whose chunks
  * were in a removed pack, and every PathInfo whose tree is no longer
- * complete. A later import of the same content writes them again.
+ * complete. A corrupt bundle member is removed by rewriting its bundle
+ * without it (a bundle whose index is damaged goes whole). A later import of the same content writes them again.
  */
 export async function verifyStore(store: LocalStoreParts, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const started = performance.now()
@@ -63,6 +67,10 @@ class Verifier {
   private readonly narSizes = new NarSizeMemo()
   /** Referrers index entries found missing: [referenced hash part, referrer hash part, line to print when added]. */
   private readonly unindexed: Array<[string, string, string]> = []
+  /** Corrupt bundle members: hex digests, per bundle name. */
+  private readonly badMembers = new Map<string, Set<string>>()
+  /** With store paths: the bundle members their trees use (the only ones checked); undefined: all. */
+  private members: Set<string> | undefined
 
   constructor(private readonly store: LocalStoreParts) {}
 
@@ -74,7 +82,7 @@ class Verifier {
   async run(opts: VerifyOptions): Promise<VerifyReport> {
     const all = listObjects(this.store.root)
     const targets = opts.paths ? this.objectsOfPaths(opts.paths, all) : [...all.values()]
-    const order: ObjectKind[] = ['blob', 'pack', 'dir', 'pathinfo']
+    const order: ObjectKind[] = ['blob', 'pack', 'bundle', 'dir', 'pathinfo']
     targets.sort((a, b) => order.indexOf(a.kind) - order.indexOf(b.kind))
     let done = 0
     for (const o of targets) {
@@ -89,6 +97,7 @@ class Verifier {
   /** The PathInfos named and every object their trees use (missing ones are reported when the PathInfo is checked). */
   private objectsOfPaths(paths: StorePath[], all: Map<string, StoredObject>): StoredObject[] {
     const out = new Map<string, StoredObject>()
+    this.members = new Set()
     const add = (kind: ObjectKind, name: string) => {
       const o = all.get(objectKey(kind, name))
       if (o) out.set(objectKey(kind, name), o)
@@ -111,7 +120,11 @@ class Verifier {
   private addBlobObjects(hex: string, add: (kind: ObjectKind, name: string) => StoredObject | undefined): void {
     if (add('blob', hex)) return
     const pack = add('pack', hex)
-    if (!pack) return
+    if (!pack) {
+      const at = this.store.objects.locate(hex, true)
+      if (at?.kind === 'member' && add('bundle', at.bundle)) this.members!.add(hex)
+      return
+    }
     for (const other of borrowedPacks(pack.file, hex)) add('pack', other)
   }
 
@@ -120,6 +133,7 @@ class Verifier {
     try {
       if (o.kind === 'blob') this.checkBlob(o)
       else if (o.kind === 'pack') this.checkPack(o)
+      else if (o.kind === 'bundle') this.checkBundle(o)
       else if (o.kind === 'dir') await this.checkDir(o)
       else await this.checkPathInfo(o, opts)
     } catch (e) {
@@ -161,6 +175,38 @@ class Verifier {
     if (toHex(h.digest()) !== o.name) this.problem(`${describe(o)} is corrupt: its chunks do not add up to its digest`, objectKey(o.kind, o.name))
   }
 
+  /** The index against its digest, then each member (those of the paths asked for) against its own. */
+  private checkBundle(o: StoredObject): void {
+    const index = readBundleIndex(o.file, o.name)
+    if (!index) return
+    const reader = new MemberReader(1)
+    try {
+      for (const m of index.members()) {
+        if (this.members && !this.members.has(m.hex)) continue
+        this.checked.blobs++
+        let data: Uint8Array | undefined
+        try {
+          data = reader.read(o.file, m)
+        } catch (e) {
+          if (!(e instanceof IntegrityError)) throw e
+        }
+        if (data && toHex(b3(data)) === m.hex) continue
+        this.problem(`blob ${hexDisplay(m.hex)} (in ${describe(o)}) is corrupt: its bytes do not match its digest`)
+        let set = this.badMembers.get(o.name)
+        if (!set) this.badMembers.set(o.name, (set = new Set()))
+        set.add(m.hex)
+      }
+    } finally {
+      reader.close()
+    }
+  }
+
+  private isBadBlob(hex: string): boolean {
+    if (this.bad.has(objectKey('blob', hex)) || this.bad.has(objectKey('pack', hex))) return true
+    for (const set of this.badMembers.values()) if (set.has(hex)) return true
+    return false
+  }
+
   private async checkDir(o: StoredObject): Promise<void> {
     this.checked.directories++
     const bytes = fsSync.readFileSync(o.file)
@@ -181,7 +227,7 @@ class Verifier {
   /** Why a file node's size does not match its stored blob; undefined if it does, or the blob is absent or itself corrupt (reported on its own). */
   private async wrongSize(f: FileNode): Promise<string | undefined> {
     const hex = toHex(f.digest)
-    if (this.bad.has(objectKey('blob', hex)) || this.bad.has(objectKey('pack', hex))) return undefined
+    if (this.isBadBlob(hex)) return undefined
     const size = await this.store.blobs.size(f.digest).catch(() => undefined)
     return size === undefined ? undefined : wrongFileSize(f, size)
   }
@@ -203,7 +249,7 @@ class Verifier {
     this.checkIndexed(info, o.name, shown)
     const tree = this.treeOf(info.node)
     if (tree.missing) return this.problem(`${shown} cannot be served: ${tree.missing} is missing`)
-    const broken = [...tree.blobs].find((b) => this.bad.has(objectKey('blob', b)) || this.bad.has(objectKey('pack', b)))
+    const broken = [...tree.blobs].find((b) => this.isBadBlob(b))
     const brokenDir = [...tree.dirs].find((d) => this.bad.has(objectKey('dir', d)))
     if (broken || brokenDir) return this.problem(`${shown} cannot be served: ${broken ? `blob ${hexDisplay(broken)}` : `directory ${hexDisplay(brokenDir!)}`} is corrupt`)
     const lie = info.node.kind === 'file' ? await this.wrongSize(info.node) : await this.wrongDirectorySize(info.node)
@@ -299,6 +345,18 @@ class Verifier {
       const o = all.get(key)
       if (o) remove(o, 'corrupt')
     }
+    for (const [name, corrupt] of this.badMembers) {
+      const o = all.get(objectKey('bundle', name))
+      const index = o && readBundleIndex(o.file, name)
+      if (!o || !index) continue
+      const copied = await rewriteBundle(this.store.root, index, (hex) => !corrupt.has(hex), 'drop')
+      if (!copied) continue
+      this.store.root.remove(o.file)
+      all.delete(objectKey('bundle', name))
+      for (const hex of new Set([...corrupt, ...copied.dropped])) removed.push(`removed blob ${hexDisplay(hex)} from ${describe(o)} (corrupt)`)
+    }
+    // Reads below (which blobs a tree misses) must see the bundles as they are now.
+    if (this.badMembers.size > 0) this.store.objects.refresh()
     /** Per object key: the objects that cannot be read without it. */
     const dependants = new Map<string, Array<{ o: StoredObject; name: string }>>()
     for (const o of [...all.values()]) {
@@ -348,6 +406,8 @@ function describe(o: StoredObject): string {
       return `blob ${hexDisplay(o.name)}`
     case 'pack':
       return `blob ${hexDisplay(o.name)} (pack)`
+    case 'bundle':
+      return `bundle ${o.name}`
     case 'dir':
       return `directory ${hexDisplay(o.name)}`
     case 'pathinfo':

@@ -1,0 +1,378 @@
+/**
+ * Small blobs of one stage commit (an import, a NAR ingest) stored
+ * together in one bundle file instead of a file each: creating a temp file
+ * and renaming it cost more than all else an import of many small files
+ * does. `blobs/bundles/<hex>.bundle`, named by the BLAKE3 of its index:
+ *
+ *   bundle  = member* index trailer
+ *   member  = the blob's bytes (each at most 1 MiB, back to back)
+ *   index   = fanout[256] entry*                 sorted by digest
+ *   fanout  = u32le: entries whose first byte is <= i (git's fanout)
+ *   entry   = digest[32] u64le(offset) u32le(size)
+ *   trailer = u32le(count) u64le(index offset) b3(index)[32] "TVXBNDL1"
+ *
+ * The index is checked against its BLAKE3 when it is loaded, and every
+ * member against its own digest before any byte of it is used.
+ */
+import fsSync from 'node:fs'
+import { type B3Digest, b3, bytesEqual, toHex } from '../../castore/digest.js'
+import { IntegrityError } from '../../errors.js'
+import { onFile } from './io-errors.js'
+import type { LocalRoot } from './layout.js'
+import { readFull } from './pack.js'
+
+const MAGIC = Buffer.from('TVXBNDL1')
+const TRAILER = 4 + 8 + 32 + MAGIC.length
+const FANOUT = 256 * 4
+const ENTRY = 32 + 8 + 4
+/** Member bytes gathered before one write: a write per small file would be most of the syscalls again. */
+const WRITE_BATCH = 1 << 20
+
+export interface Member {
+  offset: number
+  size: number
+}
+
+/**
+ * Appends members to a new bundle file (a temp file), then writes its
+ * index. Synchronous: each member is a small buffer already in memory, and
+ * a put must not give other puts a turn halfway through an append.
+ */
+export class BundleWriter {
+  private readonly entries = new Map<string, { digest: B3Digest; offset: number; size: number }>()
+  private offset = 0
+  private batch = Buffer.allocUnsafe(WRITE_BATCH)
+  private batched = 0
+  private written = 0
+  private closed = false
+
+  constructor(
+    private readonly fd: number,
+    readonly file: string,
+  ) {}
+
+  static create(file: string): BundleWriter {
+    return new BundleWriter(fsSync.openSync(file, fsSync.constants.O_CREAT | fsSync.constants.O_EXCL | fsSync.constants.O_WRONLY, 0o444), file)
+  }
+
+  get count(): number {
+    return this.entries.size
+  }
+
+  /** Member bytes so far. */
+  get size(): number {
+    return this.offset
+  }
+
+  has(hex: string): boolean {
+    return this.entries.has(hex)
+  }
+
+  /** Appends one member (once per digest). */
+  add(digest: B3Digest, hex: string, data: Uint8Array): void {
+    if (this.entries.has(hex)) return
+    if (this.batched + data.length > WRITE_BATCH) this.flush()
+    if (data.length > WRITE_BATCH) this.write(data)
+    else {
+      this.batch.set(data, this.batched)
+      this.batched += data.length
+    }
+    this.entries.set(hex, { digest, offset: this.offset, size: data.length })
+    this.offset += data.length
+  }
+
+  private flush(): void {
+    if (this.batched === 0) return
+    this.write(this.batch.subarray(0, this.batched))
+    this.batched = 0
+  }
+
+  private write(data: Uint8Array): void {
+    try {
+      for (let done = 0; done < data.length; ) done += fsSync.writeSync(this.fd, data, done, data.length - done, this.written + done)
+    } catch (e) {
+      throw onFile(e, this.file)
+    }
+    this.written += data.length
+  }
+
+  /** Writes the index and trailer and closes the file (not synced: the stage's commit syncs it); the bundle's name (hex). */
+  finish(): string {
+    const sorted = [...this.entries.values()].sort((a, b) => Buffer.compare(a.digest, b.digest))
+    const index = Buffer.alloc(FANOUT + sorted.length * ENTRY)
+    const counts = new Uint32Array(256)
+    sorted.forEach((e, i) => {
+      counts[e.digest[0]!]!++
+      const at = FANOUT + i * ENTRY
+      index.set(e.digest, at)
+      index.writeBigUInt64LE(BigInt(e.offset), at + 32)
+      index.writeUInt32LE(e.size, at + 40)
+    })
+    for (let i = 0, sum = 0; i < 256; i++) index.writeUInt32LE((sum += counts[i]!), i * 4)
+    const digest = b3(index)
+    const trailer = Buffer.alloc(TRAILER)
+    trailer.writeUInt32LE(sorted.length, 0)
+    trailer.writeBigUInt64LE(BigInt(this.offset), 4)
+    trailer.set(digest, 12)
+    MAGIC.copy(trailer, 44)
+    this.flush()
+    this.write(index)
+    this.write(trailer)
+    this.close()
+    return toHex(digest)
+  }
+
+  /** Closes the file, once (finish closes it; a failed commit's cleanup must not close a descriptor number reused since). */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    fsSync.closeSync(this.fd)
+  }
+}
+
+/** A bundle's index, checked and kept as its raw bytes (44 bytes a member: a store of a million small files costs ~44 MB, not ~200 as objects). */
+export class BundleIndex {
+  constructor(
+    readonly name: string,
+    readonly file: string,
+    private readonly index: Buffer,
+    readonly count: number,
+  ) {}
+
+  /** Where member `digest` is, or undefined: the fanout narrows the search to the entries of its first byte. */
+  find(digest: Uint8Array): Member | undefined {
+    const first = digest[0]!
+    let lo = first === 0 ? 0 : this.index.readUInt32LE((first - 1) * 4)
+    let hi = this.index.readUInt32LE(first * 4)
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const c = compareAt(this.index, FANOUT + mid * ENTRY, digest)
+      if (c === 0) return this.member(mid)
+      if (c < 0) lo = mid + 1
+      else hi = mid
+    }
+    return undefined
+  }
+
+  private member(i: number): Member {
+    const at = FANOUT + i * ENTRY
+    return { offset: Number(this.index.readBigUInt64LE(at + 32)), size: this.index.readUInt32LE(at + 40) }
+  }
+
+  /** Every member, in digest order. */
+  *members(): Generator<Member & { hex: string }> {
+    for (let i = 0; i < this.count; i++) {
+      const at = FANOUT + i * ENTRY
+      yield { hex: this.index.toString('hex', at, at + 32), ...this.member(i) }
+    }
+  }
+}
+
+/** `index[at..at+32]` against `digest`, bytewise. */
+function compareAt(index: Buffer, at: number, digest: Uint8Array): number {
+  for (let i = 0; i < 32; i++) {
+    const d = index[at + i]! - digest[i]!
+    if (d !== 0) return d
+  }
+  return 0
+}
+
+/** The checked index of the bundle at `file`; undefined if there is no such file, an IntegrityError if it is damaged. */
+export function readBundleIndex(file: string, name: string): BundleIndex | undefined {
+  let fd: number
+  try {
+    fd = fsSync.openSync(file, 'r')
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw onFile(e, file)
+  }
+  try {
+    const bad = (why: string) => new IntegrityError(`bundle ${file} is corrupt: ${why}`)
+    const size = fsSync.fstatSync(fd).size
+    const trailer = Buffer.alloc(TRAILER)
+    if (size < TRAILER + FANOUT || readFull(fd, trailer, size - TRAILER, file) !== TRAILER || !trailer.subarray(44).equals(MAGIC)) throw bad('it is truncated or not a bundle')
+    const count = trailer.readUInt32LE(0)
+    const at = Number(trailer.readBigUInt64LE(4))
+    if (at + FANOUT + count * ENTRY + TRAILER !== size) throw bad('its index does not fit')
+    const index = Buffer.allocUnsafe(FANOUT + count * ENTRY)
+    if (readFull(fd, index, at, file) !== index.length || !bytesEqual(b3(index), trailer.subarray(12, 44))) throw bad('its index does not match its digest')
+    if (index.readUInt32LE(255 * 4) !== count) throw bad('its fanout does not add up')
+    return new BundleIndex(name, file, index, count)
+  } finally {
+    fsSync.closeSync(fd)
+  }
+}
+
+/** Reads member bytes of bundles, keeping up to `maxOpen` bundles open (then all are closed and reopened as needed). */
+export class MemberReader {
+  private readonly fds = new Map<string, number>()
+
+  constructor(private readonly maxOpen = 32) {}
+
+  /** `size` bytes at `offset` into `into` (a fresh buffer if none); fewer means the file is truncated. */
+  read(file: string, m: Member, into: Uint8Array = Buffer.allocUnsafe(m.size)): Uint8Array {
+    let fd = this.fds.get(file)
+    if (fd === undefined) {
+      if (this.fds.size >= this.maxOpen) this.close()
+      fd = fsSync.openSync(file, 'r')
+      this.fds.set(file, fd)
+    }
+    const got = readFull(fd, into.subarray(0, m.size), m.offset, file)
+    if (got !== m.size) throw new IntegrityError(`bundle ${file} is truncated`)
+    return into.subarray(0, m.size)
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) fsSync.closeSync(fd)
+    this.fds.clear()
+  }
+}
+
+/** How fresh a lookup that misses must be: `force` relists the folder (reads, gc, verify), `cheap` looks at most every REFRESH_MS (dedup: a miss only costs a copy). */
+export type Freshness = 'none' | 'cheap' | 'force'
+const REFRESH_MS = 100
+
+/**
+ * The indexes of a store's bundles: loaded once per process, on first
+ * use; bundles this process publishes are added as they appear, those of
+ * other processes found when a lookup misses and the folder changed (never
+ * a scan of the store per call). A sweep resets it.
+ */
+export class BundleSet {
+  private readonly byName = new Map<string, BundleIndex>()
+  private loaded = false
+  private checkedAt = 0
+  private stamp = ''
+
+  constructor(private readonly root: LocalRoot) {}
+
+  reset(): void {
+    this.byName.clear()
+    this.loaded = false
+  }
+
+  get isLoaded(): boolean {
+    return this.loaded
+  }
+
+  /** Every bundle's index (corrupt ones left out: verify reports them). */
+  all(): BundleIndex[] {
+    this.relist()
+    return [...this.byName.values()]
+  }
+
+  /** Forgets a bundle found gone (compacted by gc), so that the next lookup lists the folder again. */
+  forget(name: string): void {
+    this.byName.delete(name)
+  }
+
+  /** Records a bundle this process just published. */
+  add(index: BundleIndex): void {
+    if (this.loaded) this.byName.set(index.name, index)
+  }
+
+  /** The bundle holding `digest` and where in it; `fresh`: how hard a miss looks for bundles published since. */
+  find(digest: Uint8Array, fresh: Freshness): { bundle: BundleIndex; member: Member } | undefined {
+    if (!this.loaded) this.relist()
+    const hit = this.search(digest)
+    if (hit || fresh === 'none') return hit
+    if (fresh === 'cheap') {
+      const now = Date.now()
+      if (now - this.checkedAt < REFRESH_MS) return undefined
+      this.checkedAt = now
+      if (this.folderStamp() === this.stamp) return undefined
+    }
+    this.relist()
+    return this.search(digest)
+  }
+
+  /** Like find without looking for new bundles, and only once loaded: undefined, without a listing, before. */
+  ifLoaded(digest: Uint8Array): { bundle: BundleIndex; member: Member } | undefined {
+    return this.loaded ? this.search(digest) : undefined
+  }
+
+  private search(digest: Uint8Array): { bundle: BundleIndex; member: Member } | undefined {
+    for (const bundle of this.byName.values()) {
+      const member = bundle.find(digest)
+      if (member) return { bundle, member }
+    }
+    return undefined
+  }
+
+  private folderStamp(): string {
+    const st = fsSync.statSync(this.root.bundlesDir, { throwIfNoEntry: false, bigint: true })
+    return st ? `${st.ino}:${st.mtimeNs}:${st.size}` : ''
+  }
+
+  /** Loads the bundles not loaded yet and forgets those that are gone (a sweep in another process compacted them). */
+  private relist(): void {
+    this.stamp = this.folderStamp()
+    this.checkedAt = Date.now()
+    const names = new Set(this.root.bundleNames())
+    for (const n of this.byName.keys()) if (!names.has(n)) this.byName.delete(n)
+    for (const n of names) {
+      if (this.byName.has(n)) continue
+      try {
+        const index = readBundleIndex(this.root.bundlePath(n), n)
+        if (index) this.byName.set(n, index)
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e
+      }
+    }
+    this.loaded = true
+  }
+}
+
+/**
+ * Copies the members of bundle `from` that `keep` names into a new bundle,
+ * each checked against its digest on the way, and publishes it durably
+ * (synced, renamed, its folder synced); the caller then removes the old
+ * one. A member that fails its check is left out with `drop` (repair:
+ * `dropped` lists it), or stops the copy with `abort` (gc: the old bundle
+ * stays as it is, undefined returned). Runs with writers held off.
+ */
+export async function rewriteBundle(
+  root: LocalRoot,
+  from: BundleIndex,
+  keep: (hex: string) => boolean,
+  onCorrupt: 'abort' | 'drop',
+): Promise<{ size: number; dropped: string[] } | undefined> {
+  const tmp = root.tempPath()
+  const out = BundleWriter.create(tmp)
+  const reader = new MemberReader(1)
+  const dropped: string[] = []
+  try {
+    for (const m of from.members()) {
+      if (!keep(m.hex)) continue
+      const digest = Buffer.from(m.hex, 'hex')
+      let data: Uint8Array | undefined
+      try {
+        data = reader.read(from.file, m)
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e
+      }
+      if (!data || !bytesEqual(b3(data), digest)) {
+        if (onCorrupt === 'abort') {
+          out.close()
+          await root.discard(tmp)
+          return undefined
+        }
+        dropped.push(m.hex)
+        continue
+      }
+      out.add(digest, m.hex, data)
+    }
+    const name = out.finish()
+    await root.syncFiles([tmp])
+    const final = root.bundlePath(name)
+    await root.publish(tmp, final)
+    await root.sync()
+    return { size: fsSync.statSync(final).size, dropped }
+  } catch (e) {
+    out.close()
+    await root.discard(tmp)
+    throw e
+  } finally {
+    reader.close()
+  }
+}
