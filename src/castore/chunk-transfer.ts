@@ -1,3 +1,4 @@
+import { inOrder } from '../util/pool.js'
 import { type BlobInfo, type BlobService, type ChunkMeta, readAll } from './blob-service.js'
 import { type B3Digest, b3Display } from './digest.js'
 import { NotFoundError } from '../errors.js'
@@ -79,28 +80,5 @@ export function chunksFrom(from: BlobService, blob: B3Digest, chunks: ChunkMeta[
       fetched(data.length)
       yield data
     }
-  }
-}
-
-/**
- * `fn` over `items` with up to `limit` calls running ahead of the consumer,
- * results in the items' order. A consumer that stops early, or a failed
- * call, leaves the calls already started to settle unobserved.
- */
-async function* inOrder<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): AsyncGenerator<R> {
-  const ahead: Promise<R>[] = []
-  let next = 0
-  const fill = () => {
-    while (next < items.length && ahead.length < limit) {
-      const p = fn(items[next++]!)
-      p.catch(() => {})
-      ahead.push(p)
-    }
-  }
-  fill()
-  while (ahead.length > 0) {
-    const r = await ahead.shift()!
-    fill()
-    yield r
   }
 }

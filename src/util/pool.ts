@@ -41,3 +41,26 @@ export function limiter(limit: number): <T>(fn: () => Promise<T>) => Promise<T> 
     }
   }
 }
+
+/**
+ * `fn` over `items` with up to `limit` calls running ahead of the consumer,
+ * results in the items' order. A consumer that stops early, or a failed
+ * call, leaves the calls already started to settle unobserved.
+ */
+export async function* inOrder<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): AsyncGenerator<R> {
+  const ahead: Promise<R>[] = []
+  let next = 0
+  const fill = () => {
+    while (next < items.length && ahead.length < limit) {
+      const p = fn(items[next++]!)
+      p.catch(() => {})
+      ahead.push(p)
+    }
+  }
+  fill()
+  while (ahead.length > 0) {
+    const r = await ahead.shift()!
+    fill()
+    yield r
+  }
+}

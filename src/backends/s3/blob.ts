@@ -3,6 +3,7 @@ import { chunkStream } from '../../castore/chunker.js'
 import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual, requireDigestLength, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import type { CallOptions } from '../../util/call-options.js'
+import { inOrder } from '../../util/pool.js'
 import { decodeChunk, decodeChunkList, encodeChunk, encodeChunkList } from './chunk-codec.js'
 import type { S3Client } from './client.js'
 
@@ -68,21 +69,7 @@ export class S3BlobService implements BlobService {
       if (data.length !== c.size || !bytesEqual(b3(data), c.digest)) throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: its ${what.split(' of ')[0]} does not match its digest`)
       return data
     }
-    const ahead: Array<Promise<Buffer>> = []
-    let next = 0
-    const fill = () => {
-      while (next < chunks.length && ahead.length < IN_FLIGHT) {
-        const p = fetch(chunks[next++]!)
-        p.catch(() => {}) // awaited in order below; a failure ahead of the reader is reported when reached
-        ahead.push(p)
-      }
-    }
-    fill()
-    while (ahead.length > 0) {
-      const data = await ahead.shift()!
-      fill()
-      yield data
-    }
+    yield* inOrder(chunks, IN_FLIGHT, fetch)
   }
 
   async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
