@@ -67,8 +67,8 @@ function cutIn(s: GearScanner, start: number, end: number): number {
   return at < 0 ? limit : at - start
 }
 
-/** Input bytes copied into the scanner at once: with the bytes carried over, its memory is PIECE + MAX_CHUNK. */
-const PIECE = 1 << 20
+/** Input bytes copied into the scanner at once: with the bytes carried over, its memory is PIECE + MAX_CHUNK (held per stream being chunked, so per daemon upload: kept small). */
+const PIECE = 256 << 10
 /** Scanners kept from one stream to the next (fresh memory costs a page fault per 4 KiB touched). */
 const KEEP_SCANNERS = 2
 const scanners: GearScanner[] = []
