@@ -31,6 +31,7 @@ import { performance } from 'node:perf_hooks'
 import { createHash } from 'node:crypto'
 import zlib from 'node:zlib'
 import { blake3 } from '@napi-rs/blake-hash'
+import { readBundleIndex } from '../src/backends/local/bundle.js'
 import { randomBytes, rng } from '../test/helpers/trees.js'
 import { sized } from './quick.js'
 
@@ -468,7 +469,7 @@ function du(root: string): number {
 const disk = (root: string): Disk => ({ bytes: fileBytes(root), du: du(root) })
 
 interface OurFile {
-  kind: 'plain' | 'pack' | 'dir' | 'pathinfo'
+  kind: 'plain' | 'pack' | 'bundle' | 'dir' | 'pathinfo'
   name: string
   bytes: number
 }
@@ -484,14 +485,14 @@ function ourFiles(store: string): Map<string, OurFile> {
       else out.set(path.relative(store, p), { kind: kind(e.name), name: e.name, bytes: fs.lstatSync(p).size })
     }
   }
-  walk(path.join(store, 'blobs'), (n) => (n.endsWith('.pack') ? 'pack' : 'plain'))
+  walk(path.join(store, 'blobs'), (n) => (n.endsWith('.pack') ? 'pack' : n.endsWith('.bundle') ? 'bundle' : 'plain'))
   walk(path.join(store, 'dirs'), () => 'dir')
   walk(path.join(store, 'pathinfo'), () => 'pathinfo')
   return out
 }
 
 function summarize(files: Iterable<OurFile>): Record<OurFile['kind'], { n: number; bytes: number }> {
-  const s = { plain: { n: 0, bytes: 0 }, pack: { n: 0, bytes: 0 }, dir: { n: 0, bytes: 0 }, pathinfo: { n: 0, bytes: 0 } }
+  const s = { plain: { n: 0, bytes: 0 }, pack: { n: 0, bytes: 0 }, bundle: { n: 0, bytes: 0 }, dir: { n: 0, bytes: 0 }, pathinfo: { n: 0, bytes: 0 } }
   for (const f of files) {
     s[f.kind].n++
     s[f.kind].bytes += f.bytes
@@ -619,10 +620,14 @@ export async function benchSpace(ctx: SpaceBenchContext): Promise<SpaceResult> {
   const packNames = new Set(packs.map((f) => f.name.slice(0, -'.pack'.length)))
   const same = (a: Set<string>, b: Set<string>) => a.size === b.size && [...a].every((x) => b.has(x))
   const bigPlain = plain.filter((f) => f.bytes > SMALL_MAX)
+  // Format 4: an import's small contents after its first few are members of its bundle, not plain files.
+  const members = [...oFiles2.entries()].filter(([, f]) => f.kind === 'bundle').flatMap(([rel, f]) => [...(readBundleIndex(path.join(ours, rel), f.name.slice(0, -'.bundle'.length))?.members() ?? [])].map((m) => m.hex))
+  const smallStored = [...plainNames, ...members]
+  const smallNames = new Set(smallStored)
   ctx.check(
-    'space: every distinct small content (≤ 1 MiB) is one plain blob, and there is no other plain blob',
-    same(plainNames, smallDigests) && bigPlain.length === 0,
-    `${plainNames.size} plain blobs (${bigPlain.length} over 1 MiB) for ${smallDigests.size} distinct small contents; ${[...smallDigests].filter((h) => !plainNames.has(h)).length} small contents are not plain blobs`,
+    'space: every distinct small content (≤ 1 MiB) is stored once, as a plain blob or a bundle member, and nothing else is',
+    same(smallNames, smallDigests) && smallStored.length === smallNames.size && bigPlain.length === 0,
+    `${plainNames.size} plain blobs (${bigPlain.length} over 1 MiB) and ${members.length} bundle members for ${smallDigests.size} distinct small contents; ${[...smallDigests].filter((h) => !smallNames.has(h)).length} small contents not stored`,
   )
   ctx.check(
     'space: every distinct large content is one .pack, and there is no other .pack',
@@ -676,11 +681,11 @@ export async function benchSpace(ctx: SpaceBenchContext): Promise<SpaceResult> {
   rows[rows.length - 1]!.subject = 'nix'
   row('compressible large files (rel. 1): packs vs raw', 'MiB', comp.stored, comp.raw, 'input', { text: 'ratio < 1', ok: (r) => r.ratio! < 1 })
   row('incompressible large files (rel. 1): packs vs raw', 'MiB', incomp.stored, incomp.raw, 'input', { text: 'ratio ≤ 1.01', ok: (r) => r.ratio! <= 1.01 })
-  row('small files (rel. 1): plain blobs vs raw', 'MiB', s1.plain.bytes, smallAll1, 'input')
-  const objects = s2.plain.n + s2.pack.n + s2.dir.n + s2.pathinfo.n
+  row('small files (rel. 1): plain blobs and bundles vs raw', 'MiB', s1.plain.bytes + s1.bundle.bytes, smallAll1, 'input')
+  const objects = s2.plain.n + s2.pack.n + s2.bundle.n + s2.dir.n + s2.pathinfo.n
   row('store files vs distinct input objects (2 releases)', 'count', objects, distinct, 'input', { text: 'ratio ≤ 1.3', ok: (r) => r.ratio! <= 1.3 })
   row('dirs/ files vs distinct directories', 'count', s2.dir.n, objs.dirs.size, 'input', { text: 'ratio = 1', ok: (r) => r.ours === r.reference })
-  row('plain blobs vs distinct small contents', 'count', s2.plain.n, smallDigests.size, 'input', { text: 'ratio = 1', ok: (r) => r.ours === r.reference && same(plainNames, smallDigests) })
+  row('plain blobs + bundle members vs distinct small contents', 'count', smallStored.length, smallDigests.size, 'input', { text: 'ratio = 1', ok: (r) => r.ours === r.reference && same(smallNames, smallDigests) })
   row('.pack files vs distinct large contents', 'count', s2.pack.n, largeDigests.size, 'input', { text: 'ratio = 1', ok: (r) => r.ours === r.reference && same(packNames, largeDigests) })
   const med = (xs: number[]) => {
     const s = [...xs].sort((a, b) => a - b)
