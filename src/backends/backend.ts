@@ -1,3 +1,4 @@
+import type { BlobService } from '../castore/blob-service.js'
 import type { Store } from '../store/store.js'
 import type { StoreAddress } from './url-forms.js'
 
@@ -16,6 +17,13 @@ export interface OpenContext {
   storeDir: string
   /** A store that does not exist yet is a NotFoundError ("no store at …"), for commands that only read. */
   mustExist: boolean
+  /**
+   * For a backend that does not serve blobs but serves both other
+   * services: the blob service another URL opened. It may then return a
+   * whole Store over those blobs (its own capabilities and all); it does
+   * not close them.
+   */
+  blobs?: BlobService
 }
 
 /**

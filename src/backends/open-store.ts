@@ -4,7 +4,7 @@ import { NotFoundError, UnsupportedError, UsageError } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { inWriteSession, type WriteSessions } from '../store/capabilities.js'
-import { type BackendModule, backendOf, type OpenedServices, parseStoreUrl, SERVICE_KINDS, type ServiceKind } from './registry.js'
+import { type BackendModule, backendOf, type OpenContext, type OpenedServices, parseStoreUrl, SERVICE_KINDS, type ServiceKind } from './registry.js'
 import type { LocalAddress, StoreAddress } from './url-forms.js'
 
 export { parseStoreUrl } from './registry.js'
@@ -71,12 +71,31 @@ async function openUncached(opts: OpenStoreOptions): Promise<Store> {
   }
   const opened = new Map<string, OpenedServices>()
   try {
-    for (const [u, { addr, load }] of byUrl) opened.set(u, await openOne(u, addr, await load(), storeDir, opts.mustExist ?? false))
+    // Blobs first: a backend serving the other two services from one URL is given them (OpenContext.blobs).
+    for (const [u, { addr, load }] of byUrl) {
+      const blobs = u !== urlOf.blobs && urlOf.directories === u && urlOf.pathInfos === u ? opened.get(urlOf.blobs)?.blobs : undefined
+      opened.set(u, await openOne(addr, await load(), { url: u, storeDir, mustExist: opts.mustExist ?? false, blobs }))
+    }
   } catch (e) {
     for (const s of opened.values()) await s.close()
     throw e
   }
   if (opened.size === 1) return [...opened.values()][0] as Store
+  const whole = opened.get(urlOf.pathInfos)!
+  const blobPart = opened.get(urlOf.blobs)!
+  if (urlOf.directories === urlOf.pathInfos && urlOf.pathInfos !== urlOf.blobs && whole.blobs !== undefined && whole.blobs === blobPart.blobs) {
+    // The metadata backend built the store over the other URL's blobs: it closes first, then the blobs.
+    const store = whole as Store
+    const closeStore = store.close.bind(store)
+    store.close = async () => {
+      try {
+        await closeStore()
+      } finally {
+        await blobPart.close()
+      }
+    }
+    return store
+  }
   const parts = [...opened.values()]
   const mixed: Store & WriteSessions = {
     blobs: opened.get(urlOf.blobs)!.blobs!,
@@ -94,12 +113,12 @@ async function openUncached(opts: OpenStoreOptions): Promise<Store> {
 
 const flagOf = (kind: ServiceKind) => ({ blobs: '--blob-service-addr', directories: '--directory-service-addr', pathInfos: '--path-info-service-addr' })[kind]
 
-async function openOne(url: string, addr: StoreAddress, backend: BackendModule, storeDir: string, mustExist: boolean): Promise<OpenedServices> {
+async function openOne(addr: StoreAddress, backend: BackendModule, ctx: OpenContext): Promise<OpenedServices> {
   try {
-    return await backend.open(addr, { url, storeDir, mustExist })
+    return await backend.open(addr, ctx)
   } catch (e) {
     // Said when the store is first used: a command's bad arguments are reported first.
-    if (mustExist && e instanceof NotFoundError) return missingStore(e, storeDir)
+    if (ctx.mustExist && e instanceof NotFoundError) return missingStore(e, ctx.storeDir)
     throw e
   }
 }

@@ -38,9 +38,16 @@ if (typeof servers === 'string') {
       },
     }
   }
+  /** As a user opens it: `--store postgres://… --blob-service-addr s3://…` (the PostgreSQL backend is given the S3 blobs). */
   const s3AndPostgres: OpenStore = async () => {
-    const blobs = await onS3()
-    return onPostgres(blobs.blobs, () => blobs.close())
+    const db = await freshDatabase(pg!)
+    const store = await openStore({ url: db.url, blobServiceAddr: await freshBucket(s3!) })
+    const close = store.close.bind(store)
+    store.close = async () => {
+      await close()
+      await db.drop()
+    }
+    return store
   }
   const memoryAndPostgres: OpenStore = async () => onPostgres(openMemoryStore().blobs, async () => {})
   const backends: Array<[string, OpenStore]> = [

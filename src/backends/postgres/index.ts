@@ -13,7 +13,14 @@ export async function openPostgres(connectionString: string, storeDir: string, b
   return { directories: new PgDirectoryService(db, blobs), pathInfos: new PgPathInfoService(db, storeDir), storeDir, close: () => db.close() }
 }
 
-/** The registry's entry point: Directories and PathInfos (blobs come from another URL). */
+/**
+ * The registry's entry point: Directories and PathInfos; with the blob
+ * service another URL opened, the whole store over it (Directory puts then
+ * check file sizes against those blobs).
+ */
 export const backend: BackendModule<PostgresAddress> = {
-  open: (addr, ctx) => openPostgres(addr.connectionString, ctx.storeDir),
+  open: async (addr, ctx) => {
+    const meta = await openPostgres(addr.connectionString, ctx.storeDir, ctx.blobs)
+    return ctx.blobs ? { blobs: ctx.blobs, ...meta } : meta
+  },
 }
