@@ -12,9 +12,19 @@ import { migrate } from './schema.js'
 const CONNECTIONS = 16
 
 export class Db {
+  /**
+   * Connections for commits (sessions.ts), apart from the main pool: a
+   * commit holds one while its checks query through the main pool, so
+   * commits waiting for a sweep can never starve those checks (or gc) of
+   * connections.
+   */
+  private commitPool: pg.Pool | undefined
+
   private constructor(
     private readonly pool: pg.Pool,
-    private readonly where: string,
+    /** How messages name the database. */
+    readonly where: string,
+    private readonly connectionString: string,
   ) {}
 
   /** Connects, migrates the schema, and keeps the pool. */
@@ -23,7 +33,7 @@ export class Db {
     // An idle connection the server dropped is an error on the pool, not a crash: the next query reconnects.
     pool.on('error', () => {})
     const u = new URL(connectionString)
-    const db = new Db(pool, `PostgreSQL ${u.host ? u.host : `at ${process.env.PGHOST ?? 'localhost'}`}${u.pathname.length > 1 ? u.pathname : ''}`)
+    const db = new Db(pool, `PostgreSQL ${u.host ? u.host : `at ${process.env.PGHOST ?? 'localhost'}`}${u.pathname.length > 1 ? u.pathname : ''}`, connectionString)
     try {
       await db.transaction(async (c) => migrate(c), false)
     } catch (e) {
@@ -43,9 +53,31 @@ export class Db {
 
   /** `fn` on one connection inside begin/commit (rolled back if it throws); `wrap` false leaves the transaction to fn. */
   async transaction<T>(fn: (c: pg.PoolClient) => Promise<T>, wrap = true): Promise<T> {
+    return this.inTransaction(this.pool, fn, wrap)
+  }
+
+  /** transaction() on the commit connections. */
+  commitTransaction<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    if (!this.commitPool) {
+      this.commitPool = new pg.Pool({ connectionString: this.connectionString, max: CONNECTIONS })
+      this.commitPool.on('error', () => {})
+    }
+    return this.inTransaction(this.commitPool, fn, true)
+  }
+
+  /** A connection of the caller's own (gc's lock, held across many steps); the caller releases it. */
+  async connect(): Promise<pg.PoolClient> {
+    try {
+      return await this.pool.connect()
+    } catch (e) {
+      throw this.failure(e)
+    }
+  }
+
+  private async inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>, wrap: boolean): Promise<T> {
     let client: pg.PoolClient
     try {
-      client = await this.pool.connect()
+      client = await pool.connect()
     } catch (e) {
       throw this.failure(e)
     }
@@ -67,12 +99,12 @@ export class Db {
     }
   }
 
-  close(): Promise<void> {
-    return this.pool.end()
+  async close(): Promise<void> {
+    await Promise.all([this.pool.end(), this.commitPool?.end()])
   }
 
   /** Our own errors (a refused put inside a transaction) pass through; the driver's become one line naming the database. */
-  private failure(e: unknown): unknown {
+  failure(e: unknown): unknown {
     if (e instanceof StoreError || !(e instanceof Error)) return e
     return new BackendError(`${this.where}: ${e.message || (e as { code?: string }).code || 'connection failed'}`, { cause: e })
   }

@@ -5,6 +5,7 @@ import { bufferedStage, ClosureValidator, type DirectoryService, type DirectoryS
 import { decodeDirectory } from '../../castore/proto.js'
 import type { CallOptions } from '../../util/call-options.js'
 import type { Db } from './db.js'
+import { relyDir, type WriteGuard } from './sessions.js'
 
 /** Rows per INSERT: each statement a few hundred kB at most, and few round trips for a large closure. */
 const BATCH = 1000
@@ -17,16 +18,22 @@ const BATCH = 1000
  * so concurrent writers of shared Directories are harmless.
  */
 export class PgDirectoryService implements DirectoryService {
-  /** With `blobs`, file sizes are checked against the blobs stored (as the other backends that can see them do). */
+  /**
+   * With `blobs`, file sizes are checked against the blobs stored (as the
+   * other backends that can see them do); with `guard` (a store with gc),
+   * puts are commits and what is found stored is relied on (sessions.ts).
+   */
   constructor(
     private readonly db: Db,
     private readonly blobs?: Pick<BlobService, 'size'>,
+    private readonly guard?: WriteGuard,
   ) {}
 
   async get(d: B3Digest, opts?: CallOptions): Promise<Directory | undefined> {
     requireDigestLength(d)
     opts?.signal?.throwIfAborted()
     const row = (await this.db.query<{ data: Buffer }>('select data from tvix_directories where digest = $1', [d])).rows[0]
+    if (row) this.guard?.rely(relyDir(d))
     return row && decodeDirectory(row.data)
   }
 
@@ -72,7 +79,8 @@ export class PgDirectoryService implements DirectoryService {
     }
     const root = v.finish()
     opts?.signal?.throwIfAborted()
-    await this.db.transaction(async (c) => {
+    const commit: Db['transaction'] = this.guard ? (fn) => this.guard!.commit(fn) : (fn) => this.db.transaction(fn)
+    await commit(async (c) => {
       for (let i = 0; i < fresh.length; i += BATCH) {
         const part = fresh.slice(i, i + BATCH)
         await c.query('insert into tvix_directories (digest, data) select * from unnest($1::bytea[], $2::bytea[]) on conflict do nothing', [part.map((d) => d.digest), part.map((d) => d.bytes)])
@@ -82,6 +90,7 @@ export class PgDirectoryService implements DirectoryService {
         }
       }
     })
+    for (const d of fresh) this.guard?.rely(relyDir(d.digest))
     return root
   }
 

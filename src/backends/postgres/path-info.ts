@@ -1,3 +1,4 @@
+import type pg from 'pg'
 import { requireDigestLength } from '../../castore/digest.js'
 import type { PathInfo, Signature } from '../../store/path-info.js'
 import { checkPut, keepStored } from '../../store/path-info-admission.js'
@@ -7,6 +8,7 @@ import { withSignatures } from '../../store/signing.js'
 import { DIGEST_LEN } from '../../store/store-path.js'
 import type { CallOptions } from '../../util/call-options.js'
 import type { Db } from './db.js'
+import { relyPath, type WriteGuard } from './sessions.js'
 
 /** PathInfos listed per query: list() pages through the table by digest, holding one page. */
 const PAGE = 1000
@@ -19,22 +21,29 @@ const PAGE = 1000
  * wins is the one stored, and the others are compared with it.
  */
 export class PgPathInfoService implements PathInfoService, SignatureAdding {
+  /** With `guard` (a store with gc), writes are commits and a path found is relied on (sessions.ts). */
   constructor(
     private readonly db: Db,
     private readonly storeDir: string,
+    private readonly guard?: WriteGuard,
   ) {}
+
+  private commit<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.guard ? this.guard.commit(fn) : this.db.transaction(fn)
+  }
 
   async get(digest: Uint8Array, opts?: CallOptions): Promise<PathInfo | undefined> {
     requireDigestLength(digest, DIGEST_LEN)
     opts?.signal?.throwIfAborted()
     const row = (await this.db.query<{ data: Buffer }>('select data from tvix_path_infos where digest = $1', [digest])).rows[0]
+    if (row) this.guard?.rely(relyPath(digest))
     return row && decodePathInfo(row.data)
   }
 
   async put(info: PathInfo, opts?: CallOptions): Promise<PathInfo> {
     const path = checkPut(info)
     opts?.signal?.throwIfAborted()
-    return this.db.transaction(async (c) => {
+    const stored = await this.commit(async (c) => {
       const inserted = await c.query('insert into tvix_path_infos (digest, data) values ($1, $2) on conflict do nothing', [path.digest, encodePathInfo(info)])
       if (inserted.rowCount === 0) {
         const stored = (await c.query<{ data: Buffer }>('select data from tvix_path_infos where digest = $1', [path.digest])).rows[0]!
@@ -45,13 +54,15 @@ export class PgPathInfoService implements PathInfoService, SignatureAdding {
       }
       return info
     })
+    this.guard?.rely(relyPath(path.digest))
+    return stored
   }
 
   /** Read for update, merge, write: concurrent additions queue on the row and all land. */
   async addSignatures(digest: Uint8Array, sigs: Signature[], opts?: CallOptions): Promise<PathInfo | undefined> {
     requireDigestLength(digest, DIGEST_LEN)
     opts?.signal?.throwIfAborted()
-    return this.db.transaction(async (c) => {
+    return this.commit(async (c) => {
       const row = (await c.query<{ data: Buffer }>('select data from tvix_path_infos where digest = $1 for update', [digest])).rows[0]
       if (!row) return undefined
       const stored = decodePathInfo(row.data)

@@ -12,6 +12,10 @@ import type pg from 'pg'
  *   tvix_path_infos         a PathInfo's protobuf by its store path digest, and when it was registered
  *   tvix_path_references    referrer -> reference, indexed both ways: closures and
  *                           referrers (gc marking, `query --referrers`) are queries, not walks
+ *   tvix_gc_epoch           a sequence gc advances before it deletes anything (sessions.ts)
+ *   tvix_gc_roots           named GC roots: name -> store path (roots.ts)
+ *   tvix_leases             who holds temp roots, until when by the server's clock (leases.ts)
+ *   tvix_temp_roots         a lease's temp roots, gone with it
  */
 
 const STEPS: string[] = [
@@ -36,6 +40,26 @@ const STEPS: string[] = [
      primary key (referrer, reference)
    );
    create index tvix_path_references_by_reference on tvix_path_references (reference, referrer);`,
+  `create sequence tvix_gc_epoch;
+   select setval('tvix_gc_epoch', 1);
+   create table tvix_gc_roots (
+     name text primary key,
+     digest bytea not null,
+     path text not null,
+     created_at timestamptz not null default now()
+   );
+   create table tvix_leases (
+     id bigserial primary key,
+     owner text not null,
+     kind text not null,
+     expires_at timestamptz not null
+   );
+   create table tvix_temp_roots (
+     lease bigint not null references tvix_leases (id) on delete cascade,
+     kind text not null,
+     name text not null,
+     primary key (lease, kind, name)
+   );`,
 ]
 
 export const SCHEMA_VERSION = STEPS.length

@@ -28,8 +28,27 @@ const IN_FLIGHT = 8
 const chunkKey = (d: B3Digest) => `chunks/${toHex(d)}`
 const listKey = (d: B3Digest) => `blobs/${toHex(d)}`
 
+/**
+ * How a store with gc sees this service's writes (postgres/sessions.ts):
+ * a put is a write session, every object it found or wrote is relied on,
+ * and a chunk list is published in a commit (sweeps excluded), so a sweep
+ * never runs between a list's publication and gc's listing of the lists.
+ */
+export interface PublishGuard {
+  session<T>(fn: () => Promise<T>): Promise<T>
+  rely(key: string): void
+  commit<T>(fn: () => Promise<T>): Promise<T>
+}
+
 export class S3BlobService implements BlobService {
-  constructor(private readonly s3: S3Client) {}
+  private guard: PublishGuard | undefined
+
+  constructor(readonly s3: S3Client) {}
+
+  /** Called once by the store that collects this bucket's garbage. */
+  attachGuard(guard: PublishGuard): void {
+    this.guard = guard
+  }
 
   async has(d: B3Digest, opts?: CallOptions): Promise<boolean> {
     return (await this.size(d, opts)) !== undefined
@@ -37,8 +56,11 @@ export class S3BlobService implements BlobService {
 
   async size(d: B3Digest, opts?: CallOptions): Promise<number | undefined> {
     requireDigestLength(d)
-    const meta = (await this.s3.head(chunkKey(d), opts)) ?? (await this.s3.head(listKey(d), opts))
+    let key = chunkKey(d)
+    let meta = await this.s3.head(key, opts)
+    if (!meta) meta = await this.s3.head((key = listKey(d)), opts)
     if (!meta) return undefined
+    this.guard?.rely(key)
     const size = Number(meta.size)
     if (!Number.isSafeInteger(size) || size < 0) throw new IntegrityError(`blob ${b3Display(d)} in S3 has no valid size`)
     return size
@@ -73,6 +95,16 @@ export class S3BlobService implements BlobService {
   }
 
   async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
+    return this.guard ? this.guard.session(() => this.write(src, opts)) : this.write(src, opts)
+  }
+
+  /** Creates `key` unless it is there; either way the session relies on it. */
+  private async putObject(key: string, body: Uint8Array, size: number, opts?: CallOptions): Promise<void> {
+    await this.s3.putIfAbsent(key, body, { size: String(size) }, opts)
+    this.guard?.rely(key)
+  }
+
+  private async write(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
     const whole = b3Hasher()
     const chunks: ChunkMeta[] = []
     const uploads = new Set<Promise<void>>()
@@ -81,7 +113,7 @@ export class S3BlobService implements BlobService {
       // A copy: the source may reuse its buffer once we ask for the next piece, and compression runs later on the thread pool.
       const own = Buffer.from(chunk)
       const p = encodeChunk(own)
-        .then((body) => this.s3.putIfAbsent(chunkKey(digest), body, { size: String(own.length) }, opts))
+        .then((body) => this.putObject(chunkKey(digest), body, own.length, opts))
         .then(
           () => {},
           (e) => {
@@ -106,9 +138,11 @@ export class S3BlobService implements BlobService {
     const digest = whole.digest()
     if (chunks.length === 0) {
       // The empty blob: an empty chunk, so that has() finds it like any other.
-      await this.s3.putIfAbsent(chunkKey(digest), await encodeChunk(new Uint8Array(0)), { size: '0' }, opts)
+      await this.putObject(chunkKey(digest), await encodeChunk(new Uint8Array(0)), 0, opts)
     } else if (chunks.length > 1) {
-      await this.s3.putIfAbsent(listKey(digest), encodeChunkList(chunks), { size: String(size) }, opts)
+      const list = encodeChunkList(chunks)
+      const publish = () => this.putObject(listKey(digest), list, size, opts)
+      await (this.guard ? this.guard.commit(publish) : publish())
     }
     return { digest, size }
   }

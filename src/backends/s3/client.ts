@@ -37,6 +37,15 @@ export interface S3Object {
   meta: Record<string, string>
 }
 
+/** An object as a listing shows it. */
+export interface ListedObject {
+  /** Relative to the store's prefix. */
+  key: string
+  size: number
+  /** How long ago it was written, by the server's clock. */
+  ageMs: number
+}
+
 /** Connections to the S3 server: enough for the chunk transfers in flight of a few concurrent calls. */
 const CONNECTIONS = 32
 /** What a later attempt may cure: the server's passing trouble (radosgw answers 503 SlowDown under load). */
@@ -79,15 +88,42 @@ export class S3Client {
 
   /** The keys under `under` (relative to the store's prefix), page by page (ListObjectsV2). */
   async *keys(under: string, opts?: CallOptions): AsyncGenerator<string> {
+    for await (const o of this.objects(under, opts)) yield o.key
+  }
+
+  /**
+   * The objects under `under` with their sizes and ages, page by page.
+   * Ages are by the server's clock (its Date header less LastModified), so a
+   * client whose clock is off cannot make a new object look old.
+   */
+  async *objects(under: string, opts?: CallOptions): AsyncGenerator<ListedObject> {
     const strip = this.addr.prefix ? this.addr.prefix.length + 1 : 0
     let token: string | undefined
     do {
       const q = new URLSearchParams({ 'list-type': '2', prefix: (this.addr.prefix ? `${this.addr.prefix}/` : '') + under })
       if (token) q.set('continuation-token', token)
-      const page = (await this.call('GET', undefined, opts, undefined, {}, q))!.body.toString()
-      for (const m of page.matchAll(/<Key>([^<]*)<\/Key>/g)) yield unescapeXml(m[1]!).slice(strip)
+      const res = (await this.call('GET', undefined, opts, undefined, {}, q))!
+      const page = res.body.toString()
+      const now = Date.parse(res.date ?? '') || Date.now()
+      for (const m of page.matchAll(/<Contents>([\s\S]*?)<\/Contents>/g)) {
+        const c = m[1]!
+        const key = unescapeXml(/<Key>([^<]*)<\/Key>/.exec(c)?.[1] ?? '').slice(strip)
+        const modified = Date.parse(/<LastModified>([^<]*)<\/LastModified>/.exec(c)?.[1] ?? '')
+        yield { key, size: Number(/<Size>(\d+)<\/Size>/.exec(c)?.[1] ?? 0), ageMs: Number.isNaN(modified) ? 0 : now - modified }
+      }
       token = /<IsTruncated>true<\/IsTruncated>/.test(page) ? unescapeXml(/<NextContinuationToken>([^<]*)</.exec(page)?.[1] ?? '') : undefined
     } while (token)
+  }
+
+  /** Deletes up to 1000 objects in one request (DeleteObjects); an object already gone is no error. */
+  async deleteMany(keys: string[], opts?: CallOptions): Promise<void> {
+    if (keys.length === 0) return
+    const full = (k: string) => (this.addr.prefix ? `${this.addr.prefix}/${k}` : k)
+    const body = Buffer.from(`<?xml version="1.0" encoding="UTF-8"?><Delete><Quiet>true</Quiet>${keys.map((k) => `<Object><Key>${escapeXml(full(k))}</Key></Object>`).join('')}</Delete>`)
+    const md5 = createHash('md5').update(body).digest('base64')
+    const res = (await this.call('POST', undefined, opts, body, { 'content-md5': md5, 'content-type': 'application/xml' }, new URLSearchParams({ delete: '' })))!
+    const failed = [...res.body.toString().matchAll(/<Error>([\s\S]*?)<\/Error>/g)].map((m) => m[1]!).filter((e) => !/<Code>NoSuchKey</.test(e))
+    if (failed.length > 0) throw new BackendError(`S3 DeleteObjects ${this.addr.bucket}: ${failed.length} objects not deleted (${/<Code>([^<]*)</.exec(failed[0]!)?.[1] ?? 'error'})`)
   }
 
   async listKeys(under: string, opts?: CallOptions): Promise<string[]> {
@@ -117,7 +153,7 @@ export class S3Client {
    * Undefined for 404 (GET/HEAD/DELETE) and 412 (a conditional PUT that
    * found the object); other refusals are one clear BackendError.
    */
-  private call(method: string, key: string | undefined, opts: CallOptions = {}, body?: Uint8Array, extra: Record<string, string> = {}, query?: URLSearchParams): Promise<{ body: Buffer; meta: Record<string, string> } | undefined> {
+  private call(method: string, key: string | undefined, opts: CallOptions = {}, body?: Uint8Array, extra: Record<string, string> = {}, query?: URLSearchParams): Promise<{ body: Buffer; meta: Record<string, string>; date?: string } | undefined> {
     const url = this.url(key, query)
     const what = `S3 ${method} ${this.addr.bucket}/${key === undefined ? '' : this.addr.prefix ? `${this.addr.prefix}/${key}` : key}`
     const sha = body ? createHash('sha256').update(body).digest('hex') : 'UNSIGNED-PAYLOAD'
@@ -140,7 +176,7 @@ export class S3Client {
           throw new TransientError(`${what}: the answer was cut short: ${(e as Error).message}`, { cause: e })
         }
         const s = res.statusCode
-        if (s >= 200 && s < 300) return { body: data, meta: metaOf(res.headers) }
+        if (s >= 200 && s < 300) return { body: data, meta: metaOf(res.headers), date: typeof res.headers.date === 'string' ? res.headers.date : undefined }
         if (s === 404 && method !== 'PUT' && !/<Code>NoSuchBucket</.test(data.toString())) return undefined
         if (s === 412 && method === 'PUT') return undefined
         const code = /<Code>([^<]*)<\/Code>/.exec(data.toString())?.[1] ?? ''
@@ -155,6 +191,7 @@ export class S3Client {
   }
 }
 
+const escapeXml = (s: string) => s.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c]!)
 const unescapeXml = (s: string) => s.replace(/&(lt|gt|quot|apos|amp);/g, (_, e: string) => ({ lt: '<', gt: '>', quot: '"', apos: "'", amp: '&' })[e]!)
 
 function metaOf(headers: Dispatcher.ResponseData['headers']): Record<string, string> {
