@@ -16,7 +16,9 @@ import { describeBlobService } from './blob-service.js'
 import { describeChunkLists, describeReferrers, describeSignatureAdding, describeStaging } from './capabilities.js'
 import { describeDirectoryService } from './directory-service.js'
 import type { OpenStore } from './harness.js'
+import { describeGarbageCollecting, describeGcRoots } from './gc.js'
 import { describePathInfoService } from './path-info-service.js'
+import { hasGarbageCollecting, hasGcRoots } from '../../src/store/capabilities.js'
 
 const servers = await backendsForTests()
 if (typeof servers === 'string') {
@@ -56,6 +58,19 @@ if (typeof servers === 'string') {
     ['memory blobs + postgres', memoryAndPostgres],
     ['cache: memory in front of s3 + postgres', async () => cacheStore(openMemoryStore(), await s3AndPostgres())],
   ]
+  // gc and GC roots: the S3 + PostgreSQL store offers both (memory blobs + postgres neither: the database cannot see those blobs from elsewhere).
+  const opened: Store[] = []
+  const gcStore = async () => {
+    const store = await s3AndPostgres()
+    opened.push(store)
+    if (!hasGarbageCollecting(store) || !hasGcRoots(store)) throw new Error('the S3 + PostgreSQL store offers no gc or GC roots')
+    return store
+  }
+  const closeAll = async () => {
+    for (const s of opened.splice(0)) await s.close()
+  }
+  describeGarbageCollecting('s3 blobs + postgres', gcStore, closeAll)
+  describeGcRoots('s3 blobs + postgres', gcStore, closeAll)
   for (const [name, open] of backends) {
     describeBlobService(name, open)
     describeChunkLists(name, open)

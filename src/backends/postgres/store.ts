@@ -1,9 +1,10 @@
 import type { BlobService } from '../../castore/blob-service.js'
-import type { GcRootsCapable, TempRootsCapable, WriteSessions } from '../../store/capabilities.js'
+import type { GarbageCollecting, GcOptions, GcReport, GcRootsCapable, TempRootsCapable, WriteSessions } from '../../store/capabilities.js'
 import type { Store, TempRoots } from '../../store/store.js'
 import type { PublishGuard, S3BlobService } from '../s3/blob.js'
 import type { Db } from './db.js'
 import { PgDirectoryService } from './directory.js'
+import { collectSharedGarbage } from './gc.js'
 import { PgTempRoots, leaseTtlMs } from './leases.js'
 import { PgPathInfoService } from './path-info.js'
 import { PgGcRoots } from './roots.js'
@@ -21,7 +22,7 @@ export function isS3Blobs(blobs: BlobService): blobs is S3BlobService {
  * temp roots (leases) in the database, so gc is safe while other machines
  * write (sessions.ts, leases.ts, gc.ts).
  */
-export class SharedStore implements Store, WriteSessions, TempRootsCapable, GcRootsCapable {
+export class SharedStore implements Store, WriteSessions, TempRootsCapable, GcRootsCapable, GarbageCollecting {
   readonly directories: PgDirectoryService
   readonly pathInfos: PgPathInfoService
   readonly roots: PgGcRoots
@@ -52,6 +53,10 @@ export class SharedStore implements Store, WriteSessions, TempRootsCapable, GcRo
 
   tempRoots(): TempRoots {
     return new PgTempRoots(this.db, this.guard, this.ttlMs)
+  }
+
+  collectGarbage(opts: GcOptions): Promise<GcReport> {
+    return collectSharedGarbage({ db: this.db, s3: this.blobs.s3, storeDir: this.storeDir }, opts)
   }
 
   /** Closes the database; the blobs belong to the URL that opened them. */

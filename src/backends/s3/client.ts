@@ -104,7 +104,8 @@ export class S3Client {
       if (token) q.set('continuation-token', token)
       const res = (await this.call('GET', undefined, opts, undefined, {}, q))!
       const page = res.body.toString()
-      const now = Date.parse(res.date ?? '') || Date.now()
+      // Date has whole seconds: the end of that second, so a new object never looks younger than new.
+      const now = (Date.parse(res.date ?? '') || Date.now()) + 999
       for (const m of page.matchAll(/<Contents>([\s\S]*?)<\/Contents>/g)) {
         const c = m[1]!
         const key = unescapeXml(/<Key>([^<]*)<\/Key>/.exec(c)?.[1] ?? '').slice(strip)
