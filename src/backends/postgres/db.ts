@@ -49,6 +49,8 @@ export class Db {
     } catch (e) {
       throw this.failure(e)
     }
+    // A connection lost while checked out is an 'error' event on the client as well as its queries' rejection: unheard, it would end the process.
+    client.on('error', ignore)
     try {
       if (!wrap) return await fn(client)
       await client.query('begin')
@@ -63,6 +65,7 @@ export class Db {
     } catch (e) {
       throw this.failure(e)
     } finally {
+      client.off('error', ignore)
       client.release()
     }
   }
@@ -77,3 +80,5 @@ export class Db {
     return new BackendError(`${this.where}: ${e.message || (e as { code?: string }).code || 'connection failed'}`, { cause: e })
   }
 }
+
+const ignore = () => {}
