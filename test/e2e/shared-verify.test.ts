@@ -198,4 +198,47 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     await st.sql.query('delete from tvix_directories where digest = $1', [st.root])
     await seenAndRepaired(st, [new RegExp(`^${victimLine(st)} cannot be served: directory ${d(st.root)} is missing$`)], [new RegExp(`^removed ${victimLine(st)} \\(directory ${d(st.root)} is gone\\)$`)])
   })
+
+  const built = buildNixClosure(cwd)
+
+  test('a missing references row (a closure copied in through a daemon): seen; repair adds it back, and query --referrers finds the referrer again', { skip: built.skip }, async () => {
+    const { closure } = built
+    const db = await freshDatabase(pgInfo!)
+    closing.push(db.drop)
+    const services = ['--blob-service-addr', await freshBucket(s3!), '--directory-service-addr', db.url, '--path-info-service-addr', db.url]
+    const flags = ['--store', path.join(cwd, 'unused'), ...services]
+    const daemon = await startDaemon(path.join(cwd, 'unused'), `127.0.0.1:${await freePort()}`, services)
+    try {
+      await importNixClosure(closure!, daemon.url)
+    } finally {
+      await daemon.stop()
+    }
+    const cli = (args: string[]) => runCli([...args, ...flags], { cwd })
+    const [top, left] = [closure!.byName['fx-top']!, closure!.byName['fx-left']!]
+    const sql = new pg.Client({ connectionString: db.url })
+    await sql.connect()
+    try {
+      const gone = await sql.query('delete from tvix_path_references where referrer = $1 and reference = $2', [digestOf(top), digestOf(left)])
+      assert.equal(gone.rowCount, 1)
+    } finally {
+      await sql.end()
+    }
+    const referrers = async () => (await cli(['query', '--referrers', left])).stdout.toString().trim().split('\n').filter(Boolean)
+    assert.deepEqual(await referrers(), [], 'without the row, fx-left has no referrer')
+    const problem = new RegExp(`^path '${esc(top)}' is missing from the referrers index of '${esc(left)}'$`)
+    const seen = await cli(['verify'])
+    assert.equal(seen.code, 1, seen.stderr)
+    sameLines(outLines(seen), [problem], 'verify')
+    const repaired = await cli(['verify', '--repair'])
+    assert.equal(repaired.code, 1, repaired.stderr)
+    sameLines(outLines(repaired), [problem, new RegExp(`^added path '${esc(top)}' to the referrers index of '${esc(left)}'$`)], 'verify --repair')
+    const clean = await cli(['verify', '--nar-hash'])
+    assert.equal(clean.code, 0, `${clean.stdout}${clean.stderr}`)
+    assert.deepEqual(await referrers(), [top])
+    for (const p of Object.values(closure!.byName)) {
+      const exported = await cli(['export-nar', p])
+      assert.equal(exported.code, 0, exported.stderr)
+      assert.ok(exported.stdout.equals(NixStore.dump(p)), `${p}: NAR differs from nix-store --dump`)
+    }
+  })
 })
