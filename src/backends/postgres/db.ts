@@ -81,6 +81,8 @@ export class Db {
     } catch (e) {
       throw this.failure(e)
     }
+    // A connection lost while checked out is an 'error' event on the client as well as its queries' rejection: unheard, it would end the process.
+    client.on('error', ignore)
     try {
       if (!wrap) return await fn(client)
       await client.query('begin')
@@ -95,6 +97,7 @@ export class Db {
     } catch (e) {
       throw this.failure(e)
     } finally {
+      client.off('error', ignore)
       client.release()
     }
   }
@@ -109,3 +112,5 @@ export class Db {
     return new BackendError(`${this.where}: ${e.message || (e as { code?: string }).code || 'connection failed'}`, { cause: e })
   }
 }
+
+const ignore = () => {}

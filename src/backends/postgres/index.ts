@@ -9,7 +9,7 @@ import { SharedStore, isS3Blobs } from './store.js'
 export { Db, PgDirectoryService, PgPathInfoService, SharedStore }
 
 /** Directories and PathInfos in one database; `blobs`, where the caller has them, lets Directory puts check file sizes. */
-export async function openPostgres(connectionString: string, storeDir: string, blobs?: Pick<BlobService, 'size'>) {
+export async function openPostgres(connectionString: string, storeDir: string, blobs?: BlobService) {
   const db = await Db.open(connectionString)
   return { directories: new PgDirectoryService(db, blobs), pathInfos: new PgPathInfoService(db, storeDir), storeDir, close: () => db.close() }
 }

@@ -1,5 +1,5 @@
 import type { BlobService } from '../../castore/blob-service.js'
-import type { GarbageCollecting, GcOptions, GcReport, GcRootsCapable, TempRootsCapable, WriteSessions } from '../../store/capabilities.js'
+import type { GarbageCollecting, GcOptions, GcReport, GcRootsCapable, TempRootsCapable, Verifying, VerifyOptions, VerifyReport, WriteSessions } from '../../store/capabilities.js'
 import type { Store, TempRoots } from '../../store/store.js'
 import type { PublishGuard, S3BlobService } from '../s3/blob.js'
 import type { Db } from './db.js'
@@ -9,6 +9,7 @@ import { PgTempRoots, leaseTtlMs } from './leases.js'
 import { PgPathInfoService } from './path-info.js'
 import { PgGcRoots } from './roots.js'
 import { WriteGuard, relyS3 } from './sessions.js'
+import { verifySharedStore } from './verify.js'
 
 /** Blobs this store can enumerate and delete (S3), recognised by what they offer, not their class. */
 export function isS3Blobs(blobs: BlobService): blobs is S3BlobService {
@@ -22,7 +23,7 @@ export function isS3Blobs(blobs: BlobService): blobs is S3BlobService {
  * temp roots (leases) in the database, so gc is safe while other machines
  * write (sessions.ts, leases.ts, gc.ts).
  */
-export class SharedStore implements Store, WriteSessions, TempRootsCapable, GcRootsCapable, GarbageCollecting {
+export class SharedStore implements Store, WriteSessions, TempRootsCapable, GcRootsCapable, GarbageCollecting, Verifying {
   readonly directories: PgDirectoryService
   readonly pathInfos: PgPathInfoService
   readonly roots: PgGcRoots
@@ -57,6 +58,10 @@ export class SharedStore implements Store, WriteSessions, TempRootsCapable, GcRo
 
   collectGarbage(opts: GcOptions): Promise<GcReport> {
     return collectSharedGarbage({ db: this.db, s3: this.blobs.s3, storeDir: this.storeDir }, opts)
+  }
+
+  verify(opts: VerifyOptions): Promise<VerifyReport> {
+    return verifySharedStore({ db: this.db, blobs: this.blobs, inventory: this.blobs.inventory(), directories: this.directories, storeDir: this.storeDir }, opts)
   }
 
   /** Closes the database; the blobs belong to the URL that opened them. */

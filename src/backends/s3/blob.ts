@@ -6,6 +6,7 @@ import type { CallOptions } from '../../util/call-options.js'
 import { inOrder } from '../../util/pool.js'
 import { decodeChunk, decodeChunkList, encodeChunk, encodeChunkList } from './chunk-codec.js'
 import type { S3Client } from './client.js'
+import { CHUNKS, type ChunkInventory, LISTS, S3ChunkInventory } from './inventory.js'
 
 /*
  * Blobs in an S3 bucket, chunked and deduplicated as in the local store:
@@ -25,8 +26,8 @@ import type { S3Client } from './client.js'
 /** Chunk uploads or downloads in flight per blob: bounds memory to a few MAX_CHUNKs and hides the round trips. */
 const IN_FLIGHT = 8
 
-const chunkKey = (d: B3Digest) => `chunks/${toHex(d)}`
-const listKey = (d: B3Digest) => `blobs/${toHex(d)}`
+const chunkKey = (d: B3Digest) => CHUNKS + toHex(d)
+const listKey = (d: B3Digest) => LISTS + toHex(d)
 
 /**
  * How a store with gc sees this service's writes (postgres/sessions.ts):
@@ -48,6 +49,11 @@ export class S3BlobService implements BlobService {
   /** Called once by the store that collects this bucket's garbage. */
   attachGuard(guard: PublishGuard): void {
     this.guard = guard
+  }
+
+  /** The objects one by one, for verify. */
+  inventory(): ChunkInventory {
+    return new S3ChunkInventory(this.s3)
   }
 
   async has(d: B3Digest, opts?: CallOptions): Promise<boolean> {
