@@ -80,6 +80,11 @@ export class TimeoutError extends StoreError {
   readonly code = 'ERR_TIMEOUT'
 }
 
+/** A daemon refused the call: no valid token, or a token without the right (writes need a write token). */
+export class AccessDeniedError extends StoreError {
+  readonly code = 'ERR_ACCESS'
+}
+
 /** The disk (or quota) is full; a retry after freeing space can succeed. */
 export class NoSpaceError extends StoreError {
   readonly code = 'ERR_NO_SPACE'

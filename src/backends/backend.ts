@@ -11,6 +11,14 @@ import type { StoreAddress } from './url-forms.js'
 export type ServiceKind = 'blobs' | 'directories' | 'pathInfos'
 export const SERVICE_KINDS: readonly ServiceKind[] = ['blobs', 'directories', 'pathInfos']
 
+/** How a client proves who it talks to and who it is: for grpc+https and https:// caches, and tokens for daemons. */
+export interface ClientSecurity {
+  /** PEM certificates trusted instead of Node's built-in CA list (`--tls-ca`). */
+  tlsCa?: Buffer
+  /** Sent to daemons as `authorization: Bearer TOKEN` (`--auth-token-file`, TVIX_STORE_TOKEN). */
+  token?: string
+}
+
 export interface OpenContext {
   /** The URL as the user wrote it (for messages). */
   url: string
@@ -24,6 +32,7 @@ export interface OpenContext {
    * not close them.
    */
   blobs?: BlobService
+  client?: ClientSecurity
 }
 
 /**

@@ -4,11 +4,12 @@ import { NotFoundError, UnsupportedError, UsageError } from '../errors.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { inWriteSession, type WriteSessions } from '../store/capabilities.js'
-import { type BackendModule, backendOf, type OpenContext, type OpenedServices, parseStoreUrl, SERVICE_KINDS, type ServiceKind } from './registry.js'
+import { type BackendModule, backendOf, type ClientSecurity, type OpenContext, type OpenedServices, parseStoreUrl, SERVICE_KINDS, type ServiceKind } from './registry.js'
 import type { LocalAddress, StoreAddress } from './url-forms.js'
 
 export { parseStoreUrl } from './registry.js'
 export type { StoreAddress } from './url-forms.js'
+export type { ClientSecurity } from './registry.js'
 
 /** `$XDG_DATA_HOME/tvix-store`, else `~/.local/share/tvix-store`. */
 export function defaultStoreLocation(env = process.env): string {
@@ -28,6 +29,8 @@ export interface OpenStoreOptions {
   cacheUrl?: string
   /** A local store that does not exist yet is an error (NotFoundError), not an empty store: for commands that only read. */
   mustExist?: boolean
+  /** TLS trust and the token for remote stores (daemons, HTTPS caches). */
+  client?: ClientSecurity
 }
 
 /**
@@ -39,7 +42,7 @@ export interface OpenStoreOptions {
 export async function openStore(opts: OpenStoreOptions = {}): Promise<Store> {
   if (opts.cacheUrl === undefined) return openUncached(opts)
   // The cache is filled by reads too, so it is created when missing.
-  const near = await openUncached({ url: opts.cacheUrl, storeDir: opts.storeDir })
+  const near = await openUncached({ url: opts.cacheUrl, storeDir: opts.storeDir, client: opts.client })
   const far = await openUncached(opts).catch(async (e) => {
     await near.close()
     throw e
@@ -74,7 +77,7 @@ async function openUncached(opts: OpenStoreOptions): Promise<Store> {
     // Blobs first: a backend serving the other two services from one URL is given them (OpenContext.blobs).
     for (const [u, { addr, load }] of byUrl) {
       const blobs = u !== urlOf.blobs && urlOf.directories === u && urlOf.pathInfos === u ? opened.get(urlOf.blobs)?.blobs : undefined
-      opened.set(u, await openOne(addr, await load(), { url: u, storeDir, mustExist: opts.mustExist ?? false, blobs }))
+      opened.set(u, await openOne(addr, await load(), { url: u, storeDir, mustExist: opts.mustExist ?? false, blobs, client: opts.client }))
     }
   } catch (e) {
     for (const s of opened.values()) await s.close()

@@ -59,7 +59,7 @@ const BACKENDS: Record<string, BackendEntry> = {
   }),
 }
 
-export { type BackendModule, type OpenContext, type OpenedServices, SERVICE_KINDS, type ServiceKind } from './backend.js'
+export { type BackendModule, type ClientSecurity, type OpenContext, type OpenedServices, SERVICE_KINDS, type ServiceKind } from './backend.js'
 
 /** Every form the registry knows, for messages: "a path, file:///PATH, memory://, …". */
 export function knownForms(): string {

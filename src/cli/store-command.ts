@@ -1,7 +1,7 @@
 import { Command } from '@oclif/core/command'
 import * as Flags from '@oclif/core/flags'
 import type { Interfaces } from '@oclif/core'
-import { openStore } from '../backends/open-store.js'
+import { type ClientSecurity, openStore } from '../backends/open-store.js'
 import { BackendError, NoSpaceError, StoreError, isNoSpace, systemMessage } from '../errors.js'
 import type { Caller } from '../ops/require-capability.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
@@ -9,6 +9,7 @@ import type { Store } from '../store/store.js'
 import { bindSignal } from '../store/bind-signal.js'
 import { interrupted, runInterruptCleanups } from '../util/interrupt.js'
 import { type Failure, reportError } from './report.js'
+import { TOKEN_ENV, clientSecurity } from './client-security.js'
 
 export type StoreFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof StoreCommand)['baseFlags'] & T['flags']>
 export type StoreArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -26,7 +27,7 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
 
   static override baseFlags = {
     store: Flags.string({
-      summary: 'Store URL: a path, file:///abs, memory://, grpc+http://host:port or grpc+unix:///socket.',
+      summary: 'Store URL: a path, file:///abs, memory://, grpc+http(s)://host:port or grpc+unix:///socket.',
       description: 'Defaults to $XDG_DATA_HOME/tvix-store (else ~/.local/share/tvix-store).',
       env: 'TVIX_STORE',
       helpGroup: 'STORE',
@@ -51,6 +52,17 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       env: 'TVIX_CACHE_STORE',
       helpGroup: 'STORE',
     }),
+    'tls-ca': Flags.string({
+      summary: 'Trust these PEM certificates for grpc+https:// daemons and https:// caches, instead of the built-in CA list.',
+      helpValue: 'FILE',
+      env: 'TVIX_STORE_TLS_CA',
+      helpGroup: 'STORE',
+    }),
+    'auth-token-file': Flags.string({
+      summary: `Send the token in FILE to daemons (authorization: Bearer); $${TOKEN_ENV} holds one itself.`,
+      helpValue: 'FILE',
+      helpGroup: 'STORE',
+    }),
     'store-dir': Flags.string({
       summary: 'Store directory that printed store paths live under.',
       env: 'NIX_STORE_DIR',
@@ -63,6 +75,7 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
   protected args!: StoreArgs<T>
   private opened: Store | undefined
   private bound: Store | undefined
+  private security: ClientSecurity | undefined
 
   public override async init(): Promise<void> {
     await super.init()
@@ -105,9 +118,15 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       pathInfoServiceAddr: f['path-info-service-addr'],
       cacheUrl: f['cache-store'],
       mustExist: !(this.ctor as typeof StoreCommand).createsStore,
+      client: this.clientSecurity(),
     })
     if ((this.ctor as typeof StoreCommand).handlesSignals) return this.opened
     return (this.bound ??= bindSignal(this.opened, interrupted))
+  }
+
+  /** TLS trust and token for remote stores, read once (also for the URLs a command opens itself, copy's --from and --to). */
+  protected clientSecurity(): ClientSecurity {
+    return (this.security ??= clientSecurity(this.flags))
   }
 
   /** How an op refusing a capability the store lacks names the command and the store (`store`: a URL other than --store's). */

@@ -48,7 +48,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
     const { argv } = await this.parse(Copy)
     const paths = argv as string[]
     const f = this.flags
-    const to = await openStore({ url: f.to, storeDir: f['store-dir'] })
+    const to = await openStore({ url: f.to, storeDir: f['store-dir'], client: this.clientSecurity() })
     try {
       if (f.root !== undefined) {
         if (paths.length !== 1 || f.closure !== undefined) throw new UsageError('--root needs exactly one STORE_PATH')
@@ -82,7 +82,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
   private async copyPaths(to: Store, paths: string[]): Promise<CopyReport> {
     const f = this.flags
     if (paths.length === 0) throw new UsageError('nothing to copy: give store paths (or --closure FILE)')
-    const from = f.from !== undefined ? await openStore({ url: f.from, storeDir: f['store-dir'], mustExist: true }) : await this.store()
+    const from = f.from !== undefined ? await openStore({ url: f.from, storeDir: f['store-dir'], mustExist: true, client: this.clientSecurity() }) : await this.store()
     try {
       const progress = copyProgress()
       let report: CopyReport

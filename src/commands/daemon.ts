@@ -1,6 +1,8 @@
 import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
-import { DEFAULT_LISTEN, parseListen } from '../daemon/listen.js'
+import { DEFAULT_LISTEN, parseListen, reachableFromElsewhere } from '../daemon/listen.js'
+import { type TlsPair, checkTlsPair } from '../daemon/tls.js'
+import { parseTokenFile } from '../daemon/auth.js'
 import type { CacheOptions } from '../http/cache-handler.js'
 import type { TcpAddress } from '../http/server.js'
 import { readKeyFile } from '../cli/key-file.js'
@@ -26,6 +28,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     '<%= config.bin %> <%= command.id %> --listen 127.0.0.1:9000 --store /var/lib/tvix-store',
     '<%= config.bin %> <%= command.id %> --listen unix:/run/tvix-store.sock',
     '<%= config.bin %> <%= command.id %> --http-listen 127.0.0.1:8080   # nix copy --from http://127.0.0.1:8080 …',
+    '<%= config.bin %> <%= command.id %> --listen 0.0.0.0:8000 --tls-cert cert.pem --tls-key key.pem --auth-file tokens   # grpc+https://HOST:8000',
   ]
   static override handlesSignals = true
   // Serving a new, empty store is normal: its first write creates it, as import's does.
@@ -97,6 +100,23 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: 40,
       min: 0,
     }),
+    'tls-cert': Flags.string({
+      summary: 'Serve gRPC (on TCP) and the binary cache over TLS with this PEM certificate chain; needs --tls-key.',
+      helpValue: 'FILE',
+      dependsOn: ['tls-key'],
+    }),
+    'tls-key': Flags.string({
+      summary: 'The PEM private key of --tls-cert.',
+      helpValue: 'FILE',
+      dependsOn: ['tls-cert'],
+    }),
+    'auth-file': Flags.string({
+      summary: 'Require a bearer token on every gRPC call but health and reflection: lines "read TOKEN" or "write TOKEN" (# comments).',
+      helpValue: 'FILE',
+    }),
+    'insecure-allow-anyone': Flags.boolean({
+      summary: 'Start even though other machines can reach the daemon and write without credentials (--listen without --auth-file, --http-upload without --http-auth-file).',
+    }),
     'gc-interval': Flags.string({
       summary: 'Run gc (orphaned objects only, as plain `gc`) on the served local store every DURATION, e.g. 6h.',
       helpValue: 'DURATION',
@@ -108,8 +128,15 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     const httpFlag = this.flags['http-listen']
     // A bare port is on loopback: a cache reachable from elsewhere is asked for by name.
     const httpListen = httpFlag === undefined ? undefined : parseListen(/^\d+$/.test(httpFlag) ? `127.0.0.1:${httpFlag}` : httpFlag, 'http-listen', true)
+    const anyone = this.flags['insecure-allow-anyone']
     const authFile = this.flags['http-auth-file']
-    const access = httpListen?.kind === 'tcp' ? httpAccess(httpListen.host, this.flags['http-upload'], this.flags['http-private'], authFile === undefined ? undefined : { file: authFile, text: readKeyFile(authFile, 'auth file') }) : undefined
+    const access = httpListen?.kind === 'tcp' ? httpAccess(httpListen.host, this.flags['http-upload'], this.flags['http-private'], authFile === undefined ? undefined : { file: authFile, text: readKeyFile(authFile, 'auth file') }, anyone) : undefined
+    const tokenFile = this.flags['auth-file']
+    if (tokenFile === undefined && reachableFromElsewhere(listen) && !anyone) {
+      throw new UsageError(`--listen ${this.flags.listen}, which other machines can reach, needs --auth-file (else anyone could write to the store; --insecure-allow-anyone to allow it)`)
+    }
+    const tokens = tokenFile === undefined ? undefined : parseTokenFile(readKeyFile(tokenFile, 'auth file'), tokenFile)
+    const tls = this.tlsPair(listen.kind === 'tcp' || httpListen !== undefined)
     const maxNarSize = parseSize(this.flags['max-nar-size'], 'max-nar-size')
     const compression = parseServedCompression(this.flags['http-compression'])
     if (compression !== 'none') {
@@ -143,10 +170,11 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       idleTimeoutMs: idle === 0 ? Number.MAX_SAFE_INTEGER : idle,
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
       maxNarSize,
-    })
-    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }, daemon) : undefined
+    }, { tls, tokens })
+    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }, daemon, tls) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
+    if (tokens) log(`gRPC calls need a token from --auth-file ${tokenFile} (health and reflection are open)`)
     if (gc) log(`gc of orphaned objects every ${every}`)
     const signal = await signalled
     log(`${signal}: stopping (waiting for calls in flight)`)
@@ -155,13 +183,22 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     log('tvix-store daemon stopped')
     stopped = true
   }
+
+  /** --tls-cert and --tls-key, read and checked before anything starts; `tcp`: something is served over TCP to use them. */
+  private tlsPair(tcp: boolean): TlsPair | undefined {
+    const certFile = this.flags['tls-cert']
+    const keyFile = this.flags['tls-key']
+    if (certFile === undefined || keyFile === undefined) return undefined
+    if (!tcp) throw new UsageError('--tls-cert: a unix socket is served without TLS (its file permissions guard it); give a TCP --listen or --http-listen')
+    return checkTlsPair({ cert: Buffer.from(readKeyFile(certFile, 'TLS certificate')), key: Buffer.from(readKeyFile(keyFile, 'TLS key')) }, certFile, keyFile)
+  }
 }
 
 /** The HTTP side; if it cannot listen, the gRPC side already started is stopped before the error is reported. */
-async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }) {
+async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }, tls?: TlsPair) {
   const { startHttpCache } = await import('../http/server.js')
   try {
-    return await startHttpCache(store, listen, log, opts)
+    return await startHttpCache(store, listen, log, opts, tls)
   } catch (e) {
     await daemon.shutdown()
     throw e

@@ -1,5 +1,5 @@
 import fs from 'node:fs'
-import net from 'node:net'
+import net, { isIP } from 'node:net'
 import { dirname } from 'node:path'
 import { NotFoundError, UsageError } from '../errors.js'
 
@@ -39,9 +39,21 @@ export function bindTarget(a: ListenAddress, port = a.kind === 'tcp' ? a.port : 
   return a.host.includes(':') ? `[${a.host}]:${port}` : `${a.host}:${port}`
 }
 
-/** The store URL a client would use for this address. */
-export function clientUrl(a: ListenAddress, port?: number): string {
-  return a.kind === 'unix' ? `grpc+unix://${a.path}` : `grpc+http://${bindTarget(a, port)}`
+/** The store URL a client would use for this address (a unix socket is never served with TLS). */
+export function clientUrl(a: ListenAddress, port?: number, tls = false): string {
+  return a.kind === 'unix' ? `grpc+unix://${a.path}` : `grpc+${tls ? 'https' : 'http'}://${bindTarget(a, port)}`
+}
+
+/** Whether `host` (of --listen or --http-listen) is reachable from this machine only. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true
+  if (isIP(host) === 4) return host.startsWith('127.')
+  return host === '::1' || /^::ffff:127\./i.test(host)
+}
+
+/** Whether other machines can connect: TCP beyond loopback (a unix socket is guarded by its file's permissions). */
+export function reachableFromElsewhere(a: ListenAddress): boolean {
+  return a.kind === 'tcp' && !isLoopback(a.host)
 }
 
 /**

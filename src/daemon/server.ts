@@ -10,6 +10,8 @@ import type { Log } from './calls.js'
 import { directoryHandler } from './directory-handler.js'
 import { HEALTH_SERVICE_NAME, addHealthService } from './health.js'
 import { type ListenAddress, bindFailure, bindTarget, clearStaleSocket, clientUrl } from './listen.js'
+import { type Rights, authInterceptor } from './auth.js'
+import type { SecretSet } from '../util/secret-set.js'
 import { pathInfoHandler } from './path-info-handler.js'
 import { addReflectionService } from './reflection.js'
 import { tempRootsPerConnection } from './temp-roots.js'
@@ -38,6 +40,13 @@ const MAX_STREAMS_PER_CONNECTION = 32
 const KEEPALIVE_TIME_MS = 60_000
 const KEEPALIVE_TIMEOUT_MS = 20_000
 
+/** Who may connect and what they may do: TLS on TCP, and tokens for every call but health and reflection. */
+export interface DaemonSecurity {
+  /** PEM certificate chain and private key (checked by checkTlsPair); a unix socket is served without TLS. */
+  tls?: { cert: Buffer; key: Buffer }
+  tokens?: SecretSet<Rights>
+}
+
 export interface Daemon {
   /** The store URL clients use, with the port actually bound. */
   url: string
@@ -51,7 +60,7 @@ export interface Daemon {
  * sizes are capped explicitly; an oversized message is refused by grpc-js
  * with RESOURCE_EXHAUSTED.
  */
-export async function startDaemon(store: Store, listen: ListenAddress, log: Log, limits: DaemonLimits = DEFAULT_LIMITS): Promise<Daemon> {
+export async function startDaemon(store: Store, listen: ListenAddress, log: Log, limits: DaemonLimits = DEFAULT_LIMITS, security: DaemonSecurity = {}): Promise<Daemon> {
   // Aborted at shutdown: long calls (a NAR render) stop instead of holding it up.
   const stopped = new AbortController()
   const server = new Server({
@@ -61,6 +70,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
     'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
     'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+    interceptors: security.tokens ? [authInterceptor(security.tokens, log)] : [],
   })
   widenReceiveWindow(server)
   const transfers = new Transfers(limits)
@@ -76,8 +86,10 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   addReflectionService(server, [...names, HEALTH_SERVICE_NAME])
 
   if (listen.kind === 'unix') await clearStaleSocket(listen.path)
+  const tls = listen.kind === 'tcp' ? security.tls : undefined
+  const credentials = tls ? ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false) : ServerCredentials.createInsecure()
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(bindTarget(listen), ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(bindTarget(listen), credentials, (err, p) =>
       err ? reject(new BackendError(`cannot listen on ${bindTarget(listen)}: ${bindFailure(err)}`, { cause: err })) : resolve(p),
     )
   })
@@ -85,7 +97,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   watchConnections(server, limits, log)
   let stopping: Promise<void> | undefined
   return {
-    url: clientUrl(listen, port),
+    url: clientUrl(listen, port, tls !== undefined),
     shutdown(graceMs = 10_000) {
       stopping ??= new Promise<void>((resolve) => {
         // Ends open health Watch streams, which would otherwise hold up tryShutdown.

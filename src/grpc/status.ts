@@ -1,5 +1,6 @@
 import { Metadata, status as Status, type ServiceError, type StatusObject } from '@grpc/grpc-js'
 import {
+  AccessDeniedError,
   AlreadyExistsError,
   BackendError,
   ConflictError,
@@ -47,6 +48,9 @@ const STATUS_OF_CLASS: Array<{ cls: StoreErrorClass; status: Status; reads?: tru
   // Retryable by the client, as gRPC defines ABORTED: a concurrent gc took what the call relied on.
   { cls: ConflictError, status: Status.ABORTED, reads: true },
   { cls: TimeoutError, status: Status.DEADLINE_EXCEEDED },
+  // Refusals of the daemon's token check (daemon/auth.ts), which answers before any handler: no trailer.
+  { cls: AccessDeniedError, status: Status.UNAUTHENTICATED, reads: true },
+  { cls: AccessDeniedError, status: Status.PERMISSION_DENIED, reads: true },
   // A full disk is the server's resource, not a bug: the client may retry later.
   { cls: NoSpaceError, status: Status.RESOURCE_EXHAUSTED },
   // The store behind the daemon failed (I/O, a remote): STYLE.md's UNAVAILABLE, retryable.
@@ -103,6 +107,7 @@ export function fromStatus(e: unknown, target: string): Error {
 function messageOf(cls: StoreErrorClass, details: string, target: string): string {
   if (cls === IntegrityError) return `the daemon reports lost data: ${details}`
   if (cls === UnsupportedError) return `the daemon at ${target} does not support this: ${details}`
+  if (cls === AccessDeniedError) return `the tvix-store daemon at ${target} refused the call: ${details}`
   if (cls === ConflictError) return `the daemon at ${target} aborted the write: ${details}`
   if (cls === BackendError || cls === TimeoutError || cls === NoSpaceError) return `the tvix-store daemon at ${target} failed: ${details}`
   return details

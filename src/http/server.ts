@@ -1,8 +1,10 @@
 import http from 'node:http'
+import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { BackendError } from '../errors.js'
 import { type ListenAddress, bindFailure, bindTarget } from '../daemon/listen.js'
 import type { Store } from '../store/store.js'
+import type { TlsPair } from '../daemon/tls.js'
 import { type CacheOptions, type Log, cacheHandler } from './cache-handler.js'
 
 /** Where the cache listens: Nix reaches binary caches over TCP only. */
@@ -15,11 +17,11 @@ export interface HttpCache {
   shutdown(graceMs?: number): Promise<void>
 }
 
-/** Serves `store` as a Nix binary cache over HTTP/1.1 (node:http: what Nix's curl speaks, no framework needed). */
-export async function startHttpCache(store: Store, listen: TcpAddress, log: Log, opts: CacheOptions): Promise<HttpCache> {
+/** Serves `store` as a Nix binary cache over HTTP/1.1 (node:http: what Nix's curl speaks, no framework needed), over TLS given `tls`. */
+export async function startHttpCache(store: Store, listen: TcpAddress, log: Log, opts: CacheOptions, tls?: TlsPair): Promise<HttpCache> {
   const stopped = new AbortController()
   const handler = cacheHandler(store, opts, log, stopped.signal)
-  const server = http.createServer(handler)
+  const server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler)
   // Nix sends every PUT with `Expect: 100-continue`: the handler says "continue" only to an upload it accepts, so a refused one never sends its body.
   server.on('checkContinue', handler)
   await new Promise<void>((resolve, reject) => {
@@ -29,7 +31,7 @@ export async function startHttpCache(store: Store, listen: TcpAddress, log: Log,
   const port = (server.address() as AddressInfo).port
   let stopping: Promise<void> | undefined
   return {
-    url: `http://${bindTarget(listen, port)}`,
+    url: `${tls ? 'https' : 'http'}://${bindTarget(listen, port)}`,
     shutdown(graceMs = 10_000) {
       stopping ??= new Promise<void>((resolve) => {
         stopped.abort(new Error('the daemon is shutting down'))

@@ -16,6 +16,7 @@ import { after, describe, test } from 'node:test'
 import { REPO } from '../helpers/cli.js'
 import { startDaemon } from '../helpers/daemon.js'
 import { runProcess } from '../helpers/spawn.js'
+import { makeTlsFiles, opensslMissing } from '../helpers/tls.js'
 
 /** Debian's interpreter: the one apt's python3-grpcio installs into (not a pyenv shim on PATH). */
 const PYTHON = '/usr/bin/python3'
@@ -42,8 +43,8 @@ if (SKIP) console.log(`python client suite skipped: ${SKIP}`)
 
 /** host:port or unix:/path, as grpcio takes a daemon's URL. */
 function grpcioTarget(url: string): string {
-  // grpc+http://127.0.0.1:PORT -> 127.0.0.1:PORT; grpc+unix:///abs/path -> unix:/abs/path
-  return url.startsWith('grpc+http://') ? url.slice('grpc+http://'.length) : `unix:${url.slice('grpc+unix://'.length)}`
+  // grpc+http(s)://127.0.0.1:PORT -> 127.0.0.1:PORT; grpc+unix:///abs/path -> unix:/abs/path
+  return url.startsWith('grpc+unix://') ? `unix:${url.slice('grpc+unix://'.length)}` : url.replace(/^grpc\+https?:\/\//, '')
 }
 
 describe('independent Python gRPC client (grpcio) against the daemon', { skip: SKIP }, () => {
@@ -53,28 +54,47 @@ describe('independent Python gRPC client (grpcio) against the daemon', { skip: S
     fs.rmSync(root, { recursive: true, force: true })
   })
 
+  const noOpenssl = opensslMissing()
+  if (noOpenssl) console.log(`the python suite over TLS with tokens is skipped: ${noOpenssl}`)
   const transports = [
     // Port 0: the daemon binds a free port itself and reports it, so there is no race for it.
     { name: 'TCP 127.0.0.1', listen: '127.0.0.1:0', socket: undefined },
     { name: 'unix socket', listen: `unix:${path.join(root, 'd.sock')}`, socket: path.join(root, 'd.sock') },
+    // A certificate from a CA made here, a write token for the suite and a read token for AuthTest.
+    { name: 'TCP 127.0.0.1 with TLS and tokens', listen: '127.0.0.1:0', socket: undefined, tls: true, skip: noOpenssl },
   ]
   for (const t of transports) {
-    test(`python3 -m unittest test_daemon over ${t.name}`, async () => {
-      const store = path.join(root, `store-${t.socket ? 'unix' : 'tcp'}`)
-      const d = await startDaemon(store, t.listen)
+    test(`python3 -m unittest test_daemon over ${t.name}`, { skip: t.skip }, async () => {
+      const store = path.join(root, `store-${t.socket ? 'unix' : t.tls ? 'tls' : 'tcp'}`)
+      const secure: Record<string, string> = {}
+      const daemonArgs: string[] = []
+      if (t.tls) {
+        const files = makeTlsFiles(path.join(root, 'tls'))
+        const [write, read] = ['w', 'r'].map((r) => `${r}${crypto.randomUUID().replaceAll('-', '')}`) as [string, string]
+        fs.writeFileSync(path.join(root, 'tokens'), `write ${write}\nread ${read}\n`)
+        daemonArgs.push('--tls-cert', files.cert, '--tls-key', files.key, '--auth-file', path.join(root, 'tokens'))
+        Object.assign(secure, { TVIX_DAEMON_CA: files.ca, TVIX_DAEMON_TOKEN: write, TVIX_DAEMON_READ_TOKEN: read })
+      }
+      const d = await startDaemon(store, t.listen, daemonArgs)
       const target = grpcioTarget(d.url)
       if (t.socket) assert.equal(target, `unix:${t.socket}`)
       else assert.match(target, /^127\.0\.0\.1:[1-9]\d*$/)
+      if (t.tls) assert.match(d.url, /^grpc\+https:/)
 
       const py = await runProcess(PYTHON, ['-m', 'unittest', '-v', 'test_daemon'], {
         cwd: SUITE,
-        env: pythonEnv({ TVIX_DAEMON: target }),
+        env: pythonEnv({ TVIX_DAEMON: target, ...secure }),
       })
       const output = `${py.stdout.toString()}${py.stderr}`
       if (py.code !== 0) console.log(output)
       assert.equal(py.code, 0, `python suite failed (exit ${py.code}):\n${output}\n--- daemon log ---\n${d.log()}`)
       assert.match(py.stderr, /^OK\b/m, output)
-      assert.doesNotMatch(py.stderr, /skipped 'set TVIX_DAEMON/, 'the suite ran against the daemon')
+      assert.doesNotMatch(py.stderr, /skipped 'set TVIX_DAEMON=/, 'the suite ran against the daemon')
+      if (t.tls) {
+        assert.doesNotMatch(py.stderr, /skipped 'set TVIX_DAEMON_TOKEN/, 'AuthTest ran')
+        assert.match(py.stderr, /test_a_read_token \(test_daemon\.AuthTest/)
+        for (const token of [secure.TVIX_DAEMON_TOKEN!, secure.TVIX_DAEMON_READ_TOKEN!]) assert.ok(!d.log().includes(token), 'no token in the daemon log')
+      }
 
       assert.equal(await d.stop(), 0, d.log())
       assert.match(d.log(), /SIGTERM: stopping/)

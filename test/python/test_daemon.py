@@ -7,6 +7,11 @@ python3-protobuf. Run with the system interpreter:
     TVIX_DAEMON=127.0.0.1:PORT /usr/bin/python3 -m unittest -v test_daemon
     TVIX_DAEMON=unix:/path/to.sock /usr/bin/python3 -m unittest -v test_daemon
 
+Against a daemon with --tls-cert and --auth-file, also TVIX_DAEMON_CA=ca.pem
+(the CA to trust), TVIX_DAEMON_TOKEN (a write token, sent with every call)
+and TVIX_DAEMON_READ_TOKEN (a read token): AuthTest then checks the
+statuses of calls without a token, with a wrong one and with the read one.
+
 Expected values come from /work/shared/SPEC.md (sections 1, 2, 3 and the
 worked examples of 4 and 5), never from the daemon's own code. Every test
 uploads what it needs first (uploads are idempotent), so tests are
@@ -285,13 +290,28 @@ def raw_unary(method):
     return CHANNEL.unary_unary(method, request_serializer=None, response_deserializer=None)
 
 
+def open_channel(token):
+    """A channel to TVIX_DAEMON: over TLS trusting TVIX_DAEMON_CA if set, sending `token` (if any) as a bearer token."""
+    target = os.environ["TVIX_DAEMON"]
+    ca = os.environ.get("TVIX_DAEMON_CA")
+    if ca is None:
+        # grpcio sends call credentials (the token) only over TLS.
+        assert token is None, "TVIX_DAEMON_TOKEN needs TVIX_DAEMON_CA"
+        return grpc.insecure_channel(target)
+    with open(ca, "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    if token is not None:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(target, creds)
+
+
 def setUpModule():
     global S, CHANNEL
     target = os.environ.get("TVIX_DAEMON")
     if not target:
         raise unittest.SkipTest("set TVIX_DAEMON=HOST:PORT or unix:/path/to.sock")
     S = tvix_stubs.load()
-    CHANNEL = grpc.insecure_channel(target)
+    CHANNEL = open_channel(os.environ.get("TVIX_DAEMON_TOKEN"))
     grpc.channel_ready_future(CHANNEL).result(timeout=30)
 
 
@@ -1139,6 +1159,51 @@ class ReflectionTest(Case):
         for f in desc.fields:
             if f.message_type is not None:
                 self.assertMessageMatchesLocal(f.message_type, seen)
+
+
+
+# --- tokens (a daemon with --auth-file) ------------------------------------------------
+
+class AuthTest(Case):
+    """No token or a wrong one: UNAUTHENTICATED; a read token on a Put: PERMISSION_DENIED; health and reflection open."""
+
+    def setUp(self):
+        if not os.environ.get("TVIX_DAEMON_READ_TOKEN"):
+            self.skipTest("set TVIX_DAEMON_TOKEN and TVIX_DAEMON_READ_TOKEN for a daemon with --auth-file")
+        self.channels = []
+
+    def tearDown(self):
+        for c in self.channels:
+            c.close()
+
+    def channel(self, token):
+        c = open_channel(token)
+        self.channels.append(c)
+        return c
+
+    def test_without_a_valid_token(self):
+        for token in [None, "wrong-token-0123456789abcdef"]:
+            c = self.channel(token)
+            stat = S.blob_grpc.BlobServiceStub(c).Stat
+            self.assertStatus(C.UNAUTHENTICATED, stat, S.blob.StatBlobRequest(digest=HW_B3), timeout=TIMEOUT)
+            put = S.blob_grpc.BlobServiceStub(c).Put
+            self.assertStatus(C.UNAUTHENTICATED, put, iter([S.blob.BlobChunk(data=HW)]), timeout=TIMEOUT)
+            listing = S.rpc_pathinfo_grpc.PathInfoServiceStub(c).List
+            self.assertStatus(C.UNAUTHENTICATED, listing, S.rpc_pathinfo.ListPathInfoRequest(), timeout=TIMEOUT)
+            health = S.health_grpc.HealthStub(c).Check(S.health.HealthCheckRequest(service=""), timeout=TIMEOUT)
+            self.assertEqual(health.status, S.health.HealthCheckResponse.SERVING)
+            reflection = S.reflection_grpc.ServerReflectionStub(c).ServerReflectionInfo
+            answers = list(reflection(iter([S.reflection.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT))
+            self.assertIn("tvix.castore.v1.BlobService", [s.name for s in answers[0].list_services_response.service])
+
+    def test_a_read_token(self):
+        c = self.channel(os.environ["TVIX_DAEMON_READ_TOKEN"])
+        assert put_blob([HW]) == HW_B3  # with the write token of CHANNEL
+        self.assertEqual(len(S.blob_grpc.BlobServiceStub(c).Stat(S.blob.StatBlobRequest(digest=HW_B3), timeout=TIMEOUT).chunks), 0)
+        self.assertEqual([m.data for m in S.blob_grpc.BlobServiceStub(c).Read(S.blob.ReadBlobRequest(digest=HW_B3), timeout=TIMEOUT)], [HW])
+        self.assertStatus(C.PERMISSION_DENIED, S.blob_grpc.BlobServiceStub(c).Put, iter([S.blob.BlobChunk(data=HW)]), timeout=TIMEOUT)
+        self.assertStatus(C.PERMISSION_DENIED, S.directory_grpc.DirectoryServiceStub(c).Put, iter([empty_dir()]), timeout=TIMEOUT)
+        self.assertStatus(C.PERMISSION_DENIED, S.rpc_pathinfo_grpc.PathInfoServiceStub(c).Put, hw_pathinfo(), timeout=TIMEOUT)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,12 @@ import { Status } from '../../grpc/status.js'
 const STREAM_WINDOW = 16 * 1024 * 1024
 const SESSION_WINDOW = 64 * 1024 * 1024
 
+/** How to reach a daemon: TLS (trusting `ca`, else Node's built-in CA list) and the bearer token sent with every call. */
+export interface Connection {
+  tls?: { ca?: Buffer }
+  token?: string
+}
+
 export interface CallFailure extends Error {
   code: Status
   details: string
@@ -37,13 +43,18 @@ export class H2Streams {
     /** grpc-js target syntax: `unix:/path` or `host:port`. */
     private readonly target: string,
     private readonly maxMessageBytes: number,
+    private readonly connection: Connection = {},
   ) {}
 
   private connect(): ClientHttp2Session {
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session
     const unix = this.target.startsWith('unix:') ? this.target.slice('unix:'.length) : undefined
-    const session = http2.connect(unix ? 'http://localhost' : `http://${this.target}`, {
+    const tls = unix ? undefined : this.connection.tls
+    const session = http2.connect(unix ? 'http://localhost' : `${tls ? 'https' : 'http'}://${this.target}`, {
       ...(unix ? { createConnection: () => net.connect(unix) } : {}),
+      ...(tls?.ca ? { ca: tls.ca } : {}),
+      // No SNI for an address (RFC 6066; Node warns): the certificate is still checked against it.
+      ...(tls && net.isIP(new URL(`https://${this.target}`).hostname.replace(/^\[|\]$/g, '')) ? { servername: '' } : {}),
       settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
     })
     session.once('connect', () => session.setLocalWindowSize(SESSION_WINDOW))
@@ -64,7 +75,11 @@ export class H2Streams {
     let session: ClientHttp2Session
     try {
       session = this.connect()
-      stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' }, { signal })
+      const token = this.connection.token
+      stream = session.request(
+        { ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+        { signal },
+      )
     } catch (e) {
       throw failure(Status.UNAVAILABLE, `Last error: ${(e as Error).message}`)
     }
@@ -169,7 +184,9 @@ interface Call {
 function streamFailure(e: unknown, signal?: AbortSignal): unknown {
   if (signal?.aborted) return signal.reason
   const err = e as NodeJS.ErrnoException
-  return failure(err.code === 'ERR_HTTP2_STREAM_ERROR' ? Status.INTERNAL : Status.UNAVAILABLE, `Last error: ${err.message}`)
+  // A connection that failed (refused, a certificate not trusted) cancels the streams waiting for it: its reason is the cause.
+  const why = err.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause.message : err.message
+  return failure(err.code === 'ERR_HTTP2_STREAM_ERROR' ? Status.INTERNAL : Status.UNAVAILABLE, `Last error: ${why}`)
 }
 
 /** After the last DATA: the call's status, thrown unless OK. */

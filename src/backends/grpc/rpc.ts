@@ -1,9 +1,11 @@
-import { Client, credentials, type ClientReadableStream, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js'
+import { Client, InterceptingCall, credentials, type ClientReadableStream, type ClientWritableStream, type Interceptor, type ServiceError } from '@grpc/grpc-js'
 import { once } from 'node:events'
 import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../grpc/definitions.js'
 import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
 import { abortable, whenAborted } from '../../util/abortable.js'
-import { H2Streams } from './h2-stream.js'
+import { type Connection, H2Streams } from './h2-stream.js'
+
+export type { Connection }
 import type { CallOptions } from '../../util/call-options.js'
 
 /**
@@ -18,6 +20,35 @@ const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024
 const ABORT_BYTES = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])
 const ABORT = Symbol('abort')
 
+
+/**
+ * grpc-js sends the host of a `grpc+https://ADDRESS:PORT` as the TLS server
+ * name even when it is an address, and Node warns about that (DEP0123) on
+ * stderr, where the CLI promises one error line at most. The certificate is
+ * still checked against the address; only that warning is dropped.
+ */
+let quietIpServername = false
+function silenceIpServernameWarning(): void {
+  if (quietIpServername) return
+  quietIpServername = true
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void
+  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' ? (rest[0] as { code?: string } | undefined)?.code : rest[1]
+    if (code !== 'DEP0123') emit(warning, ...rest)
+  }) as typeof process.emitWarning
+}
+
+/** Adds `authorization: Bearer TOKEN` to every call's metadata (also over plain HTTP/2: a unix socket, loopback). */
+function bearer(token: string): Interceptor {
+  return (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${token}`)
+        next(metadata, listener)
+      },
+    })
+}
+
 export class RpcClient {
   private readonly client: Client
   /** Server streams that run by the thousand (blob Reads), without grpc-js's per-call set-up. */
@@ -27,14 +58,18 @@ export class RpcClient {
     readonly target: string,
     /** For messages: how the user wrote the address. */
     readonly display: string,
+    connection: Connection = {},
   ) {
-    this.client = new Client(target, credentials.createInsecure(), {
+    if (connection.tls) silenceIpServernameWarning()
+    const channel = connection.tls ? credentials.createSsl(connection.tls.ca ?? null) : credentials.createInsecure()
+    this.client = new Client(target, channel, {
+      interceptors: connection.token === undefined ? [] : [bearer(connection.token)],
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       // HTTP/2's default 64 KiB window caps a blob read at ~250 MB/s on loopback.
       'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
     })
-    this.lean = new H2Streams(target, MAX_MESSAGE_BYTES)
+    this.lean = new H2Streams(target, MAX_MESSAGE_BYTES, connection)
   }
 
   private method(service: ServiceName, name: string) {

@@ -19,6 +19,11 @@ export function splitCredentials(url: URL): { base: URL; auth?: string } {
   return { base, auth: `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}` }
 }
 
+/** undici's connect options for a private CA (none: its defaults, Node's built-in CA list). */
+export function tlsConnect(tlsCa?: Buffer): { connect?: { ca: Buffer } } {
+  return tlsCa ? { connect: { ca: tlsCa } } : {}
+}
+
 /**
  * An HTTP(S) binary cache read with undici: keep-alive connections, bounded
  * per origin, redirects followed (as curl does for Nix), the call's signal
@@ -26,13 +31,16 @@ export function splitCredentials(url: URL): { base: URL; auth?: string } {
  * credentials (`http://user:pass@host`) sent as Basic auth.
  */
 export class HttpTransport implements CacheTransport {
-  private readonly agent = new Agent({ connections: CONNECTIONS, keepAliveTimeout: 10_000 })
-  private readonly dispatcher: Dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }))
+  private readonly agent: Agent
+  private readonly dispatcher: Dispatcher
   private readonly base: URL
   private readonly auth?: string
 
-  constructor(url: URL) {
+  /** `tlsCa`: PEM certificates trusted for https instead of Node's built-in CA list. */
+  constructor(url: URL, tlsCa?: Buffer) {
     ;({ base: this.base, auth: this.auth } = splitCredentials(url))
+    this.agent = new Agent({ connections: CONNECTIONS, keepAliveTimeout: 10_000, ...tlsConnect(tlsCa) })
+    this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }))
   }
 
   async open(rel: string, opts: CallOptions = {}): Promise<CacheFile | undefined> {

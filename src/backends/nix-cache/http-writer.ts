@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream'
 import { Agent, request } from 'undici'
 import { BackendError } from '../../errors.js'
 import type { CacheWriter } from './cache-writer.js'
-import { ABSENT, RETRY, splitCredentials } from './http-transport.js'
+import { ABSENT, RETRY, splitCredentials, tlsConnect } from './http-transport.js'
 import { TransientError, withRetries } from './transport.js'
 
 /** Connections per cache, as Nix's http-connections bounds its own. */
@@ -37,7 +37,11 @@ export class HttpCacheWriter implements CacheWriter {
   private readonly auth: string | undefined
   private agent: Agent | undefined
 
-  constructor(url: URL) {
+  /** `tlsCa`: PEM certificates trusted for https instead of Node's built-in CA list. */
+  constructor(
+    url: URL,
+    private readonly tlsCa?: Buffer,
+  ) {
     ;({ base: this.base, auth: this.auth } = splitCredentials(url))
     this.display = this.base.href.replace(/\/$/, '')
   }
@@ -83,7 +87,7 @@ export class HttpCacheWriter implements CacheWriter {
   /** One request, its answer read whole (these answers are a few lines); retried as Nix retries. */
   private send(method: 'GET' | 'HEAD' | 'PUT', name: string, body: Body | undefined, signal?: AbortSignal): Promise<Answer> {
     const url = new URL(name, this.base)
-    const agent = (this.agent ??= new Agent({ connections: CONNECTIONS }))
+    const agent = (this.agent ??= new Agent({ connections: CONNECTIONS, ...tlsConnect(this.tlsCa) }))
     return withRetries(async () => {
       let answer: Answer
       try {

@@ -7,5 +7,8 @@ export { NixCacheStore }
 
 /** The registry's entry point: a Nix binary cache, read as a store (mustExist: its nix-cache-info is read at once). */
 export const backend: BackendModule<NixCacheAddress> = {
-  open: async (addr, ctx) => withNarSink(await NixCacheStore.open(addr.cache, ctx.storeDir, { mustExist: ctx.mustExist }), addr.cache, ctx.storeDir),
+  open: async (addr, ctx) => {
+    const tlsCa = ctx.client?.tlsCa
+    return withNarSink(await NixCacheStore.open(addr.cache, ctx.storeDir, { mustExist: ctx.mustExist, tlsCa }), addr.cache, ctx.storeDir, tlsCa)
+  },
 }

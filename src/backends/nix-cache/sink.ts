@@ -45,15 +45,15 @@ function readSecretKeyFile(file: string): string {
   }
 }
 
-/** The sink of a cache URL: its writer (folder or HTTP, whose undici is loaded only then) and its settings, read when first used. */
-export async function openNarSink(cache: CacheUrl, storeDir: string): Promise<CacheNarSink> {
-  const writer = cache.location.kind === 'file' ? new FolderCacheWriter(cache.location.dir) : new (await import('./http-writer.js')).HttpCacheWriter(cache.location.base)
+/** The sink of a cache URL: its writer (folder or HTTP, whose undici is loaded only then; `tlsCa` trusted for https) and its settings, read when first used. */
+export async function openNarSink(cache: CacheUrl, storeDir: string, tlsCa?: Buffer): Promise<CacheNarSink> {
+  const writer = cache.location.kind === 'file' ? new FolderCacheWriter(cache.location.dir) : new (await import('./http-writer.js')).HttpCacheWriter(cache.location.base, tlsCa)
   return new CacheNarSink(writer, storeDir, () => sinkSettings(cache.params))
 }
 
 /** `store` (a binary cache opened as a store) with the cache's NarSink, closed with it. */
-export async function withNarSink<S extends Store>(store: S, cache: CacheUrl, storeDir: string): Promise<S & NarSinkCapable> {
-  const narSink = await openNarSink(cache, storeDir)
+export async function withNarSink<S extends Store>(store: S, cache: CacheUrl, storeDir: string, tlsCa?: Buffer): Promise<S & NarSinkCapable> {
+  const narSink = await openNarSink(cache, storeDir, tlsCa)
   const close = store.close.bind(store)
   return Object.assign(store, {
     narSink,

@@ -46,9 +46,9 @@ export class NixCacheStore implements Store, NarSource {
     this.pathInfos = new NixCachePathInfoService(this)
   }
 
-  static async open(cache: CacheUrl, storeDir: string, opts: { mustExist: boolean }): Promise<NixCacheStore> {
+  static async open(cache: CacheUrl, storeDir: string, opts: { mustExist: boolean; tlsCa?: Buffer }): Promise<NixCacheStore> {
     // undici only for an HTTP cache: loading this backend costs 0.13 s of CPU without it, 0.31 s with it.
-    const transport = cache.location.kind === 'file' ? new FileTransport(cache.location.dir) : new (await import('./http-transport.js')).HttpTransport(cache.location.base)
+    const transport = cache.location.kind === 'file' ? new FileTransport(cache.location.dir) : new (await import('./http-transport.js')).HttpTransport(cache.location.base, opts.tlsCa)
     const tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-nix-cache-'))
     // An interrupted command exits without closing its stores: the folder goes all the same.
     onInterrupt(() => fs.rmSync(tempDir, { recursive: true, force: true }))
