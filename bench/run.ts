@@ -605,7 +605,7 @@ async function main(): Promise<void> {
       gcSeconds = (performance.now() - t0) / 1000
     }
 
-    const shared: SharedResult | undefined = PARTS.has('shared') ? await benchShared({ bin: BIN, repo: REPO, tmpRoot, reps: REPS, env: OUR_ENV, trees, stats, run: (args, stdout, env) => exec('ours', args, { stdout, rss: true, env }), check, rmTree }) : undefined
+    const shared: SharedResult | undefined = PARTS.has('shared') ? await benchShared({ bin: BIN, repo: REPO, tmpRoot, reps: REPS, env: OUR_ENV, trees, stats, makeManySmall, run: (args, stdout, env) => exec('ours', args, { stdout, rss: true, env }), check, rmTree }) : undefined
 
     const totalSeconds = (performance.now() - started) / 1000
     const ticks1 = ticks0 ? cpuTicks() : undefined

@@ -31,6 +31,16 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { AwsClient } from 'aws4fetch'
+import { openStore } from '../src/backends/open-store.js'
+import { openPostgres } from '../src/backends/postgres/index.js'
+import { parseStoreUrl } from '../src/backends/registry.js'
+import type { S3Address } from '../src/backends/s3/address.js'
+import { S3BlobService } from '../src/backends/s3/blob.js'
+import { credentialsFromEnv, S3Client } from '../src/backends/s3/client.js'
+import { toHex } from '../src/castore/digest.js'
+import type { Directory } from '../src/castore/node.js'
+import { parseBasename } from '../src/store/store-path.js'
+import { forEachLimit } from '../src/util/pool.js'
 import { type BackendsInfo, backendsDir, missingPrograms, startBackends } from '../test/helpers/servers.js'
 import { freshBucket, freshDatabase } from '../test/helpers/suite-servers.js'
 import { type BenchDaemon, cpuSeconds, startDaemon } from './daemon.js'
@@ -43,6 +53,12 @@ const MiB = 1024 * 1024
 const GC_FILES = sized(100_000, 2_000)
 const GC_PATHS = 4
 const GC_DIR_FILES = sized(500, 50)
+/**
+ * Files of many-small under BENCH_QUICK=1: the daemon part's 1,000 would
+ * take a minute of CPU here alone (S3 + PostgreSQL costs ~10 ms of CPU a
+ * small file through a daemon), past the quick run's ~40 s.
+ */
+const QUICK_SMALL = 300
 /** The issue's target for two releases of a tree on S3. */
 const TWO_RELEASES: Target = { text: 'ours ≤ 1.15×', ok: (v) => v.ratio !== undefined && v.ratio <= 1.15 }
 
@@ -56,6 +72,8 @@ export interface SharedBenchContext {
   /** The daemon part's trees, by name, and their sizes. */
   trees: Record<string, string>
   stats: Record<string, { bytes: number }>
+  /** bench/run.ts's generator of many-small: under BENCH_QUICK=1 the part makes its own of QUICK_SMALL files. */
+  makeManySmall(root: string, count: number): void
   /** Runs our CLI with `env` (wall spawn → exit, CPU of the process); rejects on a non-zero exit with its stderr. */
   run(args: string[], stdout: 'pipe' | 'hash' | number, env: NodeJS.ProcessEnv): Promise<{ ms: number; cpuMs?: number; stdout: string; sha256?: string }>
   check(name: string, ok: boolean, detail: string): void
@@ -289,6 +307,13 @@ function median(xs: number[]): number | undefined {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
 }
 
+/** Bytes of the regular files under `p`. */
+function treeBytes(p: string): number {
+  const st = fs.lstatSync(p)
+  if (st.isDirectory()) return fs.readdirSync(p).reduce((a, n) => a + treeBytes(path.join(p, n)), 0)
+  return st.isFile() ? st.size : 0
+}
+
 const ratioText = (a: number | undefined, b: number | undefined) => (a === undefined || !b ? '–' : (a / b).toFixed(2))
 
 // ---------------------------------------------------------------- the gc store
@@ -300,6 +325,50 @@ function makeGcTree(root: string, tag: string, files: number): void {
     fs.mkdirSync(dir, { recursive: true })
     for (let f = 0; f < GC_DIR_FILES && d * GC_DIR_FILES + f < files; f++) fs.writeFileSync(path.join(dir, `f${f}`), `${tag} ${d} ${f}\n`)
   }
+}
+
+/** Blob PUTs in flight while the gc store is filled (S3Client keeps 32 connections). */
+const FILL_PUTS = 32
+
+/**
+ * Fills the gc store with `trees`, returning their store paths: imported by
+ * the CLI into a local store (seconds), then copied by the engine
+ * in-process, each blob one conditional PUT with FILL_PUTS in flight, each
+ * path's Directories in one putClosure, then its PathInfo. `import` on S3 +
+ * PostgreSQL checks every file twice (two HEADs besides its PUT, ~9 ms of
+ * client CPU a file here), which would make 100k files most of an hour.
+ * Set-up only: gc is what is timed.
+ */
+async function fillGcStore(ctx: SharedBenchContext, store: SharedStore, trees: string[]): Promise<string[]> {
+  const local = path.join(ctx.tmpRoot, 'shared-gc-local')
+  const paths = (await ctx.run(['import', '--store', local, ...trees], 'pipe', ctx.env)).stdout.trim().split('\n')
+  const from = await openStore({ url: local })
+  const s3 = new S3Client(parseStoreUrl(store.s3Url) as S3Address, credentialsFromEnv(store.s3Url))
+  const blobs = new S3BlobService(s3)
+  // Without the blobs: the Directory puts would HEAD every file again.
+  const meta = await openPostgres(store.pgUrl, from.storeDir)
+  try {
+    for (const p of paths) {
+      const info = (await from.pathInfos.get(parseBasename(path.basename(p)).digest))!
+      const dirs: Directory[] = []
+      if (info.node.kind === 'directory') for await (const d of from.directories.getClosure(info.node.digest)) dirs.push(d)
+      const files = new Map(dirs.flatMap((d) => d.files.map((f) => [toHex(f.digest), f.digest] as const)))
+      await forEachLimit(files.values(), FILL_PUTS, async (digest) => {
+        const parts: Uint8Array[] = []
+        for await (const c of (await from.blobs.open(digest))!) parts.push(c)
+        await blobs.put(parts)
+      })
+      // getClosure gives parents before children; putClosure wants leaves first.
+      await meta.directories.putClosure(dirs.reverse())
+      await meta.pathInfos.put(info)
+    }
+  } finally {
+    await from.close()
+    await s3.close()
+    await meta.close()
+    ctx.rmTree(local)
+  }
+  return paths
 }
 
 /** What an ERR_UNSUPPORTED refusal (`--json`: one JSON error line) says, or undefined for any other failure. */
@@ -335,14 +404,8 @@ async function gcStore(ctx: SharedBenchContext, servers: Servers): Promise<GcFig
     const per = Math.ceil(GC_FILES / GC_PATHS)
     const trees = Array.from({ length: GC_PATHS }, (_, i) => path.join(work, `t${i}`))
     trees.forEach((t, i) => makeGcTree(t, `t${i}`, per))
-    const paths: string[] = []
-    // Two imports at a time: 100k S3 PUTs in a few minutes.
-    for (let i = 0; i < GC_PATHS; i += 2) {
-      const out = await Promise.all(
-        trees.slice(i, i + 2).map((t, j) => ctx.run(['import', ...(rooted && i + j < GC_PATHS / 2 ? ['--root', `bench-${i + j}`] : []), t, ...store.flags], 'pipe', env)),
-      )
-      paths.push(...out.map((r) => r.stdout.trim()))
-    }
+    const paths = await fillGcStore(ctx, store, trees)
+    if (rooted) for (const [i, p] of paths.slice(0, GC_PATHS / 2).entries()) await ctx.run(['roots', 'add', `bench-${i}`, p, ...store.flags], 'pipe', env)
     ctx.rmTree(work)
     const before = await servers.usage(store.bucket)
     const pg = await servers.pgRows(store.pgUrl)
@@ -396,20 +459,27 @@ export async function benchShared(ctx: SharedBenchContext): Promise<SharedResult
 
 async function timedWays(ctx: SharedBenchContext, servers: Servers, result: SharedResult): Promise<void> {
   for (const name of ['many-small', 'few-large']) {
-    const tree = ctx.trees[name]
+    let tree = ctx.trees[name]
     if (!tree) continue
-    const mib = ctx.stats[name]!.bytes / MiB
-    console.error(`[shared] import and export-nar ${name} ×${ctx.reps}: ${WAYS.join(', ')} (fresh bucket + database or store each)`)
+    let bytes = ctx.stats[name]!.bytes
+    if (QUICK && name === 'many-small') {
+      tree = path.join(ctx.tmpRoot, 'inputs', `shared-many-small-${QUICK_SMALL}`)
+      ctx.makeManySmall(tree, QUICK_SMALL)
+      bytes = treeBytes(tree)
+    }
+    const mib = bytes / MiB
+    const shown = tree === ctx.trees[name] ? name : `${name} (${QUICK_SMALL} files)`
+    console.error(`[shared] import and export-nar ${shown} ×${ctx.reps}: ${WAYS.join(', ')} (fresh bucket + database or store each)`)
     const runs: Record<Way, WayRun[]> = { 'daemon on S3+PG': [], 'daemon on local': [], 'CLI on S3+PG': [] }
     for (let rep = 0; rep < ctx.reps; rep++) {
       // Rotate the order, so no way always runs first (or on another's leftovers).
       for (const way of [...WAYS.slice(rep % 3), ...WAYS.slice(0, rep % 3)]) runs[way].push(await oneWay(ctx, servers, way, tree, rep === 0))
     }
     const all = WAYS.flatMap((w) => runs[w])
-    ctx.check(`shared: ${name} gets one store path and one NAR every way`, new Set(all.map((r) => r.storePath)).size === 1 && new Set(all.map((r) => r.nar)).size === 1, WAYS.map((w) => `${w}: ${runs[w].map((r) => `${r.storePath} ${r.nar.slice(0, 12)}`).join(', ')}`).join('; '))
+    ctx.check(`shared: ${shown} gets one store path and one NAR every way`, new Set(all.map((r) => r.storePath)).size === 1 && new Set(all.map((r) => r.nar)).size === 1, WAYS.map((w) => `${w}: ${runs[w].map((r) => `${r.storePath} ${r.nar.slice(0, 12)}`).join(', ')}`).join('; '))
 
     for (const op of ['import', 'export'] as const) {
-      const label = `${op === 'import' ? 'import' : 'export-nar'} ${name}`
+      const label = `${op === 'import' ? 'import' : 'export-nar'} ${shown}`
       const figures: [string, (s: Step) => number | undefined, boolean][] = [
         ['', (s) => s.ms, true],
         [', client CPU', (s) => s.clientCpuMs, true],
@@ -427,15 +497,15 @@ async function timedWays(ctx: SharedBenchContext, servers: Servers, result: Shar
     const [daemon, cli] = [runs['daemon on S3+PG'][0]!, runs['CLI on S3+PG'][0]!]
     for (const op of ['import', 'export'] as const) {
       const per = (r: WayRun) => requestsOf(r[op].s3!) / mib
-      result.storeRows.push({ figure: `S3 requests per MiB ${op === 'import' ? 'imported' : 'exported'}, ${name}: through the daemon | CLI`, cells: [per(daemon).toFixed(1), per(cli).toFixed(1), ratioText(per(daemon), per(cli))] })
-      result.notes.push(`S3 requests, ${op} ${name} (${mib.toFixed(1)} MiB): daemon ${breakdown(daemon[op].s3!)}; CLI ${breakdown(cli[op].s3!)}`)
+      result.storeRows.push({ figure: `S3 requests per MiB ${op === 'import' ? 'imported' : 'exported'}, ${shown}: through the daemon | CLI`, cells: [per(daemon).toFixed(1), per(cli).toFixed(1), ratioText(per(daemon), per(cli))] })
+      result.notes.push(`S3 requests, ${op} ${shown} (${mib.toFixed(1)} MiB): daemon ${breakdown(daemon[op].s3!)}; CLI ${breakdown(cli[op].s3!)}`)
     }
     const stored = daemon.bucket!
-    result.storeRows.push({ figure: `bytes stored in S3 vs imported, ${name} (${stored.objects} objects)`, cells: [fmt(stored.bytes, 'bytes'), fmt(ctx.stats[name]!.bytes, 'bytes'), ratioText(stored.bytes, ctx.stats[name]!.bytes)] })
+    result.storeRows.push({ figure: `bytes stored in S3 vs imported, ${shown} (${stored.objects} objects)`, cells: [fmt(stored.bytes, 'bytes'), fmt(bytes, 'bytes'), ratioText(stored.bytes, bytes)] })
     const pg = daemon.pg!
     const rows = Object.values(pg.rows).reduce((a, n) => a + n, 0)
-    result.storeRows.push({ figure: `PostgreSQL rows per path, ${name} (1 path)`, cells: [String(rows), '–', '–'] })
-    result.notes.push(`PostgreSQL, ${name}: ${Object.entries(pg.rows).map(([t, n]) => `${t} ${n}`).join(', ')}; ${fmt(pg.bytes, 'bytes')} of tables and indexes`)
+    result.storeRows.push({ figure: `PostgreSQL rows per path, ${shown} (1 path)`, cells: [String(rows), '–', '–'] })
+    result.notes.push(`PostgreSQL, ${shown}: ${Object.entries(pg.rows).map(([t, n]) => `${t} ${n}`).join(', ')}; ${fmt(pg.bytes, 'bytes')} of tables and indexes`)
   }
 }
 
@@ -473,7 +543,7 @@ async function gcRows(ctx: SharedBenchContext, servers: Servers, result: SharedR
   const g = await gcStore(ctx, servers)
   const rows = Object.values(g.pg.rows).reduce((a, n) => a + n, 0)
   result.storeRows.push({ figure: `PostgreSQL rows per path, gc store (${g.paths} paths of ${GC_FILES / GC_PATHS} files)`, cells: [(rows / g.paths).toFixed(1), '–', '–'] })
-  const what = `${g.rooted ? 'gc --prune' : 'gc --delete of the unrooted paths'} on ${g.objects} objects (${g.paths} paths, half ${g.rooted ? 'unrooted' : 'named'})`
+  const what = `${g.rooted ? 'gc --prune' : 'gc --delete of the unrooted paths'} on ${g.objects} objects (${g.paths} paths, half ${g.rooted ? 'unrooted' : 'named to delete'})`
   if ('refused' in g.gc) {
     result.storeRows.push({ figure: what, cells: ['gc not available on this store', '–', '–'] })
     result.notes.push(`gc refused: ${g.gc.refused}`)
@@ -483,7 +553,7 @@ async function gcRows(ctx: SharedBenchContext, servers: Servers, result: SharedR
     result.storeRows.push({ figure: '… objects deleted (S3 objects, directories, paths)', cells: [String(g.gc.deletedObjects), '–', '–'] })
     result.notes.push(`gc: ${g.gc.deletedPaths} paths deleted; ${g.gc.after} S3 objects left`)
   }
-  result.notes.push(`gc store: ${g.objects} objects (S3 objects, directories, paths) built in ${g.generateSeconds.toFixed(1)} s; roots ${g.rooted ? 'kept by the store' : 'not offered by the store (import --root refused)'}; PostgreSQL ${Object.entries(g.pg.rows).map(([t, n]) => `${t} ${n}`).join(', ')}, ${fmt(g.pg.bytes, 'bytes')}`)
+  result.notes.push(`gc store: ${g.objects} objects (S3 objects, directories, paths) built in ${g.generateSeconds.toFixed(1)} s; roots ${g.rooted ? 'kept by the store' : 'not offered by the store (roots list refused)'}; PostgreSQL ${Object.entries(g.pg.rows).map(([t, n]) => `${t} ${n}`).join(', ')}, ${fmt(g.pg.bytes, 'bytes')}`)
 }
 
 // ---------------------------------------------------------------- printing
@@ -500,7 +570,7 @@ export function printShared(r: SharedResult): void {
   console.log()
   console.log(textTable(['figure', 'daemon on S3+PG', 'daemon on local', 'ratio', 'CLI on S3+PG', 'ratio daemon/CLI', 'target', 'met?'], r.timeRows.map((x) => [x.figure, ...x.cells, '–', '–'])))
   console.log()
-  console.log(`${q}what the S3 + PostgreSQL store sends and holds (counts from the first run; S3 requests counted by the client, TVIX_S3_STATS)`)
+  console.log(`${q}what the S3 + PostgreSQL store sends and holds (counts from the first run; S3 requests as counted by the process talking to S3, the daemon or the CLI: TVIX_S3_STATS)`)
   console.log()
   console.log(textTable(['figure', 'S3 + PostgreSQL', 'reference', 'ratio', 'target', 'met?'], r.storeRows.map((x) => [x.figure, ...x.cells, x.target ?? '–', x.met === undefined ? '–' : x.met ? 'yes' : 'no'])))
   for (const n of r.notes) console.log(n)
