@@ -18,14 +18,16 @@
  *  - space (bench/space.ts): disk used by two releases of a tree;
  *  - gc (bench/gc.ts): gc and verify on a store of ~100k objects;
  *  - cache (bench/cache.ts, issue 13): real Nix against our daemon's HTTP
- *    binary cache, our copy --from nix+file:// against Nix's.
+ *    binary cache, our copy --from nix+file:// against Nix's;
+ *  - shared (bench/shared.ts, issue 15): a store on S3 + PostgreSQL through
+ *    a daemon against a local one and the CLI, what it sends and holds, gc.
  * Results also go to .bench/last.json.
  *
  * Knobs (environment): BENCH_QUICK=1 (bench/quick.ts: every part on smaller
  * inputs, one run each, under 2 minutes idle; the tables say [quick]),
  * BENCH_REPS (default 3, quick 1), BENCH_STARTUP_RUNS (default 10, quick 3),
  * BENCH_BIG_REPS (runs per tool in the big part, default 1), BENCH_PARTS
- * (comma-separated subset of nix,daemon,startup,space,big,gc,cache; default all),
+ * (comma-separated subset of nix,daemon,startup,space,big,gc,cache,shared; default all),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
 import { spawn, spawnSync } from 'node:child_process'
@@ -40,6 +42,7 @@ import { BIG_BYTES, benchBig } from './big.js'
 import { benchCache } from './cache.js'
 import { benchGc, GC_TREE_FILES, gcTable, type GcRow } from './gc.js'
 import { benchDaemon, COPY_BYTES } from './daemon.js'
+import { benchShared, printShared, type SharedResult } from './shared.js'
 import { benchSpace, type SpaceResult, spaceTable } from './space.js'
 import { QUICK, sized, sizeText } from './quick.js'
 import { fmt, ratioAtMost, type Target, textTable, type Unit } from './targets.js'
@@ -53,7 +56,7 @@ const OUT_JSON = path.join(REPO, '.bench/last.json')
 const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? sized(3, 1)))
 const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? sized(10, 3)))
 const BIG_REPS = Math.max(1, Number(process.env.BENCH_BIG_REPS ?? 1))
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big,gc,cache').split(',').map((s) => s.trim()))
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big,gc,cache,shared').split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
 /** GNU time's report: CPU (user, system seconds) and peak RSS (KiB) on its last line. */
@@ -506,7 +509,7 @@ async function main(): Promise<void> {
     console.error(`generating inputs in ${tmpRoot}`)
     // The shared inputs serve the nix and daemon parts only.
     const inputs: { name: string; make: (d: string) => void }[] = [
-      ...(PARTS.has('nix') || PARTS.has('daemon')
+      ...(PARTS.has('nix') || PARTS.has('daemon') || PARTS.has('shared')
         ? [
             { name: 'many-small', make: (d: string) => makeManySmall(d) },
             { name: 'few-large', make: makeFewLarge },
@@ -602,6 +605,8 @@ async function main(): Promise<void> {
       gcSeconds = (performance.now() - t0) / 1000
     }
 
+    const shared: SharedResult | undefined = PARTS.has('shared') ? await benchShared({ bin: BIN, repo: REPO, tmpRoot, reps: REPS, env: OUR_ENV, trees, stats, makeManySmall, run: (args, stdout, env) => exec('ours', args, { stdout, rss: true, env }), check, rmTree }) : undefined
+
     const totalSeconds = (performance.now() - started) / 1000
     const ticks1 = ticks0 ? cpuTicks() : undefined
     const foreign = ticks0 && ticks1 ? foreignLoad(ticks0, ticks1) : undefined
@@ -665,6 +670,7 @@ async function main(): Promise<void> {
       console.log(`gc section took ${gcSeconds.toFixed(1)} s`)
       console.log()
     }
+    if (shared) printShared(shared)
     const failed = checks.filter((c) => !c.ok)
     for (const c of checks) console.log(`${c.ok ? 'ok  ' : 'FAIL'} ${c.check}${c.ok ? '' : ` — ${c.detail}`}`)
     if (foreign !== undefined) {
@@ -696,6 +702,7 @@ async function main(): Promise<void> {
           cacheSeconds,
           gc: gcRows ?? null,
           space: space ?? null,
+          shared: shared ?? null,
           inputs: stats,
           rows,
           checks,

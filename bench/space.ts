@@ -292,7 +292,7 @@ function writeSmall(p: string, seed: number, r: () => number): void {
 }
 
 /** Release 1 at `root`. */
-function makeRelease1(root: string): void {
+export function makeRelease1(root: string): void {
   const r = rng(0x51ace)
   const t = new Text(0x51ace + 1)
   fs.mkdirSync(root, { recursive: true })
@@ -349,7 +349,7 @@ interface Edits {
 }
 
 /** Release 2: a copy of release 1 with small differences. */
-function makeRelease2(r1: string, r2: string): Edits {
+export function makeRelease2(r1: string, r2: string): Edits {
   fs.cpSync(r1, r2, { recursive: true, verbatimSymlinks: true })
   const r = rng(0x2e1ea5e)
   const t = new Text(0x2e1ea5e + 1)

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import fs from 'node:fs'
 import { AwsV4Signer } from 'aws4fetch'
 import { Agent, type Dispatcher, request } from 'undici'
 import { BackendError, UsageError } from '../../errors.js'
@@ -51,6 +52,18 @@ const CONNECTIONS = 32
 /** What a later attempt may cure: the server's passing trouble (radosgw answers 503 SlowDown under load). */
 const RETRY = (status: number) => status >= 500 || status === 408 || status === 429
 const META = 'x-amz-meta-'
+
+/**
+ * The HTTP requests this process sent to S3 (every attempt, retries
+ * included; LIST is a ListObjectsV2 page, `created` the PUTs that stored a
+ * new object) and the body bytes each way. With TVIX_S3_STATS=FILE set, one
+ * JSON line of them is appended to FILE when the process exits: how `npm
+ * run bench` (bench/shared.ts) counts the requests of a CLI or a daemon.
+ */
+export const s3Requests: Record<string, number> = { GET: 0, HEAD: 0, PUT: 0, created: 0, DELETE: 0, LIST: 0, bytesSent: 0, bytesReceived: 0 }
+const count = (what: string, n = 1) => (s3Requests[what] = (s3Requests[what] ?? 0) + n)
+const statsFile = process.env.TVIX_S3_STATS
+if (statsFile) process.once('exit', () => fs.appendFileSync(statsFile, `${JSON.stringify({ pid: process.pid, ...s3Requests })}\n`))
 
 export class S3Client {
   private readonly agent = new Agent({ connections: CONNECTIONS, keepAliveTimeout: 10_000 })
@@ -162,6 +175,8 @@ export class S3Client {
       async () => {
         const signer = new AwsV4Signer({ url, method, headers: { ...extra, 'x-amz-content-sha256': sha }, ...this.creds, service: 's3', region: this.addr.region })
         const signed = await signer.sign()
+        count(key === undefined && method === 'GET' ? 'LIST' : method)
+        count('bytesSent', body?.length ?? 0)
         let res: Dispatcher.ResponseData
         try {
           res = await request(url, { method: method as Dispatcher.HttpMethod, headers: Object.fromEntries(signed.headers), body, dispatcher: this.agent, signal: opts.signal })
@@ -177,6 +192,8 @@ export class S3Client {
           throw new TransientError(`${what}: the answer was cut short: ${(e as Error).message}`, { cause: e })
         }
         const s = res.statusCode
+        count('bytesReceived', data.length)
+        if (s >= 200 && s < 300 && method === 'PUT') count('created')
         if (s >= 200 && s < 300) return { body: data, meta: metaOf(res.headers), date: typeof res.headers.date === 'string' ? res.headers.date : undefined }
         if (s === 404 && method !== 'PUT' && !/<Code>NoSuchBucket</.test(data.toString())) return undefined
         if (s === 412 && method === 'PUT') return undefined
