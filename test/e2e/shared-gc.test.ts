@@ -213,6 +213,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
     let retries = 0
     let sweeps = 0
     let deleted = 0
+    let gcFailed: unknown
     const gcLoop = (async () => {
       while (!stop) {
         const r = await runCli(['gc', '--prune', '--grace', '0s', '--json', ...store.flags], { cwd })
@@ -221,7 +222,9 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
         deleted += rep.blobs + rep.packs + rep.directories + rep.paths.length
         sweeps++
       }
-    })()
+    })().catch((e: unknown) => {
+      gcFailed = e
+    })
     /** Imports through a daemon and roots the path; a sweep may take the unrooted path first: then again. */
     const importer = async (i: number) => {
       const daemon = daemons[i % 2]!
@@ -258,6 +261,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
       await gcLoop
       await Promise.all(daemons.map((d) => d.stop()))
     }
+    if (gcFailed) throw gcFailed
     assert.equal(rooted.size, 8 * ROUNDS)
     t.diagnostic(`${sweeps} sweeps deleted ${deleted} objects and paths; ${retries} imports or roots had to run again`)
     assert.ok(sweeps > 0 && deleted > 0, `the sweeps ran (${sweeps}) and deleted something (${deleted})`)
