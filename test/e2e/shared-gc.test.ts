@@ -144,7 +144,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
   })
 
   test('a daemon killed -9 mid-upload: its temp roots hold gc off until its lease expires, then gc proceeds; the store stays whole', async () => {
-    const ttlSeconds = 5
+    const ttlSeconds = 15
     const trees = path.join(cwd, 'killed')
     let heldOff = 0
     for (const seed of [1, 2, 3]) {
