@@ -10,7 +10,7 @@ export default class Delete extends StoreCommand<typeof Delete> {
   static override summary = 'Delete store paths, as `nix store delete` does: refused while a GC root or another path needs them.'
   static override description =
     'Deletes the PathInfos of the paths, then the blobs and directories nothing else uses (as `gc` does, keeping anything ' +
-    'written within --grace). All or nothing: if any path is still alive, nothing is deleted. Runs where the data lives (local and memory stores, not over gRPC). ' +
+    'written within --grace). All or nothing: if any path is still alive, nothing is deleted. Runs where the data lives (local, memory and S3 + PostgreSQL stores, not over gRPC). ' +
     'Same as `gc --delete`.'
   static override examples = ['<%= config.bin %> <%= command.id %> /nix/store/…-old-thing', '<%= config.bin %> <%= command.id %> --dry-run --json /nix/store/…-a /nix/store/…-b']
   static override strict = false

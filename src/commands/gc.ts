@@ -13,7 +13,7 @@ export default class Gc extends StoreCommand<typeof Gc> {
     'By default only castore objects that no PathInfo reaches go (leftovers of interrupted or failed imports); no path is ' +
     'deleted. --prune also deletes the paths outside the closure of every GC root (see `roots`), as `nix-store --gc` does. ' +
     'Anything written within --grace is kept, as it may belong to an upload still under way. Safe while imports and ' +
-    'copies run: they wait while gc sweeps, and gc waits for those already running. Runs where the data lives: on local and memory stores (memory has no GC roots, so no --prune), not over gRPC.'
+    'copies run: they wait while gc sweeps, and gc waits for those already running. Runs where the data lives: on local, memory (no GC roots, so no --prune) and S3 + PostgreSQL stores, not over gRPC.'
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --prune --older-than 30d',

@@ -6,6 +6,7 @@
  * daemon killed mid-upload holds gc off only until its lease expires.
  */
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -143,7 +144,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
   })
 
   test('a daemon killed -9 mid-upload: its temp roots hold gc off until its lease expires, then gc proceeds; the store stays whole', async () => {
-    const ttlSeconds = 5
+    const ttlSeconds = 15
     const trees = path.join(cwd, 'killed')
     let heldOff = 0
     for (const seed of [1, 2, 3]) {
@@ -192,5 +193,82 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
     }
     // A gc slower than the lease (a loaded machine) cannot show the hold; at least one run must.
     assert.ok(heldOff > 0, 'no run saw the lease hold gc off')
+  })
+
+  test('the race: two daemons, 8 importers split between them, gc --prune looping from a third process: every rooted path exports nix-store --dump\'s bytes', async (t) => {
+    const store = await fresh()
+    const daemons = await Promise.all([0, 1].map(async () => startDaemon(store.db, `127.0.0.1:${await freePort()}`, ['--blob-service-addr', store.bucket])))
+    const trees = path.join(cwd, 'race')
+    // Trees that share content (the mixed tree, one big file) so imports and sweeps meet on the same chunks; each with a file of its own.
+    const shared = randomBytes(1 << 20)
+    const treeOf = (name: string) => {
+      const t = makeTree(trees, 'mixed', name)
+      fs.writeFileSync(path.join(t, 'shared.bin'), shared)
+      fs.writeFileSync(path.join(t, 'own.txt'), `only in ${name}\n`)
+      return t
+    }
+    const rooted = new Map<string, { tree: string; path: string }>()
+    const ROUNDS = 1
+    let stop = false
+    let retries = 0
+    let sweeps = 0
+    let deleted = 0
+    let gcFailed: unknown
+    const gcLoop = (async () => {
+      while (!stop) {
+        const r = await runCli(['gc', '--prune', '--grace', '0s', '--json', ...store.flags], { cwd })
+        assert.equal(r.code, 0, r.stderr)
+        const rep = JSON.parse(r.stdout.toString())
+        deleted += rep.blobs + rep.packs + rep.directories + rep.paths.length
+        sweeps++
+      }
+    })().catch((e: unknown) => {
+      gcFailed = e
+    })
+    /** Imports through a daemon and roots the path; a sweep may take the unrooted path first: then again. */
+    const importer = async (i: number) => {
+      const daemon = daemons[i % 2]!
+      for (let round = 0; round < ROUNDS; round++) {
+        const name = `imp-${i}-${round}`
+        const tree = treeOf(name)
+        for (let attempt = 0; ; attempt++) {
+          assert.ok(attempt < 10, `${name}: still not rooted after 10 attempts`)
+          // Junk beside it: unrooted, sharing its chunks, for the sweeps to take.
+          assert.equal((await runCli(['import', treeOf(`${name}-junk-${attempt}`), '--store', daemon.url], { cwd })).code, 0)
+          const imported = await runCli(['import', tree, '--store', daemon.url], { cwd })
+          if (imported.code !== 0) {
+            retries++
+            assert.match(imported.stderr, /garbage-collected|ABORTED|run it again/, imported.stderr)
+            continue
+          }
+          const p = imported.stdout.toString().trim()
+          const root = await runCli(['roots', 'add', name, p, ...store.flags], { cwd })
+          if (root.code === 0) {
+            rooted.set(name, { tree, path: p })
+            break
+          }
+          retries++
+          assert.match(root.stderr, /is not valid|garbage-collected/, root.stderr)
+        }
+      }
+    }
+    try {
+      // Settled, all of them, before anything is stopped: no importer left running against a stopped daemon.
+      const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => importer(i)))
+      for (const r of results) if (r.status === 'rejected') throw r.reason
+    } finally {
+      stop = true
+      await gcLoop
+      await Promise.all(daemons.map((d) => d.stop()))
+    }
+    if (gcFailed) throw gcFailed
+    assert.equal(rooted.size, 8 * ROUNDS)
+    t.diagnostic(`${sweeps} sweeps deleted ${deleted} objects and paths; ${retries} imports or roots had to run again`)
+    assert.ok(sweeps > 0 && deleted > 0, `the sweeps ran (${sweeps}) and deleted something (${deleted})`)
+    for (const [name, { tree, path: p }] of rooted) {
+      const nar = await runCli(['export-nar', p, ...store.flags], { cwd })
+      assert.equal(nar.code, 0, `${name}: ${nar.stderr}`)
+      assert.ok(nar.stdout.equals(NixStore.dump(tree)), `${name}: NAR differs from nix-store --dump`)
+    }
   })
 })
