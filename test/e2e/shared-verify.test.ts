@@ -199,6 +199,25 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     await seenAndRepaired(st, [new RegExp(`^${victimLine(st)} cannot be served: directory ${d(st.root)} is missing$`)], [new RegExp(`^removed ${victimLine(st)} \\(directory ${d(st.root)} is gone\\)$`)])
   })
 
+  test('a missing child edge row and a stray one: seen; repair adds the one, drops the other, removes nothing', async () => {
+    const st = await store()
+    await st.sql.query('delete from tvix_directory_children where parent = $1 and child = $2', [st.root, st.sub])
+    await st.sql.query('insert into tvix_directory_children (parent, child) values ($1, $2)', [st.sub, st.root])
+    await seenAndRepaired(
+      st,
+      [
+        new RegExp(`^directory ${d(st.root)} has no row in tvix_directory_children for its child directory ${d(st.sub)}$`),
+        new RegExp(`^directory ${d(st.sub)} has a row in tvix_directory_children for directory ${d(st.root)}, which is not its child$`),
+      ],
+      [new RegExp(`^removed the row in tvix_directory_children for directory ${d(st.sub)}'s non-child ${d(st.root)}$`)],
+      { added: [new RegExp(`^added the row in tvix_directory_children for directory ${d(st.root)}'s child ${d(st.sub)}$`)], reimport: false },
+    )
+    const edges = (await st.sql.query<{ parent: Buffer; child: Buffer }>('select parent, child from tvix_directory_children where parent = $1 or parent = $2', [st.root, st.sub])).rows
+    assert.deepEqual(edges.map((e) => [toHex(e.parent), toHex(e.child)]), [[toHex(st.root), toHex(st.sub)]])
+    const exported = await st.cli(['export-nar', st.victim])
+    assert.ok(exported.stdout.equals(NixStore.dump(st.victimTree)), 'the victim still exports nix-store --dump\'s bytes')
+  })
+
   const built = buildNixClosure(cwd)
 
   test('a missing references row (a closure copied in through a daemon): seen; repair adds it back, and query --referrers finds the referrer again', { skip: built.skip }, async () => {

@@ -28,8 +28,8 @@ import type { Db } from './db.js'
 
 export interface SharedStoreParts {
   db: Db
-  /** How the NAR hash check reads blobs (verifying as any read does). */
-  blobs: Pick<BlobService, 'open'>
+  /** How the NAR hash check reads blobs (verifying as any read does), and a blob written after the listing is found. */
+  blobs: Pick<BlobService, 'open' | 'has'>
   inventory: ChunkInventory
   directories: Pick<DirectoryService, 'get'>
   storeDir: string
@@ -74,6 +74,8 @@ class SharedVerifier {
   private readonly missingRefs: Array<[Buffer, Buffer, string]> = []
   private readonly extraRefs: Array<[Buffer, Buffer, string]> = []
   private readonly narSizes = new NarSizeMemo()
+  /** Blobs written since the listing (hex). */
+  private readonly lateBlobs = new Set<string>()
   /** With repair: index rows added back, one line each. */
   private readonly added: string[] = []
   private done = 0
@@ -251,7 +253,11 @@ class SharedVerifier {
     }
     this.checkReferenceRows(info, r.digest, refRows, shown)
     const tree = await this.treeOf(info.node)
-    if (tree.missing) return this.problem(`${shown} cannot be served: ${tree.missing} is missing`)
+    if (tree.missing) {
+      // Pruned by gc since it was read: nothing is wrong.
+      if ((await this.parts.db.query('select 1 from tvix_path_infos where digest = $1', [r.digest])).rowCount === 0) return
+      return this.problem(`${shown} cannot be served: ${tree.missing} is missing`)
+    }
     const broken = [...tree.blobs].find((b) => this.blobs.isBad(b))
     const brokenDir = [...tree.dirs].find((d) => this.badDirs.has(d))
     if (broken || brokenDir) return this.problem(`${shown} cannot be served: ${broken ? `blob ${hexDisplay(broken)}` : `directory ${hexDisplay(brokenDir!)}`} is corrupt`)
@@ -317,11 +323,29 @@ class SharedVerifier {
    * recursive query that usually finds it all.
    */
   private async treeOf(node: Node): Promise<Tree> {
-    const tree: Tree = { dirs: new Set(), blobs: new Set() }
-    const blob = (hex: string) => {
-      tree.blobs.add(hex)
-      if (!tree.missing && !this.blobs.has(hex)) tree.missing = `blob ${hexDisplay(hex)}`
+    const tree = await this.walk(node)
+    tree.missing ??= await this.firstMissingBlob(tree.blobs)
+    return tree
+  }
+
+  /**
+   * A blob the listing did not have may have been written since (by an
+   * import on another machine, whose PathInfo is then newer too): it is
+   * missing only if it is still not there now. Not checked: it is newer
+   * than this run.
+   */
+  private async firstMissingBlob(blobs: Set<string>): Promise<string | undefined> {
+    for (const hex of blobs) {
+      if (this.blobs.has(hex) || this.lateBlobs.has(hex)) continue
+      if (!(await this.parts.blobs.has(Buffer.from(hex, 'hex')))) return `blob ${hexDisplay(hex)}`
+      this.lateBlobs.add(hex)
     }
+    return undefined
+  }
+
+  private async walk(node: Node): Promise<Tree> {
+    const tree: Tree = { dirs: new Set(), blobs: new Set() }
+    const blob = (hex: string) => tree.blobs.add(hex)
     if (node.kind === 'file') blob(toHex(node.digest))
     if (node.kind !== 'directory') return tree
     const rootHex = toHex(node.digest)
