@@ -221,9 +221,10 @@ describe('daemon start-up refusals: one error line, exit 2, no store created', {
     await refused(['--listen', '[::]:0'], /needs --auth-file/)
   })
 
-  test('--insecure-allow-anyone starts it all the same', async () => {
-    const d = await startDaemon(path.join(root, 'anyone'), '0.0.0.0:0', ['--insecure-allow-anyone'])
+  test('--insecure-allow-anyone starts it all the same (gRPC, and uploads to the cache)', async () => {
+    const d = await startDaemon(path.join(root, 'anyone'), '0.0.0.0:0', ['--insecure-allow-anyone', '--http-listen', '0.0.0.0:0', '--http-upload'])
     assert.match(d.url, /^grpc\+http:\/\/0\.0\.0\.0:\d+$/)
+    assert.match(d.log(), /Nix binary cache at http:\/\/0\.0\.0\.0:\d+/)
     assert.equal(await d.stop(), 0, d.log())
   })
 
