@@ -17,7 +17,7 @@ import { after, before, describe, test } from 'node:test'
 import { H2Streams } from '../../src/backends/grpc/h2-stream.js'
 import { RpcClient } from '../../src/backends/grpc/rpc.js'
 import { Status } from '../../src/grpc/status.js'
-import { assertOneErrorLine, runCli } from '../helpers/cli.js'
+import { assertOneErrorLine, assertOneJsonError, runCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { NIX_ENV, NixStore, nixMissing } from '../helpers/nix.js'
 import { runProcess } from '../helpers/spawn.js'
@@ -129,6 +129,10 @@ describe('daemon over TLS with tokens', { skip }, () => {
     const listed = await cli(['path-info', '--store', url, '--tls-ca', tls.ca, '--all'], { TVIX_STORE_TOKEN: READ })
     assert.equal(listed.code, 0, listed.stderr)
     assert.doesNotMatch(listed.stdout.toString(), /-other$/m)
+    // Under --json: one error object with its own code.
+    const json = await cli(['path-info', '--store', url, '--tls-ca', tls.ca, '--all', '--json'])
+    assert.equal(json.code, 1, json.stderr)
+    assertOneJsonError(json.stderr, 'ERR_ACCESS', /refused the call: this daemon needs a token/)
   })
 
   test('on the wire: UNAUTHENTICATED without a valid token, PERMISSION_DENIED for a read token on each Put, health and reflection open', async () => {
@@ -221,9 +225,10 @@ describe('daemon start-up refusals: one error line, exit 2, no store created', {
     await refused(['--listen', '[::]:0'], /needs --auth-file/)
   })
 
-  test('--insecure-allow-anyone starts it all the same', async () => {
-    const d = await startDaemon(path.join(root, 'anyone'), '0.0.0.0:0', ['--insecure-allow-anyone'])
+  test('--insecure-allow-anyone starts it all the same (gRPC, and uploads to the cache)', async () => {
+    const d = await startDaemon(path.join(root, 'anyone'), '0.0.0.0:0', ['--insecure-allow-anyone', '--http-listen', '0.0.0.0:0', '--http-upload'])
     assert.match(d.url, /^grpc\+http:\/\/0\.0\.0\.0:\d+$/)
+    assert.match(d.log(), /Nix binary cache at http:\/\/0\.0\.0\.0:\d+/)
     assert.equal(await d.stop(), 0, d.log())
   })
 
