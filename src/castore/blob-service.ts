@@ -1,7 +1,7 @@
 import { IntegrityError } from '../errors.js'
 import { abortable } from '../util/abortable.js'
 import type { CallOptions } from '../util/call-options.js'
-import { type B3Digest, b3, b3Hasher, bytesEqual, b3Display } from './digest.js'
+import { type B3Digest, b3, b3Hasher, bytesEqual, b3Display, toHex } from './digest.js'
 
 export type ByteSource = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>
 
@@ -84,9 +84,30 @@ export function hasStaging(blobs: BlobService): blobs is BlobService & Staging {
   return typeof (blobs as Partial<Staging>).stage === 'function'
 }
 
-/** A stage for backends without transactions: every put is final at once, abort() takes nothing back. */
+/** Digests a write-through stage remembers having put (then it forgets them all): a few MiB. */
+const PUT_ONCE_MAX = 1 << 16
+
+/**
+ * A stage for backends without transactions: every put is final at once,
+ * abort() takes nothing back. A buffer whose digest the caller gives
+ * (StagePutOptions.digest: an import's small files) is put once per stage:
+ * through a daemon, duplicate and empty files cost no second call.
+ */
 export function writeThroughStage(blobs: Pick<BlobService, 'put'>): BlobStage {
-  return { writesThrough: true, put: (src, opts) => blobs.put(src, opts), commit: async () => {}, abort: async () => {} }
+  const once = new Map<string, Promise<BlobInfo>>()
+  const put = (src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo> => {
+    if (!opts?.digest || !(src instanceof Uint8Array)) return blobs.put(src, opts)
+    const key = toHex(opts.digest)
+    let p = once.get(key)
+    if (p) return p
+    if (once.size >= PUT_ONCE_MAX) once.clear()
+    p = blobs.put(src, opts)
+    once.set(key, p)
+    // A failed put is not remembered: the caller's failure stands, a later put tries again.
+    p.catch(() => once.get(key) === p && once.delete(key))
+    return p
+  }
+  return { writesThrough: true, put, commit: async () => {}, abort: async () => {} }
 }
 
 /**

@@ -8,16 +8,21 @@ import { Status, StatusError } from '../grpc/status.js'
 import type { Store } from '../store/store.js'
 import { abortable } from '../util/abortable.js'
 import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
+import type { PutWindow } from './put-window.js'
 import type { RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 import { inWriteSession } from '../store/capabilities.js'
 
-/** tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). */
-export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIMITED, rootsOf: RootsOf = () => undefined): UntypedServiceImplementation {
+/**
+ * tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). `window`:
+ * where small blob Puts are staged and committed together (PutWindow).
+ */
+export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIMITED, rootsOf: RootsOf = () => undefined, window?: PutWindow): UntypedServiceImplementation {
   const { blobs } = store
   return {
     Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req, signal, call) => {
       const d = requireDigest(req.digest, B3_LEN)
+      await window?.settle(d)
       // With send_chunks, a chunked blob lists its chunks (each readable by its digest).
       const chunks = req.sendChunks && blobs.chunks ? await blobs.chunks(d, { signal }) : undefined
       // "Present" is a promise to an uploader, who will not send it: a temp root keeps it.
@@ -29,6 +34,7 @@ export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIM
 
     Read: serverStream('BlobService/Read', log, digestMessage.decode, async function* (digest, signal) {
       const d = requireDigest(digest, B3_LEN)
+      await window?.settle(d)
       // A local store lends one read buffer (no fresh memory per span): serverStream writes each message out before asking for the next.
       const { openNow } = blobs as Partial<ImmediateReads>
       const lent = openNow?.call(blobs, d, undefined, true)
@@ -42,11 +48,42 @@ export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIM
 
     // A write session: the store's gc does not sweep while a blob goes in.
     // Kept by a temp root until the client's PathInfo (a later call) refers to it.
-    Put: clientStream('BlobService/Put', log, blobChunk.decode, (chunks, signal, call) => inWriteSession(store, async () => {
-      const { digest } = await blobs.put(chunks, { signal })
-      const roots = rootsOf(call)
-      if (roots && !(await roots.holdIf('blob', toHex(digest), () => blobs.has(digest)))) throw new ConflictError(`blob ${b3Display(digest)} was garbage-collected as it was written; send it again`)
-      return digest
-    }), transfers),
+    // A small blob (all of it within SMALL_PUT) goes to the window, answered once staged; a larger one is
+    // final when answered: written and committed in a write session of its own (its pack may borrow chunks).
+    Put: clientStream('BlobService/Put', log, blobChunk.decode, async (chunks, signal, call) => {
+      const src = window ? await smallOrStream(chunks) : chunks
+      if (src instanceof Uint8Array) return window!.put(src, rootsOf(call))
+      return inWriteSession(store, async () => {
+        const { digest } = await blobs.put(src, { signal })
+        const roots = rootsOf(call)
+        if (roots && !(await roots.holdIf('blob', toHex(digest), () => blobs.has(digest)))) throw new ConflictError(`blob ${b3Display(digest)} was garbage-collected as it was written; send it again`)
+        return digest
+      })
+    }, transfers),
   }
+}
+
+/** Blobs up to this size go through the put window: a local store's small blobs (plain files or bundle members). */
+const SMALL_PUT = 1 << 20
+
+/**
+ * A Put's whole data if it ends within SMALL_PUT bytes; else its messages
+ * as a stream (those read so far first). Reading to the end also tells
+ * that the call was not cancelled: the messages throw if it was.
+ */
+async function smallOrStream(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array | AsyncIterable<Uint8Array>> {
+  const it = chunks[Symbol.asyncIterator]()
+  const head: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const r = await it.next()
+    if (r.done) return head.length === 1 ? head[0]! : Buffer.concat(head, size)
+    head.push(r.value)
+    size += r.value.length
+    if (size > SMALL_PUT) break
+  }
+  return (async function* () {
+    yield* head.splice(0)
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
+  })()
 }

@@ -7,6 +7,7 @@ import { decodeDirectory } from '../castore/proto.js'
 import { getDirectoryRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import { cancelledError, clientStream, type Log, requireDigest, serverStream } from './calls.js'
+import type { PutWindow } from './put-window.js'
 import type { RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 import { inWriteSession } from '../store/capabilities.js'
@@ -34,6 +35,7 @@ export function directoryHandler(
   log: Log,
   transfers: Transfers = UNLIMITED,
   rootsOf: RootsOf = () => undefined,
+  window?: PutWindow,
 ): UntypedServiceImplementation {
   const { directories } = store
   return {
@@ -55,6 +57,8 @@ export function directoryHandler(
 
     // A write session: children found stored stay stored until the parents are written.
     Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal, call) => inWriteSession(store, async () => {
+      // Blobs put before are committed first: sizes are checked against them, and nothing stored names an uncommitted blob.
+      await window?.flush()
       // Validated as the messages arrive (a bad stream fails at its first bad
       // message) and spilled to the stage: memory per Directory is a digest
       // and a size, whatever the Directories weigh.

@@ -12,6 +12,7 @@ import { DIGEST_LEN } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import type { PathInfo } from '../store/path-info.js'
 import { type Log, requireDigest, serverStream, unary } from './calls.js'
+import type { PutWindow } from './put-window.js'
 import type { RootsOf } from './temp-roots.js'
 import { inWriteSession } from '../store/capabilities.js'
 import { publishPathInfo } from '../ops/publish.js'
@@ -25,6 +26,8 @@ export interface PathInfoHandlerOptions {
   stopped?: AbortSignal
   /** Temp roots of the call's connection. */
   rootsOf?: RootsOf
+  /** Small blob Puts not yet committed: committed before a PathInfo is admitted or a NAR rendered. */
+  window?: PutWindow
 }
 
 /** tvix.store.v1.PathInfoService over a store (SPEC 3.4, 3.5). */
@@ -50,10 +53,14 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
 
     // Admitted as every publish is (tree, sizes, references, CA; then no replacement), checked and
     // written in one write session, so the store's gc cannot sweep in between.
-    Put: unary('PathInfoService/Put', log, decodePathInfo, (info, signal) => inWriteSession(store, () => publishPathInfo(store, info, { signal }))),
+    Put: unary('PathInfoService/Put', log, decodePathInfo, async (info, signal) => {
+      await opts.window?.flush()
+      return inWriteSession(store, () => publishPathInfo(store, info, { signal }))
+    }),
 
     CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node, cancelled) => {
       const root = validateRootNode(node)
+      await opts.window?.flush()
       const key = toHex(encodeNode(root))
       let hit = narCache.get(key)
       if (!hit) {

@@ -13,6 +13,7 @@ import { type ListenAddress, bindFailure, bindTarget, clearStaleSocket, clientUr
 import { type Rights, authInterceptor } from './auth.js'
 import type { SecretSet } from '../util/secret-set.js'
 import { pathInfoHandler } from './path-info-handler.js'
+import { PutWindow } from './put-window.js'
 import { addReflectionService } from './reflection.js'
 import { tempRootsPerConnection } from './temp-roots.js'
 import { type TransferLimits, Transfers } from './transfers.js'
@@ -75,11 +76,12 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   widenReceiveWindow(server)
   const transfers = new Transfers(limits)
   const rootsOf = tempRootsPerConnection(store)
-  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers, rootsOf))
-  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log, transfers, rootsOf))
+  const window = PutWindow.for(store, log)
+  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers, rootsOf, window))
+  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log, transfers, rootsOf, window))
   server.addService(
     serviceDefinition('tvix.store.v1.PathInfoService', 'server'),
-    pathInfoHandler(store, log, { maxNarSize: limits.maxNarSize, stopped: stopped.signal, rootsOf }),
+    pathInfoHandler(store, log, { maxNarSize: limits.maxNarSize, stopped: stopped.signal, rootsOf, window }),
   )
   const names = Object.keys(SERVICES) as ServiceName[]
   const health = addHealthService(server, names)
@@ -107,7 +109,10 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
         server.tryShutdown(() => {
           clearTimeout(force)
           if (listen.kind === 'unix') fs.rmSync(listen.path, { force: true })
-          resolve()
+          // Blobs put in the last window are committed before the daemon exits (a failure is logged by the window).
+          void Promise.resolve(window?.flush())
+            .catch(() => {})
+            .then(() => resolve())
         })
       })
       return stopping

@@ -27,5 +27,11 @@ export interface TempRoots {
    * object (hex digest, or a PathInfo's hash part) until release.
    */
   holdIf(kind: TempRootKind, name: string, present: () => Promise<boolean>): Promise<boolean>
+  /**
+   * Keeps objects about to be published (by a commit that follows), in one
+   * step: a name of nothing keeps nothing. Optional: holdIf per name where
+   * a store lacks it.
+   */
+  holdAll?(kind: TempRootKind, names: string[]): Promise<void>
   release(): void
 }

@@ -58,6 +58,18 @@ export class LocalTempRoots implements TempRoots {
     })
   }
 
+  async holdAll(kind: TempRootKind, names: string[]): Promise<void> {
+    const lines = names.map((n) => `${kind} ${n}`).filter((l) => !this.held.has(l))
+    if (lines.length === 0 || this.released) return
+    // Inside a commit, as every root: no sweep reads the file while it grows.
+    await this.locks.commit(async () => {
+      if (this.released) return
+      fsSync.mkdirSync(this.dir, { recursive: true })
+      fsSync.appendFileSync(this.file, `${lines.join('\n')}\n`)
+      for (const l of lines) this.held.add(l)
+    })
+  }
+
   release(): void {
     this.released = true
     if (this.held.size > 0) fsSync.rmSync(this.file, { force: true })
