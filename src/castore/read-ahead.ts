@@ -1,5 +1,5 @@
 import { type BlobService, iterateSource, readAll } from './blob-service.js'
-import { type B3Digest, bytesEqual, toHex } from './digest.js'
+import { type B3Digest, bytesEqual, EMPTY_DIGEST, toHex } from './digest.js'
 import { type Directory, directoryDigest, entriesInOrder } from './directory.js'
 import type { DirectoryService } from './directory-service.js'
 import type { FileNode, Node } from './node.js'
@@ -46,8 +46,13 @@ interface Ahead {
   digest: B3Digest
   /** The blob's bytes (undefined: absent), or nothing for a file left to stream. */
   data?: Promise<Uint8Array | undefined | typeof LARGER>
+  /** Bytes this entry counts against AHEAD_BYTES (0 for a file that shares an earlier entry's fetch). */
   size: number
+  /** Key in `fetching` while this entry is the last queued file with these contents. */
+  hex?: string
 }
+
+const NO_BYTES = new Uint8Array(0)
 
 export interface ReadAhead {
   /** Serves `get` from the recursive Get and `open` from the files fetched ahead, falling back to `source` for anything else. */
@@ -77,27 +82,53 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     const src = await source.blobs.open(digest, opts)
     return src && readAll(src)
   }
+  /**
+   * Fetches of small blobs by digest, while their entry is queued: a file
+   * whose contents an earlier queued file has (a tree's copies) shares
+   * its fetch, one Read for both, and holds no more bytes.
+   */
+  const fetching = new Map<string, Ahead>()
   const full = () => queue.length >= AHEAD_FILES || heldBytes >= AHEAD_BYTES
   const enqueue = async (f: FileNode) => {
     while (full() && !stopOn.aborted) await new Promise<void>((resolve) => (roomFor = resolve))
     if (stopOn.aborted) return
     const small = f.size <= AHEAD_FILE_BYTES
-    const entry: Ahead = { digest: f.digest, size: small ? f.size : 0 }
-    if (small) {
-      entry.data = run(() => fetchWhole(f.digest))
-      // Seen by the walk when it gets there; until then (or if it never does) not an unhandled rejection.
-      entry.data.catch(() => {})
-      heldBytes += f.size
+    const entry: Ahead = { digest: f.digest, size: 0 }
+    if (f.size === 0 && bytesEqual(f.digest, EMPTY_DIGEST)) {
+      // No bytes, and the digest of no bytes: nothing to fetch or to check (a tree's empty files are one in ten).
+      entry.data = Promise.resolve(NO_BYTES)
+    } else if (small) {
+      const hex = toHex(f.digest)
+      const same = fetching.get(hex)
+      if (same) {
+        // The bytes are held until the last file sharing them is used: that one counts them.
+        entry.data = same.data
+        entry.size = same.size
+        same.size = 0
+        same.hex = undefined
+      } else {
+        entry.data = run(() => fetchWhole(f.digest))
+        // Seen by the walk when it gets there; until then (or if it never does) not an unhandled rejection.
+        entry.data.catch(() => {})
+        entry.size = f.size
+        heldBytes += f.size
+      }
+      entry.hex = hex
+      fetching.set(hex, entry)
     }
     queue.push(entry)
   }
 
+  let walking = root.kind === 'directory'
   if (root.kind === 'directory') {
     void dirs.pump(source.directories.getClosure(root.digest, opts))
-    void walkFiles(root.digest, dirs, enqueue, stopOn).catch(() => {})
+    void walkFiles(root.digest, dirs, enqueue, stopOn)
+      .catch(() => {})
+      .finally(() => (walking = false))
   } else if (root.kind === 'file') {
     void enqueue(root)
   }
+  const queued = (digest: B3Digest) => queue.findIndex((e) => bytesEqual(e.digest, digest))
 
   const reader: TreeSource = {
     directories: {
@@ -106,11 +137,19 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     },
     blobs: {
       open: async (digest, o) => {
-        const i = queue.findIndex((e) => bytesEqual(e.digest, digest))
+        let i = queued(digest)
+        // The render can reach its first file before the walk, started with it, has queued it: one turn lets the walk catch up.
+        if (i < 0 && walking && !full()) {
+          await new Promise((resolve) => setImmediate(resolve))
+          i = queued(digest)
+        }
         if (i < 0) return source.blobs.open(digest, o)
         // Files before it were skipped by the walk: their fetches are dropped.
         const passed = queue.splice(0, i + 1)
-        for (const e of passed) heldBytes -= e.size
+        for (const e of passed) {
+          heldBytes -= e.size
+          if (e.hex !== undefined) fetching.delete(e.hex)
+        }
         roomFor?.()
         const entry = passed.at(-1)!
         const data = await entry.data

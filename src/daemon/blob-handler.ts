@@ -19,6 +19,15 @@ import { inWriteSession } from '../store/capabilities.js'
  */
 export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIMITED, rootsOf: RootsOf = () => undefined, window?: PutWindow): UntypedServiceImplementation {
   const { blobs } = store
+  /** A blob as a stream of Read messages: `lent`, what openNow gave for it (a stream), or else the store's open. */
+  async function* readMessages(d: Uint8Array, lent: AsyncIterable<Uint8Array> | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    // A cancelled call closes the blob's files at once, even while its next message waits.
+    const data = lent ? abortable(lent, signal) : await blobs.open(d, { signal })
+    if (!data) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
+    for await (const chunk of data) {
+      for (let i = 0; i < chunk.length; i += BLOB_CHUNK_BYTES) yield chunk.subarray(i, i + BLOB_CHUNK_BYTES)
+    }
+  }
   return {
     Stat: unary('BlobService/Stat', log, statBlobRequest.decode, async (req, signal, call) => {
       const d = requireDigest(req.digest, B3_LEN)
@@ -32,18 +41,19 @@ export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIM
       return { chunks: chunks ?? [], bao: new Uint8Array(0) }
     }),
 
-    Read: serverStream('BlobService/Read', log, digestMessage.decode, async function* (digest, signal) {
+    Read: serverStream('BlobService/Read', log, digestMessage.decode, (digest, signal) => {
       const d = requireDigest(digest, B3_LEN)
-      await window?.settle(d)
+      // A blob still in the put window is committed first.
+      if (window?.holds(d)) return (async function* () {
+        await window.settle(d)
+        yield* readMessages(d, undefined, signal)
+      })()
       // A local store lends one read buffer (no fresh memory per span): serverStream writes each message out before asking for the next.
       const { openNow } = blobs as Partial<ImmediateReads>
       const lent = openNow?.call(blobs, d, undefined, true)
-      // A cancelled call closes the blob's files at once, even while its next message waits.
-      const data = lent ? abortable(lent instanceof Uint8Array ? [lent] : lent, signal) : await blobs.open(d, { signal })
-      if (!data) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
-      for await (const chunk of data) {
-        for (let i = 0; i < chunk.length; i += BLOB_CHUNK_BYTES) yield chunk.subarray(i, i + BLOB_CHUNK_BYTES)
-      }
+      // A small blob read and checked whole (most files of a tree): its messages at once, no step per message.
+      if (lent instanceof Uint8Array) return messagesOf(lent)
+      return readMessages(d, lent, signal)
     }, transfers, true),
 
     // A write session: the store's gc does not sweep while a blob goes in.
@@ -86,4 +96,12 @@ async function smallOrStream(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Ar
     yield* head.splice(0)
     for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
   })()
+}
+
+/** A blob's bytes as Read messages of at most BLOB_CHUNK_BYTES. */
+function messagesOf(data: Uint8Array): Uint8Array[] {
+  if (data.length <= BLOB_CHUNK_BYTES) return data.length > 0 ? [data] : []
+  const out: Uint8Array[] = []
+  for (let i = 0; i < data.length; i += BLOB_CHUNK_BYTES) out.push(data.subarray(i, i + BLOB_CHUNK_BYTES))
+  return out
 }

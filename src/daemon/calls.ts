@@ -60,13 +60,18 @@ class FlushWindow {
    * into its own frame: the write's callback).
    */
   async write(msg: unknown, idleMs: number, lent = false): Promise<void> {
+    this.send(msg)
+    await this.until(lent ? 0 : UNFLUSHED_BYTES, idleMs)
+  }
+
+  /** Writes `msg` without waiting: for messages already in memory, followed by drained(). */
+  send(msg: unknown): void {
     const size = msg instanceof Uint8Array ? msg.length : OBJECT_MESSAGE_BYTES
     this.unflushed += size
     this.call.write(msg, () => {
       this.unflushed -= size
       this.room?.()
     })
-    await this.until(lent ? 0 : UNFLUSHED_BYTES, idleMs)
   }
 
   /** Waits until everything written is handed to HTTP/2: a status sent now comes after it. */
@@ -127,12 +132,14 @@ export function unary<Req, Res>(
  * A heavy server stream holds one of `transfers`' slots while it runs.
  * `lent`: `fn`'s messages are views its source reuses once the next is
  * asked for; each is then written out before the next is asked for.
+ * `fn` may answer with an array: messages it already holds, none of them
+ * lent (a small blob read whole), written at once, without a step per message.
  */
 export function serverStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
-  fn: (req: Req, signal: AbortSignal, call: object) => AsyncIterable<Res>,
+  fn: (req: Req, signal: AbortSignal, call: object) => AsyncIterable<Res> | Res[],
   transfers: Transfers = UNLIMITED,
   lent = false,
 ): handleServerStreamingCall<Buffer, Res> {
@@ -144,7 +151,16 @@ export function serverStream<Req, Res>(
     ;(async () => {
       const req = decode(call.request)
       release = await transfers.acquire(signal)
-      const it = fn(req, signal, call)[Symbol.asyncIterator]()
+      const out = fn(req, signal, call)
+      if (Array.isArray(out)) {
+        if (call.cancelled) return
+        for (const msg of out) window.send(msg)
+        // The status goes with the data; the slot is held until HTTP/2 has taken the data, as for a stream.
+        call.end()
+        await window.drained(idleMs)
+        return
+      }
+      const it = out[Symbol.asyncIterator]()
       try {
         for (;;) {
           if (call.cancelled) return

@@ -38,6 +38,7 @@ export function bindSignal(store: Store, signal: AbortSignal): Store {
 }
 
 function bound<T extends object>(service: T, calls: Calls, signal: AbortSignal): T {
+  const withSignal = signalMerger(signal)
   return new Proxy(service, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target)
@@ -46,7 +47,7 @@ function bound<T extends object>(service: T, calls: Calls, signal: AbortSignal):
       if (call === undefined) return value.bind(target)
       const { at, returns } = typeof call === 'number' ? { at: call, returns: undefined } : call
       return (...args: unknown[]) => {
-        args[at] = withSignal(args[at] as CallOptions | undefined, signal)
+        args[at] = withSignal(args[at] as CallOptions | undefined)
         const result = value.apply(target, args)
         return returns ? bound(result, returns, signal) : result
       }
@@ -54,7 +55,19 @@ function bound<T extends object>(service: T, calls: Calls, signal: AbortSignal):
   })
 }
 
-function withSignal(opts: CallOptions | undefined, signal: AbortSignal): CallOptions {
-  if (!opts?.signal || opts.signal === signal) return { ...opts, signal }
-  return { ...opts, signal: AbortSignal.any([opts.signal, signal]) }
+/**
+ * Gives call options `signal`, merged with the caller's own. A caller that
+ * passes one signal to thousands of calls (a tree read ahead: a blob Read
+ * per file) gets one merged signal for all of them: AbortSignal.any per
+ * call was a tenth of such a read's CPU (each new signal is registered
+ * with both sources until GC collects it).
+ */
+function signalMerger(signal: AbortSignal): (opts: CallOptions | undefined) => CallOptions {
+  const merged = new WeakMap<AbortSignal, AbortSignal>()
+  return (opts) => {
+    if (!opts?.signal || opts.signal === signal) return { ...opts, signal }
+    let both = merged.get(opts.signal)
+    if (!both) merged.set(opts.signal, (both = AbortSignal.any([opts.signal, signal])))
+    return { ...opts, signal: both }
+  }
 }

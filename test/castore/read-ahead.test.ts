@@ -8,10 +8,10 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { openMemoryStore } from '../../src/backends/memory/index.js'
 import { readAll } from '../../src/castore/blob-service.js'
-import { type B3Digest, bytesEqual } from '../../src/castore/digest.js'
+import { type B3Digest, b3, bytesEqual, toHex } from '../../src/castore/digest.js'
 import type { Node } from '../../src/castore/node.js'
 import { readAhead, type TreeSource } from '../../src/castore/read-ahead.js'
 import { IntegrityError } from '../../src/errors.js'
@@ -40,7 +40,7 @@ async function stored(dir: string) {
 
 /** `store` as a source that records the Reads in flight and lets a test fail or hold some. */
 function watched(store: TreeSource, failOn?: B3Digest) {
-  const seen = { inFlight: 0, maxInFlight: 0, opens: 0, signals: [] as AbortSignal[], closureDone: false }
+  const seen = { inFlight: 0, maxInFlight: 0, opens: 0, opened: [] as string[], signals: [] as AbortSignal[], closureDone: false }
   const source: TreeSource = {
     directories: {
       get: (d, o) => store.directories.get(d, o),
@@ -56,6 +56,7 @@ function watched(store: TreeSource, failOn?: B3Digest) {
     blobs: {
       open: async (d, o) => {
         seen.opens++
+        seen.opened.push(toHex(d))
         if (o?.signal) seen.signals.push(o.signal)
         seen.inFlight++
         seen.maxInFlight = Math.max(seen.maxInFlight, seen.inFlight)
@@ -73,19 +74,31 @@ function watched(store: TreeSource, failOn?: B3Digest) {
   return { source, seen }
 }
 
+/**
+ * Renders `dir` (imported into a memory store) read ahead through a
+ * watched source, checks the NAR, and says what the source saw. `lag`:
+ * turns of the event loop the render starts after the walk, as a render
+ * waiting on its output would.
+ */
+async function renderedAhead(t: TestContext, dir: string, lag = 0) {
+  const { store, root: node } = await stored(dir)
+  const { source, seen } = watched(store)
+  const ahead = readAhead(source, node)
+  for (let i = 0; i < lag; i++) await new Promise((r) => setImmediate(r))
+  const nar = await readAll(renderNar(node, ahead.reader))
+  ahead.stop()
+  // The oracle: Nix's own NAR of the folder where Nix is installed, else our plain (uncached) render.
+  const want = nixMissing() ? await readAll(renderNar(node, store)) : NixStore.dump(dir)
+  if (nixMissing()) t.diagnostic(`compared with a plain render: ${nixMissing()}`)
+  assert.ok(nar.equals(want), 'NAR bytes differ')
+  return seen
+}
+
 test('a tree read ahead renders the same NAR as nix-store --dump, with a bounded number of Reads in flight', async (t) => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'read-ahead-'))
   try {
     const dir = makeMixedTree(root)
-    const { store, root: node } = await stored(dir)
-    const { source, seen } = watched(store)
-    const ahead = readAhead(source, node)
-    const nar = await readAll(renderNar(node, ahead.reader))
-    ahead.stop()
-    // The oracle: Nix's own NAR of the folder where Nix is installed, else our plain (uncached) render.
-    const want = nixMissing() ? await readAll(renderNar(node, store)) : NixStore.dump(dir)
-    if (nixMissing()) t.diagnostic(`compared with a plain render: ${nixMissing()}`)
-    assert.ok(nar.equals(want), 'NAR bytes differ')
+    const seen = await renderedAhead(t, dir)
     assert.ok(seen.maxInFlight >= 2, `Reads were not overlapped (at most ${seen.maxInFlight} in flight)`)
     assert.ok(seen.maxInFlight <= 9, `${seen.maxInFlight} Reads in flight`)
     assert.ok(seen.closureDone)
@@ -154,6 +167,67 @@ test('what is fetched ahead stays within its byte bound while the render waits; 
     for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
     assert.equal(seen.opens, opens, 'Reads went on after the stop')
     assert.ok(seen.closureDone, 'the recursive Get was left open')
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true })
+  }
+})
+
+/** `count` files in `dir` named `prefix`00…, each `size` seeded bytes (`seed` + i), or copies of `from`'s when given. */
+function writeFiles(dir: string, prefix: string, count: number, size: number, seed: number, from?: string): void {
+  fs.mkdirSync(dir, { recursive: true })
+  for (let i = 0; i < count; i++) {
+    const name = (p: string) => path.join(dir, `${p}${String(i).padStart(2, '0')}`)
+    fs.writeFileSync(name(prefix), from ? fs.readFileSync(name(from)) : randomBytes(size, seed + i))
+  }
+}
+
+test('copies of one content share one Read and empty files need none; the NAR is nix-store --dump\'s', async (t) => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'read-ahead-'))
+  try {
+    // 10 contents, each in three files, and 10 empty files; all within what the walk queues ahead.
+    const dir = path.join(root, 'copies')
+    writeFiles(dir, 'a', 10, 3000, 500)
+    writeFiles(dir, 'b', 10, 0, 0, 'a')
+    writeFiles(dir, 'c', 10, 0, 0, 'a')
+    writeFiles(dir, 'e', 10, 0, 0)
+    // Copies share a fetch while one of them is queued: the walk runs ahead of the render here.
+    const seen = await renderedAhead(t, dir, 20)
+    assert.equal(seen.opens, 10, `${seen.opens} Reads for 10 distinct non-empty contents in 40 files`)
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true })
+  }
+})
+
+test('bytes fetched for a file and kept for a later copy of it still count against the byte bound', async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'read-ahead-'))
+  try {
+    // NAR order: a00…a05 (1 MiB each), b00…b05 (copies of the a's), c00…c09 (1 MiB each, distinct).
+    const dir = path.join(root, 'shared-mib')
+    writeFiles(dir, 'a', 6, 1 << 20, 900)
+    writeFiles(dir, 'b', 6, 0, 0, 'a')
+    writeFiles(dir, 'c', 10, 1 << 20, 950)
+    const { store, root: node } = await stored(dir)
+    const { source, seen } = watched(store)
+    const ahead = readAhead(source, node)
+    // The walk runs ahead of the render (which waits on its output): the b's share the a's fetches.
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
+    const it = renderNar(node, ahead.reader)[Symbol.asyncIterator]()
+    // Render the a's (6 MiB of contents and their headers), not yet the b's.
+    let out = 0
+    while (out < 6 << 20) {
+      const r = await it.next()
+      assert.ok(!r.done)
+      out += r.value.length
+    }
+    // Let the walk fetch as far as it may while nobody reads.
+    for (let i = 0; i < 200; i++) await new Promise((r) => setImmediate(r))
+    // Held now: the a's bytes, which the b's still need, and the c's fetched ahead.
+    const cDigests = new Set(fs.readdirSync(dir).filter((n) => n.startsWith('c')).map((n) => toHex(b3(fs.readFileSync(path.join(dir, n))))))
+    const cFetched = seen.opened.filter((h) => cDigests.has(h)).length
+    assert.equal(seen.opened.length - cFetched, 6, 'the copies were fetched again')
+    assert.ok(6 + cFetched <= 9, `${6 + cFetched} MiB held ahead of the render (the bound is 8 MiB, plus the file that crosses it)`)
+    await it.return(undefined)
+    ahead.stop()
   } finally {
     fs.rmSync(root, { recursive: true, force: true })
   }
