@@ -6,6 +6,7 @@
  * daemon killed mid-upload holds gc off only until its lease expires.
  */
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -16,9 +17,10 @@ import pg from 'pg'
 import { openStore } from '../../src/backends/open-store.js'
 import { S3Client } from '../../src/backends/s3/client.js'
 import { s3Form } from '../../src/backends/s3/address.js'
+import { toHex } from '../../src/castore/digest.js'
 import { type Directory, directoryDigest } from '../../src/castore/directory.js'
-import { hasGarbageCollecting, hasWriteSessions } from '../../src/store/capabilities.js'
-import { BIN, REPO, runCli } from '../helpers/cli.js'
+import { hasGarbageCollecting, hasTempRoots, hasWriteSessions } from '../../src/store/capabilities.js'
+import { BIN, REPO, cliEnv, runCli } from '../helpers/cli.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { killGroup, spawnOwned } from '../helpers/spawn.js'
@@ -140,6 +142,40 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
     } finally {
       await writer.close()
       await collector.close()
+    }
+  })
+
+  test('a paused holder of temp roots: its lease lapses, gc proceeds without it, and on resume it takes a new lease', async () => {
+    const { db, bucket, client, flags } = await fresh()
+    process.env.TVIX_LEASE_TTL = '2'
+    const holder = await openStore({ url: db, blobServiceAddr: bucket }).finally(() => delete process.env.TVIX_LEASE_TTL)
+    try {
+      assert.ok(hasTempRoots(holder))
+      const roots = holder.tempRoots()
+      const { digest } = await holder.blobs.put(Buffer.from('told the client it is stored'))
+      assert.ok(await roots.holdIf('blob', toHex(digest), () => holder.blobs.has(digest)))
+      const leases = async () => (await client.query<{ id: string }>('select id::text from tvix_leases')).rows.map((r) => r.id)
+      const [first] = await leases()
+      assert.ok(first)
+      // Held: a gc keeps it.
+      const kept = await runCli(['gc', '--grace', '0s', '--json', ...flags], { cwd })
+      assert.equal(JSON.parse(kept.stdout.toString()).blobs, 0, kept.stderr)
+      // Paused (no timer runs while this process is blocked) past the lease, while another process collects.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3000)
+      const swept = spawnSync(process.execPath, [BIN, 'gc', '--grace', '0s', '--json', ...flags], { cwd: REPO, env: cliEnv() })
+      assert.equal(swept.status, 0, swept.stderr.toString())
+      assert.equal(JSON.parse(swept.stdout.toString()).blobs, 1, 'the lapsed lease held nothing')
+      assert.deepEqual(await leases(), [], 'gc dropped the lapsed lease')
+      // Resumed: the object is gone, so the client hears "absent"; a new root takes a new lease.
+      assert.equal(await roots.holdIf('blob', toHex(digest), () => holder.blobs.has(digest)), false)
+      const other = await holder.blobs.put(Buffer.from('sent after the pause'))
+      assert.ok(await roots.holdIf('blob', toHex(other.digest), () => holder.blobs.has(other.digest)))
+      const now = await leases()
+      assert.equal(now.length, 1)
+      assert.notEqual(now[0], first)
+      roots.release()
+    } finally {
+      await holder.close()
     }
   })
 
