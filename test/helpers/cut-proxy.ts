@@ -12,7 +12,9 @@ import net from 'node:net'
 export class CutProxy {
   private server: net.Server | undefined
   private readonly sockets = new Set<net.Socket>()
-  private trigger: { needle: string; fired: () => void } | undefined
+  private trigger: string | undefined
+  /** Whether the last cutOn's bytes came. */
+  triggered = false
 
   private constructor(
     private readonly target: { host: string; port: number },
@@ -48,9 +50,10 @@ export class CutProxy {
     this.sockets.clear()
   }
 
-  /** Resolves once a client has sent bytes containing `needle`; the proxy is cut right then, before they are forwarded. */
-  cutOn(needle: string): Promise<void> {
-    return new Promise((fired) => (this.trigger = { needle, fired }))
+  /** Cuts the proxy when a client sends bytes containing `needle`, before they are forwarded (then `triggered`). */
+  cutOn(needle: string): void {
+    this.trigger = needle
+    this.triggered = false
   }
 
   async close(): Promise<void> {
@@ -73,11 +76,10 @@ export class CutProxy {
     client.on('close', drop)
     upstream.on('close', drop)
     client.on('data', (chunk: Buffer) => {
-      const t = this.trigger
-      if (t && chunk.includes(t.needle)) {
+      if (this.trigger && chunk.includes(this.trigger)) {
         this.trigger = undefined
+        this.triggered = true
         this.cut()
-        t.fired()
         return
       }
       upstream.write(chunk)
