@@ -65,6 +65,11 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       helpValue: 'DURATION',
       default: '60s',
     }),
+    'put-window': Flags.string({
+      summary: 'Commit small blob Puts together within DURATION (0: each one durable when answered).',
+      helpValue: 'DURATION',
+      default: '1s',
+    }),
     'http-listen': Flags.string({
       summary: 'Also serve the store as a Nix binary cache (read-only unless --http-upload) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
       helpValue: '[HOST:]PORT',
@@ -170,6 +175,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       idleTimeoutMs: idle === 0 ? Number.MAX_SAFE_INTEGER : idle,
       callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
       maxNarSize,
+      putWindowMs: parseDuration(this.flags['put-window'], 'put-window'),
     }, { tls, tokens })
     const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }, daemon, tls) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)

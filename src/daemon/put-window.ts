@@ -7,10 +7,11 @@ import type { Log } from './calls.js'
 
 /**
  * Longest a small blob a client put waits in the window before it is
- * committed (made durable and published to the store's other readers):
- * a client that goes on with a Directory or PathInfo Put, or a Stat or
- * Read of it, commits it at once. Over a second, an import of many small
- * files through the daemon makes one bundle per second of upload.
+ * committed (made durable and published to the store's other readers),
+ * by default (`daemon --put-window`): a client that goes on with a
+ * Directory or PathInfo Put, or a Stat or Read of it, commits it at once.
+ * An import of many small files through the daemon makes one bundle per
+ * second of upload.
  */
 export const WINDOW_MS = 1000
 
@@ -57,10 +58,10 @@ export class PutWindow {
     private readonly windowMs: number,
   ) {}
 
-  /** A window for a store whose blobs stage (a local store); undefined for others (each Put stays final when answered). */
+  /** A window for a store whose blobs stage (a local store); undefined for others, and for a window of 0 (each Put final when answered). */
   static for(store: Store, log: Log, windowMs = WINDOW_MS): PutWindow | undefined {
     const { blobs } = store
-    return hasStaging(blobs) ? new PutWindow(store, () => blobs.stage(), log, windowMs) : undefined
+    return hasStaging(blobs) && windowMs > 0 ? new PutWindow(store, () => blobs.stage(), log, windowMs) : undefined
   }
 
   /**

@@ -26,6 +26,8 @@ export interface DaemonLimits extends TransferLimits {
   idleTimeoutMs: number
   /** Largest NAR one CalculateNAR call may render (DEFAULT_MAX_NAR_SIZE when unset). */
   maxNarSize?: number
+  /** Small blob Puts are committed together within this (PutWindow; WINDOW_MS when unset, 0: each Put on its own). */
+  putWindowMs?: number
 }
 
 export const DEFAULT_LIMITS: DaemonLimits = {
@@ -76,7 +78,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   widenReceiveWindow(server)
   const transfers = new Transfers(limits)
   const rootsOf = tempRootsPerConnection(store)
-  const window = PutWindow.for(store, log)
+  const window = PutWindow.for(store, log, limits.putWindowMs)
   server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers, rootsOf, window))
   server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log, transfers, rootsOf, window))
   server.addService(
