@@ -27,7 +27,8 @@
  * inputs, one run each, under 2 minutes idle; the tables say [quick]),
  * BENCH_REPS (default 3, quick 1), BENCH_STARTUP_RUNS (default 10, quick 3),
  * BENCH_BIG_REPS (runs per tool in the big part, default 1), BENCH_PARTS
- * (comma-separated subset of nix,daemon,startup,space,big,gc,cache,shared; default all),
+ * (comma-separated subset of nix,daemon,startup,space,big,gc,cache,shared; default all, but
+ * BENCH_QUICK=1 leaves out shared unless named),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
 import { spawn, spawnSync } from 'node:child_process'
@@ -56,7 +57,8 @@ const OUT_JSON = path.join(REPO, '.bench/last.json')
 const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? sized(3, 1)))
 const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? sized(10, 3)))
 const BIG_REPS = Math.max(1, Number(process.env.BENCH_BIG_REPS ?? 1))
-const PARTS = new Set((process.env.BENCH_PARTS ?? 'nix,daemon,startup,space,big,gc,cache,shared').split(',').map((s) => s.trim()))
+// The shared part starts radosgw + PostgreSQL and fills buckets: minutes even on small inputs, so the quick run leaves it out unless named.
+const PARTS = new Set((process.env.BENCH_PARTS ?? `nix,daemon,startup,space,big,gc,cache${QUICK ? '' : ',shared'}`).split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
 /** GNU time's report: CPU (user, system seconds) and peak RSS (KiB) on its last line. */
