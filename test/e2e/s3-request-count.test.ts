@@ -12,7 +12,9 @@ import path from 'node:path'
 import { describe, test } from 'node:test'
 import { parseStoreUrl } from '../../src/backends/registry.js'
 import type { S3Address } from '../../src/backends/s3/address.js'
-import { S3Client } from '../../src/backends/s3/client.js'
+import { S3BlobService } from '../../src/backends/s3/blob.js'
+import { S3Client, s3Requests } from '../../src/backends/s3/client.js'
+import { iterateSource } from '../../src/castore/blob-service.js'
 import { runCli } from '../helpers/cli.js'
 import { backendsForTests, freshBucket } from '../helpers/suite-servers.js'
 import { makeTree } from '../helpers/trees.js'
@@ -49,6 +51,27 @@ describe('S3 request counts (TVIX_S3_STATS)', { skip }, () => {
     } finally {
       await client.close()
       fs.rmSync(cwd, { recursive: true, force: true })
+    }
+  })
+
+  test('the chunk list of a one-chunk blob (a daemon\'s StatBlob with send_chunks, for most files) costs one HEAD; of a chunked blob, a HEAD and a GET', async () => {
+    const s3 = typeof servers === 'string' ? undefined : servers.s3!
+    const client = new S3Client(parseStoreUrl(await freshBucket(s3!)) as S3Address, s3!)
+    const blobs = new S3BlobService(client)
+    try {
+      const small = await blobs.put(iterateSource(Buffer.from('a small file')))
+      const big = await blobs.put(iterateSource(Buffer.alloc(3 << 20, 7).map((_, i) => (i * 2654435761) >>> 24)))
+      const requests = async (d: Uint8Array) => {
+        const before = { ...s3Requests }
+        const chunks = await blobs.chunks(d)
+        return { chunks: chunks?.length, HEAD: s3Requests.HEAD! - before.HEAD!, GET: s3Requests.GET! - before.GET! }
+      }
+      assert.deepEqual(await requests(small.digest), { chunks: 0, HEAD: 1, GET: 0 })
+      const chunked = await requests(big.digest)
+      assert.ok(chunked.chunks! > 1, `a 3 MiB blob is several chunks: ${chunked.chunks}`)
+      assert.deepEqual({ HEAD: chunked.HEAD, GET: chunked.GET }, { HEAD: 1, GET: 1 })
+    } finally {
+      await client.close()
     }
   })
 })

@@ -74,9 +74,10 @@ export class S3BlobService implements BlobService {
 
   async chunks(d: B3Digest, opts?: CallOptions): Promise<ChunkMeta[] | undefined> {
     requireDigestLength(d)
+    // Most blobs are one chunk (small files): one HEAD answers for them.
+    if (await this.s3.head(chunkKey(d), opts)) return []
     const list = await this.s3.get(listKey(d), opts)
-    if (list) return decodeChunkList(list.body, d)
-    return (await this.s3.head(chunkKey(d), opts)) ? [] : undefined
+    return list ? decodeChunkList(list.body, d) : undefined
   }
 
   async open(d: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
