@@ -28,6 +28,10 @@ export function leaseTtlMs(env = process.env): number {
 
 const OWNER = () => `${os.hostname()}:${process.pid}`
 
+const FOREIGN_KEY_VIOLATION = '23503'
+/** PostgreSQL's SQLSTATE of a driver error, also once Db wrapped it into one line (as its cause). */
+const pgCode = (e: unknown): string | undefined => (e as { code?: string }).code ?? (e as { cause?: { code?: string } }).cause?.code
+
 export class PgTempRoots implements TempRoots {
   private lease: string | undefined
   private readonly held = new Set<string>()
@@ -43,25 +47,40 @@ export class PgTempRoots implements TempRoots {
   async holdIf(kind: TempRootKind, name: string, present: () => Promise<boolean>): Promise<boolean> {
     const line = `${kind} ${name}`
     if (this.held.has(line) && this.lease) return present()
-    return this.guard.commit(async (c) => {
-      if (!(await present())) return false
-      if (this.released) return true
-      const lease = await this.renewOrTake(c)
-      await c.query('insert into tvix_temp_roots (lease, kind, name) values ($1, $2, $3) on conflict do nothing', [lease, kind, name])
-      this.held.add(line)
-      return true
-    })
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.guard.commit(async (c) => {
+          if (!(await present())) return false
+          if (this.released) return true
+          const lease = await this.renewOrTake(c)
+          await c.query('insert into tvix_temp_roots (lease, kind, name) values ($1, $2, $3) on conflict do nothing', [lease, kind, name])
+          this.held.add(line)
+          return true
+        })
+      } catch (e) {
+        // The lease went away under this root (released, or dropped as expired, meanwhile): nothing was recorded; record it under a new one.
+        if (attempt < 3 && pgCode(e) === FOREIGN_KEY_VIOLATION) {
+          this.lease = undefined
+          this.held.clear()
+          continue
+        }
+        throw e
+      }
+    }
   }
 
   /** The lease, renewed in the caller's transaction; a new one (and an empty `held`) if it lapsed. */
   private async renewOrTake(c: pg.PoolClient): Promise<string> {
     const ttl = `${this.ttlMs} milliseconds`
-    if (this.lease) {
-      const r = await c.query('update tvix_leases set expires_at = now() + $2::interval where id = $1 and expires_at > now()', [this.lease, ttl])
-      if (r.rowCount === 1) return this.lease
+    // The lease this transaction renews (and row-locks): another call may replace this.lease meanwhile.
+    const current = this.lease
+    if (current) {
+      // clock_timestamp(), not now(): a transaction that waited behind a sweep must not judge by when it began.
+      const r = await c.query('update tvix_leases set expires_at = clock_timestamp() + $2::interval where id = $1 and expires_at > clock_timestamp()', [current, ttl])
+      if (r.rowCount === 1) return current
       this.held.clear()
     }
-    const id = (await c.query<{ id: string }>(`insert into tvix_leases (owner, kind, expires_at) values ($1, 'temp-roots', now() + $2::interval) returning id::text`, [OWNER(), ttl])).rows[0]!.id
+    const id = (await c.query<{ id: string }>(`insert into tvix_leases (owner, kind, expires_at) values ($1, 'temp-roots', clock_timestamp() + $2::interval) returning id::text`, [OWNER(), ttl])).rows[0]!.id
     this.lease = id
     this.heartbeat()
     return id
