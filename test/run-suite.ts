@@ -22,7 +22,14 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const HEAVIEST = [
   'test/e2e/crash.test.ts',
   'test/e2e/gc-concurrency.test.ts',
+  // On S3 + PostgreSQL: their servers start beside the two files above.
+  'test/e2e/shared-gc.test.ts',
+  'test/e2e/shared-daemon.test.ts',
+  'test/e2e/shared-store.test.ts',
+  'test/e2e/shared-verify.test.ts',
   'test/e2e/daemon.test.ts',
+  'test/daemon/streams.test.ts',
+  'test/e2e/s3-blobs.test.ts',
   'test/e2e/binary-cache-upload.test.ts',
   'test/e2e/binary-cache-source.test.ts',
   'test/e2e/binary-cache-serve.test.ts',
