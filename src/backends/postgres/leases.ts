@@ -1,5 +1,6 @@
 import os from 'node:os'
 import type pg from 'pg'
+import { UsageError } from '../../errors.js'
 import type { TempRootKind, TempRoots } from '../../store/store.js'
 import type { Db } from './db.js'
 import type { WriteGuard } from './sessions.js'
@@ -22,8 +23,12 @@ import type { WriteGuard } from './sessions.js'
 export const DEFAULT_LEASE_TTL_MS = 60_000
 
 export function leaseTtlMs(env = process.env): number {
-  const s = Number(env.TVIX_LEASE_TTL)
-  return env.TVIX_LEASE_TTL && Number.isFinite(s) && s > 0 ? s * 1000 : DEFAULT_LEASE_TTL_MS
+  const given = env.TVIX_LEASE_TTL
+  if (given === undefined || given === '') return DEFAULT_LEASE_TTL_MS
+  const s = Number(given)
+  // A typo must not silently become the default: a lease shorter or longer than meant changes how long gc waits.
+  if (!Number.isFinite(s) || s <= 0) throw new UsageError(`TVIX_LEASE_TTL must be a number of seconds above 0, not ${JSON.stringify(given)}`)
+  return s * 1000
 }
 
 const OWNER = () => `${os.hostname()}:${process.pid}`
