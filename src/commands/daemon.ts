@@ -1,7 +1,8 @@
 import * as Flags from '@oclif/core/flags'
 import { StoreCommand } from '../cli/store-command.js'
 import { DEFAULT_LISTEN, parseListen, reachableFromElsewhere } from '../daemon/listen.js'
-import { type TlsPair, checkTlsPair } from '../daemon/tls.js'
+import { type TlsPair, TlsIdentity, checkTlsPair } from '../daemon/tls.js'
+import { type Reloadable, reloadOnHangup } from '../daemon/reload.js'
 import { parseTokenFile } from '../daemon/auth.js'
 import type { CacheOptions } from '../http/cache-handler.js'
 import type { TcpAddress } from '../http/server.js'
@@ -14,7 +15,9 @@ import type { Store } from '../store/store.js'
 import { DEFAULT_GRACE_MS, parseDuration } from '../cli/duration.js'
 import { UsageError } from '../errors.js'
 import { parseSize } from '../util/size.js'
-import { httpAccess } from '../http/auth.js'
+import { httpAccess, parseAuthFile } from '../http/auth.js'
+import type { SecretSet } from '../util/secret-set.js'
+import type { Rights } from '../daemon/auth.js'
 
 export default class Daemon extends StoreCommand<typeof Daemon> {
   static override summary = 'Serve a store over the tvix gRPC protocol.'
@@ -22,7 +25,8 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     'Serves tvix.castore.v1.BlobService, tvix.castore.v1.DirectoryService and tvix.store.v1.PathInfoService, ' +
     'plus grpc.health.v1.Health and server reflection; with --http-listen, also the store as a Nix binary cache. ' +
     'Listens on loopback unless told otherwise. ' +
-    'SIGINT/SIGTERM stop it cleanly: in-flight calls finish, a socket file is removed.'
+    'SIGINT/SIGTERM stop it cleanly: in-flight calls finish, a socket file is removed. ' +
+    'SIGHUP re-reads --tls-cert/--tls-key, --auth-file and --http-auth-file (all or nothing: a bad file keeps the previous ones).'
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --listen 127.0.0.1:9000 --store /var/lib/tvix-store',
@@ -141,7 +145,8 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       throw new UsageError(`--listen ${this.flags.listen}, which other machines can reach, needs --auth-file (else anyone could write to the store; --insecure-allow-anyone to allow it)`)
     }
     const tokens = tokenFile === undefined ? undefined : parseTokenFile(readKeyFile(tokenFile, 'auth file'), tokenFile)
-    const tls = this.tlsPair(listen.kind === 'tcp' || httpListen !== undefined)
+    const pair = this.tlsPair(listen.kind === 'tcp' || httpListen !== undefined)
+    const tls = pair && new TlsIdentity(pair)
     const maxNarSize = parseSize(this.flags['max-nar-size'], 'max-nar-size')
     const compression = parseServedCompression(this.flags['http-compression'])
     if (compression !== 'none') {
@@ -182,7 +187,9 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (tokens) log(`gRPC calls need a token from --auth-file ${tokenFile} (health and reflection are open)`)
     if (gc) log(`gc of orphaned objects every ${every}`)
+    const stopReloading = reloadOnHangup(this.reloadables(tls, tokens, access?.credentials), log)
     const signal = await signalled
+    stopReloading()
     log(`${signal}: stopping (waiting for calls in flight)`)
     await gc?.stop()
     await Promise.all([daemon.shutdown(), cache?.shutdown()])
@@ -192,16 +199,55 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 
   /** --tls-cert and --tls-key, read and checked before anything starts; `tcp`: something is served over TCP to use them. */
   private tlsPair(tcp: boolean): TlsPair | undefined {
-    const certFile = this.flags['tls-cert']
-    const keyFile = this.flags['tls-key']
-    if (certFile === undefined || keyFile === undefined) return undefined
+    if (this.flags['tls-cert'] === undefined) return undefined
     if (!tcp) throw new UsageError('--tls-cert: a unix socket is served without TLS (its file permissions guard it); give a TCP --listen or --http-listen')
+    return this.readTlsPair()
+  }
+
+  private readTlsPair(): TlsPair {
+    const certFile = this.flags['tls-cert']!
+    const keyFile = this.flags['tls-key']!
     return checkTlsPair({ cert: Buffer.from(readKeyFile(certFile, 'TLS certificate')), key: Buffer.from(readKeyFile(keyFile, 'TLS key')) }, certFile, keyFile)
+  }
+
+  /** The files SIGHUP re-reads, each parsed and checked as at start. */
+  private reloadables(tls?: TlsIdentity, tokens?: SecretSet<Rights>, credentials?: ReturnType<typeof parseAuthFile>): Reloadable[] {
+    const items: Reloadable[] = []
+    if (tls) {
+      items.push({
+        what: `--tls-cert ${this.flags['tls-cert']}`,
+        load: () => {
+          const pair = this.readTlsPair()
+          return () => tls.replace(pair)
+        },
+      })
+    }
+    const tokenFile = this.flags['auth-file']
+    if (tokens && tokenFile !== undefined) {
+      items.push({
+        what: `--auth-file ${tokenFile}`,
+        load: () => {
+          const fresh = parseTokenFile(readKeyFile(tokenFile, 'auth file'), tokenFile)
+          return () => tokens.replaceWith(fresh)
+        },
+      })
+    }
+    const authFile = this.flags['http-auth-file']
+    if (credentials && authFile !== undefined) {
+      items.push({
+        what: `--http-auth-file ${authFile}`,
+        load: () => {
+          const fresh = parseAuthFile(readKeyFile(authFile, 'auth file'), authFile)
+          return () => credentials.replaceWith(fresh)
+        },
+      })
+    }
+    return items
   }
 }
 
 /** The HTTP side; if it cannot listen, the gRPC side already started is stopped before the error is reported. */
-async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }, tls?: TlsPair) {
+async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }, tls?: TlsIdentity) {
   const { startHttpCache } = await import('../http/server.js')
   try {
     return await startHttpCache(store, listen, log, opts, tls)

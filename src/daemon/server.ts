@@ -16,6 +16,7 @@ import { pathInfoHandler } from './path-info-handler.js'
 import { PutWindow } from './put-window.js'
 import { addReflectionService } from './reflection.js'
 import { tempRootsPerConnection } from './temp-roots.js'
+import type { TlsIdentity } from './tls.js'
 import { type TransferLimits, Transfers } from './transfers.js'
 
 /** What one client, or all of them together, may hold of the daemon. */
@@ -45,8 +46,8 @@ const KEEPALIVE_TIMEOUT_MS = 20_000
 
 /** Who may connect and what they may do: TLS on TCP, and tokens for every call but health and reflection. */
 export interface DaemonSecurity {
-  /** PEM certificate chain and private key (checked by checkTlsPair); a unix socket is served without TLS. */
-  tls?: { cert: Buffer; key: Buffer }
+  /** PEM certificate chain and private key (checked by checkTlsPair), replaceable while serving; a unix socket is served without TLS. */
+  tls?: TlsIdentity
   tokens?: SecretSet<Rights>
 }
 
@@ -91,7 +92,7 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
 
   if (listen.kind === 'unix') await clearStaleSocket(listen.path)
   const tls = listen.kind === 'tcp' ? security.tls : undefined
-  const credentials = tls ? ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false) : ServerCredentials.createInsecure()
+  const credentials = tls ? new FollowingCredentials(tls) : ServerCredentials.createInsecure()
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(bindTarget(listen), credentials, (err, p) =>
       err ? reject(new BackendError(`cannot listen on ${bindTarget(listen)}: ${bindFailure(err)}`, { cause: err })) : resolve(p),
@@ -184,5 +185,36 @@ function watchConnections(server: Server, limits: DaemonLimits, log: Log): void 
         // a session already closing
       }
     })
+  }
+}
+
+/**
+ * Server TLS credentials that take up a replaced certificate: grpc-js
+ * hands updated context options to its HTTP/2 server's setSecureContext.
+ * (createSsl's credentials are fixed for the server's life.) No client
+ * certificates are asked for.
+ */
+class FollowingCredentials extends ServerCredentials {
+  private unsubscribe?: () => void
+
+  constructor(private readonly identity: TlsIdentity) {
+    super({ requestCert: false }, { cert: identity.current.cert, key: identity.current.key })
+  }
+
+  override _addWatcher(watcher: Parameters<ServerCredentials['_addWatcher']>[0]): void {
+    this.unsubscribe ??= this.identity.onReplace((p) => this.updateSecureContextOptions({ cert: p.cert, key: p.key }))
+    super._addWatcher(watcher)
+  }
+
+  override _removeWatcher(watcher: Parameters<ServerCredentials['_removeWatcher']>[0]): void {
+    super._removeWatcher(watcher)
+    if (this.getWatcherCount() === 0) {
+      this.unsubscribe?.()
+      this.unsubscribe = undefined
+    }
+  }
+
+  override _equals(other: ServerCredentials): boolean {
+    return other === this
   }
 }

@@ -27,3 +27,30 @@ function reasonOf(e: Error): string {
   const m = /routines?:+(?:[^:]*:)?(.*)$/.exec(e.message)
   return (m?.[1] ?? e.message).trim()
 }
+
+/**
+ * The daemon's certificate and key, replaceable while it runs (SIGHUP after
+ * a renewal): each TLS server subscribes, and new handshakes use the new
+ * pair; connections already open keep theirs.
+ */
+export class TlsIdentity {
+  private readonly listeners = new Set<(pair: TlsPair) => void>()
+
+  constructor(private pair: TlsPair) {}
+
+  get current(): TlsPair {
+    return this.pair
+  }
+
+  /** Calls `listener` with every later pair; returns its unsubscribe. */
+  onReplace(listener: (pair: TlsPair) => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  /** A pair checked by checkTlsPair. */
+  replace(pair: TlsPair): void {
+    this.pair = pair
+    for (const l of this.listeners) l(pair)
+  }
+}

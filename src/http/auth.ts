@@ -20,7 +20,7 @@ export interface Credentials {
  * comments ignored. A bad line is named by its number, never echoed: it
  * may hold a secret.
  */
-export function parseAuthFile(text: string, file: string): Credentials {
+export function parseAuthFile(text: string, file: string): BasicCredentials {
   const known = new SecretSet<true>()
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/\r$/, '')
@@ -30,11 +30,20 @@ export function parseAuthFile(text: string, file: string): Credentials {
     known.add(line, true)
   })
   if (known.size === 0) throw new UsageError(`--http-auth-file ${file} holds no credentials (want "user:password" lines)`)
-  return {
-    accepts(authorization) {
-      const given = basicCredentials(authorization)
-      return given !== undefined && known.find(given) === true
-    },
+  return new BasicCredentials(known)
+}
+
+/** `user:password` lines of an auth file; replaceable while serving (SIGHUP). */
+export class BasicCredentials implements Credentials {
+  constructor(private readonly known: SecretSet<true>) {}
+
+  accepts(authorization: string | undefined): boolean {
+    const given = basicCredentials(authorization)
+    return given !== undefined && this.known.find(given) === true
+  }
+
+  replaceWith(other: BasicCredentials): void {
+    this.known.replaceWith(other.known)
   }
 }
 
@@ -47,7 +56,7 @@ function basicCredentials(header: string | undefined): string | undefined {
 /** Who may do what on the binary cache, from the daemon's flags. */
 export interface HttpAccess {
   upload: boolean
-  credentials?: Credentials
+  credentials?: BasicCredentials
   private: boolean
 }
 

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { BackendError } from '../errors.js'
 import { type ListenAddress, bindFailure, bindTarget } from '../daemon/listen.js'
 import type { Store } from '../store/store.js'
-import type { TlsPair } from '../daemon/tls.js'
+import type { TlsIdentity } from '../daemon/tls.js'
 import { type CacheOptions, type Log, cacheHandler } from './cache-handler.js'
 
 /** Where the cache listens: Nix reaches binary caches over TCP only. */
@@ -18,10 +18,11 @@ export interface HttpCache {
 }
 
 /** Serves `store` as a Nix binary cache over HTTP/1.1 (node:http: what Nix's curl speaks, no framework needed), over TLS given `tls`. */
-export async function startHttpCache(store: Store, listen: TcpAddress, log: Log, opts: CacheOptions, tls?: TlsPair): Promise<HttpCache> {
+export async function startHttpCache(store: Store, listen: TcpAddress, log: Log, opts: CacheOptions, tls?: TlsIdentity): Promise<HttpCache> {
   const stopped = new AbortController()
   const handler = cacheHandler(store, opts, log, stopped.signal)
-  const server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler)
+  const server = tls ? https.createServer({ cert: tls.current.cert, key: tls.current.key }, handler) : http.createServer(handler)
+  const unsubscribe = tls?.onReplace((p) => (server as https.Server).setSecureContext({ cert: p.cert, key: p.key }))
   // Nix sends every PUT with `Expect: 100-continue`: the handler says "continue" only to an upload it accepts, so a refused one never sends its body.
   server.on('checkContinue', handler)
   await new Promise<void>((resolve, reject) => {
@@ -35,6 +36,7 @@ export async function startHttpCache(store: Store, listen: TcpAddress, log: Log,
     shutdown(graceMs = 10_000) {
       stopping ??= new Promise<void>((resolve) => {
         stopped.abort(new Error('the daemon is shutting down'))
+        unsubscribe?.()
         // close() ends idle keep-alive connections; busy ones end with their response, or are cut after graceMs.
         const force = setTimeout(() => server.closeAllConnections(), graceMs)
         server.close(() => {

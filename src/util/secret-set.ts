@@ -7,7 +7,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
  * taken says nothing about which one matched, or how closely.
  */
 export class SecretSet<T> {
-  private readonly entries: Array<{ digest: Buffer; value: T }> = []
+  private entries: Array<{ digest: Buffer; value: T }> = []
 
   get size(): number {
     return this.entries.length
@@ -15,6 +15,11 @@ export class SecretSet<T> {
 
   add(secret: string, value: T): void {
     this.entries.push({ digest: secretDigest(secret), value })
+  }
+
+  /** Takes `other`'s secrets in place of its own (a reloaded file), at once for every later find. */
+  replaceWith(other: SecretSet<T>): void {
+    this.entries = other.entries
   }
 
   /** The value added with `given`, or undefined. */
