@@ -10,7 +10,7 @@ import { encodeNode } from '../../src/castore/proto.js'
 import { decodePathInfo } from '../../src/store/proto.js'
 import { runCli, spawnCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
-import { str } from '../helpers/nar.js'
+import { deepChainNar } from '../helpers/nar.js'
 import { NIX_ENV, nixMissing } from '../helpers/nix.js'
 import { RawGrpc } from '../helpers/raw-grpc.js'
 import { runProcess } from '../helpers/spawn.js'
@@ -19,21 +19,6 @@ import { toHex } from '../../src/castore/digest.js'
 import { parseStorePathArg } from '../../src/store/store-path.js'
 
 const DEPTH = 10_000
-
-/**
- * The NAR of a chain of DEPTH directories, each holding one entry `d`,
- * the last one a file, streamed token by token (independent of the
- * encoder under test): the opening tokens of every level, the file, then
- * the closing tokens of every level.
- */
-async function* deepChainNar(depth: number): AsyncGenerator<Buffer> {
-  yield str('nix-archive-1')
-  const open = Buffer.concat(['(', 'type', 'directory', 'entry', '(', 'name', 'd', 'node'].map((t) => str(t)))
-  for (let i = 0; i < depth; i++) yield open
-  yield Buffer.concat(['(', 'type', 'regular', 'contents', 'at the bottom\n', ')'].map((t) => str(t)))
-  const close = Buffer.concat([str(')'), str(')')])
-  for (let i = 0; i < depth; i++) yield close
-}
 
 /**
  * A tree 10,000 levels deep, which Nix's NAR format allows: every command
