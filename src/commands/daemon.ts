@@ -45,6 +45,11 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       helpValue: 'SIZE',
       default: '64G',
     }),
+    'max-directory-entries': Flags.integer({
+      summary: 'Refuse (RESOURCE_EXHAUSTED) a Directory Put with more entries than N; each costs the daemon a few hundred bytes as it is checked, stored and read back.',
+      default: 32_768,
+      min: 1,
+    }),
     'max-connections': Flags.integer({
       summary: 'Open client connections at most, on gRPC and on the HTTP cache each; more are refused as they arrive.',
       default: 256,
@@ -185,6 +190,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       // grpc-js reads "never" as a very large value.
       idleTimeoutMs: idle === 0 ? Number.MAX_SAFE_INTEGER : idle,
       maxNarSize,
+      maxDirectoryEntries: this.flags['max-directory-entries'],
       putWindowMs: parseDuration(this.flags['put-window'], 'put-window'),
     }, { tls, tokens })
     const cacheOpts = { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }

@@ -30,7 +30,18 @@ export interface DaemonLimits extends TransferLimits {
   maxNarSize?: number
   /** Small blob Puts are committed together within this (PutWindow; WINDOW_MS when unset, 0: each Put on its own). */
   putWindowMs?: number
+  /** A Directory Put with more entries is refused (DEFAULT_MAX_DIRECTORY_ENTRIES when unset). */
+  maxDirectoryEntries?: number
 }
+
+/**
+ * --max-directory-entries' default: above the widest Directories of real
+ * trees (all-cabal-hashes' ~17,000 package folders; 14,000 entries with
+ * 255-byte names already fill the 4 MiB message), well below the ~100,000
+ * that 4 MiB of 3-byte names holds. Putting, reading back and rendering
+ * one Directory of 65,536 entries took the daemon from 98 to 228 MiB.
+ */
+export const DEFAULT_MAX_DIRECTORY_ENTRIES = 32_768
 
 /**
  * --max-call-time's default: 64 GiB (--max-nar-size's default) at 10 MB/s
@@ -91,7 +102,10 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   // No path's NAR may exceed maxNarSize, so no blob it holds may either.
   const maxBlobSize = limits.maxNarSize ?? DEFAULT_MAX_NAR_SIZE
   server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers, rootsOf, window, maxBlobSize))
-  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log, transfers, rootsOf, window))
+  server.addService(
+    serviceDefinition('tvix.castore.v1.DirectoryService', 'server'),
+    directoryHandler(store, log, transfers, rootsOf, window, limits.maxDirectoryEntries ?? DEFAULT_MAX_DIRECTORY_ENTRIES),
+  )
   server.addService(
     serviceDefinition('tvix.store.v1.PathInfoService', 'server'),
     pathInfoHandler(store, log, { maxNarSize: limits.maxNarSize, stopped: stopped.signal, rootsOf, window }),
