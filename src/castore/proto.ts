@@ -77,6 +77,15 @@ export function decodeDirectory(buf: Uint8Array): Directory {
   return described('Directory', () => readDirectory(buf))
 }
 
+/** How many entries a Directory message holds, counted without decoding them (a decoded entry costs a few hundred bytes). */
+export function directoryEntryCount(buf: Uint8Array): number {
+  return described('Directory', () => {
+    let n = 0
+    for (const f of fields(buf)) if (f.field >= 1 && f.field <= 3) n++
+    return n
+  })
+}
+
 function readDirectory(buf: Uint8Array): Directory {
   const d: Directory = { directories: [], files: [], symlinks: [] }
   for (const f of fields(buf)) {

@@ -5,7 +5,7 @@ import { type TlsPair, TlsIdentity, checkTlsPair } from '../daemon/tls.js'
 import { type Reloadable, reloadOnHangup } from '../daemon/reload.js'
 import { parseTokenFile } from '../daemon/auth.js'
 import type { CacheOptions } from '../http/cache-handler.js'
-import type { TcpAddress } from '../http/server.js'
+import type { HttpLimits, TcpAddress } from '../http/server.js'
 import { readKeyFile } from '../cli/key-file.js'
 import { parseSecretKey } from '../store/signing.js'
 import { checkCompressor, parseServedCompression } from '../http/compressed-nar.js'
@@ -45,12 +45,17 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       default: DEFAULT_LISTEN,
     }),
     'max-nar-size': Flags.string({
-      summary: 'Refuse (RESOURCE_EXHAUSTED) a CalculateNAR whose NAR would be larger than SIZE, e.g. 64G, and (413) an HTTP upload of one; bounds what one call can cost.',
+      summary: 'Refuse (RESOURCE_EXHAUSTED) a CalculateNAR whose NAR would be larger than SIZE, e.g. 64G, and a blob Put of more; (413) an HTTP upload of one; bounds what one call can cost.',
       helpValue: 'SIZE',
       default: '64G',
     }),
+    'max-directory-entries': Flags.integer({
+      summary: 'Refuse (RESOURCE_EXHAUSTED) a Directory Put with more entries than N; each costs the daemon a few hundred bytes as it is checked, stored and read back.',
+      default: 32_768,
+      min: 1,
+    }),
     'max-connections': Flags.integer({
-      summary: 'Open client connections at most; more are refused as they arrive.',
+      summary: 'Open client connections at most, on gRPC and on the HTTP cache each; more are refused as they arrive.',
       default: 256,
       min: 1,
     }),
@@ -60,14 +65,19 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       min: 1,
     }),
     'idle-timeout': Flags.string({
-      summary: 'Close a connection with no call in flight for DURATION (0: never).',
+      summary: 'Close a connection with no call in flight for DURATION (0: never); on HTTP at most 5s between requests, 60s for a request\'s headers.',
       helpValue: 'DURATION',
       default: '5m',
     }),
     'call-idle-timeout': Flags.string({
-      summary: 'Cancel a transfer whose client sends or reads nothing for DURATION (0: never).',
+      summary: 'Cancel a transfer (an HTTP request too) whose client sends or reads nothing for DURATION (0: never).',
       helpValue: 'DURATION',
       default: '60s',
+    }),
+    'max-call-time': Flags.string({
+      summary: 'Cancel a transfer (gRPC blob or Directory stream, HTTP request) still running after DURATION (0: never); bounds a client that trickles forever.',
+      helpValue: 'DURATION',
+      default: '2h',
     }),
     'put-window': Flags.string({
       summary: 'Commit small blob Puts together within DURATION (0: each one durable when answered).',
@@ -173,16 +183,23 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     const every = this.flags['gc-interval']
     const gc = every === undefined ? undefined : periodicGc(garbageCollector(store, this.caller('daemon --gc-interval')), parseDuration(every, 'gc-interval'), log)
     const idle = parseDuration(this.flags['idle-timeout'], 'idle-timeout')
-    const daemon = await startDaemon(store, listen, log, {
+    const limits = {
       maxConnections: this.flags['max-connections'],
+      idleTimeoutMs: idle,
+      callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
+      maxCallMs: parseDuration(this.flags['max-call-time'], 'max-call-time'),
+    }
+    const daemon = await startDaemon(store, listen, log, {
+      ...limits,
       maxTransfers: this.flags['max-transfers'],
       // grpc-js reads "never" as a very large value.
       idleTimeoutMs: idle === 0 ? Number.MAX_SAFE_INTEGER : idle,
-      callIdleMs: parseDuration(this.flags['call-idle-timeout'], 'call-idle-timeout'),
       maxNarSize,
+      maxDirectoryEntries: this.flags['max-directory-entries'],
       putWindowMs: parseDuration(this.flags['put-window'], 'put-window'),
     }, { tls, tokens })
-    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }, daemon, tls) : undefined
+    const cacheOpts = { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }
+    const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, cacheOpts, daemon, tls, limits) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (tokens) log(`gRPC calls need a token from --auth-file ${tokenFile} (health and reflection are open)`)
@@ -247,10 +264,10 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
 }
 
 /** The HTTP side; if it cannot listen, the gRPC side already started is stopped before the error is reported. */
-async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }, tls?: TlsIdentity) {
+async function startCache(store: Store, listen: TcpAddress, log: (line: string) => void, opts: CacheOptions, daemon: { shutdown(): Promise<void> }, tls: TlsIdentity | undefined, limits: HttpLimits) {
   const { startHttpCache } = await import('../http/server.js')
   try {
-    return await startHttpCache(store, listen, log, opts, tls)
+    return await startHttpCache(store, listen, log, opts, tls, limits)
   } catch (e) {
     await daemon.shutdown()
     throw e

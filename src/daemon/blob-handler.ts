@@ -12,12 +12,22 @@ import type { PutWindow } from './put-window.js'
 import type { RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 import { inWriteSession } from '../store/capabilities.js'
+import { formatSize } from '../util/size.js'
 
 /**
  * tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). `window`:
  * where small blob Puts are staged and committed together (PutWindow).
+ * A Put of more than `maxBlobSize` bytes is refused as they arrive: a
+ * client that sends forever fills no disk.
  */
-export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIMITED, rootsOf: RootsOf = () => undefined, window?: PutWindow): UntypedServiceImplementation {
+export function blobHandler(
+  store: Store,
+  log: Log,
+  transfers: Transfers = UNLIMITED,
+  rootsOf: RootsOf = () => undefined,
+  window?: PutWindow,
+  maxBlobSize = Infinity,
+): UntypedServiceImplementation {
   const { blobs } = store
   /** A blob as a stream of Read messages: `lent`, what openNow gave for it (a stream), or else the store's open. */
   async function* readMessages(d: Uint8Array, lent: AsyncIterable<Uint8Array> | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
@@ -60,7 +70,8 @@ export function blobHandler(store: Store, log: Log, transfers: Transfers = UNLIM
     // Kept by a temp root until the client's PathInfo (a later call) refers to it.
     // A small blob (all of it within SMALL_PUT) goes to the window, answered once staged; a larger one is
     // final when answered: written and committed in a write session of its own (its pack may borrow chunks).
-    Put: clientStream('BlobService/Put', log, blobChunk.decode, async (chunks, signal, call) => {
+    Put: clientStream('BlobService/Put', log, blobChunk.decode, async (sent, signal, call) => {
+      const chunks = atMost(sent, maxBlobSize)
       const src = window ? await smallOrStream(chunks) : chunks
       if (src instanceof Uint8Array) return window!.put(src, rootsOf(call))
       return inWriteSession(store, async () => {
@@ -96,6 +107,16 @@ async function smallOrStream(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Ar
     yield* head.splice(0)
     for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
   })()
+}
+
+/** `chunks`, failing with RESOURCE_EXHAUSTED once they add up to more than `max` bytes. */
+async function* atMost(chunks: AsyncIterable<Uint8Array>, max: number): AsyncGenerator<Uint8Array> {
+  let size = 0
+  for await (const c of chunks) {
+    size += c.length
+    if (size > max) throw new StatusError(Status.RESOURCE_EXHAUSTED, `the blob is larger than --max-nar-size (${formatSize(max)}): no path could hold it`)
+    yield c
+  }
 }
 
 /** A blob's bytes as Read messages of at most BLOB_CHUNK_BYTES. */

@@ -14,7 +14,7 @@ import type {
 } from '@grpc/grpc-js'
 import { requireDigestLength } from '../castore/digest.js'
 import { Status, StatusError, toStatus } from '../grpc/status.js'
-import { type Transfers, UNLIMITED, withinIdle } from './transfers.js'
+import { type Transfers, UNLIMITED, callDeadline, withinIdle } from './transfers.js'
 
 export type Log = (line: string) => void
 
@@ -151,6 +151,8 @@ export function serverStream<Req, Res>(
     ;(async () => {
       const req = decode(call.request)
       release = await transfers.acquire(signal)
+      // Counted from the slot: time spent waiting for it is not the client's doing.
+      const deadline = callDeadline(transfers.limits)
       const out = fn(req, signal, call)
       if (Array.isArray(out)) {
         if (call.cancelled) return
@@ -166,6 +168,7 @@ export function serverStream<Req, Res>(
           if (call.cancelled) return
           const r = await it.next()
           if (r.done) break
+          deadline.check()
           await window.write(r.value, idleMs, lent)
         }
         call.end()
@@ -227,9 +230,11 @@ export function clientStream<Req, Res>(
     async function* messages(): AsyncGenerator<Req> {
       // Not destroying the call when the loop ends: grpc-js ends it itself.
       const it = call.iterator({ destroyOnReturn: false })
+      const deadline = callDeadline(transfers.limits)
       for (;;) {
         const r = await withinIdle(it.next(), transfers.limits.callIdleMs, 'the client sent nothing')
         if (r.done || signal.aborted) break
+        deadline.check()
         yield decode(r.value as Buffer)
       }
       // A cancelled call is destroyed without an error, which ends the loop

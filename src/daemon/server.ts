@@ -18,6 +18,8 @@ import { addReflectionService } from './reflection.js'
 import { tempRootsPerConnection } from './temp-roots.js'
 import type { TlsIdentity } from './tls.js'
 import { type TransferLimits, Transfers } from './transfers.js'
+import { DEFAULT_MAX_NAR_SIZE } from '../store/nar/size.js'
+import { type NetServer, capConnections } from './connection-cap.js'
 
 /** What one client, or all of them together, may hold of the daemon. */
 export interface DaemonLimits extends TransferLimits {
@@ -29,13 +31,31 @@ export interface DaemonLimits extends TransferLimits {
   maxNarSize?: number
   /** Small blob Puts are committed together within this (PutWindow; WINDOW_MS when unset, 0: each Put on its own). */
   putWindowMs?: number
+  /** A Directory Put with more entries is refused (DEFAULT_MAX_DIRECTORY_ENTRIES when unset). */
+  maxDirectoryEntries?: number
 }
+
+/**
+ * --max-directory-entries' default: above the widest Directories of real
+ * trees (all-cabal-hashes' ~17,000 package folders; 14,000 entries with
+ * 255-byte names already fill the 4 MiB message), well below the ~100,000
+ * that 4 MiB of 3-byte names holds. Putting, reading back and rendering
+ * one Directory of 65,536 entries took the daemon from 98 to 228 MiB.
+ */
+export const DEFAULT_MAX_DIRECTORY_ENTRIES = 32_768
+
+/**
+ * --max-call-time's default: 64 GiB (--max-nar-size's default) at 10 MB/s
+ * takes under 2 hours, so no honest transfer of a path is cut.
+ */
+export const DEFAULT_MAX_CALL_MS = 2 * 3_600_000
 
 export const DEFAULT_LIMITS: DaemonLimits = {
   maxConnections: 256,
   idleTimeoutMs: 5 * 60_000,
   maxTransfers: 16,
   callIdleMs: 60_000,
+  maxCallMs: DEFAULT_MAX_CALL_MS,
 }
 
 /** Calls one connection may have in flight (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
@@ -80,8 +100,13 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
   const transfers = new Transfers(limits)
   const rootsOf = tempRootsPerConnection(store)
   const window = PutWindow.for(store, log, limits.putWindowMs)
-  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers, rootsOf, window))
-  server.addService(serviceDefinition('tvix.castore.v1.DirectoryService', 'server'), directoryHandler(store, log, transfers, rootsOf, window))
+  // No path's NAR may exceed maxNarSize, so no blob it holds may either.
+  const maxBlobSize = limits.maxNarSize ?? DEFAULT_MAX_NAR_SIZE
+  server.addService(serviceDefinition('tvix.castore.v1.BlobService', 'server'), blobHandler(store, log, transfers, rootsOf, window, maxBlobSize))
+  server.addService(
+    serviceDefinition('tvix.castore.v1.DirectoryService', 'server'),
+    directoryHandler(store, log, transfers, rootsOf, window, limits.maxDirectoryEntries ?? DEFAULT_MAX_DIRECTORY_ENTRIES),
+  )
   server.addService(
     serviceDefinition('tvix.store.v1.PathInfoService', 'server'),
     pathInfoHandler(store, log, { maxNarSize: limits.maxNarSize, stopped: stopped.signal, rootsOf, window }),
@@ -147,8 +172,7 @@ function widenReceiveWindow(server: Server): void {
   if (opts) opts.settings = { ...opts.settings, initialWindowSize: RECEIVE_WINDOW }
 }
 
-interface H2Server {
-  maxConnections: number
+interface H2Server extends NetServer {
   on(e: 'session', f: (s: Http2Session) => void): void
   on(e: 'drop', f: () => void): void
 }
@@ -161,17 +185,9 @@ interface H2Server {
  * session's connection-level window as it opens.
  */
 function watchConnections(server: Server, limits: DaemonLimits, log: Log): void {
-  const servers = (server as unknown as { http2Servers?: Map<H2Server, unknown> }).http2Servers
-  const max = limits.maxConnections
-  let lastLog = 0
-  for (const h2 of servers?.keys() ?? []) {
-    h2.maxConnections = max
-    h2.on('drop', () => {
-      // At most one line a minute, however many are refused.
-      if (Date.now() - lastLog < 60_000) return
-      lastLog = Date.now()
-      log(`refusing connections: ${max} are open (--max-connections)`)
-    })
+  const servers = [...((server as unknown as { http2Servers?: Map<H2Server, unknown> }).http2Servers?.keys() ?? [])]
+  capConnections(servers, limits.maxConnections, log)
+  for (const h2 of servers) {
     h2.on('session', (session) => {
       if (limits.idleTimeoutMs < 2 ** 31) {
         const silent = setTimeout(() => session.destroy(), limits.idleTimeoutMs)

@@ -5,6 +5,12 @@ export interface TransferLimits {
   maxTransfers: number
   /** A transfer whose client reads or sends nothing for this long is cancelled (0: never). */
   callIdleMs: number
+  /**
+   * A transfer still running this long after it started is cancelled (0 or
+   * unset: never): bounds a client that keeps sending, or reading, a trickle
+   * forever, which the idle timeout never catches. Checked between messages.
+   */
+  maxCallMs?: number
 }
 
 /** Calls beyond this many waiting for a slot are refused at once. */
@@ -51,6 +57,20 @@ export class Transfers {
       if (next) next()
       else this.active--
     }
+  }
+}
+
+/**
+ * A transfer's time budget, from now: `check()` throws DEADLINE_EXCEEDED
+ * once --max-call-time has passed (never, when it is 0 or unset).
+ */
+export function callDeadline(limits: TransferLimits): { check(): void } {
+  const ms = limits.maxCallMs ?? 0
+  const end = ms > 0 ? Date.now() + ms : Infinity
+  return {
+    check() {
+      if (Date.now() > end) throw new StatusError(Status.DEADLINE_EXCEEDED, `the call took longer than ${ms / 1000} s (--max-call-time)`)
+    },
   }
 }
 

@@ -15,11 +15,10 @@ import path from 'node:path'
 import { after, before, describe, test, type TestContext } from 'node:test'
 import type { Client } from '@grpc/grpc-js'
 import { b3 } from '../../src/castore/digest.js'
-import { eventually, field1, h2Session, rawClient, rawClientStream, rawUnary, stalledCall, watchDaemon, writeAll } from '../helpers/attack.js'
+import { eventually, field1, h2Session, idleConnections, rawClient, rawClientStream, rawUnary, rssBounded as rssBoundedBy, stalledCall, writeAll } from '../helpers/attack.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { tempFiles } from '../helpers/snapshot.js'
 
-const RSS_LIMIT_MIB = 200
 const CALL_IDLE = '2s'
 
 describe('daemon limits against stalled and idle clients', () => {
@@ -36,23 +35,8 @@ describe('daemon limits against stalled and idle clients', () => {
     clients.push(c)
     return c
   }
-  /**
-   * Runs `attack` while a well-behaved client probes the daemon (`cleanup`
-   * then ends the attack's connections); reports RSS and probe latency, and
-   * bounds the daemon's peak RSS.
-   */
-  async function rssBounded(t: TestContext, what: string, attack: () => Promise<void>, cleanup: () => void = () => {}): Promise<void> {
-    const watch = watchDaemon(daemon.proc.pid!, daemon.url)
-    let w
-    try {
-      await attack()
-    } finally {
-      cleanup()
-      w = await watch.stop()
-      t.diagnostic(`${what}: daemon peak RSS ${w.peakRssMiB} MiB; Stat latency median ${w.medianMs} ms, max ${w.maxMs} ms (${w.probes} probes)`)
-    }
-    assert.ok(w.peakRssMiB <= RSS_LIMIT_MIB, `daemon peak RSS ${w.peakRssMiB} MiB > ${RSS_LIMIT_MIB} MiB`)
-  }
+  const rssBounded = (t: TestContext, what: string, attack: () => Promise<void>, cleanup?: () => void) =>
+    rssBoundedBy(t, { pid: daemon.proc.pid!, url: daemon.url }, what, attack, cleanup)
 
   before(async () => {
     port = await freePort()
@@ -107,19 +91,12 @@ describe('daemon limits against stalled and idle clients', () => {
 
   test('300 idle TCP connections: those beyond --max-connections refused, the rest closed after --idle-timeout', async (t) => {
     const CONNS = 300
-    const sockets: net.Socket[] = []
+    let sockets: net.Socket[] = []
     await rssBounded(t, `${CONNS} idle connections`, async () => {
-      let closed = 0
-      for (let i = 0; i < CONNS; i++) {
-        const s = net.connect(port, '127.0.0.1')
-        s.on('error', () => {})
-        // Read what the daemon sends (its SETTINGS), or its close is never seen.
-        s.resume()
-        s.on('close', () => closed++)
-        sockets.push(s)
-      }
+      const idle = idleConnections(port, CONNS)
+      sockets = idle.sockets
       // Idle means no call: all are closed by the daemon, within the idle timeout (and some slack) of the last.
-      assert.ok(await eventually(() => closed === CONNS, 30_000), `${CONNS - closed} of ${CONNS} still open`)
+      assert.ok(await eventually(() => idle.closed() === CONNS, 30_000), `${CONNS - idle.closed()} of ${CONNS} still open`)
       assert.match(daemon.log(), /refusing connections: 64 are open/)
     }, () => {
       for (const s of sockets) s.destroy()

@@ -5,35 +5,21 @@ import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { after, before, describe, test } from 'node:test'
-import { calculateNarResponse, getPathInfoRequest } from '../../src/grpc/messages.js'
+import { calculateNarResponse, getDirectoryRequest, getPathInfoRequest } from '../../src/grpc/messages.js'
 import { encodeNode } from '../../src/castore/proto.js'
 import { decodePathInfo } from '../../src/store/proto.js'
 import { runCli, spawnCli } from '../helpers/cli.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
-import { str } from '../helpers/nar.js'
+import { deepChainNar } from '../helpers/nar.js'
 import { NIX_ENV, nixMissing } from '../helpers/nix.js'
 import { RawGrpc } from '../helpers/raw-grpc.js'
-import { runProcess } from '../helpers/spawn.js'
+import { rssKiB, runProcess } from '../helpers/spawn.js'
+import { RSS_LIMIT_MIB } from '../helpers/attack.js'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { toHex } from '../../src/castore/digest.js'
 import { parseStorePathArg } from '../../src/store/store-path.js'
 
 const DEPTH = 10_000
-
-/**
- * The NAR of a chain of DEPTH directories, each holding one entry `d`,
- * the last one a file, streamed token by token (independent of the
- * encoder under test): the opening tokens of every level, the file, then
- * the closing tokens of every level.
- */
-async function* deepChainNar(depth: number): AsyncGenerator<Buffer> {
-  yield str('nix-archive-1')
-  const open = Buffer.concat(['(', 'type', 'directory', 'entry', '(', 'name', 'd', 'node'].map((t) => str(t)))
-  for (let i = 0; i < depth; i++) yield open
-  yield Buffer.concat(['(', 'type', 'regular', 'contents', 'at the bottom\n', ')'].map((t) => str(t)))
-  const close = Buffer.concat([str(')'), str(')')])
-  for (let i = 0; i < depth; i++) yield close
-}
 
 /**
  * A tree 10,000 levels deep, which Nix's NAR format allows: every command
@@ -95,8 +81,8 @@ describe(`a ${DEPTH}-deep directory chain`, { skip: nixMissing() }, () => {
     assert.match(r.stderr, /no problems/)
   })
 
-  test('through a daemon: copy there, export-nar and CalculateNAR there, copy back', async () => {
-    daemon = await startDaemon(path.join(tmp, 'served'), '127.0.0.1:0')
+  test('through a daemon: copy there, export-nar and CalculateNAR there, copy back', async (t) => {
+    daemon = await startDaemon(path.join(tmp, 'served'), '127.0.0.1:0', ['--http-listen', '127.0.0.1:0'])
     await ok(['copy', '--store', store, '--to', daemon.url, expectedPath])
     const remote = await ok(['export-nar', '--store', daemon.url, expectedPath])
     assert.ok(remote.stdout.equals(nar), 'export-nar through the daemon differs')
@@ -112,6 +98,23 @@ describe(`a ${DEPTH}-deep directory chain`, { skip: nixMissing() }, () => {
       const res = calculateNarResponse.decode(calc.response!)
       assert.equal(res.narSize, nar.length)
       assert.equal(toHex(res.narSha256), narSha256Hex)
+
+      // Issue 16: every level in one recursive Get, the NAR and its listing over HTTP, gc marking while
+      // served (nothing of the path goes), all within the daemon's memory bound.
+      const getAll = getDirectoryRequest.encode({ digest: (node as { digest: Uint8Array }).digest, recursive: true })
+      assert.equal(await client.serverStreamCount('/tvix.castore.v1.DirectoryService/Get', getAll), DEPTH)
+      const cache = /Nix binary cache at (http:\/\/\S+)/.exec(daemon.log())![1]!
+      const hashPart = path.basename(expectedPath).slice(0, 32)
+      const url = /^URL: (\S+)$/m.exec(await (await fetch(`${cache}/${hashPart}.narinfo`)).text())![1]!
+      assert.ok(Buffer.from(await (await fetch(`${cache}/${url}`)).arrayBuffer()).equals(nar), 'the NAR over HTTP differs')
+      assert.equal((await (await fetch(`${cache}/${hashPart}.ls`)).text()).split('"d":').length - 1, DEPTH)
+      await ok(['gc', '--store', path.join(tmp, 'served'), '--grace', '0'])
+      assert.equal(await client.serverStreamCount('/tvix.castore.v1.DirectoryService/Get', getAll), DEPTH)
+      const peakKiB = rssKiB(daemon.proc.pid!, 'VmHWM')
+      if (peakKiB !== undefined) {
+        t.diagnostic(`daemon peak RSS ${(peakKiB / 1024).toFixed(1)} MiB`)
+        assert.ok(peakKiB / 1024 <= RSS_LIMIT_MIB, `daemon peak RSS ${(peakKiB / 1024).toFixed(1)} MiB`)
+      }
     } finally {
       client.close()
     }

@@ -5,7 +5,10 @@
  */
 import { Client, type ClientWritableStream, credentials, type ChannelOptions, type ServiceError } from '@grpc/grpc-js'
 import http2 from 'node:http2'
+import net from 'node:net'
+import assert from 'node:assert/strict'
 import { performance } from 'node:perf_hooks'
+import type { TestContext } from 'node:test'
 import { rssKiB } from './spawn.js'
 
 const raw = (b: Buffer) => b
@@ -87,11 +90,33 @@ export function watchDaemon(pid: number, url: string): Watch {
   }
 }
 
+/** What every abusive-client test holds the daemon to (issue 16). */
+export const RSS_LIMIT_MIB = 200
+
+/**
+ * Runs `attack` while a well-behaved client probes the daemon at `url`
+ * (`cleanup` then ends the attack's connections); reports the daemon's
+ * peak RSS and the probe's latency, and bounds that peak. Returns the peak in MiB.
+ */
+export async function rssBounded(t: TestContext, daemon: { pid: number; url: string }, what: string, attack: () => Promise<void>, cleanup: () => void = () => {}): Promise<number> {
+  const watch = watchDaemon(daemon.pid, daemon.url)
+  let w
+  try {
+    await attack()
+  } finally {
+    cleanup()
+    w = await watch.stop()
+    t.diagnostic(`${what}: daemon peak RSS ${w.peakRssMiB} MiB; Stat latency median ${w.medianMs} ms, max ${w.maxMs} ms (${w.probes} probes)`)
+  }
+  assert.ok(w.peakRssMiB <= RSS_LIMIT_MIB, `daemon peak RSS ${w.peakRssMiB} MiB > ${RSS_LIMIT_MIB} MiB`)
+  return w.peakRssMiB
+}
+
 /** Polls `cond` until it holds or `ms` pass; true if it held. */
-export async function eventually(cond: () => boolean, ms = 10_000): Promise<boolean> {
+export async function eventually(cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<boolean> {
   const end = Date.now() + ms
   while (Date.now() < end) {
-    if (cond()) return true
+    if (await cond()) return true
     await new Promise((r) => setTimeout(r, 50))
   }
   return cond()
@@ -137,4 +162,21 @@ export function h2Session(url: string): http2.ClientHttp2Session {
   const s = http2.connect(url.replace(/^grpc\+http:/, 'http:'))
   s.on('error', () => {})
   return s
+}
+
+/**
+ * `n` TCP connections to 127.0.0.1:`port` that send nothing; each reads
+ * what the server sends (gRPC's SETTINGS), or its close is never seen.
+ * `closed()` counts those the server closed (refused, or timed out).
+ */
+export function idleConnections(port: number, n: number): { sockets: net.Socket[]; closed(): number } {
+  let closed = 0
+  const sockets = Array.from({ length: n }, () => {
+    const s = net.connect(port, '127.0.0.1')
+    s.on('error', () => {})
+    s.resume()
+    s.on('close', () => closed++)
+    return s
+  })
+  return { sockets, closed: () => closed }
 }

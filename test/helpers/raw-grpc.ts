@@ -37,6 +37,17 @@ export class RawGrpc {
     })
   }
 
+  /** A server-streaming call: how many messages it streamed before it ended OK (rejects with the status otherwise). */
+  serverStreamCount(method: string, body: Uint8Array): Promise<number> {
+    return new Promise((resolve, reject) => {
+      let n = 0
+      const call = this.client.makeServerStreamRequest(method, raw, raw, Buffer.from(body))
+      call.on('data', () => n++)
+      call.on('error', reject)
+      call.on('end', () => resolve(n))
+    })
+  }
+
   close(): void {
     this.client.close()
   }
