@@ -111,18 +111,23 @@ export class H2Streams {
    * returning early.
    */
   async *call(path: string, request: Uint8Array, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-    const call = this.start(path, request, signal)
-    let ok = false
-    try {
+    for (let attempt = 1; ; attempt++) {
+      const call = this.start(path, request, signal)
+      let ok = false
       try {
-        for await (const piece of call.stream as AsyncIterable<Buffer>) yield* call.messages.push(piece)
-      } catch (e) {
-        throw streamFailure(e, signal)
+        try {
+          // A refused stream yielded nothing (no response came), so it may be sent again.
+          for await (const piece of call.stream as AsyncIterable<Buffer>) yield* call.messages.push(piece)
+        } catch (e) {
+          if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) continue
+          throw streamFailure(e, signal)
+        }
+        checkEnd(call, signal)
+        ok = true
+        return
+      } finally {
+        call.finish(ok)
       }
-      checkEnd(call, signal)
-      ok = true
-    } finally {
-      call.finish(ok)
     }
   }
 
@@ -131,7 +136,7 @@ export class H2Streams {
    * gathered without an async step per piece; `undefined` (and the call
    * cancelled) once they pass `maxBytes`.
    */
-  collect(path: string, request: Uint8Array, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
+  collect(path: string, request: Uint8Array, maxBytes: number, signal?: AbortSignal, attempt = 1): Promise<Uint8Array[] | undefined> {
     const call = this.start(path, request, signal)
     const { stream } = call
     return new Promise<Uint8Array[] | undefined>((resolve, reject) => {
@@ -153,7 +158,10 @@ export class H2Streams {
         }
         if (bytes > maxBytes) settle(false, () => resolve(undefined))
       })
-      stream.once('error', (e) => settle(false, () => reject(streamFailure(e, signal))))
+      stream.once('error', (e) => {
+        if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) settle(false, () => resolve(this.collect(path, request, maxBytes, signal, attempt + 1)))
+        else settle(false, () => reject(streamFailure(e, signal)))
+      })
       stream.once('close', () => {
         try {
           checkEnd(call, signal)
@@ -180,13 +188,28 @@ interface Call {
   finish(ok: boolean): void
 }
 
+/**
+ * Sends of a call the daemon refused unread: a stream reset with
+ * REFUSED_STREAM before any response, which HTTP/2 (RFC 9113 §8.7) says
+ * was not processed. It happens when a connection the daemon closed as
+ * idle (its GOAWAY in flight) takes a new call; the next send gets a new
+ * connection.
+ */
+const ATTEMPTS = 3
+
+function refusedUnanswered(call: Call, signal?: AbortSignal): boolean {
+  return !signal?.aborted && call.headers === undefined && call.stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM
+}
+
 /** The connection failed or the stream was reset under the call. */
 function streamFailure(e: unknown, signal?: AbortSignal): unknown {
   if (signal?.aborted) return signal.reason
   const err = e as NodeJS.ErrnoException
   // A connection that failed (refused, a certificate not trusted) cancels the streams waiting for it: its reason is the cause.
   const why = err.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause.message : err.message
-  return failure(err.code === 'ERR_HTTP2_STREAM_ERROR' ? Status.INTERNAL : Status.UNAVAILABLE, `Last error: ${why}`)
+  // REFUSED_STREAM: not processed, so the daemon is unavailable to it, as gRPC maps it.
+  const internal = err.code === 'ERR_HTTP2_STREAM_ERROR' && !/REFUSED_STREAM/.test(err.message)
+  return failure(internal ? Status.INTERNAL : Status.UNAVAILABLE, `Last error: ${why}`)
 }
 
 /** After the last DATA: the call's status, thrown unless OK. */
