@@ -77,13 +77,14 @@ export function encode(write: (w: Writer) => void): Uint8Array {
   return w.finish()
 }
 
-export type Field = { field: number; wireType: 0; value: number } | { field: number; wireType: 2; value: Uint8Array }
+/** Fixed-width fields (wire types 1 and 5) carry their raw bytes: no tvix message has one, so a known field number with them is refused by asBytes/asUint. */
+export type Field = { field: number; wireType: 0; value: number } | { field: number; wireType: 1 | 2 | 5; value: Uint8Array }
 
 function malformed(what: string): InvalidInputError {
   return new InvalidInputError(`malformed protobuf: ${what}`)
 }
 
-/** Iterates the fields of a message, skipping fixed32/fixed64 ones (unknown to us). */
+/** Iterates the fields of a message; the caller skips the numbers it does not know, whatever their wire type. */
 export function* fields(buf: Uint8Array): Generator<Field> {
   let pos = 0
   const varint = (): number => {
@@ -111,8 +112,13 @@ export function* fields(buf: Uint8Array): Generator<Field> {
         yield { field, wireType, value: varint() }
         break
       case 1:
-        pos += 8
+      case 5: {
+        const len = wireType === 1 ? 8 : 4
+        if (pos + len > buf.length) throw malformed('truncated fixed-width field')
+        yield { field, wireType, value: buf.subarray(pos, pos + len) }
+        pos += len
         break
+      }
       case 2: {
         const len = varint()
         if (pos + len > buf.length) throw malformed('truncated length-delimited field')
@@ -120,13 +126,9 @@ export function* fields(buf: Uint8Array): Generator<Field> {
         pos += len
         break
       }
-      case 5:
-        pos += 4
-        break
       default:
         throw malformed(`unsupported wire type ${wireType}`)
     }
-    if (pos > buf.length) throw malformed('truncated fixed-width field')
   }
 }
 
