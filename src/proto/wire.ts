@@ -104,6 +104,8 @@ export function* fields(buf: Uint8Array): Generator<Field> {
   }
   while (pos < buf.length) {
     const key = varint()
+    // Tags are uint32 (field numbers up to 2^29 - 1): prost refuses a larger one, so do we.
+    if (key > 0xffff_ffff) throw malformed('field tag too large')
     const field = Math.floor(key / 8)
     const wireType = key & 7
     if (field === 0) throw malformed('field number 0')

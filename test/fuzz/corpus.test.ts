@@ -33,6 +33,16 @@ describe('fuzz corpus: protobuf', () => {
     })
   }
 
+  /**
+   * A tag above 2^32 (a field number beyond protobuf's 2^29 - 1) was read
+   * as an unknown field and skipped; prost and the generated code refuse
+   * it. Found by the PathInfo fuzzer: 14 random bytes in front of a PathInfo.
+   */
+  test('a PathInfo behind a tag that overflows 32 bits (field 2^32 / 8, fixed64): refused', () => {
+    const bytes = Buffer.concat([hex('f19480ee8571 3084289a9fa81cd5'), encodePathInfo({ node: FILE_NODE, references: [] })])
+    assert.throws(() => decodePathInfo(bytes), (e: Error) => e instanceof InvalidInputError && /malformed PathInfo message: field tag too large/.test(e.message))
+  })
+
   test('an unknown field of a fixed-width wire type is still skipped, as protobuf wants', () => {
     const dir = encodeDirectory({ directories: [], files: [FILE_NODE], symlinks: [] })
     const withUnknown = Buffer.concat([dir, hex('49 0102030405060708 4d 01020304')])
