@@ -134,6 +134,20 @@ export function* fields(buf: Uint8Array): Generator<Field> {
   }
 }
 
+/**
+ * A singular sub-message sent more than once is merged, as protobuf
+ * defines it (prost and the generated code do so): reading the
+ * concatenation of its payloads does exactly that, repeated fields
+ * appended and the last value of each scalar kept. Each payload is also
+ * read on its own, so that a malformed one is refused, as prost refuses
+ * it, rather than completed by the next.
+ */
+export function readMerged<T>(parts: Uint8Array[], read: (b: Uint8Array) => T): T {
+  if (parts.length === 1) return read(parts[0]!)
+  for (const p of parts) read(p)
+  return read(Buffer.concat(parts))
+}
+
 /** The payload of a length-delimited field, or a clear error for the wrong wire type. */
 export function asBytes(f: Field, name: string): Uint8Array {
   if (f.wireType !== 2) throw malformed(`${name} has wire type ${f.wireType}, want 2`)

@@ -43,6 +43,54 @@ describe('fuzz corpus: protobuf', () => {
     assert.throws(() => decodePathInfo(bytes), (e: Error) => e instanceof InvalidInputError && /malformed PathInfo message: field tag too large/.test(e.message))
   })
 
+  /**
+   * A singular sub-message sent twice was replaced by the second, where
+   * protobuf merges the two (repeated fields appended): a PathInfo whose
+   * narinfo came twice was read with one narinfo's signatures and
+   * reference names, where tvix reads both and refuses the mismatch.
+   * Found by the PathInfo fuzzer ("duplicate the field at 124 to 0").
+   */
+  test('a PathInfo, a Node member and a CA sent twice merge as protobuf merges them', () => {
+    const info = {
+      node: FILE_NODE,
+      references: [Buffer.alloc(20, 1)],
+      narinfo: { narSize: 9, narSha256: Buffer.alloc(32, 2), signatures: [{ name: 'k', data: Buffer.alloc(64, 3) }], referenceNames: [`${'0'.repeat(32)}-a`], ca: { type: 1, digest: Buffer.alloc(32, 5) } },
+    }
+    const bytes = Buffer.from(encodePathInfo(info))
+    // Field 3 (narinfo) once more, with only a size: merged, the signature and reference name stay and the size is the new one.
+    const again = Buffer.concat([bytes, hex('1a 02 0807')])
+    const read = decodePathInfo(again)
+    assert.equal(read.narinfo!.narSize, 7)
+    assert.equal(read.narinfo!.signatures.length, 1)
+    assert.deepEqual(read.narinfo!.referenceNames, [`${'0'.repeat(32)}-a`])
+    assert.equal(read.narinfo!.ca?.type, 1)
+    // The whole narinfo twice: its repeated fields twice over, as prost reads them.
+    const twice = decodePathInfo(Buffer.concat([bytes, bytes.subarray(bytes.indexOf(0x1a, 2))]))
+    assert.equal(twice.narinfo!.signatures.length, 2)
+    assert.equal(twice.narinfo!.referenceNames.length, 2)
+    // A Node's file member twice, the second with only a size: one file, that size, the first's digest.
+    const node = decodeNode(Buffer.concat([encodeNode(FILE_NODE), hex('12 02 1805')]))
+    assert.equal(node.kind, 'file')
+    assert.equal(node.kind === 'file' && node.size, 5)
+    assert.deepEqual(node.kind === 'file' && Buffer.from(node.digest), Buffer.alloc(32, 1))
+    // Another member replaces: a symlink after the file.
+    assert.equal(decodeNode(Buffer.concat([encodeNode(FILE_NODE), hex('1a 03 0a0162')])).kind, 'symlink')
+  })
+
+  /**
+   * A member replaced by another was never read, so a malformed one passed;
+   * and merging must not let one part complete another that is cut short.
+   * Found by the Node fuzzer ("insert field 3 of wire type 2 at 0").
+   */
+  test('a malformed Node member that another replaces, or a narinfo part cut short that the next would complete: refused', () => {
+    // symlink member "abc": 0x61 is field 12 as fixed64, with 2 of its 8 bytes.
+    const replaced = Buffer.concat([hex('1a 03 616263'), encodeNode(FILE_NODE)])
+    assert.throws(() => decodeNode(replaced), (e: Error) => e instanceof InvalidInputError && /truncated fixed-width field/.test(e.message))
+    // narinfo `12 04 aabb` (nar_sha256 says 4 bytes, has 2), then narinfo `ccdd`: joined they would read as one 4-byte hash.
+    const cut = Buffer.concat([encodePathInfo({ node: FILE_NODE, references: [] }), hex('1a 04 1204aabb'), hex('1a 02 ccdd')])
+    assert.throws(() => decodePathInfo(cut), (e: Error) => e instanceof InvalidInputError && /truncated length-delimited field/.test(e.message))
+  })
+
   test('an unknown field of a fixed-width wire type is still skipped, as protobuf wants', () => {
     const dir = encodeDirectory({ directories: [], files: [FILE_NODE], symlinks: [] })
     const withUnknown = Buffer.concat([dir, hex('49 0102030405060708 4d 01020304')])
