@@ -29,7 +29,7 @@ import * as pathInfoPb from '../../src/proto/gen/tvix/store/protos/pathinfo_pb.j
 import { narInfoFields, parseNarInfo, pathInfoFromNarInfo, renderNarInfo } from '../../src/store/narinfo.js'
 import { decodePathInfo, encodePathInfo } from '../../src/store/proto.js'
 import type { Store } from '../../src/store/store.js'
-import { type Format, Mutator, fuzzIterations, fuzzSeed } from '../helpers/mutate.js'
+import { type Format, fuzzIterations, fuzzLoop, fuzzSeed } from '../helpers/mutate.js'
 import { memoryStore } from '../helpers/ops.js'
 import { type TREES, makeTree } from '../helpers/trees.js'
 
@@ -76,24 +76,13 @@ after(async () => {
   fs.rmSync(root, { recursive: true, force: true })
 })
 
-/**
- * Runs `iterations` mutants of `bases` through `check`; a failure names the
- * seed, the case, and what was done to the input, so it can be replayed.
- */
-async function fuzz(what: string, seedOffset: number, iterations: number, bases: Array<Uint8Array | string>, format: Format, check: (bytes: Buffer) => unknown): Promise<{ accepted: number }> {
-  const m = new Mutator(SEED + seedOffset)
-  let accepted = 0
-  for (let i = 0; i < iterations; i++) {
+/** `iterations` mutants of `bases` through `check`, each a whole input mutated as `format`. */
+function fuzz(what: string, seedOffset: number, iterations: number, bases: Array<Uint8Array | string>, format: Format, check: (bytes: Buffer) => unknown): Promise<{ accepted: number }> {
+  return fuzzLoop(what, SEED + seedOffset, iterations, (m) => {
     const base = m.pick(bases)
     const { bytes, ops } = m.mutate(typeof base === 'string' ? Buffer.from(base) : base, format)
-    try {
-      if (await check(bytes)) accepted++
-    } catch (e) {
-      const detail = e instanceof Error ? `${e.name}: ${e.message}` : String(e)
-      throw new Error(`${what}: case ${i} of TVIX_FUZZ_SEED=${SEED} (${ops.join('; ')}) on ${bytes.toString('hex').slice(0, 400)}: ${detail}`, { cause: e })
-    }
-  }
-  return { accepted }
+    return { input: bytes, ops, shown: bytes.toString('hex') }
+  }, check)
 }
 
 /** Throws unless `e` is the decoder's clean rejection. */

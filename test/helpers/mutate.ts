@@ -31,6 +31,33 @@ export function fuzzIterations(ci: number): number {
 
 export type Format = 'protobuf' | 'nar' | 'text'
 
+/** One fuzz case: the input to check, what was done to make it, and how to show it in a failure. */
+export interface FuzzCase<T> {
+  input: T
+  ops: string[]
+  shown: string
+}
+
+/**
+ * Runs `iterations` cases made by `make` through `check` (true: the input
+ * was accepted); a failure names the seed, the case, and what was done to
+ * the input, so it can be replayed with TVIX_FUZZ_SEED.
+ */
+export async function fuzzLoop<T>(what: string, seed: number, iterations: number, make: (m: Mutator) => FuzzCase<T>, check: (input: T) => unknown): Promise<{ accepted: number }> {
+  const m = new Mutator(seed)
+  let accepted = 0
+  for (let i = 0; i < iterations; i++) {
+    const c = make(m)
+    try {
+      if (await check(c.input)) accepted++
+    } catch (e) {
+      const detail = e instanceof Error ? `${e.name}: ${e.message}` : String(e)
+      throw new Error(`${what}: case ${i} of seed ${seed} (TVIX_FUZZ_SEED=${fuzzSeed()}; ${c.ops.join('; ')}) on ${c.shown.slice(0, 400)}: ${detail}`, { cause: e })
+    }
+  }
+  return { accepted }
+}
+
 /** A mutated input and what was done to it (for the failure message). */
 export interface Mutant {
   bytes: Buffer

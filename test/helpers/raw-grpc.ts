@@ -26,14 +26,25 @@ export class RawGrpc {
     })
   }
 
-  /** A client-streaming call, one message per body. */
-  clientStream(method: string, bodies: Uint8Array[]): Promise<{ code: number; details?: string; response?: Buffer }> {
+  /** A client-streaming call, one message per body (the deadline as for `unary`). */
+  clientStream(method: string, bodies: Uint8Array[], deadlineMs = 120_000): Promise<{ code: number; details?: string; response?: Buffer }> {
     return new Promise((resolve) => {
-      const call = this.client.makeClientStreamRequest(method, raw, raw, (err: ServiceError | null, res?: Buffer) =>
+      const call = this.client.makeClientStreamRequest(method, raw, raw, { deadline: Date.now() + deadlineMs }, (err: ServiceError | null, res?: Buffer) =>
         resolve(err ? { code: err.code, details: err.details } : { code: 0, response: res }),
       )
       for (const b of bodies) call.write(Buffer.from(b))
       call.end()
+    })
+  }
+
+  /** A server-streaming call: the status, its details and the messages received before it. */
+  serverStream(method: string, body: Uint8Array, deadlineMs = 120_000): Promise<{ code: number; details?: string; messages: Buffer[] }> {
+    return new Promise((resolve) => {
+      const messages: Buffer[] = []
+      const call = this.client.makeServerStreamRequest(method, raw, raw, Buffer.from(body), { deadline: Date.now() + deadlineMs })
+      call.on('data', (m: Buffer) => messages.push(m))
+      call.on('error', (e: ServiceError) => resolve({ code: e.code, details: e.details, messages }))
+      call.on('end', () => resolve({ code: 0, messages }))
     })
   }
 
