@@ -34,7 +34,7 @@ import * as rpcPathInfoPb from '../../src/proto/gen/tvix/store/protos/rpc_pathin
 import * as nixbase32 from '../../src/store/nixbase32.js'
 import { encodePathInfo } from '../../src/store/proto.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
-import { type Format, type Mutator, fuzzIterations, fuzzLoop, fuzzSeed } from '../helpers/mutate.js'
+import { type Format, type Mutator, fuzzIterations, fuzzLoop, fuzzSeed, referenceBytes } from '../helpers/mutate.js'
 import { RawGrpc } from '../helpers/raw-grpc.js'
 import { HANG_MS, rawRequest } from '../helpers/raw-http.js'
 import { makeTree } from '../helpers/trees.js'
@@ -48,13 +48,12 @@ const CLIENT_FAULTS = new Set([Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest()
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex')
-/** `schema`'s canonical bytes for `bytes` as the generated code reads them, or undefined if it refuses them. */
-function reference(schema: DescMessage, bytes: Uint8Array): Buffer | undefined {
-  try {
-    return Buffer.from(toBinary(schema, fromBinary(schema, bytes), { writeUnknownFields: false }))
-  } catch {
-    return undefined
-  }
+/** The reference's canonical bytes for an input we accepted: a refusal is a wrong acceptance; undefined where it is no judge (an overlong tag). */
+function accepted(schema: DescMessage, bytes: Uint8Array): Buffer | undefined {
+  const r = referenceBytes(schema, bytes)
+  if (r === 'overlong tag') return undefined
+  if (!Buffer.isBuffer(r)) throw new Error(`accepted what the generated code refuses: ${(r as { refused: string }).refused}`)
+  return r
 }
 
 function assertRefusal(r: { code: number; details?: string }): false {
@@ -123,10 +122,12 @@ describe(`a daemon fed seeded mutants (TVIX_FUZZ_SEED=${SEED})`, () => {
     const chunks = [blobChunk.encode(Buffer.from('first chunk of a blob, ')), blobChunk.encode(Buffer.alloc(300, 7)), blobChunk.encode(Buffer.from('end'))].map((b) => Buffer.from(b))
     const r0 = await fuzzLoop('BlobService/Put', SEED + 11, fuzzIterations(60), (m) => mutateOne(m, chunks, 'protobuf'), async (stream) => {
       const r = await grpc.clientStream('/tvix.castore.v1.BlobService/Put', stream, HANG_MS)
-      const read = stream.map((b) => reference(blobPb.BlobChunkSchema, b))
       if (r.code !== Status.OK) return assertRefusal(r)
-      assert.ok(read.every((b) => b !== undefined), 'accepted a chunk the generated code refuses')
-      const data = Buffer.concat(read.map((b) => Buffer.from(fromBinary(blobPb.BlobChunkSchema, b!).data)))
+      // A chunk the reference is no judge of (an overlong tag): its data as we read it.
+      const data = Buffer.concat(stream.map((b) => {
+        const canonical = accepted(blobPb.BlobChunkSchema, b)
+        return Buffer.from(canonical ? fromBinary(blobPb.BlobChunkSchema, canonical).data : blobChunk.decode(b))
+      }))
       const digest = fromBinary(blobPb.PutBlobResponseSchema, r.response!).digest
       assert.equal(hex(digest), hex(b3(data)), 'the digest is not that of the bytes sent')
       const back = await grpc.serverStream('/tvix.castore.v1.BlobService/Read', digestMessage.encode(digest), HANG_MS)
@@ -141,13 +142,12 @@ describe(`a daemon fed seeded mutants (TVIX_FUZZ_SEED=${SEED})`, () => {
     const r0 = await fuzzLoop('DirectoryService/Put', SEED + 12, fuzzIterations(80), (m) => mutateOne(m, seed.directories, 'protobuf'), async (stream) => {
       const r = await grpc.clientStream('/tvix.castore.v1.DirectoryService/Put', stream, HANG_MS)
       if (r.code !== Status.OK) return assertRefusal(r)
-      const canonical = reference(castorePb.DirectorySchema, stream.at(-1)!)
-      assert.ok(canonical, 'accepted a root the generated code refuses')
+      const canonical = accepted(castorePb.DirectorySchema, stream.at(-1)!)
       const digest = fromBinary(dirPb.PutDirectoryResponseSchema, r.response!).rootDigest
-      assert.equal(hex(digest), hex(b3(canonical)), 'the root digest is not that of the Directory sent')
       const back = await grpc.serverStream('/tvix.castore.v1.DirectoryService/Get', getDirectoryRequest.encode({ digest, recursive: false }), HANG_MS)
       assert.equal(back.code, Status.OK, back.details)
-      assert.equal(hex(back.messages[0]!), hex(canonical), 'the stored Directory differs from the one sent')
+      assert.equal(hex(digest), hex(b3(back.messages[0]!)), 'the root digest is not that of the Directory stored')
+      if (canonical) assert.equal(hex(back.messages[0]!), hex(canonical), 'the stored Directory differs from the one sent')
       return true
     })
     t.diagnostic(`${r0.accepted} accepted`)
@@ -157,10 +157,9 @@ describe(`a daemon fed seeded mutants (TVIX_FUZZ_SEED=${SEED})`, () => {
     const r0 = await fuzzLoop('PathInfoService/Put', SEED + 13, fuzzIterations(80), (m) => mutateOne(m, [seed.pathInfo], 'protobuf'), async ([sent]) => {
       const r = await grpc.unary('/tvix.store.v1.PathInfoService/Put', sent!, HANG_MS)
       if (r.code !== Status.OK) return assertRefusal(r)
-      assert.ok(reference(pathInfoPb.PathInfoSchema, sent!), 'accepted a PathInfo the generated code refuses')
-      const want = fromBinary(pathInfoPb.PathInfoSchema, sent!)
+      const want = accepted(pathInfoPb.PathInfoSchema, sent!)
       const stored = fromBinary(pathInfoPb.PathInfoSchema, r.response!)
-      assert.equal(hex(toBinary(castorePb.NodeSchema, stored.node!)), hex(toBinary(castorePb.NodeSchema, want.node!)), 'stored another root')
+      if (want) assert.equal(hex(toBinary(castorePb.NodeSchema, stored.node!)), hex(toBinary(castorePb.NodeSchema, fromBinary(pathInfoPb.PathInfoSchema, want).node!)), 'stored another root')
       // The root without its name: what CalculateNAR takes.
       const node = fromBinary(castorePb.NodeSchema, toBinary(castorePb.NodeSchema, stored.node!))
       if (node.node.value) node.node.value.name = new Uint8Array(0)

@@ -13,7 +13,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { type DescMessage, fromBinary, toBinary } from '@bufbuild/protobuf'
+import type { DescMessage } from '@bufbuild/protobuf'
 import { readAll } from '../../src/castore/blob-service.js'
 import { decodeDirectory, decodeNode, encodeDirectory, encodeNode } from '../../src/castore/proto.js'
 import { validateDirectory } from '../../src/castore/directory.js'
@@ -29,7 +29,7 @@ import * as pathInfoPb from '../../src/proto/gen/tvix/store/protos/pathinfo_pb.j
 import { narInfoFields, parseNarInfo, pathInfoFromNarInfo, renderNarInfo } from '../../src/store/narinfo.js'
 import { decodePathInfo, encodePathInfo } from '../../src/store/proto.js'
 import type { Store } from '../../src/store/store.js'
-import { type Format, fuzzIterations, fuzzLoop, fuzzSeed } from '../helpers/mutate.js'
+import { type Format, fuzzIterations, fuzzLoop, fuzzSeed, referenceBytes } from '../helpers/mutate.js'
 import { memoryStore } from '../helpers/ops.js'
 import { type TREES, makeTree } from '../helpers/trees.js'
 
@@ -104,14 +104,9 @@ function agrees<T>(bytes: Buffer, ours: (b: Buffer) => T, encodeOurs: (v: T) => 
   } catch (e) {
     return rejectedCleanly(e)
   }
-  let reference: Uint8Array
-  try {
-    reference = toBinary(schema, fromBinary(schema, bytes), { writeUnknownFields: false })
-  } catch (e) {
-    // The generated code reads a tag as at most 5 bytes; prost (tvix), as we do, takes an overlong one (up to 10) whose value fits 32 bits.
-    if (/illegal tag: varint overflows uint32/.test((e as Error).message)) return true
-    throw new Error(`our decoder accepted what the generated code refuses: ${(e as Error).message}`)
-  }
+  const reference = referenceBytes(schema, bytes)
+  if (reference === 'overlong tag') return true
+  if (!Buffer.isBuffer(reference)) throw new Error(`our decoder accepted what the generated code refuses: ${(reference as { refused: string }).refused}`)
   assert.deepEqual(Buffer.from(encodeOurs(value)).toString('hex'), Buffer.from(reference).toString('hex'), 'our reading differs from the generated code\'s')
   return true
 }

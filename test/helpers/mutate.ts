@@ -8,6 +8,7 @@
  * their framing (protobuf tags and lengths, NAR's 8-byte words), written
  * here rather than taken from the code under test.
  */
+import { type DescMessage, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { varint } from '../corpus/make-grpc.js'
 import { rng } from './trees.js'
 
@@ -30,6 +31,22 @@ export function fuzzIterations(ci: number): number {
 }
 
 export type Format = 'protobuf' | 'nar' | 'text'
+
+/**
+ * `bytes` as the generated @bufbuild/protobuf code (the reference) reads
+ * them for `schema`, re-encoded canonically (unknown fields dropped); or
+ * why it refuses them. 'overlong tag': it reads a tag as at most 5 bytes,
+ * where prost (tvix), as we do, takes up to 10 whose value fits 32 bits, so
+ * it is no judge of such a message.
+ */
+export function referenceBytes(schema: DescMessage, bytes: Uint8Array): Buffer | { refused: string } | 'overlong tag' {
+  try {
+    return Buffer.from(toBinary(schema, fromBinary(schema, bytes), { writeUnknownFields: false }))
+  } catch (e) {
+    const why = (e as Error).message
+    return /illegal tag: varint overflows uint32/.test(why) ? 'overlong tag' : { refused: why }
+  }
+}
 
 /** One fuzz case: the input to check, what was done to make it, and how to show it in a failure. */
 export interface FuzzCase<T> {
