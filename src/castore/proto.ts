@@ -7,7 +7,7 @@
  * against the generated @bufbuild/protobuf code, which stays the reference.
  */
 import { InvalidInputError } from '../errors.js'
-import { type Writer, asBytes, asUint, described, encode, fields } from '../proto/wire.js'
+import { type Writer, asBytes, asUint, described, encode, fields, readMerged } from '../proto/wire.js'
 import type { Directory, DirectoryNode, FileNode, Node, SymlinkNode } from './node.js'
 
 const EMPTY: Uint8Array = new Uint8Array(0)
@@ -121,13 +121,27 @@ export function decodeNode(buf: Uint8Array): Node {
 
 /** The Node in `buf`, undescribed: the caller names the outer message in errors. */
 export function readNode(buf: Uint8Array): Node {
-  let node: Node | undefined
-  for (const f of fields(buf)) {
-    if (f.field === 1) node = readDirNode(asBytes(f, 'directory'))
-    else if (f.field === 2) node = readFileNode(asBytes(f, 'file'))
-    else if (f.field === 3) node = readSymlinkNode(asBytes(f, 'symlink'))
-  }
+  const node = readNodeIfSet(buf)
   if (!node) throw new InvalidInputError('node is not set')
   return node
 }
+
+/** The Node in `buf`, or undefined if no member is set (a PathInfo's node sent twice merges, and one part may lack it). */
+export function readNodeIfSet(buf: Uint8Array): Node | undefined {
+  // A member sent again merges into the one before; another member replaces it (the replaced one is still read: prost refuses it if malformed).
+  let member = 0
+  let parts: Uint8Array[] = []
+  for (const f of fields(buf)) {
+    if (f.field < 1 || f.field > 3) continue
+    const payload = asBytes(f, MEMBERS[f.field - 1]!)
+    if (f.field !== member && member !== 0) readMerged(parts, MEMBER_READERS[member - 1]!)
+    if (f.field !== member) parts = []
+    member = f.field
+    parts.push(payload)
+  }
+  return member === 0 ? undefined : readMerged(parts, MEMBER_READERS[member - 1]!)
+}
+
+const MEMBERS = ['directory', 'file', 'symlink']
+const MEMBER_READERS: Array<(b: Uint8Array) => Node> = [readDirNode, readFileNode, readSymlinkNode]
 

@@ -1,6 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { BackendError } from '../errors.js'
 import { type ListenAddress, bindFailure, bindTarget } from '../daemon/listen.js'
 import type { Store } from '../store/store.js'
@@ -48,6 +49,8 @@ export async function startHttpCache(store: Store, listen: TcpAddress, log: Log,
   }
   // Nix sends every PUT with `Expect: 100-continue`: the handler says "continue" only to an upload it accepts, so a refused one never sends its body.
   server.on('checkContinue', handler)
+  // CONNECT (a proxy's verb) goes to no handler: node would drop the connection without a word. A cache has no tunnel to give.
+  server.on('connect', (_req, socket: Duplex) => socket.end('HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'))
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: Error) => reject(new BackendError(`cannot listen on ${bindTarget(listen)} for HTTP: ${bindFailure(e)}`, { cause: e })))
     server.listen(listen.port, listen.host, () => resolve())

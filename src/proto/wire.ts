@@ -77,13 +77,14 @@ export function encode(write: (w: Writer) => void): Uint8Array {
   return w.finish()
 }
 
-export type Field = { field: number; wireType: 0; value: number } | { field: number; wireType: 2; value: Uint8Array }
+/** Fixed-width fields (wire types 1 and 5) carry their raw bytes: no tvix message has one, so a known field number with them is refused by asBytes/asUint. */
+export type Field = { field: number; wireType: 0; value: number } | { field: number; wireType: 1 | 2 | 5; value: Uint8Array }
 
 function malformed(what: string): InvalidInputError {
   return new InvalidInputError(`malformed protobuf: ${what}`)
 }
 
-/** Iterates the fields of a message, skipping fixed32/fixed64 ones (unknown to us). */
+/** Iterates the fields of a message; the caller skips the numbers it does not know, whatever their wire type. */
 export function* fields(buf: Uint8Array): Generator<Field> {
   let pos = 0
   const varint = (): number => {
@@ -103,6 +104,8 @@ export function* fields(buf: Uint8Array): Generator<Field> {
   }
   while (pos < buf.length) {
     const key = varint()
+    // Tags are uint32 (field numbers up to 2^29 - 1): prost refuses a larger one, so do we.
+    if (key > 0xffff_ffff) throw malformed('field tag too large')
     const field = Math.floor(key / 8)
     const wireType = key & 7
     if (field === 0) throw malformed('field number 0')
@@ -111,8 +114,13 @@ export function* fields(buf: Uint8Array): Generator<Field> {
         yield { field, wireType, value: varint() }
         break
       case 1:
-        pos += 8
+      case 5: {
+        const len = wireType === 1 ? 8 : 4
+        if (pos + len > buf.length) throw malformed('truncated fixed-width field')
+        yield { field, wireType, value: buf.subarray(pos, pos + len) }
+        pos += len
         break
+      }
       case 2: {
         const len = varint()
         if (pos + len > buf.length) throw malformed('truncated length-delimited field')
@@ -120,14 +128,24 @@ export function* fields(buf: Uint8Array): Generator<Field> {
         pos += len
         break
       }
-      case 5:
-        pos += 4
-        break
       default:
         throw malformed(`unsupported wire type ${wireType}`)
     }
-    if (pos > buf.length) throw malformed('truncated fixed-width field')
   }
+}
+
+/**
+ * A singular sub-message sent more than once is merged, as protobuf
+ * defines it (prost and the generated code do so): reading the
+ * concatenation of its payloads does exactly that, repeated fields
+ * appended and the last value of each scalar kept. Each payload is also
+ * read on its own, so that a malformed one is refused, as prost refuses
+ * it, rather than completed by the next.
+ */
+export function readMerged<T>(parts: Uint8Array[], read: (b: Uint8Array) => T): T {
+  if (parts.length === 1) return read(parts[0]!)
+  for (const p of parts) read(p)
+  return read(Buffer.concat(parts))
 }
 
 /** The payload of a length-delimited field, or a clear error for the wrong wire type. */

@@ -4,11 +4,10 @@
  * Hand-written for the reasons given there, and checked the same way
  * against the generated code (test/proto/codec.test.ts).
  */
-import { readNode, writeNode } from '../castore/proto.js'
-import type { Node } from '../castore/node.js'
+import { readNodeIfSet, writeNode } from '../castore/proto.js'
 import { InvalidInputError } from '../errors.js'
-import { type Writer, asBytes, asString, asUint, described, encode, fields } from '../proto/wire.js'
-import type { NarInfo, PathInfo, Signature } from './path-info.js'
+import { type Writer, asBytes, asString, asUint, described, encode, fields, readMerged } from '../proto/wire.js'
+import type { ContentAddress, NarInfo, PathInfo, Signature } from './path-info.js'
 import type { StorePath } from './store-path.js'
 
 const EMPTY: Uint8Array = new Uint8Array(0)
@@ -57,8 +56,20 @@ function readStorePath(buf: Uint8Array): StorePath {
   return p
 }
 
+function readCa(buf: Uint8Array): ContentAddress {
+  const ca = { type: 0, digest: EMPTY }
+  for (const g of fields(buf)) {
+    if (g.field === 1) ca.type = asUint(g, 'ca.type')
+    else if (g.field === 2) ca.digest = asBytes(g, 'ca.digest')
+  }
+  return ca
+}
+
 function readNarInfo(buf: Uint8Array): NarInfo {
   const ni: NarInfo = { narSize: 0, narSha256: EMPTY, signatures: [], referenceNames: [] }
+  // Singular sub-messages sent more than once merge (see merged()).
+  const deriver: Uint8Array[] = []
+  const ca: Uint8Array[] = []
   for (const f of fields(buf)) {
     switch (f.field) {
       case 1:
@@ -80,19 +91,15 @@ function readNarInfo(buf: Uint8Array): NarInfo {
         ni.referenceNames.push(asString(f, 'reference_names'))
         break
       case 5:
-        ni.deriver = readStorePath(asBytes(f, 'deriver'))
+        deriver.push(asBytes(f, 'deriver'))
         break
-      case 6: {
-        const ca = { type: 0, digest: EMPTY }
-        for (const g of fields(asBytes(f, 'ca'))) {
-          if (g.field === 1) ca.type = asUint(g, 'ca.type')
-          else if (g.field === 2) ca.digest = asBytes(g, 'ca.digest')
-        }
-        ni.ca = ca
+      case 6:
+        ca.push(asBytes(f, 'ca'))
         break
-      }
     }
   }
+  if (deriver.length > 0) ni.deriver = readMerged(deriver, readStorePath)
+  if (ca.length > 0) ni.ca = readMerged(ca, readCa)
   return ni
 }
 
@@ -101,14 +108,17 @@ export function decodePathInfo(buf: Uint8Array): PathInfo {
 }
 
 function readPathInfo(buf: Uint8Array): PathInfo {
-  let node: Node | undefined
+  const node: Uint8Array[] = []
   const references: Uint8Array[] = []
-  let narinfo: NarInfo | undefined
+  const narinfo: Uint8Array[] = []
   for (const f of fields(buf)) {
-    if (f.field === 1) node = readNode(asBytes(f, 'node'))
+    if (f.field === 1) node.push(asBytes(f, 'node'))
     else if (f.field === 2) references.push(asBytes(f, 'references'))
-    else if (f.field === 3) narinfo = readNarInfo(asBytes(f, 'narinfo'))
+    else if (f.field === 3) narinfo.push(asBytes(f, 'narinfo'))
   }
-  if (!node) throw new InvalidInputError('node is not set')
-  return narinfo ? { node, references, narinfo } : { node, references }
+  const root = node.length === 0 ? undefined : readMerged(node, readNodeIfSet)
+  if (!root) throw new InvalidInputError('node is not set')
+  const info: PathInfo = { node: root, references }
+  if (narinfo.length > 0) info.narinfo = readMerged(narinfo, readNarInfo)
+  return info
 }

@@ -28,7 +28,8 @@ type Value = number | bigint | Uint8Array | string | Msg
 /** A message as its fields in order: [field number, value]. Written exactly as listed. */
 type Msg = Array<[number, Value]>
 
-function varint(n: number | bigint): Buffer {
+/** A protobuf varint (the fuzz mutator writes lying lengths with it too). */
+export function varint(n: number | bigint): Buffer {
   let v = BigInt(n)
   const out: number[] = []
   while (v > 0x7fn) {

@@ -26,10 +26,10 @@ export class RawGrpc {
     })
   }
 
-  /** A client-streaming call, one message per body. */
-  clientStream(method: string, bodies: Uint8Array[]): Promise<{ code: number; details?: string; response?: Buffer }> {
+  /** A client-streaming call, one message per body (the deadline as for `unary`). */
+  clientStream(method: string, bodies: Uint8Array[], deadlineMs = 120_000): Promise<{ code: number; details?: string; response?: Buffer }> {
     return new Promise((resolve) => {
-      const call = this.client.makeClientStreamRequest(method, raw, raw, (err: ServiceError | null, res?: Buffer) =>
+      const call = this.client.makeClientStreamRequest(method, raw, raw, { deadline: Date.now() + deadlineMs }, (err: ServiceError | null, res?: Buffer) =>
         resolve(err ? { code: err.code, details: err.details } : { code: 0, response: res }),
       )
       for (const b of bodies) call.write(Buffer.from(b))
@@ -37,14 +37,14 @@ export class RawGrpc {
     })
   }
 
-  /** A server-streaming call: how many messages it streamed before it ended OK (rejects with the status otherwise). */
-  serverStreamCount(method: string, body: Uint8Array): Promise<number> {
-    return new Promise((resolve, reject) => {
-      let n = 0
-      const call = this.client.makeServerStreamRequest(method, raw, raw, Buffer.from(body))
-      call.on('data', () => n++)
-      call.on('error', reject)
-      call.on('end', () => resolve(n))
+  /** A server-streaming call: the status, its details and the messages received before it. */
+  serverStream(method: string, body: Uint8Array, deadlineMs = 120_000): Promise<{ code: number; details?: string; messages: Buffer[] }> {
+    return new Promise((resolve) => {
+      const messages: Buffer[] = []
+      const call = this.client.makeServerStreamRequest(method, raw, raw, Buffer.from(body), { deadline: Date.now() + deadlineMs })
+      call.on('data', (m: Buffer) => messages.push(m))
+      call.on('error', (e: ServiceError) => resolve({ code: e.code, details: e.details, messages }))
+      call.on('end', () => resolve({ code: 0, messages }))
     })
   }
 
