@@ -155,7 +155,9 @@ export function parseNarInfo(text: string, storeDir: string): NarInfoFields {
         f.narSize = count(value, key)
         break
       case 'References':
-        references = value === '' ? [] : value.split(' ')
+        // As Nix: names separated by runs of spaces; a second References line only after an empty first.
+        if (references?.length) throw bad('References appears twice')
+        references = value.split(' ').filter((r) => r !== '')
         break
       case 'Deriver':
         if (value !== 'unknown-deriver') f.deriver = value
