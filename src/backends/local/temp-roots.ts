@@ -47,9 +47,6 @@ export class LocalTempRoots implements TempRoots {
     const line = `${kind} ${name}`
     // Held already: gc keeps it, so the lookup needs no commit (a client Stats and Gets the same objects again).
     if (this.held.has(line)) return present()
-    // Absent needs no commit (a token file written and removed, locks/ listed): a sweep
-    // only deletes, and what arrives meanwhile the client just sends again.
-    if (!(await present())) return false
     return this.locks.commit(async () => {
       if (!(await present())) return false
       if (!this.released) {
