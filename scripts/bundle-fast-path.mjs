@@ -167,6 +167,16 @@ try {
     ['ls', ...s, '--frobnicate', p],
     ['ls', '--store', 'memory://', '-lR', missing],
     ['path-info', '--store', 'memory://', '--json', missing],
+    ['verify', ...s],
+    ['verify', ...s, '--json', p],
+    ['query', ...s, '--requisites', p],
+    ['query', ...s, '--json', '--referrers', p],
+    ['copy', '--from', store, '--to', path.join(warmDir, 'copied'), p],
+    ['copy', ...s, p],
+    ['delete', ...s, missing],
+    ['sign', ...s, p],
+    // Last: it empties the store the runs above read.
+    ['gc', ...s, '--prune', '--grace', '0'],
   ]
   const warm = (runs, cacheFile) => `
 const { compileFastPath } = require(${JSON.stringify(path.resolve('bin/load-fast-path.cjs'))})

@@ -12,11 +12,17 @@ const load = async (m: Promise<{ default: unknown }>): Promise<CommandClass> => 
  */
 export const HOT_COMMANDS: HotCommands = {
   cat: () => load(import('./commands/cat.js')),
+  copy: () => load(import('./commands/copy.js')),
+  delete: () => load(import('./commands/delete.js')),
   'export-nar': () => load(import('./commands/export-nar.js')),
+  gc: () => load(import('./commands/gc.js')),
   import: () => load(import('./commands/import.js')),
   ls: () => load(import('./commands/ls.js')),
   narinfo: () => load(import('./commands/narinfo.js')),
   'path-info': () => load(import('./commands/path-info.js')),
+  query: () => load(import('./commands/query.js')),
+  sign: () => load(import('./commands/sign.js')),
+  verify: () => load(import('./commands/verify.js')),
 }
 
 /** bin/run.js's question: true if `argv` ran here, false if it is oclif's to run. */

@@ -73,6 +73,9 @@ export function wrongFileSize(node: Pick<FileNode, 'name' | 'digest' | 'size'>, 
   return `file ${JSON.stringify(Buffer.from(node.name).toString('utf8'))} claims ${node.size} bytes, but blob ${b3Display(node.digest)} has ${actual}`
 }
 
+/** Blobs found absent that a ClosureValidator remembers: bounded, as its memory per Directory is. */
+const ABSENT_REMEMBERED = 4096
+
 /**
  * Checks a closure as it arrives leaves-first (SPEC 3.3): each Directory
  * is valid, and each child it names was sent earlier in the same closure
@@ -85,12 +88,29 @@ export function wrongFileSize(node: Pick<FileNode, 'name' | 'digest' | 'size'>, 
 export class ClosureValidator {
   private readonly sizes = new Map<string, number>()
   private readonly unreferenced = new Set<string>()
+  private readonly absent = new Set<string>()
   private last: B3Digest | undefined
 
   constructor(
     private readonly stored?: (d: B3Digest) => Promise<Directory | undefined>,
     private readonly blobSize?: (d: B3Digest) => Promise<number | undefined>,
   ) {}
+
+  /**
+   * blobSize, asked once per blob found absent (up to ABSENT_REMEMBERED of them): a local
+   * store looks hard for an absent blob (its bundles folder listed), and a Directory may name
+   * one blob thousands of times. One that arrives meanwhile is checked by the PathInfo.
+   */
+  private async storedBlobSize(d: B3Digest): Promise<number | undefined> {
+    const key = toHex(d)
+    if (this.absent.has(key)) return undefined
+    const size = await this.blobSize!(d)
+    if (size === undefined) {
+      if (this.absent.size >= ABSENT_REMEMBERED) this.absent.clear()
+      this.absent.add(key)
+    }
+    return size
+  }
 
   /** Validates and returns the digest of `dir`. */
   async add(dir: Directory): Promise<B3Digest> {
@@ -112,7 +132,7 @@ export class ClosureValidator {
     validateDirectory(dir)
     if (this.blobSize) {
       for (const f of dir.files) {
-        const size = await this.blobSize(f.digest)
+        const size = await this.storedBlobSize(f.digest)
         const why = size === undefined ? undefined : wrongFileSize(f, size)
         if (why) throw new InvalidInputError(`directory entry: ${why}`)
       }

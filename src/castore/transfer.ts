@@ -142,9 +142,21 @@ export class CastoreTransfer {
     // Only the Directories the target lacks travel (it accepts children it already has);
     // a peer that insists on whole closures in one stream gets the whole closure.
     const order = leavesFirst(root, dirs)
+    // A target holding a Directory holds its closure (stored leaves first), so the parents of
+    // one it lacks lack too: asked leaves first, a new tree costs a lookup per leaf, not per
+    // Directory (a 10,000-deep chain through a daemon: 64 round trips, not 10,000).
     const lacking = new Set<Directory>()
+    const parents = parentsOf(dirs)
+    const markLacking = (d: Directory) => {
+      const stack = [d]
+      for (let x = stack.pop(); x; x = stack.pop()) {
+        if (lacking.has(x)) continue
+        lacking.add(x)
+        stack.push(...(parents.get(x) ?? []))
+      }
+    }
     await forEachLimit(order, LOOKUPS_IN_FLIGHT, async (d) => {
-      if (!(await this.to.directories.get(directoryDigest(d)))) lacking.add(d)
+      if (!lacking.has(d) && !(await this.to.directories.get(directoryDigest(d)))) markLacking(d)
     })
     counts.skipped += order.length - lacking.size
     if (lacking.size === 0) return
@@ -230,6 +242,21 @@ export class CastoreTransfer {
     if (!src) throw new NotFoundError(`blob ${b3Display(d)} is missing from the source store`)
     return chunkwise ? counted(src, fetched) : src
   }
+}
+
+/** Each Directory's parents within `dirs` (a Directory two parents share has both). */
+function parentsOf(dirs: Map<string, Directory>): Map<Directory, Directory[]> {
+  const parents = new Map<Directory, Directory[]>()
+  for (const d of dirs.values()) {
+    for (const c of d.directories) {
+      const child = dirs.get(toHex(c.digest))
+      if (!child) continue
+      const list = parents.get(child)
+      if (list) list.push(d)
+      else parents.set(child, [d])
+    }
+  }
+  return parents
 }
 
 /** Post-order over the DAG: every Directory after all of its children. An explicit stack: any depth works. */

@@ -9,7 +9,7 @@ import type { Store } from '../store/store.js'
 import { abortable } from '../util/abortable.js'
 import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
 import type { PutWindow } from './put-window.js'
-import type { RootsOf } from './temp-roots.js'
+import { foundAndHeld, type RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 import { inWriteSession } from '../store/capabilities.js'
 import { formatSize } from '../util/size.js'
@@ -46,7 +46,7 @@ export function blobHandler(
       const chunks = req.sendChunks && blobs.chunks ? await blobs.chunks(d, { signal }) : undefined
       // "Present" is a promise to an uploader, who will not send it: a temp root keeps it.
       const roots = rootsOf(call)
-      const present = roots ? await roots.holdIf('blob', toHex(d), () => blobs.has(d, { signal })) : chunks !== undefined || (await blobs.has(d, { signal }))
+      const present = roots ? await foundAndHeld(roots, 'blob', toHex(d), () => blobs.has(d, { signal })) : chunks !== undefined || (await blobs.has(d, { signal }))
       if (!present) throw new StatusError(Status.NOT_FOUND, `blob ${b3Display(d)} not found`)
       return { chunks: chunks ?? [], bao: new Uint8Array(0) }
     }),

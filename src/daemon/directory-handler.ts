@@ -8,7 +8,7 @@ import { getDirectoryRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import { cancelledError, clientStream, type Log, requireDigest, serverStream } from './calls.js'
 import type { PutWindow } from './put-window.js'
-import type { RootsOf } from './temp-roots.js'
+import { foundAndHeld, type RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 import { inWriteSession } from '../store/capabilities.js'
 
@@ -56,7 +56,7 @@ export function directoryHandler(
       let dir: Directory | undefined
       const found = () => directories.get(d, { signal }).then((got) => (dir = got) !== undefined)
       const roots = rootsOf(call)
-      await (roots ? roots.holdIf('dir', toHex(d), found) : found())
+      await (roots ? foundAndHeld(roots, 'dir', toHex(d), found) : found())
       if (!dir) throw new StatusError(Status.NOT_FOUND, `directory ${b3Display(d)} not found`)
       yield servable(dir)
     }, transfers),

@@ -13,7 +13,7 @@ import type { Store } from '../store/store.js'
 import type { PathInfo } from '../store/path-info.js'
 import { type Log, requireDigest, serverStream, unary } from './calls.js'
 import type { PutWindow } from './put-window.js'
-import type { RootsOf } from './temp-roots.js'
+import { foundAndHeld, type RootsOf } from './temp-roots.js'
 import { inWriteSession } from '../store/capabilities.js'
 import { publishPathInfo } from '../ops/publish.js'
 
@@ -46,7 +46,7 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
       let info: PathInfo | undefined
       const found = () => store.pathInfos.get(d, { signal }).then((got) => (info = got) !== undefined)
       const roots = opts.rootsOf?.(call)
-      await (roots ? roots.holdIf('pathinfo', nixbase32.encode(d), found) : found())
+      await (roots ? foundAndHeld(roots, 'pathinfo', nixbase32.encode(d), found) : found())
       if (!info) throw new StatusError(Status.NOT_FOUND, `no PathInfo for ${nixbase32.encode(d)}`)
       return info
     }),

@@ -1,5 +1,5 @@
 import type { Http2Session } from 'node:http2'
-import type { Store, TempRoots } from '../store/store.js'
+import type { Store, TempRootKind, TempRoots } from '../store/store.js'
 import { hasTempRoots } from '../store/capabilities.js'
 import { http2StreamOf } from './calls.js'
 
@@ -30,4 +30,14 @@ export function tempRootsPerConnection(store: Store): RootsOf {
     }
     return roots
   }
+}
+
+/**
+ * Whether lookup `found` finds the object, holding a temp root on it if so. Absent needs no
+ * commit (a local store writes and removes a token file and lists locks/ for one): a sweep
+ * only deletes, and what arrives meanwhile the client just sends again. For lookups only:
+ * `found` runs twice when the object is there.
+ */
+export async function foundAndHeld(roots: TempRoots, kind: TempRootKind, name: string, found: () => Promise<boolean>): Promise<boolean> {
+  return (await found()) && roots.holdIf(kind, name, found)
 }
