@@ -219,6 +219,39 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
     }
   })
 
+  test('verify --repair moves the epoch: a write that relied on an object repair removes fails, registering nothing; run again, it succeeds', async () => {
+    const { db, bucket, s3c, flags } = await fresh()
+    const writer = await openStore({ url: db, blobServiceAddr: bucket })
+    try {
+      assert.ok(hasWriteSessions(writer))
+      const content = Buffer.from('a file the writer finds stored')
+      const { digest, size } = await writer.blobs.put(content)
+      // Corrupt at rest: repair will remove it.
+      await s3c.delete(`chunks/${toHex(digest)}`)
+      assert.ok(await s3c.putIfAbsent(`chunks/${toHex(digest)}`, await encodeChunk(Buffer.alloc(size, 'x')), { size: String(size) }))
+      const dir: Directory = { directories: [], files: [{ kind: 'file', name: Buffer.from('f'), digest, size, executable: false }], symlinks: [] }
+      await assert.rejects(
+        writer.writeSession(async () => {
+          assert.ok(await writer.blobs.has(digest))
+          const repaired = await runCli(['verify', '--repair', ...flags], { cwd })
+          assert.equal(repaired.code, 1, repaired.stderr)
+          assert.match(repaired.stdout.toString(), /^removed chunk \S+ from s3:\/\/\S+ \(corrupt\)$/m)
+          await writer.directories.putClosure([dir])
+        }),
+        (e: unknown) => (e as { code?: string }).code === 'ERR_CONFLICT' && /garbage-collected while this write was under way/.test((e as Error).message),
+      )
+      assert.equal(await writer.directories.get(directoryDigest(dir)), undefined, 'the Directory was not registered')
+      await writer.writeSession(async () => {
+        if (!(await writer.blobs.has(digest))) await writer.blobs.put(content)
+        await writer.directories.putClosure([dir])
+      })
+      assert.ok(await writer.directories.get(directoryDigest(dir)))
+      await assertClean(flags)
+    } finally {
+      await writer.close()
+    }
+  })
+
   test('two gc --prune at once: both finish, each object is deleted (and counted) once, the rooted path stays whole', async () => {
     const store = await fresh()
     const trees = path.join(cwd, 'two-gcs')
