@@ -248,10 +248,11 @@ const GC_RUN_LOCK = 0x7476_6772
  */
 export async function collectSharedGarbage({ db, s3, storeDir }: SharedGcParts, opts: GcOptions): Promise<GcReport> {
   const started = performance.now()
-  const waitFor = (what: string, outcome: () => string): LockWait => ({
+  const waitFor = (what: string, outcome: () => string, say = true): LockWait => ({
     maxWaitMs: opts.maxWaitMs,
     signal: opts.signal,
-    onWait: () => opts.onWait?.([]),
+    // Said before the marking, not before each round: a round waits for a commit or two, routinely.
+    onWait: say ? () => opts.onWait?.([]) : undefined,
     gaveUp: (s) => `gave up after waiting ${s} s for ${what} to end (stopped or hung?); ${outcome()}`,
   })
   const nothing = () => 'nothing was deleted'
@@ -290,7 +291,7 @@ export async function collectSharedGarbage({ db, s3, storeDir }: SharedGcParts, 
       await gcRun.client.query('select 1').catch((e: unknown) => {
         throw db.failure(e)
       })
-      await exclusively(db, waitFor('commits', gaveUpMidway), async (c) => {
+      await exclusively(db, waitFor('commits', gaveUpMidway, false), async (c) => {
         const heldFrom = performance.now()
         await advanceEpoch(c)
         // What no commit took off the list since; `returning` so that no key is counted by two runs.
