@@ -33,7 +33,12 @@ export async function runSweep(store: Store, opts: SweepOptions & Pick<GcOptions
       {
         ...opts,
         onProgress: progress.update,
-        onWait: (w) => progress.print(`waiting for ${w.length} writer${w.length === 1 ? '' : 's'} to finish a commit (pid ${w.map((x) => x.pid).join(', ')})\n`, process.stderr),
+        onWait: (w) =>
+          progress.print(
+            // A shared store cannot name its writers (they may be on other machines).
+            w.length === 0 ? 'waiting for commits (or another gc) to end\n' : `waiting for ${w.length} writer${w.length === 1 ? '' : 's'} to finish a commit (pid ${w.map((x) => x.pid).join(', ')})\n`,
+            process.stderr,
+          ),
       },
       caller,
     )

@@ -24,7 +24,7 @@ import { CutProxy } from '../helpers/cut-proxy.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { backendsForTests, freshBucket, freshDatabase } from '../helpers/suite-servers.js'
-import { TREES, makeTree, randomBytes } from '../helpers/trees.js'
+import { makeTree, randomBytes } from '../helpers/trees.js'
 
 const servers = await backendsForTests()
 const skip = typeof servers === 'string' ? servers : nixMissing()
@@ -60,11 +60,30 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
     return d
   }
 
+  /**
+   * The interop trees run on the local store and through a local daemon
+   * (nix-interop, daemon tests); here, what S3 + PostgreSQL store
+   * differently: a file over a chunk (a chunk list in S3) and many small
+   * files (one object each), symlinks and executables (Directory rows),
+   * empty files (the empty chunk) and directories, top-level files and
+   * symlinks (a PathInfo with no Directory), and a deep tree (the closure
+   * by one recursive query). Odd names are opaque bytes in a Directory,
+   * stored alike everywhere; the 20 MiB file and 2,000 files of the local
+   * runs cost minutes through radosgw and show nothing more here.
+   */
   test('the Nix interop trees through a daemon: import gives nix-store --add\'s paths, export-nar nix-store --dump\'s bytes; verify is clean', async () => {
     const { flags } = await services()
     const d = await daemon(flags)
-    const kinds = Object.keys(TREES)
-    const trees = kinds.map((k) => makeTree(path.join(cwd, 'interop'), k))
+    const root = path.join(cwd, 'interop')
+    const kinds = ['mixed', 'empty-dir', 'single-file', 'executable', 'empty-file', 'top-symlink', 'deep'] as const
+    const trees = kinds.map((k) => makeTree(root, k))
+    const large = path.join(root, 'large-file')
+    fs.mkdirSync(large)
+    fs.writeFileSync(path.join(large, 'big.bin'), randomBytes(3 << 20, 21))
+    const many = path.join(root, 'many-files')
+    fs.mkdirSync(many)
+    for (let i = 0; i < 300; i++) fs.writeFileSync(path.join(many, `f${i}`), randomBytes(i % 200, 2000 + i), { mode: i % 10 === 0 ? 0o755 : 0o644 })
+    trees.push(large, many)
     const imported = await runCli(['import', ...trees, '--store', d.url], { cwd })
     assert.equal(imported.code, 0, imported.stderr)
     const paths = imported.stdout.toString().trim().split('\n')
@@ -72,11 +91,11 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
     for (const [i, p] of paths.entries()) {
       const exported = await runCli(['export-nar', p, '--store', d.url], { cwd })
       assert.equal(exported.code, 0, exported.stderr)
-      assert.ok(exported.stdout.equals(NixStore.dump(trees[i]!)), `${kinds[i]}: NAR differs from nix-store --dump`)
+      assert.ok(exported.stdout.equals(NixStore.dump(trees[i]!)), `${path.basename(trees[i]!)}: NAR differs from nix-store --dump`)
     }
     const verified = await runCli(['verify', '--nar-hash', ...flags], { cwd })
     assert.equal(verified.code, 0, `${verified.stdout}${verified.stderr}`)
-    assert.match(verified.stderr, new RegExp(`checked ${kinds.length} paths, .*: no problems\\n$`))
+    assert.match(verified.stderr, new RegExp(`checked ${trees.length} paths, .*: no problems\\n$`))
   })
 
   /** The import's input: a 2 MiB file (a chunk list in S3) and a small tree beside it. */

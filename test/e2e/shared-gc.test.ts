@@ -17,15 +17,18 @@ import pg from 'pg'
 import { openStore } from '../../src/backends/open-store.js'
 import { S3Client } from '../../src/backends/s3/client.js'
 import { s3Form } from '../../src/backends/s3/address.js'
-import { toHex } from '../../src/castore/digest.js'
+import { SWEEP_LOCK } from '../../src/backends/postgres/sessions.js'
+import { encodeChunk } from '../../src/backends/s3/chunk-codec.js'
+import { b3, toHex } from '../../src/castore/digest.js'
 import { type Directory, directoryDigest } from '../../src/castore/directory.js'
 import { hasGarbageCollecting, hasTempRoots, hasWriteSessions } from '../../src/store/capabilities.js'
-import { BIN, REPO, cliEnv, runCli } from '../helpers/cli.js'
+import { forEachLimit } from '../../src/util/pool.js'
+import { BIN, REPO, cliEnv, runCli, spawnCli } from '../helpers/cli.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { killGroup, spawnOwned } from '../helpers/spawn.js'
 import { backendsForTests, freshBucket, freshDatabase } from '../helpers/suite-servers.js'
-import { makeTree } from '../helpers/trees.js'
+import { makeTree, randomBytes as randomBytesSeeded } from '../helpers/trees.js'
 
 const servers = await backendsForTests()
 const skip = typeof servers === 'string' ? servers : nixMissing()
@@ -57,6 +60,8 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
       db: db.url,
       bucket,
       client,
+      s3c,
+      count,
       flags: ['--store', db.url, '--blob-service-addr', bucket],
       counts: async () => ({
         objects: (await s3c.listKeys('')).length,
@@ -66,12 +71,39 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
     }
   }
 
+  /** `n` orphan chunk objects of 64 bytes, written straight into the bucket: their digests, in the order gc's rounds take them (by key). */
+  const orphans = async (s3c: S3Client, n: number, seed: number) => {
+    const chunks = Array.from({ length: n }, (_, i) => randomBytesSeeded(64, seed * 100_000 + i))
+    const digests = chunks.map((c) => b3(c))
+    await forEachLimit(chunks.keys(), 32, async (i) => {
+      assert.ok(await s3c.putIfAbsent(`chunks/${toHex(digests[i]!)}`, await encodeChunk(chunks[i]!), { size: '64' }))
+    })
+    return digests.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+  }
+
+  /** What gc listed as doomed and has not deleted yet. */
+  const doomed = async (client: pg.Client) => Number((await client.query('select count(*) as n from tvix_gc_doomed')).rows[0].n)
+
+  /** verify of the whole store is clean. */
+  const assertClean = async (flags: string[]) => {
+    const v = await runCli(['verify', ...flags], { cwd })
+    assert.equal(v.code, 0, `${v.stdout}${v.stderr}`)
+  }
+
   test('gc --prune keeps the rooted paths byte-identical to nix-store --dump and deletes the rest, rows and S3 objects', async () => {
     const trees = path.join(cwd, 'prune')
-    const rooted = [makeTree(trees, 'mixed', 'rooted-mixed'), makeTree(trees, 'big-file', 'rooted-big')]
+    // A 3 MiB file (a chunk list of ~50 chunks) shows what the 20 MiB of the local tests would, at a fraction of the uploads.
+    const bigTree = (name: string) => {
+      const t = path.join(trees, name)
+      fs.mkdirSync(t, { recursive: true })
+      fs.writeFileSync(path.join(t, 'big.bin'), randomBytesSeeded(3 << 20, 20))
+      fs.writeFileSync(path.join(t, 'small.txt'), 'small\n')
+      return t
+    }
+    const rooted = [makeTree(trees, 'mixed', 'rooted-mixed'), bigTree('rooted-big')]
     const loose = makeTree(trees, 'odd-names', 'loose')
     // Shares the big file (all its chunks) with a rooted path: only its own Directory and file may go.
-    const sharing = makeTree(trees, 'big-file', 'sharing')
+    const sharing = bigTree('sharing')
     fs.writeFileSync(path.join(sharing, 'extra.txt'), 'only here\n')
 
     const store = await fresh()
@@ -145,6 +177,157 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
     }
   })
 
+  test('gc deletes S3 objects in rounds of 1000 and a commit from another process gets in between: what it relies on is kept; --max-wait gives up deleting nothing', async () => {
+    const store = await fresh()
+    const digests = await orphans(store.s3c, 1100, 1)
+    // The last key: deleted in the second round, if at all.
+    const last = digests.at(-1)!
+
+    // A commit that stays open (a stopped writer) longer than --max-wait: gc gives up, deleting nothing.
+    const stuck = new pg.Client({ connectionString: store.db })
+    await stuck.connect()
+    try {
+      await stuck.query('begin')
+      await stuck.query('select pg_advisory_xact_lock_shared($1)', [SWEEP_LOCK])
+      const gaveUp = await runCli(['gc', '--grace', '0s', '--max-wait', '1s', ...store.flags], { cwd })
+      assert.equal(gaveUp.code, 1, gaveUp.stderr)
+      const errors = gaveUp.stderr.split('\n').filter((l) => l.startsWith('error: '))
+      assert.equal(errors.length, 1, gaveUp.stderr)
+      assert.match(errors[0]!, /^error: gave up after waiting \d+ s for commits to end \(stopped or hung\?\); nothing was deleted$/)
+      assert.equal((await store.counts()).objects, 1100, 'nothing was deleted')
+    } finally {
+      await stuck.end()
+    }
+
+    const writer = await openStore({ url: store.db, blobServiceAddr: store.bucket })
+    try {
+      assert.ok(hasWriteSessions(writer))
+      const gc = spawnCli(['gc', '--grace', '0s', '--json', ...store.flags])
+      // The marking is committed (the doomed list filled): the rounds run.
+      while ((await doomed(store.client)) === 0) {
+        assert.equal(gc.child.exitCode, null, 'gc ended before its rounds were seen')
+        await sleep(20)
+      }
+      const dir: Directory = { directories: [], files: [{ kind: 'file', name: Buffer.from('kept'), digest: last, size: 64, executable: false }], symlinks: [] }
+      await writer.writeSession(async () => {
+        assert.ok(await writer.blobs.has(last), 'found stored, so not sent again: the session relies on it')
+        await writer.directories.putClosure([dir])
+      })
+      const r = await gc.exited
+      assert.equal(r.code, 0, r.stderr)
+      // Ordering, by the data: the commit got in before the last round (after it, the object would be gone and the commit refused).
+      const report = JSON.parse(r.stdout.toString())
+      assert.equal(report.blobs, 1099, 'every orphan but the one the commit relies on')
+      assert.deepEqual(await store.counts(), { objects: 1, directories: 1, paths: 0 })
+      assert.ok(await writer.blobs.has(last))
+      assert.equal(await doomed(store.client), 0)
+      await assertClean(store.flags)
+    } finally {
+      await writer.close()
+    }
+  })
+
+  test('verify --repair moves the epoch: a write that relied on an object repair removes fails, registering nothing; run again, it succeeds', async () => {
+    const { db, bucket, s3c, flags } = await fresh()
+    const writer = await openStore({ url: db, blobServiceAddr: bucket })
+    try {
+      assert.ok(hasWriteSessions(writer))
+      const content = Buffer.from('a file the writer finds stored')
+      const { digest, size } = await writer.blobs.put(content)
+      // Corrupt at rest: repair will remove it.
+      await s3c.delete(`chunks/${toHex(digest)}`)
+      assert.ok(await s3c.putIfAbsent(`chunks/${toHex(digest)}`, await encodeChunk(Buffer.alloc(size, 'x')), { size: String(size) }))
+      const dir: Directory = { directories: [], files: [{ kind: 'file', name: Buffer.from('f'), digest, size, executable: false }], symlinks: [] }
+      await assert.rejects(
+        writer.writeSession(async () => {
+          assert.ok(await writer.blobs.has(digest))
+          const repaired = await runCli(['verify', '--repair', ...flags], { cwd })
+          assert.equal(repaired.code, 1, repaired.stderr)
+          assert.match(repaired.stdout.toString(), /^removed chunk \S+ from s3:\/\/\S+ \(corrupt\)$/m)
+          await writer.directories.putClosure([dir])
+        }),
+        (e: unknown) => (e as { code?: string }).code === 'ERR_CONFLICT' && /garbage-collected while this write was under way/.test((e as Error).message),
+      )
+      assert.equal(await writer.directories.get(directoryDigest(dir)), undefined, 'the Directory was not registered')
+      await writer.writeSession(async () => {
+        if (!(await writer.blobs.has(digest))) await writer.blobs.put(content)
+        await writer.directories.putClosure([dir])
+      })
+      assert.ok(await writer.directories.get(directoryDigest(dir)))
+      await assertClean(flags)
+    } finally {
+      await writer.close()
+    }
+  })
+
+  test('two gc --prune at once: both finish, each object is deleted (and counted) once, the rooted path stays whole', async () => {
+    const store = await fresh()
+    const trees = path.join(cwd, 'two-gcs')
+    const kept = makeTree(trees, 'mixed', 'kept')
+    const junk = makeTree(trees, 'odd-names', 'junk')
+    const r = await runCli(['import', kept, '--root', 'kept', ...store.flags], { cwd })
+    assert.equal(r.code, 0, r.stderr)
+    const keptPath = r.stdout.toString().trim()
+    const baseline = await store.counts()
+    assert.equal((await runCli(['import', junk, ...store.flags], { cwd })).code, 0)
+    // Enough that the two runs' listings and sweeps overlap (the old code counted every object twice).
+    await orphans(store.s3c, 400, 2)
+    const before = await store.counts()
+    const runs = await Promise.all([0, 1].map(() => spawnCli(['gc', '--prune', '--grace', '0s', '--json', ...store.flags]).exited))
+    const reports = runs.map((x) => {
+      assert.equal(x.code, 0, x.stderr)
+      return JSON.parse(x.stdout.toString())
+    })
+    const sum = (f: (r: { blobs: number; packs: number; directories: number; paths: string[] }) => number) => reports.reduce((n, x) => n + f(x), 0)
+    assert.deepEqual(await store.counts(), baseline)
+    assert.equal(sum((x) => x.blobs + x.packs), before.objects - baseline.objects, 'objects deleted as reported, none twice')
+    assert.equal(sum((x) => x.directories), before.directories - baseline.directories)
+    assert.deepEqual(reports.flatMap((x) => x.paths), [nix.pathOf(junk)])
+    const nar = await runCli(['export-nar', keptPath, ...store.flags], { cwd })
+    assert.ok(nar.stdout.equals(NixStore.dump(kept)), 'the rooted path exports nix-store --dump\'s bytes')
+    await assertClean(store.flags)
+  })
+
+  test('gc killed -9 in its first round and in a later one: writers go on, a clean gc then deletes the rest, the store stays whole', async () => {
+    const store = await fresh()
+    const trees = path.join(cwd, 'killed-gc')
+    const kept = makeTree(trees, 'mixed', 'kept')
+    const r = await runCli(['import', kept, '--root', 'kept', ...store.flags], { cwd })
+    assert.equal(r.code, 0, r.stderr)
+    const keptPath = r.stdout.toString().trim()
+    const baseline = await store.counts()
+    await orphans(store.s3c, 2100, 3)
+    const objects = async () => (await store.counts()).objects
+    // The first: as soon as its marking is committed (the first round under way, or about to be); the second: once a round is done.
+    let previous: string | null = null
+    for (const [moment, roundsDone] of [['its first round', 0], ['a later round', 1]] as const) {
+      const gc = spawnCli(['gc', '--grace', '0s', '--json', ...store.flags])
+      let marked: { sweep: string | null; n: number } | undefined
+      for (;;) {
+        assert.equal(gc.child.exitCode, null, `gc ended before ${moment}`)
+        const now = (await store.client.query<{ sweep: string | null; n: string }>('select max(sweep)::text as sweep, count(*) as n from tvix_gc_doomed')).rows[0]!
+        // Its own doomed list (the last run's, left by the kill, has another sweep number).
+        if (!marked && now.sweep !== previous && Number(now.n) > 0) marked = { sweep: now.sweep, n: Number(now.n) }
+        if (marked && (roundsDone === 0 || Number(now.n) < marked.n)) break
+        await sleep(20)
+      }
+      killGroup(gc.child)
+      await gc.exited
+      previous = marked.sweep
+      assert.ok((await objects()) > baseline.objects, `killed in ${moment}: orphans are left`)
+    }
+    // Writers go on at once: a commit (a root) does not wait on the dead runs' locks, which went with their connections.
+    const again = await runCli(['roots', 'add', 'kept-again', keptPath, ...store.flags], { cwd })
+    assert.equal(again.code, 0, again.stderr)
+    const gc = await runCli(['gc', '--grace', '0s', '--json', ...store.flags], { cwd })
+    assert.equal(gc.code, 0, gc.stderr)
+    assert.equal(await doomed(store.client), 0, 'the dead runs\' doomed lists were replaced')
+    assert.deepEqual(await store.counts(), baseline, 'only what the rooted path needs is left')
+    const nar = await runCli(['export-nar', keptPath, ...store.flags], { cwd })
+    assert.ok(nar.stdout.equals(NixStore.dump(kept)), 'the rooted path exports nix-store --dump\'s bytes')
+    await assertClean(store.flags)
+  })
+
   test('a paused holder of temp roots: its lease lapses, gc proceeds without it, and on resume it takes a new lease', async () => {
     const { db, bucket, client, flags } = await fresh()
     process.env.TVIX_LEASE_TTL = '2'
@@ -180,7 +363,8 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
   })
 
   test('a daemon killed -9 mid-upload: its temp roots hold gc off until its lease expires, then gc proceeds; the store stays whole', async () => {
-    const ttlSeconds = 15
+    // Long enough that the gc right after the kill (one CLI run) meets the lease live, at least once in the runs; short, as the test waits it out each run.
+    const ttlSeconds = 8
     const trees = path.join(cwd, 'killed')
     let heldOff = 0
     for (const seed of [1, 2, 3]) {
@@ -270,7 +454,8 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
         for (let attempt = 0; ; attempt++) {
           assert.ok(attempt < 10, `${name}: still not rooted after 10 attempts`)
           // Junk beside it: unrooted, sharing its chunks, for the sweeps to take.
-          assert.equal((await runCli(['import', treeOf(`${name}-junk-${attempt}`), '--store', daemon.url], { cwd })).code, 0)
+          const junk = await runCli(['import', treeOf(`${name}-junk-${attempt}`), '--store', daemon.url], { cwd })
+          assert.equal(junk.code, 0, junk.stderr)
           const imported = await runCli(['import', tree, '--store', daemon.url], { cwd })
           if (imported.code !== 0) {
             retries++

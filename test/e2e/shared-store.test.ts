@@ -13,7 +13,7 @@ import { runCli } from '../helpers/cli.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { backendsForTests, freshBucket, freshDatabase } from '../helpers/suite-servers.js'
-import { makeTree } from '../helpers/trees.js'
+import { makeTree, randomBytes } from '../helpers/trees.js'
 
 const servers = await backendsForTests()
 const skip = typeof servers === 'string' ? servers : nixMissing()
@@ -58,7 +58,11 @@ describe('a store on S3 + PostgreSQL', { skip }, () => {
     const flags = (await services()).slice(2)
     const [a, b] = await Promise.all([0, 1].map(async () => startDaemon(path.join(cwd, 'unused'), `127.0.0.1:${await freePort()}`, flags)))
     try {
-      const tree = makeTree(path.join(cwd, 'trees'), 'wide', 'shared-wide')
+      // Small files (one object each) and a file of many chunks (a chunk list): what one daemon writes to S3 and the other reads. 200 files show it as 2,000 would.
+      const tree = path.join(cwd, 'trees', 'shared-many')
+      fs.mkdirSync(tree, { recursive: true })
+      for (let i = 0; i < 200; i++) fs.writeFileSync(path.join(tree, `f${i}`), randomBytes(i, 3000 + i))
+      fs.writeFileSync(path.join(tree, 'big.bin'), randomBytes(2 << 20, 3))
       const imported = await runCli(['import', tree, '--store', a!.url], { cwd })
       assert.equal(imported.code, 0, imported.stderr)
       const p = imported.stdout.toString().trim()

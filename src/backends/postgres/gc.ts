@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { toHex } from '../../castore/digest.js'
 import { decodeDirectory } from '../../castore/proto.js'
-import { NotFoundError, StillAliveError, TimeoutError } from '../../errors.js'
+import { NotFoundError, StillAliveError } from '../../errors.js'
 import type { GcOptions, GcReport } from '../../store/capabilities.js'
 import * as nixbase32 from '../../store/nixbase32.js'
 import type { PathInfo } from '../../store/path-info.js'
@@ -12,40 +12,43 @@ import { forEachLimit } from '../../util/pool.js'
 import { decodeChunkList } from '../s3/chunk-codec.js'
 import type { ListedObject, S3Client } from '../s3/client.js'
 import type { Db } from './db.js'
-import { SWEEP_LOCK } from './sessions.js'
+import { type LockWait, advanceEpoch, exclusively, holdLock } from './sweep-lock.js'
 
 /*
- * gc on the S3 + PostgreSQL store, mirroring the local store's:
+ * gc on the S3 + PostgreSQL store, mirroring the local store's. One gc
+ * runs at a time (GC_RUN_LOCK, held from its listing to its last round).
  *
- * 1. Without any lock: list the bucket's chunks and chunk lists (with their
- *    ages by S3's clock) and warm the marks (Directories decoded, chunk lists
- *    read), so little is left for phase 2.
- * 2. With commits excluded (the sweep lock, sessions.ts): drop expired leases
- *    (their temp roots go too), list the chunk lists again (a list published
- *    since is a root), and mark by queries: PathInfos that stay (all, or with
- *    --prune the closure of the GC roots, temp roots and recent paths through
- *    tvix_path_references), the Directory closure of their root nodes, of
- *    temp roots and of young Directories (tvix_directory_children), the blobs
- *    of those, and the chunks of kept chunk lists.
- * 3. Sweep, still excluding commits: advance the epoch, delete PathInfos and
- *    Directories in one transaction, then chunk lists, then chunks (S3
- *    DeleteObjects, 1000 keys a request). A gc killed at any point leaves
- *    every remaining object whole with all it refers to: rows go before the
- *    objects they name, a list before its chunks. Before each S3 batch the
- *    lock's connection is asked whether it is still held: a gc paused past
- *    idle_in_transaction_session_timeout has lost it and stops.
+ * 1. Without holding writers off: list the bucket's chunks and chunk lists
+ *    (with their ages by S3's clock) and warm the marks (Directories
+ *    decoded, chunk lists read), so little is left for phase 2.
+ * 2. In one exclusive section (sweep-lock.ts: commits held off): drop
+ *    expired leases (their temp roots go too), list the chunk lists again
+ *    (a list published since is a root), and mark by queries: PathInfos
+ *    that stay (all, or with --prune the closure of the GC roots, temp
+ *    roots and recent paths through tvix_path_references), the Directory
+ *    closure of their root nodes, of temp roots and of young Directories
+ *    (tvix_directory_children), the blobs of those, and the chunks of kept
+ *    chunk lists. Then advance the epoch, delete the dead PathInfo and
+ *    Directory rows and list the dead S3 objects in tvix_gc_doomed, all in
+ *    that section's transaction.
+ * 3. Delete the doomed S3 objects in rounds of one DeleteObjects (1000
+ *    keys), chunk lists before chunks, each round an exclusive section of
+ *    its own that advances the epoch and deletes only what is still on the
+ *    doomed list: a commit between rounds that relies on a doomed object
+ *    takes it off (sessions.ts), and one that relied on an object a round
+ *    deleted sees the epoch moved and fails. So writers wait for one round
+ *    at a time, never for the whole sweep.
  *
- * A chunk or chunk list not in the phase-1 listing is never deleted (it is
- * newer than the listing); one written within --grace is kept and keeps what
- * it refers to.
+ * A gc killed at any point leaves every remaining object whole with all
+ * it refers to: rows go (with the marking, atomically) before the objects
+ * they name, a list before its chunks; the next gc replaces the doomed
+ * list it left. A chunk or chunk list not in the phase-1 listing is never
+ * deleted (it is newer than the listing); one written within --grace is
+ * kept and keeps what it refers to.
  */
 
-/** A sweep whose lock connection stays silent this long is ended by PostgreSQL, releasing writers. */
-const LOCK_IDLE_TIMEOUT_MS = 60_000
-const HEARTBEAT_MS = 10_000
-/** DeleteObjects takes at most 1000 keys. */
+/** Objects a sweep round deletes: one DeleteObjects (at most 1000 keys), so a round holds writers off for one request. */
 const DELETE_BATCH = 1000
-const DELETES_IN_FLIGHT = 4
 const READS_IN_FLIGHT = 16
 /** Digests per `= any($1)` query. */
 const QUERY_BATCH = 5000
@@ -74,7 +77,7 @@ class Memo {
   /** A list's chunks; null: unreadable (corrupt), so no chunk may go this run. */
   readonly lists = new Map<string, string[] | null>()
 
-  constructor(private readonly s3: S3Client) {}
+  constructor(readonly s3: S3Client) {}
 
   async loadDirs(run: Run, digests: string[]): Promise<void> {
     const todo = digests.filter((d) => !this.dirFiles.has(d))
@@ -235,139 +238,162 @@ async function liveChunks(memo: Memo, blobs: Set<string>, lists: Map<string, Lis
   return out
 }
 
+/** The advisory lock key one gc run holds from its listing to its last round: gc runs queue, each lists what the last left. */
+const GC_RUN_LOCK = 0x7476_6772
+
 /**
  * Mark and sweep the shared store (see the comment at the top). Commits
- * wait while phase 2 runs; gc gives up (TimeoutError, nothing deleted) if
- * commits hold it off longer than `maxWaitMs`.
+ * wait while the marking and each round run; gc gives up (TimeoutError)
+ * if commits (or another gc) hold it off longer than `maxWaitMs`.
  */
 export async function collectSharedGarbage({ db, s3, storeDir }: SharedGcParts, opts: GcOptions): Promise<GcReport> {
   const started = performance.now()
-  const memo = new Memo(s3)
-  // Phase 1: list and warm the marks, holding nobody off.
-  const chunks = await listed(s3, 'chunks/')
-  const firstLists = await listed(s3, 'blobs/')
-  const poolRun: Run = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await db.query<R>(text, values)).rows
-  const warm = await mark(poolRun, memo, opts, storeDir, firstLists)
-  await liveChunks(memo, warm.blobs, firstLists)
-
-  const lock = await db.connect()
-  let failed = false
-  let work: pg.PoolClient | undefined
-  let heartbeat: NodeJS.Timeout | undefined
-  const cancel = () => {
-    void db.query('select pg_cancel_backend(pid) from (select $1::int as pid) p', [(lock as unknown as { processID: number }).processID]).catch(() => {})
-  }
-  opts.signal?.addEventListener('abort', cancel, { once: true })
+  const waitFor = (what: string, outcome: () => string, say = true): LockWait => ({
+    maxWaitMs: opts.maxWaitMs,
+    signal: opts.signal,
+    // Said before the marking, not before each round: a round waits for a commit or two, routinely.
+    onWait: say ? () => opts.onWait?.([]) : undefined,
+    gaveUp: (s) => `gave up after waiting ${s} s for ${what} to end (stopped or hung?); ${outcome()}`,
+  })
+  const nothing = () => 'nothing was deleted'
+  const gcRun = await holdLock(db, GC_RUN_LOCK, waitFor('another gc', nothing))
+  let ok = false
   try {
-    work = await db.connect()
-    const client = work
-    const run: Run = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await client.query<R>(text, values)).rows
-    await lock.query('begin')
-    await lock.query(`set local idle_in_transaction_session_timeout = ${LOCK_IDLE_TIMEOUT_MS}`)
-    const waitFrom = Date.now()
-    if (!(await lock.query<{ ok: boolean }>('select pg_try_advisory_xact_lock($1) as ok', [SWEEP_LOCK])).rows[0]!.ok) {
-      opts.onWait?.([])
-      await lock.query(`set local lock_timeout = ${Math.max(1, Math.round(opts.maxWaitMs ?? 120_000))}`)
-      try {
-        await lock.query('select pg_advisory_xact_lock($1)', [SWEEP_LOCK])
-      } catch (e) {
-        opts.signal?.throwIfAborted()
-        if ((e as { code?: string }).code === '55P03') {
-          throw new TimeoutError(`gave up after waiting ${Math.round((Date.now() - waitFrom) / 1000)} s for commits or another gc to end (stopped or hung?); nothing was deleted`)
-        }
-        throw e
-      }
-    }
-    opts.signal?.removeEventListener('abort', cancel)
-    const heldFrom = performance.now()
-    heartbeat = setInterval(() => void lock.query('select 1').catch(() => {}), HEARTBEAT_MS)
-    heartbeat.unref()
+    const memo = new Memo(s3)
+    // Phase 1: list and warm the marks, holding no writer off.
+    const chunks = await listed(s3, 'chunks/')
+    const firstLists = await listed(s3, 'blobs/')
+    const poolRun: Run = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await db.query<R>(text, values)).rows
+    const warm = await mark(poolRun, memo, opts, storeDir, firstLists)
+    await liveChunks(memo, warm.blobs, firstLists)
 
-    // Phase 2: with commits held off.
-    if (!opts.dryRun) await run('delete from tvix_leases where expires_at < now()')
-    const lists = await listed(s3, 'blobs/')
-    for (const [b, o] of lists) if (!firstLists.has(b)) o.ageMs = -Infinity // new since the first listing: young whatever --grace says
-    const m = await mark(run, memo, opts, storeDir, lists)
-    const live = await liveChunks(memo, m.blobs, lists)
-    const oldLive = await liveChunks(memo, m.oldBlobs, lists)
+    // Phase 2, commits held off: mark, delete the rows, list the S3 objects doomed.
+    let heldOff = 0
+    const plan = await exclusively(db, waitFor('commits', nothing), async (c) => {
+      const heldFrom = performance.now()
+      const out = await markAndDeleteRows(c, memo, opts, storeDir, chunks, firstLists)
+      heldOff += secondsSince(heldFrom)
+      return out
+    })
+    const { report, doomed } = plan
+    let done = report.directories + report.paths.length
+    const total = done + doomed.length
+    if (!opts.dryRun && total > 0) opts.onProgress?.(done, total)
 
-    const deadPaths = opts.prune || opts.deletePaths ? [...m.paths.keys()].filter((n) => !m.livePaths.has(n)) : []
-    const dirRows = await run<{ digest: Buffer; size: number; young: boolean }>('select digest, length(data) as size, written_at > now() - $1::interval as young from tvix_directories', [`${Math.max(0, opts.graceMs)} milliseconds`])
-    const deadDirs = dirRows.filter((r) => !m.dirs.has(r.digest.toString('hex')) && !r.young)
-    const young = (o: ListedObject) => o.ageMs < opts.graceMs
-    const deadLists = [...lists.entries()].filter(([b, o]) => !m.blobs.has(b) && !young(o))
-    const deadChunks = live ? [...chunks.entries()].filter(([c, o]) => !live.has(c) && !young(o)) : []
-    const keptYoung =
-      dirRows.filter((r) => r.young && !m.oldDirs.has(r.digest.toString('hex'))).length +
-      [...lists.entries()].filter(([b, o]) => young(o) && !m.oldBlobs.has(b)).length +
-      [...chunks.entries()].filter(([c, o]) => young(o) && !(oldLive ?? live)?.has(c)).length
-
-    const report: GcReport = {
-      dryRun: !!opts.dryRun,
-      paths: deadPaths.map((n) => {
-        const name = m.paths.get(n)?.info?.node.name
-        return name ? `${storeDir}/${Buffer.from(name).toString('utf8')}` : n
-      }),
-      blobs: deadChunks.length,
-      packs: deadLists.length,
-      directories: deadDirs.length,
-      tempFiles: 0,
-      bytes:
-        deadPaths.reduce((n, p) => n + m.paths.get(p)!.size, 0) +
-        deadDirs.reduce((n, d) => n + d.size, 0) +
-        deadLists.reduce((n, [, o]) => n + o.size, 0) +
-        deadChunks.reduce((n, [, o]) => n + o.size, 0),
-      keptYoung,
-      seconds: 0,
-      writersHeldOffSeconds: 0,
-    }
-    const total = deadPaths.length + deadDirs.length + deadLists.length + deadChunks.length
-    if (!opts.dryRun && total > 0) {
-      // Sweep: first the epoch (a gc killed from here on has still moved it), then rows, then lists, then chunks.
-      await run(`select nextval('tvix_gc_epoch')`)
-      await work.query('begin')
-      try {
-        for (let i = 0; i < deadPaths.length; i += QUERY_BATCH) {
-          const part = deadPaths.slice(i, i + QUERY_BATCH).map(unhex)
-          await work.query('delete from tvix_path_references where referrer = any($1::bytea[])', [part])
-          await work.query('delete from tvix_path_infos where digest = any($1::bytea[])', [part])
+    // Phase 3: the S3 objects in rounds, commits getting in between (sessions.ts says why that is safe).
+    const deleted = { chunks: 0, lists: 0, bytes: 0 }
+    const sizes = new Map(doomed.map((d) => [d.key, d.size]))
+    const gaveUpMidway = () =>
+      `deleted ${report.paths.length} paths, ${report.directories} directories and ${deleted.chunks + deleted.lists} of ${doomed.length} S3 objects; the next gc deletes the rest`
+    for (let i = 0; i < doomed.length; i += DELETE_BATCH) {
+      const batch = doomed.slice(i, i + DELETE_BATCH).map((d) => d.key)
+      // Still this gc's turn? (A paused gc that PostgreSQL ended must not go on.)
+      await gcRun.client.query('select 1').catch((e: unknown) => {
+        throw db.failure(e)
+      })
+      await exclusively(db, waitFor('commits', gaveUpMidway, false), async (c) => {
+        const heldFrom = performance.now()
+        await advanceEpoch(c)
+        // What no commit took off the list since; `returning` so that no key is counted by two runs.
+        const gone = (await c.query<{ key: string }>('delete from tvix_gc_doomed where key = any($1::text[]) returning key', [batch])).rows.map((r) => r.key)
+        if (gone.length > 0) await s3.deleteMany(gone)
+        for (const k of gone) {
+          if (k.startsWith('blobs/')) deleted.lists++
+          else deleted.chunks++
+          deleted.bytes += sizes.get(k) ?? 0
         }
-        for (let i = 0; i < deadDirs.length; i += QUERY_BATCH) {
-          const part = deadDirs.slice(i, i + QUERY_BATCH).map((d) => d.digest)
-          await work.query('delete from tvix_directory_children where parent = any($1::bytea[])', [part])
-          await work.query('delete from tvix_directories where digest = any($1::bytea[])', [part])
-        }
-        await work.query('commit')
-      } catch (e) {
-        await work.query('rollback').catch(() => {})
-        throw e
-      }
-      let done = deadPaths.length + deadDirs.length
-      opts.onProgress?.(done, total)
-      for (const wave of [deadLists.map(([b]) => `blobs/${b}`), deadChunks.map(([c]) => `chunks/${c}`)]) {
-        const batches: string[][] = []
-        for (let i = 0; i < wave.length; i += DELETE_BATCH) batches.push(wave.slice(i, i + DELETE_BATCH))
-        await forEachLimit(batches, DELETES_IN_FLIGHT, async (batch) => {
-          // Still holding the lock? (A paused gc that PostgreSQL ended must not delete on.)
-          await lock.query('select 1')
-          await s3.deleteMany(batch)
-          opts.onProgress?.((done += batch.length), total)
-        })
-      }
+        heldOff += secondsSince(heldFrom)
+      })
+      opts.onProgress?.((done += batch.length), total)
     }
-    await lock.query('commit')
+    if (!opts.dryRun) {
+      // Counts of what this run deleted: not what commits took back meanwhile.
+      report.bytes -= doomed.reduce((n, d) => n + d.size, 0) - deleted.bytes
+      report.blobs = deleted.chunks
+      report.packs = deleted.lists
+    }
     report.seconds = secondsSince(started)
-    report.writersHeldOffSeconds = secondsSince(heldFrom)
+    report.writersHeldOffSeconds = Math.round(heldOff * 1000) / 1000
+    ok = true
     return report
-  } catch (e) {
-    failed = true
-    await lock.query('rollback').catch(() => {})
-    throw db.failure(e)
   } finally {
-    opts.signal?.removeEventListener('abort', cancel)
-    if (heartbeat) clearInterval(heartbeat)
-    // After a failure the connections may be in any state (ended by the server, mid-transaction): not reused.
-    work?.release(failed)
-    lock.release(failed)
+    await gcRun.end(ok)
   }
+}
+
+interface Plan {
+  report: GcReport
+  /** S3 objects to delete in rounds (lists before chunks), each with its size. */
+  doomed: Array<{ key: string; size: number }>
+}
+
+/**
+ * With commits held off: marks, and (unless a dry run) deletes the dead
+ * rows and lists the dead S3 objects in tvix_gc_doomed, replacing what a
+ * gc that died left there.
+ */
+async function markAndDeleteRows(
+  c: pg.PoolClient,
+  memo: Memo,
+  opts: GcOptions,
+  storeDir: string,
+  chunks: Map<string, ListedObject>,
+  firstLists: Map<string, ListedObject>,
+): Promise<Plan> {
+  const run: Run = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await c.query<R>(text, values)).rows
+  if (!opts.dryRun) await run('delete from tvix_leases where expires_at < now()')
+  const lists = await listed(memo.s3, 'blobs/')
+  for (const [b, o] of lists) if (!firstLists.has(b)) o.ageMs = -Infinity // new since the first listing: young whatever --grace says
+  const m = await mark(run, memo, opts, storeDir, lists)
+  const live = await liveChunks(memo, m.blobs, lists)
+  const oldLive = await liveChunks(memo, m.oldBlobs, lists)
+
+  const deadPaths = opts.prune || opts.deletePaths ? [...m.paths.keys()].filter((n) => !m.livePaths.has(n)) : []
+  const dirRows = await run<{ digest: Buffer; size: number; young: boolean }>('select digest, length(data) as size, written_at > now() - $1::interval as young from tvix_directories', [`${Math.max(0, opts.graceMs)} milliseconds`])
+  const deadDirs = dirRows.filter((r) => !m.dirs.has(r.digest.toString('hex')) && !r.young)
+  const young = (o: ListedObject) => o.ageMs < opts.graceMs
+  const deadLists = [...lists.entries()].filter(([b, o]) => !m.blobs.has(b) && !young(o))
+  const deadChunks = live ? [...chunks.entries()].filter(([c, o]) => !live.has(c) && !young(o)) : []
+  const keptYoung =
+    dirRows.filter((r) => r.young && !m.oldDirs.has(r.digest.toString('hex'))).length +
+    [...lists.entries()].filter(([b, o]) => young(o) && !m.oldBlobs.has(b)).length +
+    [...chunks.entries()].filter(([c, o]) => young(o) && !(oldLive ?? live)?.has(c)).length
+
+  const doomed = [...deadLists.map(([b, o]) => ({ key: `blobs/${b}`, size: o.size })), ...deadChunks.map(([c, o]) => ({ key: `chunks/${c}`, size: o.size }))]
+  const report: GcReport = {
+    dryRun: !!opts.dryRun,
+    paths: deadPaths.map((n) => {
+      const name = m.paths.get(n)?.info?.node.name
+      return name ? `${storeDir}/${Buffer.from(name).toString('utf8')}` : n
+    }),
+    blobs: deadChunks.length,
+    packs: deadLists.length,
+    directories: deadDirs.length,
+    tempFiles: 0,
+    bytes: deadPaths.reduce((n, p) => n + m.paths.get(p)!.size, 0) + deadDirs.reduce((n, d) => n + d.size, 0) + doomed.reduce((n, d) => n + d.size, 0),
+    keptYoung,
+    seconds: 0,
+    writersHeldOffSeconds: 0,
+  }
+  if (opts.dryRun) return { report, doomed: [] }
+  // What a gc that died left: marked afresh just now.
+  await run('delete from tvix_gc_doomed')
+  if (deadPaths.length + deadDirs.length + doomed.length === 0) return { report, doomed }
+  // First the epoch (sessions that relied on a row re-check it), then rows, a PathInfo before its Directories.
+  await advanceEpoch(c)
+  const sweep = (await run<{ epoch: string }>(`select last_value::text as epoch from tvix_gc_epoch`))[0]!.epoch
+  for (let i = 0; i < deadPaths.length; i += QUERY_BATCH) {
+    const part = deadPaths.slice(i, i + QUERY_BATCH).map(unhex)
+    await run('delete from tvix_path_references where referrer = any($1::bytea[])', [part])
+    await run('delete from tvix_path_infos where digest = any($1::bytea[])', [part])
+  }
+  for (let i = 0; i < deadDirs.length; i += QUERY_BATCH) {
+    const part = deadDirs.slice(i, i + QUERY_BATCH).map((d) => d.digest)
+    await run('delete from tvix_directory_children where parent = any($1::bytea[])', [part])
+    await run('delete from tvix_directories where digest = any($1::bytea[])', [part])
+  }
+  for (let i = 0; i < doomed.length; i += QUERY_BATCH) {
+    await run('insert into tvix_gc_doomed (key, sweep) select unnest($1::text[]), $2', [doomed.slice(i, i + QUERY_BATCH).map((d) => d.key), sweep])
+  }
+  return { report, doomed }
 }

@@ -54,14 +54,19 @@ export class PgTempRoots implements TempRoots {
     if (this.held.has(line) && this.lease) return present()
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.guard.commit(async (c) => {
+        let recorded = false
+        const found = await this.guard.commit(async (c) => {
           if (!(await present())) return false
           if (this.released) return true
           const lease = await this.renewOrTake(c)
           await c.query('insert into tvix_temp_roots (lease, kind, name) values ($1, $2, $3) on conflict do nothing', [lease, kind, name])
-          this.held.add(line)
+          recorded = true
           return true
         })
+        // Only once committed: the commit can still fail after this callback (it then takes objects off a sweep's doomed list), and a root
+        // marked held but rolled back would let the next holdIf skip recording it.
+        if (recorded) this.held.add(line)
+        return found
       } catch (e) {
         // The lease went away under this root (released, or dropped as expired, meanwhile): nothing was recorded; record it under a new one.
         if (attempt < 3 && pgCode(e) === FOREIGN_KEY_VIOLATION) {

@@ -16,6 +16,8 @@ import type pg from 'pg'
  *   tvix_gc_roots           named GC roots: name -> store path (roots.ts)
  *   tvix_leases             who holds temp roots, until when by the server's clock (leases.ts)
  *   tvix_temp_roots         a lease's temp roots, gone with it
+ *   tvix_gc_doomed          the S3 objects a gc marked dead and has not deleted yet; a commit
+ *                           that relies on one takes it out (sessions.ts, gc.ts)
  */
 
 const STEPS: string[] = [
@@ -59,6 +61,10 @@ const STEPS: string[] = [
      kind text not null,
      name text not null,
      primary key (lease, kind, name)
+   );`,
+  `create table tvix_gc_doomed (
+     key text primary key,
+     sweep bigint not null
    );`,
 ]
 

@@ -1,7 +1,9 @@
 import type { BlobService } from '../../castore/blob-service.js'
 import type { GarbageCollecting, GcOptions, GcReport, GcRootsCapable, TempRootsCapable, Verifying, VerifyOptions, VerifyReport, WriteSessions } from '../../store/capabilities.js'
 import type { Store, TempRoots } from '../../store/store.js'
+import { toHex } from '../../castore/digest.js'
 import type { PublishGuard, S3BlobService } from '../s3/blob.js'
+import { CHUNKS, LISTS } from '../s3/inventory.js'
 import type { Db } from './db.js'
 import { PgDirectoryService } from './directory.js'
 import { collectSharedGarbage } from './gc.js'
@@ -35,7 +37,10 @@ export class SharedStore implements Store, WriteSessions, TempRootsCapable, GcRo
     readonly storeDir: string,
     private readonly ttlMs = leaseTtlMs(),
   ) {
-    this.guard = new WriteGuard(db, async (key) => (await blobs.s3.head(key)) !== undefined)
+    this.guard = new WriteGuard(db, {
+      exists: async (key) => (await blobs.s3.head(key)) !== undefined,
+      chunksOf: async (key) => (await blobs.chunks(Buffer.from(key.slice(LISTS.length), 'hex')))?.map((c) => CHUNKS + toHex(c.digest)),
+    })
     const guard = this.guard
     const publish: PublishGuard = {
       session: (fn) => guard.session(fn),

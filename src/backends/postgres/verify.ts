@@ -14,6 +14,7 @@ import { secondsSince } from '../../util/elapsed.js'
 import type { ChunkInventory } from '../s3/inventory.js'
 import { ChunkChecker } from '../s3/verify-chunks.js'
 import type { Db } from './db.js'
+import { advanceEpoch, exclusively } from './sweep-lock.js'
 
 /*
  * verify on the shared store: blobs in a chunked object store (S3),
@@ -392,39 +393,62 @@ class SharedVerifier {
    * Removes the bad objects, then what can no longer be read because of
    * them: Directories whose child went (followed up the edge rows, mended
    * first), then every PathInfo (of those checked) whose tree is no
-   * longer complete.
+   * longer complete. Every delete runs as gc's do (sweep-lock.ts): commits
+   * held off and the epoch moved first, so a write that relied on what
+   * goes finds it gone at its commit instead of registering a dangling
+   * reference.
    */
   private async repair(pathScope: Buffer[] | undefined): Promise<string[]> {
     const db = this.parts.db
-    const removed = await this.blobs.repair()
-    // The edges first: the removals below follow them up to the parents.
-    for (const [parent, child] of this.missingEdges) {
-      await db.query('insert into tvix_directory_children (parent, child) values ($1, $2) on conflict do nothing', [parent, child])
-      this.added.push(`added the row in tvix_directory_children for directory ${b3Display(parent)}'s child ${b3Display(child)}`)
-    }
-    for (const [parent, child] of this.extraEdges) {
-      await db.query('delete from tvix_directory_children where parent = $1 and child = $2', [parent, child])
-      removed.push(`removed the row in tvix_directory_children for directory ${b3Display(parent)}'s non-child ${b3Display(child)}`)
-    }
-    for (const [referrer, reference, line] of this.extraRefs) {
-      const n = (await db.query('delete from tvix_path_references where referrer = $1 and reference = $2', [referrer, reference])).rowCount
-      if ((n ?? 0) > 0) removed.push(line)
-    }
-    if (this.badDirs.size > 0) removed.push(...(await this.removeDirectories()))
-    for (const [hex, shown] of this.badPaths) {
-      if (await this.removePathInfo(Buffer.from(hex, 'hex'))) removed.push(`removed ${shown} (corrupt)`)
-    }
-    const recheck = async (rows: Row[]) => {
+    const removed: string[] = []
+    const deleting = this.blobs.badChunks.size + this.blobs.badLists.size + this.badDirs.size + this.badPaths.size + this.extraEdges.length + this.extraRefs.length > 0
+    await this.exclusivelyIf(deleting, 'nothing was repaired', async () => {
+      removed.push(...(await this.blobs.repair()))
+      // The edges first: the removals below follow them up to the parents.
+      for (const [parent, child] of this.missingEdges) {
+        await db.query('insert into tvix_directory_children (parent, child) values ($1, $2) on conflict do nothing', [parent, child])
+        this.added.push(`added the row in tvix_directory_children for directory ${b3Display(parent)}'s child ${b3Display(child)}`)
+      }
+      for (const [parent, child] of this.extraEdges) {
+        await db.query('delete from tvix_directory_children where parent = $1 and child = $2', [parent, child])
+        removed.push(`removed the row in tvix_directory_children for directory ${b3Display(parent)}'s non-child ${b3Display(child)}`)
+      }
+      for (const [referrer, reference, line] of this.extraRefs) {
+        const n = (await db.query('delete from tvix_path_references where referrer = $1 and reference = $2', [referrer, reference])).rowCount
+        if ((n ?? 0) > 0) removed.push(line)
+      }
+      if (this.badDirs.size > 0) removed.push(...(await this.removeDirectories()))
+      for (const [hex, shown] of this.badPaths) {
+        if (await this.removePathInfo(Buffer.from(hex, 'hex'))) removed.push(`removed ${shown} (corrupt)`)
+      }
+    })
+    // The paths left without their tree: found holding nobody off, removed (if still so) in a section of their own.
+    const broken: Row[] = []
+    const collect = async (rows: Row[]) => {
       for (const r of rows) {
         const info = decodeOrUndefined(r.data)
-        if (!info) continue
+        if (info && (await this.treeOf(info.node)).missing) broken.push(r)
+      }
+    }
+    if (pathScope) await collect((await db.query<Row>('select digest, data from tvix_path_infos where digest = any($1)', [pathScope])).rows)
+    else for await (const rows of this.pages('tvix_path_infos')) await collect(rows)
+    await this.exclusivelyIf(broken.length > 0, 'the paths that can no longer be served were not removed', async () => {
+      for (const r of broken) {
+        const info = decodeOrUndefined(r.data)!
         const missing = (await this.treeOf(info.node)).missing
         if (missing && (await this.removePathInfo(r.digest))) removed.push(`removed path '${this.parts.storeDir}/${Buffer.from(info.node.name).toString('utf8')}' (${missing} is gone)`)
       }
-    }
-    if (pathScope) await recheck((await db.query<Row>('select digest, data from tvix_path_infos where digest = any($1)', [pathScope])).rows)
-    else for await (const rows of this.pages('tvix_path_infos')) await recheck(rows)
+    })
     return removed
+  }
+
+  /** `fn` in an exclusive section that has moved the epoch (sweep-lock.ts), if `needed`. */
+  private async exclusivelyIf(needed: boolean, otherwise: string, fn: () => Promise<void>): Promise<void> {
+    if (!needed) return fn()
+    await exclusively(this.parts.db, { gaveUp: (s) => `gave up after waiting ${s} s for commits to end (stopped or hung?); ${otherwise}` }, async (c) => {
+      await advanceEpoch(c)
+      await fn()
+    })
   }
 
   /** The bad Directories, then their parents, grandparents… by the child edges; one line each. */
