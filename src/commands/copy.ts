@@ -1,7 +1,7 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 import fs from 'node:fs'
-import { copyLostRace, retryOnConflict } from '../ops/retry.js'
+import { lostRaceWithGc, retryOnConflict } from '../ops/retry.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { copyProgress } from '../cli/progress.js'
 import { parseTrustedKeysFlag } from '../cli/trusted-keys.js'
@@ -61,7 +61,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
             await addRoot(to, f.root!, paths[0]!)
             return report
           }),
-          copyLostRace,
+          lostRaceWithGc,
         )
       }
       if (f.closure !== undefined) {
@@ -73,7 +73,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
         if (!this.jsonEnabled()) for (const p of report.copied) process.stdout.write(`${p}\n`)
         return report
       }
-      return await retryOnConflict(() => this.copyPaths(to, paths), copyLostRace)
+      return await retryOnConflict(() => this.copyPaths(to, paths), lostRaceWithGc)
     } finally {
       await to.close()
     }

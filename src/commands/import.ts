@@ -1,7 +1,7 @@
 import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 import fs from 'node:fs'
-import { retryOnConflict } from '../ops/retry.js'
+import { lostRaceWithGc, retryOnConflict } from '../ops/retry.js'
 import { importProgress } from '../cli/progress.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { BackendError, NotFoundError, UsageError, systemMessage } from '../errors.js'
@@ -54,8 +54,9 @@ export default class Import extends StoreCommand<typeof Import> {
         if (root !== undefined) await addRoot(store, root, results[0]!.path)
         return results
       })
-    // Files can be read again if a concurrent gc invalidated the import; a stream (--nar) cannot.
-    return nar === undefined ? retryOnConflict(once) : once()
+    // Files can be read again if a concurrent gc invalidated the import (or,
+    // through a daemon, took what it sent before the PathInfo); a stream (--nar) cannot.
+    return nar === undefined ? retryOnConflict(once, lostRaceWithGc) : once()
   }
 
   /** Store paths already printed: a run repeated after a conflict with gc prints each once. */

@@ -19,11 +19,12 @@ export async function retryOnConflict<T>(fn: () => Promise<T>, retryable: (e: un
 }
 
 /**
- * What a copy may retry: a conflict with gc, and a target that refused a
- * PathInfo for data this copy sent or found there. Through a daemon each
- * call is its own session, so its gc (with a short --grace) may take that
- * data between calls; copying again sends what is missing now.
+ * What a copy or an import of files may retry: a conflict with gc, and a
+ * target that refused a PathInfo for data this write sent or found there.
+ * Through a daemon each call is its own session, so its gc (with a short
+ * --grace) may take that data between calls; writing again sends what is
+ * missing now.
  */
-export function copyLostRace(e: unknown): boolean {
+export function lostRaceWithGc(e: unknown): boolean {
   return e instanceof ConflictError || e instanceof MissingDataError
 }
