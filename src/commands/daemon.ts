@@ -7,7 +7,7 @@ import { parseTokenFile } from '../daemon/auth.js'
 import type { CacheOptions } from '../http/cache-handler.js'
 import type { HttpLimits, TcpAddress } from '../http/server.js'
 import { readKeyFile } from '../cli/key-file.js'
-import { parseSecretKey } from '../store/signing.js'
+import { parseSecretKey, type SecretKey } from '../store/signing.js'
 import { checkCompressor, parseServedCompression } from '../http/compressed-nar.js'
 import { storeLabel } from '../backends/open-store.js'
 import { collectGarbage, garbageCollector } from '../ops/gc.js'
@@ -204,7 +204,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (tokens) log(`gRPC calls need a token from --auth-file ${tokenFile} (health and reflection are open)`)
     if (gc) log(`gc of orphaned objects every ${every}`)
-    const stopReloading = reloadOnHangup(this.reloadables(tls, tokens, access?.credentials), log)
+    const stopReloading = reloadOnHangup(this.reloadables(tls, tokens, access?.credentials, secretKeys), log)
     const signal = await signalled
     stopReloading()
     log(`${signal}: stopping (waiting for calls in flight)`)
@@ -228,7 +228,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
   }
 
   /** The files SIGHUP re-reads, each parsed and checked as at start. */
-  private reloadables(tls?: TlsIdentity, tokens?: SecretSet<Rights>, credentials?: ReturnType<typeof parseAuthFile>): Reloadable[] {
+  private reloadables(tls?: TlsIdentity, tokens?: SecretSet<Rights>, credentials?: ReturnType<typeof parseAuthFile>, secretKeys: SecretKey[] = []): Reloadable[] {
     const items: Reloadable[] = []
     if (tls) {
       items.push({
@@ -256,6 +256,17 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
         load: () => {
           const fresh = parseAuthFile(readKeyFile(authFile, 'auth file'), authFile)
           return () => credentials.replaceWith(fresh)
+        },
+      })
+    }
+    const keyFiles = this.flags['secret-key-file'] ?? []
+    if (keyFiles.length > 0) {
+      // Narinfos are signed as served, with this very array: the next request signs with the new keys.
+      items.push({
+        what: `--secret-key-file ${keyFiles.join(', ')}`,
+        load: () => {
+          const fresh = keyFiles.map((f) => parseSecretKey(readKeyFile(f)))
+          return () => secretKeys.splice(0, secretKeys.length, ...fresh)
         },
       })
     }

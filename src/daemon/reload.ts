@@ -1,6 +1,6 @@
 /**
  * SIGHUP re-reads the daemon's secret files (a renewed certificate, rotated
- * tokens or passwords) without a restart, as nginx or sshd do. All or
+ * tokens, passwords or signing keys) without a restart, as nginx or sshd do. All or
  * nothing: every file is read and checked first; if one is bad, the daemon
  * keeps what it had and says why in one log line.
  */
@@ -14,7 +14,7 @@ export interface Reloadable {
 /** Re-reads `items` on every SIGHUP; returns what stops listening. */
 export function reloadOnHangup(items: Reloadable[], log: (line: string) => void): () => void {
   const reload = () => {
-    if (items.length === 0) return log('SIGHUP: nothing to reload (no --tls-cert, --auth-file or --http-auth-file)')
+    if (items.length === 0) return log('SIGHUP: nothing to reload (no --tls-cert, --auth-file, --http-auth-file or --secret-key-file)')
     let apply: Array<() => void>
     try {
       apply = items.map((i) => i.load())
