@@ -86,6 +86,15 @@ export function directoryEntryCount(buf: Uint8Array): number {
   })
 }
 
+/** The digests of a Directory's child Directories, read from its bytes without decoding its other entries. */
+export function childDirectoryDigests(buf: Uint8Array): Uint8Array[] {
+  return described('Directory', () => {
+    const out: Uint8Array[] = []
+    for (const f of fields(buf)) if (f.field === 1) out.push(readDirNode(asBytes(f, 'directories')).digest)
+    return out
+  })
+}
+
 function readDirectory(buf: Uint8Array): Directory {
   const d: Directory = { directories: [], files: [], symlinks: [] }
   for (const f of fields(buf)) {

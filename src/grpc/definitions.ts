@@ -6,6 +6,7 @@
  */
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js'
 import { decodeDirectory, decodeNode, encodeDirectory, encodeNode } from '../castore/proto.js'
+import type { Directory } from '../castore/directory.js'
 import { decodePathInfo, encodePathInfo } from '../store/proto.js'
 import { MAX_DIRECTORY_BYTES } from '../castore/directory-service.js'
 import * as m from './messages.js'
@@ -31,7 +32,8 @@ const method = <Req, Res>(name: string, requestStream: boolean, responseStream: 
   res,
 })
 
-const directory = { encode: encodeDirectory, decode: decodeDirectory }
+// A server may answer with a Directory's stored canonical bytes, sent as they are.
+const directory = { encode: (d: Directory | Uint8Array) => (d instanceof Uint8Array ? d : encodeDirectory(d)), decode: decodeDirectory }
 const pathInfo = { encode: encodePathInfo, decode: decodePathInfo }
 const node = { encode: encodeNode, decode: decodeNode }
 

@@ -24,6 +24,7 @@ import { rssBounded } from '../helpers/attack.js'
 import { type RunningDaemon, startDaemon } from '../helpers/daemon.js'
 import { entry, nar, regular, toks } from '../helpers/nar.js'
 import { RawGrpc } from '../helpers/raw-grpc.js'
+import { openStore } from '../../src/backends/open-store.js'
 
 const ENTRIES = 100_000
 const EMPTY = new Uint8Array(0)
@@ -31,6 +32,9 @@ const CALC = '/tvix.store.v1.PathInfoService/CalculateNAR'
 const GET = '/tvix.castore.v1.DirectoryService/Get'
 /** The daemon's default --max-directory-entries. */
 const MAX_ENTRIES = 32_768
+/** A Directory as wide as fits in one message with 4-letter names (~3.9 MB), and Gets of it at once. */
+const STORED_ENTRIES = 90_000
+const GETS = 8
 
 describe('a daemon and the widest Directories', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-wide-dir-'))
@@ -54,12 +58,6 @@ describe('a daemon and the widest Directories', () => {
     await attack(t, `Directories of ${ENTRIES} and ${MAX_ENTRIES} entries`, async () => {
       const put = await grpc.clientStream('/tvix.castore.v1.BlobService/Put', [])
       assert.equal(put.code, 0, put.details)
-      const empty = b3(EMPTY)
-      const wide = (entries: number, width: number): Directory => ({
-        directories: [],
-        files: Array.from({ length: entries }, (_, i) => ({ kind: 'file' as const, name: Buffer.from(shortName(i, width)), digest: empty, size: 0, executable: false })),
-        symlinks: [],
-      })
       // Within one message, over the entry cap: refused before it is decoded.
       const tooMany = encodeDirectory(wide(ENTRIES, 3))
       assert.ok(tooMany.length <= 4 << 20, `${tooMany.length} bytes`)
@@ -88,6 +86,59 @@ describe('a daemon and the widest Directories', () => {
       assert.equal(toHex(res.narSha256), createHash('sha256').update(expected).digest('hex'))
     })
   })
+
+})
+
+describe('a daemon serving a stored Directory as wide as one message holds', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-wide-get-'))
+  const store = path.join(root, 'store')
+  let daemon: RunningDaemon
+  let grpc: RawGrpc
+  after(async () => {
+    grpc?.close()
+    await daemon?.stop()
+    fs.rmSync(root, { recursive: true, force: true })
+  })
+
+  test(`Gets of a stored Directory of ${STORED_ENTRIES} entries (imported, so under no Put cap) send its stored bytes, the daemon's memory bounded`, async (t) => {
+    // Put straight into the local store, as an import of a folder that wide would.
+    const dir = wide(STORED_ENTRIES, 4)
+    const bytes = encodeDirectory(dir)
+    const parent: Directory = { directories: [{ kind: 'directory', name: Buffer.from('wide'), digest: b3(bytes), size: directorySize(dir) }], files: [], symlinks: [] }
+    const local = await openStore({ url: store })
+    try {
+      await local.directories.putClosure([dir, parent])
+    } finally {
+      await local.close()
+    }
+    const top = b3(encodeDirectory(parent))
+    // Its own daemon, for a baseline no other case raised; half the default --max-transfers:
+    // each Get of a 3.8 MB Directory holds two copies of it (ours and grpc-js's frame) until
+    // sent: 16 at once reach ~205 MiB (they reached ~420 when each was decoded and re-encoded).
+    daemon = await startDaemon(store, '127.0.0.1:0', ['--max-transfers', String(GETS)])
+    grpc = new RawGrpc(daemon.url)
+    await rssBounded(t, { pid: daemon.proc.pid!, url: daemon.url }, `${GETS} Gets of a ${bytes.length}-byte Directory at once`, async () => {
+      const single = Array.from({ length: GETS / 2 }, () => grpc.unary(GET, getDirectoryRequest.encode({ digest: b3(bytes), recursive: false })))
+      const closures = Array.from({ length: GETS / 2 }, () => grpc.serverStream(GET, getDirectoryRequest.encode({ digest: top, recursive: true })))
+      for (const r of await Promise.all(single)) {
+        assert.equal(r.code, 0, r.details)
+        assert.ok(r.response!.equals(bytes), 'the stored bytes')
+      }
+      for (const r of await Promise.all(closures)) {
+        assert.equal(r.code, 0, r.details)
+        assert.equal(r.messages.length, 2)
+        assert.ok(r.messages[0]!.equals(encodeDirectory(parent)) && r.messages[1]!.equals(bytes), 'the root, then its child')
+      }
+    })
+  })
+})
+
+const empty = b3(EMPTY)
+/** A Directory of `entries` empty files named `width` letters each. */
+const wide = (entries: number, width: number): Directory => ({
+  directories: [],
+  files: Array.from({ length: entries }, (_, i) => ({ kind: 'file' as const, name: Buffer.from(shortName(i, width)), digest: empty, size: 0, executable: false })),
+  symlinks: [],
 })
 
 /** The `i`th of the names of `width` letters from a 47-letter alphabet ('A'…'o'), in byte order. */

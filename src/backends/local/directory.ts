@@ -24,14 +24,24 @@ export class LocalDirectoryService implements DirectoryService {
     return this.getNow(d)
   }
 
-  /** get() without a promise: a renderer's walk over a tree of many Directories awaits none of them. */
-  getNow(d: B3Digest): Directory | undefined {
+  async getEncoded(d: B3Digest): Promise<Uint8Array | undefined> {
+    return this.encodedNow(d)
+  }
+
+  /** The stored bytes, hashed as read: they are canonical, so that is the check. */
+  private encodedNow(d: B3Digest): Uint8Array | undefined {
     const file = this.path(requireDigestLength(d))
     const bytes = readSmallFile(file)
     if (!bytes) return undefined
     this.root.rely(file)
-    // Stored bytes are canonical, so hashing them as read is the check.
     if (!bytesEqual(b3(bytes), d)) throw new IntegrityError(`directory ${b3Display(d)} is corrupt: its bytes do not match its digest`)
+    return bytes
+  }
+
+  /** get() without a promise: a renderer's walk over a tree of many Directories awaits none of them. */
+  getNow(d: B3Digest): Directory | undefined {
+    const bytes = this.encodedNow(d)
+    if (!bytes) return undefined
     const dir = decodeDirectory(bytes)
     validateDirectory(dir)
     return dir
