@@ -6,7 +6,7 @@ import { systemMessage } from '../errors.js'
 const MAX_KEY_FILE = 64 * 1024
 
 /** The text of a key file (or another small secret file: `what`), or of stdin for `-`; one error line naming the file if it cannot be read. */
-export function readKeyFile(file: string, what = 'key file'): string {
+export function readKeyFile(file: string, what = 'key file', maxBytes = MAX_KEY_FILE): string {
   let buf: Buffer
   try {
     if (file !== '-' && fs.statSync(file).isDirectory()) throw new UsageError(`${file} is a directory, not a ${what}`)
@@ -18,6 +18,6 @@ export function readKeyFile(file: string, what = 'key file'): string {
     if (err.code === 'ENOENT') throw new NotFoundError(`cannot read the ${what} ${name}: it does not exist`, { cause: e })
     throw new BackendError(`cannot read the ${what} ${name}: ${systemMessage(err)}`, { cause: e })
   }
-  if (buf.length > MAX_KEY_FILE) throw new UsageError(`${file} is not a ${what}: ${buf.length} bytes`)
+  if (buf.length > maxBytes) throw new UsageError(`${file} is not a ${what}: ${buf.length} bytes`)
   return buf.toString('utf8')
 }

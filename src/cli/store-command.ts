@@ -53,7 +53,7 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
       helpGroup: 'STORE',
     }),
     'tls-ca': Flags.string({
-      summary: 'Trust these PEM certificates for grpc+https:// daemons and https:// caches, instead of the built-in CA list.',
+      summary: 'Trust these PEM certificates for grpc+https:// daemons and https:// caches (default: $NIX_SSL_CERT_FILE, else $SSL_CERT_FILE, else the built-in CA list).',
       helpValue: 'FILE',
       env: 'TVIX_STORE_TLS_CA',
       helpGroup: 'STORE',

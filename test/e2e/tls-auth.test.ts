@@ -188,6 +188,30 @@ describe('daemon over TLS with tokens', { skip }, () => {
     assertOneErrorLine(untrusted.stderr, /certificate/)
   })
 
+  test('without --tls-ca the CA file Nix reads is trusted: $NIX_SSL_CERT_FILE, else $SSL_CERT_FILE; --tls-ca overrides both', async () => {
+    const imported = await cli(['import', '--store', url, '--tls-ca', tls.ca, '--auth-token-file', writeToken, tree])
+    const storePath = imported.stdout.toString().trim()
+    const copy = (target: string, env: Record<string, string>, flags: string[] = []) =>
+      cli(['copy', '--from', cache, ...flags, '--no-check-sigs', '--to', path.join(root, target), storePath], { NIX_SSL_CERT_FILE: '', SSL_CERT_FILE: '', ...env })
+    for (const [target, env] of [['nix-var', { NIX_SSL_CERT_FILE: tls.ca, SSL_CERT_FILE: tls.otherCa }], ['ssl-var', { SSL_CERT_FILE: tls.ca }]] as const) {
+      const r = await copy(target, env)
+      assert.equal(r.code, 0, `${target}: ${r.stderr}`)
+      assert.equal(r.stdout.toString().trim(), storePath)
+    }
+    const overridden = await copy('flag', { NIX_SSL_CERT_FILE: tls.otherCa }, ['--tls-ca', tls.ca])
+    assert.equal(overridden.code, 0, overridden.stderr)
+    const untrusted = await copy('never', { NIX_SSL_CERT_FILE: tls.otherCa })
+    assert.equal(untrusted.code, 1, untrusted.stderr)
+    assertOneErrorLine(untrusted.stderr, /certificate/)
+    // A variable naming no file matters only where TLS is used.
+    const missing = path.join(root, 'no-such-ca.pem')
+    const gone = await copy('never', { NIX_SSL_CERT_FILE: missing })
+    assert.equal(gone.code, 1, gone.stderr)
+    assertOneErrorLine(gone.stderr, new RegExp(`^error: cannot read the TLS CA file \\(from \\$NIX_SSL_CERT_FILE\\) ${missing}: it does not exist$`))
+    const local = await cli(['path-info', '--store', path.join(root, 'nix-var'), storePath], { NIX_SSL_CERT_FILE: missing })
+    assert.equal(local.code, 0, local.stderr)
+  })
+
   test('nix copy --from https://… trusting the CA (NIX_SSL_CERT_FILE) gets the NAR Nix has', { skip: noNix }, async () => {
     const storePath = new NixStore(path.join(root, 'nix-ref')).add(tree)
     // Stored by the import test already; again, so that this test runs alone too.
