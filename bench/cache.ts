@@ -283,6 +283,20 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
     }
     /** Nix's CPU in each run, plus what the server used for it. */
     const withServer = (xs: Sample[], server: number[]) => cpu(xs).map((c, i) => c + (server[i] ?? 0))
+    /**
+     * The rows of a `nix copy --from|--to http://ours` comparison: ours
+     * against Nix's file:// copy (the issue's target), Nix's HTTP floor
+     * (`floor`: the same copy through an HTTP server that does nothing of
+     * ours) against file://, ours against that floor (≤ 1.2×), and the CPU
+     * (Nix's, plus our daemon's for ours).
+     */
+    const httpRows = (dir: '--from' | '--to', o: Sample[], f: Sample[], fl: Sample[], daemonCpu: number[], label: { file: string; floor: string; fileTarget: number }) => {
+      ctx.addRow(`nix copy ${dir} http://ours | ${label.file}`, 's', ms(o), ms(f), ratioAtMost(label.fileTarget))
+      ctx.addRow(`nix copy ${dir} ${label.floor} | ${label.file} (Nix's HTTP floor)`, 's', ms(fl), ms(f))
+      ctx.addRow(`nix copy ${dir} http://ours | ${dir} ${label.floor}`, 's', ms(o), ms(fl), ratioAtMost(1.2))
+      ctx.addRow(`nix copy ${dir} http://ours, CPU: Nix + our daemon | ${label.floor}, CPU`, 's', withServer(o, daemonCpu), cpu(fl))
+      ctx.addRow(`  our daemon's CPU per nix copy ${dir} http://ours`, 's', daemonCpu)
+    }
     /** The CPU (ms) `pid` uses while `fn` runs. */
     const cpuDuring = async <T>(pid: number, fn: () => Promise<T>): Promise<{ result: T; cpu?: number }> => {
       const c0 = cpuSeconds(pid)
@@ -309,13 +323,12 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
         const { result: sample, cpu } = await cpuDuring(d1.pid, () => nix(['copy', '--no-check-sigs', '--from', src, '--to', `local?root=${dest}`, top]))
         return { sample, serverCpu: side === 'ours' ? cpu : undefined, listing: () => nixListing(`local?root=${dest}`), done: async () => ctx.rmTree(dest) }
       })
-      const { ours: o, static: st, file: f } = from.samples
-      ctx.addRow('nix copy --from http://ours | --from file:// (Nix-written)', 's', ms(o), ms(f), ratioAtMost(1.2))
       // Nix's HTTP client alone costs more than its file:// reads: the same cache behind a static server shows that floor.
-      ctx.addRow('nix copy --from http://(static server) | --from file:// (Nix\'s HTTP floor)', 's', ms(st), ms(f))
-      ctx.addRow('nix copy --from http://ours | --from http://(static server, same cache)', 's', ms(o), ms(st), ratioAtMost(1.2))
-      ctx.addRow('nix copy --from http://ours, CPU: Nix + our daemon | Nix from file://', 's', withServer(o, from.serverCpu.ours), cpu(f))
-      ctx.addRow('  our daemon\'s CPU per nix copy --from http://ours', 's', from.serverCpu.ours)
+      httpRows('--from', from.samples.ours, from.samples.file, from.samples.static, from.serverCpu.ours, {
+        file: '--from file:// (Nix-written)',
+        floor: 'http://(static server, same cache)',
+        fileTarget: 1.2,
+      })
     } finally {
       await staticServer.close()
       stops.push(await d1.stop())
@@ -338,14 +351,13 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
           await sink?.close()
         }
       })
-      const { ours: o, floor: fl, file: f } = to.samples
-      ctx.addRow('nix copy --to http://ours | --to file:// (compression=none)', 's', ms(o), ms(f), ratioAtMost(1.5))
       // Nix's HTTP upload alone (serial HEAD, PUT NAR, PUT narinfo per path, each NAR read whole first)
       // costs several times its file:// copy: a server that stores nothing shows that floor.
-      ctx.addRow('nix copy --to http://(stores nothing) | --to file:// (Nix\'s HTTP floor)', 's', ms(fl), ms(f))
-      ctx.addRow('nix copy --to http://ours | --to http://(stores nothing)', 's', ms(o), ms(fl), ratioAtMost(1.2))
-      ctx.addRow('nix copy --to http://ours, CPU: Nix + our daemon | Nix to http://(stores nothing)', 's', withServer(o, to.serverCpu.ours), cpu(fl))
-      ctx.addRow('  our daemon\'s CPU per nix copy --to http://ours', 's', to.serverCpu.ours)
+      httpRows('--to', to.samples.ours, to.samples.file, to.samples.floor, to.serverCpu.ours, {
+        file: '--to file:// (compression=none)',
+        floor: 'http://(stores nothing)',
+        fileTarget: 1.5,
+      })
     } catch (e) {
       if (!skipped('nix copy --to http://ours', e)) throw e
     }
