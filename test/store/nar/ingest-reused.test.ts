@@ -6,6 +6,7 @@ import { describe, test } from 'node:test'
 import { type BlobStage, readAll, stageOrWriteThrough } from '../../../src/castore/blob-service.js'
 import { b3 } from '../../../src/castore/digest.js'
 import { openLocalStore } from '../../../src/backends/local/index.js'
+import { openMemoryStore } from '../../../src/backends/memory/index.js'
 import { FileTransport } from '../../../src/backends/nix-cache/file-transport.js'
 import type { Store } from '../../../src/store/store.js'
 import { ingestNar } from '../../../src/store/nar/ingest.js'
@@ -100,6 +101,32 @@ describe('NAR ingest from a source that reuses its buffers (reusedBuffers)', () 
       assert.ok(Buffer.concat(pieces).equals(bytes))
     } finally {
       fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('NAR reader: the same result however the input is split (steps run again when the bytes run short)', () => {
+  const tree = nar(
+    directory(
+      entry('a', file(Buffer.from('x'))),
+      entry('bb', directory(entry('c', toks('(', 'type', 'symlink', 'target', str('../a'), ')')), entry('d', file(Buffer.from('hello'))))),
+      entry('e', toks('(', 'type', 'regular', 'executable', '', 'contents', str('#!/bin/sh\n'), ')')),
+    ),
+  )
+  const outOfOrder = nar(directory(entry('b', file(Buffer.from('x'))), entry('c', file(Buffer.from('y'))), entry('a', file(Buffer.from('z')))))
+
+  test('every piece size from 1 to 96 bytes, in a reused buffer: the same tree and NAR hash', async () => {
+    const store = openMemoryStore()
+    const whole = await ingestNar(reusingSource(tree, tree.length), stageOrWriteThrough(store.blobs), { reusedBuffers: true })
+    for (let piece = 1; piece <= 96; piece++) {
+      const r = await ingestNar(reusingSource(tree, piece), stageOrWriteThrough(store.blobs), { reusedBuffers: true })
+      assert.deepEqual(r, whole, `pieces of ${piece}`)
+    }
+  })
+
+  test('every piece size from 1 to 96 bytes: an entry out of order is that error, never a false duplicate', async () => {
+    for (let piece = 1; piece <= 96; piece++) {
+      await assert.rejects(ingestNar(reusingSource(outOfOrder, piece), stageOrWriteThrough(openMemoryStore().blobs), { reusedBuffers: true }), /entry "a" is out of order \(after "c"\)/, `pieces of ${piece}`)
     }
   })
 })
