@@ -5,11 +5,16 @@
  * closure, ratios side by side in one run (the issue's targets):
  *
  *  1. nix copy --from http://ours          vs nix copy --from file://DIR           ≤ 1.2×
+ *     and vs the same Nix-written cache behind a static HTTP server (what
+ *     Nix's HTTP client costs by itself)                                      ≤ 1.2×
  *  2. nix copy --to http://ours?compression=none (daemon --http-upload)
  *                                          vs nix copy --to file://DIR?compression=none   ≤ 1.5×
- *     beside Nix uploading to a server that stores nothing (its HTTP floor)
+ *     and vs Nix uploading to a server that stores nothing (its HTTP
+ *     floor: HTTP/1.1 keep-alive as ours, every answer at once)              ≤ 1.2×
  *  3. our copy --from nix+file://DIR --no-check-sigs
  *                                          vs nix copy --from file://DIR --no-check-sigs  ≤ 1.0×
+ *     (wall and CPU)
+ * For (1) and (2) the CPU rows add our daemon's CPU during each copy to Nix's.
  *  4. the daemon's RSS while serving 16 concurrent full-speed downloads
  *     (curl to /dev/null) of the NAR of a 1 GiB path: flat, ≤ 200 MiB
  *     (VmRSS sampled every 100 ms, VmHWM), and the MB/s delivered.
@@ -20,7 +25,8 @@
  * warm one re-running a copy asks the cache nothing. Each comparison starts
  * with one untimed run per side that checks the copied closure (paths, NAR
  * hashes and sizes, references) against Nix's listing of the source; then
- * REPS timed runs per side, sides alternating. The downloads of (1) come from
+ * REPS timed runs per side, the order of the sides rotating each round
+ * (every process under GNU time, for its CPU). The downloads of (1) come from
  * one daemon, as from a cache server that is up anyway.
  *
  * The closure: four paths made from test/helpers/trees.ts (~2,000 small
@@ -40,6 +46,7 @@ import { pipeline } from 'node:stream/promises'
 import type { Writable } from 'node:stream'
 import { randomBytes, rng, TREES } from '../test/helpers/trees.js'
 import { makeBigFile } from './big.js'
+import { startFileCacheServer } from '../test/helpers/file-cache-server.js'
 import { type BenchDaemon, cpuSeconds, mbps, procKiB, startDaemon } from './daemon.js'
 import { sized, sizeText } from './quick.js'
 import { mibAtMost, ratioAtMost, type Target, type Unit } from './targets.js'
@@ -53,7 +60,8 @@ const NIX32 = '0123456789abcdfghijklmnpqrsvwxyz'
 const EXPORT_MAGIC = 0x4558494e
 
 type Tool = 'ours' | 'nix'
-type Sample = { ms: number; stdout: string }
+/** `cpuMs`: user + system CPU of the process (GNU time), when measured. */
+type Sample = { ms: number; cpuMs?: number; stdout: string }
 
 export interface CacheBenchContext {
   /** The snapshot's bin/run.js. */
@@ -65,7 +73,7 @@ export interface CacheBenchContext {
   env: NodeJS.ProcessEnv
   nixEnv: NodeJS.ProcessEnv
   /** Runs our CLI or Nix (`program`), env merged over the tool's; wall time spawn → exit; rejects on a non-zero exit. */
-  run(tool: Tool, args: string[], opts: { stdout: 'pipe'; program?: 'nix-store' | 'nix'; env?: NodeJS.ProcessEnv }): Promise<Sample>
+  run(tool: Tool, args: string[], opts: { stdout: 'pipe'; program?: 'nix-store' | 'nix'; env?: NodeJS.ProcessEnv; rss?: boolean }): Promise<Sample>
   addRow(figure: string, unit: Unit, ours: number[], nix?: number[], target?: Target): void
   check(name: string, ok: boolean, detail: string): void
   note(line: string): void
@@ -219,10 +227,11 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
     return d
   }
   /** Nix with a fresh narinfo disk cache (XDG_CACHE_HOME): the run sees the cache as a first-time client. */
-  const nix = (args: string[]) => ctx.run('nix', args, { stdout: 'pipe', program: 'nix', env: { XDG_CACHE_HOME: freshDir('xdg') } })
-  const ours = (args: string[]) => ctx.run('ours', args, { stdout: 'pipe' })
-  const order = (rep: number): Tool[] => (rep % 2 === 0 ? ['ours', 'nix'] : ['nix', 'ours'])
+  // rss: under GNU time, which also gives the CPU (user + system) each run used.
+  const nix = (args: string[]) => ctx.run('nix', args, { stdout: 'pipe', program: 'nix', env: { XDG_CACHE_HOME: freshDir('xdg') }, rss: true })
+  const ours = (args: string[]) => ctx.run('ours', args, { stdout: 'pipe', rss: true })
   const ms = (xs: Sample[]) => xs.map((x) => x.ms)
+  const cpu = (xs: Sample[]) => xs.map((x) => x.cpuMs ?? NaN)
   try {
     // ---- the closure, in a chroot Nix store, in an uncompressed Nix-written cache, and in our store
     console.error('[cache] making the closure; nix-store --import into a chroot store, copy --closure into ours, nix copy --to file://…?compression=none')
@@ -248,18 +257,52 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
     ctx.check('cache: the Nix-written file:// cache lists the same closure', (await nixListing(`file://${nixCache}`)) === expected, 'path-info listings differ')
     ctx.note(`the closure: ${paths.length} paths, ${(narBytes / MiB).toFixed(1)} MiB of NAR (~2,000 files of ≤ 300 bytes, files of ${sized(3, 1)} and 20 MiB), ${top}`)
 
-    /** One untimed checked run per side, then REPS timed runs per side, alternating; `copy` makes a fresh target and copies into it. */
-    const compare = async (what: string, copy: (tool: Tool) => Promise<{ sample: Sample; listing: () => Promise<string>; done: () => Promise<void> }>) => {
-      const samples: Record<Tool, Sample[]> = { ours: [], nix: [] }
+    /**
+     * One untimed run per side that checks the target (where it can be
+     * listed), then REPS timed runs per side, the order rotating each round;
+     * `copy` makes a fresh target and copies into it. `serverCpu`: the CPU a
+     * server process used during that run (our daemon's), in ms as `ms`.
+     */
+    type Run = { sample: Sample; serverCpu?: number; listing?: () => Promise<string>; done: () => Promise<void> }
+    const compare = async <S extends string>(what: string, sides: S[], copy: (side: S) => Promise<Run>) => {
+      const samples = Object.fromEntries(sides.map((t) => [t, [] as Sample[]])) as Record<S, Sample[]>
+      const serverCpu = Object.fromEntries(sides.map((t) => [t, [] as number[]])) as Record<S, number[]>
       for (let rep = -1; rep < ctx.reps; rep++) {
-        for (const tool of order(rep + 1)) {
-          const r = await copy(tool)
-          if (rep < 0) ctx.check(`cache: ${what}, ${tool === 'ours' ? 'tvix-store' : 'Nix'} side: the target holds the closure`, (await r.listing()) === expected, 'path-info listings differ')
-          else samples[tool].push(r.sample)
+        const k = (rep + 1) % sides.length
+        for (const side of [...sides.slice(k), ...sides.slice(0, k)]) {
+          const r = await copy(side)
+          if (rep < 0 && r.listing) ctx.check(`cache: ${what}, ${side} side: the target holds the closure`, (await r.listing()) === expected, 'path-info listings differ')
+          else if (rep >= 0) {
+            samples[side].push(r.sample)
+            if (r.serverCpu !== undefined) serverCpu[side].push(r.serverCpu)
+          }
           await r.done()
         }
       }
-      return samples
+      return { samples, serverCpu }
+    }
+    /** Nix's CPU in each run, plus what the server used for it. */
+    const withServer = (xs: Sample[], server: number[]) => cpu(xs).map((c, i) => c + (server[i] ?? 0))
+    /**
+     * The rows of a `nix copy --from|--to http://ours` comparison: ours
+     * against Nix's file:// copy (the issue's target), Nix's HTTP floor
+     * (`floor`: the same copy through an HTTP server that does nothing of
+     * ours) against file://, ours against that floor (≤ 1.2×), and the CPU
+     * (Nix's, plus our daemon's for ours).
+     */
+    const httpRows = (dir: '--from' | '--to', o: Sample[], f: Sample[], fl: Sample[], daemonCpu: number[], label: { file: string; floor: string; fileTarget: number }) => {
+      ctx.addRow(`nix copy ${dir} http://ours | ${label.file}`, 's', ms(o), ms(f), ratioAtMost(label.fileTarget))
+      ctx.addRow(`nix copy ${dir} ${label.floor} | ${label.file} (Nix's HTTP floor)`, 's', ms(fl), ms(f))
+      ctx.addRow(`nix copy ${dir} http://ours | ${dir} ${label.floor}`, 's', ms(o), ms(fl), ratioAtMost(1.2))
+      ctx.addRow(`nix copy ${dir} http://ours, CPU: Nix + our daemon | ${label.floor}, CPU`, 's', withServer(o, daemonCpu), cpu(fl))
+      ctx.addRow(`  our daemon's CPU per nix copy ${dir} http://ours`, 's', daemonCpu)
+    }
+    /** The CPU (ms) `pid` uses while `fn` runs. */
+    const cpuDuring = async <T>(pid: number, fn: () => Promise<T>): Promise<{ result: T; cpu?: number }> => {
+      const c0 = cpuSeconds(pid)
+      const result = await fn()
+      const c1 = cpuSeconds(pid)
+      return { result, cpu: c0 !== undefined && c1 !== undefined ? (c1 - c0) * 1000 : undefined }
     }
     const skipped = (what: string, e: unknown): boolean => {
       const why = missingFeature(e)
@@ -268,52 +311,53 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
       return true
     }
 
-    // ---- 1. nix copy --from http://ours vs --from file://
-    console.error(`[cache] nix copy --from http://ours vs --from file:// (Nix-written, uncompressed) ×${ctx.reps} each, fresh chroot store each`)
+    // ---- 1. nix copy --from http://ours vs --from file://, and vs a static HTTP server on the same Nix-written cache
+    console.error(`[cache] nix copy --from http://ours vs --from http://(static server) vs --from file:// (Nix-written, uncompressed) ×${ctx.reps} each, fresh chroot store each`)
     const d1 = await startCacheDaemon(ctx, oursSrc)
     const stops: (number | null)[] = []
+    const staticServer = await startFileCacheServer(nixCache)
     try {
-      const from = await compare('nix copy --from a cache', async (tool) => {
+      const from = await compare('nix copy --from a cache', ['ours', 'static', 'file'], async (side) => {
         const dest = freshDir('nix-dest')
-        const src = tool === 'ours' ? d1.http : `file://${nixCache}`
-        const sample = await nix(['copy', '--no-check-sigs', '--from', src, '--to', `local?root=${dest}`, top])
-        return { sample, listing: () => nixListing(`local?root=${dest}`), done: async () => ctx.rmTree(dest) }
+        const src = side === 'ours' ? d1.http : side === 'static' ? staticServer.url : `file://${nixCache}`
+        const { result: sample, cpu } = await cpuDuring(d1.pid, () => nix(['copy', '--no-check-sigs', '--from', src, '--to', `local?root=${dest}`, top]))
+        return { sample, serverCpu: side === 'ours' ? cpu : undefined, listing: () => nixListing(`local?root=${dest}`), done: async () => ctx.rmTree(dest) }
       })
-      ctx.addRow('nix copy --from http://ours | --from file:// (Nix-written)', 's', ms(from.ours), ms(from.nix), ratioAtMost(1.2))
+      // Nix's HTTP client alone costs more than its file:// reads: the same cache behind a static server shows that floor.
+      httpRows('--from', from.samples.ours, from.samples.file, from.samples.static, from.serverCpu.ours, {
+        file: '--from file:// (Nix-written)',
+        floor: 'http://(static server, same cache)',
+        fileTarget: 1.2,
+      })
     } finally {
+      await staticServer.close()
       stops.push(await d1.stop())
     }
 
-    // ---- 2. nix copy --to http://ours vs --to file://, uncompressed
-    console.error(`[cache] nix copy --to http://ours?compression=none (fresh daemon --http-upload) vs --to file://…?compression=none ×${ctx.reps} each`)
+    // ---- 2. nix copy --to http://ours vs --to file://, uncompressed, and vs a server that stores nothing
+    console.error(`[cache] nix copy --to http://ours?compression=none (fresh daemon --http-upload) vs --to http://(stores nothing) vs --to file://…?compression=none ×${ctx.reps} each`)
     try {
-      const to = await compare('nix copy --to a cache', async (tool) => {
+      const to = await compare('nix copy --to a cache', ['ours', 'floor', 'file'], async (side) => {
         const dest = freshDir('upload')
-        const d = tool === 'ours' ? await startCacheDaemon(ctx, dest, ['--http-upload']) : undefined
+        const d = side === 'ours' ? await startCacheDaemon(ctx, dest, ['--http-upload']) : undefined
+        const sink = side === 'floor' ? await startDiscardingCache() : undefined
         try {
-          const url = d ? `${d.http}?compression=none` : `file://${dest}?compression=none`
-          const sample = await nix(['copy', '--store', `local?root=${nixSrc}`, '--to', url, top])
+          const url = d ? `${d.http}?compression=none` : sink ? `${sink.url}?compression=none` : `file://${dest}?compression=none`
+          const copy = () => nix(['copy', '--store', `local?root=${nixSrc}`, '--to', url, top])
+          const { result: sample, cpu } = d ? await cpuDuring(d.pid, copy) : { result: await copy(), cpu: undefined }
+          return { sample, serverCpu: cpu, listing: sink ? undefined : () => (d ? oursListing(dest) : nixListing(`file://${dest}`)), done: async () => ctx.rmTree(dest) }
+        } finally {
           if (d) stops.push(await d.stop())
-          return { sample, listing: () => (d ? oursListing(dest) : nixListing(`file://${dest}`)), done: async () => ctx.rmTree(dest) }
-        } catch (e) {
-          if (d) stops.push(await d.stop())
-          throw e
+          await sink?.close()
         }
       })
-      ctx.addRow('nix copy --to http://ours | --to file:// (compression=none)', 's', ms(to.ours), ms(to.nix), ratioAtMost(1.5))
       // Nix's HTTP upload alone (serial HEAD, PUT NAR, PUT narinfo per path, each NAR read whole first)
       // costs several times its file:// copy: a server that stores nothing shows that floor.
-      const floor: number[] = []
-      for (let rep = 0; rep < ctx.reps; rep++) {
-        const sink = await startDiscardingCache()
-        try {
-          floor.push((await nix(['copy', '--store', `local?root=${nixSrc}`, '--to', `${sink.url}?compression=none`, top])).ms)
-        } finally {
-          await sink.close()
-        }
-      }
-      ctx.addRow('nix copy --to http://(stores nothing) | --to file:// (Nix\'s HTTP floor)', 's', floor, ms(to.nix))
-      ctx.addRow('nix copy --to http://ours | --to http://(stores nothing)', 's', ms(to.ours), floor)
+      httpRows('--to', to.samples.ours, to.samples.file, to.samples.floor, to.serverCpu.ours, {
+        file: '--to file:// (compression=none)',
+        floor: 'http://(stores nothing)',
+        fileTarget: 1.5,
+      })
     } catch (e) {
       if (!skipped('nix copy --to http://ours', e)) throw e
     }
@@ -321,7 +365,7 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
     // ---- 3. our copy --from nix+file:// vs nix copy --from file://
     console.error(`[cache] copy --from nix+file:// (ours) vs nix copy --from file:// (same Nix-written cache) ×${ctx.reps} each, fresh store each`)
     try {
-      const ourFrom = await compare('copy --from nix+file://', async (tool) => {
+      const ourFrom = await compare('copy --from nix+file://', ['ours', 'nix'], async (tool) => {
         const dest = freshDir('from-file')
         const sample =
           tool === 'ours'
@@ -329,7 +373,8 @@ export async function benchCache(ctx: CacheBenchContext): Promise<number> {
             : await nix(['copy', '--no-check-sigs', '--from', `file://${nixCache}`, '--to', `local?root=${dest}`, top])
         return { sample, listing: () => (tool === 'ours' ? oursListing(dest) : nixListing(`local?root=${dest}`)), done: async () => ctx.rmTree(dest) }
       })
-      ctx.addRow('copy --from nix+file:// (ours) | nix copy --from file://', 's', ms(ourFrom.ours), ms(ourFrom.nix), ratioAtMost(1.0))
+      ctx.addRow('copy --from nix+file:// (ours) | nix copy --from file://', 's', ms(ourFrom.samples.ours), ms(ourFrom.samples.nix), ratioAtMost(1.0))
+      ctx.addRow('copy --from nix+file:// (ours) | nix copy --from file://, CPU', 's', cpu(ourFrom.samples.ours), cpu(ourFrom.samples.nix), ratioAtMost(1.0))
     } catch (e) {
       if (!skipped('copy --from nix+file://', e)) throw e
     }

@@ -45,8 +45,10 @@ export async function countNewObjects(store: Store, ingested: IngestResult, stag
       report.bytes += f.size
     }
   })
-  await forEachLimit(once('dir', ingested.directories, directoryDigest), 64, async (d) => {
-    if (!stage.writesThrough && (await store.directories.get(directoryDigest(d)))) report.directories.skipped++
+  // Each digest once: encoding a Directory of thousands of entries to hash it is not free.
+  const dirs = ingested.directories.map((d) => ({ digest: directoryDigest(d) }))
+  await forEachLimit(once('dir', dirs, (d) => d.digest), 64, async ({ digest }) => {
+    if (!stage.writesThrough && (await store.directories.get(digest))) report.directories.skipped++
     else report.directories.copied++
   })
 }

@@ -60,15 +60,47 @@ export class Writer {
     this.pos += v.length
   }
 
+  /**
+   * A sub-message written in place, after one byte kept for its length (the
+   * common case: under 128 bytes), moved along when its length needs more:
+   * a Writer and a copy per entry cost ~70 ms for a Directory of 2,000 files.
+   */
   message(field: number, write: (w: Writer) => void): void {
-    const inner = new Writer()
-    write(inner)
-    this.bytesAlways(field, inner.finish())
+    this.tag(field, 2)
+    this.ensure(1)
+    const at = ++this.pos
+    write(this)
+    const len = this.pos - at
+    const extra = varintLen(len) - 1
+    if (extra > 0) {
+      this.ensure(extra)
+      this.buf.copyWithin(at + extra, at, this.pos)
+      this.pos += extra
+    }
+    // The length in the bytes kept for it (no ensure(): growing now would drop what follows pos).
+    let p = at - 1
+    for (let v = len; ; v = Math.floor(v / 128)) {
+      if (v <= 0x7f) {
+        this.buf[p] = v
+        break
+      }
+      this.buf[p++] = (v % 128) | 0x80
+    }
   }
 
   finish(): Uint8Array {
     return this.buf.subarray(0, this.pos)
   }
+}
+
+/** Bytes of `v` as a varint. */
+function varintLen(v: number): number {
+  let n = 1
+  while (v > 0x7f) {
+    v = Math.floor(v / 128)
+    n++
+  }
+  return n
 }
 
 export function encode(write: (w: Writer) => void): Uint8Array {

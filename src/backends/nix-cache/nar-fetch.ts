@@ -32,12 +32,15 @@ export function fetchNarInto(
   return withRetries(async () => {
     const file = await transport.open(fields.url, opts)
     if (!file) throw new NotFoundError(`file '${fields.url}' does not exist in binary cache '${cacheLabel}'`)
-    const decoded = decompressor(fields.compression)
-    const sent = Readable.from(checkedFile(transientReads(file.body, `the download of '${fields.url}'`, opts.signal), fields, refuse, opts.onBytes))
+    const what = `the download of '${fields.url}'`
+    // An uncompressed NAR in a folder is read in reused buffers straight into the ingest (it copies what it keeps): no stream between.
+    const raw = (fields.compression === 'none' || fields.compression === '') && file.reusing
+    const decoded = raw ? undefined : decompressor(fields.compression)
+    const checked = (body: AsyncIterable<Uint8Array>) => checkedFile(transientReads(body, what, opts.signal), fields, refuse, opts.onBytes)
     // Any failure destroys both ends: the download stops, a decompressing child is killed.
-    pipeline(sent, decoded, () => {})
+    if (decoded) pipeline(Readable.from(checked(file.body)), decoded, () => {})
     try {
-      const ingested = await ingestNar(decoded, stage, opts)
+      const ingested = decoded ? await ingestNar(decoded, stage, opts) : await ingestNar(checked(file.reusing!()), stage, { ...opts, reusedBuffers: true })
       if (ingested.narSize !== fields.narSize) throw refuse(`its NAR has ${ingested.narSize} bytes, not the NarSize ${fields.narSize} of its narinfo`)
       if (!bytesEqual(ingested.narSha256, parseSha256(fields.narHash))) {
         throw refuse(`NAR hash mismatch: the narinfo says ${fields.narHash}, the NAR has sha256:${nixbase32.encode(ingested.narSha256)}`)
@@ -48,7 +51,7 @@ export function fetchNarInto(
       if (e instanceof InvalidInputError && !opts.signal?.aborted) throw refuse(e.message)
       throw e
     } finally {
-      decoded.destroy()
+      decoded?.destroy()
       file.body.destroy()
     }
   }, opts)

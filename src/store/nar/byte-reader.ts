@@ -1,6 +1,8 @@
 import { InvalidInputError } from '../../errors.js'
 
 const EMPTY = new Uint8Array(0)
+/** Thrown by take() inside a step when the buffer runs short (never escapes now()). */
+const MORE = Symbol('more bytes needed')
 
 /**
  * Pulls exact byte counts out of an async chunk source. The one place
@@ -33,24 +35,41 @@ export class ByteReader {
     }
   }
 
-  /** Exactly `n` bytes; the result is only valid until the next read. */
-  async read(n: number): Promise<Uint8Array> {
-    const avail = this.buf.length - this.off
-    if (avail >= n) {
-      const out = this.buf.subarray(this.off, this.off + n)
-      this.off += n
-      this.consumed += n
-      return out
+  /**
+   * Runs `step` on the bytes buffered already, reading them with take():
+   * its result, or undefined, with nothing consumed, if it wanted more than
+   * is buffered. A parser's steps between awaits cost no promise then.
+   */
+  now<T>(step: () => T): T | undefined {
+    const off = this.off
+    const consumed = this.consumed
+    try {
+      return step()
+    } catch (e) {
+      if (e !== MORE) throw e
+      this.off = off
+      this.consumed = consumed
+      return undefined
     }
-    const out = new Uint8Array(n)
-    let got = 0
-    while (got < n) {
-      if (this.off === this.buf.length && !(await this.fill())) throw truncated()
-      const take = Math.min(n - got, this.buf.length - this.off)
-      out.set(this.buf.subarray(this.off, this.off + take), got)
-      this.off += take
-      got += take
+  }
+
+  /** `step` (see now()) once enough is buffered: what it did not consume is kept (copied: the source may reuse its buffer) with the next pieces. */
+  async more<T>(step: () => T): Promise<T> {
+    for (;;) {
+      // Copied before the next piece is asked for: a source that reuses its buffers may be filling this one again.
+      const tail = this.off < this.buf.length ? Buffer.from(this.buf.subarray(this.off)) : undefined
+      if (!(await this.fill())) throw truncated()
+      if (tail) this.buf = Buffer.concat([tail, this.buf])
+      const done = this.now(step)
+      if (done !== undefined) return done
     }
+  }
+
+  /** Inside a step: exactly `n` buffered bytes (a view, valid until the next read), else the step is run again with more. */
+  take(n: number): Uint8Array {
+    if (this.buf.length - this.off < n) throw MORE
+    const out = this.buf.subarray(this.off, this.off + n)
+    this.off += n
     this.consumed += n
     return out
   }

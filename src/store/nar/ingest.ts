@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { BlobStage } from '../../castore/blob-service.js'
+import type { ReusableSource } from '../../castore/reusable-source.js'
 import type { CallOptions } from '../../util/call-options.js'
 import { type Directory, directoryDigest, directoryFromEntries, directorySize } from '../../castore/directory.js'
 import type { Node } from '../../castore/node.js'
@@ -23,7 +24,13 @@ const WHOLE_FILE = 1 << 20
  * is hashed as it is read; the strict reader guarantees it was canonical,
  * so its hash is the NAR hash of the tree.
  */
-export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage, opts: CallOptions = {}): Promise<IngestResult> {
+export interface NarIngestOptions extends CallOptions {
+  /** `src` reuses its buffers (each piece valid only until the next is asked for): what the stage may keep is copied first. */
+  reusedBuffers?: boolean
+}
+
+export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage, opts: NarIngestOptions = {}): Promise<IngestResult> {
+  const reused = opts.reusedBuffers === true
   const sha = createHash('sha256')
   let narSize = 0
   const reader = new ByteReader(src, (c) => {
@@ -34,7 +41,7 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage
   try {
     const root = await readNar<Node>(reader, {
       async file(executable, size, contents) {
-        const info = await stage.put(size <= WHOLE_FILE ? await wholeFile(contents) : contents, opts)
+        const info = await stage.put(size <= WHOLE_FILE ? await wholeFile(contents, reused) : reused ? reusableContents(contents, size) : contents, opts)
         return { kind: 'file', name: EMPTY, digest: info.digest, size, executable }
       },
       async symlink(target) {
@@ -54,9 +61,24 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage
   }
 }
 
-/** A small file's contents as one buffer: the piece itself when it came whole (the common case), else the pieces joined. */
-async function wholeFile(contents: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+/** A small file's contents as one buffer: the piece itself when it came whole (the common case; a copy of it if the source reuses it), else the pieces joined. */
+async function wholeFile(contents: AsyncIterable<Uint8Array>, reused: boolean): Promise<Uint8Array> {
   const pieces: Uint8Array[] = []
-  for await (const p of contents) pieces.push(p)
+  for await (const p of contents) pieces.push(reused ? Buffer.from(p) : p)
   return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)
+}
+
+/**
+ * A large file's contents from a source that reuses its buffers, for the
+ * stage: a stage that knows the contract (the local store: it copies what
+ * it keeps) takes the views, any other gets a copy of each piece.
+ */
+function reusableContents(contents: AsyncIterable<Uint8Array>, size: number): ReusableSource {
+  return {
+    size,
+    reusing: () => contents,
+    async *[Symbol.asyncIterator]() {
+      for await (const p of contents) yield Buffer.from(p)
+    },
+  }
 }

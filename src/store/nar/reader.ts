@@ -22,8 +22,16 @@ function bad(msg: string): InvalidInputError {
   return new InvalidInputError(`invalid NAR: ${msg}`)
 }
 
-async function readLen(r: ByteReader, max: number, what: string): Promise<number> {
-  const b = await r.read(8)
+/*
+ * The parse is a sequence of synchronous steps over the bytes buffered
+ * (ByteReader.take): run at once when they are there (no promise per token,
+ * which cost more than the parse itself for a tree of small files), else
+ * again once more bytes came (ByteReader.more). Only a file's contents and
+ * the visitor's calls are awaited.
+ */
+
+function readLen(r: ByteReader, max: number, what: string): number {
+  const b = r.take(8)
   // `+` for the top byte: `|` would make the value a negative int32.
   const lo = (b[0]! | (b[1]! << 8) | (b[2]! << 16)) + b[3]! * 0x1000000
   const hi = (b[4]! | (b[5]! << 8) | (b[6]! << 16)) + b[7]! * 0x1000000
@@ -33,28 +41,28 @@ async function readLen(r: ByteReader, max: number, what: string): Promise<number
   return n
 }
 
-async function readPadding(r: ByteReader, len: number): Promise<void> {
+function readPadding(r: ByteReader, len: number): void {
   const p = padLen(len)
   if (p === 0) return
-  const pad = await r.read(p)
+  const pad = r.take(p)
   for (const byte of pad) if (byte !== 0) throw bad('non-zero padding')
 }
 
 /** A length-prefixed, padded string of at most `max` bytes, copied out. */
-async function readStr(r: ByteReader, max: number, what: string): Promise<Uint8Array> {
-  const n = await readLen(r, max, what)
-  const data = Uint8Array.from(await r.read(n))
-  await readPadding(r, n)
+function readStr(r: ByteReader, max: number, what: string): Uint8Array {
+  const n = readLen(r, max, what)
+  const data = Uint8Array.from(r.take(n))
+  readPadding(r, n)
   return data
 }
 
-async function expect(r: ByteReader, token: Uint8Array, where: string): Promise<void> {
-  const n = await readLen(r, 64, 'token')
-  const got = await r.read(n)
+function expect(r: ByteReader, token: Uint8Array, where: string): void {
+  const n = readLen(r, 64, 'token')
+  const got = r.take(n)
   if (compareBytes(got, token) !== 0) {
     throw bad(`expected ${JSON.stringify(Buffer.from(token).toString())} ${where}, got ${printableName(got)}`)
   }
-  await readPadding(r, n)
+  readPadding(r, n)
 }
 
 /**
@@ -63,24 +71,34 @@ async function expect(r: ByteReader, token: Uint8Array, where: string): Promise<
  * bounded only by the input (as in Nix), not by the call stack.
  */
 export async function readNar<N>(r: ByteReader, v: NarVisitor<N>): Promise<N> {
-  await expect(r, T.magic, 'at start (not a NAR)').catch((e: Error) => {
-    // A text file or a compressed NAR fails on the first length: say what it is not.
-    throw /token (length too large|longer than)/.test(e.message) ? bad('not a NAR: it does not start with "nix-archive-1" (a compressed NAR must be decompressed first)') : e
-  })
+  const magic = () => {
+    try {
+      expect(r, T.magic, 'at start (not a NAR)')
+    } catch (e) {
+      // A text file or a compressed NAR fails on the first length: say what it is not.
+      throw e instanceof Error && /token (length too large|longer than)/.test(e.message) ? bad('not a NAR: it does not start with "nix-archive-1" (a compressed NAR must be decompressed first)') : e
+    }
+    return true
+  }
+  r.now(magic) ?? (await r.more(magic))
   /** Open Directories, innermost last: their entries so far and the name of the entry being parsed. */
   const open: Array<{ entries: Array<{ name: Uint8Array; node: N }>; name?: Uint8Array }> = []
+  const nodeStart = () => readNodeStart(r)
   for (;;) {
-    const started = await readNodeStart(r, v)
+    const started = r.now(nodeStart) ?? (await r.more(nodeStart))
     let node: N
-    if (started === DIRECTORY) {
+    if (started.kind === 'directory') {
       const dir: (typeof open)[number] = { entries: [] }
-      if (await nextEntry(r, dir)) {
+      const first = () => nextEntry(r, dir)
+      if (r.now(first) ?? (await r.more(first))) {
         open.push(dir)
         continue
       }
       node = await v.directory([])
+    } else if (started.kind === 'symlink') {
+      node = await v.symlink(started.target)
     } else {
-      node = started.node
+      node = await readContents(r, v, started.executable, started.size)
     }
     // A node is complete: hand it to its Directory, and close every Directory that ends here.
     for (;;) {
@@ -89,35 +107,41 @@ export async function readNar<N>(r: ByteReader, v: NarVisitor<N>): Promise<N> {
         if (!(await r.atEnd())) throw bad('trailing data after the end of the archive')
         return node
       }
-      await expect(r, T.close, 'to close the entry')
-      top.entries.push({ name: top.name!, node })
-      if (await nextEntry(r, top)) break
+      const next = () => {
+        expect(r, T.close, 'to close the entry')
+        return nextEntry(r, top)
+      }
+      // The name this node was parsed under: nextEntry moves on to the next one's.
+      const name = top.name!
+      const more = r.now(next) ?? (await r.more(next))
+      top.entries.push({ name, node })
+      if (more) break
       open.pop()
       node = await v.directory(top.entries)
     }
   }
 }
 
-const DIRECTORY = Symbol('directory')
+type NodeStart = { kind: 'regular'; executable: boolean; size: number } | { kind: 'symlink'; target: Uint8Array } | { kind: 'directory' }
 
-/** `( type <type>` and, for a file or symlink, the rest of the node; a Directory only opens. */
-async function readNodeStart<N>(r: ByteReader, v: NarVisitor<N>): Promise<{ node: N } | typeof DIRECTORY> {
-  await expect(r, T.open, 'to open a node')
-  await expect(r, T.type, 'after "("')
-  const type = await readStr(r, 16, 'node type')
+/** `( type <type>` and, for a file, up to its size; for a symlink, all of it; a Directory only opens. */
+function readNodeStart(r: ByteReader): NodeStart {
+  expect(r, T.open, 'to open a node')
+  expect(r, T.type, 'after "("')
+  const type = readStr(r, 16, 'node type')
   switch (Buffer.from(type).toString('latin1')) {
     case 'regular':
-      return { node: await readRegular(r, v) }
+      return readRegularStart(r)
     case 'symlink': {
-      await expect(r, T.target, 'in symlink')
-      const target = await readStr(r, MAX_TARGET_LEN, 'symlink target')
+      expect(r, T.target, 'in symlink')
+      const target = readStr(r, MAX_TARGET_LEN, 'symlink target')
       const why = invalidTargetReason(target)
       if (why) throw bad(why)
-      await expect(r, T.close, 'after symlink target')
-      return { node: await v.symlink(target) }
+      expect(r, T.close, 'after symlink target')
+      return { kind: 'symlink', target }
     }
     case 'directory':
-      return DIRECTORY
+      return { kind: 'directory' }
     default:
       throw bad(`unknown node type ${printableName(type)}`)
   }
@@ -127,13 +151,13 @@ async function readNodeStart<N>(r: ByteReader, v: NarVisitor<N>): Promise<{ node
  * Reads up to the node of a Directory's next entry (`entry ( name <name>
  * node`), checking the name and its order; false at the Directory's `)`.
  */
-async function nextEntry(r: ByteReader, dir: { entries: unknown[]; name?: Uint8Array }): Promise<boolean> {
-  const tok = await readStr(r, 16, 'token')
+function nextEntry(r: ByteReader, dir: { entries: unknown[]; name?: Uint8Array }): boolean {
+  const tok = readStr(r, 16, 'token')
   if (compareBytes(tok, T.close) === 0) return false
   if (compareBytes(tok, T.entry) !== 0) throw bad(`expected "entry" or ")", got ${printableName(tok)}`)
-  await expect(r, T.open, 'after "entry"')
-  await expect(r, T.name, 'in entry')
-  const name = await readStr(r, MAX_NAME_LEN, 'entry name')
+  expect(r, T.open, 'after "entry"')
+  expect(r, T.name, 'in entry')
+  const name = readStr(r, MAX_NAME_LEN, 'entry name')
   const why = invalidNameReason(name)
   if (why) throw bad(`invalid entry ${printableName(name)}: ${why}`)
   const prev = dir.name
@@ -142,27 +166,36 @@ async function nextEntry(r: ByteReader, dir: { entries: unknown[]; name?: Uint8A
     if (c === 0) throw bad(`duplicate entry ${printableName(name)}`)
     if (c > 0) throw bad(`entry ${printableName(name)} is out of order (after ${printableName(prev)})`)
   }
+  expect(r, T.node, 'in entry')
+  // Only now: a step must change nothing before its last read, as it is run again when the bytes run short.
   dir.name = name
-  await expect(r, T.node, 'in entry')
   return true
 }
 
-async function readRegular<N>(r: ByteReader, v: NarVisitor<N>): Promise<N> {
-  let tok = await readStr(r, 16, 'token')
+function readRegularStart(r: ByteReader): NodeStart {
+  let tok = readStr(r, 16, 'token')
   let executable = false
   if (compareBytes(tok, T.executable) === 0) {
     executable = true
-    const marker = await readStr(r, 16, 'executable marker')
+    const marker = readStr(r, 16, 'executable marker')
     if (marker.length !== 0) throw bad('non-empty executable marker')
-    tok = await readStr(r, 16, 'token')
+    tok = readStr(r, 16, 'token')
   }
   if (compareBytes(tok, T.contents) !== 0) throw bad(`expected "contents", got ${printableName(tok)}`)
-  const size = await readLen(r, MAX_FILE_SIZE, 'file')
+  return { kind: 'regular', executable, size: readLen(r, MAX_FILE_SIZE, 'file') }
+}
+
+/** A file's contents, handed to the visitor as they stream, then its padding and `)`. */
+async function readContents<N>(r: ByteReader, v: NarVisitor<N>, executable: boolean, size: number): Promise<N> {
   const body = r.stream(size)
   const node = await v.file(executable, size, body)
   // Whatever the visitor left unread must still be consumed (and hashed).
   for await (const _ of body);
-  await readPadding(r, size)
-  await expect(r, T.close, 'after file contents')
+  const end = () => {
+    readPadding(r, size)
+    expect(r, T.close, 'after file contents')
+    return true
+  }
+  r.now(end) ?? (await r.more(end))
   return node
 }

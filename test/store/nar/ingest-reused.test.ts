@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { describe, test } from 'node:test'
+import { type BlobStage, readAll, stageOrWriteThrough } from '../../../src/castore/blob-service.js'
+import { b3 } from '../../../src/castore/digest.js'
+import { openLocalStore } from '../../../src/backends/local/index.js'
+import { openMemoryStore } from '../../../src/backends/memory/index.js'
+import { FileTransport } from '../../../src/backends/nix-cache/file-transport.js'
+import type { Store } from '../../../src/store/store.js'
+import { ingestNar } from '../../../src/store/nar/ingest.js'
+import { renderNar } from '../../../src/store/nar/render.js'
+import { randomBytes } from '../../helpers/trees.js'
+import { directory, entry, nar, str, toks } from '../../helpers/nar.js'
+
+const MiB = 1 << 20
+const file = (contents: Uint8Array) => toks('(', 'type', 'regular', 'contents', str(contents), ')')
+
+/** Small files (the ingest's whole-buffer path), a 3 MiB one (streamed, chunked into a pack) and a file of exactly 1 MiB + 1. */
+function sampleNar(): Buffer {
+  const small = Array.from({ length: 300 }, (_, i) => entry(`s${String(i).padStart(3, '0')}`, file(randomBytes(1 + ((i * 37) % 700), 0x5eed + i))))
+  return nar(directory(entry('big', file(randomBytes(3 * MiB, 0xb16))), entry('edge', file(randomBytes(MiB + 1, 0xed9e))), entry('small', directory(...small))))
+}
+
+/**
+ * `bytes` in pieces of `piece` bytes from one buffer it reuses, scribbled
+ * over as soon as the next piece is asked for: a consumer that kept a view
+ * of an earlier piece sees garbage.
+ */
+async function* reusingSource(bytes: Uint8Array, piece: number): AsyncGenerator<Uint8Array> {
+  const buf = Buffer.alloc(piece)
+  for (let at = 0; at < bytes.length; at += piece) {
+    const n = Math.min(piece, bytes.length - at)
+    buf.set(bytes.subarray(at, at + n))
+    yield buf.subarray(0, n)
+    buf.fill(0xa5)
+  }
+}
+
+async function ingestAndRender(store: Store, src: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const stage = stageOrWriteThrough(store.blobs)
+  const r = await ingestNar(src, stage, { reusedBuffers: true })
+  await stage.commit()
+  if (r.directories.length) await store.directories.putClosure(r.directories)
+  return Buffer.from(await readAll(renderNar(r.root, store)))
+}
+
+describe('NAR ingest from a source that reuses its buffers (reusedBuffers)', () => {
+  const bytes = sampleNar()
+
+  for (const piece of [MiB, 4096 + 3]) {
+    test(`a local store keeps the very bytes, read in pieces of ${piece}`, async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reused-'))
+      const store = await openLocalStore(path.join(dir, 'store'))
+      try {
+        assert.ok((await ingestAndRender(store, reusingSource(bytes, piece))).equals(bytes))
+      } finally {
+        await store.close()
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    })
+  }
+
+  test('a stage that keeps the pieces it is given (as an upload queue does) gets copies of them', async () => {
+    const kept: Uint8Array[][] = []
+    const stage: BlobStage = {
+      async put(src) {
+        const pieces: Uint8Array[] = []
+        for await (const p of src instanceof Uint8Array ? [src] : src) pieces.push(p)
+        kept.push(pieces)
+        const digest = b3(Buffer.concat(pieces))
+        return { digest, size: pieces.reduce((n, p) => n + p.length, 0) }
+      },
+      commit: async () => {},
+      abort: async () => {},
+    }
+    await ingestNar(reusingSource(bytes, MiB), stage, { reusedBuffers: true })
+    const files = kept.map((pieces) => Buffer.concat(pieces))
+    assert.deepEqual(
+      files.map((f) => f.length),
+      [3 * MiB, MiB + 1, ...Array.from({ length: 300 }, (_, i) => 1 + ((i * 37) % 700))],
+    )
+    assert.ok(files[0]!.equals(randomBytes(3 * MiB, 0xb16)) && files[1]!.equals(randomBytes(MiB + 1, 0xed9e)))
+    assert.ok(files.slice(2).every((f, i) => f.equals(randomBytes(1 + ((i * 37) % 700), 0x5eed + i))))
+  })
+
+  test("a cache folder's file read in reused buffers is the file, over several reads", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reused-'))
+    try {
+      fs.writeFileSync(path.join(dir, 'x.nar'), bytes)
+      const f = await new FileTransport(dir).open('x.nar')
+      assert.ok(f?.reusing)
+      const pieces: Buffer[] = []
+      try {
+        for await (const p of f.reusing()) pieces.push(Buffer.from(p))
+      } finally {
+        f.body.destroy()
+      }
+      assert.ok(pieces.length > 2, `${pieces.length} reads`)
+      assert.ok(Buffer.concat(pieces).equals(bytes))
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('NAR reader: the same result however the input is split (steps run again when the bytes run short)', () => {
+  const tree = nar(
+    directory(
+      entry('a', file(Buffer.from('x'))),
+      entry('bb', directory(entry('c', toks('(', 'type', 'symlink', 'target', str('../a'), ')')), entry('d', file(Buffer.from('hello'))))),
+      entry('e', toks('(', 'type', 'regular', 'executable', '', 'contents', str('#!/bin/sh\n'), ')')),
+    ),
+  )
+  const outOfOrder = nar(directory(entry('b', file(Buffer.from('x'))), entry('c', file(Buffer.from('y'))), entry('a', file(Buffer.from('z')))))
+
+  test('every piece size from 1 to 96 bytes, in a reused buffer: the same tree and NAR hash', async () => {
+    const store = openMemoryStore()
+    const whole = await ingestNar(reusingSource(tree, tree.length), stageOrWriteThrough(store.blobs), { reusedBuffers: true })
+    for (let piece = 1; piece <= 96; piece++) {
+      const r = await ingestNar(reusingSource(tree, piece), stageOrWriteThrough(store.blobs), { reusedBuffers: true })
+      assert.deepEqual(r, whole, `pieces of ${piece}`)
+    }
+  })
+
+  test('every piece size from 1 to 96 bytes: an entry out of order is that error, never a false duplicate', async () => {
+    for (let piece = 1; piece <= 96; piece++) {
+      await assert.rejects(ingestNar(reusingSource(outOfOrder, piece), stageOrWriteThrough(openMemoryStore().blobs), { reusedBuffers: true }), /entry "a" is out of order \(after "c"\)/, `pieces of ${piece}`)
+    }
+  })
+})
