@@ -19,12 +19,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { after, describe, test } from 'node:test'
-import { type OpenStoreOptions, openStore } from '../../src/backends/open-store.js'
 import { assertOneErrorLine, runCli } from '../helpers/cli.js'
 import { CutProxy } from '../helpers/cut-proxy.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
-import { exportNarOf } from '../helpers/ops.js'
+import { exportNarOf, withStore } from '../helpers/ops.js'
 import { backendsForTests, freshBucket, freshDatabase } from '../helpers/suite-servers.js'
 import { makeTree, randomBytes } from '../helpers/trees.js'
 
@@ -58,20 +57,6 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
       direct: flagsOf(bucket, db.url),
       opts: { url: path.join(cwd, 'unused'), blobServiceAddr: bucketVia.href, directoryServiceAddr: dbVia.href, pathInfoServiceAddr: dbVia.href },
       directOpts: { url: path.join(cwd, 'unused'), blobServiceAddr: bucket, directoryServiceAddr: db.url, pathInfoServiceAddr: db.url },
-    }
-  }
-
-  /**
-   * `fn` on a store opened in this process: reading back what an import
-   * left (NARs, the paths listed) is not the CLI under test, and each CLI
-   * run on S3 + PostgreSQL costs a process start and its connections.
-   */
-  async function inProcess<T>(opts: OpenStoreOptions, fn: (s: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> {
-    const s = await openStore(opts)
-    try {
-      return await fn(s)
-    } finally {
-      await s.close()
     }
   }
 
@@ -110,7 +95,7 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
     const paths = imported.stdout.toString().trim().split('\n')
     assert.deepEqual(paths, trees.map((t) => nix.pathOf(t)))
     // Through the daemon, as the CLI would read them.
-    await inProcess({ url: d.url }, async (s) => {
+    await withStore({ url: d.url }, async (s) => {
       for (const [i, p] of paths.entries()) assert.ok((await exportNarOf(s, p)).equals(NixStore.dump(trees[i]!)), `${path.basename(trees[i]!)}: NAR differs from nix-store --dump`)
     })
     const verified = await runCli(['verify', '--nar-hash', ...flags], { cwd })
@@ -148,7 +133,7 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
     assert.ok(proxy.triggered, `the store sent ${JSON.stringify(needle)}`)
     assert.equal(failed.code, 1, failed.stderr)
     assertOneErrorLine(failed.stderr, error)
-    const listed = await inProcess(directOpts, async (s) => {
+    const listed = await withStore(directOpts, async (s) => {
       const infos = []
       for await (const info of s.pathInfos.list()) infos.push(info)
       return infos
@@ -161,7 +146,7 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
     assert.equal(again.code, 0, again.stderr)
     const p = again.stdout.toString().trim()
     assert.equal(p, nix.pathOf(tree))
-    const exported = await inProcess(served ? { url: served } : opts, (s) => exportNarOf(s, p))
+    const exported = await withStore(served ? { url: served } : opts, (s) => exportNarOf(s, p))
     assert.ok(exported.equals(NixStore.dump(tree)), 'export-nar gives nix-store --dump\'s bytes')
     const clean = await runCli(['verify', '--nar-hash', ...direct], { cwd })
     assert.equal(clean.code, 0, `${clean.stdout}${clean.stderr}`)

@@ -13,7 +13,6 @@ import os from 'node:os'
 import path from 'node:path'
 import { after, describe, test } from 'node:test'
 import pg from 'pg'
-import { openStore } from '../../src/backends/open-store.js'
 import { parseStoreUrl } from '../../src/backends/registry.js'
 import type { S3Address } from '../../src/backends/s3/address.js'
 import type { Store as OpenStore } from '../../src/store/store.js'
@@ -26,7 +25,7 @@ import { encodeDirectory } from '../../src/castore/proto.js'
 import * as nixbase32 from '../../src/store/nixbase32.js'
 import { decodePathInfo } from '../../src/store/proto.js'
 import { runCli } from '../helpers/cli.js'
-import { exportNarOf, importInProcess } from '../helpers/ops.js'
+import { exportNarOf, importInProcess, withStore } from '../helpers/ops.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { buildNixClosure, importNixClosure } from '../helpers/nix-closure.js'
@@ -49,20 +48,9 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     for (const c of closing.reverse()) await c()
   })
 
-  /**
-   * `fn` on the store opened in this process: what sets a case up or checks
-   * what a repair left (imports, NARs) is not the CLI under test, and each
-   * CLI run on S3 + PostgreSQL costs a process start and connections. Opened
-   * afresh each time, so nothing it knew before a repair is reused.
-   */
-  const inProcess = async <T>(services: { bucket: string; db: string }, fn: (s: OpenStore) => Promise<T>): Promise<T> => {
-    const s = await openStore({ url: path.join(cwd, 'unused'), blobServiceAddr: services.bucket, directoryServiceAddr: services.db, pathInfoServiceAddr: services.db })
-    try {
-      return await fn(s)
-    } finally {
-      await s.close()
-    }
-  }
+  /** The store opened in this process (a fresh open each time: nothing it knew before a repair is reused). */
+  const inProcess = <T>(services: { bucket: string; db: string }, fn: (s: OpenStore) => Promise<T>): Promise<T> =>
+    withStore({ url: path.join(cwd, 'unused'), blobServiceAddr: services.bucket, directoryServiceAddr: services.db, pathInfoServiceAddr: services.db }, fn)
 
   let stores = 0
   /**

@@ -5,7 +5,7 @@
  * stays in the command and e2e tests.
  */
 import { readAll } from '../../src/castore/blob-service.js'
-import { openStore } from '../../src/backends/open-store.js'
+import { type OpenStoreOptions, openStore } from '../../src/backends/open-store.js'
 import { batchLines } from '../../src/cli/output.js'
 import { exportNar } from '../../src/ops/export-nar.js'
 import { importNar } from '../../src/ops/import-nar.js'
@@ -31,6 +31,20 @@ export async function exportNarOutput(url: string, target: string): Promise<Buff
   const store = await openStore({ url, mustExist: true })
   try {
     return await exportNarOf(store, target)
+  } finally {
+    await store.close()
+  }
+}
+
+/**
+ * `fn` on a store opened in this process for it, closed after: for reading
+ * back what a command or a daemon left (NARs, the paths listed), which is
+ * not the CLI under test, without a process start and its connections.
+ */
+export async function withStore<T>(opts: OpenStoreOptions, fn: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openStore(opts)
+  try {
+    return await fn(store)
   } finally {
     await store.close()
   }
