@@ -175,6 +175,8 @@ try {
     ['copy', ...s, p],
     ['delete', ...s, missing],
     ['sign', ...s, p],
+    // A daemon serves until stopped: its flags and store checks only, refused at the address.
+    ['daemon', ...s, '--listen', 'not-an-address'],
     // Last: it empties the store the runs above read.
     ['gc', ...s, '--prune', '--grace', '0'],
   ]

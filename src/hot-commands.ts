@@ -13,6 +13,8 @@ const load = async (m: Promise<{ default: unknown }>): Promise<CommandClass> => 
 export const HOT_COMMANDS: HotCommands = {
   cat: () => load(import('./commands/cat.js')),
   copy: () => load(import('./commands/copy.js')),
+  // Tests and service managers start daemons often: without oclif's runtime a start costs half the CPU.
+  daemon: () => load(import('./commands/daemon.js')),
   delete: () => load(import('./commands/delete.js')),
   'export-nar': () => load(import('./commands/export-nar.js')),
   gc: () => load(import('./commands/gc.js')),

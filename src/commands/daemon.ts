@@ -177,9 +177,8 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       if (!stopped) process.stderr.write(`${new Date().toISOString()} ${line}\n`)
     }
     const { startDaemon } = await import('../daemon/server.js')
-    const grpc = await import('@grpc/grpc-js')
-    // grpc-js prints its own copy of a failed bind ("E No address added…"): our error line says it once.
-    if (!process.env.GRPC_VERBOSITY) grpc.setLogVerbosity(grpc.logVerbosity.NONE)
+    const { quietGrpcLogs } = await import('../daemon/quiet-grpc.js')
+    quietGrpcLogs()
     const every = this.flags['gc-interval']
     const gc = every === undefined ? undefined : periodicGc(garbageCollector(store, this.caller('daemon --gc-interval')), parseDuration(every, 'gc-interval'), log)
     const idle = parseDuration(this.flags['idle-timeout'], 'idle-timeout')
@@ -201,9 +200,10 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     const cacheOpts = { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }
     const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, cacheOpts, daemon, tls, limits) : undefined
     if (cache) log(`Nix binary cache at ${cache.url}`)
-    log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     if (tokens) log(`gRPC calls need a token from --auth-file ${tokenFile} (health and reflection are open)`)
     if (gc) log(`gc of orphaned objects every ${every}`)
+    // Last: whoever waits for this line has read every start-up line before it.
+    log(`tvix-store daemon serving ${storeLabel(this.flags.store)} at ${daemon.url}`)
     const stopReloading = reloadOnHangup(this.reloadables(tls, tokens, access?.credentials, secretKeys), log)
     const signal = await signalled
     stopReloading()

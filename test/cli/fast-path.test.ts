@@ -179,6 +179,21 @@ describe('the fast path answers as oclif does', () => {
     )
   })
 
+  test('daemon: refusals before it serves (a run that serves does not end, so it is not compared)', async () => {
+    const s = ['--store', store]
+    await all(
+      [
+        ['daemon', ...s, '--listen', 'not-an-address'],
+        ['daemon', ...s, '--frobnicate'],
+        ['daemon', ...s, 'extra'],
+        ['daemon', '--store', 'frob://x'],
+        ['daemon', ...s, '--idle-timeout', 'soon'],
+        ['daemon', ...s, '--json', '--listen', 'not-an-address'],
+        ['daemon', ...s, '--secret-key-file', path.join(dir, 'no-key')],
+      ].map((argv) => () => sameAnswer(argv)),
+    )
+  })
+
   test('settings from the environment', async () => {
     await all([
       () => sameAnswer(['ls', p], { TVIX_STORE: store }),
@@ -192,6 +207,7 @@ describe('the fast path answers as oclif does', () => {
     await all(
       [
         [['ls', '--help']],
+        [['daemon', '--help']],
         [['cat', '--store', store, '--help', p]],
         [['help', 'path-info']],
         [['lss', p]],

@@ -23,6 +23,7 @@ import { assertOneErrorLine, runCli } from '../helpers/cli.js'
 import { CutProxy } from '../helpers/cut-proxy.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
+import { exportNarOf, withStore } from '../helpers/ops.js'
 import { backendsForTests, freshBucket, freshDatabase } from '../helpers/suite-servers.js'
 import { makeTree, randomBytes } from '../helpers/trees.js'
 
@@ -51,7 +52,12 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
       dbVia.port = String(via.pg.port)
     }
     const flagsOf = (b: string, d: string) => ['--store', path.join(cwd, 'unused'), '--blob-service-addr', b, '--directory-service-addr', d, '--path-info-service-addr', d]
-    return { flags: flagsOf(bucketVia.href, dbVia.href), direct: flagsOf(bucket, db.url) }
+    return {
+      flags: flagsOf(bucketVia.href, dbVia.href),
+      direct: flagsOf(bucket, db.url),
+      opts: { url: path.join(cwd, 'unused'), blobServiceAddr: bucketVia.href, directoryServiceAddr: dbVia.href, pathInfoServiceAddr: dbVia.href },
+      directOpts: { url: path.join(cwd, 'unused'), blobServiceAddr: bucket, directoryServiceAddr: db.url, pathInfoServiceAddr: db.url },
+    }
   }
 
   async function daemon(flags: string[]) {
@@ -88,11 +94,10 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
     assert.equal(imported.code, 0, imported.stderr)
     const paths = imported.stdout.toString().trim().split('\n')
     assert.deepEqual(paths, trees.map((t) => nix.pathOf(t)))
-    for (const [i, p] of paths.entries()) {
-      const exported = await runCli(['export-nar', p, '--store', d.url], { cwd })
-      assert.equal(exported.code, 0, exported.stderr)
-      assert.ok(exported.stdout.equals(NixStore.dump(trees[i]!)), `${path.basename(trees[i]!)}: NAR differs from nix-store --dump`)
-    }
+    // Through the daemon, as the CLI would read them.
+    await withStore({ url: d.url }, async (s) => {
+      for (const [i, p] of paths.entries()) assert.ok((await exportNarOf(s, p)).equals(NixStore.dump(trees[i]!)), `${path.basename(trees[i]!)}: NAR differs from nix-store --dump`)
+    })
     const verified = await runCli(['verify', '--nar-hash', ...flags], { cwd })
     assert.equal(verified.code, 0, `${verified.stdout}${verified.stderr}`)
     assert.match(verified.stderr, new RegExp(`checked ${trees.length} paths, .*: no problems\\n$`))
@@ -119,17 +124,21 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
   async function cutMidImport(server: 'pg' | 's3', needle: string, viaDaemon: boolean, error: RegExp) {
     const proxy = await CutProxy.start(server === 'pg' ? pgTarget() : s3Target())
     closing.push(() => proxy.close())
-    const { flags, direct } = await services({ [server]: proxy })
-    const store = viaDaemon ? ['--store', (await daemon(flags)).url] : flags
+    const { flags, direct, opts, directOpts } = await services({ [server]: proxy })
+    const served = viaDaemon ? (await daemon(flags)).url : undefined
+    const store = served ? ['--store', served] : flags
     const tree = input()
     proxy.cutOn(needle)
     const failed = await runCli(['import', tree, ...store], { cwd })
     assert.ok(proxy.triggered, `the store sent ${JSON.stringify(needle)}`)
     assert.equal(failed.code, 1, failed.stderr)
     assertOneErrorLine(failed.stderr, error)
-    const listed = await runCli(['path-info', '--all', ...direct], { cwd })
-    assert.equal(listed.code, 0, listed.stderr)
-    assert.equal(listed.stdout.toString(), '', 'no path was registered')
+    const listed = await withStore(directOpts, async (s) => {
+      const infos = []
+      for await (const info of s.pathInfos.list()) infos.push(info)
+      return infos
+    })
+    assert.deepEqual(listed, [], 'no path was registered')
     const verified = await runCli(['verify', ...direct], { cwd })
     assert.equal(verified.code, 0, `${verified.stdout}${verified.stderr}`)
     await proxy.restore()
@@ -137,9 +146,8 @@ describe('a daemon on S3 + PostgreSQL', { skip }, () => {
     assert.equal(again.code, 0, again.stderr)
     const p = again.stdout.toString().trim()
     assert.equal(p, nix.pathOf(tree))
-    const exported = await runCli(['export-nar', p, ...store], { cwd })
-    assert.equal(exported.code, 0, exported.stderr)
-    assert.ok(exported.stdout.equals(NixStore.dump(tree)), 'export-nar gives nix-store --dump\'s bytes')
+    const exported = await withStore(served ? { url: served } : opts, (s) => exportNarOf(s, p))
+    assert.ok(exported.equals(NixStore.dump(tree)), 'export-nar gives nix-store --dump\'s bytes')
     const clean = await runCli(['verify', '--nar-hash', ...direct], { cwd })
     assert.equal(clean.code, 0, `${clean.stdout}${clean.stderr}`)
   }

@@ -15,6 +15,7 @@ import { after, describe, test } from 'node:test'
 import pg from 'pg'
 import { parseStoreUrl } from '../../src/backends/registry.js'
 import type { S3Address } from '../../src/backends/s3/address.js'
+import type { Store as OpenStore } from '../../src/store/store.js'
 import { encodeChunk } from '../../src/backends/s3/chunk-codec.js'
 import { S3Client } from '../../src/backends/s3/client.js'
 import { S3ChunkInventory } from '../../src/backends/s3/inventory.js'
@@ -24,6 +25,7 @@ import { encodeDirectory } from '../../src/castore/proto.js'
 import * as nixbase32 from '../../src/store/nixbase32.js'
 import { decodePathInfo } from '../../src/store/proto.js'
 import { runCli } from '../helpers/cli.js'
+import { exportNarOf, importInProcess, withStore } from '../helpers/ops.js'
 import { freePort, startDaemon } from '../helpers/daemon.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { buildNixClosure, importNixClosure } from '../helpers/nix-closure.js'
@@ -45,6 +47,10 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
   after(async () => {
     for (const c of closing.reverse()) await c()
   })
+
+  /** The store opened in this process (a fresh open each time: nothing it knew before a repair is reused). */
+  const inProcess = <T>(services: { bucket: string; db: string }, fn: (s: OpenStore) => Promise<T>): Promise<T> =>
+    withStore({ url: path.join(cwd, 'unused'), blobServiceAddr: services.bucket, directoryServiceAddr: services.db, pathInfoServiceAddr: services.db }, fn)
 
   let stores = 0
   /**
@@ -70,9 +76,8 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     fs.writeFileSync(path.join(victimTree, 'only-here', 'note'), `victim ${n}\n`)
     const survivorTree = makeTree(path.join(cwd, `survivor-${n}`), 'mixed', 'survivor')
     const cli = (args: string[]) => runCli([...args, ...flags], { cwd })
-    const imported = await cli(['import', victimTree, survivorTree])
-    assert.equal(imported.code, 0, imported.stderr)
-    const [victim, survivor] = imported.stdout.toString().trim().split('\n') as [string, string]
+    const services = { bucket, db: db.url }
+    const [victim, survivor] = (await inProcess(services, (s) => importInProcess(s, [victimTree, survivorTree]))) as [string, string]
     assert.equal(victim, nix.pathOf(victimTree))
     assert.equal(survivor, nix.pathOf(survivorTree))
     const inventory = new S3ChunkInventory(s3c)
@@ -86,7 +91,7 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     assert.equal(info.node.kind, 'directory')
     const root = Buffer.from(info.node.digest)
     const sub = (await sql.query<{ child: Buffer }>('select child from tvix_directory_children where parent = $1', [root])).rows[0]!.child
-    return { cli, sql, s3c, victim, victimTree, survivor, survivorTree, listHex, chunks, root, sub, info }
+    return { cli, services, sql, s3c, victim, victimTree, survivor, survivorTree, listHex, chunks, root, sub, info }
   }
 
   type Store = Awaited<ReturnType<typeof store>>
@@ -116,15 +121,13 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     const clean = await st.cli(['verify', '--nar-hash'])
     assert.equal(clean.code, 0, `${clean.stdout}${clean.stderr}`)
     assert.equal(clean.stdout.toString(), '')
-    const exported = await st.cli(['export-nar', st.survivor])
-    assert.equal(exported.code, 0, exported.stderr)
-    assert.ok(exported.stdout.equals(NixStore.dump(st.survivorTree)), 'the survivor exports nix-store --dump\'s bytes')
+    await inProcess(st.services, async (s) => {
+      assert.ok((await exportNarOf(s, st.survivor)).equals(NixStore.dump(st.survivorTree)), 'the survivor exports nix-store --dump\'s bytes')
+      if (opts.reimport === false) return
+      assert.deepEqual(await importInProcess(s, [st.victimTree]), [st.victim])
+      assert.ok((await exportNarOf(s, st.victim)).equals(NixStore.dump(st.victimTree)), 'the victim, imported again, exports nix-store --dump\'s bytes')
+    })
     if (opts.reimport === false) return
-    const again = await st.cli(['import', st.victimTree])
-    assert.equal(again.code, 0, again.stderr)
-    const back = await st.cli(['export-nar', st.victim])
-    assert.equal(back.code, 0, back.stderr)
-    assert.ok(back.stdout.equals(NixStore.dump(st.victimTree)), 'the victim, imported again, exports nix-store --dump\'s bytes')
     const after = await st.cli(['verify'])
     assert.equal(after.code, 0, `${after.stdout}${after.stderr}`)
   }
@@ -214,8 +217,8 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     )
     const edges = (await st.sql.query<{ parent: Buffer; child: Buffer }>('select parent, child from tvix_directory_children where parent = $1 or parent = $2', [st.root, st.sub])).rows
     assert.deepEqual(edges.map((e) => [toHex(e.parent), toHex(e.child)]), [[toHex(st.root), toHex(st.sub)]])
-    const exported = await st.cli(['export-nar', st.victim])
-    assert.ok(exported.stdout.equals(NixStore.dump(st.victimTree)), 'the victim still exports nix-store --dump\'s bytes')
+    const exported = await inProcess(st.services, (s) => exportNarOf(s, st.victim))
+    assert.ok(exported.equals(NixStore.dump(st.victimTree)), 'the victim still exports nix-store --dump\'s bytes')
   })
 
   const built = buildNixClosure(cwd)
@@ -224,7 +227,8 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     const { closure } = built
     const db = await freshDatabase(pgInfo!)
     closing.push(db.drop)
-    const services = ['--blob-service-addr', await freshBucket(s3!), '--directory-service-addr', db.url, '--path-info-service-addr', db.url]
+    const bucket = await freshBucket(s3!)
+    const services = ['--blob-service-addr', bucket, '--directory-service-addr', db.url, '--path-info-service-addr', db.url]
     const flags = ['--store', path.join(cwd, 'unused'), ...services]
     const daemon = await startDaemon(path.join(cwd, 'unused'), `127.0.0.1:${await freePort()}`, services)
     try {
@@ -254,10 +258,8 @@ describe('verify on S3 + PostgreSQL', { skip }, () => {
     const clean = await cli(['verify', '--nar-hash'])
     assert.equal(clean.code, 0, `${clean.stdout}${clean.stderr}`)
     assert.deepEqual(await referrers(), [top])
-    for (const p of Object.values(closure!.byName)) {
-      const exported = await cli(['export-nar', p])
-      assert.equal(exported.code, 0, exported.stderr)
-      assert.ok(exported.stdout.equals(NixStore.dump(p)), `${p}: NAR differs from nix-store --dump`)
-    }
+    await inProcess({ bucket, db: db.url }, async (s) => {
+      for (const p of Object.values(closure!.byName)) assert.ok((await exportNarOf(s, p)).equals(NixStore.dump(p)), `${p}: NAR differs from nix-store --dump`)
+    })
   })
 })

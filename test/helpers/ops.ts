@@ -5,10 +5,11 @@
  * stays in the command and e2e tests.
  */
 import { readAll } from '../../src/castore/blob-service.js'
-import { openStore } from '../../src/backends/open-store.js'
+import { type OpenStoreOptions, openStore } from '../../src/backends/open-store.js'
 import { batchLines } from '../../src/cli/output.js'
 import { exportNar } from '../../src/ops/export-nar.js'
 import { importNar } from '../../src/ops/import-nar.js'
+import { importPath } from '../../src/ops/import-paths.js'
 import { inWriteSession } from '../../src/store/capabilities.js'
 import { type VerifyReport, verifyStore } from '../../src/ops/verify.js'
 import { pathInfoLines } from '../../src/cli/path-info-output.js'
@@ -29,10 +30,38 @@ export function memoryStore(): Promise<Store> {
 export async function exportNarOutput(url: string, target: string): Promise<Buffer> {
   const store = await openStore({ url, mustExist: true })
   try {
-    return await readAll(await exportNar(store, target))
+    return await exportNarOf(store, target)
   } finally {
     await store.close()
   }
+}
+
+/**
+ * `fn` on a store opened in this process for it, closed after: for reading
+ * back what a command or a daemon left (NARs, the paths listed), which is
+ * not the CLI under test, without a process start and its connections.
+ */
+export async function withStore<T>(opts: OpenStoreOptions, fn: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openStore(opts)
+  try {
+    return await fn(store)
+  } finally {
+    await store.close()
+  }
+}
+
+/** Stdout of `export-nar TARGET` on an open store, in-process. */
+export async function exportNarOf(store: Store, target: string): Promise<Buffer> {
+  return readAll(await exportNar(store, target))
+}
+
+/** What `import PATH...` prints (one store path each), in-process, in one write session as the command runs it. */
+export function importInProcess(store: Store, paths: string[]): Promise<string[]> {
+  return inWriteSession(store, async () => {
+    const out: string[] = []
+    for (const p of paths) out.push((await importPath(store, p)).storePath)
+    return out
+  })
 }
 
 /** What `import --nar … --name NAME --store URL` does, in-process: the store opened and closed as the command does. */
