@@ -68,9 +68,9 @@ export class PutWindow {
    * Stages one small blob (a Put's whole data) and returns its digest. A
    * blob the store holds already is not written; the connection's temp
    * root keeps it, as before (`roots`: undefined where the store keeps none).
+   * `digest`: the data's BLAKE3 where the caller has just computed it.
    */
-  async put(data: Uint8Array, roots: TempRoots | undefined): Promise<B3Digest> {
-    const digest = b3(data)
+  async put(data: Uint8Array, roots: TempRoots | undefined, digest: B3Digest = b3(data)): Promise<B3Digest> {
     const hex = toHex(digest)
     const open = this.open
     const staged = open?.staged.get(hex)

@@ -1,0 +1,98 @@
+import type { UntypedServiceImplementation } from '@grpc/grpc-js'
+import type { ImmediateReads } from '../castore/blob-service.js'
+import { B3_LEN, b3, b3Display, bytesEqual } from '../castore/digest.js'
+import { BlobState, type ReadBlobsResponse, putBlobsRequest, readBlobsRequest } from '../grpc/batch-messages.js'
+import { Status, StatusError } from '../grpc/status.js'
+import type { Store } from '../store/store.js'
+import { formatSize } from '../util/size.js'
+import { SMALL_PUT, blobPutter } from './blob-handler.js'
+import { clientStream, type Log, requireDigest, serverStream } from './calls.js'
+import type { PutWindow } from './put-window.js'
+import type { RootsOf } from './temp-roots.js'
+import { type Transfers, UNLIMITED } from './transfers.js'
+
+/** Blobs one batch call may name or send: a request of 1,024 digests is 35 KiB. */
+export const MAX_BATCH_BLOBS = 1024
+/** Bytes of blobs one PutBlobs call may send; they are held until the client half-closes (a cancelled batch stores nothing). */
+export const MAX_BATCH_BYTES = 4 << 20
+/** Largest blob sent or answered whole in a batch: what the put window takes (larger ones go through BlobService). */
+export const MAX_BATCH_BLOB = SMALL_PUT
+
+/**
+ * tvix_store.ext.v1.BatchBlobService, our extension beside tvix's
+ * BlobService: many small blobs per call each way, one HTTP/2 stream per
+ * batch instead of one per file. Each call holds one transfer slot and is
+ * bounded in blobs, bytes and time as a blob Read or Put is; what it
+ * stores goes through the same put window as a Put of each blob.
+ */
+export function batchBlobHandler(
+  store: Store,
+  log: Log,
+  transfers: Transfers = UNLIMITED,
+  rootsOf: RootsOf = () => undefined,
+  window?: PutWindow,
+  maxBlobSize = Infinity,
+): UntypedServiceImplementation {
+  const { blobs } = store
+  const put = blobPutter(store, rootsOf, window)
+  // Set in the daemon's environment by tests: a log line per batch, to see that clients use them.
+  const trace = process.env.TVIX_STORE_TRACE_BATCHES === '1'
+
+  /** A blob whole if it has at most `max` bytes; LARGER beyond (nothing more read), NOT_FOUND if absent. */
+  async function whole(d: Uint8Array, max: number, signal: AbortSignal): Promise<{ state: BlobState; data?: Uint8Array }> {
+    await window?.settle(d)
+    const { openNow } = blobs as Partial<ImmediateReads>
+    const now = openNow?.call(blobs, d)
+    if (now instanceof Uint8Array) return now.length > max ? { state: BlobState.LARGER } : { state: BlobState.FOUND, data: now }
+    const src = now ?? (await blobs.open(d, { signal }))
+    if (!src) return { state: BlobState.NOT_FOUND }
+    const parts: Uint8Array[] = []
+    let size = 0
+    for await (const c of src) {
+      size += c.length
+      // Returning from the loop closes the blob's files.
+      if (size > max) return { state: BlobState.LARGER }
+      parts.push(c)
+    }
+    return { state: BlobState.FOUND, data: parts.length === 1 ? parts[0]! : Buffer.concat(parts, size) }
+  }
+
+  return {
+    ReadBlobs: serverStream('BatchBlobService/ReadBlobs', log, readBlobsRequest.decode, (req, signal) => {
+      if (req.digests.length > MAX_BATCH_BLOBS) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch names at most ${MAX_BATCH_BLOBS} blobs, not ${req.digests.length}`)
+      const digests = req.digests.map((d, i) => requireDigest(d, B3_LEN, `digests[${i}]`))
+      const max = req.maxBlobSize > 0 ? Math.min(req.maxBlobSize, MAX_BATCH_BLOB) : MAX_BATCH_BLOB
+      if (trace) log(`trace: ReadBlobs of ${digests.length} blobs`)
+      // Blob by blob, each written out before the next is read: a call holds one blob at a time.
+      return (async function* (): AsyncGenerator<ReadBlobsResponse> {
+        for (const [index, d] of digests.entries()) {
+          const { state, data } = await whole(d, max, signal)
+          yield { index, state, data: data ?? new Uint8Array(0) }
+        }
+      })()
+    }, transfers),
+
+    // Each blob is checked against the digest the client named as it arrives; the batch is stored
+    // only once the client half-closed it (a cancelled or refused batch stores nothing).
+    PutBlobs: clientStream('BatchBlobService/PutBlobs', log, putBlobsRequest.decode, async (sent, signal, call) => {
+      const got: Array<{ data: Uint8Array; digest: Uint8Array }> = []
+      let bytes = 0
+      for await (const m of sent) {
+        const i = got.length
+        if (i >= MAX_BATCH_BLOBS) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch holds at most ${MAX_BATCH_BLOBS} blobs`)
+        const expected = requireDigest(m.digest, B3_LEN, `blob ${i}'s digest`)
+        if (m.data.length > maxBlobSize) throw new StatusError(Status.RESOURCE_EXHAUSTED, `the blob is larger than --max-nar-size (${formatSize(maxBlobSize)}): no path could hold it`)
+        if (m.data.length > MAX_BATCH_BLOB) throw new StatusError(Status.INVALID_ARGUMENT, `blob ${i} of the batch has ${m.data.length} bytes: a batch takes blobs of up to ${formatSize(MAX_BATCH_BLOB)} (larger ones go through BlobService.Put)`)
+        bytes += m.data.length
+        if (bytes > MAX_BATCH_BYTES) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch holds at most ${formatSize(MAX_BATCH_BYTES)} of blobs`)
+        const digest = b3(m.data)
+        if (!bytesEqual(digest, expected)) throw new StatusError(Status.INVALID_ARGUMENT, `blob ${i} of the batch is ${b3Display(digest)}, not ${b3Display(expected)} as sent: nothing of the batch was stored`)
+        got.push({ data: m.data, digest })
+      }
+      if (trace) log(`trace: PutBlobs of ${got.length} blobs`)
+      const digests: Uint8Array[] = []
+      for (const { data, digest } of got) digests.push(await put(data, signal, call, digest))
+      return { digests }
+    }, transfers),
+  }
+}
