@@ -77,7 +77,9 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   const queue: Ahead[] = []
   let heldBytes = 0
   let roomFor: (() => void) | undefined
-  const run = limiter(source.blobs.readsAtOnce ?? READS_IN_FLIGHT)
+  // Reads that go in batches are bounded by the batching (and by AHEAD_BYTES here): no slot per read.
+  const atOnce = source.blobs.readsAtOnce ?? READS_IN_FLIGHT
+  const run: <T>(fn: () => Promise<T>) => Promise<T> = atOnce > AHEAD_FILES ? (fn) => fn() : limiter(atOnce)
 
   /** `size`: what the file's node says; a blob with more bytes is LARGER and read as without us (the render then sees it). */
   const fetchWhole = async (digest: B3Digest, size: number): Promise<Uint8Array | undefined | typeof LARGER> => {
@@ -131,7 +133,8 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   } else if (root.kind === 'file') {
     void enqueue(root)
   }
-  const queued = (digest: B3Digest) => queue.findIndex((e) => bytesEqual(e.digest, digest))
+  // The render asks in the walk's order: the file it wants is almost always the first queued.
+  const queued = (digest: B3Digest) => (queue.length > 0 && bytesEqual(queue[0]!.digest, digest) ? 0 : queue.findIndex((e) => bytesEqual(e.digest, digest)))
 
   const reader: TreeSource = {
     directories: {

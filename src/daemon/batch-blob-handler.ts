@@ -90,9 +90,8 @@ export function batchBlobHandler(
         got.push({ data: m.data, digest })
       }
       if (trace) log(`trace: PutBlobs of ${got.length} blobs`)
-      const digests: Uint8Array[] = []
-      for (const { data, digest } of got) digests.push(await put(data, signal, call, digest))
-      return { digests }
+      // At once, as concurrent Puts of each would be: their writes and lookups overlap.
+      return { digests: await Promise.all(got.map(({ data, digest }) => put(data, signal, call, digest))) }
     }, transfers),
   }
 }

@@ -153,7 +153,14 @@ export class PutWindow {
       await inWriteSession(this.store, async () => {
         // Rooted before they are published, so no sweep between the two can take them.
         const byRoots = new Map<TempRoots, string[]>()
-        for (const [hex, sent] of w.staged) for (const r of sent) byRoots.set(r, [...(byRoots.get(r) ?? []), hex])
+        // Appended in place: a copy per blob made a window of n blobs from one connection cost n² (a batched import fills windows fast).
+        for (const [hex, sent] of w.staged) {
+          for (const r of sent) {
+            const names = byRoots.get(r)
+            if (names) names.push(hex)
+            else byRoots.set(r, [hex])
+          }
+        }
         for (const [r, names] of byRoots) await holdAll(r, names)
         await w.stage.commit()
       })

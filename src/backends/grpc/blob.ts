@@ -35,7 +35,7 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
 
   /** Small reads a walk may keep in flight (WholeReads): many where they go in batches. */
   get readsAtOnce(): number {
-    return this.batches.available ? 256 : 8
+    return this.batches.available ? Infinity : 8
   }
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */
