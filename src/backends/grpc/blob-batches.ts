@@ -198,7 +198,8 @@ export class BlobBatches {
   private async readBatch(batch: Array<Pending<ReadItem, ReadResult>>, signal: AbortSignal): Promise<void> {
     const req: ReadBlobsRequest = { digests: batch.map((p) => p.item.digest), maxBlobSize: Math.max(...batch.map((p) => p.item.maxBytes)) }
     let next = 0
-    for await (const m of this.rpc.leanServerStream<ReadBlobsRequest, ReadBlobsResponse>(BATCH_SERVICE, 'ReadBlobs', req, { signal })) {
+    // Each blob settled as its message arrives, in the stream's own events.
+    await this.rpc.leanEach<ReadBlobsRequest, ReadBlobsResponse>(BATCH_SERVICE, 'ReadBlobs', req, (m) => {
       // In order, each once: anything else is a broken answer.
       if (m.index !== next) throw new IntegrityError(`the daemon answered blob ${m.index} of a batch where blob ${next} was due`)
       const p = batch[next++]!
@@ -214,7 +215,7 @@ export class BlobBatches {
           p.reject(e)
         }
       }
-    }
+    }, { signal })
     if (next < batch.length) throw new IntegrityError(`the daemon's batch answer left out blob ${b3Display(batch[next]!.item.digest)}`)
   }
 

@@ -133,12 +133,28 @@ export class H2Streams {
    * gathered without an async step per piece; `undefined` (and the call
    * cancelled) once they pass `maxBytes`.
    */
-  collect(path: string, request: Request, maxBytes: number, signal?: AbortSignal, attempt = 1): Promise<Uint8Array[] | undefined> {
+  async collect(path: string, request: Request, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
+    const got: Uint8Array[] = []
+    let bytes = 0
+    const whole = await this.each(path, request, (m) => {
+      got.push(m)
+      bytes += m.length
+      return bytes <= maxBytes
+    }, signal)
+    return whole ? got : undefined
+  }
+
+  /**
+   * Hands each response message to `onMessage` as it arrives, in the
+   * stream's 'data' events (no async step per message: a batch of small
+   * blobs). Resolves true once the call ended OK, false (the call
+   * cancelled) once `onMessage` returned false; rejects as call() fails,
+   * or with what `onMessage` threw.
+   */
+  each(path: string, request: Request, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, attempt = 1): Promise<boolean> {
     const call = this.start(path, request, signal)
     const { stream } = call
-    return new Promise<Uint8Array[] | undefined>((resolve, reject) => {
-      const got: Uint8Array[] = []
-      let bytes = 0
+    return new Promise<boolean>((resolve, reject) => {
       const settle = (ok: boolean, f: () => void) => {
         stream.removeAllListeners('data')
         call.finish(ok)
@@ -146,17 +162,13 @@ export class H2Streams {
       }
       stream.on('data', (piece: Buffer) => {
         try {
-          for (const m of call.messages.push(piece)) {
-            got.push(m)
-            bytes += m.length
-          }
+          for (const m of call.messages.push(piece)) if (onMessage(m) === false) return settle(false, () => resolve(false))
         } catch (e) {
           return settle(false, () => reject(e))
         }
-        if (bytes > maxBytes) settle(false, () => resolve(undefined))
       })
       stream.once('error', (e) => {
-        if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) settle(false, () => resolve(this.collect(path, request, maxBytes, signal, attempt + 1)))
+        if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) settle(false, () => resolve(this.each(path, request, onMessage, signal, attempt + 1)))
         else settle(false, () => reject(streamFailure(e, signal)))
       })
       stream.once('close', () => {
@@ -165,7 +177,7 @@ export class H2Streams {
         } catch (e) {
           return settle(false, () => reject(e))
         }
-        settle(true, () => resolve(got))
+        settle(true, () => resolve(true))
       })
     })
   }

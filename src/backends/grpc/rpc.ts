@@ -129,6 +129,13 @@ export class RpcClient {
     return messages?.map((b) => decode(b as Buffer))
   }
 
+  /** Each decoded message of a server stream, handed to `onMessage` as it arrives (H2Streams.each). */
+  async leanEach<Req, Res>(service: ServiceName, name: string, req: Req, onMessage: (m: Res) => void, { signal }: CallOptions = {}): Promise<void> {
+    const m = this.method(service, name)
+    const decode = m.responseDeserialize as (b: Buffer) => Res
+    await this.lean.each(m.path, m.requestSerialize(req), (b) => onMessage(decode(b as Buffer)), signal)
+  }
+
   /**
    * A client stream whose requests are all in memory (a batch), on a lean
    * HTTP/2 call: sent in one go, the single answer decoded (at most
