@@ -1,14 +1,14 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
 import type { ImmediateReads } from '../castore/blob-service.js'
-import { B3_LEN, b3, b3Display, bytesEqual } from '../castore/digest.js'
-import { BlobState, type ReadBlobsResponse, putBlobsRequest, readBlobsRequest } from '../grpc/batch-messages.js'
+import { B3_LEN, b3, b3Display, bytesEqual, toHex } from '../castore/digest.js'
+import { BlobState, type ReadBlobsResponse, putBlobsRequest, readBlobsRequest, statBlobsRequest } from '../grpc/batch-messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import type { Store } from '../store/store.js'
 import { formatSize } from '../util/size.js'
 import { SMALL_PUT, blobPutter } from './blob-handler.js'
-import { clientStream, type Log, requireDigest, serverStream } from './calls.js'
+import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
 import type { PutWindow } from './put-window.js'
-import type { RootsOf } from './temp-roots.js'
+import { foundAndHeld, type RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 
 /** Blobs one batch call may name or send: a request of 1,024 digests is 35 KiB. */
@@ -58,9 +58,23 @@ export function batchBlobHandler(
   }
 
   return {
+    // As a Stat of each: committed first if in the put window, and kept by the connection's temp root once found.
+    StatBlobs: unary('BatchBlobService/StatBlobs', log, statBlobsRequest.decode, async (req, signal, call) => {
+      const digests = batchDigests(req.digests)
+      if (trace) log(`trace: StatBlobs of ${digests.length} blobs`)
+      const roots = rootsOf(call)
+      const present = await Promise.all(
+        digests.map(async (d) => {
+          await window?.settle(d)
+          const has = () => blobs.has(d, { signal })
+          return roots ? foundAndHeld(roots, 'blob', toHex(d), has) : has()
+        }),
+      )
+      return { present: Uint8Array.from(present, (p) => (p ? 1 : 0)) }
+    }),
+
     ReadBlobs: serverStream('BatchBlobService/ReadBlobs', log, readBlobsRequest.decode, (req, signal) => {
-      if (req.digests.length > MAX_BATCH_BLOBS) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch names at most ${MAX_BATCH_BLOBS} blobs, not ${req.digests.length}`)
-      const digests = req.digests.map((d, i) => requireDigest(d, B3_LEN, `digests[${i}]`))
+      const digests = batchDigests(req.digests)
       const max = req.maxBlobSize > 0 ? Math.min(req.maxBlobSize, MAX_BATCH_BLOB) : MAX_BATCH_BLOB
       if (trace) log(`trace: ReadBlobs of ${digests.length} blobs`)
       // Blob by blob, each written out before the next is read: a call holds one blob at a time.
@@ -94,4 +108,10 @@ export function batchBlobHandler(
       return { digests: await Promise.all(got.map(({ data, digest }) => put(data, signal, call, digest))) }
     }, transfers),
   }
+}
+
+/** A batch's digests, checked: at most MAX_BATCH_BLOBS, each 32 bytes. */
+function batchDigests(digests: Uint8Array[]): Uint8Array[] {
+  if (digests.length > MAX_BATCH_BLOBS) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch names at most ${MAX_BATCH_BLOBS} blobs, not ${digests.length}`)
+  return digests.map((d, i) => requireDigest(d, B3_LEN, `digests[${i}]`))
 }

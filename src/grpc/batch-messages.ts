@@ -68,16 +68,34 @@ export const putBlobsRequest = {
     }),
 }
 
-export interface PutBlobsResponse {
+/** A message of one `repeated bytes digests = 1`: PutBlobsResponse and StatBlobsRequest. */
+export interface DigestList {
   digests: Uint8Array[]
 }
-export const putBlobsResponse = {
-  encode: (m: PutBlobsResponse) =>
+const digestList = {
+  encode: (m: DigestList) =>
     encode((w) => {
       for (const d of m.digests) w.bytesAlways(1, d)
     }),
-  decode: (b: Uint8Array): PutBlobsResponse =>
-    decodeWith<PutBlobsResponse>(b, { digests: [] }, (m, f) => {
+  decode: (b: Uint8Array): DigestList =>
+    decodeWith<DigestList>(b, { digests: [] }, (m, f) => {
       if (f.field === 1) m.digests.push(asBytes(f, 'digests'))
+    }),
+}
+
+export type PutBlobsResponse = DigestList
+export const putBlobsResponse = digestList
+export type StatBlobsRequest = DigestList
+export const statBlobsRequest = digestList
+
+export interface StatBlobsResponse {
+  /** One byte per digest: 1 present, 0 absent. */
+  present: Uint8Array
+}
+export const statBlobsResponse = {
+  encode: (m: StatBlobsResponse) => encode((w) => w.bytes(1, m.present)),
+  decode: (b: Uint8Array): StatBlobsResponse =>
+    decodeWith<StatBlobsResponse>(b, { present: EMPTY }, (m, f) => {
+      if (f.field === 1) m.present = asBytes(f, 'present')
     }),
 }

@@ -57,6 +57,7 @@ export const SERVICES = {
   'tvix_store.ext.v1.BatchBlobService': {
     ReadBlobs: method('ReadBlobs', false, true, batch.readBlobsRequest, batch.readBlobsResponse),
     PutBlobs: method('PutBlobs', true, false, batch.putBlobsRequest, batch.putBlobsResponse),
+    StatBlobs: method('StatBlobs', false, false, batch.statBlobsRequest, batch.statBlobsResponse),
   },
 } as const
 

@@ -1,7 +1,8 @@
 /**
  * Our BatchBlobService (many small blobs per call) through real daemons on
  * real sockets: import, export-nar and copy give Nix's bytes and paths
- * through batches (the daemon's trace says they were used); a daemon
+ * through batches (the daemon's trace says they were used: ReadBlobs,
+ * PutBlobs, and StatBlobs for a copy's lookups); a daemon
  * without them (--no-batch-blobs, as a tvix daemon) gets a call per blob
  * and the same bytes; per-blob absence, a digest mismatch, tokens, and
  * hostile batches are bounded. A blob sent wrong inside a batch:
@@ -17,7 +18,7 @@ import { openMemoryStore } from '../../src/backends/memory/index.js'
 import type { GrpcBlobService } from '../../src/backends/grpc/blob.js'
 import { b3, toHex } from '../../src/castore/digest.js'
 import { LARGER } from '../../src/castore/read-ahead.js'
-import { BlobState, putBlobsRequest, readBlobsRequest, readBlobsResponse } from '../../src/grpc/batch-messages.js'
+import { BlobState, putBlobsRequest, readBlobsRequest, readBlobsResponse, statBlobsRequest, statBlobsResponse } from '../../src/grpc/batch-messages.js'
 import { digestMessage, statBlobRequest } from '../../src/grpc/messages.js'
 import { Status } from '../../src/grpc/status.js'
 import { parseListen } from '../../src/daemon/listen.js'
@@ -34,7 +35,7 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'batches-'))
 after(() => fs.rmSync(root, { recursive: true, force: true }))
 
 /** Lines of the daemon's batch trace (TVIX_STORE_TRACE_BATCHES=1): how many blobs went in batches of each kind. */
-function batched(log: string, kind: 'ReadBlobs' | 'PutBlobs'): number {
+function batched(log: string, kind: 'ReadBlobs' | 'PutBlobs' | 'StatBlobs'): number {
   let n = 0
   for (const m of log.matchAll(new RegExp(`trace: ${kind} of (\\d+) blobs`, 'g'))) n += Number(m[1])
   return n
@@ -44,6 +45,7 @@ describe('through the CLI', { skip: nixMissing() }, () => {
   const tree = path.join(root, 'tree')
   let nixPath = ''
   let batching: RunningDaemon
+  let target: RunningDaemon
   let plain: RunningDaemon
 
   before(async () => {
@@ -60,6 +62,7 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     process.env.TVIX_STORE_TRACE_BATCHES = '1'
     try {
       batching = await startDaemon(path.join(root, 'batching'), `unix:${path.join(root, 'b.sock')}`)
+      target = await startDaemon(path.join(root, 'target'), `unix:${path.join(root, 't.sock')}`)
       plain = await startDaemon(path.join(root, 'plain'), `unix:${path.join(root, 'p.sock')}`, ['--no-batch-blobs'])
     } finally {
       delete process.env.TVIX_STORE_TRACE_BATCHES
@@ -67,6 +70,7 @@ describe('through the CLI', { skip: nixMissing() }, () => {
   })
   after(async () => {
     await batching?.stop()
+    await target?.stop()
     await plain?.stop()
   })
 
@@ -83,7 +87,7 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     assert.ok(exported.stdout.equals(want), 'NAR differs from nix-store --dump')
     assert.ok(batched(batching.log(), 'ReadBlobs') >= 300, batching.log())
 
-    // Daemon -> local: read in batches; local -> the other daemon: no batches there, a Put per blob.
+    // Daemon -> local: read in batches; local -> another daemon: looked up and put in batches.
     const local = path.join(root, 'local')
     const reads = batched(batching.log(), 'ReadBlobs')
     const down = await runCli(['copy', '--from', batching.url, '--to', local, nixPath])
@@ -92,18 +96,22 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     const there = await runCli(['export-nar', '--store', local, nixPath])
     assert.ok(there.stdout.equals(want), 'copied NAR differs from nix-store --dump')
 
-    const up = await runCli(['copy', '--from', local, '--to', plain.url, nixPath])
+    const up = await runCli(['copy', '--from', local, '--to', target.url, nixPath])
     assert.equal(up.code, 0, up.stderr)
-    const back = await runCli(['export-nar', '--store', plain.url, nixPath])
+    assert.ok(batched(target.log(), 'StatBlobs') >= 300 && batched(target.log(), 'PutBlobs') >= 300, target.log())
+    const back = await runCli(['export-nar', '--store', target.url, nixPath])
     assert.equal(back.code, 0, back.stderr)
-    assert.ok(back.stdout.equals(want), 'NAR through the daemon without batches differs')
-    assert.equal(batched(plain.log(), 'ReadBlobs') + batched(plain.log(), 'PutBlobs'), 0, 'a daemon with --no-batch-blobs served batches')
+    assert.ok(back.stdout.equals(want), 'NAR copied to a daemon differs')
   })
 
-  test('import through a daemon without batches: the same path, a call per blob', async () => {
+  test('a daemon without batches (--no-batch-blobs): import and export-nar with a call per blob, the same path and bytes', async () => {
     const r = await runCli(['import', '--store', plain.url, tree])
     assert.equal(r.code, 0, r.stderr)
     assert.equal(r.stdout.toString().trim(), nixPath)
+    const back = await runCli(['export-nar', '--store', plain.url, nixPath])
+    assert.equal(back.code, 0, back.stderr)
+    assert.ok(back.stdout.equals(NixStore.dump(tree)), 'NAR through the daemon without batches differs')
+    assert.equal(batched(plain.log(), 'ReadBlobs') + batched(plain.log(), 'PutBlobs') + batched(plain.log(), 'StatBlobs'), 0, 'a daemon with --no-batch-blobs served batches')
   })
 })
 
@@ -151,6 +159,23 @@ describe('in process, over memory stores', () => {
       assert.ok(Buffer.from(a as Uint8Array).equals(small))
       assert.equal(b, undefined)
       assert.equal(c, LARGER)
+    } finally {
+      await client.close()
+    }
+  })
+
+  test('StatBlobs: which blobs the daemon has, in order; the client asks has() in batches', async () => {
+    const here = randomBytes(700, 14)
+    await store.blobs.put(here)
+    const absent = randomBytes(700, 15)
+    const r = await raw.unary('/tvix_store.ext.v1.BatchBlobService/StatBlobs', statBlobsRequest.encode({ digests: [b3(absent), b3(here), b3(here)] }))
+    assert.equal(r.code, Status.OK, r.details)
+    assert.deepEqual([...statBlobsResponse.decode(r.response!).present], [0, 1, 1])
+    const tooMany = await raw.unary('/tvix_store.ext.v1.BatchBlobService/StatBlobs', statBlobsRequest.encode({ digests: Array.from({ length: 1025 }, () => b3(here)) }))
+    assert.equal(tooMany.code, Status.RESOURCE_EXHAUSTED)
+    const client = openGrpcStore(daemon.url.replace('grpc+unix://', 'unix:'), daemon.url, '/nix/store')
+    try {
+      assert.deepEqual(await Promise.all([client.blobs.has(b3(here)), client.blobs.has(b3(absent))]), [true, false])
     } finally {
       await client.close()
     }
@@ -204,6 +229,7 @@ describe('in process, over memory stores', () => {
       const read = await Promise.all(data.map((d) => blobs.readWhole(b3(d), 1000)))
       assert.deepEqual(read.map((x) => Buffer.from(x as Uint8Array).toString('hex')), data.map((d) => d.toString('hex')))
       assert.equal(await blobs.readWhole(b3(Buffer.from('absent')), 1000), undefined)
+      assert.equal(await blobs.has(b3(data[0]!)), true)
       assert.equal(blobs.readsAtOnce, 8, 'the connection did not remember that the daemon has no batches')
     } finally {
       await client.close()

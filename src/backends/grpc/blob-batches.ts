@@ -2,7 +2,15 @@ import { type BlobInfo, checkedBuffer } from '../../castore/blob-service.js'
 import { type B3Digest, b3Display, bytesEqual } from '../../castore/digest.js'
 import { LARGER } from '../../castore/read-ahead.js'
 import { IntegrityError } from '../../errors.js'
-import { BlobState, type PutBlobsRequest, type PutBlobsResponse, type ReadBlobsRequest, type ReadBlobsResponse } from '../../grpc/batch-messages.js'
+import {
+  BlobState,
+  type PutBlobsRequest,
+  type PutBlobsResponse,
+  type ReadBlobsRequest,
+  type ReadBlobsResponse,
+  type StatBlobsRequest,
+  type StatBlobsResponse,
+} from '../../grpc/batch-messages.js'
 import { BATCH_SERVICE } from '../../grpc/definitions.js'
 import type { CallOptions } from '../../util/call-options.js'
 import { isUnimplemented, type RpcClient } from './rpc.js'
@@ -152,6 +160,7 @@ export const BATCH_BLOB_BYTES = 1 << 20
 export class BlobBatches {
   private readonly reads: Coalescer<ReadItem, ReadResult>
   private readonly puts: Coalescer<PutItem, BlobInfo>
+  private readonly stats: Coalescer<B3Digest, boolean>
 
   constructor(
     private readonly rpc: RpcClient,
@@ -159,12 +168,14 @@ export class BlobBatches {
     fallback: {
       read(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<ReadResult>
       put(data: Uint8Array, opts?: CallOptions): Promise<BlobInfo>
+      has(digest: B3Digest, opts?: CallOptions): Promise<boolean>
     },
   ) {
     this.reads = new Coalescer((batch, signal) =>
       this.orEach(batch, () => this.readBatch(batch, signal), (p) => fallback.read(p.item.digest, p.item.maxBytes, { signal: p.signal })),
     )
     this.puts = new Coalescer((batch, signal) => this.orEach(batch, () => this.putBatch(batch, signal), (p) => fallback.put(p.item.data, { signal: p.signal })))
+    this.stats = new Coalescer((batch, signal) => this.orEach(batch, () => this.statBatch(batch, signal), (p) => fallback.has(p.item, { signal: p.signal })))
   }
 
   /** Whether batches are worth asking for: not once the daemon said it has none. */
@@ -180,6 +191,11 @@ export class BlobBatches {
   /** A blob of at most BATCH_BLOB_BYTES whose digest the caller computed from `data`, put in a batch. */
   put(data: Uint8Array, digest: B3Digest, opts?: CallOptions): Promise<BlobInfo> {
     return this.puts.add({ data, digest }, data.length, opts?.signal)
+  }
+
+  /** Whether the daemon has the blob, asked in a batch (StatBlobs): as BlobService.has. */
+  has(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
+    return this.stats.add(digest, 0, opts?.signal)
   }
 
   /** Runs a batch call; if the daemon has no batches, each item of it (and of any later batch) goes on its own. */
@@ -217,6 +233,12 @@ export class BlobBatches {
       }
     }, { signal })
     if (next < batch.length) throw new IntegrityError(`the daemon's batch answer left out blob ${b3Display(batch[next]!.item.digest)}`)
+  }
+
+  private async statBatch(batch: Array<Pending<B3Digest, boolean>>, signal: AbortSignal): Promise<void> {
+    const res = await this.rpc.unary<StatBlobsRequest, StatBlobsResponse>(BATCH_SERVICE, 'StatBlobs', { digests: batch.map((p) => p.item) }, { signal })
+    if (res.present.length !== batch.length) throw new IntegrityError(`the daemon answered ${res.present.length} of a batch of ${batch.length} blob lookups`)
+    for (const [i, p] of batch.entries()) p.resolve(res.present[i] === 1)
   }
 
   private async putBatch(batch: Array<Pending<PutItem, BlobInfo>>, signal: AbortSignal): Promise<void> {

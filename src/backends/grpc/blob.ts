@@ -30,7 +30,7 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
   private readonly batches: BlobBatches
 
   constructor(private readonly rpc: RpcClient) {
-    this.batches = new BlobBatches(rpc, { read: (d, max, o) => this.readOne(d, max, o), put: (data, o) => this.putOne(data, o) })
+    this.batches = new BlobBatches(rpc, { read: (d, max, o) => this.readOne(d, max, o), put: (data, o) => this.putOne(data, o), has: (d, o) => this.hasOne(d, o) })
   }
 
   /** Small reads a walk may keep in flight (WholeReads): many where they go in batches. */
@@ -51,7 +51,12 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
     }
   }
 
-  async has(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
+  /** Asked in a batch of lookups where the daemon has them (a copy asks for each blob of a tree). */
+  has(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
+    return this.batches.available ? this.batches.has(digest, opts) : this.hasOne(digest, opts)
+  }
+
+  private async hasOne(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
     try {
       await this.rpc.unary<StatBlobRequest, unknown>(SERVICE, 'Stat', { digest, sendChunks: false, sendBao: false }, opts)
       return true

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tvix_store/ext/v1/batch_blobs.proto.
  */
 export const file_tvix_store_ext_v1_batch_blobs: GenFile = /*@__PURE__*/
-  fileDesc("CiN0dml4X3N0b3JlL2V4dC92MS9iYXRjaF9ibG9icy5wcm90bxIRdHZpeF9zdG9yZS5leHQudjEiOgoQUmVhZEJsb2JzUmVxdWVzdBIPCgdkaWdlc3RzGAEgAygMEhUKDW1heF9ibG9iX3NpemUYAiABKAQimgEKEVJlYWRCbG9ic1Jlc3BvbnNlEg0KBWluZGV4GAEgASgNEjkKBXN0YXRlGAIgASgOMioudHZpeF9zdG9yZS5leHQudjEuUmVhZEJsb2JzUmVzcG9uc2UuU3RhdGUSDAoEZGF0YRgDIAEoDCItCgVTdGF0ZRIJCgVGT1VORBAAEg0KCU5PVF9GT1VORBABEgoKBkxBUkdFUhACIi8KD1B1dEJsb2JzUmVxdWVzdBIOCgZkaWdlc3QYASABKAwSDAoEZGF0YRgCIAEoDCIjChBQdXRCbG9ic1Jlc3BvbnNlEg8KB2RpZ2VzdHMYASADKAwywwEKEEJhdGNoQmxvYlNlcnZpY2USWAoJUmVhZEJsb2JzEiMudHZpeF9zdG9yZS5leHQudjEuUmVhZEJsb2JzUmVxdWVzdBokLnR2aXhfc3RvcmUuZXh0LnYxLlJlYWRCbG9ic1Jlc3BvbnNlMAESVQoIUHV0QmxvYnMSIi50dml4X3N0b3JlLmV4dC52MS5QdXRCbG9ic1JlcXVlc3QaIy50dml4X3N0b3JlLmV4dC52MS5QdXRCbG9ic1Jlc3BvbnNlKAFiBnByb3RvMw");
+  fileDesc("CiN0dml4X3N0b3JlL2V4dC92MS9iYXRjaF9ibG9icy5wcm90bxIRdHZpeF9zdG9yZS5leHQudjEiOgoQUmVhZEJsb2JzUmVxdWVzdBIPCgdkaWdlc3RzGAEgAygMEhUKDW1heF9ibG9iX3NpemUYAiABKAQimgEKEVJlYWRCbG9ic1Jlc3BvbnNlEg0KBWluZGV4GAEgASgNEjkKBXN0YXRlGAIgASgOMioudHZpeF9zdG9yZS5leHQudjEuUmVhZEJsb2JzUmVzcG9uc2UuU3RhdGUSDAoEZGF0YRgDIAEoDCItCgVTdGF0ZRIJCgVGT1VORBAAEg0KCU5PVF9GT1VORBABEgoKBkxBUkdFUhACIi8KD1B1dEJsb2JzUmVxdWVzdBIOCgZkaWdlc3QYASABKAwSDAoEZGF0YRgCIAEoDCIjChBQdXRCbG9ic1Jlc3BvbnNlEg8KB2RpZ2VzdHMYASADKAwiIwoQU3RhdEJsb2JzUmVxdWVzdBIPCgdkaWdlc3RzGAEgAygMIiQKEVN0YXRCbG9ic1Jlc3BvbnNlEg8KB3ByZXNlbnQYASABKAwymwIKEEJhdGNoQmxvYlNlcnZpY2USWAoJUmVhZEJsb2JzEiMudHZpeF9zdG9yZS5leHQudjEuUmVhZEJsb2JzUmVxdWVzdBokLnR2aXhfc3RvcmUuZXh0LnYxLlJlYWRCbG9ic1Jlc3BvbnNlMAESVQoIUHV0QmxvYnMSIi50dml4X3N0b3JlLmV4dC52MS5QdXRCbG9ic1JlcXVlc3QaIy50dml4X3N0b3JlLmV4dC52MS5QdXRCbG9ic1Jlc3BvbnNlKAESVgoJU3RhdEJsb2JzEiMudHZpeF9zdG9yZS5leHQudjEuU3RhdEJsb2JzUmVxdWVzdBokLnR2aXhfc3RvcmUuZXh0LnYxLlN0YXRCbG9ic1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message tvix_store.ext.v1.ReadBlobsRequest
@@ -145,6 +145,44 @@ export const PutBlobsResponseSchema: GenMessage<PutBlobsResponse> = /*@__PURE__*
   messageDesc(file_tvix_store_ext_v1_batch_blobs, 3);
 
 /**
+ * @generated from message tvix_store.ext.v1.StatBlobsRequest
+ */
+export type StatBlobsRequest = Message<"tvix_store.ext.v1.StatBlobsRequest"> & {
+  /**
+   * BLAKE3 digests (32 bytes each).
+   *
+   * @generated from field: repeated bytes digests = 1;
+   */
+  digests: Uint8Array[];
+};
+
+/**
+ * Describes the message tvix_store.ext.v1.StatBlobsRequest.
+ * Use `create(StatBlobsRequestSchema)` to create a new message.
+ */
+export const StatBlobsRequestSchema: GenMessage<StatBlobsRequest> = /*@__PURE__*/
+  messageDesc(file_tvix_store_ext_v1_batch_blobs, 4);
+
+/**
+ * @generated from message tvix_store.ext.v1.StatBlobsResponse
+ */
+export type StatBlobsResponse = Message<"tvix_store.ext.v1.StatBlobsResponse"> & {
+  /**
+   * One byte per digest asked for, in order: 1 if the daemon has the blob, 0 if not.
+   *
+   * @generated from field: bytes present = 1;
+   */
+  present: Uint8Array;
+};
+
+/**
+ * Describes the message tvix_store.ext.v1.StatBlobsResponse.
+ * Use `create(StatBlobsResponseSchema)` to create a new message.
+ */
+export const StatBlobsResponseSchema: GenMessage<StatBlobsResponse> = /*@__PURE__*/
+  messageDesc(file_tvix_store_ext_v1_batch_blobs, 5);
+
+/**
  * Many small blobs in one call each way: a tree of small files costs one
  * HTTP/2 stream per batch instead of one per file.
  *
@@ -175,6 +213,18 @@ export const BatchBlobService: GenService<{
     methodKind: "client_streaming";
     input: typeof PutBlobsRequestSchema;
     output: typeof PutBlobsResponseSchema;
+  },
+  /**
+   * Which of the blobs named the daemon has, as a BlobService.Stat of each
+   * would say (and, as Stat does, each one found is kept for the caller's
+   * connection until the PathInfo that names it arrives).
+   *
+   * @generated from rpc tvix_store.ext.v1.BatchBlobService.StatBlobs
+   */
+  statBlobs: {
+    methodKind: "unary";
+    input: typeof StatBlobsRequestSchema;
+    output: typeof StatBlobsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tvix_store_ext_v1_batch_blobs, 0);
