@@ -3,13 +3,11 @@ import type { ImmediateReads } from '../castore/blob-service.js'
 import { B3_LEN, b3, b3Display, bytesEqual, toHex } from '../castore/digest.js'
 import { BlobState, type ReadBlobsResponse, putBlobsRequest, readBlobsRequest, statBlobsRequest } from '../grpc/batch-messages.js'
 import { Status, StatusError } from '../grpc/status.js'
-import type { Store } from '../store/store.js'
 import { formatSize } from '../util/size.js'
-import { SMALL_PUT, blobPutter } from './blob-handler.js'
-import { clientStream, type Log, requireDigest, serverStream, unary } from './calls.js'
-import type { PutWindow } from './put-window.js'
-import { foundAndHeld, type RootsOf } from './temp-roots.js'
-import { type Transfers, UNLIMITED } from './transfers.js'
+import { SMALL_PUT, blobHandler, blobPutter } from './blob-handler.js'
+import { clientStream, requireDigest, serverStream, unary } from './calls.js'
+import { foundAndHeld } from './temp-roots.js'
+import { UNLIMITED } from './transfers.js'
 
 /** Blobs one batch call may name or send: a request of 1,024 digests is 35 KiB. */
 export const MAX_BATCH_BLOBS = 1024
@@ -25,14 +23,9 @@ export const MAX_BATCH_BLOB = SMALL_PUT
  * bounded in blobs, bytes and time as a blob Read or Put is; what it
  * stores goes through the same put window as a Put of each blob.
  */
-export function batchBlobHandler(
-  store: Store,
-  log: Log,
-  transfers: Transfers = UNLIMITED,
-  rootsOf: RootsOf = () => undefined,
-  window?: PutWindow,
-  maxBlobSize = Infinity,
-): UntypedServiceImplementation {
+export function batchBlobHandler(...args: Parameters<typeof blobHandler>): UntypedServiceImplementation {
+  // The arguments of tvix's BlobService handler: the same store, limits, temp roots and put window.
+  const [store, log, transfers = UNLIMITED, rootsOf = () => undefined, window, maxBlobSize = Infinity] = args
   const { blobs } = store
   const put = blobPutter(store, rootsOf, window)
   // Set in the daemon's environment by tests: a log line per batch, to see that clients use them.
