@@ -85,8 +85,14 @@ export interface BenchDaemon {
   /** The Nix binary cache URL, when started with --http-listen. */
   http?: string
   pid: number
+  /** What it wrote to stderr so far. */
+  log(): string
   stop(): Promise<number | null>
 }
+
+/** Daemons whose log says how many blobs went in batches (BatchBlobService), to check the rows measure that path. */
+const tracing = (ctx: DaemonBenchContext): DaemonBenchContext => ({ ...ctx, env: { ...ctx.env, TVIX_STORE_TRACE_BATCHES: '1' } })
+const batchedBlobs = (log: string, kind: 'ReadBlobs' | 'PutBlobs') => [...log.matchAll(new RegExp(`trace: ${kind} of (\\d+) blobs`, 'g'))].reduce((n, m) => n + Number(m[1]), 0)
 
 /** A daemon on `store` at 127.0.0.1:<free port>, with `extraArgs` (e.g. --http-listen); resolves once it serves. */
 export function startDaemon(ctx: Pick<DaemonBenchContext, 'bin' | 'repo' | 'env'>, store: string, extraArgs: string[] = []): Promise<BenchDaemon> {
@@ -113,6 +119,7 @@ export function startDaemon(ctx: Pick<DaemonBenchContext, 'bin' | 'repo' | 'env'
           url: m[1]!,
           http: /Nix binary cache at (http:\/\/\S+)/.exec(log)?.[1],
           pid: proc.pid!,
+          log: () => log,
           stop: async () => {
             proc.kill('SIGTERM')
             const code = await exited
@@ -226,11 +233,12 @@ async function benchImport(ctx: DaemonBenchContext, name: string, keepLocal: boo
           continue
         }
       } else {
-        const d = await startDaemon(ctx, store)
+        const d = await startDaemon(tracing(ctx), store)
         try {
           const r = await ctx.run(['import', '--store', d.url, tree], 'pipe')
           ms.daemon.push(r.ms)
           printed.add(r.stdout.trim())
+          if (rep === 0 && name === 'many-small') ctx.check(`daemon: the import of ${name} through the daemon put its small files in batches`, batchedBlobs(d.log(), 'PutBlobs') > 0, d.log().slice(-500))
           const peak = procKiB(d.pid, 'VmHWM')
           if (peak !== undefined) hwm.push(peak / 1024)
         } finally {
@@ -324,15 +332,23 @@ async function benchReaders(ctx: DaemonBenchContext, name: string, store: string
  */
 async function benchExportVia(ctx: DaemonBenchContext, name: string, src: { store: string; storePath: string }): Promise<void> {
   console.error(`[daemon] export-nar ${name} ×${ctx.reps}: through a daemon on its store vs that store locally`)
-  const d = await startDaemon(ctx, src.store)
+  const d = await startDaemon(tracing(ctx), src.store)
   try {
     const [remote, local] = [await ctx.run(['export-nar', '--store', d.url, src.storePath], 'hash'), await ctx.run(['export-nar', '--store', src.store, src.storePath], 'hash')]
     ctx.check(`daemon: export-nar ${name} through the daemon equals the local export`, remote.sha256 === local.sha256, `${remote.sha256} vs ${local.sha256}`)
+    ctx.check(`daemon: export-nar ${name} through the daemon read its small files in batches`, batchedBlobs(d.log(), 'ReadBlobs') > 0, d.log().slice(-500))
     const ms: Record<'daemon' | 'local', number[]> = { daemon: [], local: [] }
+    const daemonCpu: number[] = []
     for (let rep = 0; rep < ctx.reps; rep++) {
-      for (const where of alternate(rep)) ms[where].push((await ctx.run(['export-nar', '--store', where === 'daemon' ? d.url : src.store, src.storePath], ctx.devNull)).ms)
+      for (const where of alternate(rep)) {
+        const cpu0 = cpuSeconds(d.pid)
+        ms[where].push((await ctx.run(['export-nar', '--store', where === 'daemon' ? d.url : src.store, src.storePath], ctx.devNull)).ms)
+        const cpu1 = cpuSeconds(d.pid)
+        if (where === 'daemon' && cpu0 !== undefined && cpu1 !== undefined) daemonCpu.push(cpu1 - cpu0)
+      }
     }
     ctx.addRow(`export-nar ${name} (to /dev/null)`, 's', ms.daemon, ms.local, ratioAtMost(1.5))
+    if (daemonCpu.length > 0) ctx.note(`export-nar ${name} through the daemon: daemon CPU ${daemonCpu.map((c) => c.toFixed(2)).join(', ')} s per run (the client's is in its wall time)`)
   } finally {
     await stopped(d, 'export runs')
   }

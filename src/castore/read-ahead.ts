@@ -31,6 +31,8 @@ export const LARGER = Symbol('larger')
 export interface WholeReads {
   /** The blob's bytes if it has at most `maxBytes`, LARGER if more (then nothing more is read), undefined if absent. */
   readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER>
+  /** How many readWhole calls are worth keeping in flight (READS_IN_FLIGHT when unset): many where they go in batches. */
+  readonly readsAtOnce?: number
 }
 
 /** Files up to this size are fetched ahead whole; a larger one streams when its turn comes (a single stream fills the link). */
@@ -75,10 +77,13 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   const queue: Ahead[] = []
   let heldBytes = 0
   let roomFor: (() => void) | undefined
-  const run = limiter(READS_IN_FLIGHT)
+  // Reads that go in batches are bounded by the batching (and by AHEAD_BYTES here): no slot per read.
+  const atOnce = source.blobs.readsAtOnce ?? READS_IN_FLIGHT
+  const run: <T>(fn: () => Promise<T>) => Promise<T> = atOnce > AHEAD_FILES ? (fn) => fn() : limiter(atOnce)
 
-  const fetchWhole = async (digest: B3Digest): Promise<Uint8Array | undefined | typeof LARGER> => {
-    if (source.blobs.readWhole) return source.blobs.readWhole(digest, AHEAD_FILE_BYTES, opts)
+  /** `size`: what the file's node says; a blob with more bytes is LARGER and read as without us (the render then sees it). */
+  const fetchWhole = async (digest: B3Digest, size: number): Promise<Uint8Array | undefined | typeof LARGER> => {
+    if (source.blobs.readWhole) return source.blobs.readWhole(digest, size, opts)
     const src = await source.blobs.open(digest, opts)
     return src && readAll(src)
   }
@@ -107,7 +112,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
         same.size = 0
         same.hex = undefined
       } else {
-        entry.data = run(() => fetchWhole(f.digest))
+        entry.data = run(() => fetchWhole(f.digest, f.size))
         // Seen by the walk when it gets there; until then (or if it never does) not an unhandled rejection.
         entry.data.catch(() => {})
         entry.size = f.size
@@ -128,7 +133,8 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   } else if (root.kind === 'file') {
     void enqueue(root)
   }
-  const queued = (digest: B3Digest) => queue.findIndex((e) => bytesEqual(e.digest, digest))
+  // The render asks in the walk's order: the file it wants is almost always the first queued.
+  const queued = (digest: B3Digest) => (queue.length > 0 && bytesEqual(queue[0]!.digest, digest) ? 0 : queue.findIndex((e) => bytesEqual(e.digest, digest)))
 
   const reader: TreeSource = {
     directories: {

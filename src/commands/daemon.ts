@@ -84,6 +84,11 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       helpValue: 'DURATION',
       default: '1s',
     }),
+    'batch-blobs': Flags.boolean({
+      summary: 'Serve tvix_store.ext.v1.BatchBlobService beside tvix\'s services (many small blobs per call); --no-batch-blobs serves tvix\'s only, as a tvix daemon does (clients then use a call per blob).',
+      default: true,
+      allowNo: true,
+    }),
     'http-listen': Flags.string({
       summary: 'Also serve the store as a Nix binary cache (read-only unless --http-upload) on HOST:PORT, [IPV6]:PORT or PORT (on 127.0.0.1).',
       helpValue: '[HOST:]PORT',
@@ -196,6 +201,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
       maxNarSize,
       maxDirectoryEntries: this.flags['max-directory-entries'],
       putWindowMs: parseDuration(this.flags['put-window'], 'put-window'),
+      batchBlobs: this.flags['batch-blobs'],
     }, { tls, tokens })
     const cacheOpts = { priority: this.flags.priority, secretKeys, compression, credentials: access?.credentials, private: access?.private, upload: access?.upload ? { maxNarSize } : undefined }
     const cache = httpListen?.kind === 'tcp' ? await startCache(store, httpListen, log, cacheOpts, daemon, tls, limits) : undefined

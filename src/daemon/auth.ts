@@ -6,8 +6,13 @@ import type { Log } from './calls.js'
 /** What a token allows: `read` every read RPC, `write` the Puts too (and every read). */
 export type Rights = 'read' | 'write'
 
-/** The RPCs that change the store; every other tvix RPC reads. */
-const WRITE_METHODS = new Set(['/tvix.castore.v1.BlobService/Put', '/tvix.castore.v1.DirectoryService/Put', '/tvix.store.v1.PathInfoService/Put'])
+/** The RPCs that change the store; every other RPC (tvix's, our batch ReadBlobs) reads. */
+const WRITE_METHODS = new Set([
+  '/tvix.castore.v1.BlobService/Put',
+  '/tvix.castore.v1.DirectoryService/Put',
+  '/tvix.store.v1.PathInfoService/Put',
+  '/tvix_store.ext.v1.BatchBlobService/PutBlobs',
+])
 /** Open to anyone: load balancers probe health, and reflection describes only the protocol (no data). */
 const OPEN_SERVICES = ['/grpc.health.v1.Health/', '/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/']
 

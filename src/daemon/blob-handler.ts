@@ -29,6 +29,7 @@ export function blobHandler(
   maxBlobSize = Infinity,
 ): UntypedServiceImplementation {
   const { blobs } = store
+  const put = blobPutter(store, rootsOf, window)
   /** A blob as a stream of Read messages: `lent`, what openNow gave for it (a stream), or else the store's open. */
   async function* readMessages(d: Uint8Array, lent: AsyncIterable<Uint8Array> | undefined, signal: AbortSignal): AsyncGenerator<Uint8Array> {
     // A cancelled call closes the blob's files at once, even while its next message waits.
@@ -72,20 +73,33 @@ export function blobHandler(
     // final when answered: written and committed in a write session of its own (its pack may borrow chunks).
     Put: clientStream('BlobService/Put', log, blobChunk.decode, async (sent, signal, call) => {
       const chunks = atMost(sent, maxBlobSize)
-      const src = window ? await smallOrStream(chunks) : chunks
-      if (src instanceof Uint8Array) return window!.put(src, rootsOf(call))
-      return inWriteSession(store, async () => {
-        const { digest } = await blobs.put(src, { signal })
-        const roots = rootsOf(call)
-        if (roots && !(await roots.holdIf('blob', toHex(digest), () => blobs.has(digest)))) throw new ConflictError(`blob ${b3Display(digest)} was garbage-collected as it was written; send it again`)
-        return digest
-      })
+      return put(window ? await smallOrStream(chunks) : chunks, signal, call)
     }, transfers),
   }
 }
 
+/**
+ * How the daemon stores a blob a client sent (a Put's, or one of a
+ * PutBlobs batch): a small one in memory goes to the put window where
+ * there is one; else it is final when this returns, written in a write
+ * session of its own and kept by the connection's temp root. `digest`:
+ * the small blob's BLAKE3, if already computed.
+ */
+export function blobPutter(store: Store, rootsOf: RootsOf, window?: PutWindow) {
+  const { blobs } = store
+  return async (src: Uint8Array | AsyncIterable<Uint8Array>, signal: AbortSignal, call: object, digest?: Uint8Array): Promise<Uint8Array> => {
+    if (src instanceof Uint8Array && window) return window.put(src, rootsOf(call), digest)
+    return inWriteSession(store, async () => {
+      const { digest } = await blobs.put(src, { signal })
+      const roots = rootsOf(call)
+      if (roots && !(await roots.holdIf('blob', toHex(digest), () => blobs.has(digest)))) throw new ConflictError(`blob ${b3Display(digest)} was garbage-collected as it was written; send it again`)
+      return digest
+    })
+  }
+}
+
 /** Blobs up to this size go through the put window: a local store's small blobs (plain files or bundle members). */
-const SMALL_PUT = 1 << 20
+export const SMALL_PUT = 1 << 20
 
 /**
  * A Put's whole data if it ends within SMALL_PUT bytes; else its messages

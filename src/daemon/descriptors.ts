@@ -30,6 +30,7 @@ import { file_tvix_castore_protos_rpc_blobstore } from '../proto/gen/tvix/castor
 import { file_tvix_castore_protos_rpc_directory } from '../proto/gen/tvix/castore/protos/rpc_directory_pb.js'
 import { file_tvix_store_protos_pathinfo } from '../proto/gen/tvix/store/protos/pathinfo_pb.js'
 import { file_tvix_store_protos_rpc_pathinfo } from '../proto/gen/tvix/store/protos/rpc_pathinfo_pb.js'
+import { file_tvix_store_ext_v1_batch_blobs } from '../proto/gen/tvix_store/ext/v1/batch_blobs_pb.js'
 
 /** One .proto file as reflection serves it. */
 export interface DescriptorFile {
@@ -172,6 +173,7 @@ export const daemonDescriptors: DescriptorPool = buildDescriptorPool([
   file_tvix_castore_protos_rpc_directory,
   file_tvix_store_protos_pathinfo,
   file_tvix_store_protos_rpc_pathinfo,
+  file_tvix_store_ext_v1_batch_blobs,
   file_grpc_health_v1_health,
   file_grpc_reflection_v1_reflection,
   file_grpc_reflection_v1alpha_reflection,

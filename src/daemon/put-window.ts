@@ -68,9 +68,9 @@ export class PutWindow {
    * Stages one small blob (a Put's whole data) and returns its digest. A
    * blob the store holds already is not written; the connection's temp
    * root keeps it, as before (`roots`: undefined where the store keeps none).
+   * `digest`: the data's BLAKE3 where the caller has just computed it.
    */
-  async put(data: Uint8Array, roots: TempRoots | undefined): Promise<B3Digest> {
-    const digest = b3(data)
+  async put(data: Uint8Array, roots: TempRoots | undefined, digest: B3Digest = b3(data)): Promise<B3Digest> {
     const hex = toHex(digest)
     const open = this.open
     const staged = open?.staged.get(hex)
@@ -153,7 +153,14 @@ export class PutWindow {
       await inWriteSession(this.store, async () => {
         // Rooted before they are published, so no sweep between the two can take them.
         const byRoots = new Map<TempRoots, string[]>()
-        for (const [hex, sent] of w.staged) for (const r of sent) byRoots.set(r, [...(byRoots.get(r) ?? []), hex])
+        // Appended in place: a copy per blob made a window of n blobs from one connection cost n² (a batched import fills windows fast).
+        for (const [hex, sent] of w.staged) {
+          for (const r of sent) {
+            const names = byRoots.get(r)
+            if (names) names.push(hex)
+            else byRoots.set(r, [hex])
+          }
+        }
         for (const [r, names] of byRoots) await holdAll(r, names)
         await w.stage.commit()
       })

@@ -3,7 +3,8 @@ import fs from 'node:fs'
 import type { Http2Session } from 'node:http2'
 import { BackendError } from '../errors.js'
 import { Status, StatusError } from '../grpc/status.js'
-import { MAX_MESSAGE_BYTES, SERVICES, type ServiceName, serviceDefinition } from '../grpc/definitions.js'
+import { BATCH_SERVICE, MAX_MESSAGE_BYTES, TVIX_SERVICES, type ServiceName, serviceDefinition } from '../grpc/definitions.js'
+import { batchBlobHandler } from './batch-blob-handler.js'
 import type { Store } from '../store/store.js'
 import { blobHandler } from './blob-handler.js'
 import type { Log } from './calls.js'
@@ -33,6 +34,8 @@ export interface DaemonLimits extends TransferLimits {
   putWindowMs?: number
   /** A Directory Put with more entries is refused (DEFAULT_MAX_DIRECTORY_ENTRIES when unset). */
   maxDirectoryEntries?: number
+  /** false: tvix's services only, without our BatchBlobService (clients fall back to a call per blob, as with a tvix daemon). */
+  batchBlobs?: boolean
 }
 
 /**
@@ -80,7 +83,8 @@ export interface Daemon {
 
 /**
  * Serves a store over the tvix protocol: BlobService, DirectoryService,
- * PathInfoService, plus grpc.health.v1 and server reflection. Message
+ * PathInfoService, plus our BatchBlobService (unless limits.batchBlobs is
+ * false), grpc.health.v1 and server reflection. Message
  * sizes are capped explicitly; an oversized message is refused by grpc-js
  * with RESOURCE_EXHAUSTED.
  */
@@ -111,7 +115,11 @@ export async function startDaemon(store: Store, listen: ListenAddress, log: Log,
     serviceDefinition('tvix.store.v1.PathInfoService', 'server'),
     pathInfoHandler(store, log, { maxNarSize: limits.maxNarSize, stopped: stopped.signal, rootsOf, window }),
   )
-  const names = Object.keys(SERVICES) as ServiceName[]
+  const names: ServiceName[] = [...TVIX_SERVICES]
+  if (limits.batchBlobs !== false) {
+    server.addService(serviceDefinition(BATCH_SERVICE, 'server'), batchBlobHandler(store, log, transfers, rootsOf, window, maxBlobSize))
+    names.push(BATCH_SERVICE)
+  }
   const health = addHealthService(server, names)
   addReflectionService(server, [...names, HEALTH_SERVICE_NAME])
 

@@ -10,6 +10,7 @@ import type { Directory } from '../castore/directory.js'
 import { decodePathInfo, encodePathInfo } from '../store/proto.js'
 import { MAX_DIRECTORY_BYTES } from '../castore/directory-service.js'
 import * as m from './messages.js'
+import * as batch from './batch-messages.js'
 
 interface Codec<T> {
   encode(v: T): Uint8Array
@@ -54,7 +55,18 @@ export const SERVICES = {
     CalculateNAR: method('CalculateNAR', false, false, node, m.calculateNarResponse),
     List: method('List', false, true, m.emptyMessage, pathInfo),
   },
+  // Ours, not tvix's (protos/tvix_store): many small blobs per call; tvix daemons answer UNIMPLEMENTED.
+  'tvix_store.ext.v1.BatchBlobService': {
+    ReadBlobs: method('ReadBlobs', false, true, batch.readBlobsRequest, batch.readBlobsResponse),
+    PutBlobs: method('PutBlobs', true, false, batch.putBlobsRequest, batch.putBlobsResponse),
+    StatBlobs: method('StatBlobs', false, false, batch.statBlobsRequest, batch.statBlobsResponse),
+  },
 } as const
+
+/** Our batch extension (BatchBlobService). */
+export const BATCH_SERVICE = 'tvix_store.ext.v1.BatchBlobService'
+/** The services of the tvix protocol itself. */
+export const TVIX_SERVICES = Object.keys(SERVICES).filter((s) => s !== BATCH_SERVICE) as ServiceName[]
 
 export type ServiceName = keyof typeof SERVICES
 

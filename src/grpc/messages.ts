@@ -8,7 +8,7 @@ import { type Field, asBytes, asUint, encode, fields } from '../proto/wire.js'
 
 const EMPTY: Uint8Array = new Uint8Array(0)
 
-function decodeWith<T>(buf: Uint8Array, init: T, apply: (m: T, f: Field) => void): T {
+export function decodeWith<T>(buf: Uint8Array, init: T, apply: (m: T, f: Field) => void): T {
   for (const f of fields(buf)) apply(init, f)
   return init
 }

@@ -213,6 +213,7 @@ describe('descriptor pool', () => {
       'grpc/health/v1/health.proto': [],
       'grpc/reflection/v1/reflection.proto': [],
       'grpc/reflection/v1alpha/reflection.proto': [],
+      'tvix_store/ext/v1/batch_blobs.proto': [],
     })
     for (const f of daemonDescriptors.files.values()) {
       const decoded = fromBinary(FileDescriptorProtoSchema, f.bytes)
@@ -225,6 +226,8 @@ describe('descriptor pool', () => {
     const expect: Record<string, string> = {
       'tvix.castore.v1.BlobService': 'tvix/castore/protos/rpc_blobstore.proto',
       'tvix.castore.v1.BlobService.Read': 'tvix/castore/protos/rpc_blobstore.proto',
+      'tvix_store.ext.v1.BatchBlobService.PutBlobs': 'tvix_store/ext/v1/batch_blobs.proto',
+      'tvix_store.ext.v1.ReadBlobsResponse.State': 'tvix_store/ext/v1/batch_blobs.proto',
       'tvix.castore.v1.StatBlobResponse.ChunkMeta': 'tvix/castore/protos/rpc_blobstore.proto',
       'tvix.castore.v1.DirectoryService.Put': 'tvix/castore/protos/rpc_directory.proto',
       'tvix.castore.v1.Node': 'tvix/castore/protos/castore.proto',

@@ -3,6 +3,7 @@ import {
   type BlobService,
   type ChunkMeta,
   type ByteSource,
+  type StagePutOptions,
   MAX_VERIFIED_CHUNK,
   chunkwiseCheckable,
   iterateSource,
@@ -19,12 +20,23 @@ import type { CallOptions } from '../../util/call-options.js'
 import { LARGER } from '../../castore/read-ahead.js'
 import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
+import { BATCH_BLOB_BYTES, BlobBatches } from './blob-batches.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
 /** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
 export class GrpcBlobService implements BlobService, UncheckedReads {
-  constructor(private readonly rpc: RpcClient) {}
+  /** Small blob Reads and Puts gathered into our BatchBlobService's calls (each on its own where the daemon lacks them). */
+  private readonly batches: BlobBatches
+
+  constructor(private readonly rpc: RpcClient) {
+    this.batches = new BlobBatches(rpc, { read: (d, max, o) => this.readOne(d, max, o), put: (data, o) => this.putOne(data, o), has: (d, o) => this.hasOne(d, o) })
+  }
+
+  /** Small reads a walk may keep in flight (WholeReads): many where they go in batches. */
+  get readsAtOnce(): number {
+    return this.batches.available ? Infinity : 8
+  }
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */
   async chunks(digest: B3Digest, opts?: CallOptions): Promise<ChunkMeta[] | undefined> {
@@ -39,7 +51,12 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
     }
   }
 
-  async has(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
+  /** Asked in a batch of lookups where the daemon has them (a copy asks for each blob of a tree). */
+  has(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
+    return this.batches.available ? this.batches.has(digest, opts) : this.hasOne(digest, opts)
+  }
+
+  private async hasOne(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
     try {
       await this.rpc.unary<StatBlobRequest, unknown>(SERVICE, 'Stat', { digest, sendChunks: false, sendBao: false }, opts)
       return true
@@ -127,8 +144,14 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
     }
   }
 
-  /** A small blob in one lean call (WholeReads): checked whole before it is returned. */
-  async readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER> {
+  /** A small blob read whole (WholeReads), in a batch where it fits one: checked whole before it is returned. */
+  readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER> {
+    if (maxBytes <= BATCH_BLOB_BYTES && this.batches.available) return this.batches.read(digest, maxBytes, opts)
+    return this.readOne(digest, maxBytes, opts)
+  }
+
+  /** A small blob in one lean Read: checked whole before it is returned. */
+  private async readOne(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER> {
     let messages
     try {
       messages = await this.rpc.leanCollect<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, maxBytes, opts)
@@ -143,9 +166,13 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
     return data
   }
 
-  async put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo> {
+  async put(src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo> {
     // A small blob in memory (most files of an import) is one message: one lean request, not a grpc-js stream.
-    if (src instanceof Uint8Array && src.length > 0 && src.length <= BLOB_CHUNK_BYTES) return this.putOne(src, opts)
+    if (src instanceof Uint8Array && src.length > 0 && src.length <= BLOB_CHUNK_BYTES) {
+      // In a batch where the daemon has them (the digest the caller computed, or ours, is checked by the daemon).
+      if (src.length <= BATCH_BLOB_BYTES && this.batches.available) return this.batches.put(src, opts?.digest ?? b3(src), opts)
+      return this.putOne(src, opts)
+    }
     const h = b3Hasher()
     let size = 0
     async function* pieces(): AsyncGenerator<Uint8Array> {

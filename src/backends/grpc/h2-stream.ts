@@ -68,8 +68,8 @@ export class H2Streams {
     return session
   }
 
-  /** Sends the request of a call; `finish` must be called once it ends, however it ends. */
-  private start(path: string, request: Uint8Array, signal?: AbortSignal): Call {
+  /** Sends the request of a call (its messages, then the half-close); `finish` must be called once it ends, however it ends. */
+  private start(path: string, request: Request, signal?: AbortSignal): Call {
     signal?.throwIfAborted()
     let stream: ClientHttp2Stream
     let session: ClientHttp2Session
@@ -83,10 +83,7 @@ export class H2Streams {
     } catch (e) {
       throw failure(Status.UNAVAILABLE, `Last error: ${(e as Error).message}`)
     }
-    const framed = Buffer.allocUnsafe(5 + request.length)
-    framed[0] = 0
-    framed.writeUInt32BE(request.length, 1)
-    framed.set(request, 5)
+    const framed = frame(request instanceof Uint8Array ? [request] : request)
     // Its errors (a reset, an abort) end the call's reading; none may go unhandled when nobody reads.
     stream.on('error', () => {})
     stream.end(framed)
@@ -110,7 +107,7 @@ export class H2Streams {
    * for a non-OK status. An aborted `signal` cancels the call; so does
    * returning early.
    */
-  async *call(path: string, request: Uint8Array, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  async *call(path: string, request: Request, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     for (let attempt = 1; ; attempt++) {
       const call = this.start(path, request, signal)
       let ok = false
@@ -136,12 +133,28 @@ export class H2Streams {
    * gathered without an async step per piece; `undefined` (and the call
    * cancelled) once they pass `maxBytes`.
    */
-  collect(path: string, request: Uint8Array, maxBytes: number, signal?: AbortSignal, attempt = 1): Promise<Uint8Array[] | undefined> {
+  async collect(path: string, request: Request, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
+    const got: Uint8Array[] = []
+    let bytes = 0
+    const whole = await this.each(path, request, (m) => {
+      got.push(m)
+      bytes += m.length
+      return bytes <= maxBytes
+    }, signal)
+    return whole ? got : undefined
+  }
+
+  /**
+   * Hands each response message to `onMessage` as it arrives, in the
+   * stream's 'data' events (no async step per message: a batch of small
+   * blobs). Resolves true once the call ended OK, false (the call
+   * cancelled) once `onMessage` returned false; rejects as call() fails,
+   * or with what `onMessage` threw.
+   */
+  each(path: string, request: Request, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, attempt = 1): Promise<boolean> {
     const call = this.start(path, request, signal)
     const { stream } = call
-    return new Promise<Uint8Array[] | undefined>((resolve, reject) => {
-      const got: Uint8Array[] = []
-      let bytes = 0
+    return new Promise<boolean>((resolve, reject) => {
       const settle = (ok: boolean, f: () => void) => {
         stream.removeAllListeners('data')
         call.finish(ok)
@@ -149,17 +162,13 @@ export class H2Streams {
       }
       stream.on('data', (piece: Buffer) => {
         try {
-          for (const m of call.messages.push(piece)) {
-            got.push(m)
-            bytes += m.length
-          }
+          for (const m of call.messages.push(piece)) if (onMessage(m) === false) return settle(false, () => resolve(false))
         } catch (e) {
           return settle(false, () => reject(e))
         }
-        if (bytes > maxBytes) settle(false, () => resolve(undefined))
       })
       stream.once('error', (e) => {
-        if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) settle(false, () => resolve(this.collect(path, request, maxBytes, signal, attempt + 1)))
+        if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) settle(false, () => resolve(this.each(path, request, onMessage, signal, attempt + 1)))
         else settle(false, () => reject(streamFailure(e, signal)))
       })
       stream.once('close', () => {
@@ -168,7 +177,7 @@ export class H2Streams {
         } catch (e) {
           return settle(false, () => reject(e))
         }
-        settle(true, () => resolve(got))
+        settle(true, () => resolve(true))
       })
     })
   }
@@ -177,6 +186,24 @@ export class H2Streams {
     this.session?.close()
     this.session = undefined
   }
+}
+
+/** A call's request: one message, or the messages of a client stream already in memory (a batch). */
+type Request = Uint8Array | readonly Uint8Array[]
+
+/** The messages of a request, each with gRPC's 5-byte prefix, in one buffer: one write, one DATA frame where they fit. */
+function frame(messages: readonly Uint8Array[]): Buffer {
+  let size = 0
+  for (const m of messages) size += 5 + m.length
+  const framed = Buffer.allocUnsafe(size)
+  let at = 0
+  for (const m of messages) {
+    framed[at] = 0
+    framed.writeUInt32BE(m.length, at + 1)
+    framed.set(m, at + 5)
+    at += 5 + m.length
+  }
+  return framed
 }
 
 interface Call {

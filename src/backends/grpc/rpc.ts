@@ -3,6 +3,7 @@ import { once } from 'node:events'
 import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../grpc/definitions.js'
 import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
 import { abortable, whenAborted } from '../../util/abortable.js'
+import { IntegrityError } from '../../errors.js'
 import { type Connection, H2Streams } from './h2-stream.js'
 
 export type { Connection }
@@ -53,6 +54,9 @@ export class RpcClient {
   private readonly client: Client
   /** Server streams that run by the thousand (blob Reads), without grpc-js's per-call set-up. */
   private readonly lean: H2Streams
+
+  /** Set once the daemon answered UNIMPLEMENTED to our BatchBlobService (a tvix daemon, or ours without it): a call per blob from then on. */
+  batchesUnsupported = false
 
   constructor(
     readonly target: string,
@@ -125,6 +129,25 @@ export class RpcClient {
     return messages?.map((b) => decode(b as Buffer))
   }
 
+  /** Each decoded message of a server stream, handed to `onMessage` as it arrives (H2Streams.each). */
+  async leanEach<Req, Res>(service: ServiceName, name: string, req: Req, onMessage: (m: Res) => void, { signal }: CallOptions = {}): Promise<void> {
+    const m = this.method(service, name)
+    const decode = m.responseDeserialize as (b: Buffer) => Res
+    await this.lean.each(m.path, m.requestSerialize(req), (b) => onMessage(decode(b as Buffer)), signal)
+  }
+
+  /**
+   * A client stream whose requests are all in memory (a batch), on a lean
+   * HTTP/2 call: sent in one go, the single answer decoded (at most
+   * `maxBytes` of it).
+   */
+  async leanBatch<Req, Res>(service: ServiceName, name: string, reqs: readonly Req[], maxBytes: number, { signal }: CallOptions = {}): Promise<Res> {
+    const m = this.method(service, name)
+    const answer = await this.lean.collect(m.path, reqs.map((r) => m.requestSerialize(r)), maxBytes, signal)
+    if (answer?.length !== 1) throw new IntegrityError(`the daemon answered ${name} with ${answer ? answer.length : 'too many'} messages`)
+    return (m.responseDeserialize as (b: Buffer) => Res)(answer[0] as Buffer)
+  }
+
   /**
    * Streams `src` as requests with backpressure; resolves with the single
    * response. An aborted `signal` stops sending and cancels the call, as a
@@ -185,6 +208,10 @@ export class RpcClient {
 
 export function isNotFound(e: unknown): boolean {
   return isServiceError(e) && e.code === Status.NOT_FOUND
+}
+
+export function isUnimplemented(e: unknown): boolean {
+  return isServiceError(e) && e.code === Status.UNIMPLEMENTED
 }
 
 /**

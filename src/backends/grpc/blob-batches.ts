@@ -1,0 +1,254 @@
+import { type BlobInfo, checkedBuffer } from '../../castore/blob-service.js'
+import { type B3Digest, b3Display, bytesEqual } from '../../castore/digest.js'
+import { LARGER } from '../../castore/read-ahead.js'
+import { IntegrityError } from '../../errors.js'
+import {
+  BlobState,
+  type PutBlobsRequest,
+  type PutBlobsResponse,
+  type ReadBlobsRequest,
+  type ReadBlobsResponse,
+  type StatBlobsRequest,
+  type StatBlobsResponse,
+} from '../../grpc/batch-messages.js'
+import { BATCH_SERVICE } from '../../grpc/definitions.js'
+import type { CallOptions } from '../../util/call-options.js'
+import { isUnimplemented, type RpcClient } from './rpc.js'
+
+/*
+ * Small blob Reads and Puts that a walk or an import makes many at once,
+ * gathered into tvix_store.ext.v1.BatchBlobService calls: one HTTP/2
+ * stream per batch instead of one per blob (the per-call cost on both
+ * sides was most of a small file's). Each blob still settles on its own:
+ * a read is checked against its digest before it is handed out, an absent
+ * one is `undefined` (the caller says NOT_FOUND as without batches), and
+ * what a Put's answer means is unchanged. A daemon without the extension
+ * (tvix's, or ours with --no-batch-blobs) answers UNIMPLEMENTED: then, for
+ * the rest of the connection, each blob takes its own tvix call.
+ */
+
+/** Blobs per batch call (the daemon takes up to 1,024). */
+const BATCH_BLOBS = 256
+/** Bytes per batch, counted from what each blob may have (reads) or has (puts); the daemon takes up to 4 MiB per PutBlobs. */
+const BATCH_BYTES = 2 << 20
+/** Batch calls in flight: one being answered while the next is asked for. */
+const BATCHES_IN_FLIGHT = 3
+
+interface Pending<T, R> {
+  item: T
+  bytes: number
+  resolve(r: R): void
+  reject(e: unknown): void
+  settled: boolean
+  signal?: AbortSignal
+}
+
+/**
+ * Gathers items into batches: what is queued when a call may start goes
+ * in one batch (up to BATCH_BLOBS and BATCH_BYTES), with up to
+ * BATCHES_IN_FLIGHT calls at once; an item whose signal aborts fails at
+ * once with its reason, and a batch all of whose items did is cancelled.
+ */
+class Coalescer<T, R> {
+  private queue: Array<Pending<T, R>> = []
+  private inFlight = 0
+  private scheduled = false
+
+  constructor(
+    /** Sends one batch and settles its items; a rejection fails those it left unsettled. */
+    private readonly send: (batch: Array<Pending<T, R>>, signal: AbortSignal) => Promise<void>,
+  ) {}
+
+  /**
+   * Items waiting, by their signal: one abort listener per signal, not
+   * per item (a walk passes one signal to thousands of reads).
+   */
+  private readonly watched = new WeakMap<AbortSignal, Set<Pending<T, R>>>()
+
+  add(item: T, bytes: number, signal?: AbortSignal): Promise<R> {
+    if (signal?.aborted) return Promise.reject(signal.reason)
+    return new Promise<R>((resolve, reject) => {
+      const p: Pending<T, R> = { item, bytes, signal, settled: false, resolve: () => {}, reject: () => {} }
+      const done = () => {
+        p.settled = true
+        if (signal) this.unwatch(signal, p)
+      }
+      p.resolve = (r) => !p.settled && (done(), resolve(r))
+      p.reject = (e) => !p.settled && (done(), reject(e))
+      if (signal) this.watch(signal, p)
+      this.queue.push(p)
+      this.schedule()
+    })
+  }
+
+  private watch(signal: AbortSignal, p: Pending<T, R>): void {
+    let set = this.watched.get(signal)
+    if (!set) {
+      const items = (set = new Set())
+      this.watched.set(signal, items)
+      signal.addEventListener('abort', () => {
+        for (const q of [...items]) q.reject(signal.reason)
+      }, { once: true })
+    }
+    set.add(p)
+  }
+
+  /** The signal's entry (and its one listener) stays while the signal lives: a set emptied between batches is filled again. */
+  private unwatch(signal: AbortSignal, p: Pending<T, R>): void {
+    this.watched.get(signal)?.delete(p)
+  }
+
+  /** Sends on the next turn: what the caller queues before it yields goes in the same batch. */
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= BATCHES_IN_FLIGHT) return
+    this.scheduled = true
+    setImmediate(() => {
+      this.scheduled = false
+      this.flush()
+    })
+  }
+
+  private flush(): void {
+    while (this.inFlight < BATCHES_IN_FLIGHT) {
+      this.queue = this.queue.filter((p) => !p.settled)
+      if (this.queue.length === 0) return
+      let bytes = 0
+      let n = 0
+      while (n < this.queue.length && n < BATCH_BLOBS && (n === 0 || bytes + this.queue[n]!.bytes <= BATCH_BYTES)) bytes += this.queue[n++]!.bytes
+      const batch = this.queue.splice(0, n)
+      this.inFlight++
+      const ac = new AbortController()
+      const unwatch = cancelWhenAllAbort(batch, ac)
+      this.send(batch, ac.signal)
+        .catch((e) => {
+          for (const p of batch) p.reject(e)
+        })
+        .finally(() => {
+          unwatch()
+          this.inFlight--
+          this.schedule()
+        })
+    }
+  }
+}
+
+/** Aborts `ac` once every item of `batch` was aborted by its own signal; returns the clean-up. */
+function cancelWhenAllAbort<T, R>(batch: Array<Pending<T, R>>, ac: AbortController): () => void {
+  const signals = new Set(batch.map((p) => p.signal))
+  if (signals.has(undefined)) return () => {}
+  const check = () => [...signals].every((s) => s!.aborted) && ac.abort()
+  for (const s of signals) s!.addEventListener('abort', check, { once: true })
+  return () => {
+    for (const s of signals) s!.removeEventListener('abort', check)
+  }
+}
+
+interface ReadItem {
+  digest: B3Digest
+  maxBytes: number
+}
+type ReadResult = Uint8Array | undefined | typeof LARGER
+
+interface PutItem {
+  data: Uint8Array
+  digest: B3Digest
+}
+
+/** The largest blob either batch takes: larger ones go through BlobService. */
+export const BATCH_BLOB_BYTES = 1 << 20
+
+export class BlobBatches {
+  private readonly reads: Coalescer<ReadItem, ReadResult>
+  private readonly puts: Coalescer<PutItem, BlobInfo>
+  private readonly stats: Coalescer<B3Digest, boolean>
+
+  constructor(
+    private readonly rpc: RpcClient,
+    /** Each blob on its own, where the daemon lacks the extension. */
+    fallback: {
+      read(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<ReadResult>
+      put(data: Uint8Array, opts?: CallOptions): Promise<BlobInfo>
+      has(digest: B3Digest, opts?: CallOptions): Promise<boolean>
+    },
+  ) {
+    this.reads = new Coalescer((batch, signal) =>
+      this.orEach(batch, () => this.readBatch(batch, signal), (p) => fallback.read(p.item.digest, p.item.maxBytes, { signal: p.signal })),
+    )
+    this.puts = new Coalescer((batch, signal) => this.orEach(batch, () => this.putBatch(batch, signal), (p) => fallback.put(p.item.data, { signal: p.signal })))
+    this.stats = new Coalescer((batch, signal) => this.orEach(batch, () => this.statBatch(batch, signal), (p) => fallback.has(p.item, { signal: p.signal })))
+  }
+
+  /** Whether batches are worth asking for: not once the daemon said it has none. */
+  get available(): boolean {
+    return !this.rpc.batchesUnsupported
+  }
+
+  /** A blob of at most `maxBytes` (up to BATCH_BLOB_BYTES), read in a batch and checked: as WholeReads.readWhole. */
+  read(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<ReadResult> {
+    return this.reads.add({ digest, maxBytes }, maxBytes, opts?.signal)
+  }
+
+  /** A blob of at most BATCH_BLOB_BYTES whose digest the caller computed from `data`, put in a batch. */
+  put(data: Uint8Array, digest: B3Digest, opts?: CallOptions): Promise<BlobInfo> {
+    return this.puts.add({ data, digest }, data.length, opts?.signal)
+  }
+
+  /** Whether the daemon has the blob, asked in a batch (StatBlobs): as BlobService.has. */
+  has(digest: B3Digest, opts?: CallOptions): Promise<boolean> {
+    return this.stats.add(digest, 0, opts?.signal)
+  }
+
+  /** Runs a batch call; if the daemon has no batches, each item of it (and of any later batch) goes on its own. */
+  private async orEach<T, R>(batch: Array<Pending<T, R>>, call: () => Promise<void>, each: (p: Pending<T, R>) => Promise<R>): Promise<void> {
+    if (!this.rpc.batchesUnsupported) {
+      try {
+        return await call()
+      } catch (e) {
+        if (!isUnimplemented(e)) throw this.rpc.error(e)
+        this.rpc.batchesUnsupported = true
+      }
+    }
+    await Promise.all(batch.map((p) => each(p).then(p.resolve, p.reject)))
+  }
+
+  private async readBatch(batch: Array<Pending<ReadItem, ReadResult>>, signal: AbortSignal): Promise<void> {
+    const req: ReadBlobsRequest = { digests: batch.map((p) => p.item.digest), maxBlobSize: Math.max(...batch.map((p) => p.item.maxBytes)) }
+    let next = 0
+    // Each blob settled as its message arrives, in the stream's own events.
+    await this.rpc.leanEach<ReadBlobsRequest, ReadBlobsResponse>(BATCH_SERVICE, 'ReadBlobs', req, (m) => {
+      // In order, each once: anything else is a broken answer.
+      if (m.index !== next) throw new IntegrityError(`the daemon answered blob ${m.index} of a batch where blob ${next} was due`)
+      const p = batch[next++]!
+      const { digest, maxBytes } = p.item
+      if (m.state === BlobState.NOT_FOUND) p.resolve(undefined)
+      else if (m.state === BlobState.LARGER || m.data.length > maxBytes) p.resolve(LARGER)
+      else if (m.state !== BlobState.FOUND) throw new IntegrityError(`the daemon answered blob ${b3Display(digest)} with an unknown state ${m.state}`)
+      else {
+        // Checked whole before anyone sees a byte of it.
+        try {
+          p.resolve(checkedBuffer(digest, m.data))
+        } catch (e) {
+          p.reject(e)
+        }
+      }
+    }, { signal })
+    if (next < batch.length) throw new IntegrityError(`the daemon's batch answer left out blob ${b3Display(batch[next]!.item.digest)}`)
+  }
+
+  private async statBatch(batch: Array<Pending<B3Digest, boolean>>, signal: AbortSignal): Promise<void> {
+    const res = await this.rpc.unary<StatBlobsRequest, StatBlobsResponse>(BATCH_SERVICE, 'StatBlobs', { digests: batch.map((p) => p.item) }, { signal })
+    if (res.present.length !== batch.length) throw new IntegrityError(`the daemon answered ${res.present.length} of a batch of ${batch.length} blob lookups`)
+    for (const [i, p] of batch.entries()) p.resolve(res.present[i] === 1)
+  }
+
+  private async putBatch(batch: Array<Pending<PutItem, BlobInfo>>, signal: AbortSignal): Promise<void> {
+    const reqs: PutBlobsRequest[] = batch.map((p) => ({ digest: p.item.digest, data: p.item.data }))
+    const res = await this.rpc.leanBatch<PutBlobsRequest, PutBlobsResponse>(BATCH_SERVICE, 'PutBlobs', reqs, 64 + 40 * batch.length, { signal })
+    if (res.digests.length !== batch.length) throw new IntegrityError(`the daemon stored ${res.digests.length} blobs of a batch of ${batch.length}`)
+    for (const [i, p] of batch.entries()) {
+      const { digest, data } = p.item
+      if (!bytesEqual(res.digests[i]!, digest)) p.reject(new IntegrityError(`the daemon stored blob ${b3Display(digest)} as ${b3Display(res.digests[i]!)}`))
+      else p.resolve({ digest, size: data.length })
+    }
+  }
+}

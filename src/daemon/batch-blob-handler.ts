@@ -1,0 +1,110 @@
+import type { UntypedServiceImplementation } from '@grpc/grpc-js'
+import type { ImmediateReads } from '../castore/blob-service.js'
+import { B3_LEN, b3, b3Display, bytesEqual, toHex } from '../castore/digest.js'
+import { BlobState, type ReadBlobsResponse, putBlobsRequest, readBlobsRequest, statBlobsRequest } from '../grpc/batch-messages.js'
+import { Status, StatusError } from '../grpc/status.js'
+import { formatSize } from '../util/size.js'
+import { SMALL_PUT, blobHandler, blobPutter } from './blob-handler.js'
+import { clientStream, requireDigest, serverStream, unary } from './calls.js'
+import { foundAndHeld } from './temp-roots.js'
+import { UNLIMITED } from './transfers.js'
+
+/** Blobs one batch call may name or send: a request of 1,024 digests is 35 KiB. */
+export const MAX_BATCH_BLOBS = 1024
+/** Bytes of blobs one PutBlobs call may send; they are held until the client half-closes (a cancelled batch stores nothing). */
+export const MAX_BATCH_BYTES = 4 << 20
+/** Largest blob sent or answered whole in a batch: what the put window takes (larger ones go through BlobService). */
+export const MAX_BATCH_BLOB = SMALL_PUT
+
+/**
+ * tvix_store.ext.v1.BatchBlobService, our extension beside tvix's
+ * BlobService: many small blobs per call each way, one HTTP/2 stream per
+ * batch instead of one per file. Each call holds one transfer slot and is
+ * bounded in blobs, bytes and time as a blob Read or Put is; what it
+ * stores goes through the same put window as a Put of each blob.
+ */
+export function batchBlobHandler(...args: Parameters<typeof blobHandler>): UntypedServiceImplementation {
+  // The arguments of tvix's BlobService handler: the same store, limits, temp roots and put window.
+  const [store, log, transfers = UNLIMITED, rootsOf = () => undefined, window, maxBlobSize = Infinity] = args
+  const { blobs } = store
+  const put = blobPutter(store, rootsOf, window)
+  // Set in the daemon's environment by tests: a log line per batch, to see that clients use them.
+  const trace = process.env.TVIX_STORE_TRACE_BATCHES === '1'
+
+  /** A blob whole if it has at most `max` bytes; LARGER beyond (nothing more read), NOT_FOUND if absent. */
+  async function whole(d: Uint8Array, max: number, signal: AbortSignal): Promise<{ state: BlobState; data?: Uint8Array }> {
+    await window?.settle(d)
+    const { openNow } = blobs as Partial<ImmediateReads>
+    const now = openNow?.call(blobs, d)
+    if (now instanceof Uint8Array) return now.length > max ? { state: BlobState.LARGER } : { state: BlobState.FOUND, data: now }
+    const src = now ?? (await blobs.open(d, { signal }))
+    if (!src) return { state: BlobState.NOT_FOUND }
+    const parts: Uint8Array[] = []
+    let size = 0
+    for await (const c of src) {
+      size += c.length
+      // Returning from the loop closes the blob's files.
+      if (size > max) return { state: BlobState.LARGER }
+      parts.push(c)
+    }
+    return { state: BlobState.FOUND, data: parts.length === 1 ? parts[0]! : Buffer.concat(parts, size) }
+  }
+
+  return {
+    // As a Stat of each: committed first if in the put window, and kept by the connection's temp root once found.
+    StatBlobs: unary('BatchBlobService/StatBlobs', log, statBlobsRequest.decode, async (req, signal, call) => {
+      const digests = batchDigests(req.digests)
+      if (trace) log(`trace: StatBlobs of ${digests.length} blobs`)
+      const roots = rootsOf(call)
+      const present = await Promise.all(
+        digests.map(async (d) => {
+          await window?.settle(d)
+          const has = () => blobs.has(d, { signal })
+          return roots ? foundAndHeld(roots, 'blob', toHex(d), has) : has()
+        }),
+      )
+      return { present: Uint8Array.from(present, (p) => (p ? 1 : 0)) }
+    }),
+
+    ReadBlobs: serverStream('BatchBlobService/ReadBlobs', log, readBlobsRequest.decode, (req, signal) => {
+      const digests = batchDigests(req.digests)
+      const max = req.maxBlobSize > 0 ? Math.min(req.maxBlobSize, MAX_BATCH_BLOB) : MAX_BATCH_BLOB
+      if (trace) log(`trace: ReadBlobs of ${digests.length} blobs`)
+      // Blob by blob, each written out before the next is read: a call holds one blob at a time.
+      return (async function* (): AsyncGenerator<ReadBlobsResponse> {
+        for (const [index, d] of digests.entries()) {
+          const { state, data } = await whole(d, max, signal)
+          yield { index, state, data: data ?? new Uint8Array(0) }
+        }
+      })()
+    }, transfers),
+
+    // Each blob is checked against the digest the client named as it arrives; the batch is stored
+    // only once the client half-closed it (a cancelled or refused batch stores nothing).
+    PutBlobs: clientStream('BatchBlobService/PutBlobs', log, putBlobsRequest.decode, async (sent, signal, call) => {
+      const got: Array<{ data: Uint8Array; digest: Uint8Array }> = []
+      let bytes = 0
+      for await (const m of sent) {
+        const i = got.length
+        if (i >= MAX_BATCH_BLOBS) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch holds at most ${MAX_BATCH_BLOBS} blobs`)
+        const expected = requireDigest(m.digest, B3_LEN, `blob ${i}'s digest`)
+        if (m.data.length > maxBlobSize) throw new StatusError(Status.RESOURCE_EXHAUSTED, `the blob is larger than --max-nar-size (${formatSize(maxBlobSize)}): no path could hold it`)
+        if (m.data.length > MAX_BATCH_BLOB) throw new StatusError(Status.INVALID_ARGUMENT, `blob ${i} of the batch has ${m.data.length} bytes: a batch takes blobs of up to ${formatSize(MAX_BATCH_BLOB)} (larger ones go through BlobService.Put)`)
+        bytes += m.data.length
+        if (bytes > MAX_BATCH_BYTES) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch holds at most ${formatSize(MAX_BATCH_BYTES)} of blobs`)
+        const digest = b3(m.data)
+        if (!bytesEqual(digest, expected)) throw new StatusError(Status.INVALID_ARGUMENT, `blob ${i} of the batch is ${b3Display(digest)}, not ${b3Display(expected)} as sent: nothing of the batch was stored`)
+        got.push({ data: m.data, digest })
+      }
+      if (trace) log(`trace: PutBlobs of ${got.length} blobs`)
+      // At once, as concurrent Puts of each would be: their writes and lookups overlap.
+      return { digests: await Promise.all(got.map(({ data, digest }) => put(data, signal, call, digest))) }
+    }, transfers),
+  }
+}
+
+/** A batch's digests, checked: at most MAX_BATCH_BLOBS, each 32 bytes. */
+function batchDigests(digests: Uint8Array[]): Uint8Array[] {
+  if (digests.length > MAX_BATCH_BLOBS) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch names at most ${MAX_BATCH_BLOBS} blobs, not ${digests.length}`)
+  return digests.map((d, i) => requireDigest(d, B3_LEN, `digests[${i}]`))
+}
