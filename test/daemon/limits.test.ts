@@ -74,12 +74,16 @@ describe('daemon limits against stalled and idle clients', () => {
 
   test('40 Puts that send 3 MiB and then nothing: cancelled after the call idle timeout, nothing stored, RSS bounded', async (t) => {
     const PUTS = 40
+    // Made before any connection opens: 120 MiB of fresh random bytes made between the
+    // connects and the first frames kept this process from sending its HTTP/2 settings
+    // on a loaded machine, and the daemon rightly closed those connections as silent.
+    const chunks = Array.from({ length: 3 }, () => field1(randomBytes(1 << 20)))
     await rssBounded(t, `${PUTS} stalled Puts`, async () => {
       const conns = Array.from({ length: 4 }, connect)
       const results = []
       for (let i = 0; i < PUTS; i++) {
         const put = rawClientStream(conns[i % conns.length]!, '/tvix.castore.v1.BlobService/Put')
-        for (let j = 0; j < 3; j++) put.call.write(field1(randomBytes(1 << 20)))
+        for (const chunk of chunks) put.call.write(chunk)
         results.push(put.result)
       }
       const codes = (await Promise.all(results)).map((r) => r.code)
