@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
-import type { BlobStage } from '../castore/blob-service.js'
 import type { CallOptions } from '../util/call-options.js'
 import { b3 } from '../castore/digest.js'
-import { type Directory, directoryDigest, directoryFromEntries, directorySize } from '../castore/directory.js'
 import type { Node } from '../castore/node.js'
 import type { ReusableSource } from '../castore/reusable-source.js'
+import { stageDirectory, type TreeObserver, type TreeStage } from '../castore/tree-stage.js'
 import { InvalidInputError } from '../errors.js'
 import { BufferPool } from '../util/buffer-pool.js'
 import { NarEncoder } from './nar/encoder.js'
@@ -15,10 +14,8 @@ export interface IngestProgress {
 }
 
 export interface IngestResult {
-  /** Anonymous (empty-named) root node. */
+  /** Anonymous (empty-named) root node; its blobs and Directories are in the stage. */
   root: Node
-  /** Every Directory of the tree, leaves first, root last. */
-  directories: Directory[]
   narSize: number
   narSha256: Uint8Array
 }
@@ -40,10 +37,16 @@ const SLASH = Buffer.from('/')
  * and it avoids a thread-pool round trip per syscall); writes run in the
  * background, bounded.
  */
-export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: IngestProgress, opts: CallOptions = {}): Promise<IngestResult> {
+export interface IngestOptions extends CallOptions {
+  /** Told of every file and Directory as it is staged. */
+  observe?: TreeObserver
+}
+
+export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: IngestProgress, opts: IngestOptions = {}): Promise<IngestResult> {
   const sha = createHash('sha256')
   const nar = new NarEncoder((c) => sha.update(c))
-  const directories: Directory[] = []
+  const { blobs: stage, directories } = tree
+  const { observe, ...callOpts } = opts
   const pending = new Set<Promise<unknown>>()
   let failure: unknown
 
@@ -74,8 +77,9 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
       if (pending.size >= MAX_PENDING_WRITES || failure) await throttle()
       // BLAKE3 of <= 1 MiB is microseconds; knowing the digest now keeps the walk going, and the stage need not hash it again.
       const digest = b3(data)
-      const put = stage.put(data, { ...opts, digest })
+      const put = stage.put(data, { ...callOpts, digest })
       track(put)
+      observe?.file(digest, data.length)
       onProgress?.(data.length, 1)
       return { kind: 'file', name: EMPTY, digest, size: data.length, executable }
     }
@@ -84,7 +88,8 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
     const info = await stage.put(fileSource(p, st.size, (c) => {
       nar.contents(c)
       onProgress?.(c.length, 0)
-    }), opts)
+    }), callOpts)
+    observe?.file(info.digest, info.size)
     onProgress?.(0, 1)
     nar.endContents(st.size)
     return { kind: 'file', name: EMPTY, digest: info.digest, size: info.size, executable }
@@ -166,9 +171,8 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
       } else {
         nar.endDirectory()
         open.pop()
-        const dir = directoryFromEntries(top.children)
-        directories.push(dir)
-        done = { kind: 'directory', name: EMPTY, digest: directoryDigest(dir), size: directorySize(dir) }
+        // Staged now (its bytes spilled or kept encoded): the ingest holds no Directory it has finished.
+        done = await stageDirectory(directories, top.children, observe)
       }
     }
   }
@@ -179,7 +183,7 @@ export async function ingestPath(fsPath: string, stage: BlobStage, onProgress?: 
     await Promise.all(pending)
     if (failure) throw failure
     nar.flush()
-    return { root, directories, narSize: nar.size, narSha256: sha.digest() }
+    return { root, narSize: nar.size, narSha256: sha.digest() }
   } catch (e) {
     await Promise.allSettled(pending)
     throw e
