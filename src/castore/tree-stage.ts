@@ -1,9 +1,8 @@
 import { type BlobService, type BlobStage, stageOrWriteThrough } from './blob-service.js'
 import { type B3Digest, b3 } from './digest.js'
-import { directoryFromEntries, directorySize } from './directory.js'
 import { type DirectoryService, type DirectoryStage, requireServableBytes } from './directory-service.js'
-import type { DirectoryNode, Node } from './node.js'
-import { encodeDirectory } from './proto.js'
+import type { DirectoryNode } from './node.js'
+import type { DirectoryEncoder } from './proto.js'
 
 /**
  * Where an ingest puts a tree until it is committed: blobs and Directories,
@@ -38,18 +37,17 @@ export async function abortTreeStage(stage: TreeStage): Promise<void> {
 }
 
 /**
- * Makes a Directory of `entries` (their nodes named), checks it can be
- * served (refused before anything commits: a store never holds what it
- * cannot serve), stages its canonical bytes and returns its (unnamed) node.
+ * Stages the Directory of the entries given `dir` (in name order), once
+ * it is checked to be servable (refused before anything commits: a store
+ * never holds what it cannot serve); its (unnamed) node.
  */
-export async function stageDirectory(stage: DirectoryStage, entries: Iterable<Node>, observe?: TreeObserver): Promise<DirectoryNode> {
-  const dir = directoryFromEntries(entries)
-  const bytes = encodeDirectory(dir)
+export async function stageDirectory(stage: DirectoryStage, dir: DirectoryEncoder, observe?: TreeObserver): Promise<DirectoryNode> {
+  const bytes = dir.finish()
   requireServableBytes(bytes)
   const digest = b3(bytes)
   await stage.put(digest, bytes)
   observe?.directory(digest)
-  return { kind: 'directory', name: EMPTY, digest, size: directorySize(dir) }
+  return { kind: 'directory', name: EMPTY, digest, size: dir.size }
 }
 
 const EMPTY = new Uint8Array(0)

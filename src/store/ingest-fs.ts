@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import type { CallOptions } from '../util/call-options.js'
 import { b3 } from '../castore/digest.js'
 import type { Node } from '../castore/node.js'
+import { DirectoryEncoder } from '../castore/proto.js'
 import type { ReusableSource } from '../castore/reusable-source.js'
 import { stageDirectory, type TreeObserver, type TreeStage } from '../castore/tree-stage.js'
 import { InvalidInputError } from '../errors.js'
@@ -136,10 +137,11 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
 
   /** Depth-first in NAR order, with an explicit stack of open directories: any depth works. */
   async function walk(rootPath: Buffer): Promise<Node> {
-    const open: Array<{ path: Buffer; entries: fs.Dirent<Buffer>[]; next: number; children: Node[] }> = []
+    // Each open folder's finished entries already encoded (listed in name order): no node of them is held.
+    const open: Array<{ path: Buffer; entries: fs.Dirent[]; next: number; name?: Buffer; dir: DirectoryEncoder }> = []
     let p: Buffer | undefined = rootPath
     /** What the listing says `p` is (its type), so a file or folder needs no lstat. */
-    let listed: fs.Dirent<Buffer> | undefined
+    let listed: fs.Dirent | undefined
     let done: Node | undefined
     for (;;) {
       if (p) {
@@ -149,7 +151,7 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
           const st = listed?.isDirectory() ? undefined : fs.lstatSync(p)
           if (!st || st.isDirectory()) {
             nar.directory()
-            open.push({ path: p, entries: listDir(p), next: 0, children: [] })
+            open.push({ path: p, entries: listDir(p), next: 0, dir: new DirectoryEncoder() })
           } else {
             done = await leaf(p, st)
           }
@@ -160,19 +162,19 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
       if (!top) return done!
       if (done) {
         nar.endEntry()
-        top.children.push({ ...done, name: top.entries[top.next - 1]!.name })
+        top.dir.add({ ...done, name: top.name! })
         done = undefined
       }
       if (top.next < top.entries.length) {
         listed = top.entries[top.next++]!
-        const name = listed.name
+        const name = (top.name = Buffer.from(listed.name, 'latin1'))
         nar.entry(name)
         p = Buffer.concat([top.path, SLASH, name])
       } else {
         nar.endDirectory()
         open.pop()
         // Staged now (its bytes spilled or kept encoded): the ingest holds no Directory it has finished.
-        done = await stageDirectory(directories, top.children, observe)
+        done = await stageDirectory(directories, top.dir, observe)
       }
     }
   }
@@ -190,9 +192,14 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
   }
 }
 
-/** A folder's entries with their types, sorted bytewise by name (NAR order). */
-function listDir(p: Buffer): fs.Dirent<Buffer>[] {
-  return fs.readdirSync(p, { encoding: 'buffer', withFileTypes: true }).sort((a, b) => Buffer.compare(a.name, b.name))
+/**
+ * A folder's entries with their types, sorted bytewise by name (NAR order).
+ * Names as latin1 strings, a byte a character (any bytes, exactly; their
+ * order is the bytes' order): a Buffer each, held while the folder is
+ * walked, is ~200 bytes more per entry of a folder of 100,000.
+ */
+function listDir(p: Buffer): fs.Dirent[] {
+  return fs.readdirSync(p, { encoding: 'latin1', withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
 }
 
 /** Reads `size` bytes of an open file (fewer if it shrank, as readFileSync would) and closes it. */

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { ReusableSource } from '../../castore/reusable-source.js'
 import type { Node } from '../../castore/node.js'
+import { DirectoryEncoder } from '../../castore/proto.js'
 import { stageDirectory, type TreeStage } from '../../castore/tree-stage.js'
 import type { IngestOptions, IngestResult } from '../ingest-fs.js'
 import { ByteReader } from './byte-reader.js'
@@ -49,7 +50,10 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, tree: TreeStage,
       },
       async directory(entries) {
         opts.signal?.throwIfAborted()
-        return stageDirectory(tree.directories, entries.map((e) => ({ ...e.node, name: e.name })), observe)
+        // In name order: the strict reader refuses any other.
+        const dir = new DirectoryEncoder()
+        for (const e of entries) dir.add({ ...e.node, name: e.name })
+        return stageDirectory(tree.directories, dir, observe)
       },
     })
     return { root, narSize, narSha256: sha.digest() }
