@@ -13,7 +13,8 @@ import {
   isNoSpace,
 } from '../errors.js'
 import { publishPathInfo } from '../ops/publish.js'
-import { commitTree, withStage } from '../ops/register.js'
+import { commitTreeStage } from '../castore/tree-stage.js'
+import { withStage } from '../ops/register.js'
 import { inWriteSession } from '../store/capabilities.js'
 import { ingestNar } from '../store/nar/ingest.js'
 import { parseNarInfo, parseSha256, pathInfoFromNarInfo } from '../store/narinfo.js'
@@ -142,7 +143,7 @@ export function uploads(store: Store, opts: UploadOptions, log: (line: string) =
       // The reader saw the NAR's end (and refuses anything after it), so the whole file went through the hash.
       const got = hashFile ? sha.digest() : Buffer.from(ingested.narSha256)
       if (!got.equals(fileSha256)) throw new Refused(400, `the uploaded file's SHA-256 is ${nixbase32.encode(got)}, not the ${hash} its name says: damaged or tampered`)
-      await commitTree(store, ingested, stage)
+      await commitTreeStage(stage)
       return { root: ingested.root, narSha256: ingested.narSha256, narSize: ingested.narSize, fileSize }
     })
     metrics.uploadBytes.inc({}, entry.fileSize)

@@ -9,7 +9,7 @@ import type { Store } from '../store/store.js'
 import type { CallOptions } from '../util/call-options.js'
 import { runDag } from '../util/dag.js'
 import { forEachLimit } from '../util/pool.js'
-import { type CopyReport, countNewObjects, newCopyReport } from './copy-report.js'
+import { type CopyReport, countNewObjects, newCopyReport, StagedObjects } from './copy-report.js'
 import { publishIngested, withStage } from './register.js'
 
 /** Narinfo and target lookups in flight at once: each is a round trip. */
@@ -62,15 +62,17 @@ async function copyInSession(from: Store & NarSource, to: Store, args: string[],
   await runDag(missing, references, Math.max(1, opts.parallel ?? 4), async (hash) => {
     const fields = closure.get(hash)!
     await withStage(to, async (stage) => {
-      const { info, ingested } = await from.fetchInto(fields, stage, {
+      const staged = new StagedObjects()
+      const { info } = await from.fetchInto(fields, stage, {
         signal: opts.signal,
+        observe: staged,
         onBytes: (n) => {
           downloaded += n
           progress()
         },
       })
-      await countNewObjects(to, ingested, stage, report, counted)
-      await publishIngested(to, ingested, stage, info)
+      await countNewObjects(to, staged, stage.blobs, report, counted)
+      await publishIngested(to, stage, info)
     })
     report.copied.push(fields.storePath)
     pathsDone++

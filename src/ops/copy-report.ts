@@ -1,8 +1,7 @@
 import type { BlobStage } from '../castore/blob-service.js'
-import { toHex } from '../castore/digest.js'
-import { directoryDigest } from '../castore/directory.js'
+import { type B3Digest, binaryKey, fromBinaryKey } from '../castore/digest.js'
 import type { TransferCounts } from '../castore/transfer.js'
-import type { IngestResult } from '../store/ingest-fs.js'
+import type { TreeObserver } from '../castore/tree-stage.js'
 import type { Store } from '../store/store.js'
 import { forEachLimit } from '../util/pool.js'
 
@@ -20,6 +19,24 @@ export function newCopyReport(paths: string[]): CopyReport {
 }
 
 /**
+ * What an ingest staged, gathered as it goes (TreeObserver) for
+ * countNewObjects: each blob's size and each Directory, once, under its
+ * binaryKey(), not the tree.
+ */
+export class StagedObjects implements TreeObserver {
+  readonly blobs = new Map<string, number>()
+  readonly directories = new Set<string>()
+
+  file(digest: B3Digest, size: number): void {
+    this.blobs.set(binaryKey(digest), size)
+  }
+
+  directory(digest: B3Digest): void {
+    this.directories.add(binaryKey(digest))
+  }
+}
+
+/**
  * Counts what this path moves into the store as `copy` counts it, so both
  * forms of `copy` report alike: a blob or Directory the store lacks is
  * copied, one it has is skipped, each counted once per run, and `bytes`
@@ -28,27 +45,19 @@ export function newCopyReport(paths: string[]): CopyReport {
  * made them visible already, and then the Directories are sent whole, so
  * there everything was sent: copied.
  */
-export async function countNewObjects(store: Store, ingested: IngestResult, stage: BlobStage, report: CopyReport, counted: Set<string>): Promise<void> {
-  const once = <T>(kind: string, items: T[], digest: (t: T) => Uint8Array): T[] =>
-    items.filter((t) => {
-      const key = kind + toHex(digest(t))
-      if (counted.has(key)) return false
-      counted.add(key)
-      return true
-    })
-  const files = once('blob', ingested.root.kind === 'file' ? [ingested.root] : ingested.directories.flatMap((d) => d.files), (f) => f.digest)
-  await forEachLimit(files, 64, async (f) => {
-    if (!stage.writesThrough && (await store.blobs.has(f.digest))) {
+export async function countNewObjects(store: Store, staged: StagedObjects, stage: BlobStage, report: CopyReport, counted: Set<string>): Promise<void> {
+  // Each once per run: the keys not counted yet, now counted.
+  const once = (kind: string, keys: Iterable<string>): string[] => [...keys].filter((k) => !counted.has(kind + k) && counted.add(kind + k))
+  await forEachLimit(once('blob', staged.blobs.keys()), 64, async (key) => {
+    if (!stage.writesThrough && (await store.blobs.has(fromBinaryKey(key)))) {
       report.blobs.skipped++
     } else {
       report.blobs.copied++
-      report.bytes += f.size
+      report.bytes += staged.blobs.get(key)!
     }
   })
-  // Each digest once: encoding a Directory of thousands of entries to hash it is not free.
-  const dirs = ingested.directories.map((d) => ({ digest: directoryDigest(d) }))
-  await forEachLimit(once('dir', dirs, (d) => d.digest), 64, async ({ digest }) => {
-    if (!stage.writesThrough && (await store.directories.get(digest))) report.directories.skipped++
+  await forEachLimit(once('dir', staged.directories), 64, async (key) => {
+    if (!stage.writesThrough && (await store.directories.get(fromBinaryKey(key)))) report.directories.skipped++
     else report.directories.copied++
   })
 }

@@ -10,7 +10,7 @@ import { basename, parseStorePathArg } from '../store/store-path.js'
 import type { Store } from '../store/store.js'
 import { runDag } from '../util/dag.js'
 import { forEachLimit } from '../util/pool.js'
-import { type CopyReport, countNewObjects, newCopyReport } from './copy-report.js'
+import { type CopyReport, countNewObjects, newCopyReport, StagedObjects } from './copy-report.js'
 import { publishIngested, withStage } from './register.js'
 import { inWriteSession } from '../store/capabilities.js'
 
@@ -138,12 +138,13 @@ async function importInSession(store: Store, entries: ClosureEntry[], opts: { ni
       throw new NotFoundError(`${onDisk} does not exist: the listing names ${e.path}, which is imported from the filesystem${hint}`)
     }
     await withStage(store, async (stage) => {
-      const ingested = await ingestPath(onDisk, stage)
+      const staged = new StagedObjects()
+      const ingested = await ingestPath(onDisk, stage, undefined, { observe: staged })
       if (ingested.narSize !== e.narSize || Buffer.compare(ingested.narSha256, e.narSha256) !== 0) {
         throw new IntegrityError(`${onDisk} does not match the NAR hash and size the listing gives for ${e.path}`)
       }
-      await countNewObjects(store, ingested, stage, report, counted)
-      await publishIngested(store, ingested, stage, pathInfoFor(e, store, ingested.root))
+      await countNewObjects(store, staged, stage.blobs, report, counted)
+      await publishIngested(store, stage, pathInfoFor(e, store, ingested.root))
     })
     report.copied.push(e.path)
   })

@@ -1,6 +1,5 @@
-import { type BlobStage, stageOrWriteThrough } from '../castore/blob-service.js'
-import { requireServableDirectory } from '../castore/directory-service.js'
 import { renameNode } from '../castore/node.js'
+import { abortTreeStage, commitTreeStage, stageTree, type TreeStage } from '../castore/tree-stage.js'
 import type { IngestResult } from '../store/ingest-fs.js'
 import { CaHash, type PathInfo } from '../store/path-info.js'
 import { absolute, basename, makeSourcePath } from '../store/store-path.js'
@@ -19,25 +18,17 @@ export interface Imported {
  * Makes an ingested tree visible, in the only safe order: blobs, then
  * Directories (leaves first), then the PathInfo that points at them.
  */
-export async function publishIngested(store: Store, ingested: IngestResult, stage: BlobStage, info: PathInfo): Promise<void> {
-  await commitTree(store, ingested, stage)
+export async function publishIngested(store: Store, stage: TreeStage, info: PathInfo): Promise<void> {
+  await commitTreeStage(stage)
   // The ingest hashed the very bytes it staged: no need to render the NAR again to check it.
   await publishPathInfo(store, info, { narComputedHere: true })
-}
-
-/** Stores an ingested tree (blobs, then Directories leaves first) that no PathInfo names yet. */
-export async function commitTree(store: Store, ingested: IngestResult, stage: BlobStage): Promise<void> {
-  // Refused before anything is committed: a store never holds what it cannot serve.
-  for (const d of ingested.directories) requireServableDirectory(d)
-  await stage.commit()
-  if (ingested.directories.length > 0) await store.directories.putClosure(ingested.directories)
 }
 
 /**
  * Registers an ingested tree under the store path `nix-store --add`
  * computes: type `source`, NAR SHA-256, no references.
  */
-export async function registerSource(store: Store, ingested: IngestResult, stage: BlobStage, name: string): Promise<Imported> {
+export async function registerSource(store: Store, ingested: IngestResult, stage: TreeStage, name: string): Promise<Imported> {
   const path = makeSourcePath(ingested.narSha256, name, store.storeDir)
   const info: PathInfo = {
     node: renameNode(ingested.root, Buffer.from(basename(path))),
@@ -50,23 +41,24 @@ export async function registerSource(store: Store, ingested: IngestResult, stage
       ca: { type: CaHash.NAR_SHA256, digest: ingested.narSha256 },
     },
   }
-  await publishIngested(store, ingested, stage, info)
+  await publishIngested(store, stage, info)
   return { storePath: absolute(path, store.storeDir), narSize: ingested.narSize, narSha256: ingested.narSha256, info }
 }
 
 /**
- * Runs an ingest inside a blob stage that is dropped if anything fails
- * (write-through where the store cannot stage: then gc removes the orphans),
+ * Runs an ingest inside a stage of blobs and Directories that is dropped
+ * if anything fails (blobs write through where the store cannot stage:
+ * then gc removes the orphans),
  * as one write session: what the ingest finds already stored is not swept
  * before its PathInfo is written.
  */
-export function withStage<T>(store: Store, fn: (stage: BlobStage) => Promise<T>): Promise<T> {
+export function withStage<T>(store: Store, fn: (stage: TreeStage) => Promise<T>): Promise<T> {
   return inWriteSession(store, async () => {
-    const stage = stageOrWriteThrough(store.blobs)
+    const stage = stageTree(store)
     try {
       return await fn(stage)
     } catch (e) {
-      await stage.abort()
+      await abortTreeStage(stage)
       throw e
     }
   })

@@ -1,4 +1,4 @@
-import type { BlobStage } from '../castore/blob-service.js'
+import type { TreeObserver, TreeStage } from '../castore/tree-stage.js'
 import { InvalidInputError } from '../errors.js'
 import type { CallOptions } from '../util/call-options.js'
 import type { IngestResult } from './ingest-fs.js'
@@ -219,6 +219,8 @@ export function hasNarSink(store: Store): store is Store & NarSinkCapable {
 
 /** What fetchInto reports as a NAR arrives. */
 export interface NarFetchOptions extends CallOptions {
+  /** Told of every file and Directory the ingest stages. */
+  observe?: TreeObserver
   /** Bytes of the file (as sent, compressed) received so far, per piece; a retried download counts again. */
   onBytes?: (n: number) => void
 }
@@ -237,11 +239,11 @@ export interface NarSource {
   /**
    * Fetches the NAR `fields` names and ingests it into `stage`: FileHash
    * and FileSize (where given) checked on the bytes as sent, NarHash and
-   * NarSize on the NAR. Returns the tree (Directories for the caller to
-   * put, leaves first) and the PathInfo the narinfo describes around it;
-   * nothing is committed. A mismatch is an IntegrityError naming the path.
+   * NarSize on the NAR. Returns the tree (its blobs and Directories
+   * staged) and the PathInfo the narinfo describes around it; nothing is
+   * committed. A mismatch is an IntegrityError naming the path.
    */
-  fetchInto(fields: NarInfoFields, stage: BlobStage, opts?: NarFetchOptions): Promise<{ info: PathInfo; ingested: IngestResult }>
+  fetchInto(fields: NarInfoFields, stage: TreeStage, opts?: NarFetchOptions): Promise<{ info: PathInfo; ingested: IngestResult }>
 }
 
 export function isNarSource(store: Store): store is Store & NarSource {

@@ -96,6 +96,26 @@ describe('hand-written codec agrees with the generated @bufbuild/protobuf code',
     }
   })
 
+  test('DirectoryEncoder: entries given in name order encode to the same bytes, and the same size, on 300 random messages', async () => {
+    const { DirectoryEncoder } = await import('../../src/castore/proto.js')
+    const { directorySize, entriesInOrder } = await import('../../src/castore/directory.js')
+    const byName = (a: { name: Uint8Array }, b: { name: Uint8Array }) => Buffer.compare(a.name, b.name)
+    for (let i = 0; i < 300; i++) {
+      const msg = create(pb.DirectorySchema, {
+        directories: Array.from({ length: Math.floor(r() * 4) }, (_, k) => ({ ...node(), name: Buffer.from(`d${k}`), size: BigInt(big()) })),
+        files: Array.from({ length: Math.floor(r() * 4) }, (_, k) => ({ ...node(), name: Buffer.from(`f${k}`), size: BigInt(big()), executable: r() < 0.5 })),
+        symlinks: Array.from({ length: Math.floor(r() * 4) }, (_, k) => ({ name: Buffer.from(`s${k}`), target: bytes(8) })),
+      })
+      for (const list of [msg.directories, msg.files, msg.symlinks]) list.sort(byName)
+      const ref = toBinary(pb.DirectorySchema, msg)
+      const dir = decodeDirectory(ref)
+      const enc = new DirectoryEncoder()
+      for (const e of entriesInOrder(dir)) enc.add(e)
+      assert.deepEqual(Buffer.from(enc.finish()), Buffer.from(ref))
+      assert.equal(enc.size, directorySize(dir))
+    }
+  })
+
   test('PathInfo: same bytes both ways on 300 random messages', () => {
     const str = () => bytes(12).toString('hex')
     for (let i = 0; i < 300; i++) {

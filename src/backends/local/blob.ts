@@ -1,7 +1,7 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, checkedBuffer, iterateSource, verifyBlob } from '../../castore/blob-service.js'
-import { type B3Digest, b3, b3Hasher, requireDigestLength, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Hasher, binaryKey, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import { isReusable } from '../../castore/reusable-source.js'
@@ -332,17 +332,20 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    */
   stage(): BlobStage & ChunkedPuts {
     const pending = new Map<string, Written>()
-    /** Small blobs written to temp files or the bundle by this stage: a copy of one (empty files, duplicates) is not written again. */
+    /**
+     * Small blobs written to temp files or the bundle by this stage: a copy of one (empty files, duplicates) is
+     * not written again. Keyed by binaryKey(): one per file of an import, held to commit.
+     */
     const written = new Set<string>()
     const inFlight = new Set<Promise<Written>>()
     /** The small blobs after the first PLAIN_FIRST, written into a bundle (the last of `bundles`, the others full and finished) published by commit. */
     let bundles: Array<{ writer: BundleWriter; name?: string }> = []
     let small = 0
-    const toBundle: ToBundle = (digest, hex, data) => {
+    const toBundle: ToBundle = (digest, data) => {
       if (small++ < PLAIN_FIRST) return false
       let open = bundles.at(-1)
       if (!open || open.name !== undefined) bundles.push((open = { writer: BundleWriter.create(this.root.tempPath()) }))
-      open.writer.add(digest, hex, data)
+      open.writer.add(digest, data)
       // A full bundle is finished now: what a stage holds of its index, and what a gc compacting one copies, stay bounded.
       if (open.writer.count >= BUNDLE_MEMBERS || open.writer.size >= BUNDLE_BYTES) open.name = open.writer.finish()
       return true
@@ -422,7 +425,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * Content already in the store is not written again: for a buffer that
    * is known before writing, for a stream only afterwards. On failure
    * nothing is left in tmp/. `written`: a stage's small blobs in temp files
-   * (hex); one already there is not written again (no tmp returned).
+   * or its bundle (binaryKey); one already there is not written again (no tmp returned).
    */
   private async write(src: ByteSource, opts?: CallOptions, written?: Set<string>, known?: B3Digest, toBundle?: ToBundle): Promise<Written> {
     // What is kept of a stream is copied (the head below, chunks into the pack's batches): its buffers may be reused.
@@ -458,15 +461,15 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   private async writeTemp(src: ByteSource, written?: Set<string>, reused = false, known?: B3Digest, toBundle?: ToBundle): Promise<Written> {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = known ?? b3(src)
-      const hex = toHex(digest)
-      if (written?.has(hex)) return { digest, size: src.length }
+      const key = binaryKey(digest)
+      if (written?.has(key)) return { digest, size: src.length }
       // Contents this small are never a pack of their own: a plain file, a chunk of some pack, or a bundle member.
       if (this.storedAs(digest, true, 'cheap')) {
-        this.rememberSize(hex, src.length)
+        this.rememberSize(toHex(digest), src.length)
         return { digest, size: src.length }
       }
-      if (toBundle?.(digest, hex, src)) {
-        written?.add(hex)
+      if (toBundle?.(digest, src)) {
+        written?.add(key)
         return { digest, size: src.length }
       }
       const tmp = this.root.tempPath()
@@ -477,7 +480,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         await this.root.discard(tmp)
         throw e
       }
-      written?.add(hex)
+      written?.add(key)
       return { digest, size: src.length, tmp }
     }
     // A stream: look at its first SMALL_BLOB + 1 bytes to know which kind it is.
@@ -555,7 +558,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
 }
 
 /** Takes a new small blob into a stage's bundle (true), or leaves it to a temp file of its own (false). */
-type ToBundle = (digest: B3Digest, hex: string, data: Uint8Array) => boolean
+type ToBundle = (digest: B3Digest, data: Uint8Array) => boolean
 
 /** Reads a large plain blob (a version 1 store's) in READ_CHUNK pieces, each in a fresh buffer (the consumer may keep it), and closes it. */
 function* readPlain(fd: number, file: string): Generator<Uint8Array> {

@@ -39,7 +39,9 @@ export interface Member {
  * a put must not give other puts a turn halfway through an append.
  */
 export class BundleWriter {
-  private readonly entries = new Map<string, { digest: B3Digest; offset: number; size: number }>()
+  /** The index entries so far, in the order added, as the index stores them (ENTRY bytes each, not an object and a Buffer each). */
+  private entries = Buffer.alloc(ENTRY * 1024)
+  private members = 0
   private offset = 0
   private batch = Buffer.allocUnsafe(WRITE_BATCH)
   private batched = 0
@@ -56,7 +58,7 @@ export class BundleWriter {
   }
 
   get count(): number {
-    return this.entries.size
+    return this.members
   }
 
   /** Member bytes so far. */
@@ -64,20 +66,23 @@ export class BundleWriter {
     return this.offset
   }
 
-  has(hex: string): boolean {
-    return this.entries.has(hex)
-  }
-
-  /** Appends one member (once per digest). */
-  add(digest: B3Digest, hex: string, data: Uint8Array): void {
-    if (this.entries.has(hex)) return
+  /** Appends one member; once per digest, which the caller sees to (a stage knows what it wrote, a bundle rewritten has each once). */
+  add(digest: B3Digest, data: Uint8Array): void {
     if (this.batched + data.length > WRITE_BATCH) this.flush()
     if (data.length > WRITE_BATCH) this.write(data)
     else {
       this.batch.set(data, this.batched)
       this.batched += data.length
     }
-    this.entries.set(hex, { digest, offset: this.offset, size: data.length })
+    if ((this.members + 1) * ENTRY > this.entries.length) {
+      const grown = Buffer.alloc(this.entries.length * 2)
+      this.entries.copy(grown)
+      this.entries = grown
+    }
+    const at = this.members++ * ENTRY
+    this.entries.set(digest, at)
+    this.entries.writeBigUInt64LE(BigInt(this.offset), at + 32)
+    this.entries.writeUInt32LE(data.length, at + 40)
     this.offset += data.length
   }
 
@@ -98,20 +103,18 @@ export class BundleWriter {
 
   /** Writes the index and trailer and closes the file (not synced: the stage's commit syncs it); the bundle's name (hex). */
   finish(): string {
-    const sorted = [...this.entries.values()].sort((a, b) => Buffer.compare(a.digest, b.digest))
-    const index = Buffer.alloc(FANOUT + sorted.length * ENTRY)
+    const { entries, members } = this
+    const order = Uint32Array.from({ length: members }, (_, i) => i).sort((a, b) => compareAt(entries, a * ENTRY, entries, b * ENTRY))
+    const index = Buffer.alloc(FANOUT + members * ENTRY)
     const counts = new Uint32Array(256)
-    sorted.forEach((e, i) => {
-      counts[e.digest[0]!]!++
-      const at = FANOUT + i * ENTRY
-      index.set(e.digest, at)
-      index.writeBigUInt64LE(BigInt(e.offset), at + 32)
-      index.writeUInt32LE(e.size, at + 40)
+    order.forEach((e, i) => {
+      counts[entries[e * ENTRY]!]!++
+      entries.copy(index, FANOUT + i * ENTRY, e * ENTRY, (e + 1) * ENTRY)
     })
     for (let i = 0, sum = 0; i < 256; i++) index.writeUInt32LE((sum += counts[i]!), i * 4)
     const digest = b3(index)
     const trailer = Buffer.alloc(TRAILER)
-    trailer.writeUInt32LE(sorted.length, 0)
+    trailer.writeUInt32LE(members, 0)
     trailer.writeBigUInt64LE(BigInt(this.offset), 4)
     trailer.set(digest, 12)
     MAGIC.copy(trailer, 44)
@@ -168,10 +171,10 @@ export class BundleIndex {
   }
 }
 
-/** `index[at..at+32]` against `digest`, bytewise. */
-function compareAt(index: Buffer, at: number, digest: Uint8Array): number {
+/** `index[at..at+32]` against `digest[from..from+32]`, bytewise. */
+function compareAt(index: Buffer, at: number, digest: Uint8Array, from = 0): number {
   for (let i = 0; i < 32; i++) {
-    const d = index[at + i]! - digest[i]!
+    const d = index[at + i]! - digest[from + i]!
     if (d !== 0) return d
   }
   return 0
@@ -360,7 +363,7 @@ export async function rewriteBundle(
         dropped.push(m.hex)
         continue
       }
-      out.add(digest, m.hex, data)
+      out.add(digest, data)
     }
     const name = out.finish()
     await root.syncFiles([tmp])

@@ -1,5 +1,5 @@
 import type { BlobService } from '../../castore/blob-service.js'
-import { type B3Digest, b3, b3Display, bytesEqual, requireDigestLength, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Display, binaryKey, bytesEqual, requireDigestLength, toHex } from '../../castore/digest.js'
 import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
@@ -64,10 +64,7 @@ export class LocalDirectoryService implements DirectoryService {
     try {
       for await (const dir of callerInput(dirs)) {
         const { digest, bytes, fresh } = await v.accept(dir)
-        if (!fresh) continue
-        const p = this.path(digest)
-        if (await exists(p)) this.root.rely(p)
-        else await stage.put(digest, bytes)
+        if (fresh) await stage.put(digest, bytes)
       }
       const rootDigest = v.finish()
       await stage.commit()
@@ -81,12 +78,23 @@ export class LocalDirectoryService implements DirectoryService {
   /**
    * Directories spilled to temp files as they come (memory per Directory:
    * its digest and temp name), renamed into place leaves first at commit.
+   * One stored already is relied on (kept from a sweep until the session
+   * ends), one staged already is not written again.
    */
   stage(): DirectoryStage {
     let staged: Array<{ digest: B3Digest; tmp: string }> = []
+    let seen = new Set<string>()
     return {
       put: async (digest, bytes) => {
         await this.root.init()
+        const key = binaryKey(digest)
+        if (seen.has(key)) return
+        seen.add(key)
+        const p = this.path(digest)
+        if (await exists(p)) {
+          this.root.rely(p)
+          return
+        }
         const tmp = this.root.tempPath()
         staged.push({ digest, tmp })
         await fs.writeFile(tmp, bytes, { flag: 'wx', mode: 0o444 })
@@ -94,6 +102,7 @@ export class LocalDirectoryService implements DirectoryService {
       commit: async () => {
         const all = staged
         staged = []
+        seen = new Set()
         try {
           await this.root.syncFiles(all.map((s) => s.tmp))
           await this.root.commit(async () => {
@@ -115,6 +124,7 @@ export class LocalDirectoryService implements DirectoryService {
       abort: async () => {
         const all = staged
         staged = []
+        seen = new Set()
         for (const { tmp } of all) await this.root.discard(tmp)
       },
     }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { pipeline, Readable } from 'node:stream'
-import type { BlobStage } from '../../castore/blob-service.js'
 import { bytesEqual } from '../../castore/digest.js'
+import type { TreeStage } from '../../castore/tree-stage.js'
 import { decompressor } from '../../codecs/index.js'
 import { IntegrityError, InvalidInputError, NotFoundError } from '../../errors.js'
 import type { NarFetchOptions } from '../../store/capabilities.js'
@@ -17,14 +17,15 @@ import { type CacheTransport, transientReads, withRetries } from './transport.js
  * FileHash and FileSize checked as it passes), decompressed by its bytes
  * (codecs), parsed by the strict NAR reader and ingested, then checked
  * against NarHash and NarSize. A dropped connection or a 5xx starts the
- * whole NAR again; blobs a failed attempt staged are whole files of this
- * very NAR, so what the caller commits is never part of something else.
+ * whole NAR again; blobs and Directories a failed attempt staged are whole
+ * files and folders of this very NAR, so what the caller commits is never
+ * part of something else.
  */
 export function fetchNarInto(
   transport: CacheTransport,
   cacheLabel: string,
   fields: NarInfoFields,
-  stage: BlobStage,
+  stage: TreeStage,
   storeDir: string,
   opts: NarFetchOptions = {},
 ): Promise<{ info: PathInfo; ingested: IngestResult }> {

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import type { BlobStage } from '../../castore/blob-service.js'
+import { abortTreeStage, commitTreeStage, stageTree, type TreeStage } from '../../castore/tree-stage.js'
 import { bytesEqual } from '../../castore/digest.js'
 import { InvalidInputError, NotFoundError, UnsupportedError } from '../../errors.js'
 import type { NarFetchOptions, NarSource } from '../../store/capabilities.js'
@@ -103,7 +103,7 @@ export class NixCacheStore implements Store, NarSource {
     return fields
   }
 
-  fetchInto(fields: NarInfoFields, stage: BlobStage, opts?: NarFetchOptions): Promise<{ info: PathInfo; ingested: IngestResult }> {
+  fetchInto(fields: NarInfoFields, stage: TreeStage, opts?: NarFetchOptions): Promise<{ info: PathInfo; ingested: IngestResult }> {
     return fetchNarInto(this.transport, this.cache.display, fields, stage, this.storeDir, opts)
   }
 
@@ -113,15 +113,14 @@ export class NixCacheStore implements Store, NarSource {
     if (here) return here
     const fields = await this.narInfo(digest, opts)
     if (!fields) return undefined
-    const stage = this.local.blobs.stage()
+    const stage = stageTree(this.local)
     try {
-      const { info, ingested } = await this.fetchInto(fields, stage, opts)
-      await stage.commit()
-      if (ingested.directories.length > 0) await this.local.directories.putClosure(ingested.directories)
+      const { info } = await this.fetchInto(fields, stage, opts)
+      await commitTreeStage(stage)
       // Its references need not be here: this folder only serves what was read, the cache is the store.
       return await this.local.pathInfos.put(info)
     } catch (e) {
-      await stage.abort()
+      await abortTreeStage(stage)
       throw e
     }
   }

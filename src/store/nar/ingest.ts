@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto'
-import type { BlobStage } from '../../castore/blob-service.js'
 import type { ReusableSource } from '../../castore/reusable-source.js'
-import type { CallOptions } from '../../util/call-options.js'
-import { type Directory, directoryDigest, directoryFromEntries, directorySize } from '../../castore/directory.js'
 import type { Node } from '../../castore/node.js'
-import type { IngestResult } from '../ingest-fs.js'
+import { DirectoryEncoder } from '../../castore/proto.js'
+import { stageDirectory, type TreeStage } from '../../castore/tree-stage.js'
+import type { IngestOptions, IngestResult } from '../ingest-fs.js'
 import { ByteReader } from './byte-reader.js'
 import { readNar } from './reader.js'
 
@@ -20,28 +19,29 @@ const WHOLE_FILE = 1 << 20
 
 /**
  * Ingests a NAR stream into the castore (SPEC 8.4): files become blobs as
- * they stream past, Directories are collected leaves first. The raw input
+ * they stream past, Directories are staged leaves first as each ends. The raw input
  * is hashed as it is read; the strict reader guarantees it was canonical,
  * so its hash is the NAR hash of the tree.
  */
-export interface NarIngestOptions extends CallOptions {
+export interface NarIngestOptions extends IngestOptions {
   /** `src` reuses its buffers (each piece valid only until the next is asked for): what the stage may keep is copied first. */
   reusedBuffers?: boolean
 }
 
-export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage, opts: NarIngestOptions = {}): Promise<IngestResult> {
-  const reused = opts.reusedBuffers === true
+export async function ingestNar(src: AsyncIterable<Uint8Array>, tree: TreeStage, opts: NarIngestOptions = {}): Promise<IngestResult> {
+  const { observe, reusedBuffers, ...callOpts } = opts
+  const reused = reusedBuffers === true
   const sha = createHash('sha256')
   let narSize = 0
   const reader = new ByteReader(src, (c) => {
     sha.update(c)
     narSize += c.length
   })
-  const directories: Directory[] = []
   try {
     const root = await readNar<Node>(reader, {
       async file(executable, size, contents) {
-        const info = await stage.put(size <= WHOLE_FILE ? await wholeFile(contents, reused) : reused ? reusableContents(contents, size) : contents, opts)
+        const info = await tree.blobs.put(size <= WHOLE_FILE ? await wholeFile(contents, reused) : reused ? reusableContents(contents, size) : contents, callOpts)
+        observe?.file(info.digest, size)
         return { kind: 'file', name: EMPTY, digest: info.digest, size, executable }
       },
       async symlink(target) {
@@ -50,12 +50,13 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, stage: BlobStage
       },
       async directory(entries) {
         opts.signal?.throwIfAborted()
-        const dir = directoryFromEntries(entries.map((e) => ({ ...e.node, name: e.name })))
-        directories.push(dir)
-        return { kind: 'directory', name: EMPTY, digest: directoryDigest(dir), size: directorySize(dir) }
+        // In name order: the strict reader refuses any other.
+        const dir = new DirectoryEncoder()
+        for (const e of entries) dir.add({ ...e.node, name: e.name })
+        return stageDirectory(tree.directories, dir, observe)
       },
     })
-    return { root, directories, narSize, narSha256: sha.digest() }
+    return { root, narSize, narSha256: sha.digest() }
   } finally {
     await reader.cancel()
   }

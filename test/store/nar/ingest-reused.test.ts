@@ -3,7 +3,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { describe, test } from 'node:test'
-import { type BlobStage, readAll, stageOrWriteThrough } from '../../../src/castore/blob-service.js'
+import { type BlobStage, readAll } from '../../../src/castore/blob-service.js'
+import { commitTreeStage, stageTree } from '../../../src/castore/tree-stage.js'
 import { b3 } from '../../../src/castore/digest.js'
 import { openLocalStore } from '../../../src/backends/local/index.js'
 import { openMemoryStore } from '../../../src/backends/memory/index.js'
@@ -39,10 +40,9 @@ async function* reusingSource(bytes: Uint8Array, piece: number): AsyncGenerator<
 }
 
 async function ingestAndRender(store: Store, src: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const stage = stageOrWriteThrough(store.blobs)
+  const stage = stageTree(store)
   const r = await ingestNar(src, stage, { reusedBuffers: true })
-  await stage.commit()
-  if (r.directories.length) await store.directories.putClosure(r.directories)
+  await commitTreeStage(stage)
   return Buffer.from(await readAll(renderNar(r.root, store)))
 }
 
@@ -75,7 +75,7 @@ describe('NAR ingest from a source that reuses its buffers (reusedBuffers)', () 
       commit: async () => {},
       abort: async () => {},
     }
-    await ingestNar(reusingSource(bytes, MiB), stage, { reusedBuffers: true })
+    await ingestNar(reusingSource(bytes, MiB), { blobs: stage, directories: openMemoryStore().directories.stage() }, { reusedBuffers: true })
     const files = kept.map((pieces) => Buffer.concat(pieces))
     assert.deepEqual(
       files.map((f) => f.length),
@@ -117,16 +117,16 @@ describe('NAR reader: the same result however the input is split (steps run agai
 
   test('every piece size from 1 to 96 bytes, in a reused buffer: the same tree and NAR hash', async () => {
     const store = openMemoryStore()
-    const whole = await ingestNar(reusingSource(tree, tree.length), stageOrWriteThrough(store.blobs), { reusedBuffers: true })
+    const whole = await ingestNar(reusingSource(tree, tree.length), stageTree(store), { reusedBuffers: true })
     for (let piece = 1; piece <= 96; piece++) {
-      const r = await ingestNar(reusingSource(tree, piece), stageOrWriteThrough(store.blobs), { reusedBuffers: true })
+      const r = await ingestNar(reusingSource(tree, piece), stageTree(store), { reusedBuffers: true })
       assert.deepEqual(r, whole, `pieces of ${piece}`)
     }
   })
 
   test('every piece size from 1 to 96 bytes: an entry out of order is that error, never a false duplicate', async () => {
     for (let piece = 1; piece <= 96; piece++) {
-      await assert.rejects(ingestNar(reusingSource(outOfOrder, piece), stageOrWriteThrough(openMemoryStore().blobs), { reusedBuffers: true }), /entry "a" is out of order \(after "c"\)/, `pieces of ${piece}`)
+      await assert.rejects(ingestNar(reusingSource(outOfOrder, piece), stageTree(openMemoryStore()), { reusedBuffers: true }), /entry "a" is out of order \(after "c"\)/, `pieces of ${piece}`)
     }
   })
 })

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { describe, test } from 'node:test'
-import { readAll, stageOrWriteThrough } from '../../../src/castore/blob-service.js'
+import { readAll } from '../../../src/castore/blob-service.js'
+import { commitTreeStage, stageTree } from '../../../src/castore/tree-stage.js'
 import { openMemoryStore } from '../../../src/backends/memory/index.js'
 import { InvalidInputError } from '../../../src/errors.js'
 import { ingestNar } from '../../../src/store/nar/ingest.js'
@@ -14,13 +15,12 @@ const sha = (b: Uint8Array) => nixbase32.encode(createHash('sha256').update(b).d
 
 async function roundTrip(bytes: Buffer, chunk = 7) {
   const store = openMemoryStore()
-  const stage = stageOrWriteThrough(store.blobs)
+  const stage = stageTree(store)
   async function* src() {
     for (let i = 0; i < bytes.length; i += chunk) yield bytes.subarray(i, i + chunk)
   }
   const r = await ingestNar(src(), stage)
-  await stage.commit()
-  if (r.directories.length) await store.directories.putClosure(r.directories)
+  await commitTreeStage(stage)
   const out = await readAll(renderNar(r.root, store))
   // The size computed from Directories alone, without rendering, matches the NAR's.
   assert.equal(await narSize(r.root, store), bytes.length)
@@ -64,10 +64,10 @@ describe('NAR encoding (SPEC 5.5 examples, from Nix)', () => {
     )
     assert.equal(bytes.length, 888)
     assert.equal(sha(bytes), '1gas6kn20vrjmv80v7xyvlb4x2s4cm2g8yfygac3pyl1hsxa350q')
-    const { r, out } = await roundTrip(bytes, 64)
+    const { r, out, store } = await roundTrip(bytes, 64)
     assert.deepEqual(out, bytes)
     assert.equal(Buffer.from(r.root.kind === 'directory' ? r.root.digest : []).toString('hex'), '308a97e51de0275df17cca0873226c9a12e92b3e58f80dc55eb8ccf8bd3b66e6')
-    assert.equal(r.directories.length, 2)
+    assert.equal(store.directories.dirs.size, 2)
   })
 })
 
