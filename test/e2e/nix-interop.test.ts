@@ -453,18 +453,22 @@ describe('nix interop', { concurrency: TREES_AT_ONCE }, () => {
         },
       },
     ]
-    for (const c of importCases) {
-      test(`import of a ${c.label}: one error line, nothing registered, tmp/ clean`, { skip: SKIP }, async () => {
-        const d = fs.mkdtempSync(path.join(root, 'bad-'))
-        const { arg, fifos } = c.make(d)
-        const pathinfoBefore = listing(path.join(errStore, 'pathinfo'))
-        assert.ok(pathinfoBefore.length > 0, 'the store already holds a path')
-        assert.deepEqual(listing(path.join(errStore, 'tmp')), [], 'tmp/ is empty before')
-        const r = await importWithTimeout(arg, fifos)
-        assertOneError(r, `import ${arg}`)
-        assert.deepEqual(listing(path.join(errStore, 'pathinfo')), pathinfoBefore, 'no new entries under pathinfo/')
-        assert.deepEqual(listing(path.join(errStore, 'tmp')), [], 'no leftover files in tmp/')
-      })
-    }
+    // One after another: run side by side (subtests inherit the file's concurrency), one
+    // case's import wrote its temp file into the shared store as another looked at tmp/.
+    describe('import failures leave the store as it was', { concurrency: 1 }, () => {
+      for (const c of importCases) {
+        test(`import of a ${c.label}: one error line, nothing registered, tmp/ clean`, { skip: SKIP }, async () => {
+          const d = fs.mkdtempSync(path.join(root, 'bad-'))
+          const { arg, fifos } = c.make(d)
+          const pathinfoBefore = listing(path.join(errStore, 'pathinfo'))
+          assert.ok(pathinfoBefore.length > 0, 'the store already holds a path')
+          assert.deepEqual(listing(path.join(errStore, 'tmp')), [], 'tmp/ is empty before')
+          const r = await importWithTimeout(arg, fifos)
+          assertOneError(r, `import ${arg}`)
+          assert.deepEqual(listing(path.join(errStore, 'pathinfo')), pathinfoBefore, 'no new entries under pathinfo/')
+          assert.deepEqual(listing(path.join(errStore, 'tmp')), [], 'no leftover files in tmp/')
+        })
+      }
+    })
   })
 })
