@@ -97,10 +97,24 @@ describe('signatures against nix store sign on a Nix-built closure', { skip: bui
     assert.deepEqual(untrusted(two.stdout.toString()), allUntrusted())
   })
 
-  // Our signature in Nix's own database (as opposed to an equal one Nix made) needs a binary cache we write: `copy --to nix+file://` (issue 13, item 2).
-  test('nix store verify of a signature we stored, read from a Nix store', {
-    skip: "we cannot write into a Nix store or a binary cache yet (copy --to a binary cache is issue 13 item 2); byte equality with Nix's own signature is checked above",
-  }, () => {})
+  test('Nix accepts the signatures we stored: nix copy from a binary cache we wrote checks them, nix store verify trusts them', async () => {
+    // Signed by the test above; a cache we write carries them as Sig: lines.
+    const cache = `file://${path.join(root, 'cache')}`
+    await ok(['copy', '--store', ourStore, '--to', `nix+${cache}`, top])
+    await nixOk('nix', ['store', 'verify', '--store', cache, '--sigs-needed', '1', '--trusted-public-keys', publicKey, '-r', top])
+    // Without --no-check-sigs, Nix refuses a path whose signature it cannot check against a trusted key.
+    const target = new NixStore(path.join(root, 'nix-from-ours'))
+    await nixOk('nix', ['copy', '--from', cache, '--to', target.url, '--option', 'trusted-public-keys', publicKey, top])
+    const theirs = JSON.parse(await nixOk('nix', ['path-info', '--store', target.url, '--json', '--sigs', '-r', top])) as Array<{ path: string; signatures?: string[] }>
+    const mine = JSON.parse(await ok(['path-info', '--store', ourStore, '--json', '-r', top])) as Array<{ path: string; signatures?: string[] }>
+    assert.equal(theirs.length, built.closure!.listing.length)
+    assert.deepEqual(Object.fromEntries(theirs.map((e) => [e.path, e.signatures])), Object.fromEntries(mine.map((e) => [e.path, e.signatures])))
+    // And a key that did not sign them is refused.
+    const other = (await ok(['key', 'public', '-'], await ok(['key', 'generate', 'tvix-test-2']))).trim()
+    const refused = await runNix('nix', ['copy', '--from', cache, '--to', new NixStore(path.join(root, 'nix-refused')).url, '--option', 'trusted-public-keys', other, top])
+    assert.notEqual(refused.code, 0, refused.stderr)
+    assert.match(refused.stderr, /lacks a valid signature/)
+  })
 })
 
 describe('bad keys: one error line, the store unchanged', () => {
