@@ -109,13 +109,7 @@ function blobChunkInScratch(v: unknown): Buffer {
   const data = v as Uint8Array
   if (data.length === 0) return Buffer.alloc(0)
   if (scratch.length < data.length + 6) scratch = Buffer.allocUnsafe(Math.max(data.length, BLOB_CHUNK_BYTES) + 6)
-  // Field 1, wire type 2, then the length as a varint.
-  scratch[0] = 0x0a
-  let at = 1
-  for (let n = data.length; ; n = Math.floor(n / 128)) {
-    scratch[at++] = n > 0x7f ? (n % 128) | 0x80 : n
-    if (n <= 0x7f) break
-  }
+  const at = m.blobChunk.head(scratch, 0, data.length)
   scratch.set(data, at)
   return scratch.subarray(0, at + data.length)
 }
