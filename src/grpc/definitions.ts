@@ -115,6 +115,20 @@ function blobChunkInScratch(v: unknown): Buffer {
 }
 
 /**
+ * The gRPC prefix and protobuf head of a BlobChunk message with `size`
+ * bytes of data, the data to follow: a daemon writing a Read's messages
+ * onto HTTP/2 itself (DirectBytes), as blobChunkInScratch would frame them.
+ */
+export function blobChunkFrameHead(size: number): Uint8Array {
+  const head = Buffer.allocUnsafe(5 + 6)
+  // An empty BlobChunk is no bytes at all (proto3 leaves an empty field out).
+  const end = size === 0 ? 5 : m.blobChunk.head(head, 5, size)
+  head[0] = 0
+  head.writeUInt32BE(end - 5 + size, 1)
+  return head.subarray(0, end)
+}
+
+/**
  * Largest message either side sends or accepts: the largest Directory a
  * store holds (4 MiB, tonic's default that tvix/snix peers keep); blob
  * data travels in chunks well below it.
