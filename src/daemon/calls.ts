@@ -94,6 +94,8 @@ class FlushWindow {
     }
     const h2 = msg instanceof Uint8Array ? this.directStream() : null
     if (!h2) return void this.call.write(msg, sent)
+    // grpc-js ended the stream under us (its deadline, a status): nothing more goes out, as its own write would drop it.
+    if (h2.writableEnded || h2.destroyed) return sent()
     if (size === 0) return void h2.write(this.direct!.head(0), sent)
     h2.write(this.direct!.head(size))
     h2.write(msg, sent)
@@ -112,6 +114,8 @@ class FlushWindow {
     const h2 = http2StreamOf(this.call)
     if (h2 && !h2.destroyed && !h2.headersSent) this.call.sendMetadata(new Metadata())
     this.h2 = h2 && !h2.destroyed && h2.headersSent ? h2 : null
+    // grpc-js hears one error of the stream; one of our writes may fail after it (a reset): that must not go unhandled.
+    this.h2?.on('error', () => {})
     return this.h2
   }
 
