@@ -2,7 +2,7 @@ import type { UntypedServiceImplementation } from '@grpc/grpc-js'
 import type { ImmediateReads } from '../castore/blob-service.js'
 import { B3_LEN, b3Display, toHex } from '../castore/digest.js'
 import { ConflictError } from '../errors.js'
-import { BLOB_CHUNK_BYTES } from '../grpc/definitions.js'
+import { BLOB_CHUNK_BYTES, blobChunkFrameHead } from '../grpc/definitions.js'
 import { blobChunk, digestMessage, statBlobRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import type { Store } from '../store/store.js'
@@ -65,7 +65,7 @@ export function blobHandler(
       // A small blob read and checked whole (most files of a tree): its messages at once, no step per message.
       if (lent instanceof Uint8Array) return messagesOf(lent)
       return readMessages(d, lent, signal)
-    }, transfers, true),
+    }, transfers, true, { head: blobChunkFrameHead }),
 
     // A write session: the store's gc does not sweep while a blob goes in.
     // Kept by a temp root until the client's PathInfo (a later call) refers to it.

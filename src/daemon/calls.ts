@@ -5,12 +5,13 @@
  */
 import { once } from 'node:events'
 import http2, { type ServerHttp2Stream } from 'node:http2'
-import type {
-  handleClientStreamingCall,
-  handleServerStreamingCall,
-  handleUnaryCall,
-  ServerReadableStream,
-  ServerWritableStream,
+import {
+  Metadata,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type ServerReadableStream,
+  type ServerWritableStream,
 } from '@grpc/grpc-js'
 import { requireDigestLength } from '../castore/digest.js'
 import { Status, StatusError, toStatus } from '../grpc/status.js'
@@ -42,22 +43,41 @@ const UNFLUSHED_BYTES = 1 << 20
 /** What a message that is not bytes (a Directory, a PathInfo) counts for: small ones, a few in flight. */
 const OBJECT_MESSAGE_BYTES = 64 << 10
 
+/**
+ * How a stream's messages that are bytes (a blob Read's data) may skip
+ * grpc-js: `head(size)` gives the gRPC prefix and protobuf head of a
+ * message of `size` bytes of data. grpc-js would copy each message twice
+ * (our serializer's encoding, then its framed copy, a fresh 1 MiB buffer
+ * each: garbage and page faults, a third of a daemon's CPU serving a large
+ * blob); written as its head and a view of the data onto the call's HTTP/2
+ * stream, it is not copied at all. The wire is the same.
+ */
+export interface DirectBytes {
+  head(size: number): Uint8Array
+}
+
 /** A server stream's writes, at most UNFLUSHED_BYTES of them in flight. */
 class FlushWindow {
   private unflushed = 0
   private room: (() => void) | undefined
   private readonly cancelled: Promise<void>
+  /** The HTTP/2 stream byte messages go to once the response headers are out (direct); null where grpc-js writes them. */
+  private h2: ServerHttp2Stream | null | undefined
 
-  constructor(private readonly call: ServerWritableStream<Buffer, unknown>) {
+  constructor(
+    private readonly call: ServerWritableStream<Buffer, unknown>,
+    private readonly direct?: DirectBytes,
+  ) {
     this.cancelled = new Promise<void>((resolve) => (call.cancelled ? resolve() : call.once('cancelled', resolve)))
     this.cancelled.then(() => this.room?.())
+    if (!direct) this.h2 = null
   }
 
   /**
    * Writes `msg`; waits while too much is in flight (or until the client
    * goes away, or `idleMs` pass). `lent`: `msg` is a view of a buffer its
    * source reuses, so wait until grpc-js has copied it out (serialized
-   * into its own frame: the write's callback).
+   * into its own frame), or HTTP/2 has sent it (direct): the write's callback.
    */
   async write(msg: unknown, idleMs: number, lent = false): Promise<void> {
     this.send(msg)
@@ -68,10 +88,35 @@ class FlushWindow {
   send(msg: unknown): void {
     const size = msg instanceof Uint8Array ? msg.length : OBJECT_MESSAGE_BYTES
     this.unflushed += size
-    this.call.write(msg, () => {
+    const sent = () => {
       this.unflushed -= size
       this.room?.()
-    })
+    }
+    const h2 = msg instanceof Uint8Array ? this.directStream() : null
+    if (!h2) return void this.call.write(msg, sent)
+    // grpc-js ended the stream under us (its deadline, a status): nothing more goes out, as its own write would drop it.
+    if (h2.writableEnded || h2.destroyed) return sent()
+    if (size === 0) return void h2.write(this.direct!.head(0), sent)
+    h2.write(this.direct!.head(size))
+    h2.write(msg, sent)
+  }
+
+  /**
+   * The call's HTTP/2 stream, its response headers sent through grpc-js
+   * (which then sends the status as trailers after what is written here,
+   * in order); null, and grpc-js writes every message, where this
+   * grpc-js's stream cannot be found or its headers did not go out.
+   * Asked at the first message, so a call that fails before any still
+   * answers with its status alone.
+   */
+  private directStream(): ServerHttp2Stream | null {
+    if (this.h2 !== undefined) return this.h2
+    const h2 = http2StreamOf(this.call)
+    if (h2 && !h2.destroyed && !h2.headersSent) this.call.sendMetadata(new Metadata())
+    this.h2 = h2 && !h2.destroyed && h2.headersSent ? h2 : null
+    // grpc-js hears one error of the stream; one of our writes may fail after it (a reset): that must not go unhandled.
+    this.h2?.on('error', () => {})
+    return this.h2
   }
 
   /** Waits until everything written is handed to HTTP/2: a status sent now comes after it. */
@@ -134,6 +179,7 @@ export function unary<Req, Res>(
  * asked for; each is then written out before the next is asked for.
  * `fn` may answer with an array: messages it already holds, none of them
  * lent (a small blob read whole), written at once, without a step per message.
+ * `direct`: its messages are bytes, written without grpc-js (DirectBytes).
  */
 export function serverStream<Req, Res>(
   method: string,
@@ -142,10 +188,11 @@ export function serverStream<Req, Res>(
   fn: (req: Req, signal: AbortSignal, call: object) => AsyncIterable<Res> | Res[],
   transfers: Transfers = UNLIMITED,
   lent = false,
+  direct?: DirectBytes,
 ): handleServerStreamingCall<Buffer, Res> {
   return (call: ServerWritableStream<Buffer, Res>) => {
     const signal = cancelSignal(call)
-    const window = new FlushWindow(call as ServerWritableStream<Buffer, unknown>)
+    const window = new FlushWindow(call as ServerWritableStream<Buffer, unknown>, direct)
     const idleMs = transfers.limits.callIdleMs
     let release: (() => void) | undefined
     ;(async () => {

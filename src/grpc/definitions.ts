@@ -109,15 +109,23 @@ function blobChunkInScratch(v: unknown): Buffer {
   const data = v as Uint8Array
   if (data.length === 0) return Buffer.alloc(0)
   if (scratch.length < data.length + 6) scratch = Buffer.allocUnsafe(Math.max(data.length, BLOB_CHUNK_BYTES) + 6)
-  // Field 1, wire type 2, then the length as a varint.
-  scratch[0] = 0x0a
-  let at = 1
-  for (let n = data.length; ; n = Math.floor(n / 128)) {
-    scratch[at++] = n > 0x7f ? (n % 128) | 0x80 : n
-    if (n <= 0x7f) break
-  }
+  const at = m.blobChunk.head(scratch, 0, data.length)
   scratch.set(data, at)
   return scratch.subarray(0, at + data.length)
+}
+
+/**
+ * The gRPC prefix and protobuf head of a BlobChunk message with `size`
+ * bytes of data, the data to follow: a daemon writing a Read's messages
+ * onto HTTP/2 itself (DirectBytes), as blobChunkInScratch would frame them.
+ */
+export function blobChunkFrameHead(size: number): Uint8Array {
+  const head = Buffer.allocUnsafe(5 + 6)
+  // An empty BlobChunk is no bytes at all (proto3 leaves an empty field out).
+  const end = size === 0 ? 5 : m.blobChunk.head(head, 5, size)
+  head[0] = 0
+  head.writeUInt32BE(end - 5 + size, 1)
+  return head.subarray(0, end)
 }
 
 /**

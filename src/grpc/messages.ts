@@ -79,6 +79,18 @@ export const digestMessage = {
 /** BlobChunk: `bytes data = 1`. */
 export const blobChunk = {
   encode: (data: Uint8Array) => encode((w) => w.bytes(1, data)),
+  /**
+   * What comes before a BlobChunk's data of `size` bytes (its field 1 tag
+   * and length), written into `out` at `at`; returns where the data goes.
+   * A sender that frames the data itself copies it once, or not at all.
+   */
+  head(out: Uint8Array, at: number, size: number): number {
+    out[at++] = 0x0a
+    for (let n = size; ; n = Math.floor(n / 128)) {
+      out[at++] = n > 0x7f ? (n % 128) | 0x80 : n
+      if (n <= 0x7f) return at
+    }
+  },
   decode: (b: Uint8Array): Uint8Array =>
     decodeWith(b, { data: EMPTY }, (m, f) => {
       if (f.field === 1) m.data = asBytes(f, 'data')

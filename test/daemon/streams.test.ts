@@ -11,7 +11,9 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { directoryDigest, directorySize, type Directory } from '../../src/castore/directory.js'
 import { openGrpcStore } from '../../src/backends/grpc/index.js'
-import { toHex } from '../../src/castore/digest.js'
+import { b3, toHex } from '../../src/castore/digest.js'
+import { readAll } from '../../src/castore/blob-service.js'
+import { randomBytes } from '../helpers/trees.js'
 import { encodeDirectory } from '../../src/castore/proto.js'
 import { eventually, field1, rawClient, rawClientStream, watchDaemon, writeAll } from '../helpers/attack.js'
 import { freePort, type RunningDaemon, startDaemon } from '../helpers/daemon.js'
@@ -71,6 +73,28 @@ describe('daemon client streams: cancel', () => {
     } finally {
       const w = await watch.stop()
       t.diagnostic(`aborted Puts x${ROUNDS}: daemon peak RSS ${w.peakRssMiB} MiB; Stat latency median ${w.medianMs} ms, max ${w.maxMs} ms (${w.probes} probes)`)
+      await remote.close()
+    }
+  })
+
+  test('a Put whose source refills one buffer for every piece stores each piece as it was (our client copies a message before it asks for the next); its Read gives them back', async () => {
+    const remote = openGrpcStore(daemon.url.replace('grpc+http://', ''), daemon.url, '/nix/store')
+    try {
+      // More messages than the client keeps in flight, pieces across message boundaries, an odd tail.
+      const sizes = [1 << 20, 3 << 19, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1000]
+      const want = Buffer.concat(sizes.map((n, i) => randomBytes(n, 40 + i)))
+      const reused = Buffer.alloc(Math.max(...sizes))
+      async function* refilled() {
+        for (const [i, n] of sizes.entries()) {
+          randomBytes(n, 40 + i).copy(reused)
+          yield reused.subarray(0, n)
+        }
+      }
+      const info = await remote.blobs.put(refilled())
+      assert.equal(toHex(info.digest), toHex(b3(want)))
+      const got = await readAll((await remote.blobs.open(info.digest))!)
+      assert.ok(got.equals(want), 'the blob read back differs from what was put')
+    } finally {
       await remote.close()
     }
   })

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { serviceDefinition } from '../../src/grpc/definitions.js'
+import { blobChunkFrameHead, serviceDefinition } from '../../src/grpc/definitions.js'
 import { blobChunk } from '../../src/grpc/messages.js'
 import { randomBytes } from '../helpers/trees.js'
 
@@ -12,5 +12,16 @@ test("the daemon's blob Read serializer (one reused buffer) writes what blobChun
     const got = Buffer.from(serialize(data))
     assert.ok(got.equals(Buffer.from(blobChunk.encode(data))), `${n} bytes`)
     assert.ok(Buffer.from(blobChunk.decode(got)).equals(data))
+  }
+})
+
+test("a Read message the daemon writes itself (blobChunkFrameHead, then the data) is grpc-js's framing of the serializer's bytes", () => {
+  const serialize = serviceDefinition('tvix.castore.v1.BlobService', 'server').Read!.responseSerialize
+  for (const [i, n] of [0, 1, 127, 128, 16383, 16384, 2097151, 2097152, 1 << 20].entries()) {
+    const data = randomBytes(n, i + 20)
+    const message = Buffer.from(serialize(data))
+    const prefix = Buffer.alloc(5)
+    prefix.writeUInt32BE(message.length, 1)
+    assert.ok(Buffer.concat([blobChunkFrameHead(n), data]).equals(Buffer.concat([prefix, message])), `${n} bytes`)
   }
 })

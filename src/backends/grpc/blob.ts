@@ -14,7 +14,7 @@ import {
 import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
-import type { StatBlobRequest, StatBlobResponse } from '../../grpc/messages.js'
+import { type StatBlobRequest, type StatBlobResponse, blobChunk } from '../../grpc/messages.js'
 import { abortable } from '../../util/abortable.js'
 import type { CallOptions } from '../../util/call-options.js'
 import { LARGER } from '../../castore/read-ahead.js'
@@ -175,16 +175,21 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
     }
     const h = b3Hasher()
     let size = 0
-    async function* pieces(): AsyncGenerator<Uint8Array> {
+    // Each message as its head and a view of the data: copied once, into the framed buffer that is sent.
+    const head = new Uint8Array(16)
+    async function* messages(): AsyncGenerator<readonly Uint8Array[]> {
       for await (const c of iterateSource(src)) {
         h.update(c)
         size += c.length
-        for (let i = 0; i < c.length; i += BLOB_CHUNK_BYTES) yield c.subarray(i, i + BLOB_CHUNK_BYTES)
+        for (let i = 0; i < c.length; i += BLOB_CHUNK_BYTES) {
+          const data = c.subarray(i, i + BLOB_CHUNK_BYTES)
+          yield [head.subarray(0, blobChunk.head(head, 0, data.length)), data]
+        }
       }
     }
     let digest: Uint8Array
     try {
-      digest = await this.rpc.clientStream<Uint8Array, Uint8Array>(SERVICE, 'Put', pieces(), opts)
+      digest = await this.rpc.leanClientStream<Uint8Array>(SERVICE, 'Put', messages(), opts)
     } catch (e) {
       throw this.rpc.error(e, opts)
     }

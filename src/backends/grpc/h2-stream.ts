@@ -1,6 +1,7 @@
 import { Metadata } from '@grpc/grpc-js'
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import net from 'node:net'
+import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
 import { Status } from '../../grpc/status.js'
 
 /**
@@ -68,8 +69,12 @@ export class H2Streams {
     return session
   }
 
-  /** Sends the request of a call (its messages, then the half-close); `finish` must be called once it ends, however it ends. */
-  private start(path: string, request: Request, signal?: AbortSignal): Call {
+  /**
+   * Sends the request of a call (its messages, then the half-close), or
+   * for a client stream (`request` undefined) only opens it; `finish`
+   * must be called once it ends, however it ends.
+   */
+  private start(path: string, request: Request | undefined, signal?: AbortSignal): Call {
     signal?.throwIfAborted()
     let stream: ClientHttp2Stream
     let session: ClientHttp2Session
@@ -83,10 +88,9 @@ export class H2Streams {
     } catch (e) {
       throw failure(Status.UNAVAILABLE, `Last error: ${(e as Error).message}`)
     }
-    const framed = frame(request instanceof Uint8Array ? [request] : request)
     // Its errors (a reset, an abort) end the call's reading; none may go unhandled when nobody reads.
     stream.on('error', () => {})
-    stream.end(framed)
+    if (request) stream.end(frame(request instanceof Uint8Array ? [request] : request))
     if (this.active++ === 0) session.ref()
     const call: Call = { stream, messages: new MessageReader(this.maxMessageBytes), finish: () => {} }
     stream.once('response', (h) => (call.headers = h))
@@ -153,6 +157,15 @@ export class H2Streams {
    */
   each(path: string, request: Request, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, attempt = 1): Promise<boolean> {
     const call = this.start(path, request, signal)
+    return this.answer(call, onMessage, signal, () => (attempt < ATTEMPTS ? this.each(path, request, onMessage, signal, attempt + 1) : undefined))
+  }
+
+  /**
+   * The response of a started call, handed to `onMessage` as in each().
+   * `again`: for a call the daemon refused unread, the same call sent
+   * again (undefined: the refusal is the failure).
+   */
+  private answer(call: Call, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, again?: () => Promise<boolean> | undefined): Promise<boolean> {
     const { stream } = call
     return new Promise<boolean>((resolve, reject) => {
       const settle = (ok: boolean, f: () => void) => {
@@ -168,7 +181,8 @@ export class H2Streams {
         }
       })
       stream.once('error', (e) => {
-        if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) settle(false, () => resolve(this.each(path, request, onMessage, signal, attempt + 1)))
+        const retry = refusedUnanswered(call, signal) ? again?.() : undefined
+        if (retry) settle(false, () => resolve(retry))
         else settle(false, () => reject(streamFailure(e, signal)))
       })
       stream.once('close', () => {
@@ -180,6 +194,53 @@ export class H2Streams {
         settle(true, () => resolve(true))
       })
     })
+  }
+
+  /**
+   * A client stream: each of `messages`, given as the pieces it is made of
+   * (a field's head, then a view of its data), is copied once into a framed
+   * buffer and written. The buffers come from a pool of SEND_BUFFERS
+   * reused as HTTP/2 has sent them, so up to that many messages are in
+   * flight while the next is read from the source, and a large upload
+   * makes no garbage per message. Resolves with the answer's messages (at
+   * most `maxBytes`; undefined beyond) once the call ended OK; an answer
+   * that comes early (an error status) stops the sending.
+   *
+   * A failing source (or an aborted `signal`) resets the stream and
+   * rethrows. It is never half-closed first, so the daemon sees a
+   * cancelled call, never a complete one that it would store. A refused
+   * stream is not sent again here: its source may not be read twice.
+   */
+  async send(path: string, messages: AsyncIterable<readonly Uint8Array[]>, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
+    const call = this.start(path, undefined, signal)
+    const { stream } = call
+    const got: Uint8Array[] = []
+    let bytes = 0
+    const answered = this.answer(call, (m) => {
+      got.push(m)
+      bytes += m.length
+      return bytes <= maxBytes
+    }, signal)
+    let over = false
+    const ended = answered.then(
+      () => void (over = true),
+      () => void (over = true),
+    )
+    const pool = new SendPool(this.maxMessageBytes)
+    try {
+      for await (const pieces of messages) {
+        if (over) break
+        const framed = await pool.frame(pieces, ended)
+        if (!framed || over) break
+        stream.write(framed, () => pool.release(framed))
+      }
+    } catch (e) {
+      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL)
+      await ended
+      throw e
+    }
+    if (!over) stream.end()
+    return (await answered) ? got : undefined
   }
 
   close(): void {
@@ -204,6 +265,61 @@ function frame(messages: readonly Uint8Array[]): Buffer {
     at += 5 + m.length
   }
   return framed
+}
+
+/** Messages of a client stream in flight at once (send()), each in a buffer that holds a blob chunk framed. */
+const SEND_BUFFERS = 4
+const SEND_BUFFER_BYTES = 5 + 16 + BLOB_CHUNK_BYTES
+
+/** Framed buffers for send(), reused once written out. */
+class SendPool {
+  private readonly free: Buffer[] = []
+  private made = 0
+  private wake: (() => void) | undefined
+
+  constructor(private readonly maxMessageBytes: number) {}
+
+  /**
+   * `pieces` framed as one message in a pooled buffer; waits while all
+   * SEND_BUFFERS are in flight. Undefined if `ended` settles first.
+   */
+  async frame(pieces: readonly Uint8Array[], ended: Promise<void>): Promise<Buffer | undefined> {
+    let size = 0
+    for (const p of pieces) size += p.length
+    if (size > this.maxMessageBytes) throw failure(Status.RESOURCE_EXHAUSTED, `Sent message larger than max (${size} vs. ${this.maxMessageBytes})`)
+    let buf: Buffer | undefined
+    for (;;) {
+      buf = this.take(5 + size)
+      if (buf) break
+      let stop = false
+      await Promise.race([new Promise<void>((resolve) => (this.wake = resolve)), ended.then(() => void (stop = true))])
+      if (stop) return undefined
+    }
+    buf[0] = 0
+    buf.writeUInt32BE(size, 1)
+    let at = 5
+    for (const p of pieces) {
+      buf.set(p, at)
+      at += p.length
+    }
+    return buf.subarray(0, at)
+  }
+
+  /** A written buffer (a view of a pooled one) comes back. */
+  release(framed: Buffer): void {
+    if (framed.buffer.byteLength === SEND_BUFFER_BYTES) this.free.push(Buffer.from(framed.buffer))
+    this.wake?.()
+  }
+
+  private take(bytes: number): Buffer | undefined {
+    // A message larger than a pooled buffer (none a blob Put sends) gets one of its own.
+    if (bytes > SEND_BUFFER_BYTES) return Buffer.alloc(bytes)
+    const b = this.free.pop()
+    if (b) return b
+    if (this.made >= SEND_BUFFERS) return undefined
+    this.made++
+    return Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES)
+  }
 }
 
 interface Call {

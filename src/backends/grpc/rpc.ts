@@ -149,6 +149,20 @@ export class RpcClient {
   }
 
   /**
+   * A client stream on a lean HTTP/2 call (H2Streams.send): each request
+   * given as the pieces of its encoding, copied once into a framed buffer;
+   * resolves with the single answer decoded. Fails like a grpc-js call
+   * (see error()); an aborted `signal` cancels it, as a failing `src` does.
+   */
+  async leanClientStream<Res>(service: ServiceName, name: string, src: AsyncIterable<readonly Uint8Array[]>, { signal }: CallOptions = {}): Promise<Res> {
+    signal?.throwIfAborted()
+    const m = this.method(service, name)
+    const answer = await this.lean.send(m.path, signal ? abortable(src, signal) : src, MAX_MESSAGE_BYTES, signal)
+    if (answer?.length !== 1) throw new IntegrityError(`the daemon answered ${name} with ${answer ? answer.length : 'too many'} messages`)
+    return (m.responseDeserialize as (b: Buffer) => Res)(answer[0] as Buffer)
+  }
+
+  /**
    * Streams `src` as requests with backpressure; resolves with the single
    * response. An aborted `signal` stops sending and cancels the call, as a
    * failing `src` does.
