@@ -1,18 +1,19 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, checkedBuffer, iterateSource, verifyBlob } from '../../castore/blob-service.js'
-import { type B3Digest, b3, b3Hasher, binaryKey, requireDigestLength, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Display, b3Hasher, binaryKey, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import { isReusable } from '../../castore/reusable-source.js'
 import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-service.js'
-import type { ChunkedPuts, ChunkFetch, UncheckedReads } from '../../castore/chunk-transfer.js'
+import type { ChunkedPuts, ChunkFetch, PackFiles, UncheckedReads } from '../../castore/chunk-transfer.js'
 import { fillPackFromChunks } from './chunk-list-pack.js'
 import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readFull, readManifest, readPackedBlob } from './pack.js'
 import { ObjectGraph } from './object-graph.js'
 import { BundleWriter, MemberReader, readBundleIndex } from './bundle.js'
 import type { Freshness } from './bundle.js'
 import { callerInput, onFile } from './io-errors.js'
+import { IntegrityError } from '../../errors.js'
 import type { LocalRoot } from './layout.js'
 import { abortable } from '../../util/abortable.js'
 import type { CallOptions } from '../../util/call-options.js'
@@ -54,7 +55,7 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads, UncheckedReads {
+export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads, UncheckedReads, PackFiles {
   readonly readsLocally = true
   /** Temp files made durable together, before they are renamed into place. */
   private readonly durable: Batcher<string>
@@ -270,6 +271,14 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       }
     }
     return undefined
+  }
+
+  /** PackFiles: the pack of `d` if it is sealed and borrows no chunk, for another local store to copy whole. */
+  packFile(d: B3Digest): string | undefined {
+    const hex = toHex(requireDigestLength(d))
+    const file = this.packPath(hex)
+    const manifest = manifestEntries(file, hex)
+    return manifest?.sealed && [...manifest].every((c) => c.pack === hex) ? file : undefined
   }
 
   /**
@@ -522,10 +531,75 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     })
   }
 
-  /** A large blob written from its chunk list (ChunkedPuts): not chunked again, the chunks the store holds not fetched (see fillPackFromChunks). */
+  /**
+   * A large blob written from its chunk list (ChunkedPuts): not chunked
+   * again, the chunks the store holds not fetched (see fillPackFromChunks);
+   * or, from another local store when this one holds none of its chunks,
+   * its pack file copied whole (clonePack).
+   */
   private async writeFromChunks(digest: B3Digest, chunks: ChunkMeta[], fetch: ChunkFetch): Promise<Written> {
     await this.root.init()
+    if (fetch.packFile && !chunks.some((c) => this.objects.chunks.get(c.digest))) {
+      const cloned = await this.clonePack(digest, fetch.packFile.file)
+      if (cloned) {
+        fetch.packFile.taken()
+        return cloned
+      }
+    }
     return this.intoPack(async (pack) => ({ digest, size: await fillPackFromChunks(pack, this.objects.chunks, this.chunkReader, digest, chunks, fetch) }))
+  }
+
+  /**
+   * Another local store's pack of blob `digest` (PackFiles: sealed, every
+   * chunk in it), copied into a temp file by the kernel (copy_file_range,
+   * or a reflink where the filesystem shares blocks), then read back and
+   * checked as a reader checks it: the manifest against its seal, every
+   * chunk against its digest, on two threads. The copy never passes
+   * through this process, and is not chunked, hashed whole or deflated
+   * again: it is the pack this store would have written, had it cut the
+   * blob itself with none of its chunks stored. Undefined, nothing kept,
+   * if the file is gone or not such a pack (the caller fetches the chunks).
+   */
+  private async clonePack(digest: B3Digest, source: string): Promise<Written | undefined> {
+    const hex = toHex(digest)
+    const tmp = this.root.tempPath()
+    try {
+      try {
+        await fsSync.promises.copyFile(source, tmp, fsSync.constants.COPYFILE_EXCL | fsSync.constants.COPYFILE_FICLONE)
+      } catch (e) {
+        // Gone since it was named (a gc of the source): its chunks are fetched the other way, and found missing there.
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !fsSync.existsSync(source)) return await this.discardClone(tmp)
+        throw onFile(e, tmp)
+      }
+      // The disk writes the copy back while it is read and checked (the fdatasync is under way in the
+      // thread pool before the check, which is synchronous, begins); the commit's sync then finds little left.
+      const fh = await fsSync.promises.open(tmp, 'r').catch((e) => Promise.reject(onFile(e, tmp)))
+      const flushed = fh.datasync().finally(() => fh.close())
+      flushed.catch(() => {})
+      let size = 0
+      try {
+        const manifest = manifestEntries(tmp, hex)
+        if (!manifest?.sealed || [...manifest].some((c) => c.pack !== hex)) return await this.discardClone(tmp)
+        for (const piece of readPackedBlob(() => tmp, manifest, PACK_READ_AHEAD, true)) size += piece.length
+      } catch (e) {
+        // Its messages would name our temp file.
+        if (e instanceof IntegrityError) throw new IntegrityError(`blob ${b3Display(digest)} is corrupt: ${source} does not match its chunk list`, { cause: e })
+        throw e
+      } finally {
+        await flushed.catch(() => {})
+      }
+      await flushed
+      // Kept by the chunk index once published: entries of their own.
+      return { digest, size, tmp, chunks: readManifest(tmp, hex) }
+    } catch (e) {
+      await this.root.discard(tmp)
+      throw e
+    }
+  }
+
+  private async discardClone(tmp: string): Promise<undefined> {
+    await this.root.discard(tmp)
+    return undefined
   }
 
   /** A pack written to a temp file by `fill`, which returns the blob it holds; nothing left in tmp/ on failure. */
