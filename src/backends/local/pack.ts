@@ -112,7 +112,10 @@ function parseManifest(raw: Buffer, self: string, file: string): Manifest {
   if (raw.length < 4) throw corruptManifest(file)
   const count = raw.readUInt32LE(0)
   let p = 4
-  for (let i = 0; i < count && p + 50 <= raw.length; i++) p += raw[p + 49] === 1 ? 82 : 50
+  let i = 0
+  for (; i < count && p + 50 <= raw.length; i++) p += raw[p + 49] === 1 ? 82 : 50
+  // Every entry the count promises, each whole (so decodeEntries cannot fail on these bytes).
+  if (i !== count) throw corruptManifest(file)
   if (p === raw.length) return { entries: raw, sealed: false }
   const entries = raw.subarray(0, raw.length - SEAL_LEN)
   if (p !== entries.length || !bytesEqual(raw.subarray(entries.length), sealOf(entries, self))) throw corruptManifest(file)
@@ -165,14 +168,13 @@ export function readManifest(file: string, self: string): ChunkRef[] | undefined
  * A pack's chunk list for one pass over it, decoded as it is walked: a
  * 1 GiB blob lists ~16,000 chunks, which as objects cost ~5 MB of heap per
  * reader (per concurrent download of a binary cache), where the raw
- * manifest is ~50 bytes a chunk. Checked whole now, so a corrupt manifest
- * still fails before any byte is read. `sealed`: see the seal above.
+ * manifest is ~50 bytes a chunk. Its layout is checked whole now
+ * (parseManifest), so a corrupt manifest still fails before any byte is read. `sealed`: see the seal above.
  */
 export function manifestEntries(file: string, self: string): (Iterable<ChunkRef> & { sealed: boolean }) | undefined {
   const raw = readManifestBytes(file)
   if (!raw) return undefined
   const { entries, sealed } = parseManifest(raw, self, file)
-  for (const _ of decodeEntries(entries, self, file));
   return { sealed, [Symbol.iterator]: () => decodeEntries(entries, self, file) }
 }
 
