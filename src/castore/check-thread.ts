@@ -43,6 +43,8 @@ const COUNT = 8
 const GOT = 9
 const BAD = 10
 const WORDS = 11
+/** How often a wait for the worker looks whether it has ended meanwhile (a job takes a millisecond or so). */
+const LIVENESS_MS = 1000
 const IDLE = 0
 const JOB = 1
 const DONE = 2
@@ -56,6 +58,13 @@ const ctrl = new Int32Array(workerData.ctrl)
 const sizes = new Int32Array(workerData.sizes)
 const digests = Buffer.from(workerData.digests)
 const bufs = workerData.buffers.map((b) => Buffer.from(b))
+// Ending for any reason, it says so, and hands back a job it had: the main thread then does it.
+process.on('exit', () => {
+  Atomics.store(ctrl, ${READY}, 0)
+  ctrl[${GOT}] = -1
+  Atomics.store(ctrl, ${STATE}, ${DONE})
+  Atomics.notify(ctrl, ${STATE})
+})
 Atomics.store(ctrl, ${READY}, 1)
 for (;;) {
   // Until a job is posted (after one, the state stays DONE until the main thread has taken the result).
@@ -203,9 +212,18 @@ class CheckThread {
     Atomics.notify(c, STATE)
   }
 
+  /** Until the worker is done with the job. */
   private wait(): void {
-    while (Atomics.load(this.ctrl, STATE) === JOB) Atomics.wait(this.ctrl, STATE, JOB)
-    Atomics.store(this.ctrl, STATE, IDLE)
+    const c = this.ctrl
+    while (Atomics.load(c, STATE) === JOB) {
+      Atomics.wait(c, STATE, JOB, LIVENESS_MS)
+      // It ended (saying so on its way out) before this job was posted: nobody will do its half but us.
+      if (Atomics.load(c, STATE) === JOB && Atomics.load(c, READY) === 0) {
+        c[GOT] = -1
+        break
+      }
+    }
+    Atomics.store(c, STATE, IDLE)
   }
 }
 
