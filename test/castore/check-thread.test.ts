@@ -73,13 +73,16 @@ describe('check thread', () => {
   })
 
   test("a read the worker cannot do is done again on the main thread, whose error is raised", () => {
-    // An fd that is not open: both threads fail to read; the main thread's read says why.
-    const closed = fs.openSync(file, 'r')
-    fs.closeSync(closed)
-    assert.throws(
-      () => lease.readChecked(closed, 4096, SHARED_SPAN, chunks, (into, pos) => fs.readSync(closed, into, 0, into.length, pos)),
-      (e: NodeJS.ErrnoException) => e.code === 'EBADF',
-    )
+    // A folder opened for reading: both threads fail to read it; the main thread's read says why.
+    const folder = fs.openSync(dir, 'r')
+    try {
+      assert.throws(
+        () => lease.readChecked(folder, 4096, SHARED_SPAN, chunks, (into, pos) => fs.readSync(folder, into, 0, into.length, pos)),
+        (e: NodeJS.ErrnoException) => e.code === 'EISDIR',
+      )
+    } finally {
+      fs.closeSync(folder)
+    }
     // And the thread is still there for the next span.
     assert.deepEqual(readSpan(), { got: SHARED_SPAN, bad: -1, shared: true })
   })
