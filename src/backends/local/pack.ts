@@ -291,15 +291,15 @@ function* spans(manifest: Iterable<ChunkRef>, max: number): Generator<Span> {
  * consumer asks for the next one (it must be done with it by then, e.g.
  * a write it waited for). A fresh buffer per 256 KiB span cost more CPU
  * than reading and hashing it (page faults of new memory, then GC): 290
- * vs 45 ms per 256 MiB. Lent, that buffer is one shared with the check
- * thread where one is free (check-thread.ts): spans of up to SHARED_SPAN,
- * of which raw ones are read and checked half on each thread. The packs
- * are open only while the generator runs.
+ * vs 45 ms per 256 MiB. Lent 'shared', that buffer is one shared with
+ * the check thread where one is free (check-thread.ts): spans of up to
+ * SHARED_SPAN, of which raw ones are read and checked half on each thread.
+ * The packs are open only while the generator runs.
  */
-export function* readPackedBlob(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number, lend = false): Generator<Uint8Array> {
+export function* readPackedBlob(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number, lend: boolean | 'shared' = false): Generator<Uint8Array> {
   const fds = new Map<string, number>()
   // Lent, the buffer may be one shared with the check thread: the two halves of each span are then read and checked at once.
-  const lease = lend ? leaseCheckBuffer() : undefined
+  const lease = lend === 'shared' ? leaseCheckBuffer() : undefined
   const max = lease ? SHARED_SPAN : readAhead
   let lent: Buffer | undefined
   try {
