@@ -599,6 +599,11 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         await flushed.catch(() => {})
       }
       await flushed
+      // Stored meanwhile (another writer): its pack stays as it is, as intoPack leaves it.
+      if (await this.has(digest)) {
+        await this.root.discard(tmp)
+        return { digest, size }
+      }
       // Kept by the chunk index once published: entries of their own.
       return { digest, size, tmp, chunks: readManifest(tmp, hex) }
     } catch (e) {
