@@ -15,7 +15,25 @@ import type { CallOptions } from '../util/call-options.js'
  * blob's chunk list, in order), back to back, in pieces of any size. The
  * writer checks each chunk against its digest as it arrives.
  */
-export type ChunkFetch = (wanted: ChunkMeta[]) => AsyncIterable<Uint8Array>
+export type ChunkFetch = ((wanted: ChunkMeta[]) => AsyncIterable<Uint8Array>) & {
+  /**
+   * From a store on this machine (PackFiles), the file that holds the
+   * whole blob as a pack, for a writer that copies the file instead of
+   * its bytes and then checks the copy. `taken()` once it did (its bytes
+   * count as read from the source).
+   */
+  packFile?: { file: string; taken(): void }
+}
+
+/**
+ * Optional capability of a BlobService on this machine: the file holding
+ * blob `d` as a sealed pack with every chunk in it (nothing borrowed from
+ * another pack), which another local store may copy whole; undefined for
+ * any other blob.
+ */
+export interface PackFiles {
+  packFile(d: B3Digest): string | undefined
+}
 
 /**
  * Optional capability of a BlobStage: blob `digest` written from its chunk
@@ -60,7 +78,7 @@ const CHUNKS_IN_FLIGHT = 16
  * `fetched` counts the bytes read.
  */
 export function chunksFrom(from: BlobService, blob: B3Digest, chunks: ChunkMeta[], fetched: (bytes: number) => void): ChunkFetch {
-  return async function* (wanted) {
+  const fetch: ChunkFetch = async function* (wanted) {
     if (wanted.length === 0) return
     const missing = (what: string) => new NotFoundError(`${what} is missing from the source store`)
     if (wanted.length === chunks.length) {
@@ -81,4 +99,7 @@ export function chunksFrom(from: BlobService, blob: B3Digest, chunks: ChunkMeta[
       yield data
     }
   }
+  const file = (from as Partial<PackFiles>).packFile?.(blob)
+  if (file !== undefined) fetch.packFile = { file, taken: () => fetched(chunks.reduce((n, c) => n + c.size, 0)) }
+  return fetch
 }

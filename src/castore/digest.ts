@@ -12,14 +12,21 @@ type BlakeBinding = typeof import('@napi-rs/blake-hash')
 function loadBlake(): BlakeBinding {
   const require = createRequire(import.meta.url)
   try {
-    return require(`@napi-rs/blake-hash-${process.platform}-${process.arch}-gnu`) as BlakeBinding
+    return require((bindingFile = require.resolve(`@napi-rs/blake-hash-${process.platform}-${process.arch}-gnu`))) as BlakeBinding
   } catch {
-    return require('@napi-rs/blake-hash') as BlakeBinding
+    return require((bindingFile = require.resolve('@napi-rs/blake-hash'))) as BlakeBinding
   }
 }
+let bindingFile: string | undefined
 let binding: BlakeBinding | undefined
 /** Loaded on first use: a command that reads only PathInfos (narinfo, path-info) never opens it. */
 const blake = (): BlakeBinding => (binding ??= loadBlake())
+
+/** The module file of the native binding, for a worker thread to load the same (check-thread.ts). */
+export function blake3ModulePath(): string {
+  blake()
+  return bindingFile!
+}
 
 /** BLAKE3 digests are 32 bytes; everything in the castore is keyed by one. */
 export const B3_LEN = 32

@@ -180,3 +180,76 @@ describe('a local target writes a large blob from the source chunk list', () => 
     }
   })
 })
+
+/**
+ * Local store to local store: a large blob's pack, sealed and borrowing
+ * nothing, that shares no chunk with the target is copied whole by the
+ * kernel (its bytes never pass through the process), then read back and
+ * checked chunk by chunk before it may be published.
+ */
+describe('from a local store to another, a pack the target shares no chunk of is copied whole, then checked', () => {
+  const packFile = (root: string, self: string) => path.join(root, 'blobs/b3', self.slice(0, 2), self + PACK_SUFFIX)
+  /** A local store holding `data` (a pack), whose blob reads are recorded. */
+  async function localSource(data: Buffer) {
+    const root = fresh()
+    const store = await openLocalStore(root)
+    const { digest } = await store.blobs.put(data)
+    const read: string[] = []
+    const spy = (name: 'open' | 'readUnchecked') =>
+      function (this: BlobService, d: Uint8Array) {
+        read.push(`${name} ${toHex(d)}`)
+        return (store.blobs as unknown as Record<string, (d: Uint8Array) => unknown>)[name]!.call(store.blobs, d)
+      }
+    const blobs: BlobService = Object.assign(Object.create(store.blobs), { open: spy('open'), readUnchecked: spy('readUnchecked') })
+    return { root, store: Object.assign(Object.create(store), { blobs }) as Store, digest, read }
+  }
+
+  test('the target pack is the source pack byte for byte; no byte of it is read through the process', async () => {
+    const data = randomBytes(3 << 20, 41)
+    const src = await localSource(data)
+    const root = fresh()
+    const to = await openLocalStore(root)
+    const t = new CastoreTransfer(src.store, to)
+    await t.blobs([src.digest])
+    assert.deepEqual(src.read, [], 'the source is not read: its file is copied')
+    const hex = toHex(src.digest)
+    assert.ok(fs.readFileSync(packFile(root, hex)).equals(fs.readFileSync(packFile(src.root, hex))))
+    assert.equal(t.counts.bytes, data.length)
+    assert.ok((await readAll((await to.blobs.open(src.digest))!)).equals(data))
+    assert.deepEqual(tmpFiles(root), [])
+  })
+
+  test('a corrupt chunk in the source pack is refused, and the target is left as it was', async () => {
+    const data = randomBytes(3 << 20, 42)
+    const src = await localSource(data)
+    const file = packFile(src.root, toHex(src.digest))
+    // Stored raw (random data): flip a byte in the middle of the payload.
+    fs.chmodSync(file, 0o644)
+    const fd = fs.openSync(file, 'r+')
+    const b = Buffer.alloc(1)
+    fs.readSync(fd, b, 0, 1, 3 << 19)
+    b[0]! ^= 1
+    fs.writeSync(fd, b, 0, 1, 3 << 19)
+    fs.closeSync(fd)
+    const root = fresh()
+    const to = await openLocalStore(root)
+    await assert.rejects(new CastoreTransfer(src.store, to).blobs([src.digest]), (e: unknown) => e instanceof IntegrityError && /corrupt/.test(e.message))
+    assert.equal(await to.blobs.has(src.digest), false)
+    assert.deepEqual(packs(root), [])
+    assert.deepEqual(tmpFiles(root), [])
+  })
+
+  test('a target that holds some of its chunks writes its own pack, referencing them', async () => {
+    const data = randomBytes(3 << 20, 43)
+    const src = await localSource(data)
+    const root = fresh()
+    const to = await openLocalStore(root)
+    // A prefix of the blob is cut where the blob is, up to its end: the target holds the first chunks.
+    await to.blobs.put(data.subarray(0, 3 << 19))
+    await new CastoreTransfer(src.store, to).blobs([src.digest])
+    assert.notDeepEqual(src.read, [], 'the chunks the target lacks are read from the source')
+    const pack = packs(root).find((p) => p.self === toHex(src.digest))!
+    assert.ok(pack.manifest.some((c) => c.pack !== pack.self), 'chunks it held are referenced, not copied')
+    assert.ok((await readAll((await to.blobs.open(src.digest))!)).equals(data))
+  })
+})

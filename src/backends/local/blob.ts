@@ -1,18 +1,19 @@
 import fsSync from 'node:fs'
 import path from 'node:path'
 import { type BlobInfo, type BlobService, type BlobStage, type ByteSource, type Staging, abortableSource, checkedBuffer, iterateSource, verifyBlob } from '../../castore/blob-service.js'
-import { type B3Digest, b3, b3Hasher, binaryKey, requireDigestLength, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Display, b3Hasher, binaryKey, requireDigestLength, toHex } from '../../castore/digest.js'
 import { Batcher } from '../../util/batcher.js'
 import { chunkStream } from '../../castore/chunker.js'
 import { isReusable } from '../../castore/reusable-source.js'
 import type { ChunkMeta, ImmediateReads, LocalReads } from '../../castore/blob-service.js'
-import type { ChunkedPuts, ChunkFetch, UncheckedReads } from '../../castore/chunk-transfer.js'
+import type { ChunkedPuts, ChunkFetch, PackFiles, UncheckedReads } from '../../castore/chunk-transfer.js'
 import { fillPackFromChunks } from './chunk-list-pack.js'
 import { ChunkReader, type ChunkRef, PackWriter, manifestEntries, readFull, readManifest, readPackedBlob } from './pack.js'
 import { ObjectGraph } from './object-graph.js'
 import { BundleWriter, MemberReader, readBundleIndex } from './bundle.js'
 import type { Freshness } from './bundle.js'
 import { callerInput, onFile } from './io-errors.js'
+import { IntegrityError } from '../../errors.js'
 import type { LocalRoot } from './layout.js'
 import { abortable } from '../../util/abortable.js'
 import type { CallOptions } from '../../util/call-options.js'
@@ -29,6 +30,16 @@ const SMALL_BLOB = 1 << 20
  * with 256 KiB (512 KiB: ~215 MiB).
  */
 const PACK_READ_AHEAD = 256 << 10
+/**
+ * A pack at least this large is read with the check thread's help
+ * (check-thread.ts). The thread costs ~80 ms of CPU to start (once per
+ * process, on the other core), and saves about half of the read and
+ * BLAKE3 time of what it helps with (~0.2 s per GiB on two free cores):
+ * a tree of a few files of a few MiB is better read on one thread.
+ */
+const SHARE_ABOVE = 64 << 20
+/** How a lent read of a pack file goes: with the check thread for a large one. */
+const sharing = (file: string): true | 'shared' => (fsSync.statSync(file, { throwIfNoEntry: false })?.size ?? 0) >= SHARE_ABOVE ? 'shared' : true
 /** Packs held open at most for reads of single chunks. */
 const MAX_OPEN_PACKS = 32
 /**
@@ -54,7 +65,7 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads, UncheckedReads {
+export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads, UncheckedReads, PackFiles {
   readonly readsLocally = true
   /** Temp files made durable together, before they are renamed into place. */
   private readonly durable: Batcher<string>
@@ -246,7 +257,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     if (manifest) {
       // Each chunk is checked before it leaves; the whole-blob check proves an unsealed manifest right (a seal already did).
       // It holds a piece back while it reads the next: no lending then.
-      const chunks = iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD, lend && manifest.sealed))
+      const chunks = iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD, lend && manifest.sealed && sharing(this.packPath(toHex(d)))))
       return manifest.sealed ? chunks : verifyBlob(d, chunks)
     }
     const chunk = this.objects.chunks.get(d)
@@ -270,6 +281,14 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       }
     }
     return undefined
+  }
+
+  /** PackFiles: the pack of `d` if it is sealed and borrows no chunk, for another local store to copy whole. */
+  packFile(d: B3Digest): string | undefined {
+    const hex = toHex(requireDigestLength(d))
+    const file = this.packPath(hex)
+    const manifest = manifestEntries(file, hex)
+    return manifest?.sealed && selfContained(manifest, hex) ? file : undefined
   }
 
   /**
@@ -522,10 +541,82 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     })
   }
 
-  /** A large blob written from its chunk list (ChunkedPuts): not chunked again, the chunks the store holds not fetched (see fillPackFromChunks). */
+  /**
+   * A large blob written from its chunk list (ChunkedPuts): not chunked
+   * again, the chunks the store holds not fetched (see fillPackFromChunks);
+   * or, from another local store when this one holds none of its chunks,
+   * its pack file copied whole (clonePack).
+   */
   private async writeFromChunks(digest: B3Digest, chunks: ChunkMeta[], fetch: ChunkFetch): Promise<Written> {
     await this.root.init()
+    if (fetch.packFile && !chunks.some((c) => this.objects.chunks.get(c.digest))) {
+      const cloned = await this.clonePack(digest, fetch.packFile.file)
+      if (cloned) {
+        fetch.packFile.taken()
+        return cloned
+      }
+    }
     return this.intoPack(async (pack) => ({ digest, size: await fillPackFromChunks(pack, this.objects.chunks, this.chunkReader, digest, chunks, fetch) }))
+  }
+
+  /**
+   * Another local store's pack of blob `digest` (PackFiles: sealed, every
+   * chunk in it), copied into a temp file by the kernel (copy_file_range,
+   * or a reflink where the filesystem shares blocks), then read back and
+   * checked as a reader checks it: the manifest against its seal, every
+   * chunk against its digest, on two threads. The copy never passes
+   * through this process, and is not chunked, hashed whole or deflated
+   * again: it is the pack this store would have written, had it cut the
+   * blob itself with none of its chunks stored. Undefined, nothing kept,
+   * if the file is gone or not such a pack (the caller fetches the chunks).
+   */
+  private async clonePack(digest: B3Digest, source: string): Promise<Written | undefined> {
+    const hex = toHex(digest)
+    const tmp = this.root.tempPath()
+    try {
+      try {
+        await fsSync.promises.copyFile(source, tmp, fsSync.constants.COPYFILE_EXCL | fsSync.constants.COPYFILE_FICLONE)
+      } catch (e) {
+        // Gone since it was named (a gc of the source): its chunks are fetched the other way, and found missing there.
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !fsSync.existsSync(source)) return await this.discardClone(tmp)
+        throw onFile(e, tmp)
+      }
+      // The disk writes the copy back while it is read and checked (the fdatasync is under way in the
+      // thread pool before the check, which is synchronous, begins); the commit's sync then finds little left.
+      const fh = await fsSync.promises.open(tmp, 'r').catch((e) => Promise.reject(onFile(e, tmp)))
+      const flushed = fh.datasync().finally(() => fh.close())
+      flushed.catch(() => {})
+      let size = 0
+      let chunks: ChunkRef[]
+      try {
+        const manifest = manifestEntries(tmp, hex)
+        // Decoded once: checked, read by, and (published) kept in the chunk index.
+        chunks = manifest?.sealed ? [...manifest] : []
+        if (chunks.length === 0 || !selfContained(chunks, hex)) return await this.discardClone(tmp)
+        for (const piece of readPackedBlob(() => tmp, chunks, PACK_READ_AHEAD, sharing(tmp))) size += piece.length
+      } catch (e) {
+        // Its messages would name our temp file.
+        if (e instanceof IntegrityError) throw new IntegrityError(`blob ${b3Display(digest)} is corrupt: ${source} does not match its chunk list`, { cause: e })
+        throw e
+      } finally {
+        await flushed.catch(() => {})
+      }
+      await flushed
+      // Stored meanwhile (another writer): its pack stays as it is, as intoPack leaves it.
+      if (await this.has(digest)) {
+        await this.root.discard(tmp)
+        return { digest, size }
+      }
+      return { digest, size, tmp, chunks }
+    } catch (e) {
+      await this.root.discard(tmp)
+      throw e
+    }
+  }
+
+  private async discardClone(tmp: string): Promise<undefined> {
+    await this.root.discard(tmp)
+    return undefined
   }
 
   /** A pack written to a temp file by `fill`, which returns the blob it holds; nothing left in tmp/ on failure. */
@@ -555,6 +646,12 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     }
     return { digest, size, tmp, chunks }
   }
+}
+
+/** Whether every chunk a manifest lists is in the pack of blob `hex` itself (walked, not gathered: a 2 GiB blob lists ~30,000). */
+function selfContained(manifest: Iterable<ChunkRef>, hex: string): boolean {
+  for (const c of manifest) if (c.pack !== hex) return false
+  return true
 }
 
 /** Takes a new small blob into a stage's bundle (true), or leaves it to a temp file of its own (false). */

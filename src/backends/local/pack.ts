@@ -25,6 +25,7 @@ import fs from 'node:fs/promises'
 import zlib from 'node:zlib'
 import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
+import { SHARED_SPAN, type SpanChunk, type SpanResult, checkAll, leaseCheckBuffer } from '../../castore/check-thread.js'
 import { BufferPool } from '../../util/buffer-pool.js'
 import { onFile } from './io-errors.js'
 import { type LocalRoot, PACK_SUFFIX, packOwner } from './layout.js'
@@ -111,7 +112,10 @@ function parseManifest(raw: Buffer, self: string, file: string): Manifest {
   if (raw.length < 4) throw corruptManifest(file)
   const count = raw.readUInt32LE(0)
   let p = 4
-  for (let i = 0; i < count && p + 50 <= raw.length; i++) p += raw[p + 49] === 1 ? 82 : 50
+  let i = 0
+  for (; i < count && p + 50 <= raw.length; i++) p += raw[p + 49] === 1 ? 82 : 50
+  // Every entry the count promises, each whole (so decodeEntries cannot fail on these bytes).
+  if (i !== count) throw corruptManifest(file)
   if (p === raw.length) return { entries: raw, sealed: false }
   const entries = raw.subarray(0, raw.length - SEAL_LEN)
   if (p !== entries.length || !bytesEqual(raw.subarray(entries.length), sealOf(entries, self))) throw corruptManifest(file)
@@ -119,11 +123,15 @@ function parseManifest(raw: Buffer, self: string, file: string): Manifest {
 }
 
 function decodeManifest(buf: Buffer, self: string, file: string): ChunkRef[] {
-  return [...decodeEntries(buf, self, file)]
+  return [...decodeEntries(buf, self, file, true)]
 }
 
-/** The manifest's entries, decoded one at a time as they are asked for. */
-function* decodeEntries(buf: Buffer, self: string, file: string): Generator<ChunkRef> {
+/**
+ * The manifest's entries, decoded one at a time as they are asked for.
+ * `copy`: each digest in memory of its own, for entries that are kept (an
+ * index); else a view of the manifest's bytes, for one pass over it.
+ */
+function* decodeEntries(buf: Buffer, self: string, file: string, copy = false): Generator<ChunkRef> {
   const bad = () => corruptManifest(file)
   if (buf.length < 4) throw bad()
   const count = buf.readUInt32LE(0)
@@ -132,10 +140,11 @@ function* decodeEntries(buf: Buffer, self: string, file: string): Generator<Chun
     if (p + 50 > buf.length) throw bad()
     const where = buf[p + 49]
     const e: ChunkRef = {
-      digest: Uint8Array.from(buf.subarray(p, p + 32)),
+      digest: copy ? Uint8Array.from(buf.subarray(p, p + 32)) : buf.subarray(p, p + 32),
       size: buf.readUInt32LE(p + 32),
       stored: buf.readUInt32LE(p + 36),
-      offset: Number(buf.readBigUInt64LE(p + 40)),
+      // u64le, below 2^53 (a file offset): two halves, no BigInt per chunk.
+      offset: buf.readUInt32LE(p + 44) * 0x1_0000_0000 + buf.readUInt32LE(p + 40),
       codec: buf[p + 48] === 1 ? 1 : 0,
       pack: self,
     }
@@ -159,14 +168,13 @@ export function readManifest(file: string, self: string): ChunkRef[] | undefined
  * A pack's chunk list for one pass over it, decoded as it is walked: a
  * 1 GiB blob lists ~16,000 chunks, which as objects cost ~5 MB of heap per
  * reader (per concurrent download of a binary cache), where the raw
- * manifest is ~50 bytes a chunk. Checked whole now, so a corrupt manifest
- * still fails before any byte is read. `sealed`: see the seal above.
+ * manifest is ~50 bytes a chunk. Its layout is checked whole now
+ * (parseManifest), so a corrupt manifest still fails before any byte is read. `sealed`: see the seal above.
  */
 export function manifestEntries(file: string, self: string): (Iterable<ChunkRef> & { sealed: boolean }) | undefined {
   const raw = readManifestBytes(file)
   if (!raw) return undefined
   const { entries, sealed } = parseManifest(raw, self, file)
-  for (const _ of decodeEntries(entries, self, file));
   return { sealed, [Symbol.iterator]: () => decodeEntries(entries, self, file) }
 }
 
@@ -283,42 +291,58 @@ function* spans(manifest: Iterable<ChunkRef>, max: number): Generator<Span> {
  * consumer asks for the next one (it must be done with it by then, e.g.
  * a write it waited for). A fresh buffer per 256 KiB span cost more CPU
  * than reading and hashing it (page faults of new memory, then GC): 290
- * vs 45 ms per 256 MiB. The packs are open only while the generator runs.
+ * vs 45 ms per 256 MiB. Lent 'shared', that buffer is one shared with
+ * the check thread where one is free (check-thread.ts): spans of up to
+ * SHARED_SPAN, of which raw ones are read and checked half on each thread.
+ * The packs are open only while the generator runs.
  */
-export function* readPackedBlob(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number, lend = false): Generator<Uint8Array> {
+export function* readPackedBlob(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number, lend: boolean | 'shared' = false): Generator<Uint8Array> {
   const fds = new Map<string, number>()
+  // Lent, the buffer may be one shared with the check thread: the two halves of each span are then read and checked at once.
+  const lease = lend === 'shared' ? leaseCheckBuffer() : undefined
+  const max = lease ? SHARED_SPAN : readAhead
   let lent: Buffer | undefined
   try {
-    for (const sp of spans(manifest, readAhead)) {
+    for (const sp of spans(manifest, max)) {
       const file = packPath(sp.pack)
       let fd = fds.get(file)
       if (fd === undefined) {
         fd = fsSync.openSync(file, 'r')
         fds.set(file, fd)
       }
+      const shared = lease !== undefined && sp.length <= lease.buf.length
       // One size for every span buffer: glibc reuses freed blocks of one size, where varying sizes fragment the heap.
-      const size = Math.max(readAhead, sp.length)
-      const whole = !lend ? Buffer.allocUnsafe(size) : lent && lent.length >= size ? lent : (lent = Buffer.allocUnsafe(size))
+      const size = Math.max(max, sp.length)
+      const whole = shared ? lease.buf : !lend ? Buffer.allocUnsafe(size) : lent && lent.length >= size ? lent : (lent = Buffer.allocUnsafe(size))
       const buf = whole.subarray(0, sp.length)
-      if (readFull(fd, buf, sp.start, file) !== sp.length) throw new IntegrityError(`pack ${file} is truncated`)
-      const stored = (r: ChunkRef) => buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored)
+      const readOwn = (into: Buffer, pos: number) => readFull(fd, into, pos, file)
+      const truncated = () => new IntegrityError(`pack ${file} is truncated`)
       if (sp.refs.every((r) => r.codec === 0 && r.stored === r.size)) {
         // Stored raw (incompressible data): the span is the bytes, one piece once all its chunks check; fewer, larger pieces downstream.
-        let good = 0
-        for (const r of sp.refs) {
-          if (!bytesEqual(b3(stored(r)), r.digest)) {
-            // The chunks before the bad one are good: out they go, as they would one by one.
-            if (good > 0) yield buf.subarray(0, good)
-            throw corruptChunk(r, file)
-          }
-          good += r.stored
+        const { got, bad } = shared ? lease.readChecked(fd, sp.start, sp.length, sp.refs, readOwn) : readThenCheck(buf, sp.start, sp.refs, readOwn)
+        if (got !== sp.length) throw truncated()
+        if (bad >= 0) {
+          // The chunks before the bad one are good: out they go, as they would one by one.
+          const good = sp.refs.slice(0, bad).reduce((n, r) => n + r.size, 0)
+          if (good > 0) yield buf.subarray(0, good)
+          throw corruptChunk(sp.refs[bad]!, file)
         }
         yield buf
-      } else for (const r of sp.refs) yield unpack(stored(r), r, file, true)
+      } else {
+        if (readOwn(buf, sp.start) !== sp.length) throw truncated()
+        for (const r of sp.refs) yield unpack(buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored), r, file, true)
+      }
     }
   } finally {
+    lease?.release()
     for (const fd of fds.values()) fsSync.closeSync(fd)
   }
+}
+
+/** readOwn into `buf`, then checkAll if it read all (see Lease.readChecked): the same on the main thread alone. */
+function readThenCheck(buf: Buffer, pos: number, chunks: readonly SpanChunk[], readOwn: (into: Buffer, pos: number) => number): Omit<SpanResult, 'shared'> {
+  const got = readOwn(buf, pos)
+  return { got, bad: got === buf.length ? checkAll(buf, chunks) : -1 }
 }
 
 /**
