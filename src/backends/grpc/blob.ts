@@ -1,4 +1,5 @@
 import {
+  type BatchedPuts,
   type BlobInfo,
   type BlobService,
   type ChunkMeta,
@@ -20,12 +21,12 @@ import type { CallOptions } from '../../util/call-options.js'
 import { LARGER } from '../../castore/read-ahead.js'
 import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
-import { BATCH_BLOB_BYTES, BlobBatches } from './blob-batches.js'
+import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE } from './blob-batches.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
 /** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
-export class GrpcBlobService implements BlobService, UncheckedReads {
+export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads {
   /** Small blob Reads and Puts gathered into our BatchBlobService's calls (each on its own where the daemon lacks them). */
   private readonly batches: BlobBatches
 
@@ -36,6 +37,11 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
   /** Small reads a walk may keep in flight (WholeReads): many where they go in batches. */
   get readsAtOnce(): number {
     return this.batches.available ? Infinity : 8
+  }
+
+  /** Small puts worth keeping unanswered (BatchedPuts): enough to fill the batches where the daemon has them. */
+  get putsAtOnce(): number | undefined {
+    return this.batches.available ? PUTS_AT_ONCE : undefined
   }
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */
