@@ -1,5 +1,5 @@
-import { Metadata } from '@grpc/grpc-js'
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
+import { once } from 'node:events'
 import net from 'node:net'
 import { Status } from '../../grpc/status.js'
 
@@ -27,11 +27,26 @@ export interface Connection {
 export interface CallFailure extends Error {
   code: Status
   details: string
-  metadata: Metadata
+  metadata: Trailers
 }
 
-function failure(code: Status, details: string, metadata = new Metadata()): CallFailure {
+/** A failed call as grpc-js's calls fail (code, details, metadata), for fromStatus(). */
+export function callFailure(code: Status, details: string, metadata = new Trailers()): CallFailure {
   return Object.assign(new Error(`${code} ${Status[code]}: ${details}`), { code, details, metadata })
+}
+
+/**
+ * A failed call's custom trailers, read as grpc-js's Metadata is read
+ * (get(key): its values): all fromStatus() asks of them. Not grpc-js's own
+ * class, so that a CLI whose calls are all lean never loads grpc-js.
+ */
+class Trailers {
+  constructor(private readonly headers: IncomingHttpHeaders = {}) {}
+
+  get(key: string): string[] {
+    const v = key.startsWith(':') || key.startsWith('grpc-') || key.endsWith('-bin') ? undefined : this.headers[key]
+    return v === undefined ? [] : Array.isArray(v) ? v : [v]
+  }
 }
 
 export class H2Streams {
@@ -68,8 +83,12 @@ export class H2Streams {
     return session
   }
 
-  /** Sends the request of a call (its messages, then the half-close); `finish` must be called once it ends, however it ends. */
-  private start(path: string, request: Request, signal?: AbortSignal): Call {
+  /**
+   * Sends the request of a call (its messages, then the half-close), or
+   * with `request` undefined leaves the sending to the caller (send());
+   * `finish` must be called once it ends, however it ends.
+   */
+  private start(path: string, request: Request | undefined, signal?: AbortSignal): Call {
     signal?.throwIfAborted()
     let stream: ClientHttp2Stream
     let session: ClientHttp2Session
@@ -81,12 +100,11 @@ export class H2Streams {
         { signal },
       )
     } catch (e) {
-      throw failure(Status.UNAVAILABLE, `Last error: ${(e as Error).message}`)
+      throw callFailure(Status.UNAVAILABLE, `Last error: ${(e as Error).message}`)
     }
-    const framed = frame(request instanceof Uint8Array ? [request] : request)
     // Its errors (a reset, an abort) end the call's reading; none may go unhandled when nobody reads.
     stream.on('error', () => {})
-    stream.end(framed)
+    if (request !== undefined) stream.end(frame(request instanceof Uint8Array ? [request] : request))
     if (this.active++ === 0) session.ref()
     const call: Call = { stream, messages: new MessageReader(this.maxMessageBytes), finish: () => {} }
     stream.once('response', (h) => (call.headers = h))
@@ -153,6 +171,48 @@ export class H2Streams {
    */
   each(path: string, request: Request, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, attempt = 1): Promise<boolean> {
     const call = this.start(path, request, signal)
+    return this.answer(call, onMessage, signal, () => attempt < ATTEMPTS && refusedUnanswered(call, signal) && this.each(path, request, onMessage, signal, attempt + 1))
+  }
+
+  /**
+   * A client stream on a lean call: each of `requests` sent as it comes,
+   * waiting for HTTP/2's flow control (a slow daemon holds the sender, not
+   * memory), then the half-close; resolves with the answer's messages (at
+   * most `maxBytes` of them, else undefined). The daemon failing the call
+   * early stops the sending. A source that fails cancels the call after a
+   * message no server accepts, so that the daemon cannot take what it got
+   * for a complete stream; the source's error is thrown. A refused stream
+   * is not sent again (its requests are gone): it fails UNAVAILABLE.
+   */
+  async send(path: string, requests: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
+    const call = this.start(path, undefined, signal)
+    const { stream } = call
+    const got: Uint8Array[] = []
+    let bytes = 0
+    const answered = this.answer(call, (m) => {
+      got.push(m)
+      bytes += m.length
+      return bytes <= maxBytes
+    }, signal, () => false)
+    let over = false
+    answered.then(() => (over = true), () => (over = true))
+    try {
+      for await (const m of requests) {
+        if (over) break
+        if (!stream.write(frame([m]))) await Promise.race([once(stream, 'drain'), answered.catch(() => {})])
+      }
+    } catch (e) {
+      if (!over && stream.writable) await new Promise<void>((resolve) => stream.write(frame([ABORT_MESSAGE]), () => resolve()))
+      call.finish(false)
+      answered.catch(() => {})
+      throw e
+    }
+    if (!over) stream.end()
+    return (await answered) ? got : undefined
+  }
+
+  /** The answer of a started call, as each() hands it on; `again`: what a refused stream is (a new call's answer), or false to fail. */
+  private answer(call: Call, onMessage: (m: Uint8Array) => boolean | void, signal: AbortSignal | undefined, again: () => Promise<boolean> | false): Promise<boolean> {
     const { stream } = call
     return new Promise<boolean>((resolve, reject) => {
       const settle = (ok: boolean, f: () => void) => {
@@ -168,7 +228,8 @@ export class H2Streams {
         }
       })
       stream.once('error', (e) => {
-        if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) settle(false, () => resolve(this.each(path, request, onMessage, signal, attempt + 1)))
+        const retried = again()
+        if (retried) settle(false, () => resolve(retried))
         else settle(false, () => reject(streamFailure(e, signal)))
       })
       stream.once('close', () => {
@@ -187,6 +248,13 @@ export class H2Streams {
     this.session = undefined
   }
 }
+
+/**
+ * A message no server accepts (a length prefix cut short), sent before a
+ * client stream is cancelled: Node's HTTP/2 may end the stream before it
+ * resets it, and a daemon must not take a cut-off stream for a whole one.
+ */
+const ABORT_MESSAGE = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])
 
 /** A call's request: one message, or the messages of a client stream already in memory (a batch). */
 type Request = Uint8Array | readonly Uint8Array[]
@@ -236,7 +304,7 @@ function streamFailure(e: unknown, signal?: AbortSignal): unknown {
   const why = err.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause.message : err.message
   // REFUSED_STREAM: not processed, so the daemon is unavailable to it, as gRPC maps it.
   const internal = err.code === 'ERR_HTTP2_STREAM_ERROR' && !/REFUSED_STREAM/.test(err.message)
-  return failure(internal ? Status.INTERNAL : Status.UNAVAILABLE, `Last error: ${why}`)
+  return callFailure(internal ? Status.INTERNAL : Status.UNAVAILABLE, `Last error: ${why}`)
 }
 
 /** After the last DATA: the call's status, thrown unless OK. */
@@ -246,8 +314,8 @@ function checkEnd(call: Call, signal?: AbortSignal): void {
   // A trailers-only answer (an error before any message) carries the status in the headers.
   const status = call.trailers ?? call.headers
   const code = Number(status?.['grpc-status'] ?? (Number(call.headers?.[':status']) === 200 ? NaN : Status.UNKNOWN))
-  if (!Number.isInteger(code)) throw failure(Status.INTERNAL, 'the stream ended without a status')
-  if (code !== Status.OK) throw failure(code, decodeMessage(status?.['grpc-message']), metadataOf(status!))
+  if (!Number.isInteger(code)) throw callFailure(Status.INTERNAL, 'the stream ended without a status')
+  if (code !== Status.OK) throw callFailure(code, decodeMessage(status?.['grpc-message']), new Trailers(status))
 }
 
 /** grpc-message is percent-encoded (gRPC over HTTP/2). */
@@ -258,15 +326,6 @@ function decodeMessage(v: string | string[] | undefined): string {
   } catch {
     return s
   }
-}
-
-function metadataOf(h: IncomingHttpHeaders): Metadata {
-  const m = new Metadata()
-  for (const [k, v] of Object.entries(h)) {
-    if (k.startsWith(':') || k.startsWith('grpc-') || v === undefined || k.endsWith('-bin')) continue
-    for (const one of Array.isArray(v) ? v : [v]) m.add(k, one)
-  }
-  return m
 }
 
 /**
@@ -325,7 +384,7 @@ export class MessageReader {
 
   /** The stream ended: a message cut short is a broken stream. */
   end(): void {
-    if (this.body || this.headHave > 0) throw failure(Status.INTERNAL, 'the stream ended inside a message')
+    if (this.body || this.headHave > 0) throw callFailure(Status.INTERNAL, 'the stream ended inside a message')
   }
 
   private start(len: number): void {
@@ -334,8 +393,8 @@ export class MessageReader {
   }
 
   private check(flag: number, len: number): number {
-    if (flag !== 0) throw failure(Status.INTERNAL, 'the daemon sent a compressed message without saying how')
-    if (len > this.maxBytes) throw failure(Status.RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs. ${this.maxBytes})`)
+    if (flag !== 0) throw callFailure(Status.INTERNAL, 'the daemon sent a compressed message without saying how')
+    if (len > this.maxBytes) throw callFailure(Status.RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs. ${this.maxBytes})`)
     return len
   }
 }
