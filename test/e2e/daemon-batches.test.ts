@@ -34,11 +34,14 @@ import { randomBytes } from '../helpers/trees.js'
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'batches-'))
 after(() => fs.rmSync(root, { recursive: true, force: true }))
 
-/** Lines of the daemon's batch trace (TVIX_STORE_TRACE_BATCHES=1): how many blobs went in batches of each kind. */
+/** Sizes of the batches in the daemon's batch trace (TVIX_STORE_TRACE_BATCHES=1), of one kind. */
+function batches(log: string, kind: 'ReadBlobs' | 'PutBlobs' | 'StatBlobs'): number[] {
+  return [...log.matchAll(new RegExp(`trace: ${kind} of (\\d+) blobs`, 'g'))].map((m) => Number(m[1]))
+}
+
+/** How many blobs went in batches of each kind. */
 function batched(log: string, kind: 'ReadBlobs' | 'PutBlobs' | 'StatBlobs'): number {
-  let n = 0
-  for (const m of log.matchAll(new RegExp(`trace: ${kind} of (\\d+) blobs`, 'g'))) n += Number(m[1])
-  return n
+  return batches(log, kind).reduce((a, b) => a + b, 0)
 }
 
 describe('through the CLI', { skip: nixMissing() }, () => {
@@ -80,6 +83,8 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     assert.equal(imported.stdout.toString().trim(), nixPath)
     // 250 files, 5 empty and 35 alike: the distinct non-empty small ones went in batches.
     assert.ok(batched(batching.log(), 'PutBlobs') >= 150, batching.log())
+    // The walk kept enough puts unanswered to fill a batch beyond the 32 it once waited at (one small batch per round trip).
+    assert.ok(Math.max(...batches(batching.log(), 'PutBlobs')) > 32, batching.log())
 
     const want = NixStore.dump(tree)
     const exported = await runCli(['export-nar', '--store', batching.url, nixPath])
