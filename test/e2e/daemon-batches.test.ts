@@ -109,6 +109,29 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     assert.ok(back.stdout.equals(want), 'NAR copied to a daemon differs')
   })
 
+  test('import and export-nar of small files through a daemon load no grpc-js (lean HTTP/2 calls only); a blob over 1 MiB still goes through grpc-js', async () => {
+    // The hook says whether the CLI loaded grpc-js: seen for the large Put, so its silence for the others means something.
+    const env = { NODE_OPTIONS: `--require ${path.resolve('test/helpers/report-grpc-js.cjs')}` }
+    const small = path.join(root, 'small')
+    for (let i = 0; i < 20; i++) fs.mkdirSync(path.join(small, `d${i % 3}`), { recursive: true })
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(small, `d${i % 3}`, `f${i}`), randomBytes(100 * i, 300 + i))
+    const imported = await runCli(['import', '--store', batching.url, small], { env })
+    assert.equal(imported.code, 0, imported.stderr)
+    assert.equal(imported.stdout.toString().trim(), new NixStore(path.join(root, 'nix')).add(small))
+    assert.doesNotMatch(imported.stderr, /grpc-js was loaded/)
+    const exported = await runCli(['export-nar', '--store', batching.url, imported.stdout.toString().trim()], { env })
+    assert.equal(exported.code, 0, exported.stderr)
+    assert.ok(exported.stdout.equals(NixStore.dump(small)), 'NAR differs from nix-store --dump')
+    assert.doesNotMatch(exported.stderr, /grpc-js was loaded/)
+
+    const large = path.join(root, 'large')
+    fs.mkdirSync(large)
+    fs.writeFileSync(path.join(large, 'over-one-mib'), randomBytes((1 << 20) + 3, 7))
+    const streamed = await runCli(['import', '--store', batching.url, large], { env })
+    assert.equal(streamed.code, 0, streamed.stderr)
+    assert.match(streamed.stderr, /grpc-js was loaded/)
+  })
+
   test('a daemon without batches (--no-batch-blobs): import and export-nar with a call per blob, the same path and bytes', async () => {
     const r = await runCli(['import', '--store', plain.url, tree])
     assert.equal(r.code, 0, r.stderr)

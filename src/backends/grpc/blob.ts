@@ -173,12 +173,11 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
   }
 
   async put(src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo> {
-    // A small blob in memory (most files of an import) is one message: one lean request, not a grpc-js stream.
-    if (src instanceof Uint8Array && src.length > 0 && src.length <= BLOB_CHUNK_BYTES) {
-      // In a batch where the daemon has them (the digest the caller computed, or ours, is checked by the daemon).
-      if (src.length <= BATCH_BLOB_BYTES && this.batches.available) return this.batches.put(src, opts?.digest ?? b3(src), opts)
-      return this.putOne(src, opts)
-    }
+    // A small blob in memory (most files of an import), the empty one too, in a batch where the daemon has them
+    // (the digest the caller computed, or ours, is checked by the daemon): no grpc-js stream.
+    if (src instanceof Uint8Array && src.length <= BATCH_BLOB_BYTES && this.batches.available) return this.batches.put(src, opts?.digest ?? b3(src), opts)
+    // Else one message: one lean request.
+    if (src instanceof Uint8Array && src.length > 0 && src.length <= BLOB_CHUNK_BYTES) return this.putOne(src, opts)
     const h = b3Hasher()
     let size = 0
     async function* pieces(): AsyncGenerator<Uint8Array> {
