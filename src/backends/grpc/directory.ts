@@ -1,5 +1,6 @@
 import { type B3Digest, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { type Directory, directoryDigest, validateDirectory } from '../../castore/directory.js'
+import { encodeDirectory } from '../../castore/proto.js'
 import { bufferedStage, type DirectoryService, type DirectoryStage, requireServableDirectory } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import type { GetDirectoryRequest } from '../../grpc/messages.js'
@@ -49,12 +50,12 @@ export class GrpcDirectoryService implements DirectoryService {
         // Refused here with the reason, not by grpc-js as an oversized message.
         requireServableDirectory(d)
         last = d
-        yield d
+        yield [encodeDirectory(d)]
       }
     }
     let root: Uint8Array
     try {
-      root = await this.rpc.leanClientStream<Directory, Uint8Array>(SERVICE, 'Put', tap(), 1024, opts)
+      root = await this.rpc.leanClientStream<Uint8Array>(SERVICE, 'Put', tap(), opts)
     } catch (e) {
       throw this.rpc.error(e, opts)
     }

@@ -175,7 +175,8 @@ export class H2Streams {
   }
 
   /**
-   * A client stream on a lean call: each of `requests` sent as it comes,
+   * A client stream on a lean call: each of `messages` (given as the
+   * pieces it is made of) framed and sent as it comes,
    * waiting for HTTP/2's flow control (a slow daemon holds the sender, not
    * memory), then the half-close; resolves with the answer's messages (at
    * most `maxBytes` of them, else undefined). The daemon failing the call
@@ -184,7 +185,7 @@ export class H2Streams {
    * for a complete stream; the source's error is thrown. A refused stream
    * is not sent again (its requests are gone): it fails UNAVAILABLE.
    */
-  async send(path: string, requests: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
+  async send(path: string, messages: AsyncIterable<readonly Uint8Array[]>, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
     const call = this.start(path, undefined, signal)
     const { stream } = call
     const got: Uint8Array[] = []
@@ -197,9 +198,9 @@ export class H2Streams {
     let over = false
     answered.then(() => (over = true), () => (over = true))
     try {
-      for await (const m of requests) {
+      for await (const pieces of messages) {
         if (over) break
-        if (!stream.write(frame([m]))) await Promise.race([once(stream, 'drain'), answered.catch(() => {})])
+        if (!stream.write(frame([pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)]))) await Promise.race([once(stream, 'drain'), answered.catch(() => {})])
       }
     } catch (e) {
       if (!over && stream.writable) await new Promise<void>((resolve) => stream.write(frame([ABORT_MESSAGE]), () => resolve()))

@@ -146,17 +146,15 @@ export class RpcClient {
   }
 
   /**
-   * A client stream on a lean call (H2Streams.send): `src` serialized and
-   * sent as it comes, with backpressure; the single answer (at most
-   * `maxBytes`) decoded. Fails as a grpc-js client stream fails.
+   * A client stream on a lean call (H2Streams.send): each request given
+   * as the pieces of its encoding, sent as it comes, with backpressure;
+   * the single answer decoded. An aborted `signal` cancels the call, as a
+   * failing `src` does.
    */
-  async leanClientStream<Req, Res>(service: ServiceName, name: string, src: AsyncIterable<Req> | Iterable<Req>, maxBytes: number, { signal }: CallOptions = {}): Promise<Res> {
+  async leanClientStream<Res>(service: ServiceName, name: string, src: AsyncIterable<readonly Uint8Array[]>, { signal }: CallOptions = {}): Promise<Res> {
     const m = this.method(service, name)
-    async function* serialized() {
-      for await (const r of src) yield m.requestSerialize(r)
-    }
-    const answer = await this.lean.send(m.path, serialized(), maxBytes, signal)
-    if (answer?.length !== 1) throw callFailure(Status.UNIMPLEMENTED, answer?.length === 0 ? 'No message received' : 'Too many responses received')
+    const answer = await this.lean.send(m.path, src, MAX_MESSAGE_BYTES, signal)
+    if (answer?.length !== 1) throw new IntegrityError(`the daemon answered ${name} with ${answer ? answer.length : 'too many'} messages`)
     return (m.responseDeserialize as (b: Buffer) => Res)(answer[0] as Buffer)
   }
 
