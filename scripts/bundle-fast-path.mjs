@@ -70,7 +70,7 @@ const LAZY_HELPERS =
  * names are known here, so esbuild's ESM interop can list them without loading it. Built-ins Node
  * loads at start-up anyway stay plain requires.
  */
-const LAZY_PACKAGES = ['chalk']
+const LAZY_PACKAGES = ['chalk', '@grpc/grpc-js']
 const preloaded = new Set(
   JSON.parse(execFileSync(process.execPath, ['-p', 'JSON.stringify(process.moduleLoadList)'], { encoding: 'utf8' }))
     .filter((m) => m.startsWith('NativeModule '))
@@ -79,7 +79,7 @@ const preloaded = new Set(
 const lazyModules = {
   name: 'lazy-modules',
   setup(b) {
-    b.onResolve({ filter: /^(node:)?[a-z_/]+$/ }, (args) => {
+    b.onResolve({ filter: /^(node:)?@?[a-z_/-]+$/ }, (args) => {
       if (args.namespace === 'lazy' || args.namespace === 'builtin') return undefined // the real module, from inside its stand-in
       const name = args.path.replace(/^node:/, '')
       if (isBuiltin(name) && preloaded.has(name)) return args.kind === 'import-statement' ? { path: name, namespace: 'builtin' } : undefined

@@ -66,6 +66,12 @@ export interface StagePutOptions extends CallOptions {
 export interface BlobStage {
   /** True when every put is visible at once (writeThroughStage): commit() and abort() do nothing. */
   readonly writesThrough?: boolean
+  /**
+   * Small puts worth keeping unanswered at once, where the default bound
+   * of a walk would leave the store waiting: puts that a daemon answers in
+   * batches (see BatchedPuts) need many in flight to fill them.
+   */
+  readonly putsAtOnce?: number
   put(src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo>
   commit(opts?: CallOptions): Promise<void>
   abort(opts?: CallOptions): Promise<void>
@@ -84,6 +90,16 @@ export function hasStaging(blobs: BlobService): blobs is BlobService & Staging {
   return typeof (blobs as Partial<Staging>).stage === 'function'
 }
 
+/**
+ * Optional capability of a BlobService whose small puts are answered in
+ * batches, one round trip per batch: how many unanswered puts keep its
+ * batches full (a writer that waits after fewer makes one small batch per
+ * round trip).
+ */
+export interface BatchedPuts {
+  readonly putsAtOnce: number | undefined
+}
+
 /** Digests a write-through stage remembers having put (then it forgets them all): a few MiB. */
 const PUT_ONCE_MAX = 1 << 16
 
@@ -93,7 +109,7 @@ const PUT_ONCE_MAX = 1 << 16
  * (StagePutOptions.digest: an import's small files) is put once per stage:
  * through a daemon, duplicate and empty files cost no second call.
  */
-export function writeThroughStage(blobs: Pick<BlobService, 'put'>): BlobStage {
+export function writeThroughStage(blobs: Pick<BlobService, 'put'> & Partial<BatchedPuts>): BlobStage {
   const once = new Map<string, Promise<BlobInfo>>()
   const put = (src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo> => {
     if (!opts?.digest || !(src instanceof Uint8Array)) return blobs.put(src, opts)
@@ -107,7 +123,7 @@ export function writeThroughStage(blobs: Pick<BlobService, 'put'>): BlobStage {
     p.catch(() => once.get(key) === p && once.delete(key))
     return p
   }
-  return { writesThrough: true, put, commit: async () => {}, abort: async () => {} }
+  return { writesThrough: true, putsAtOnce: blobs.putsAtOnce, put, commit: async () => {}, abort: async () => {} }
 }
 
 /**

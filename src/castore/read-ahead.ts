@@ -1,4 +1,4 @@
-import { type BlobService, iterateSource, readAll } from './blob-service.js'
+import { type BlobService, type ImmediateReads, iterateSource, readAll } from './blob-service.js'
 import { type B3Digest, bytesEqual, EMPTY_DIGEST, toHex } from './digest.js'
 import { type Directory, directoryDigest, entriesInOrder } from './directory.js'
 import type { DirectoryService } from './directory-service.js'
@@ -16,7 +16,7 @@ import { limiter } from '../util/pool.js'
 
 /** The store calls a tree walk makes (renderNar's CastoreReader, with the recursive Get). */
 export interface TreeSource {
-  blobs: Pick<BlobService, 'open'> & Partial<WholeReads>
+  blobs: Pick<BlobService, 'open'> & Partial<WholeReads> & Partial<Pick<ImmediateReads, 'openNow'>>
   directories: Pick<DirectoryService, 'get' | 'getClosure'>
 }
 
@@ -52,6 +52,8 @@ interface Ahead {
   size: number
   /** Key in `fetching` while this entry is the last queued file with these contents. */
   hex?: string
+  /** The bytes, once `data` settled with them: handed out without a promise (openNow). */
+  ready?: Uint8Array
 }
 
 const NO_BYTES = new Uint8Array(0)
@@ -94,14 +96,20 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
    */
   const fetching = new Map<string, Ahead>()
   const full = () => queue.length >= AHEAD_FILES || heldBytes >= AHEAD_BYTES
-  const enqueue = async (f: FileNode) => {
+  /** Queues `f` now if there is room (no promise per file), else once there is. */
+  const enqueue = (f: FileNode): Promise<void> | void => (full() && !stopOn.aborted ? enqueueLater(f) : queueFile(f))
+  const enqueueLater = async (f: FileNode) => {
     while (full() && !stopOn.aborted) await new Promise<void>((resolve) => (roomFor = resolve))
+    queueFile(f)
+  }
+  const queueFile = (f: FileNode) => {
     if (stopOn.aborted) return
     const small = f.size <= AHEAD_FILE_BYTES
     const entry: Ahead = { digest: f.digest, size: 0 }
     if (f.size === 0 && bytesEqual(f.digest, EMPTY_DIGEST)) {
       // No bytes, and the digest of no bytes: nothing to fetch or to check (a tree's empty files are one in ten).
       entry.data = Promise.resolve(NO_BYTES)
+      entry.ready = NO_BYTES
     } else if (small) {
       const hex = toHex(f.digest)
       const same = fetching.get(hex)
@@ -113,15 +121,26 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
         same.hex = undefined
       } else {
         entry.data = run(() => fetchWhole(f.digest, f.size))
-        // Seen by the walk when it gets there; until then (or if it never does) not an unhandled rejection.
-        entry.data.catch(() => {})
         entry.size = f.size
         heldBytes += f.size
       }
+      // Seen by the walk when it gets there; until then (or if it never does) not an unhandled rejection.
+      entry.data!.then((d) => d instanceof Uint8Array && (entry.ready = d), () => {})
       entry.hex = hex
       fetching.set(hex, entry)
     }
     queue.push(entry)
+  }
+
+  /** The first `n` queued entries, taken off the queue (files before the one asked for were skipped by the walk: their fetches are dropped). */
+  const take = (n: number): Ahead[] => {
+    const passed = queue.splice(0, n)
+    for (const e of passed) {
+      heldBytes -= e.size
+      if (e.hex !== undefined) fetching.delete(e.hex)
+    }
+    roomFor?.()
+    return passed
   }
 
   let walking = root.kind === 'directory'
@@ -142,6 +161,13 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
       getClosure: (digest, o) => source.directories.getClosure(digest, o),
     },
     blobs: {
+      // The file the render asks for next, when its bytes are here already: no promise, no stream.
+      openNow: (digest) => {
+        const first = queue[0]
+        if (!first?.ready || !bytesEqual(first.digest, digest)) return undefined
+        take(1)
+        return first.ready
+      },
       open: async (digest, o) => {
         let i = queued(digest)
         // The render can reach its first file before the walk, started with it, has queued it: one turn lets the walk catch up.
@@ -150,14 +176,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
           i = queued(digest)
         }
         if (i < 0) return source.blobs.open(digest, o)
-        // Files before it were skipped by the walk: their fetches are dropped.
-        const passed = queue.splice(0, i + 1)
-        for (const e of passed) {
-          heldBytes -= e.size
-          if (e.hex !== undefined) fetching.delete(e.hex)
-        }
-        roomFor?.()
-        const entry = passed.at(-1)!
+        const entry = take(i + 1).at(-1)!
         const data = await entry.data
         // Left to stream, or larger than its node says: read as the walk would read it without us.
         if (entry.data === undefined || data === LARGER) return source.blobs.open(digest, o)
@@ -215,7 +234,7 @@ class DirectoryArrivals {
 }
 
 /** The files under Directory `root` in NAR order, each handed to `each` (which may wait for room). */
-async function walkFiles(root: B3Digest, dirs: DirectoryArrivals, each: (f: FileNode) => Promise<void>, signal: AbortSignal): Promise<void> {
+async function walkFiles(root: B3Digest, dirs: DirectoryArrivals, each: (f: FileNode) => Promise<void> | void, signal: AbortSignal): Promise<void> {
   // An explicit stack of entry lists, innermost last: any depth works.
   const open: Array<{ entries: Node[]; next: number }> = []
   const enter = async (digest: B3Digest) => {
@@ -233,7 +252,10 @@ async function walkFiles(root: B3Digest, dirs: DirectoryArrivals, each: (f: File
       continue
     }
     const node = top.entries[top.next++]!
-    if (node.kind === 'file') await each(node)
+    if (node.kind === 'file') {
+      const waiting = each(node)
+      if (waiting) await waiting
+    }
     else if (node.kind === 'directory' && !(await enter(node.digest))) return
   }
 }

@@ -1,4 +1,4 @@
-import { Metadata, status as Status, type ServiceError, type StatusObject } from '@grpc/grpc-js'
+import { Metadata, type ServiceError, type StatusObject } from '@grpc/grpc-js'
 import {
   AccessDeniedError,
   AlreadyExistsError,
@@ -17,6 +17,31 @@ import {
   isNoSpace,
 } from '../errors.js'
 import { NarTooLargeError } from '../store/nar/size.js'
+
+/**
+ * gRPC's status codes (the numbers of the gRPC spec, as grpc-js's
+ * `status`): defined here so that a client that never makes a grpc-js
+ * call (a CLI on the lean HTTP/2 calls) does not load grpc-js to name them.
+ */
+export enum Status {
+  OK = 0,
+  CANCELLED = 1,
+  UNKNOWN = 2,
+  INVALID_ARGUMENT = 3,
+  DEADLINE_EXCEEDED = 4,
+  NOT_FOUND = 5,
+  ALREADY_EXISTS = 6,
+  PERMISSION_DENIED = 7,
+  RESOURCE_EXHAUSTED = 8,
+  FAILED_PRECONDITION = 9,
+  ABORTED = 10,
+  OUT_OF_RANGE = 11,
+  UNIMPLEMENTED = 12,
+  INTERNAL = 13,
+  UNAVAILABLE = 14,
+  DATA_LOSS = 15,
+  UNAUTHENTICATED = 16,
+}
 
 /** A gRPC status to answer with; handlers throw it, adapters send it. */
 export class StatusError extends Error {
@@ -119,5 +144,4 @@ function connectReason(details: string): string {
   return (cause ?? details).trim()
 }
 
-export { Status }
 export type { StoreError }

@@ -24,8 +24,10 @@ export interface IngestResult {
 /** Files up to this size are read in one call; larger ones are streamed. */
 const SMALL_FILE = 1 << 20
 const READ_CHUNK = 1 << 20
-/** Blob writes in flight while the walk goes on. */
+/** Blob writes in flight while the walk goes on (more where the stage asks for more: BlobStage.putsAtOnce). */
 const MAX_PENDING_WRITES = 32
+/** Bytes of small files held by writes in flight: what a walk keeps in memory, however many writes the stage wants. */
+const MAX_PENDING_BYTES = 32 << 20
 const EMPTY = new Uint8Array(0)
 const SLASH = Buffer.from('/')
 
@@ -49,20 +51,25 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
   const { blobs: stage, directories } = tree
   const { observe, ...callOpts } = opts
   const pending = new Set<Promise<unknown>>()
+  const maxPending = stage.putsAtOnce ?? MAX_PENDING_WRITES
+  let pendingBytes = 0
   let failure: unknown
 
-  const track = (p: Promise<unknown>) => {
-    const q: Promise<unknown> = p.then(
-      () => pending.delete(q),
-      (e) => {
-        pending.delete(q)
-        failure ??= e
-      },
-    )
+  const track = (p: Promise<unknown>, bytes: number) => {
+    pendingBytes += bytes
+    const done = () => {
+      pending.delete(q)
+      pendingBytes -= bytes
+    }
+    const q: Promise<unknown> = p.then(done, (e) => {
+      done()
+      failure ??= e
+    })
     pending.add(q)
   }
+  const full = () => pending.size >= maxPending || pendingBytes >= MAX_PENDING_BYTES
   const throttle = async () => {
-    while (pending.size >= MAX_PENDING_WRITES) await Promise.race(pending)
+    while (full()) await Promise.race(pending)
     if (failure) throw failure
   }
 
@@ -75,11 +82,11 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
       nar.regular(executable, data.length)
       nar.contents(data)
       nar.endContents(data.length)
-      if (pending.size >= MAX_PENDING_WRITES || failure) await throttle()
+      if (full() || failure) await throttle()
       // BLAKE3 of <= 1 MiB is microseconds; knowing the digest now keeps the walk going, and the stage need not hash it again.
       const digest = b3(data)
       const put = stage.put(data, { ...callOpts, digest })
-      track(put)
+      track(put, data.length)
       observe?.file(digest, data.length)
       onProgress?.(data.length, 1)
       return { kind: 'file', name: EMPTY, digest, size: data.length, executable }

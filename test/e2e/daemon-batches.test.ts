@@ -34,11 +34,14 @@ import { randomBytes } from '../helpers/trees.js'
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'batches-'))
 after(() => fs.rmSync(root, { recursive: true, force: true }))
 
-/** Lines of the daemon's batch trace (TVIX_STORE_TRACE_BATCHES=1): how many blobs went in batches of each kind. */
+/** Sizes of the batches in the daemon's batch trace (TVIX_STORE_TRACE_BATCHES=1), of one kind. */
+function batches(log: string, kind: 'ReadBlobs' | 'PutBlobs' | 'StatBlobs'): number[] {
+  return [...log.matchAll(new RegExp(`trace: ${kind} of (\\d+) blobs`, 'g'))].map((m) => Number(m[1]))
+}
+
+/** How many blobs went in batches of each kind. */
 function batched(log: string, kind: 'ReadBlobs' | 'PutBlobs' | 'StatBlobs'): number {
-  let n = 0
-  for (const m of log.matchAll(new RegExp(`trace: ${kind} of (\\d+) blobs`, 'g'))) n += Number(m[1])
-  return n
+  return batches(log, kind).reduce((a, b) => a + b, 0)
 }
 
 describe('through the CLI', { skip: nixMissing() }, () => {
@@ -80,6 +83,8 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     assert.equal(imported.stdout.toString().trim(), nixPath)
     // 250 files, 5 empty and 35 alike: the distinct non-empty small ones went in batches.
     assert.ok(batched(batching.log(), 'PutBlobs') >= 150, batching.log())
+    // The walk kept enough puts unanswered to fill a batch beyond the 32 it once waited at (one small batch per round trip).
+    assert.ok(Math.max(...batches(batching.log(), 'PutBlobs')) > 32, batching.log())
 
     const want = NixStore.dump(tree)
     const exported = await runCli(['export-nar', '--store', batching.url, nixPath])
@@ -102,6 +107,29 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     const back = await runCli(['export-nar', '--store', target.url, nixPath])
     assert.equal(back.code, 0, back.stderr)
     assert.ok(back.stdout.equals(want), 'NAR copied to a daemon differs')
+  })
+
+  test('import and export-nar of small files through a daemon load no grpc-js (lean HTTP/2 calls only); a blob over 1 MiB still goes through grpc-js', async () => {
+    // The hook says whether the CLI loaded grpc-js: seen for the large Put, so its silence for the others means something.
+    const env = { NODE_OPTIONS: `--require ${path.resolve('test/helpers/report-grpc-js.cjs')}` }
+    const small = path.join(root, 'small')
+    for (let i = 0; i < 20; i++) fs.mkdirSync(path.join(small, `d${i % 3}`), { recursive: true })
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(small, `d${i % 3}`, `f${i}`), randomBytes(100 * i, 300 + i))
+    const imported = await runCli(['import', '--store', batching.url, small], { env })
+    assert.equal(imported.code, 0, imported.stderr)
+    assert.equal(imported.stdout.toString().trim(), new NixStore(path.join(root, 'nix')).add(small))
+    assert.doesNotMatch(imported.stderr, /grpc-js was loaded/)
+    const exported = await runCli(['export-nar', '--store', batching.url, imported.stdout.toString().trim()], { env })
+    assert.equal(exported.code, 0, exported.stderr)
+    assert.ok(exported.stdout.equals(NixStore.dump(small)), 'NAR differs from nix-store --dump')
+    assert.doesNotMatch(exported.stderr, /grpc-js was loaded/)
+
+    const large = path.join(root, 'large')
+    fs.mkdirSync(large)
+    fs.writeFileSync(path.join(large, 'over-one-mib'), randomBytes((1 << 20) + 3, 7))
+    const streamed = await runCli(['import', '--store', batching.url, large], { env })
+    assert.equal(streamed.code, 0, streamed.stderr)
+    assert.match(streamed.stderr, /grpc-js was loaded/)
   })
 
   test('a daemon without batches (--no-batch-blobs): import and export-nar with a call per blob, the same path and bytes', async () => {

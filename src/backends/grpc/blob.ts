@@ -1,4 +1,5 @@
 import {
+  type BatchedPuts,
   type BlobInfo,
   type BlobService,
   type ChunkMeta,
@@ -20,12 +21,12 @@ import type { CallOptions } from '../../util/call-options.js'
 import { LARGER } from '../../castore/read-ahead.js'
 import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
-import { BATCH_BLOB_BYTES, BlobBatches } from './blob-batches.js'
+import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE } from './blob-batches.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
 /** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
-export class GrpcBlobService implements BlobService, UncheckedReads {
+export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads {
   /** Small blob Reads and Puts gathered into our BatchBlobService's calls (each on its own where the daemon lacks them). */
   private readonly batches: BlobBatches
 
@@ -36,6 +37,11 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
   /** Small reads a walk may keep in flight (WholeReads): many where they go in batches. */
   get readsAtOnce(): number {
     return this.batches.available ? Infinity : 8
+  }
+
+  /** Small puts worth keeping unanswered (BatchedPuts): enough to fill the batches where the daemon has them. */
+  get putsAtOnce(): number | undefined {
+    return this.batches.available ? PUTS_AT_ONCE : undefined
   }
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */
@@ -167,12 +173,11 @@ export class GrpcBlobService implements BlobService, UncheckedReads {
   }
 
   async put(src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo> {
-    // A small blob in memory (most files of an import) is one message: one lean request, not a grpc-js stream.
-    if (src instanceof Uint8Array && src.length > 0 && src.length <= BLOB_CHUNK_BYTES) {
-      // In a batch where the daemon has them (the digest the caller computed, or ours, is checked by the daemon).
-      if (src.length <= BATCH_BLOB_BYTES && this.batches.available) return this.batches.put(src, opts?.digest ?? b3(src), opts)
-      return this.putOne(src, opts)
-    }
+    // A small blob in memory (most files of an import), the empty one too, in a batch where the daemon has them
+    // (the digest the caller computed, or ours, is checked by the daemon): no grpc-js stream.
+    if (src instanceof Uint8Array && src.length <= BATCH_BLOB_BYTES && this.batches.available) return this.batches.put(src, opts?.digest ?? b3(src), opts)
+    // Else one message: one lean request.
+    if (src instanceof Uint8Array && src.length > 0 && src.length <= BLOB_CHUNK_BYTES) return this.putOne(src, opts)
     const h = b3Hasher()
     let size = 0
     // Each message as its head and a view of the data: copied once, into the framed buffer that is sent.

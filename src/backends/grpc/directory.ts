@@ -1,5 +1,6 @@
 import { type B3Digest, b3Display, bytesEqual, toHex } from '../../castore/digest.js'
 import { type Directory, directoryDigest, validateDirectory } from '../../castore/directory.js'
+import { encodeDirectory } from '../../castore/proto.js'
 import { bufferedStage, type DirectoryService, type DirectoryStage, requireServableDirectory } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import type { GetDirectoryRequest } from '../../grpc/messages.js'
@@ -14,7 +15,7 @@ export class GrpcDirectoryService implements DirectoryService {
   async get(digest: B3Digest, opts?: CallOptions): Promise<Directory | undefined> {
     let head
     try {
-      head = await peek(this.rpc.serverStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest, recursive: false }, opts))
+      head = await peek(this.rpc.leanServerStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest, recursive: false }, opts))
     } catch (e) {
       throw this.rpc.error(e, opts)
     }
@@ -26,7 +27,8 @@ export class GrpcDirectoryService implements DirectoryService {
   /** Verifies that the first message is the root and every later one was announced before it. */
   async *getClosure(root: B3Digest, opts?: CallOptions): AsyncIterable<Directory> {
     const announced = new Set<string>([toHex(root)])
-    const stream = this.rpc.serverStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest: root, recursive: true }, opts)
+    // Leaving the loop (done, failed, or the caller stopped) returns the stream, which cancels the call.
+    const stream = this.rpc.leanServerStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest: root, recursive: true }, opts)
     try {
       for await (const dir of stream) {
         const d = directoryDigest(dir)
@@ -38,8 +40,6 @@ export class GrpcDirectoryService implements DirectoryService {
     } catch (e) {
       if (e instanceof IntegrityError) throw e
       throw this.rpc.error(e, opts)
-    } finally {
-      stream.cancel()
     }
   }
 
@@ -50,12 +50,12 @@ export class GrpcDirectoryService implements DirectoryService {
         // Refused here with the reason, not by grpc-js as an oversized message.
         requireServableDirectory(d)
         last = d
-        yield d
+        yield [encodeDirectory(d)]
       }
     }
     let root: Uint8Array
     try {
-      root = await this.rpc.clientStream<Directory, Uint8Array>(SERVICE, 'Put', tap(), opts)
+      root = await this.rpc.leanClientStream<Uint8Array>(SERVICE, 'Put', tap(), opts)
     } catch (e) {
       throw this.rpc.error(e, opts)
     }

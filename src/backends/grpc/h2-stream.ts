@@ -1,4 +1,3 @@
-import { Metadata } from '@grpc/grpc-js'
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import net from 'node:net'
 import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
@@ -28,11 +27,26 @@ export interface Connection {
 export interface CallFailure extends Error {
   code: Status
   details: string
-  metadata: Metadata
+  metadata: Trailers
 }
 
-function failure(code: Status, details: string, metadata = new Metadata()): CallFailure {
+/** A failed call as grpc-js's calls fail (code, details, metadata), for fromStatus(). */
+export function callFailure(code: Status, details: string, metadata = new Trailers()): CallFailure {
   return Object.assign(new Error(`${code} ${Status[code]}: ${details}`), { code, details, metadata })
+}
+
+/**
+ * A failed call's custom trailers, read as grpc-js's Metadata is read
+ * (get(key): its values): all fromStatus() asks of them. Not grpc-js's own
+ * class, so that a CLI whose calls are all lean never loads grpc-js.
+ */
+class Trailers {
+  constructor(private readonly headers: IncomingHttpHeaders = {}) {}
+
+  get(key: string): string[] {
+    const v = key.startsWith(':') || key.startsWith('grpc-') || key.endsWith('-bin') ? undefined : this.headers[key]
+    return v === undefined ? [] : Array.isArray(v) ? v : [v]
+  }
 }
 
 export class H2Streams {
@@ -71,8 +85,8 @@ export class H2Streams {
 
   /**
    * Sends the request of a call (its messages, then the half-close), or
-   * for a client stream (`request` undefined) only opens it; `finish`
-   * must be called once it ends, however it ends.
+   * with `request` undefined leaves the sending to the caller (send());
+   * `finish` must be called once it ends, however it ends.
    */
   private start(path: string, request: Request | undefined, signal?: AbortSignal): Call {
     signal?.throwIfAborted()
@@ -86,11 +100,11 @@ export class H2Streams {
         { signal },
       )
     } catch (e) {
-      throw failure(Status.UNAVAILABLE, `Last error: ${(e as Error).message}`)
+      throw callFailure(Status.UNAVAILABLE, `Last error: ${(e as Error).message}`)
     }
     // Its errors (a reset, an abort) end the call's reading; none may go unhandled when nobody reads.
     stream.on('error', () => {})
-    if (request) stream.end(frame(request instanceof Uint8Array ? [request] : request))
+    if (request !== undefined) stream.end(frame(request instanceof Uint8Array ? [request] : request))
     if (this.active++ === 0) session.ref()
     const call: Call = { stream, messages: new MessageReader(this.maxMessageBytes), finish: () => {} }
     stream.once('response', (h) => (call.headers = h))
@@ -206,8 +220,8 @@ export class H2Streams {
    * most `maxBytes`; undefined beyond) once the call ended OK; an answer
    * that comes early (an error status) stops the sending.
    *
-   * A failing source (or an aborted `signal`) resets the stream and
-   * rethrows. It is never half-closed first, so the daemon sees a
+   * A failing source (or an aborted `signal`) resets the stream after a
+   * message no server accepts, and rethrows: the daemon sees a failed or
    * cancelled call, never a complete one that it would store. A refused
    * stream is not sent again here: its source may not be read twice.
    */
@@ -235,6 +249,8 @@ export class H2Streams {
         stream.write(framed, () => pool.release(framed))
       }
     } catch (e) {
+      // Node may half-close the stream before its reset goes out: ABORT_MESSAGE first, so no daemon takes the cut-off stream for a whole one.
+      if (!over && stream.writable) await new Promise<void>((resolve) => stream.write(frame([ABORT_MESSAGE]), () => resolve()))
       if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL)
       await ended
       throw e
@@ -248,6 +264,13 @@ export class H2Streams {
     this.session = undefined
   }
 }
+
+/**
+ * A message no server accepts (a length prefix cut short), sent before a
+ * client stream is cancelled: Node's HTTP/2 may end the stream before it
+ * resets it, and a daemon must not take a cut-off stream for a whole one.
+ */
+const ABORT_MESSAGE = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])
 
 /** A call's request: one message, or the messages of a client stream already in memory (a batch). */
 type Request = Uint8Array | readonly Uint8Array[]
@@ -286,7 +309,7 @@ class SendPool {
   async frame(pieces: readonly Uint8Array[], ended: Promise<void>): Promise<Buffer | undefined> {
     let size = 0
     for (const p of pieces) size += p.length
-    if (size > this.maxMessageBytes) throw failure(Status.RESOURCE_EXHAUSTED, `Sent message larger than max (${size} vs. ${this.maxMessageBytes})`)
+    if (size > this.maxMessageBytes) throw callFailure(Status.RESOURCE_EXHAUSTED, `Sent message larger than max (${size} vs. ${this.maxMessageBytes})`)
     let buf: Buffer | undefined
     for (;;) {
       buf = this.take(5 + size)
@@ -352,7 +375,7 @@ function streamFailure(e: unknown, signal?: AbortSignal): unknown {
   const why = err.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause.message : err.message
   // REFUSED_STREAM: not processed, so the daemon is unavailable to it, as gRPC maps it.
   const internal = err.code === 'ERR_HTTP2_STREAM_ERROR' && !/REFUSED_STREAM/.test(err.message)
-  return failure(internal ? Status.INTERNAL : Status.UNAVAILABLE, `Last error: ${why}`)
+  return callFailure(internal ? Status.INTERNAL : Status.UNAVAILABLE, `Last error: ${why}`)
 }
 
 /** After the last DATA: the call's status, thrown unless OK. */
@@ -362,8 +385,8 @@ function checkEnd(call: Call, signal?: AbortSignal): void {
   // A trailers-only answer (an error before any message) carries the status in the headers.
   const status = call.trailers ?? call.headers
   const code = Number(status?.['grpc-status'] ?? (Number(call.headers?.[':status']) === 200 ? NaN : Status.UNKNOWN))
-  if (!Number.isInteger(code)) throw failure(Status.INTERNAL, 'the stream ended without a status')
-  if (code !== Status.OK) throw failure(code, decodeMessage(status?.['grpc-message']), metadataOf(status!))
+  if (!Number.isInteger(code)) throw callFailure(Status.INTERNAL, 'the stream ended without a status')
+  if (code !== Status.OK) throw callFailure(code, decodeMessage(status?.['grpc-message']), new Trailers(status))
 }
 
 /** grpc-message is percent-encoded (gRPC over HTTP/2). */
@@ -374,15 +397,6 @@ function decodeMessage(v: string | string[] | undefined): string {
   } catch {
     return s
   }
-}
-
-function metadataOf(h: IncomingHttpHeaders): Metadata {
-  const m = new Metadata()
-  for (const [k, v] of Object.entries(h)) {
-    if (k.startsWith(':') || k.startsWith('grpc-') || v === undefined || k.endsWith('-bin')) continue
-    for (const one of Array.isArray(v) ? v : [v]) m.add(k, one)
-  }
-  return m
 }
 
 /**
@@ -441,7 +455,7 @@ export class MessageReader {
 
   /** The stream ended: a message cut short is a broken stream. */
   end(): void {
-    if (this.body || this.headHave > 0) throw failure(Status.INTERNAL, 'the stream ended inside a message')
+    if (this.body || this.headHave > 0) throw callFailure(Status.INTERNAL, 'the stream ended inside a message')
   }
 
   private start(len: number): void {
@@ -450,8 +464,8 @@ export class MessageReader {
   }
 
   private check(flag: number, len: number): number {
-    if (flag !== 0) throw failure(Status.INTERNAL, 'the daemon sent a compressed message without saying how')
-    if (len > this.maxBytes) throw failure(Status.RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs. ${this.maxBytes})`)
+    if (flag !== 0) throw callFailure(Status.INTERNAL, 'the daemon sent a compressed message without saying how')
+    if (len > this.maxBytes) throw callFailure(Status.RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs. ${this.maxBytes})`)
     return len
   }
 }

@@ -41,13 +41,10 @@ export class GrpcPathInfoService implements PathInfoService, AdmitsOnPut {
   }
 
   async *list(opts?: CallOptions): AsyncIterable<PathInfo> {
-    const stream = this.rpc.serverStream<unknown, PathInfo>(SERVICE, 'List', {}, opts)
     try {
-      yield* stream
+      yield* this.rpc.leanServerStream<unknown, PathInfo>(SERVICE, 'List', {}, opts)
     } catch (e) {
       throw this.rpc.error(e, opts)
-    } finally {
-      stream.cancel()
     }
   }
 }

@@ -1,10 +1,10 @@
-import { Client, InterceptingCall, credentials, type ClientReadableStream, type ClientWritableStream, type Interceptor, type ServiceError } from '@grpc/grpc-js'
+import { Client, InterceptingCall, credentials, type ClientWritableStream, type Interceptor, type ServiceError } from '@grpc/grpc-js'
 import { once } from 'node:events'
 import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../grpc/definitions.js'
 import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
 import { abortable, whenAborted } from '../../util/abortable.js'
 import { IntegrityError } from '../../errors.js'
-import { type Connection, H2Streams } from './h2-stream.js'
+import { type Connection, H2Streams, callFailure } from './h2-stream.js'
 
 export type { Connection }
 import type { CallOptions } from '../../util/call-options.js'
@@ -51,8 +51,9 @@ function bearer(token: string): Interceptor {
 }
 
 export class RpcClient {
-  private readonly client: Client
-  /** Server streams that run by the thousand (blob Reads), without grpc-js's per-call set-up. */
+  /** grpc-js's channel, made at the first call that needs grpc-js (a client stream): a CLI whose calls are all lean never loads it. */
+  private grpcClient: Client | undefined
+  /** Unary and server-streaming calls, without grpc-js's per-call set-up (and, in the bundle, without loading grpc-js). */
   private readonly lean: H2Streams
 
   /** Set once the daemon answered UNIMPLEMENTED to our BatchBlobService (a tvix daemon, or ours without it): a call per blob from then on. */
@@ -62,18 +63,24 @@ export class RpcClient {
     readonly target: string,
     /** For messages: how the user wrote the address. */
     readonly display: string,
-    connection: Connection = {},
+    private readonly connection: Connection = {},
   ) {
+    this.lean = new H2Streams(target, MAX_MESSAGE_BYTES, connection)
+  }
+
+  private get client(): Client {
+    if (this.grpcClient) return this.grpcClient
+    const { connection } = this
     if (connection.tls) silenceIpServernameWarning()
     const channel = connection.tls ? credentials.createSsl(connection.tls.ca ?? null) : credentials.createInsecure()
-    this.client = new Client(target, channel, {
+    this.grpcClient = new Client(this.target, channel, {
       interceptors: connection.token === undefined ? [] : [bearer(connection.token)],
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       // HTTP/2's default 64 KiB window caps a blob read at ~250 MB/s on loopback.
       'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
     })
-    this.lean = new H2Streams(target, MAX_MESSAGE_BYTES, connection)
+    return this.grpcClient
   }
 
   private method(service: ServiceName, name: string) {
@@ -81,32 +88,22 @@ export class RpcClient {
     return def
   }
 
-  /** An aborted `signal` cancels the call, which fails with the signal's reason. */
-  unary<Req, Res>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}): Promise<Res> {
+  /**
+   * One request, one answer, on a lean call (the wire of a grpc-js unary
+   * call). An aborted `signal` cancels the call, which fails with the
+   * signal's reason; an answer of no message or of more than one fails
+   * as grpc-js fails it.
+   */
+  async unary<Req, Res>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}): Promise<Res> {
     const m = this.method(service, name)
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason)
-      const call = this.client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, req, (err: ServiceError | null, res?: Res) => {
-        signal?.removeEventListener('abort', cancel)
-        if (err) reject(signal?.aborted ? signal.reason : err)
-        else resolve(res!)
-      })
-      const cancel = () => call.cancel()
-      signal?.addEventListener('abort', cancel, { once: true })
-    })
-  }
-
-  /** An aborted `signal` cancels the call: the stream fails (see error()). */
-  serverStream<Req, Res>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}): ClientReadableStream<Res> {
-    const m = this.method(service, name)
-    const call = this.client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => Res, req)
-    if (signal) {
-      const cancel = () => call.cancel()
-      if (signal.aborted) cancel()
-      else signal.addEventListener('abort', cancel, { once: true })
-      call.once('close', () => signal.removeEventListener('abort', cancel))
-    }
-    return call
+    let answer: Res | undefined
+    let count = 0
+    await this.lean.each(m.path, m.requestSerialize(req), (b) => {
+      if (++count > 1) throw callFailure(Status.UNIMPLEMENTED, 'Too many responses received')
+      answer = (m.responseDeserialize as (b: Buffer) => Res)(b as Buffer)
+    }, signal)
+    if (count === 0) throw callFailure(Status.UNIMPLEMENTED, 'No message received')
+    return answer!
   }
 
   /**
@@ -163,7 +160,7 @@ export class RpcClient {
   }
 
   /**
-   * Streams `src` as requests with backpressure; resolves with the single
+   * Streams `src` as requests with backpressure (on grpc-js); resolves with the single
    * response. An aborted `signal` stops sending and cancels the call, as a
    * failing `src` does.
    */
@@ -216,7 +213,7 @@ export class RpcClient {
 
   close(): void {
     this.lean.close()
-    this.client.close()
+    this.grpcClient?.close()
   }
 }
 

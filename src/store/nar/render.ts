@@ -86,7 +86,8 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
             nar.endContents(node.size)
             break
           }
-          const found = store.blobs.openNow ? store.blobs.openNow(node.digest, node.size, opts.lend) : await store.blobs.open(node.digest, { signal: opts.signal })
+          // Without a promise where the store has it at hand (a local store's small blob, a file read ahead); else opened.
+          const found = store.blobs.openNow?.(node.digest, node.size, opts.lend) ?? (await store.blobs.open(node.digest, { signal: opts.signal }))
           if (!found) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
           let got = 0
           if (found instanceof Uint8Array) {
