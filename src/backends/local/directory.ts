@@ -7,13 +7,15 @@ import { decodeDirectory } from '../../castore/proto.js'
 import fs from 'node:fs/promises'
 import { callerInput } from './io-errors.js'
 import { exists, type LocalRoot, readSmallFile } from './layout.js'
+import type { WriteSession } from './locks.js'
 import type { CallOptions } from '../../util/call-options.js'
 
 export class LocalDirectoryService implements DirectoryService {
-  /** With `blobs`, file sizes are checked against the blobs stored. */
+  /** With `blobs`, file sizes are checked against the blobs stored. `session`: the write session this view reads and writes for, if any. */
   constructor(
     private readonly root: LocalRoot,
     private readonly blobs?: Pick<BlobService, 'size'>,
+    private readonly session?: WriteSession,
   ) {}
 
   private path(d: B3Digest): string {
@@ -33,7 +35,7 @@ export class LocalDirectoryService implements DirectoryService {
     const file = this.path(requireDigestLength(d))
     const bytes = readSmallFile(file)
     if (!bytes) return undefined
-    this.root.rely(file)
+    this.session?.rely(file)
     if (!bytesEqual(b3(bytes), d)) throw new IntegrityError(`directory ${b3Display(d)} is corrupt: its bytes do not match its digest`)
     return bytes
   }
@@ -92,7 +94,7 @@ export class LocalDirectoryService implements DirectoryService {
         seen.add(key)
         const p = this.path(digest)
         if (await exists(p)) {
-          this.root.rely(p)
+          this.session?.rely(p)
           return
         }
         const tmp = this.root.tempPath()
@@ -105,13 +107,13 @@ export class LocalDirectoryService implements DirectoryService {
         seen = new Set()
         try {
           await this.root.syncFiles(all.map((s) => s.tmp))
-          await this.root.commit(async () => {
+          await this.root.commit(this.session, async () => {
             for (const { digest, tmp } of all) {
               const p = this.path(digest)
               if (await exists(p)) {
-                this.root.rely(p)
+                this.session?.rely(p)
                 await this.root.discard(tmp)
-              } else await this.root.publish(tmp, p)
+              } else await this.root.publish(tmp, p, this.session)
             }
             await this.root.sync()
           })
