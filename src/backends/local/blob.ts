@@ -171,6 +171,14 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     return at?.file
   }
 
+  /** Whether a small blob about to be written is stored already (ObjectGraph.locateSmall), relied on by the session if so. */
+  private storedSmall(d: B3Digest): boolean {
+    const hex = toHex(d)
+    const at = this.objects.locateSmall(hex, d)
+    if (at) this.session?.rely(ObjectGraph.reliance(hex, at))
+    return at !== undefined
+  }
+
   /** An aborted signal ends the read and closes its files, whether or not anyone reads on. */
   async open(d: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
     opts?.signal?.throwIfAborted()
@@ -355,6 +363,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * Nothing is visible under a final name before its bytes are on disk.
    */
   stage(): BlobStage & ChunkedPuts {
+    // Blobs other processes published since the last stage started are seen by this one's lookups.
+    this.objects.forgetListings()
     const pending = new Map<string, Written>()
     /**
      * Small blobs written to temp files or the bundle by this stage: a copy of one (empty files, duplicates) is
@@ -488,7 +498,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       const key = binaryKey(digest)
       if (written?.has(key)) return { digest, size: src.length }
       // Contents this small are never a pack of their own: a plain file, a chunk of some pack, or a bundle member.
-      if (this.storedAs(digest, true, 'cheap')) {
+      if (this.storedSmall(digest)) {
         this.rememberSize(toHex(digest), src.length)
         return { digest, size: src.length }
       }
