@@ -134,6 +134,11 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
 
   /** Plain blob: its file size; pack: the sum of its chunks; chunk of a pack: its size in the index. Reads no data. */
   async size(d: B3Digest): Promise<number | undefined> {
+    return this.sizeNow(d)
+  }
+
+  /** size() without a promise: the admission check of a fresh import looks up every file's. */
+  sizeNow(d: B3Digest): number | undefined {
     const hex = toHex(requireDigestLength(d))
     let size = this.knownSizes.get(hex)
     if (size !== undefined) return size
