@@ -4,9 +4,9 @@ import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import { decodeDirectory } from '../../castore/proto.js'
-import fs from 'node:fs/promises'
+import fsSync from 'node:fs'
 import { callerInput } from './io-errors.js'
-import { exists, type LocalRoot, readSmallFile } from './layout.js'
+import { type LocalRoot, readSmallFile } from './layout.js'
 import type { WriteSession } from './locks.js'
 import type { CallOptions } from '../../util/call-options.js'
 
@@ -92,14 +92,15 @@ export class LocalDirectoryService implements DirectoryService {
         const key = binaryKey(digest)
         if (seen.has(key)) return
         seen.add(key)
+        // Synchronous, as Directories are read: a lookup and a small write are microseconds, a promise each a thread-pool round trip.
         const p = this.path(digest)
-        if (await exists(p)) {
+        if (fsSync.existsSync(p)) {
           this.session?.rely(p)
           return
         }
         const tmp = this.root.tempPath()
         staged.push({ digest, tmp })
-        await fs.writeFile(tmp, bytes, { flag: 'wx', mode: 0o444 })
+        fsSync.writeFileSync(tmp, bytes, { flag: 'wx', mode: 0o444 })
       },
       commit: async () => {
         const all = staged
@@ -110,7 +111,7 @@ export class LocalDirectoryService implements DirectoryService {
           await this.root.commit(this.session, async () => {
             for (const { digest, tmp } of all) {
               const p = this.path(digest)
-              if (await exists(p)) {
+              if (fsSync.existsSync(p)) {
                 this.session?.rely(p)
                 await this.root.discard(tmp)
               } else await this.root.publish(tmp, p, this.session)

@@ -494,15 +494,6 @@ function listFolder(dir: string): string[] {
   }
 }
 
-export async function exists(p: string): Promise<boolean> {
-  try {
-    await fs.access(p)
-    return true
-  } catch {
-    return false
-  }
-}
-
 /**
  * Reads a small metadata object (Directory, PathInfo) synchronously: one
  * syscall sequence of microseconds, cheaper than the thread-pool round
