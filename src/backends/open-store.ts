@@ -99,19 +99,29 @@ async function openUncached(opts: OpenStoreOptions): Promise<Store> {
     }
     return store
   }
-  const parts = [...opened.values()]
-  const mixed: Store & WriteSessions = {
+  const close = async () => {
+    for (const s of opened.values()) await s.close()
+  }
+  return mixedStore(opened, urlOf, storeDir, close)
+}
+
+/** Each service from the store opened for its URL; a write session is one on every store involved (local ones exclude their gc), its view made of their views. */
+function mixedStore(opened: Map<string, OpenedServices>, urlOf: Record<ServiceKind, string>, storeDir: string, close: () => Promise<void>): Store & WriteSessions {
+  return {
     blobs: opened.get(urlOf.blobs)!.blobs!,
     directories: opened.get(urlOf.directories)!.directories!,
     pathInfos: opened.get(urlOf.pathInfos)!.pathInfos!,
     storeDir,
-    // A session on every store involved (local ones exclude their gc).
-    writeSession: <T>(fn: () => Promise<T>) => parts.reduceRight<() => Promise<T>>((inner, s) => () => inWriteSession(s as Store, inner), fn)(),
-    close: async () => {
-      for (const s of parts) await s.close()
-    },
+    writeSession: (fn) => inEachSession([...opened], new Map(), (views) => fn(mixedStore(views, urlOf, storeDir, close))),
+    close,
   }
-  return mixed
+}
+
+/** `fn` inside a write session on each of `parts` (the first outermost), given their views by URL. */
+function inEachSession<T>(parts: Array<[string, OpenedServices]>, views: Map<string, OpenedServices>, fn: (views: Map<string, OpenedServices>) => Promise<T>): Promise<T> {
+  if (parts.length === 0) return fn(views)
+  const [[url, part], ...rest] = parts
+  return inWriteSession(part as Store, (view) => inEachSession(rest, new Map(views).set(url, view), fn))
 }
 
 const flagOf = (kind: ServiceKind) => ({ blobs: '--blob-service-addr', directories: '--directory-service-addr', pathInfos: '--path-info-service-addr' })[kind]

@@ -56,7 +56,7 @@ export default class Copy extends StoreCommand<typeof Copy> {
         rootKeeper(to, this.caller('copy --root', f.to))
         // Copy and root in one write session on the target: gc cannot prune the path in between.
         return await retryOnConflict(() =>
-          inWriteSession(to, async () => {
+          inWriteSession(to, async (to) => {
             const report = await this.copyPaths(to, paths)
             await addRoot(to, f.root!, paths[0]!)
             return report

@@ -49,7 +49,7 @@ export default class Import extends StoreCommand<typeof Import> {
     }
     // The root goes in within the import's write session: gc cannot prune the path in between.
     const once = () =>
-      inWriteSession(store, async () => {
+      inWriteSession(store, async (store) => {
         const results = await this.importAll(store, paths)
         if (root !== undefined) await addRoot(store, root, results[0]!.path)
         return results

@@ -86,10 +86,9 @@ export function blobHandler(
  * the small blob's BLAKE3, if already computed.
  */
 export function blobPutter(store: Store, rootsOf: RootsOf, window?: PutWindow) {
-  const { blobs } = store
   return async (src: Uint8Array | AsyncIterable<Uint8Array>, signal: AbortSignal, call: object, digest?: Uint8Array): Promise<Uint8Array> => {
     if (src instanceof Uint8Array && window) return window.put(src, rootsOf(call), digest)
-    return inWriteSession(store, async () => {
+    return inWriteSession(store, async ({ blobs }) => {
       const { digest } = await blobs.put(src, { signal })
       const roots = rootsOf(call)
       if (roots && !(await roots.holdIf('blob', toHex(digest), () => blobs.has(digest)))) throw new ConflictError(`blob ${b3Display(digest)} was garbage-collected as it was written; send it again`)

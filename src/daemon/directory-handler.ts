@@ -70,14 +70,13 @@ export function directoryHandler(
     }, transfers),
 
     // A write session: children found stored stay stored until the parents are written.
-    Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal, call) => inWriteSession(store, async () => {
+    Put: clientStream('DirectoryService/Put', log, (raw) => raw, (stream, signal, call) => inWriteSession(store, async ({ blobs, directories }) => {
       // Blobs put before are committed first: sizes are checked against them, and nothing stored names an uncommitted blob.
       await window?.flush()
       // Validated as the messages arrive (a bad stream fails at its first bad
       // message) and spilled to the stage: memory per Directory is a digest
       // and a size, whatever the Directories weigh.
       // File sizes are checked against blobs already stored (absent ones wait for the PathInfo).
-      const { blobs } = store
       const v = new ClosureValidator((d) => directories.get(d, { signal }), blobs.size && ((d) => blobs.size!(d, { signal })))
       const stage = directories.stage({ signal })
       try {
@@ -99,10 +98,11 @@ export function directoryHandler(
         // An empty stream is refused by finish() as in-process stores refuse it: one message everywhere.
         const root = v.finish()
         if (signal.aborted) throw cancelledError()
-        // Committed and temp-rooted in one step: the tree stays until the client's PathInfo refers to it.
+        // Temp-rooted, then committed (a root on a name of nothing keeps nothing): the tree stays until
+        // the client's PathInfo refers to it, and no sweep between the two can take it.
         const roots = rootsOf(call)
-        const commit = () => stage.commit({ signal }).then(() => true)
-        await (roots ? roots.holdIf('dir', toHex(root), commit) : commit())
+        if (roots) await (roots.holdAll ? roots.holdAll('dir', [toHex(root)]) : roots.holdIf('dir', toHex(root), async () => true))
+        await stage.commit({ signal })
         return root
       } catch (e) {
         await stage.abort()

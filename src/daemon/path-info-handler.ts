@@ -55,7 +55,7 @@ export function pathInfoHandler(store: Store, log: Log, opts: PathInfoHandlerOpt
     // written in one write session, so the store's gc cannot sweep in between.
     Put: unary('PathInfoService/Put', log, decodePathInfo, async (info, signal) => {
       await opts.window?.flush()
-      return inWriteSession(store, () => publishPathInfo(store, info, { signal }))
+      return inWriteSession(store, (store) => publishPathInfo(store, info, { signal }))
     }),
 
     CalculateNAR: unary('PathInfoService/CalculateNAR', log, decodeNode, async (node, cancelled) => {

@@ -170,7 +170,7 @@ export function uploads(store: Store, opts: UploadOptions, log: (line: string) =
     const info = pathInfoFromNarInfo(fields, nar.root, store.storeDir)
     // The NAR hash was computed here, from the bytes ingested: no render to check a CA. A write
     // session keeps gc from sweeping the tree between the admission check and the put.
-    await inWriteSession(store, () => publishPathInfo(store, info, { narComputedHere: true, signal: stopped }))
+    await inWriteSession(store, (store) => publishPathInfo(store, info, { narComputedHere: true, signal: stopped }))
   }
 
   /** The pending NAR of that name, if its tree's root is still stored (a gc with a short grace may have taken it: then it is forgotten, and uploaded again). */

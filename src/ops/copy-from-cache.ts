@@ -39,7 +39,7 @@ export interface CacheCopyOptions extends CallOptions {
  */
 export function copyFromCache(from: Store & NarSource, to: Store, args: string[], opts: CacheCopyOptions = {}): Promise<CopyReport> {
   // One write session on the target: paths found there stay until the paths that refer to them are registered.
-  return inWriteSession(to, () => copyInSession(from, to, args, opts))
+  return inWriteSession(to, (to) => copyInSession(from, to, args, opts))
 }
 
 async function copyInSession(from: Store & NarSource, to: Store, args: string[], opts: CacheCopyOptions): Promise<CopyReport> {
@@ -61,7 +61,7 @@ async function copyInSession(from: Store & NarSource, to: Store, args: string[],
   const references = (hash: string) => closure.get(hash)!.references.map(hashOfBasename)
   await runDag(missing, references, Math.max(1, opts.parallel ?? 4), async (hash) => {
     const fields = closure.get(hash)!
-    await withStage(to, async (stage) => {
+    await withStage(to, async (stage, to) => {
       const staged = new StagedObjects()
       const { info } = await from.fetchInto(fields, stage, {
         signal: opts.signal,

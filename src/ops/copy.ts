@@ -32,7 +32,7 @@ export function copyClosure(from: Store, to: Store, args: string[], opts: CopyOp
   if (hasNarSink(to)) return copyToCache(from, to, args, opts)
   if (isNarSource(from)) return copyFromCache(from, to, args, opts)
   // One write session on the target: paths found there stay until the paths that refer to them are registered.
-  return inWriteSession(to, () => copyInSession(from, to, args, opts))
+  return inWriteSession(to, (to) => copyInSession(from, to, args, opts))
 }
 
 async function copyInSession(from: Store, to: Store, args: string[], opts: CopyOptions): Promise<CopyReport> {

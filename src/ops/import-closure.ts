@@ -107,7 +107,7 @@ function pathInfoFor(e: ClosureEntry, store: Store, root: PathInfo['node']): Pat
  */
 export function importClosure(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string } = {}): Promise<CopyReport> {
   // One write session: paths found stored stay until the paths that refer to them are registered.
-  return inWriteSession(store, () => importInSession(store, entries, opts))
+  return inWriteSession(store, (store) => importInSession(store, entries, opts))
 }
 
 async function importInSession(store: Store, entries: ClosureEntry[], opts: { nixRoot?: string }): Promise<CopyReport> {
@@ -137,7 +137,7 @@ async function importInSession(store: Store, entries: ClosureEntry[], opts: { ni
       const hint = opts.nixRoot === undefined ? ' (for a listing from a chroot store, such as local?root=DIR, give --nix-root DIR)' : ''
       throw new NotFoundError(`${onDisk} does not exist: the listing names ${e.path}, which is imported from the filesystem${hint}`)
     }
-    await withStage(store, async (stage) => {
+    await withStage(store, async (stage, store) => {
       const staged = new StagedObjects()
       const ingested = await ingestPath(onDisk, stage, undefined, { observe: staged })
       if (ingested.narSize !== e.narSize || Buffer.compare(ingested.narSha256, e.narSha256) !== 0) {

@@ -32,7 +32,7 @@ export async function importPath(
     if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`getting status of '${abs}': No such file or directory`)
     throw e
   }
-  return withStage(store, async (stage) => {
+  return withStage(store, async (stage, store) => {
     const ingested = await ingestPath(abs, stage, opts.onProgress)
     return registerSource(store, ingested, stage, name)
   })

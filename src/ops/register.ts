@@ -50,13 +50,14 @@ export async function registerSource(store: Store, ingested: IngestResult, stage
  * if anything fails (blobs write through where the store cannot stage:
  * then gc removes the orphans),
  * as one write session: what the ingest finds already stored is not swept
- * before its PathInfo is written.
+ * before its PathInfo is written. `fn` gets the stage and the session's
+ * view of `store`, through which it publishes.
  */
-export function withStage<T>(store: Store, fn: (stage: TreeStage) => Promise<T>): Promise<T> {
-  return inWriteSession(store, async () => {
+export function withStage<S extends Store, T>(store: S, fn: (stage: TreeStage, store: S) => Promise<T>): Promise<T> {
+  return inWriteSession(store, async (store) => {
     const stage = stageTree(store)
     try {
-      return await fn(stage)
+      return await fn(stage, store)
     } catch (e) {
       await abortTreeStage(stage)
       throw e

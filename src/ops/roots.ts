@@ -24,11 +24,11 @@ export function rootKeeper(store: Store, caller: Caller = {}): Store & GcRootsCa
  * inside their own session.
  */
 export async function addRoot(store: Store, name: string, storePath: string, caller: Caller = {}): Promise<RootEntry> {
-  const keeper = rootKeeper(store, caller)
+  rootKeeper(store, caller)
   validateRootName(name)
-  return inWriteSession(store, async () => {
+  return inWriteSession(store, async (store) => {
     const { storePath: p } = await getPathInfo(store, storePath)
-    await keeper.roots.add(name, p)
+    await rootKeeper(store, caller).roots.add(name, p)
     return { name, path: absolute(p, store.storeDir), valid: true }
   })
 }

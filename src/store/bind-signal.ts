@@ -22,14 +22,18 @@ const SERVICES: Record<'blobs' | 'directories' | 'pathInfos', Calls> = {
  * `store` with `signal` given to every service call (merged with a signal
  * the caller passes): how an interrupted command stops the store work of
  * whatever op it runs, without every op threading the signal through.
- * Proxies, so every other member (capabilities such as writeSession, gc,
- * optional service methods) is the store's own, unchanged.
+ * Proxies, so every other member (capabilities such as gc, optional
+ * service methods) is the store's own, unchanged; a write session's view
+ * of the store is bound to `signal` too.
  */
 export function bindSignal(store: Store, signal: AbortSignal): Store {
   const services = new Map<PropertyKey, unknown>()
   return new Proxy(store, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target)
+      if (prop === 'writeSession' && typeof value === 'function') {
+        return <T>(fn: (view: Store) => Promise<T>) => value.call(target, (view: Store) => fn(bindSignal(view, signal)))
+      }
       if (!(prop in SERVICES) || typeof value !== 'object' || value === null) return typeof value === 'function' ? value.bind(target) : value
       if (!services.has(prop)) services.set(prop, bound(value, SERVICES[prop as keyof typeof SERVICES], signal))
       return services.get(prop)

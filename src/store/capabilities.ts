@@ -19,18 +19,25 @@ export interface WriteSessions {
   /**
    * Runs `fn` as one write session: gc waits for open sessions and holds
    * new ones off while it sweeps, so what a session found stored stays
-   * stored until it has registered what relies on it.
+   * stored until it has registered what relies on it. `fn` gets the store
+   * as the session sees it, and must read and write through that view:
+   * the session is carried by it, not by some ambient context. A session
+   * started on a view joins the view's own.
    */
-  writeSession<T>(fn: () => Promise<T>): Promise<T>
+  writeSession<T>(fn: (store: Store) => Promise<T>): Promise<T>
 }
 
 export function hasWriteSessions(store: Store): store is Store & WriteSessions {
   return typeof (store as Partial<WriteSessions>).writeSession === 'function'
 }
 
-/** Runs `fn` in a write session where the store has them, else just runs it (nothing to exclude). */
-export function inWriteSession<T>(store: Store, fn: () => Promise<T>): Promise<T> {
-  return hasWriteSessions(store) ? store.writeSession(fn) : fn()
+/**
+ * Runs `fn` in a write session where the store has them (handing it the
+ * session's view of `store`, which offers what `store` offers), else just
+ * runs it on `store` (nothing to exclude).
+ */
+export function inWriteSession<S extends Store, T>(store: S, fn: (store: S) => Promise<T>): Promise<T> {
+  return hasWriteSessions(store) ? store.writeSession(fn as (store: Store) => Promise<T>) : fn(store)
 }
 
 /** A store that keeps what one daemon client was told is stored from gc, per client. */

@@ -36,10 +36,15 @@ export interface AdmissionOptions extends CallOptions {
   narComputedHere?: boolean
 }
 
-/** What the admission check reads: the store the PathInfo is put into. */
+/**
+ * What the admission check reads: the store the PathInfo is put into.
+ * A store that answers from local files may offer `getNow` and `sizeNow`,
+ * the same lookups without a promise each: the check of a tree of many
+ * files then costs its lookups, not a promise and a pool slot per file.
+ */
 export interface AdmissionStore {
-  blobs: Pick<BlobService, 'has' | 'open' | 'size'>
-  directories: Pick<DirectoryService, 'get'>
+  blobs: Pick<BlobService, 'has' | 'open' | 'size'> & { sizeNow?(digest: B3Digest): number | undefined }
+  directories: Pick<DirectoryService, 'get'> & { getNow?(digest: B3Digest): Directory | undefined }
   pathInfos: Pick<PathInfoService, 'get'>
   storeDir: string
 }
@@ -126,36 +131,44 @@ async function requireTree(node: Node, store: AdmissionStore): Promise<Map<strin
   if (node.kind === 'file') claim(node)
   else {
     const seen = new Set<string>([toHex(node.digest)])
+    const visit = (digest: B3Digest, dir: Directory | undefined, next: B3Digest[]) => {
+      if (!dir) throw missing(`directory ${b3Display(digest)}`)
+      if (kept && kept.size < KEPT_DIRECTORIES) kept.set(toHex(digest), dir)
+      else kept = undefined
+      if (digest === node.digest && node.size !== directorySize(dir)) {
+        throw new InvalidInputError(`invalid PathInfo: root node claims size ${node.size}, but directory ${b3Display(digest)} has ${directorySize(dir)}`)
+      }
+      for (const f of dir.files) claim(f)
+      for (const c of dir.directories) {
+        const key = toHex(c.digest)
+        if (seen.has(key)) continue
+        seen.add(key)
+        next.push(c.digest)
+      }
+    }
+    const { directories } = store
     let level: B3Digest[] = [node.digest]
     while (level.length > 0) {
       const next: B3Digest[] = []
-      await forEachLimit(level, PARALLEL_LOOKUPS, async (digest) => {
-        const dir = await store.directories.get(digest)
-        if (!dir) throw missing(`directory ${b3Display(digest)}`)
-        if (kept && kept.size < KEPT_DIRECTORIES) kept.set(toHex(digest), dir)
-        else kept = undefined
-        if (digest === node.digest && node.size !== directorySize(dir)) {
-          throw new InvalidInputError(`invalid PathInfo: root node claims size ${node.size}, but directory ${b3Display(digest)} has ${directorySize(dir)}`)
-        }
-        for (const f of dir.files) claim(f)
-        for (const c of dir.directories) {
-          const key = toHex(c.digest)
-          if (seen.has(key)) continue
-          seen.add(key)
-          next.push(c.digest)
-        }
-      })
+      if (directories.getNow) for (const digest of level) visit(digest, directories.getNow(digest), next)
+      else await forEachLimit(level, PARALLEL_LOOKUPS, async (digest) => visit(digest, await directories.get(digest), next))
       level = next
     }
   }
   const sizes = new Map<string, number>()
-  await forEachLimit(claims, PARALLEL_LOOKUPS, async ([key, f]) => {
-    const size = store.blobs.size ? await store.blobs.size(f.digest) : (await store.blobs.has(f.digest)) ? f.size : undefined
+  const check = (key: string, f: FileNode, size: number | undefined) => {
     if (size === undefined) throw missing(`blob ${b3Display(f.digest)}`)
     const why = wrongFileSize(f, size)
     if (why) throw new InvalidInputError(`invalid PathInfo: ${why}`)
     if (otherClaims.length > 0) sizes.set(key, size)
-  })
+  }
+  const { blobs } = store
+  if (blobs.sizeNow) for (const [key, f] of claims) check(key, f, blobs.sizeNow(f.digest))
+  else {
+    await forEachLimit(claims, PARALLEL_LOOKUPS, async ([key, f]) => {
+      check(key, f, blobs.size ? await blobs.size(f.digest) : (await blobs.has(f.digest)) ? f.size : undefined)
+    })
+  }
   for (const f of otherClaims) {
     const why = wrongFileSize(f, sizes.get(toHex(f.digest))!)
     if (why) throw new InvalidInputError(`invalid PathInfo: ${why}`)

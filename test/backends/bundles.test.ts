@@ -170,13 +170,13 @@ describe('bundles of small blobs', { skip: SKIP }, () => {
     assert.equal(bundles(root).length, 1, 'the import found every file stored')
     const other = await openLocalStore(root)
     const session = async (blob: Buffer, go: Promise<void>) =>
-      other.writeSession(async () => {
-        const s = other.blobs.stage()
+      other.writeSession(async (view) => {
+        const s = view.blobs.stage()
         await s.put(blob) // found stored: relied on, not written
         await go
         await s.commit()
         const dir = directoryFromEntries([{ kind: 'file', name: Buffer.from('f'), digest: b3(blob), size: blob.length, executable: false }])
-        return other.directories.putClosure([dir])
+        return view.directories.putClosure([dir])
       })
     let resume!: () => void
     const go = new Promise<void>((r) => (resume = r))

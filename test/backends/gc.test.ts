@@ -206,7 +206,7 @@ describe('gc on a local store', () => {
     const events: string[] = []
     let release!: () => void
     const held = new Promise<void>((r) => (release = r))
-    const commit = other.root.locks.commit(async () => {
+    const commit = other.root.locks.commit(undefined, async () => {
       events.push('commit open')
       await held
       events.push('commit end')
@@ -232,12 +232,12 @@ describe('gc on a local store', () => {
     let resume!: () => void
     const input = new Promise<void>((r) => (resume = r))
     let found = false
-    const session = other.writeSession(async () => {
+    const session = other.writeSession(async (view) => {
       // Found stored, so not written again: the session relies on it.
-      found = await other.blobs.has(orphan.digest)
+      found = await view.blobs.has(orphan.digest)
       await input // a client that has not sent the rest yet
       const dir = directoryFromEntries([{ kind: 'file', name: Buffer.from('f'), digest: orphan.digest, size: orphan.size, executable: false }])
-      return other.directories.putClosure([dir])
+      return view.directories.putClosure([dir])
     })
     await new Promise((r) => setTimeout(r, 20))
     // Not held off by the stalled session: the sweep takes the orphan.
@@ -252,10 +252,42 @@ describe('gc on a local store', () => {
     const dir = directoryFromEntries([{ kind: 'file', name: Buffer.from('f'), digest: orphan.digest, size: orphan.size, executable: false }])
     assert.equal(dirs.some((n) => n.endsWith(toHex(directoryDigest(dir)))), false)
     // A new session starts from the store as it is now, and succeeds.
-    await other.writeSession(async () => {
-      await other.blobs.put(Buffer.from('an orphan the session finds stored'))
-      await other.directories.putClosure([dir])
+    await other.writeSession(async (view) => {
+      await view.blobs.put(Buffer.from('an orphan the session finds stored'))
+      await view.directories.putClosure([dir])
     })
+    assert.equal((await verifyStore(store)).problems.length, 0)
+  })
+
+  test('concurrent write sessions in one process each answer for what they rely on: the one whose object gc swept fails, the other commits', async () => {
+    const root = scratch()
+    const store = await openLocalStore(root)
+    await importPath(store, tree({ f: 'x' }))
+    const kept = await store.blobs.put(Buffer.from('x')) // stored already: the imported path's file
+    const orphan = await store.blobs.put(Buffer.from('an orphan one session finds stored'))
+    // One store, two sessions at once, as a daemon's calls: each relies on one blob, then waits for input.
+    const daemon = await openLocalStore(root)
+    let resume!: () => void
+    const input = new Promise<void>((r) => (resume = r))
+    const fileDir = (b: { digest: Uint8Array; size: number }) => directoryFromEntries([{ kind: 'file', name: Buffer.from('f'), digest: b.digest, size: b.size, executable: false }])
+    const session = (blob: { digest: Uint8Array; size: number }) =>
+      daemon.writeSession(async (view) => {
+        assert.equal(await view.blobs.has(blob.digest), true)
+        await input
+        return view.directories.putClosure([fileDir(blob)])
+      })
+    const onOrphan = session(orphan)
+    const onKept = session(kept)
+    await new Promise((r) => setTimeout(r, 20))
+    assert.equal((await collectGarbage(store, NOW)).blobs, 1)
+    resume()
+    const [lost, survived] = await Promise.allSettled([onOrphan, onKept])
+    assert.equal(lost.status, 'rejected')
+    assert.ok((lost as PromiseRejectedResult).reason instanceof ConflictError)
+    assert.equal(survived.status, 'fulfilled', String((survived as PromiseRejectedResult).reason))
+    const dirs = objectFiles(root, 'dirs')
+    assert.equal(dirs.some((n) => n.endsWith(toHex(directoryDigest(fileDir(orphan))))), false, 'nothing naming the swept blob was published')
+    assert.equal(dirs.some((n) => n.endsWith(toHex(directoryDigest(fileDir(kept))))), true)
     assert.equal((await verifyStore(store)).problems.length, 0)
   })
 
@@ -268,7 +300,7 @@ describe('gc on a local store', () => {
     let release!: () => void
     const held = new Promise<void>((r) => (release = r))
     // A commit that never ends (a stopped process would look the same to gc).
-    const commit = stuck.root.locks.commit(() => held)
+    const commit = stuck.root.locks.commit(undefined, () => held)
     await new Promise((r) => setTimeout(r, 20))
     await assert.rejects(collectGarbage(store, { ...NOW, maxWaitMs: 200 }), (e: Error) => e instanceof TimeoutError && /nothing was deleted/.test(e.message))
     assert.equal(await store.blobs.has(orphan.digest), true)

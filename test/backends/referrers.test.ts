@@ -134,10 +134,10 @@ describe('the referrers index of a local store', () => {
         for (let i = 0; i < 25; i++) {
           try {
             // In a session, as every command writes: a sweep that took `prev` meanwhile fails the commit.
-            prev = await w.writeSession(() => putSyntheticPath(w.pathInfos, `w${k}-${i}`, [prev, base.leaf]))
+            prev = await w.writeSession((view) => putSyntheticPath(view.pathInfos, `w${k}-${i}`, [prev, base.leaf]))
           } catch (e) {
             failures.push((e as Error).message)
-            prev = await w.writeSession(() => putSyntheticPath(w.pathInfos, `w${k}-${i}-again`))
+            prev = await w.writeSession((view) => putSyntheticPath(view.pathInfos, `w${k}-${i}-again`))
           }
         }
       }),

@@ -155,7 +155,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
       const { digest, size } = await writer.blobs.put(Buffer.from('an old orphan'))
       const dir: Directory = { directories: [], files: [{ kind: 'file', name: Buffer.from('f'), digest, size, executable: false }], symlinks: [] }
       await assert.rejects(
-        writer.writeSession(async () => {
+        writer.writeSession(async (writer) => {
           // Found stored, so not sent again: the session relies on it...
           assert.ok(await writer.blobs.has(digest))
           // ...and another process's gc sweeps it away meanwhile.
@@ -167,7 +167,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
       )
       assert.equal((await collector.collectGarbage({ graceMs: 0, dryRun: true })).directories, 0, 'the Directory was not registered')
       // The retry finds the blob absent, sends it, and commits.
-      await writer.writeSession(async () => {
+      await writer.writeSession(async (writer) => {
         if (!(await writer.blobs.has(digest))) await writer.blobs.put(Buffer.from('an old orphan'))
         await writer.directories.putClosure([dir])
       })
@@ -210,7 +210,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
         await sleep(20)
       }
       const dir: Directory = { directories: [], files: [{ kind: 'file', name: Buffer.from('kept'), digest: last, size: 64, executable: false }], symlinks: [] }
-      await writer.writeSession(async () => {
+      await writer.writeSession(async (writer) => {
         assert.ok(await writer.blobs.has(last), 'found stored, so not sent again: the session relies on it')
         await writer.directories.putClosure([dir])
       })
@@ -240,7 +240,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
       assert.ok(await s3c.putIfAbsent(`chunks/${toHex(digest)}`, await encodeChunk(Buffer.alloc(size, 'x')), { size: String(size) }))
       const dir: Directory = { directories: [], files: [{ kind: 'file', name: Buffer.from('f'), digest, size, executable: false }], symlinks: [] }
       await assert.rejects(
-        writer.writeSession(async () => {
+        writer.writeSession(async (writer) => {
           assert.ok(await writer.blobs.has(digest))
           const repaired = await runCli(['verify', '--repair', ...flags], { cwd })
           assert.equal(repaired.code, 1, repaired.stderr)
@@ -250,7 +250,7 @@ describe('gc on a store in S3 + PostgreSQL', { skip }, () => {
         (e: unknown) => (e as { code?: string }).code === 'ERR_CONFLICT' && /garbage-collected while this write was under way/.test((e as Error).message),
       )
       assert.equal(await writer.directories.get(directoryDigest(dir)), undefined, 'the Directory was not registered')
-      await writer.writeSession(async () => {
+      await writer.writeSession(async (writer) => {
         if (!(await writer.blobs.has(digest))) await writer.blobs.put(content)
         await writer.directories.putClosure([dir])
       })

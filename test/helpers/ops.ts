@@ -57,7 +57,7 @@ export async function exportNarOf(store: Store, target: string): Promise<Buffer>
 
 /** What `import PATH...` prints (one store path each), in-process, in one write session as the command runs it. */
 export function importInProcess(store: Store, paths: string[]): Promise<string[]> {
-  return inWriteSession(store, async () => {
+  return inWriteSession(store, async (store) => {
     const out: string[] = []
     for (const p of paths) out.push((await importPath(store, p)).storePath)
     return out
@@ -68,7 +68,7 @@ export function importInProcess(store: Store, paths: string[]): Promise<string[]
 export async function importNarInProcess(url: string, nar: AsyncIterable<Uint8Array>, name = 'bad'): Promise<string> {
   const store = await openStore({ url })
   try {
-    return (await inWriteSession(store, () => importNar(store, nar, name))).storePath
+    return (await inWriteSession(store, (store) => importNar(store, nar, name))).storePath
   } finally {
     await store.close()
   }

@@ -60,7 +60,7 @@ describe('bindSignal', () => {
 
   test('leaves everything else the store\'s own', async () => {
     const store = openMemoryStore()
-    const withSessions = Object.assign(store, { writeSession: <T>(fn: () => Promise<T>) => fn() })
+    const withSessions = Object.assign(store, { writeSession: <T>(fn: (view: typeof store) => Promise<T>) => fn(store) })
     const bound = bindSignal(withSessions, new AbortController().signal)
     assert.equal(hasWriteSessions(bound), true)
     assert.equal(bound.storeDir, store.storeDir)

@@ -23,6 +23,7 @@ export function cacheStore(near: Store, far: Store): Store {
     },
   }
   if (!hasWriteSessions(near) && !hasWriteSessions(far)) return store
-  const sessions: WriteSessions = { writeSession: (fn) => inWriteSession(far, () => inWriteSession(near, fn)) }
+  // The session's view: this cache over the two sides' views.
+  const sessions: WriteSessions = { writeSession: (fn) => inWriteSession(far, (farView) => inWriteSession(near, (nearView) => fn(cacheStore(nearView, farView)))) }
   return Object.assign(store, sessions)
 }

@@ -62,8 +62,8 @@ export class CachePathInfoService implements PathInfoService {
 
   /** Puts `info` into `near` after whatever of its closure `near` lacks; returns what `near` stored. */
   private fill(info: PathInfo, opts?: CallOptions): Promise<PathInfo> {
-    const { near, far } = this
-    return inWriteSession(near, async () => {
+    const { far } = this
+    return inWriteSession(this.near, async (near) => {
       const root = nixbase32.encode(storePathOf(info).digest)
       const lacking = new Map<string, PathInfo>([[root, info]])
       // Breadth-first over references, a level at a time, down to paths near has.

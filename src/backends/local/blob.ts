@@ -15,6 +15,7 @@ import type { Freshness } from './bundle.js'
 import { callerInput, onFile } from './io-errors.js'
 import { IntegrityError } from '../../errors.js'
 import type { LocalRoot } from './layout.js'
+import type { WriteSession } from './locks.js'
 import { abortable } from '../../util/abortable.js'
 import type { CallOptions } from '../../util/call-options.js'
 
@@ -65,36 +66,59 @@ interface Written extends BlobInfo {
   chunks?: ChunkRef[]
 }
 
-export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads, UncheckedReads, PackFiles {
-  readonly readsLocally = true
+/**
+ * What every view of a store's blobs shares (the store's own, and one per
+ * write session): caches of what is stored, files kept open for reads,
+ * and the batches that group concurrent puts' syncs. One per store.
+ */
+export class SharedBlobState {
   /** Temp files made durable together, before they are renamed into place. */
-  private readonly durable: Batcher<string>
+  readonly durable: Batcher<string>
   /** Renames made durable together (fsync of the directories renamed into). */
-  private readonly named: Batcher<undefined>
-
+  readonly named: Batcher<undefined>
   /**
    * Sizes of blobs this process stored or looked up, by hex digest, so the
    * size checks of a fresh import's Directories and PathInfo cost no
    * syscalls. Like the chunk index, forgotten after a sweep.
    */
-  private readonly knownSizes = new Map<string, number>()
-
+  readonly knownSizes = new Map<string, number>()
   /** Packs kept open for reads of single chunks (a tree's small blobs stored in packs): closed by a sweep, or when too many. */
-  private readonly chunkReader: ChunkReader
+  readonly chunkReader: ChunkReader
   /** Bundles kept open for reads of their members: closed by a sweep, or when too many. */
-  private readonly memberReader = new MemberReader(MAX_OPEN_PACKS)
+  readonly memberReader = new MemberReader(MAX_OPEN_PACKS)
 
-  /** `objects`: the store's object graph, whose chunk index dedups writes and finds chunks read by their own digest. */
+  constructor(root: LocalRoot) {
+    this.durable = new Batcher((tmps) => root.syncFiles(tmps))
+    this.named = new Batcher(() => root.sync())
+    this.chunkReader = new ChunkReader((hex) => root.packPath(hex), true, MAX_OPEN_PACKS)
+    root.onSweep(() => {
+      this.knownSizes.clear()
+      this.chunkReader.close()
+      this.memberReader.close()
+    })
+  }
+}
+
+export class LocalBlobService implements BlobService, Staging, LocalReads, ImmediateReads, UncheckedReads, PackFiles {
+  readonly readsLocally = true
+  private readonly durable: Batcher<string>
+  private readonly named: Batcher<undefined>
+  private readonly knownSizes: Map<string, number>
+  private readonly chunkReader: ChunkReader
+  private readonly memberReader: MemberReader
+
+  /**
+   * `objects`: the store's object graph, whose chunk index dedups writes and finds chunks read by their own digest.
+   * `shared`: the store's caches and batches (SharedBlobState). `session`: the write session this view reads
+   * and writes for (what it finds stored and what it publishes is relied on there), if any.
+   */
   constructor(
     private readonly root: LocalRoot,
     private readonly objects: ObjectGraph,
+    shared: SharedBlobState,
+    private readonly session?: WriteSession,
   ) {
-    this.durable = new Batcher((tmps) => root.syncFiles(tmps))
-    this.named = new Batcher(() => root.sync())
-    root.onSweep(() => this.knownSizes.clear())
-    this.chunkReader = new ChunkReader(this.packPath, true, MAX_OPEN_PACKS)
-    root.onSweep(() => this.chunkReader.close())
-    root.onSweep(() => this.memberReader.close())
+    ;({ durable: this.durable, named: this.named, knownSizes: this.knownSizes, chunkReader: this.chunkReader, memberReader: this.memberReader } = shared)
   }
 
   private rememberSize(hex: string, size: number): void {
@@ -114,13 +138,18 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   }
 
   private async publish(w: Written): Promise<void> {
-    await this.root.publish(w.tmp!, this.finalPath(w))
+    await this.root.publish(w.tmp!, this.finalPath(w), this.session)
     if (w.chunks) this.objects.chunks.addPack(toHex(w.digest), w.chunks)
     this.rememberSize(toHex(w.digest), w.size)
   }
 
   /** Plain blob: its file size; pack: the sum of its chunks; chunk of a pack: its size in the index. Reads no data. */
   async size(d: B3Digest): Promise<number | undefined> {
+    return this.sizeNow(d)
+  }
+
+  /** size() without a promise: the admission check of a fresh import looks up every file's. */
+  sizeNow(d: B3Digest): number | undefined {
     const hex = toHex(requireDigestLength(d))
     let size = this.knownSizes.get(hex)
     if (size !== undefined) return size
@@ -154,8 +183,16 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   private storedAs(d: B3Digest, small = false, fresh: Freshness = 'force'): string | undefined {
     const hex = toHex(d)
     const at = this.objects.locate(hex, small, fresh, d)
-    if (at) this.root.rely(ObjectGraph.reliance(hex, at))
+    if (at) this.session?.rely(ObjectGraph.reliance(hex, at))
     return at?.file
+  }
+
+  /** Whether a small blob about to be written is stored already (ObjectGraph.locateSmall), relied on by the session if so. */
+  private storedSmall(d: B3Digest): boolean {
+    const hex = toHex(d)
+    const at = this.objects.locateSmall(hex, d)
+    if (at) this.session?.rely(ObjectGraph.reliance(hex, at))
+    return at !== undefined
   }
 
   /** An aborted signal ends the read and closes its files, whether or not anyone reads on. */
@@ -331,7 +368,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       try {
         // Concurrent puts (a daemon's clients) share their fsyncs: group commit.
         await this.durable.add(w.tmp)
-        await this.root.commit(async () => {
+        await this.root.commit(this.session, async () => {
           await this.publish(w)
           await this.named.add(undefined)
         })
@@ -350,6 +387,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * Nothing is visible under a final name before its bytes are on disk.
    */
   stage(): BlobStage & ChunkedPuts {
+    // Blobs other processes published since the last stage started are seen by this one's lookups.
+    this.objects.forgetListings()
     const pending = new Map<string, Written>()
     /**
      * Small blobs written to temp files or the bundle by this stage: a copy of one (empty files, duplicates) is
@@ -416,7 +455,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         try {
           for (const b of taken) b.name ??= b.writer.finish()
           await this.root.syncFiles([...staged.map((w) => w.tmp!), ...taken.map((b) => b.writer.file)])
-          await this.root.commit(async () => {
+          await this.root.commit(this.session, async () => {
             for (const w of staged) await this.publish(w)
             for (const b of taken) await this.publishBundle(b.writer, b.name!)
             await this.root.sync()
@@ -463,7 +502,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    */
   private async publishBundle(b: BundleWriter, name: string): Promise<void> {
     const final = this.root.bundlePath(name)
-    await this.root.publish(b.file, final)
+    await this.root.publish(b.file, final, this.session)
     this.root.markDirty(path.dirname(path.dirname(final)))
     const index = readBundleIndex(final, name)
     if (!index) return
@@ -483,7 +522,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       const key = binaryKey(digest)
       if (written?.has(key)) return { digest, size: src.length }
       // Contents this small are never a pack of their own: a plain file, a chunk of some pack, or a bundle member.
-      if (this.storedAs(digest, true, 'cheap')) {
+      if (this.storedSmall(digest)) {
         this.rememberSize(toHex(digest), src.length)
         return { digest, size: src.length }
       }
@@ -639,7 +678,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       throw e
     }
     // Chunks borrowed from older packs: those packs must outlive this session's commit.
-    for (const c of chunks) if (c.pack !== toHex(digest)) this.root.rely(this.packPath(c.pack))
+    for (const c of chunks) if (c.pack !== toHex(digest)) this.session?.rely(this.packPath(c.pack))
     if (await this.has(digest)) {
       await this.root.discard(tmp)
       return { digest, size }

@@ -4,16 +4,18 @@ import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
 import { decodeDirectory } from '../../castore/proto.js'
-import fs from 'node:fs/promises'
+import fsSync from 'node:fs'
 import { callerInput } from './io-errors.js'
-import { exists, type LocalRoot, readSmallFile } from './layout.js'
+import { type LocalRoot, readSmallFile } from './layout.js'
+import type { WriteSession } from './locks.js'
 import type { CallOptions } from '../../util/call-options.js'
 
 export class LocalDirectoryService implements DirectoryService {
-  /** With `blobs`, file sizes are checked against the blobs stored. */
+  /** With `blobs`, file sizes are checked against the blobs stored. `session`: the write session this view reads and writes for, if any. */
   constructor(
     private readonly root: LocalRoot,
     private readonly blobs?: Pick<BlobService, 'size'>,
+    private readonly session?: WriteSession,
   ) {}
 
   private path(d: B3Digest): string {
@@ -33,7 +35,7 @@ export class LocalDirectoryService implements DirectoryService {
     const file = this.path(requireDigestLength(d))
     const bytes = readSmallFile(file)
     if (!bytes) return undefined
-    this.root.rely(file)
+    this.session?.rely(file)
     if (!bytesEqual(b3(bytes), d)) throw new IntegrityError(`directory ${b3Display(d)} is corrupt: its bytes do not match its digest`)
     return bytes
   }
@@ -90,14 +92,15 @@ export class LocalDirectoryService implements DirectoryService {
         const key = binaryKey(digest)
         if (seen.has(key)) return
         seen.add(key)
+        // Synchronous, as Directories are read: a lookup and a small write are microseconds, a promise each a thread-pool round trip.
         const p = this.path(digest)
-        if (await exists(p)) {
-          this.root.rely(p)
+        if (fsSync.existsSync(p)) {
+          this.session?.rely(p)
           return
         }
         const tmp = this.root.tempPath()
         staged.push({ digest, tmp })
-        await fs.writeFile(tmp, bytes, { flag: 'wx', mode: 0o444 })
+        fsSync.writeFileSync(tmp, bytes, { flag: 'wx', mode: 0o444 })
       },
       commit: async () => {
         const all = staged
@@ -105,13 +108,13 @@ export class LocalDirectoryService implements DirectoryService {
         seen = new Set()
         try {
           await this.root.syncFiles(all.map((s) => s.tmp))
-          await this.root.commit(async () => {
+          await this.root.commit(this.session, async () => {
             for (const { digest, tmp } of all) {
               const p = this.path(digest)
-              if (await exists(p)) {
-                this.root.rely(p)
+              if (fsSync.existsSync(p)) {
+                this.session?.rely(p)
                 await this.root.discard(tmp)
-              } else await this.root.publish(tmp, p)
+              } else await this.root.publish(tmp, p, this.session)
             }
             await this.root.sync()
           })

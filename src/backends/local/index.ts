@@ -4,19 +4,33 @@ import { NotFoundError } from '../../errors.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
 import type { GarbageCollecting, GcOptions, GcReport, GcRootsCapable, TempRootsCapable, Verifying, VerifyOptions, VerifyReport, WriteSessions } from '../../store/capabilities.js'
 import type { Store, TempRoots } from '../../store/store.js'
-import { LocalBlobService } from './blob.js'
+import { LocalBlobService, SharedBlobState } from './blob.js'
 import { LocalDirectoryService } from './directory.js'
 import { guardStoreIo } from './io-errors.js'
-import { LocalRoot } from './layout.js'
+import { INDEXED_VERSION, LocalRoot } from './layout.js'
+import type { WriteSession } from './locks.js'
 import { ObjectGraph } from './object-graph.js'
 import { LocalPathInfoService } from './path-info.js'
+import { ReferrersIndex } from './referrers.js'
 import type { LocalStoreParts } from './parts.js'
 import { GcRoots } from './roots.js'
 import { LocalTempRoots } from './temp-roots.js'
 import type { BackendModule } from '../backend.js'
 import type { LocalAddress } from '../url-forms.js'
 
-/** A store in a local directory: the three services, plus what only runs where the data lives (gc roots, gc, verify). */
+/** What every view of one local store shares: made once, when the store is opened. */
+interface Shared {
+  objects: ObjectGraph
+  blobs: SharedBlobState
+}
+
+/**
+ * A store in a local directory: the three services, plus what only runs
+ * where the data lives (gc roots, gc, verify). writeSession hands its
+ * callback a view of the same store bound to a new write session: the
+ * same folder, caches and object graph, with services that record what
+ * the session relies on (locks.ts).
+ */
 export class LocalStore implements Store, LocalStoreParts, WriteSessions, TempRootsCapable, GarbageCollecting, Verifying, GcRootsCapable {
   readonly blobs: LocalBlobService
   readonly directories: LocalDirectoryService
@@ -24,21 +38,34 @@ export class LocalStore implements Store, LocalStoreParts, WriteSessions, TempRo
   readonly roots: GcRoots
   /** Where blobs live and what refers to what, with the one chunk index (blob reads, gc, verify). */
   readonly objects: ObjectGraph
+  private readonly shared: Shared
 
+  /** `shared` and `session`: given to a view of an open store bound to a write session (writeSession). */
   constructor(
     readonly root: LocalRoot,
     readonly storeDir: string,
+    shared?: Shared,
+    private readonly session?: WriteSession,
   ) {
+    if (!shared) {
+      const objects = new ObjectGraph(root)
+      shared = { objects, blobs: new SharedBlobState(root) }
+      // A store from before the referrers index gets one before it is marked as having one.
+      root.onUpgrade(() => new ReferrersIndex(root).build(), INDEXED_VERSION)
+    }
+    this.shared = shared
+    this.objects = shared.objects
     // Every service's I/O failures leave as BackendErrors naming the store and the file (io-errors.ts).
-    this.objects = new ObjectGraph(root)
-    this.blobs = guardStoreIo(new LocalBlobService(root, this.objects), root.dir)
-    this.directories = guardStoreIo(new LocalDirectoryService(root, this.blobs), root.dir)
-    this.pathInfos = guardStoreIo(new LocalPathInfoService(root, storeDir), root.dir)
-    this.roots = guardStoreIo(new GcRoots(root, storeDir), root.dir)
+    this.blobs = guardStoreIo(new LocalBlobService(root, this.objects, shared.blobs, session), root.dir)
+    this.directories = guardStoreIo(new LocalDirectoryService(root, this.blobs, session), root.dir)
+    this.pathInfos = guardStoreIo(new LocalPathInfoService(root, storeDir, session), root.dir)
+    this.roots = guardStoreIo(new GcRoots(root, storeDir, session), root.dir)
   }
 
-  writeSession<T>(fn: () => Promise<T>): Promise<T> {
-    return this.root.locks.session(fn)
+  /** `fn` with this store as a new write session sees it; within one (this is a session's view), the same session. */
+  writeSession<T>(fn: (store: LocalStore) => Promise<T>): Promise<T> {
+    if (this.session) return fn(this)
+    return fn(new LocalStore(this.root, this.storeDir, this.shared, this.root.locks.openSession()))
   }
 
   tempRoots(): TempRoots {

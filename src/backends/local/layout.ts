@@ -5,7 +5,7 @@ import path from 'node:path'
 import { BackendError, UsageError } from '../../errors.js'
 import { onInterrupt } from '../../util/interrupt.js'
 import { onFile } from './io-errors.js'
-import { StoreLocks } from './locks.js'
+import { StoreLocks, type WriteSession } from './locks.js'
 
 /**
  * On-disk layout of a local store (format version 4):
@@ -363,9 +363,9 @@ export class LocalRoot {
     await Promise.all(files.map((f) => fsyncPath(f)))
   }
 
-  /** temp file, write, fsync, rename. */
-  async writeAtomic(final: string, data: Uint8Array): Promise<void> {
-    await this.publish(await this.writeTemp(data), final)
+  /** temp file, write, fsync, rename; `session` relies on the result. */
+  async writeAtomic(final: string, data: Uint8Array, session?: WriteSession): Promise<void> {
+    await this.publish(await this.writeTemp(data), final, session)
   }
 
   /**
@@ -404,8 +404,8 @@ export class LocalRoot {
     return tmp
   }
 
-  /** Moves a finished, fsynced temp file to its final name. */
-  async publish(tmp: string, final: string): Promise<void> {
+  /** Moves a finished, fsynced temp file to its final name, which `session` then relies on. */
+  async publish(tmp: string, final: string, session?: WriteSession): Promise<void> {
     // Synchronous: a rename is microseconds, an async one a thread-pool round trip.
     this.ensureParent(final)
     fsSync.renameSync(tmp, final)
@@ -413,18 +413,13 @@ export class LocalRoot {
     this.dropStaging()
     this.dirty.add(path.dirname(final))
     // Not yet reachable from a PathInfo: a sweep could take it until the session registers what needs it.
-    this.locks.rely(final)
+    session?.rely(final)
   }
 
-  /** A short publishing step with sweeps excluded (StoreLocks.commit); the first one creates the store. */
-  async commit<T>(fn: () => Promise<T>): Promise<T> {
+  /** A short publishing step of `session` with sweeps excluded (StoreLocks.commit); the first one creates the store. */
+  async commit<T>(session: WriteSession | undefined, fn: () => Promise<T>): Promise<T> {
     await this.create()
-    return this.locks.commit(fn)
-  }
-
-  /** The current write session relies on the object at `file`, found stored, staying (StoreLocks.rely). */
-  rely(file: string): void {
-    this.locks.rely(file)
+    return this.locks.commit(session, fn)
   }
 
   /** A folder whose entries changed outside publish/remove (sync() fsyncs it). */
@@ -496,15 +491,6 @@ function listFolder(dir: string): string[] {
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'ENOENT' || code === 'ENOTDIR') return []
     throw e
-  }
-}
-
-export async function exists(p: string): Promise<boolean> {
-  try {
-    await fs.access(p)
-    return true
-  } catch {
-    return false
   }
 }
 

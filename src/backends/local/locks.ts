@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { randomBytes } from 'node:crypto'
 import fsSync from 'node:fs'
 import path from 'node:path'
@@ -26,6 +25,13 @@ import { ConflictError, TimeoutError } from '../../errors.js'
  * moved since the session last checked, every object it relies on must
  * still exist, or the session fails with ConflictError and registers
  * nothing: what a PathInfo needs is therefore present when it is written.
+ *
+ * A session is an explicit object (WriteSession), handed to the code that
+ * writes: a local store bound to it (LocalStore.writeSession) records
+ * there what its reads find and its commits publish. Concurrent sessions
+ * in one process (a daemon's calls) each have their own. Not an
+ * AsyncLocalStorage: that turns on Node's promise hooks for the whole
+ * process, which made every promise of an import dearer (5-9 % of its CPU).
  *
  * A token names its process by pid and start time (/proc), so the token
  * of a killed process is recognised as stale and ignored; no lock is ever
@@ -87,20 +93,31 @@ export function ownerOf(name: string): { role: 'writer' | 'sweeper'; id: Process
   return { role: m[1] === 'w' ? 'writer' : 'sweeper', id: { pid: Number(m[2]), start: Number(m[3]) } }
 }
 
-/** What a write session relies on: checked at each commit if a sweep ran since. */
-interface Session {
-  /** The epoch in which everything in `relied` was last known to exist. */
-  epoch: string
+/**
+ * One write session: what it relies on, checked at each of its commits if
+ * a sweep ran since. Made by StoreLocks.openSession; whoever writes for the
+ * session carries it (a store view bound to it), so no ambient context is
+ * needed to find it.
+ */
+export class WriteSession {
   /** Object files found stored (and so not written) or published by the session. */
-  relied: Set<string>
+  readonly relied = new Set<string>()
+  /** Commits of this session under way: a commit that starts meanwhile (nested, or concurrent within the session) joins them. */
+  committing = 0
+
+  /** `epoch`: the epoch in which everything in `relied` was last known to exist. */
+  constructor(public epoch: string) {}
+
+  /** The session relies on `file` (an object it found stored, or published) staying until it commits. */
+  rely(file: string): void {
+    this.relied.add(file)
+  }
 }
 
 /** How long a sweeper waits for commits before giving up (a commit takes milliseconds). */
 export const DEFAULT_MAX_WAIT_MS = 2 * 60_000
 
 export class StoreLocks {
-  private readonly sessions = new AsyncLocalStorage<Session>()
-  private readonly inCommit = new AsyncLocalStorage<true>()
   private writers = 0
   /**
    * The epoch when this process last looked. Read when the store is
@@ -176,45 +193,56 @@ export class StoreLocks {
   }
 
   /**
-   * Runs `fn` as a write session. It holds no token: gc may sweep while
-   * it reads its input. What it relies on is recorded (rely) and checked
-   * by its commits. Nested calls (a command's session around an import's)
-   * join the outer one.
+   * A new write session. It holds no token: gc may sweep while it reads
+   * its input. What it relies on is recorded (WriteSession.rely) and
+   * checked by its commits.
    */
-  async session<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.sessions.getStore()) return fn()
-    return this.sessions.run({ epoch: this.observeEpoch(), relied: new Set() }, fn)
+  openSession(): WriteSession {
+    return new WriteSession(this.observeEpoch())
   }
 
   /** Whether an object a session relies on (rely) is still stored: its file exists, unless the object graph says otherwise (a bundle member). */
   stillThere: (relied: string) => boolean = (f) => fsSync.existsSync(f)
 
-  /** The current session relies on `file` (an object it found stored, or published) staying until it commits. */
-  rely(file: string): void {
-    this.sessions.getStore()?.relied.add(file)
-  }
-
   /**
    * Runs `fn`, a short step that publishes objects, with sweeps excluded.
-   * If a sweep deleted anything since the session last checked, every
-   * object the session relies on must still be there (ConflictError if
-   * not). `fn` must not wait for input: a sweeper waits for it.
+   * If a sweep deleted anything since `session` last checked, every
+   * object it relies on must still be there (ConflictError if not).
+   * `fn` must not wait for input: a sweeper waits for it. A commit of a
+   * session that is committing already joins it: the token is held and
+   * the check made, and no sweep can start before both end. Without a
+   * session (a temp root, a write outside any session) there is nothing
+   * to check; such a commit must not start inside another commit (it
+   * would wait for a sweeper that waits for the outer one).
    */
-  async commit<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.inCommit.getStore()) return fn()
+  async commit<T>(session: WriteSession | undefined, fn: () => Promise<T>): Promise<T> {
+    if (session && session.committing > 0) {
+      this.writers++
+      session.committing++
+      try {
+        return await fn()
+      } finally {
+        session.committing--
+        this.leave()
+      }
+    }
     await this.enter()
     try {
       const epoch = this.observeEpoch()
-      const s = this.sessions.getStore()
-      if (s && epoch !== s.epoch) {
-        for (const f of s.relied) {
+      if (session && epoch !== session.epoch) {
+        for (const f of session.relied) {
           if (!this.stillThere(f)) {
             throw new ConflictError(`the store was garbage-collected while this write was under way (${path.relative(path.dirname(this.marker), f)} is gone); nothing was registered, run it again`)
           }
         }
-        s.epoch = epoch
+        session.epoch = epoch
       }
-      return await this.inCommit.run(true, fn)
+      if (session) session.committing++
+      try {
+        return await fn()
+      } finally {
+        if (session) session.committing--
+      }
     } finally {
       this.leave()
     }
@@ -257,7 +285,6 @@ export class StoreLocks {
    * from everything present, and writers are held off while any sweep runs.
    */
   async exclusive<T>(fn: () => Promise<T>, opts: { onWait?: (writers: ProcessId[]) => void; maxWaitMs?: number; signal?: AbortSignal } = {}): Promise<T> {
-    if (this.inCommit.getStore()) throw new Error('a sweep cannot run inside a commit')
     // No store: nothing to sweep, and nothing to create.
     if (!fsSync.existsSync(this.marker)) return fn()
     const maxWaitMs = opts.maxWaitMs ?? DEFAULT_MAX_WAIT_MS

@@ -1,4 +1,5 @@
 import fsSync from 'node:fs'
+import path from 'node:path'
 import { toHex } from '../../castore/digest.js'
 import type { Directory } from '../../castore/directory.js'
 import { decodeDirectory } from '../../castore/proto.js'
@@ -12,6 +13,9 @@ export type BlobLocation =
   | { kind: 'pack'; file: string }
   | { kind: 'chunk'; file: string; ref: ChunkRef }
   | { kind: 'member'; file: string; bundle: string; member: Member }
+
+/** Names of a blob shard kept at most (a store from before bundles may hold millions of plain blobs): ~300 KiB of strings each. */
+const MAX_LISTED = 4096
 
 /** What a session relies on when it relies on a bundle member: the member, wherever it is by then (gc may have compacted its bundle). */
 const MEMBER_MARK = '#member:'
@@ -27,6 +31,8 @@ export class ObjectGraph {
   readonly chunks: ChunkIndex
   /** The bundles' indexes (small blobs of one stage commit each). */
   readonly bundles: BundleSet
+  /** Listings of blob shards by their 2 hex digits (locateSmall); null for one over MAX_LISTED names. */
+  private readonly shards = new Map<string, Set<string> | null>()
 
   constructor(private readonly root: LocalRoot) {
     this.chunks = new ChunkIndex(root)
@@ -35,6 +41,7 @@ export class ObjectGraph {
     root.onSweep(() => {
       this.chunks.reset()
       this.bundles.reset()
+      this.shards.clear()
     })
     // A member found stored is relied on as itself, not as its bundle's file: a compacted bundle keeps its live members in a new file.
     root.locks.stillThere = (relied) => {
@@ -64,17 +71,67 @@ export class ObjectGraph {
    * `small`: the blob is at most SMALL_BLOB bytes, so never a pack of its own (one failing syscall fewer per new blob).
    * `fresh`: how hard a miss looks for bundles published since they were listed (BundleSet.find).
    * `digest`: the bytes of `hex`, where the caller has them.
+   * `plainToo`: false when the caller has looked for a plain file already.
    */
-  locate(hex: string, small = false, fresh: Freshness = 'force', digest?: Uint8Array): BlobLocation | undefined {
-    const plain = this.root.objectPath('blobs', hex)
-    const st = fsSync.statSync(plain, { throwIfNoEntry: false })
-    if (st) return { kind: 'plain', file: plain, size: st.size }
+  locate(hex: string, small = false, fresh: Freshness = 'force', digest?: Uint8Array, plainToo = true): BlobLocation | undefined {
+    if (plainToo) {
+      const plain = this.root.objectPath('blobs', hex)
+      const st = fsSync.statSync(plain, { throwIfNoEntry: false })
+      if (st) return { kind: 'plain', file: plain, size: st.size }
+    }
     const pack = this.root.packPath(hex)
     if (!small && fsSync.existsSync(pack)) return { kind: 'pack', file: pack }
     const ref = this.chunks.byHex(hex)
     if (ref) return { kind: 'chunk', file: this.root.packPath(ref.pack), ref }
     const m = this.bundles.find(digest ?? Buffer.from(hex, 'hex'), fresh)
     return m && { kind: 'member', file: m.bundle.file, bundle: m.bundle.name, member: m.member }
+  }
+
+  /**
+   * Where a small blob about to be written is stored already, if it is:
+   * for dedup only (a miss costs a copy, never a wrong answer). Asked in
+   * memory first, so that neither a new blob nor one found in a bundle
+   * costs a failing stat (an import of many new files made one each, a
+   * re-import one per bundled file): the bundle indexes once loaded, then
+   * a listing of the blob's shard, made once per shard and kept until
+   * forgetListings() (a stage's start) or a sweep. A plain file it lists
+   * is still stat'ed; one another process publishes after the listing is
+   * missed, and written again.
+   */
+  locateSmall(hex: string, digest: Uint8Array): BlobLocation | undefined {
+    const m = this.bundles.ifLoaded(digest)
+    if (m) return { kind: 'member', file: m.bundle.file, bundle: m.bundle.name, member: m.member }
+    const listed = this.shardListing(hex)
+    if (!listed || listed.has(hex)) {
+      const plain = this.root.objectPath('blobs', hex)
+      const st = fsSync.statSync(plain, { throwIfNoEntry: false })
+      if (st) return { kind: 'plain', file: plain, size: st.size }
+    }
+    return this.locate(hex, true, 'cheap', digest, false)
+  }
+
+  /** Listings of blob shards (locateSmall) made since a stage started: a stale one only misses blobs published since. */
+  forgetListings(): void {
+    this.shards.clear()
+  }
+
+  /** The names in blob `hex`'s shard, listed once; undefined for a shard too large to keep (then each lookup stats). */
+  private shardListing(hex: string): Set<string> | undefined {
+    const shard = hex.slice(0, 2)
+    let names = this.shards.get(shard)
+    if (names === undefined) {
+      let list: string[]
+      try {
+        list = fsSync.readdirSync(path.dirname(this.root.objectPath('blobs', hex)))
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code
+        if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e
+        list = []
+      }
+      names = list.length <= MAX_LISTED ? new Set(list) : null
+      this.shards.set(shard, names)
+    }
+    return names ?? undefined
   }
 
   /** A stored Directory, decoded without re-hashing; undefined if absent or undecodable (verify reports those). */

@@ -10,19 +10,20 @@ import { withFileLock } from './path-lock.js'
 import { DEFAULT_STORE_DIR, DIGEST_LEN } from '../../store/store-path.js'
 import { requireDigestLength } from '../../castore/digest.js'
 import { HASH_PART } from './inventory.js'
-import { INDEXED_VERSION, type LocalRoot, readSmallFile } from './layout.js'
+import { type LocalRoot, readSmallFile } from './layout.js'
+import type { WriteSession } from './locks.js'
 import { ReferrersIndex } from './referrers.js'
 
 export class LocalPathInfoService implements PathInfoService, SignatureAdding {
   readonly index: ReferrersIndex
 
+  /** `session`: the write session this view reads and writes for (what it finds and publishes is relied on there), if any. */
   constructor(
     private readonly root: LocalRoot,
     private readonly storeDir = DEFAULT_STORE_DIR,
+    private readonly session?: WriteSession,
   ) {
     this.index = new ReferrersIndex(root)
-    // A store from before the index gets one before it is marked as having one.
-    root.onUpgrade(() => this.index.build(), INDEXED_VERSION)
   }
 
   async get(digest: Uint8Array): Promise<PathInfo | undefined> {
@@ -31,7 +32,7 @@ export class LocalPathInfoService implements PathInfoService, SignatureAdding {
     const bytes = readSmallFile(file)
     if (!bytes) return undefined
     // A write session that found a path (a reference, or one it skips copying) relies on it.
-    this.root.rely(file)
+    this.session?.rely(file)
     try {
       return decodePathInfo(bytes)
     } catch (e) {
@@ -49,7 +50,7 @@ export class LocalPathInfoService implements PathInfoService, SignatureAdding {
     // Everything this process renamed into place must be durable before the PathInfo that needs it.
     await this.root.sync()
     const file = this.root.pathInfoPath(nixbase32.encode(path.digest))
-    return this.root.commit(async () => {
+    return this.root.commit(this.session, async () => {
       // Index entries first, durable, so a stored PathInfo always has them (referrers.ts).
       if (info.references.length > 0) {
         this.index.add(path.digest, info.references)
@@ -81,10 +82,10 @@ export class LocalPathInfoService implements PathInfoService, SignatureAdding {
         const stored = await this.get(digest)
         const signed = stored && withSignatures(stored, sigs)
         if (!signed) return stored
-        return this.root.commit(async () => {
+        return this.root.commit(this.session, async () => {
           // Sweeps are held off here: one that deleted the path since must not see it come back.
           if (!readSmallFile(this.root.pathInfoPath(hash))) return undefined
-          await this.root.writeAtomic(this.root.pathInfoPath(hash), encodePathInfo(signed))
+          await this.root.writeAtomic(this.root.pathInfoPath(hash), encodePathInfo(signed), this.session)
           await this.root.sync()
           return signed
         })

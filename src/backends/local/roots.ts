@@ -3,6 +3,7 @@ import { NotFoundError } from '../../errors.js'
 import { type GcRoot, type GcRootSet, ROOT_NAME, validateRootName } from '../../store/capabilities.js'
 import { type StorePath, absolute, parseBasename } from '../../store/store-path.js'
 import type { LocalRoot } from './layout.js'
+import type { WriteSession } from './locks.js'
 
 export { validateRootName, type GcRoot }
 
@@ -12,17 +13,19 @@ export { validateRootName, type GcRoot }
  * adding a root under an existing name repoints it, as `ln -sfn` would.
  */
 export class GcRoots implements GcRootSet {
+  /** `session`: the write session roots are added in, if any (the path a root names was looked up there). */
   constructor(
     private readonly root: LocalRoot,
     private readonly storeDir: string,
+    private readonly session?: WriteSession,
   ) {}
 
   async add(name: string, storePath: StorePath): Promise<void> {
     validateRootName(name)
     await this.root.init()
     // The path it roots was looked up in this session: a sweep that took it since fails the commit.
-    await this.root.commit(async () => {
-      await this.root.writeAtomic(this.root.rootPath(name), Buffer.from(absolute(storePath, this.storeDir) + '\n'))
+    await this.root.commit(this.session, async () => {
+      await this.root.writeAtomic(this.root.rootPath(name), Buffer.from(absolute(storePath, this.storeDir) + '\n'), this.session)
       await this.root.sync()
     })
   }

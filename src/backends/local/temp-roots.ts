@@ -47,7 +47,7 @@ export class LocalTempRoots implements TempRoots {
     const line = `${kind} ${name}`
     // Held already: gc keeps it, so the lookup needs no commit (a client Stats and Gets the same objects again).
     if (this.held.has(line)) return present()
-    return this.locks.commit(async () => {
+    return this.locks.commit(undefined, async () => {
       if (!(await present())) return false
       if (!this.released) {
         fsSync.mkdirSync(this.dir, { recursive: true })
@@ -62,7 +62,7 @@ export class LocalTempRoots implements TempRoots {
     const lines = names.map((n) => `${kind} ${n}`).filter((l) => !this.held.has(l))
     if (lines.length === 0 || this.released) return
     // Inside a commit, as every root: no sweep reads the file while it grows.
-    await this.locks.commit(async () => {
+    await this.locks.commit(undefined, async () => {
       if (this.released) return
       fsSync.mkdirSync(this.dir, { recursive: true })
       fsSync.appendFileSync(this.file, `${lines.join('\n')}\n`)

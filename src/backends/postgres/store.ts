@@ -53,8 +53,9 @@ export class SharedStore implements Store, WriteSessions, TempRootsCapable, GcRo
     this.roots = new PgGcRoots(db, guard)
   }
 
-  writeSession<T>(fn: () => Promise<T>): Promise<T> {
-    return this.guard.session(fn)
+  /** The session is this store's own (sessions.ts keeps it per async context), so the view `fn` gets is the store itself. */
+  writeSession<T>(fn: (store: Store) => Promise<T>): Promise<T> {
+    return this.guard.session(() => fn(this))
   }
 
   tempRoots(): TempRoots {
