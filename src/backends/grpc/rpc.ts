@@ -1,8 +1,6 @@
-import { Client, InterceptingCall, credentials, type ClientWritableStream, type Interceptor, type ServiceError } from '@grpc/grpc-js'
-import { once } from 'node:events'
 import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../grpc/definitions.js'
 import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
-import { abortable, whenAborted } from '../../util/abortable.js'
+import { abortable } from '../../util/abortable.js'
 import { IntegrityError } from '../../errors.js'
 import { type Connection, H2Streams, callFailure } from './h2-stream.js'
 
@@ -14,46 +12,8 @@ import type { CallOptions } from '../../util/call-options.js'
  * shapes. Calls fail fast (no wait-for-ready): a daemon that is down is
  * one UNAVAILABLE error, turned into a clear BackendError by fromStatus.
  */
-/** Bytes in flight per call before the sender waits for the reader. */
-const FLOW_CONTROL_WINDOW = 16 * 1024 * 1024
-
-/** A truncated length prefix: malformed as any request message. */
-const ABORT_BYTES = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])
-const ABORT = Symbol('abort')
-
-
-/**
- * grpc-js sends the host of a `grpc+https://ADDRESS:PORT` as the TLS server
- * name even when it is an address, and Node warns about that (DEP0123) on
- * stderr, where the CLI promises one error line at most. The certificate is
- * still checked against the address; only that warning is dropped.
- */
-let quietIpServername = false
-function silenceIpServernameWarning(): void {
-  if (quietIpServername) return
-  quietIpServername = true
-  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void
-  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
-    const code = typeof rest[0] === 'object' ? (rest[0] as { code?: string } | undefined)?.code : rest[1]
-    if (code !== 'DEP0123') emit(warning, ...rest)
-  }) as typeof process.emitWarning
-}
-
-/** Adds `authorization: Bearer TOKEN` to every call's metadata (also over plain HTTP/2: a unix socket, loopback). */
-function bearer(token: string): Interceptor {
-  return (options, nextCall) =>
-    new InterceptingCall(nextCall(options), {
-      start(metadata, listener, next) {
-        metadata.set('authorization', `Bearer ${token}`)
-        next(metadata, listener)
-      },
-    })
-}
-
 export class RpcClient {
-  /** grpc-js's channel, made at the first call that needs grpc-js (a client stream): a CLI whose calls are all lean never loads it. */
-  private grpcClient: Client | undefined
-  /** Unary and server-streaming calls, without grpc-js's per-call set-up (and, in the bundle, without loading grpc-js). */
+  /** Every call, on Node's HTTP/2 with gRPC's framing: none of grpc-js's per-call set-up, and a CLI never loads grpc-js. */
   private readonly lean: H2Streams
 
   /** Set once the daemon answered UNIMPLEMENTED to our BatchBlobService (a tvix daemon, or ours without it): a call per blob from then on. */
@@ -63,24 +23,9 @@ export class RpcClient {
     readonly target: string,
     /** For messages: how the user wrote the address. */
     readonly display: string,
-    private readonly connection: Connection = {},
+    connection: Connection = {},
   ) {
     this.lean = new H2Streams(target, MAX_MESSAGE_BYTES, connection)
-  }
-
-  private get client(): Client {
-    if (this.grpcClient) return this.grpcClient
-    const { connection } = this
-    if (connection.tls) silenceIpServernameWarning()
-    const channel = connection.tls ? credentials.createSsl(connection.tls.ca ?? null) : credentials.createInsecure()
-    this.grpcClient = new Client(this.target, channel, {
-      interceptors: connection.token === undefined ? [] : [bearer(connection.token)],
-      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
-      'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-      // HTTP/2's default 64 KiB window caps a blob read at ~250 MB/s on loopback.
-      'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
-    })
-    return this.grpcClient
   }
 
   private method(service: ServiceName, name: string) {
@@ -160,49 +105,6 @@ export class RpcClient {
   }
 
   /**
-   * Streams `src` as requests with backpressure (on grpc-js); resolves with the single
-   * response. An aborted `signal` stops sending and cancels the call, as a
-   * failing `src` does.
-   */
-  async clientStream<Req, Res>(service: ServiceName, name: string, src: AsyncIterable<Req> | Iterable<Req>, { signal }: CallOptions = {}): Promise<Res> {
-    signal?.throwIfAborted()
-    const m = this.method(service, name)
-    let call!: ClientWritableStream<Req>
-    const serialize = (v: Req) => (v === ABORT ? ABORT_BYTES : m.requestSerialize(v))
-    const response = new Promise<Res>((resolve, reject) => {
-      call = this.client.makeClientStreamRequest(m.path, serialize, m.responseDeserialize as (b: Buffer) => Res, (err: ServiceError | null, res?: Res) =>
-        err ? reject(err) : resolve(res!),
-      )
-    })
-    // If the server answers early (an error), stop sending.
-    let ended = false
-    response.catch(() => {}).finally(() => (ended = true))
-    const stop = signal && whenAborted(signal)
-    const aborted = stop ? [stop.aborted] : []
-    try {
-      for await (const msg of signal ? abortable(src, signal) : src) {
-        if (ended) break
-        if (!call.write(msg)) await Promise.race([once(call, 'drain'), response.catch(() => {}), ...aborted])
-      }
-    } catch (e) {
-      // Node's HTTP/2 half-closes a stream before resetting it, so a server
-      // may see a cancelled stream as complete until the reset arrives. A
-      // message no server accepts, sent first, makes it fail for sure.
-      if (!ended) await Promise.race([new Promise<void>((resolve) => call.write(ABORT as Req, () => resolve())), response.catch(() => {})])
-      call.cancel()
-      throw e
-    } finally {
-      stop?.dispose()
-    }
-    call.end()
-    if (!signal) return response
-    // All sent: an abort now can only cancel the call.
-    const cancel = () => call.cancel()
-    signal.addEventListener('abort', cancel, { once: true })
-    return response.finally(() => signal.removeEventListener('abort', cancel))
-  }
-
-  /**
    * Maps a failed call to one of our errors, naming the daemon; a call
    * cancelled because the caller's signal aborted fails with its reason.
    */
@@ -213,7 +115,6 @@ export class RpcClient {
 
   close(): void {
     this.lean.close()
-    this.grpcClient?.close()
   }
 }
 
