@@ -109,9 +109,12 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     assert.ok(back.stdout.equals(want), 'NAR copied to a daemon differs')
   })
 
-  test('import and export-nar of small files through a daemon load no grpc-js (lean HTTP/2 calls only); a blob over 1 MiB still goes through grpc-js', async () => {
-    // The hook says whether the CLI loaded grpc-js: seen for the large Put, so its silence for the others means something.
+  test('import and export-nar through a daemon load no grpc-js (lean HTTP/2 calls only), for small files and a blob over 1 MiB alike', async () => {
+    // The hook says whether the CLI loaded grpc-js: seen for a daemon (its server), so its silence for the clients means something.
     const env = { NODE_OPTIONS: `--require ${path.resolve('test/helpers/report-grpc-js.cjs')}` }
+    const server = await runCli(['daemon', '--store', path.join(root, 'unused'), '--listen', `unix:${path.join(root, 'no-such-folder', 'd.sock')}`], { env })
+    assert.equal(server.code, 1, server.stderr)
+    assert.match(server.stderr, /grpc-js was loaded/)
     const small = path.join(root, 'small')
     for (let i = 0; i < 20; i++) fs.mkdirSync(path.join(small, `d${i % 3}`), { recursive: true })
     for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(small, `d${i % 3}`, `f${i}`), randomBytes(100 * i, 300 + i))
@@ -129,7 +132,8 @@ describe('through the CLI', { skip: nixMissing() }, () => {
     fs.writeFileSync(path.join(large, 'over-one-mib'), randomBytes((1 << 20) + 3, 7))
     const streamed = await runCli(['import', '--store', batching.url, large], { env })
     assert.equal(streamed.code, 0, streamed.stderr)
-    assert.match(streamed.stderr, /grpc-js was loaded/)
+    assert.equal(streamed.stdout.toString().trim(), new NixStore(path.join(root, 'nix')).add(large))
+    assert.doesNotMatch(streamed.stderr, /grpc-js was loaded/)
   })
 
   test('a daemon without batches (--no-batch-blobs): import and export-nar with a call per blob, the same path and bytes', async () => {

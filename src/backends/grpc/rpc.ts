@@ -15,6 +15,13 @@ import type { CallOptions } from '../../util/call-options.js'
 export class RpcClient {
   /** Every call, on Node's HTTP/2 with gRPC's framing: none of grpc-js's per-call set-up, and a CLI never loads grpc-js. */
   private readonly lean: H2Streams
+  /**
+   * Unary calls, on a connection of their own (made at the first). A
+   * reader of a large blob asks Stat for its chunk list after its Read
+   * began: on the Reads' connection, whose window their unread data may
+   * fill (16 Reads of 4 MiB fill 64 MiB), the answer could never come.
+   */
+  private readonly unaryCalls: H2Streams
 
   /** Set once the daemon answered UNIMPLEMENTED to our BatchBlobService (a tvix daemon, or ours without it): a call per blob from then on. */
   batchesUnsupported = false
@@ -26,6 +33,7 @@ export class RpcClient {
     connection: Connection = {},
   ) {
     this.lean = new H2Streams(target, MAX_MESSAGE_BYTES, connection)
+    this.unaryCalls = new H2Streams(target, MAX_MESSAGE_BYTES, connection)
   }
 
   private method(service: ServiceName, name: string) {
@@ -43,7 +51,7 @@ export class RpcClient {
     const m = this.method(service, name)
     let answer: Res | undefined
     let count = 0
-    await this.lean.each(m.path, m.requestSerialize(req), (b) => {
+    await this.unaryCalls.each(m.path, m.requestSerialize(req), (b) => {
       if (++count > 1) throw callFailure(Status.UNIMPLEMENTED, 'Too many responses received')
       answer = (m.responseDeserialize as (b: Buffer) => Res)(b as Buffer)
     }, signal)
@@ -115,6 +123,7 @@ export class RpcClient {
 
   close(): void {
     this.lean.close()
+    this.unaryCalls.close()
   }
 }
 
