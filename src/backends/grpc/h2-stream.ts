@@ -1,5 +1,6 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import net from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
 import { Status } from '../../grpc/status.js'
 
@@ -73,6 +74,7 @@ export class H2Streams {
       settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
     })
     session.once('connect', () => session.setLocalWindowSize(SESSION_WINDOW))
+    session.once('remoteSettings', () => greeted.add(session))
     // An idle connection must not keep a CLI alive; calls in flight keep it referenced (see call()).
     session.unref()
     // Errors reach the streams in flight; a connection that goes is replaced at the next call.
@@ -106,7 +108,7 @@ export class H2Streams {
     stream.on('error', () => {})
     if (request !== undefined) stream.end(frame(request instanceof Uint8Array ? [request] : request))
     if (this.active++ === 0) session.ref()
-    const call: Call = { stream, messages: new MessageReader(this.maxMessageBytes), finish: () => {} }
+    const call: Call = { stream, session, messages: new MessageReader(this.maxMessageBytes), finish: () => {} }
     stream.once('response', (h) => (call.headers = h))
     stream.once('trailers', (t) => (call.trailers = t))
     let finished = false
@@ -134,8 +136,16 @@ export class H2Streams {
           // A refused stream yielded nothing (no response came), so it may be sent again.
           for await (const piece of call.stream as AsyncIterable<Buffer>) yield* call.messages.push(piece)
         } catch (e) {
-          if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) continue
+          if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) {
+            await sleep(RETRY_MS * attempt)
+            continue
+          }
           throw streamFailure(e, signal)
+        }
+        // Closed without an error, unanswered, on a connection the server never spoke on.
+        if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) {
+          await sleep(RETRY_MS * attempt)
+          continue
         }
         checkEnd(call, signal)
         ok = true
@@ -171,7 +181,7 @@ export class H2Streams {
    */
   each(path: string, request: Request, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, attempt = 1): Promise<boolean> {
     const call = this.start(path, request, signal)
-    return this.answer(call, onMessage, signal, () => (attempt < ATTEMPTS ? this.each(path, request, onMessage, signal, attempt + 1) : undefined))
+    return this.answer(call, onMessage, signal, () => (attempt < ATTEMPTS ? sleep(RETRY_MS * attempt).then(() => this.each(path, request, onMessage, signal, attempt + 1)) : undefined))
   }
 
   /**
@@ -182,7 +192,9 @@ export class H2Streams {
   private answer(call: Call, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, again?: () => Promise<boolean> | undefined): Promise<boolean> {
     const { stream } = call
     return new Promise<boolean>((resolve, reject) => {
+      let settled = false
       const settle = (ok: boolean, f: () => void) => {
+        settled = true
         stream.removeAllListeners('data')
         call.finish(ok)
         f()
@@ -195,11 +207,16 @@ export class H2Streams {
         }
       })
       stream.once('error', (e) => {
+        if (settled) return
         const retry = refusedUnanswered(call, signal) ? again?.() : undefined
         if (retry) settle(false, () => resolve(retry))
         else settle(false, () => reject(streamFailure(e, signal)))
       })
       stream.once('close', () => {
+        if (settled) return
+        // Closed without an error, unanswered, on a connection the server never spoke on.
+        const retry = refusedUnanswered(call, signal) ? again?.() : undefined
+        if (retry) return settle(false, () => resolve(retry))
         try {
           checkEnd(call, signal)
         } catch (e) {
@@ -347,6 +364,7 @@ class SendPool {
 
 interface Call {
   stream: ClientHttp2Stream
+  session: ClientHttp2Session
   messages: MessageReader
   headers?: IncomingHttpHeaders
   trailers?: IncomingHttpHeaders
@@ -359,13 +377,23 @@ interface Call {
  * REFUSED_STREAM before any response, which HTTP/2 (RFC 9113 §8.7) says
  * was not processed. It happens when a connection the daemon closed as
  * idle (its GOAWAY in flight) takes a new call; the next send gets a new
- * connection.
+ * connection. So were the calls of a connection closed before the server's
+ * SETTINGS came (greeted).
  */
 const ATTEMPTS = 3
 
 function refusedUnanswered(call: Call, signal?: AbortSignal): boolean {
-  return !signal?.aborted && call.headers === undefined && call.stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM
+  return !signal?.aborted && call.headers === undefined && (call.stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM || !greeted.has(call.session))
 }
+
+/**
+ * Connections whose server sent its SETTINGS, as every HTTP/2 server does
+ * first. One closed before that (a daemon at its --max-connections closes
+ * new ones as they arrive) carried no answer: its calls may go again.
+ */
+const greeted = new WeakSet<ClientHttp2Session>()
+/** Pause before a refused call goes again, times its attempt: a daemon at its limits gets a moment. */
+const RETRY_MS = 50
 
 /** The connection failed or the stream was reset under the call. */
 function streamFailure(e: unknown, signal?: AbortSignal): unknown {
@@ -382,6 +410,8 @@ function streamFailure(e: unknown, signal?: AbortSignal): unknown {
 function checkEnd(call: Call, signal?: AbortSignal): void {
   signal?.throwIfAborted()
   call.messages.end()
+  // No answer at all: the connection went (a daemon at its --max-connections closes new ones unanswered).
+  if (call.headers === undefined && call.trailers === undefined) throw callFailure(Status.UNAVAILABLE, 'the connection closed before an answer came')
   // A trailers-only answer (an error before any message) carries the status in the headers.
   const status = call.trailers ?? call.headers
   const code = Number(status?.['grpc-status'] ?? (Number(call.headers?.[':status']) === 200 ? NaN : Status.UNKNOWN))
