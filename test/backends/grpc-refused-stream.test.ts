@@ -31,12 +31,7 @@ describe('lean gRPC calls refused by the server', () => {
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM)
         return
       }
-      stream.resume()
-      stream.on('end', () => {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
-        stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
-        stream.end(Buffer.from([0, 0, 0, 0, 3, 1, 2, 3]))
-      })
+      answerOk(stream)
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     target = `127.0.0.1:${(server.address() as AddressInfo).port}`
@@ -87,12 +82,7 @@ describe('lean gRPC calls on a connection closed before the server spoke', () =>
     server = http2.createServer()
     server.on('stream', (stream) => {
       stream.on('error', () => {})
-      stream.resume()
-      stream.on('end', () => {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
-        stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
-        stream.end(Buffer.from([0, 0, 0, 0, 3, 1, 2, 3]))
-      })
+      answerOk(stream)
     })
     front = net.createServer((socket) => {
       connections++
@@ -138,6 +128,16 @@ describe('lean gRPC calls on a connection closed before the server spoke', () =>
     }
   })
 })
+
+/** Reads the request, then answers one message of bytes 1, 2, 3 and status OK. */
+function answerOk(stream: http2.ServerHttp2Stream): void {
+  stream.resume()
+  stream.on('end', () => {
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
+    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
+    stream.end(Buffer.from([0, 0, 0, 0, 3, 1, 2, 3]))
+  })
+}
 
 async function collectAll(it: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
   const out: Uint8Array[] = []
