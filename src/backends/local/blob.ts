@@ -297,8 +297,11 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
       const chunks = iterateSource(readPackedBlob(this.packPath, manifest, PACK_READ_AHEAD, lend && manifest.sealed && sharing(this.packPath(toHex(d)))))
       return manifest.sealed ? chunks : verifyBlob(d, chunks)
     }
+    // Bundles first: loading their indexes is what reading a tree's small files needs anyway, where the chunk index scans every pack's manifest.
+    const member = this.readMember(d, 'force')
+    if (member) return member
     const chunk = this.objects.chunks.get(d)
-    return (chunk && this.readChunk(d, chunk)) ?? this.readMember(d, 'force')
+    return chunk && this.readChunk(d, chunk)
   }
 
   /**

@@ -36,13 +36,26 @@ export interface NarEncoderOptions {
   flushAt?: number
   /** File contents shorter than this are copied into those pieces, longer ones go to the sink as they are (default 4 KiB). */
   copyBelow?: number
+  /**
+   * When a piece the sink got may be filled again (default never: the sink
+   * may keep it, and each piece is fresh memory). 'sink': once the sink
+   * returns (it hashed or copied it); 'reclaim': once the owner calls
+   * reclaim(). Memory touched for the first time costs more here than
+   * hashing it (page faults), so a NAR of any size then fills a few
+   * buffers over and over.
+   */
+  reuse?: 'sink' | 'reclaim'
 }
 
 export class NarEncoder {
   private readonly flushAt: number
   private readonly copyBelow: number
+  private readonly reuse: NarEncoderOptions['reuse']
   private buf: Buffer
   private pos = 0
+  /** Pieces the sink got that are not given back yet ('reclaim'), and those given back, to be filled again. */
+  private readonly lent: Buffer[] = []
+  private readonly spare: Buffer[] = []
   /** Bytes emitted so far (flushed or not). */
   size = 0
 
@@ -52,6 +65,7 @@ export class NarEncoder {
   ) {
     this.flushAt = opts.flushAt ?? FLUSH_AT
     this.copyBelow = Math.min(opts.copyBelow ?? 4096, this.flushAt)
+    this.reuse = opts.reuse
     this.buf = Buffer.allocUnsafe(this.flushAt + 1024)
   }
 
@@ -151,11 +165,18 @@ export class NarEncoder {
 
   flush(): void {
     if (this.pos === 0) return
-    // The sink may keep the chunk: it gets the filled part, and we a fresh buffer (no copy).
+    // The sink gets the filled part (no copy), and we another buffer: a fresh one unless one was given back.
     const full = this.buf.subarray(0, this.pos)
-    this.buf = Buffer.allocUnsafe(this.buf.length)
+    if (this.reuse) this.lent.push(this.buf)
+    this.buf = this.spare.pop() ?? Buffer.allocUnsafe(this.buf.length)
     this.pos = 0
     this.sink(full)
+    if (this.reuse === 'sink') this.reclaim()
+  }
+
+  /** With reuse 'reclaim': whoever the pieces went to is done with every one flushed so far, so they may be filled again. */
+  reclaim(): void {
+    for (const b of this.lent.splice(0)) this.spare.push(b)
   }
 
   private token(bytes: Uint8Array): void {

@@ -56,8 +56,14 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
       pos += c.length
       if (pos > from) out.push(at >= from ? c : c.subarray(from - at))
     },
-    { flushAt: OUT_PIECE, copyBelow: COPY_BELOW },
+    // Lent, the consumer is done with every piece handed out once it asks for more (emit): the encoder fills them again.
+    { flushAt: OUT_PIECE, copyBelow: COPY_BELOW, reuse: opts.lend ? 'reclaim' : undefined },
   )
+  /** Hands out what the encoder made; when this returns the consumer has asked past the last piece (lent: it is done with them all). */
+  function* emit(): Generator<Uint8Array> {
+    yield* out.splice(0)
+    if (opts.lend) nar.reclaim()
+  }
   const checkpoint = cooperate(opts.signal)
   /** Open Directories, innermost last, each with the entries not yet rendered. */
   const open: Array<{ entries: Node[]; next: number }> = []
@@ -100,7 +106,7 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
               got += chunk.length
               if (got > node.size) break
               nar.contents(chunk)
-              if (out.length > 0) yield* out.splice(0)
+              if (out.length > 0) yield* emit()
               await checkpoint()
             }
           }
@@ -118,7 +124,7 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
         }
       }
       node = undefined
-      if (out.length > 0) yield* out.splice(0)
+      if (out.length > 0) yield* emit()
     }
     const top = open.at(-1)
     if (!top) break
@@ -133,14 +139,15 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
     }
   }
   nar.flush()
-  yield* out.splice(0)
+  yield* emit()
 }
 
 /** NAR size and SHA-256 of a castore tree, without keeping the NAR. */
 export async function calculateNar(root: Node, store: CastoreReader, opts: RenderOptions = {}): Promise<{ narSize: number; narSha256: Uint8Array }> {
   const sha = createHash('sha256')
   let narSize = 0
-  for await (const c of renderNar(root, store, opts)) {
+  // Each piece is hashed before the next is asked for: it may be lent.
+  for await (const c of renderNar(root, store, { ...opts, lend: true })) {
     sha.update(c)
     narSize += c.length
   }
