@@ -47,7 +47,8 @@ export interface IngestOptions extends CallOptions {
 
 export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: IngestProgress, opts: IngestOptions = {}): Promise<IngestResult> {
   const sha = createHash('sha256')
-  const nar = new NarEncoder((c) => sha.update(c))
+  // Each piece is hashed before the sink returns: the encoder fills the same buffer again.
+  const nar = new NarEncoder((c) => sha.update(c), { reuse: 'sink' })
   const { blobs: stage, directories } = tree
   const { observe, ...callOpts } = opts
   const pending = new Set<Promise<unknown>>()

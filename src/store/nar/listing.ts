@@ -23,7 +23,8 @@ const name = (bytes: Uint8Array) => JSON.stringify(Buffer.from(bytes).toString('
  * so they are the ones renderNar's bytes have.
  */
 export async function* narListing(root: Node, store: Pick<CastoreReader, 'directories'>, signal?: AbortSignal): AsyncGenerator<string> {
-  const nar = new NarEncoder(() => {})
+  // Nothing keeps the pieces: the encoder fills one buffer over and over.
+  const nar = new NarEncoder(() => {}, { reuse: 'sink' })
   const checkpoint = cooperate(signal)
   /** Directories being listed, innermost last, with the entries not yet listed. */
   const stack: Array<{ entries: Node[]; next: number }> = []
