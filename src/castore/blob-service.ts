@@ -1,7 +1,7 @@
 import { IntegrityError } from '../errors.js'
 import { abortable } from '../util/abortable.js'
 import type { CallOptions } from '../util/call-options.js'
-import { type B3Digest, b3, b3Hasher, bytesEqual, b3Display, toHex } from './digest.js'
+import { type B3Digest, b3Hasher, b3Matches, bytesEqual, b3Display, toHex } from './digest.js'
 
 export type ByteSource = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>
 
@@ -201,7 +201,7 @@ export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: As
   let parts: Uint8Array[] = []
   let have = 0
   const checked = (c: Uint8Array) => {
-    if (!bytesEqual(b3(c), chunks[i]!.digest)) {
+    if (!b3Matches(c, chunks[i]!.digest)) {
       throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: its chunk ${b3Display(chunks[i]!.digest)} does not match its digest`)
     }
     i++
@@ -246,7 +246,7 @@ export function verifiedBuffer(digest: B3Digest, data: Uint8Array): AsyncIterabl
 
 /** `data` itself once its BLAKE3 is `digest`; an IntegrityError otherwise. */
 export function checkedBuffer<T extends Uint8Array>(digest: B3Digest, data: T): T {
-  if (!bytesEqual(b3(data), digest)) throw new IntegrityError(`blob ${b3Display(digest)} is corrupt: its contents do not match its digest`)
+  if (!b3Matches(data, digest)) throw new IntegrityError(`blob ${b3Display(digest)} is corrupt: its contents do not match its digest`)
   return data
 }
 

@@ -21,7 +21,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
-import { b3, bytesEqual, blake3ModulePath } from './digest.js'
+import { b3Matches, blake3ModulePath } from './digest.js'
 
 /** Bytes of each shared buffer: a reader's span at most. */
 export const SHARED_SPAN = 1 << 20
@@ -53,7 +53,9 @@ const DONE = 2
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads')
 const fs = require('node:fs')
-const { blake3 } = require(workerData.binding)
+const { Blake3Hasher } = require(workerData.binding)
+// One hasher and hex digests, as b3Matches (digest.ts): a Buffer from the binding costs more than hashing a chunk.
+const hasher = new Blake3Hasher()
 const ctrl = new Int32Array(workerData.ctrl)
 const sizes = new Int32Array(workerData.sizes)
 const digests = Buffer.from(workerData.digests)
@@ -78,7 +80,9 @@ for (;;) {
     got = 0
     for (let n = 1; got < len && n > 0; got += n) n = fs.readSync(ctrl[${FD}], buf, off + got, len - got, pos + got)
     for (let i = 0, at = off; got === len && i < ctrl[${COUNT}]; at += sizes[i++]) {
-      if (!blake3(buf.subarray(at, at + sizes[i])).equals(digests.subarray(i * 32, i * 32 + 32))) {
+      hasher.reset()
+      hasher.update(buf.subarray(at, at + sizes[i]))
+      if (hasher.digest('hex') !== digests.toString('hex', i * 32, i * 32 + 32)) {
         bad = i
         break
       }
@@ -231,7 +235,7 @@ class CheckThread {
 export function checkAll(buf: Uint8Array, chunks: readonly SpanChunk[]): number {
   let at = 0
   for (const [i, c] of chunks.entries()) {
-    if (!bytesEqual(b3(buf.subarray(at, at + c.size)), c.digest)) return i
+    if (!b3Matches(buf.subarray(at, at + c.size), c.digest)) return i
     at += c.size
   }
   return -1

@@ -54,6 +54,23 @@ export function b3(data: Uint8Array): B3Digest {
   return blake().blake3(buf(data))
 }
 
+let checker: InstanceType<BlakeBinding['Blake3Hasher']> | undefined
+
+/**
+ * Whether `data`'s BLAKE3 is `digest`: the check every read makes. One
+ * reused hasher and a hex digest, not b3(): a Buffer the binding returns
+ * is an external buffer with a finaliser, which cost more CPU than hashing
+ * a small file (5.4 against 3.1 µs per 2 KiB file; 14.6 against 11.2 µs
+ * per 64 KiB chunk).
+ */
+export function b3Matches(data: Uint8Array, digest: Uint8Array): boolean {
+  if (binding === undefined && data.length <= 1024 && data.length <= jsBudget) return bytesEqual(b3(data), digest)
+  const h = (checker ??= new (blake().Blake3Hasher)())
+  h.reset()
+  h.update(buf(data))
+  return digest.length === B3_LEN && h.digest('hex') === toHex(digest)
+}
+
 /** Incremental BLAKE3 (native, N-API). */
 export function b3Hasher(): { update(d: Uint8Array): void; digest(): B3Digest } {
   const h = new (blake().Blake3Hasher)()

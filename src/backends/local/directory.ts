@@ -1,5 +1,5 @@
 import type { BlobService } from '../../castore/blob-service.js'
-import { type B3Digest, b3, b3Display, binaryKey, bytesEqual, requireDigestLength, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3Display, b3Matches, binaryKey, requireDigestLength, toHex } from '../../castore/digest.js'
 import { type Directory, validateDirectory } from '../../castore/directory.js'
 import { ClosureValidator, type DirectoryService, type DirectoryStage, walkClosure } from '../../castore/directory-service.js'
 import { IntegrityError } from '../../errors.js'
@@ -36,7 +36,7 @@ export class LocalDirectoryService implements DirectoryService {
     const bytes = readSmallFile(file)
     if (!bytes) return undefined
     this.session?.rely(file)
-    if (!bytesEqual(b3(bytes), d)) throw new IntegrityError(`directory ${b3Display(d)} is corrupt: its bytes do not match its digest`)
+    if (!b3Matches(bytes, d)) throw new IntegrityError(`directory ${b3Display(d)} is corrupt: its bytes do not match its digest`)
     return bytes
   }
 

@@ -23,7 +23,7 @@
 import fsSync from 'node:fs'
 import fs from 'node:fs/promises'
 import zlib from 'node:zlib'
-import { type B3Digest, b3, b3Display, b3Hasher, bytesEqual, toHex } from '../../castore/digest.js'
+import { type B3Digest, b3, b3Display, b3Hasher, b3Matches, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { SHARED_SPAN, type SpanChunk, type SpanResult, checkAll, leaseCheckBuffer } from '../../castore/check-thread.js'
 import { BufferPool } from '../../util/buffer-pool.js'
@@ -246,7 +246,7 @@ function unpack(stored: Buffer, ref: ChunkRef, file: string, verify: boolean): B
   } catch (e) {
     throw new IntegrityError(`chunk ${b3Display(ref.digest)} in ${file} does not inflate`, { cause: e })
   }
-  if (data.length !== ref.size || (verify && !bytesEqual(b3(data), ref.digest))) throw corruptChunk(ref, file)
+  if (data.length !== ref.size || (verify && !b3Matches(data, ref.digest))) throw corruptChunk(ref, file)
   return data
 }
 

@@ -31,6 +31,30 @@ export const T = {
   node: enc('node'),
 } as const
 
+/** Tokens as the NAR has them (length, bytes, zero padding), joined: the encoder writes each run of constant tokens with one copy. */
+function tokens(...ts: Uint8Array[]): Uint8Array {
+  const parts: Uint8Array[] = []
+  for (const t of ts) {
+    const len = new Uint8Array(8)
+    new DataView(len.buffer).setUint32(0, t.length, true)
+    parts.push(len, t, ZEROS.subarray(0, padLen(t.length)))
+  }
+  return Buffer.concat(parts)
+}
+const OPEN_NODE = tokens(T.open, T.type)
+const BEGIN = tokens(T.magic, T.open, T.type)
+const REGULAR = tokens(T.regular, T.contents)
+const EXECUTABLE = tokens(T.regular, T.executable, T.empty, T.contents)
+const SYMLINK = tokens(T.symlink, T.target)
+const DIRECTORY = tokens(T.directory)
+const ENTRY = tokens(T.entry, T.open, T.name)
+const NODE = tokens(T.node, T.open, T.type)
+const CLOSE = tokens(T.close)
+/** Zero padding of k bytes, then `)`: the end of a file's contents. */
+const PAD_CLOSE = Array.from({ length: 8 }, (_, k) => Buffer.concat([ZEROS.subarray(0, k), CLOSE]))
+/** Zero padding of k bytes. */
+const PAD = Array.from({ length: 8 }, (_, k) => ZEROS.subarray(0, k))
+
 export interface NarEncoderOptions {
   /** Bytes gathered before they go to the sink in one piece (default 64 KiB). */
   flushAt?: number
@@ -71,23 +95,16 @@ export class NarEncoder {
 
   /** Magic and the opening of the root node. */
   begin(): void {
-    this.token(T.magic)
-    this.openNode()
+    this.raw(BEGIN)
   }
 
   openNode(): void {
-    this.token(T.open)
-    this.token(T.type)
+    this.raw(OPEN_NODE)
   }
 
   /** After this, exactly `size` bytes through contents(), then endContents(). */
   regular(executable: boolean, size: number): void {
-    this.token(T.regular)
-    if (executable) {
-      this.token(T.executable)
-      this.token(T.empty)
-    }
-    this.token(T.contents)
+    this.raw(executable ? EXECUTABLE : REGULAR)
     this.u64(size)
   }
 
@@ -128,39 +145,34 @@ export class NarEncoder {
   }
 
   endContents(size: number): void {
-    this.raw(ZEROS.subarray(0, padLen(size)))
-    this.token(T.close)
+    this.raw(PAD_CLOSE[padLen(size)]!)
   }
 
   symlink(target: Uint8Array): void {
-    this.token(T.symlink)
-    this.token(T.target)
+    this.raw(SYMLINK)
     this.token(target)
-    this.token(T.close)
+    this.raw(CLOSE)
   }
 
   directory(): void {
-    this.token(T.directory)
+    this.raw(DIRECTORY)
   }
 
   /** Opens `entry ( name <name> node`, followed by openNode() of the child. */
   entry(name: Uint8Array): void {
-    this.token(T.entry)
-    this.token(T.open)
-    this.token(T.name)
+    this.raw(ENTRY)
     this.token(name)
-    this.token(T.node)
-    this.openNode()
+    this.raw(NODE)
   }
 
   /** Closes a directory node. */
   endDirectory(): void {
-    this.token(T.close)
+    this.raw(CLOSE)
   }
 
   /** Closes an entry opened by entry(). */
   endEntry(): void {
-    this.token(T.close)
+    this.raw(CLOSE)
   }
 
   flush(): void {
@@ -182,7 +194,7 @@ export class NarEncoder {
   private token(bytes: Uint8Array): void {
     this.u64(bytes.length)
     this.raw(bytes)
-    this.raw(ZEROS.subarray(0, padLen(bytes.length)))
+    this.raw(PAD[padLen(bytes.length)]!)
   }
 
   private u64(n: number): void {
