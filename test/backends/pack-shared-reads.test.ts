@@ -19,7 +19,8 @@ import { randomBytes } from '../helpers/trees.js'
 describe('a packed blob read with the check thread', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-pack-shared-'))
   // Random bytes: every chunk stored raw, back to back from offset 0, so pack offsets are blob offsets.
-  const data = randomBytes(3 << 20, 77)
+  // A span and a half: a span boundary inside the blob.
+  const data = randomBytes(SHARED_SPAN + (SHARED_SPAN >> 1), 77)
   const hex = toHex(b3(data))
   const file = path.join(root, 'blobs/b3', hex.slice(0, 2), `${hex}.pack`)
   let manifest: ChunkRef[]
@@ -35,7 +36,15 @@ describe('a packed blob read with the check thread', () => {
     const lease = leaseCheckBuffer()!
     const fd = fs.openSync(file, 'r')
     try {
-      const read = () => lease.readChecked(fd, 0, SHARED_SPAN, manifest.slice(0, 8), (into, pos) => fs.readSync(fd, into, 0, into.length, pos))
+      // The chunks of the first span: the worker takes those from the middle on.
+      const first: ChunkRef[] = []
+      let len = 0
+      for (const c of manifest) {
+        if (len + c.size > SHARED_SPAN) break
+        first.push(c)
+        len += c.size
+      }
+      const read = () => lease.readChecked(fd, 0, len, first, (into, pos) => fs.readSync(fd, into, 0, into.length, pos))
       for (let i = 0; i < 200 && !read().shared; i++) await sleep(50)
       assert.ok(read().shared, 'the check thread took part')
     } finally {

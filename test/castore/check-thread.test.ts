@@ -19,7 +19,8 @@ describe('check thread', () => {
   const file = path.join(dir, 'data')
   // A span's worth of chunks of uneven sizes, after 4 KiB the span does not cover.
   const data = randomBytes(4096 + SHARED_SPAN, 7)
-  const sizes = [100_000, 16_384, 250_000, 70_001, 65_536, 300_000]
+  // Sizes for a 1 MiB span, scaled to the span: the worker's half starts inside the sixth.
+  const sizes = [100_000, 16_384, 250_000, 70_001, 65_536, 300_000].map((n) => Math.round((n * SHARED_SPAN) / (1 << 20)))
   sizes.push(SHARED_SPAN - sizes.reduce((a, b) => a + b, 0))
   const chunks: SpanChunk[] = []
   for (let at = 4096, i = 0; i < sizes.length; at += sizes[i++]!) chunks.push({ size: sizes[i]!, digest: b3(data.subarray(at, at + sizes[i]!)) })
