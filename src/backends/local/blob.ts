@@ -257,7 +257,9 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    * another size: openNow then says which.
    */
   readInto(d: B3Digest, size: number, into: Uint8Array, at: number): boolean {
-    if (this.objects.chunks.ifLoaded(toHex(requireDigestLength(d)))) return false
+    requireDigestLength(d)
+    const { chunks } = this.objects
+    if (chunks.isLoaded && chunks.ifLoaded(toHex(d))) return false
     const m = this.objects.bundles.ifLoaded(d)
     if (m) {
       if (m.member.size !== size) return false

@@ -399,6 +399,11 @@ export class ChunkIndex {
     return this.map.get(hex)
   }
 
+  /** Whether the index is loaded (ifLoaded can answer): a caller asks first and saves hex-encoding a digest per lookup. */
+  get isLoaded(): boolean {
+    return this.loaded
+  }
+
   /** Like byHex, but only once the index is loaded: undefined, without a scan of every pack, before. */
   ifLoaded(hex: string): ChunkRef | undefined {
     return this.loaded ? this.map.get(hex) : undefined
