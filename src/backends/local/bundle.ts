@@ -207,7 +207,6 @@ export function readBundleIndex(file: string, name: string): BundleIndex | undef
   }
 }
 
-/** Reads member bytes of bundles, keeping up to `maxOpen` bundles open (then all are closed and reopened as needed). */
 /**
  * Bytes of a bundle read at once when its members are read in the order
  * they are stored (a tree exported as it was imported: bundles are written
