@@ -37,8 +37,9 @@ export interface ReadBlobsResponse {
   data: Uint8Array
 }
 export const readBlobsResponse = {
-  encode: (m: ReadBlobsResponse) =>
-    encode((w) => {
+  /** Bytes are a message encoded already (a daemon's framed answer, written through grpc-js where it cannot write it itself). */
+  encode: (m: ReadBlobsResponse | Uint8Array) =>
+    m instanceof Uint8Array ? m : encode((w) => {
       w.uint(1, m.index)
       w.uint(2, m.state)
       w.bytes(3, m.data)
@@ -49,6 +50,49 @@ export const readBlobsResponse = {
       else if (f.field === 2) m.state = asUint(f, 'state')
       else if (f.field === 3) m.data = asBytes(f, 'data')
     }),
+}
+
+/** Most bytes frameReadBlobsResponse writes before a message's data (gRPC's prefix, three tags, three varints). */
+export const FRAMED_HEAD_MAX = 5 + 3 + 10 + 10 + 10
+
+/**
+ * A ReadBlobsResponse as gRPC frames it (a flag byte, the message's length
+ * in 4 bytes, then the message readBlobsResponse.encode writes), written
+ * into `out` at `at` up to where its `size` bytes of data go: returns that
+ * offset. A daemon answering a batch writes all its messages into one
+ * buffer this way, each blob copied once, and sends them in one write.
+ */
+export function frameReadBlobsResponse(out: Buffer, at: number, index: number, state: BlobState, size: number): number {
+  const len = (index > 0 ? 1 + varintLength(index) : 0) + (state > 0 ? 1 + varintLength(state) : 0) + (size > 0 ? 1 + varintLength(size) + size : 0)
+  out[at] = 0
+  out.writeUInt32BE(len, at + 1)
+  at += 5
+  // Fields in number order, zero and empty ones left out: as encode() writes them.
+  if (index > 0) {
+    out[at++] = 0x08
+    at = varint(out, at, index)
+  }
+  if (state > 0) {
+    out[at++] = 0x10
+    at = varint(out, at, state)
+  }
+  if (size > 0) {
+    out[at++] = 0x1a
+    at = varint(out, at, size)
+  }
+  return at
+}
+
+function varintLength(v: number): number {
+  let n = 1
+  for (; v > 0x7f; v = Math.floor(v / 128)) n++
+  return n
+}
+
+function varint(out: Buffer, at: number, v: number): number {
+  for (; v > 0x7f; v = Math.floor(v / 128)) out[at++] = (v % 128) | 0x80
+  out[at++] = v
+  return at
 }
 
 export interface PutBlobsRequest {
