@@ -31,3 +31,16 @@ test("a ReadBlobs answer the daemon frames itself (frameReadBlobsResponse, then 
   }
   assert.ok(out.subarray(0, at).equals(Buffer.concat(expected)))
 })
+
+test('a ReadBlobsResponse decodes the same in any field order, with unknown fields skipped, and a cut-off one is refused', () => {
+  const data = randomBytes(300, 7)
+  const canonical = Buffer.from(readBlobsResponse.encode({ index: 300, state: BlobState.LARGER, data }))
+  assert.deepEqual(readBlobsResponse.decode(canonical), { index: 300, state: BlobState.LARGER, data })
+  // The same fields backwards (data, state, index), then an unknown varint field 9 and bytes field 10.
+  const dataField = canonical.subarray(canonical.indexOf(0x1a))
+  const reordered = Buffer.concat([dataField, Buffer.from([0x10, 0x02, 0x08, 0xac, 0x02, 0x48, 0x05, 0x52, 0x01, 0xff])])
+  assert.deepEqual(readBlobsResponse.decode(reordered), { index: 300, state: BlobState.LARGER, data })
+  assert.deepEqual(readBlobsResponse.decode(new Uint8Array(0)), { index: 0, state: BlobState.FOUND, data: new Uint8Array(0) })
+  assert.throws(() => readBlobsResponse.decode(canonical.subarray(0, canonical.length - 1)), /malformed protobuf/)
+  assert.throws(() => readBlobsResponse.decode(Buffer.from([0x08, 0x80])), /malformed protobuf/)
+})
