@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { BlobState, FRAMED_HEAD_MAX, frameReadBlobsResponse, readBlobsResponse } from '../../src/grpc/batch-messages.js'
+import { BlobState, FRAMED_HEAD_MAX, frameReadBlobsResponse, putBlobsRequest, readBlobsResponse } from '../../src/grpc/batch-messages.js'
 import { randomBytes } from '../helpers/trees.js'
 
 test("a ReadBlobs answer the daemon frames itself (frameReadBlobsResponse, then the data) is gRPC's framing of readBlobsResponse.encode", () => {
@@ -43,4 +43,18 @@ test('a ReadBlobsResponse decodes the same in any field order, with unknown fiel
   assert.deepEqual(readBlobsResponse.decode(new Uint8Array(0)), { index: 0, state: BlobState.FOUND, data: new Uint8Array(0) })
   assert.throws(() => readBlobsResponse.decode(canonical.subarray(0, canonical.length - 1)), /malformed protobuf/)
   assert.throws(() => readBlobsResponse.decode(Buffer.from([0x08, 0x80])), /malformed protobuf/)
+})
+
+test('a PutBlobsRequest is encoded as the generic Writer encodes it, whatever the sizes', async () => {
+  const { encode } = await import('../../src/proto/wire.js')
+  for (const [i, n] of [0, 1, 127, 128, 4000, 16383, 16384, 1 << 20].entries()) {
+    for (const digest of [randomBytes(32, 100 + i), new Uint8Array(0)]) {
+      const data = randomBytes(n, i + 50)
+      const generic = encode((w) => {
+        w.bytes(1, digest)
+        w.bytes(2, data)
+      })
+      assert.ok(Buffer.from(putBlobsRequest.encode({ digest, data })).equals(generic), `${n} bytes, digest of ${digest.length}`)
+    }
+  }
 })
