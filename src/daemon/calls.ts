@@ -71,6 +71,21 @@ export class FramedAnswer {
     readonly framed: Uint8Array,
     readonly release: () => void = () => {},
   ) {}
+
+  /** `messages` (each encoded) framed into one fresh buffer. */
+  static of(messages: readonly Uint8Array[]): FramedAnswer {
+    let size = 0
+    for (const m of messages) size += 5 + m.length
+    const framed = Buffer.allocUnsafe(size)
+    let at = 0
+    for (const m of messages) {
+      framed[at] = 0
+      framed.writeUInt32BE(m.length, at + 1)
+      framed.set(m, at + 5)
+      at += 5 + m.length
+    }
+    return new FramedAnswer(framed)
+  }
 }
 
 /** A server stream's writes, at most UNFLUSHED_BYTES of them in flight. */
