@@ -11,6 +11,7 @@ import type { PutWindow } from './put-window.js'
 import { foundAndHeld, type RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 import { inWriteSession } from '../store/capabilities.js'
+import { cooperate } from '../util/cooperate.js'
 
 /** Bytes of encoded Directories a recursive Get gathers and writes at once. */
 const FRAMED_DIRECTORY_BYTES = 1 << 20
@@ -105,6 +106,7 @@ export function directoryHandler(
       const stage = directories.stage({ signal })
       try {
         let count = 0
+        const checkpoint = cooperate(signal)
         for await (const raw of stream) {
           if (++count > MAX_DIRECTORIES_PER_PUT) {
             throw new StatusError(Status.RESOURCE_EXHAUSTED, `more than ${MAX_DIRECTORIES_PER_PUT} directories in one Put`)
@@ -116,8 +118,9 @@ export function directoryHandler(
             const { digest, bytes, fresh } = await v.accept(decodeDirectory(raw))
             if (fresh) await stage.put(digest, bytes, { signal })
           }
-          // Between messages the client had already sent, let other calls run.
-          await new Promise((resolve) => setImmediate(resolve))
+          // Between messages the client had already sent, let other calls run (every few ms, not
+          // after each: a turn of the event loop per Directory cost an import a wait per folder).
+          if (checkpoint.due()) await checkpoint()
         }
         // An empty stream is refused by finish() as in-process stores refuse it: one message everywhere.
         const root = v.finish()
