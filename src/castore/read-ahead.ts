@@ -39,8 +39,14 @@ export interface WholeReads {
 const AHEAD_FILE_BYTES = 1 << 20
 /** Bytes of fetched, not yet used files held at once: the memory bound of a walk. */
 const AHEAD_BYTES = 8 << 20
-/** Files queued ahead of the walk (fetched or not), bounding the bookkeeping for trees of empty files. */
-const AHEAD_FILES = 512
+/**
+ * Files queued ahead of the walk (fetched or not), bounding the bookkeeping
+ * for trees of empty files. Reads in batches need it well past the blobs of
+ * the batches in flight (3 × 256): at 512 the next batches went out as the
+ * render freed room, a few files each, and an export of 5,000 small files
+ * through a daemon waited on them (2048: 1.14 → 0.81 s; 4096 no better).
+ */
+const AHEAD_FILES = 2048
 /** Blob reads in flight at once: enough to hide the round trip, few beside a daemon's transfer slots (16 by default). */
 const READS_IN_FLIGHT = 8
 
@@ -76,7 +82,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   const stopOn = signal ? AbortSignal.any([signal, ac.signal]) : ac.signal
   const opts = { signal: stopOn }
   const dirs = new DirectoryArrivals()
-  const queue: Ahead[] = []
+  const queue = new AheadQueue()
   let heldBytes = 0
   let roomFor: (() => void) | undefined
   // Reads that go in batches are bounded by the batching (and by AHEAD_BYTES here): no slot per read.
@@ -132,15 +138,16 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     queue.push(entry)
   }
 
-  /** The first `n` queued entries, taken off the queue (files before the one asked for were skipped by the walk: their fetches are dropped). */
-  const take = (n: number): Ahead[] => {
-    const passed = queue.splice(0, n)
-    for (const e of passed) {
+  /** The first `n` queued entries taken off the queue, the last of them returned (files before the one asked for were skipped by the walk: their fetches are dropped). */
+  const take = (n: number): Ahead => {
+    let e!: Ahead
+    for (let k = 0; k < n; k++) {
+      e = queue.shift()
       heldBytes -= e.size
       if (e.hex !== undefined) fetching.delete(e.hex)
     }
     roomFor?.()
-    return passed
+    return e
   }
 
   let walking = root.kind === 'directory'
@@ -153,7 +160,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     void enqueue(root)
   }
   // The render asks in the walk's order: the file it wants is almost always the first queued.
-  const queued = (digest: B3Digest) => (queue.length > 0 && bytesEqual(queue[0]!.digest, digest) ? 0 : queue.findIndex((e) => bytesEqual(e.digest, digest)))
+  const queued = (digest: B3Digest) => (queue.first && bytesEqual(queue.first.digest, digest) ? 0 : queue.indexOf(digest))
 
   const reader: TreeSource = {
     directories: {
@@ -163,7 +170,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     blobs: {
       // The file the render asks for next, when its bytes are here already: no promise, no stream.
       openNow: (digest) => {
-        const first = queue[0]
+        const first = queue.first
         if (!first?.ready || !bytesEqual(first.digest, digest)) return undefined
         take(1)
         return first.ready
@@ -176,7 +183,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
           i = queued(digest)
         }
         if (i < 0) return source.blobs.open(digest, o)
-        const entry = take(i + 1).at(-1)!
+        const entry = take(i + 1)
         const data = await entry.data
         // Left to stream, or larger than its node says: read as the walk would read it without us.
         if (entry.data === undefined || data === LARGER) return source.blobs.open(digest, o)
@@ -190,6 +197,46 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
       ac.abort()
       roomFor?.()
     },
+  }
+}
+
+/**
+ * The files queued ahead, oldest first, taken from the front by moving an
+ * index: a splice per file moved the whole queue each time, 4 % of an
+ * export's CPU through a daemon with 2,048 files queued.
+ */
+class AheadQueue {
+  private items: Array<Ahead | undefined> = []
+  private head = 0
+
+  get length(): number {
+    return this.items.length - this.head
+  }
+
+  get first(): Ahead | undefined {
+    return this.items[this.head]
+  }
+
+  push(e: Ahead): void {
+    this.items.push(e)
+  }
+
+  /** Where the first entry for `digest` is, counted from the front; -1 if none is. */
+  indexOf(digest: B3Digest): number {
+    for (let i = this.head; i < this.items.length; i++) if (bytesEqual(this.items[i]!.digest, digest)) return i - this.head
+    return -1
+  }
+
+  /** The first entry, taken off (the queue must not be empty). */
+  shift(): Ahead {
+    const e = this.items[this.head]!
+    this.items[this.head++] = undefined
+    // Taken entries are dropped from the array once they are half of it: each entry is moved at most once.
+    if (this.head >= AHEAD_FILES && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return e
   }
 }
 

@@ -56,6 +56,38 @@ export interface DirectBytes {
   head(size: number): Uint8Array
 }
 
+/**
+ * Messages of a server stream already encoded and framed as gRPC frames
+ * them (a 5-byte prefix before each), in one buffer: written onto the
+ * call's HTTP/2 stream in one write, which HTTP/2 packs into full DATA
+ * frames. Written a message at a time (grpc-js waits for each write before
+ * the next), a batch of small blobs went out one DATA frame per blob, and
+ * the client took an event per frame. `release` is called once nothing
+ * reads `framed` any more (HTTP/2 took it, or the stream failed): the
+ * buffer may then be used again.
+ */
+export class FramedAnswer {
+  constructor(
+    readonly framed: Uint8Array,
+    readonly release: () => void = () => {},
+  ) {}
+
+  /** `messages` (each encoded) framed into one fresh buffer. */
+  static of(messages: readonly Uint8Array[]): FramedAnswer {
+    let size = 0
+    for (const m of messages) size += 5 + m.length
+    const framed = Buffer.allocUnsafe(size)
+    let at = 0
+    for (const m of messages) {
+      framed[at] = 0
+      framed.writeUInt32BE(m.length, at + 1)
+      framed.set(m, at + 5)
+      at += 5 + m.length
+    }
+    return new FramedAnswer(framed)
+  }
+}
+
 /** A server stream's writes, at most UNFLUSHED_BYTES of them in flight. */
 class FlushWindow {
   private unflushed = 0
@@ -70,7 +102,6 @@ class FlushWindow {
   ) {
     this.cancelled = new Promise<void>((resolve) => (call.cancelled ? resolve() : call.once('cancelled', resolve)))
     this.cancelled.then(() => this.room?.())
-    if (!direct) this.h2 = null
   }
 
   /**
@@ -86,19 +117,46 @@ class FlushWindow {
 
   /** Writes `msg` without waiting: for messages already in memory, followed by drained(). */
   send(msg: unknown): void {
+    if (msg instanceof FramedAnswer) return this.sendFramed(msg)
     const size = msg instanceof Uint8Array ? msg.length : OBJECT_MESSAGE_BYTES
     this.unflushed += size
     const sent = () => {
       this.unflushed -= size
       this.room?.()
     }
-    const h2 = msg instanceof Uint8Array ? this.directStream() : null
+    const h2 = msg instanceof Uint8Array && this.direct ? this.directStream() : null
     if (!h2) return void this.call.write(msg, sent)
     // grpc-js ended the stream under us (its deadline, a status): nothing more goes out, as its own write would drop it.
     if (h2.writableEnded || h2.destroyed) return sent()
     if (size === 0) return void h2.write(this.direct!.head(0), sent)
     h2.write(this.direct!.head(size))
     h2.write(msg, sent)
+  }
+
+  /**
+   * Framed messages in one write; where the HTTP/2 stream cannot be found,
+   * each message through grpc-js (whose serializer must then take encoded
+   * bytes as they are), the buffer released after the last one's write.
+   */
+  private sendFramed(a: FramedAnswer): void {
+    const { framed } = a
+    this.unflushed += framed.length
+    const sent = () => {
+      this.unflushed -= framed.length
+      a.release()
+      this.room?.()
+    }
+    const h2 = this.directStream()
+    if (h2) {
+      if (h2.writableEnded || h2.destroyed) return sent()
+      return void h2.write(framed, sent)
+    }
+    const view = Buffer.from(framed.buffer, framed.byteOffset, framed.byteLength)
+    for (let at = 0; at < view.length; ) {
+      const end = at + 5 + view.readUInt32BE(at + 1)
+      this.call.write(view.subarray(at + 5, end), end === view.length ? sent : undefined)
+      at = end
+    }
   }
 
   /**
@@ -178,14 +236,15 @@ export function unary<Req, Res>(
  * `lent`: `fn`'s messages are views its source reuses once the next is
  * asked for; each is then written out before the next is asked for.
  * `fn` may answer with an array: messages it already holds, none of them
- * lent (a small blob read whole), written at once, without a step per message.
+ * lent (a small blob read whole), written at once, without a step per message;
+ * or with them framed in one buffer (FramedAnswer), written in one go.
  * `direct`: its messages are bytes, written without grpc-js (DirectBytes).
  */
 export function serverStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
-  fn: (req: Req, signal: AbortSignal, call: object) => AsyncIterable<Res> | Res[],
+  fn: (req: Req, signal: AbortSignal, call: object) => AsyncIterable<Res | FramedAnswer> | Res[] | FramedAnswer,
   transfers: Transfers = UNLIMITED,
   lent = false,
   direct?: DirectBytes,
@@ -201,9 +260,9 @@ export function serverStream<Req, Res>(
       // Counted from the slot: time spent waiting for it is not the client's doing.
       const deadline = callDeadline(transfers.limits)
       const out = fn(req, signal, call)
-      if (Array.isArray(out)) {
-        if (call.cancelled) return
-        for (const msg of out) window.send(msg)
+      if (Array.isArray(out) || out instanceof FramedAnswer) {
+        if (call.cancelled) return out instanceof FramedAnswer ? out.release() : undefined
+        for (const msg of Array.isArray(out) ? out : [out]) window.send(msg)
         // The status goes with the data; the slot is held until HTTP/2 has taken the data, as for a stream.
         call.end()
         await window.drained(idleMs)

@@ -15,6 +15,11 @@ import type { Log } from './calls.js'
  */
 export const WINDOW_MS = 1000
 
+/** A store's lookup of a small blob without a promise or a failing syscall (LocalBlobService.smallBlobKnown): a false "absent" costs a copy staged again; "present" is confirmed by has(). */
+interface QuickSmallLookup {
+  smallBlobKnown(digest: B3Digest): boolean
+}
+
 /** Small blobs put in one window, committed together. */
 interface Window {
   stage: BlobStage
@@ -79,7 +84,9 @@ export class PutWindow {
       return digest
     }
     const { blobs } = this.store
-    if (await blobs.has(digest)) {
+    // Asked the quick way first where the store can (most blobs put are new); a blob it knows of is confirmed.
+    const known = (blobs as Partial<QuickSmallLookup>).smallBlobKnown?.(digest) ?? true
+    if (known && (await blobs.has(digest))) {
       if (roots && !(await roots.holdIf('blob', hex, () => blobs.has(digest)))) throw goneError(digest)
       return digest
     }

@@ -179,6 +179,18 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     return this.storedAs(requireDigestLength(d), false, 'cheap') !== undefined
   }
 
+  /**
+   * Whether a small blob may be stored, asked without a syscall where the
+   * indexes in memory and the shard's listing can say (ObjectGraph.locateSmall):
+   * false may miss one another process just published (a copy sent again),
+   * true may name one a sweep elsewhere just took, so has() confirms it.
+   * A daemon's small Puts ask this first: has() stat'ed twice per new blob,
+   * most of what putting a small blob cost the daemon.
+   */
+  smallBlobKnown(d: B3Digest): boolean {
+    return this.objects.locateSmall(toHex(requireDigestLength(d)), d) !== undefined
+  }
+
   /** The file holding `d` (recorded as relied on by the current write session), or undefined. `small`, `fresh`: see ObjectGraph.locate. */
   private storedAs(d: B3Digest, small = false, fresh: Freshness = 'force'): string | undefined {
     const hex = toHex(d)
