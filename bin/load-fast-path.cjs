@@ -13,7 +13,9 @@ const vm = require('node:vm')
 function compileFastPath(file, cacheFile = `${file}.cache`) {
   let source
   try {
-    source = fs.readFileSync(file, 'utf8')
+    // The bundle is ASCII (scripts/bundle-fast-path.mjs checks): as latin1 it is the same string, and
+    // Node makes it without a UTF-8 decode (6 ms instead of 15 ms for the 650 KiB here).
+    source = fs.readFileSync(file, 'latin1')
   } catch (e) {
     if (e.code === 'ENOENT') return undefined
     throw e

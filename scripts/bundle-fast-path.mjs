@@ -57,9 +57,8 @@ const LAZY_HELPERS =
   'function __lazyModule(load) { let m; const get = () => (m ??= load()); return new Proxy({}, ' +
   '{ get: (_, k) => get()[k], has: (_, k) => k in get(), ownKeys: () => Reflect.ownKeys(get()), ' +
   'getOwnPropertyDescriptor: (_, k) => { const d = Reflect.getOwnPropertyDescriptor(get(), k); return d && { ...d, configurable: true } } }) }\n' +
-  'function __lazyNamed(load, names) { let m; const get = () => (m ??= load()); return new Proxy({}, ' +
-  '{ get: (_, k) => get()[k], has: (_, k) => names.includes(k), ownKeys: () => names, ' +
-  'getOwnPropertyDescriptor: (_, k) => (names.includes(k) ? { configurable: true, enumerable: true, writable: false, value: undefined } : undefined) }) }\n' +
+  'function __lazyNamed(load, names) { let m; const get = () => (m ??= load()); const o = {}; ' +
+  'for (const k of names) Object.defineProperty(o, k, { configurable: true, enumerable: true, get: () => get()[k] }); return o }\n' +
   "function __oclifRequire(id) { return require('node:module').createRequire(require.resolve('@oclif/core/package.json'))(id) }\n"
 
 /**
@@ -67,8 +66,10 @@ const LAZY_HELPERS =
  * milliseconds each, and the read path imports several it only needs on rare paths (zlib for
  * compressed chunks, child_process for sync); chalk, for error lines only, probes the terminal
  * (tty, os) as it loads. Each becomes a module that loads on its first member access; its export
- * names are known here, so esbuild's ESM interop can list them without loading it. Built-ins Node
- * loads at start-up anyway stay plain requires.
+ * names are known here, so esbuild's ESM interop can list them without loading it. It is a plain
+ * object with a getter per name, not a Proxy: that interop copies every name once per importing
+ * module, and through a Proxy's traps (each a search of the names) that cost milliseconds per start.
+ * Built-ins Node loads at start-up anyway stay plain requires.
  */
 const LAZY_PACKAGES = ['chalk', '@grpc/grpc-js']
 const preloaded = new Set(
@@ -112,6 +113,7 @@ await build({
   format: 'cjs',
   target: 'node20',
   logLevel: 'warning',
+  charset: 'ascii',
   // Smaller is faster to read and compile; names kept for the stack traces of errors not ours.
   minify: true,
   keepNames: true,
@@ -124,6 +126,10 @@ await build({
   footer: { js: '\n})' },
   plugins: [lazyOclifRequires, lazyModules],
 })
+
+// bin/load-fast-path.cjs reads the bundle as latin1, the same string only while every byte is ASCII
+// (esbuild's default charset escapes the rest).
+if (fs.readFileSync('dist/fast-path.cjs').some((byte) => byte > 0x7f)) throw new Error('dist/fast-path.cjs is not ASCII: bin/load-fast-path.cjs reads it as latin1')
 
 // The first words the bundle may run (dist/fast-path.json): bin/run.js reads these few bytes
 // first, so `gc`, `import`, `--help`… go straight to oclif without loading the bundle to decline.

@@ -33,6 +33,9 @@ export async function runFast(argv: string[], root: string, commands: HotCommand
   // TVIX_STORE_DEBUG switches on oclif's debug settings (its warnings printed), also the runtime's.
   if (scopedEnvVarKeys(pjson.oclif.bin, 'DEBUG').some((k) => process.env[k] !== undefined)) return false
   installQuickStdout()
+  // Once the event loop is empty (output written, the store closed), exit as process.exit does: a
+  // natural exit first tears down V8's heap, ~8 ms of CPU for the bundle's code here, for nothing.
+  process.once('beforeExit', () => process.exit())
   if (version) {
     process.stdout.write(userAgent(pjson) + '\n')
     return true
