@@ -22,13 +22,19 @@ const MISSING = '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-missing'
 const viaOclif = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(process.execPath, ['--input-type=module', '-e', `(await import(${JSON.stringify(MAIN)})).main(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)})`, JSON.stringify(argv)], { env, cwd: REPO })
 
+/** The bundle bin/run.js loads for this first word, else the one of all hot commands. */
+const bundleFor = (word = ''): string => {
+  const own = path.join(REPO, `dist/fast-path.${word.replace(/^-+/, '')}.cjs`)
+  return /^[a-z-]+$/.test(word) && fs.existsSync(own) ? own : FAST
+}
+
 /** The fast path alone, loaded and called as bin/run.js does; exit 99 and a note if it declined. */
 const viaFast = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(
     process.execPath,
     [
       '-e',
-      `require(${JSON.stringify(LOADER)}).compileFastPath(${JSON.stringify(FAST)}).exports.run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`,
+      `require(${JSON.stringify(LOADER)}).compileFastPath(${JSON.stringify(bundleFor(argv[0]))}).exports.run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`,
       JSON.stringify(argv),
     ],
     { env, cwd: REPO },
