@@ -279,8 +279,10 @@ function rmTree(p: string): void {
  * may rebuild dist/ at any moment; a half-built dist/ would fail the run.
  */
 async function snapshotCli(dest: string): Promise<void> {
-  // The fast-path bundle too: without it bin/run.js quietly runs everything through oclif, and start-up figures come out slow.
-  const needed = [...['import', 'export-nar', 'ls', 'cat', 'narinfo', 'copy', 'daemon', 'path-info'].map((c) => path.join(REPO, 'dist/commands', `${c}.js`)), path.join(REPO, 'dist/backends/open-store.js'), ...['fast-path.cjs', 'fast-path.cjs.cache', 'fast-path.json'].map((f) => path.join(REPO, 'dist', f))]
+  // The fast-path bundles too (the hot commands' own and their caches): without them bin/run.js quietly runs everything through oclif, and start-up figures come out slow.
+  const commands = ['import', 'export-nar', 'ls', 'cat', 'narinfo', 'copy', 'daemon', 'path-info']
+  const bundles = ['fast-path.cjs', 'fast-path.cjs.cache', 'fast-path.json', ...commands.flatMap((c) => [`fast-path.${c}.cjs`, `fast-path.${c}.cache`])]
+  const needed = [...commands.map((c) => path.join(REPO, 'dist/commands', `${c}.js`)), path.join(REPO, 'dist/backends/open-store.js'), ...bundles.map((f) => path.join(REPO, 'dist', f))]
   for (let attempt = 0; ; attempt++) {
     if (needed.every((f) => fs.existsSync(f))) {
       try {
