@@ -5,7 +5,7 @@ const path = require('node:path')
 const vm = require('node:vm')
 
 /**
- * Compiles and runs the fast-path bundle (dist/fast-path.cjs) as require() would, but hands V8
+ * Compiles and runs a fast-path bundle (dist/fast-path.<word>.cjs) as require() would, but hands V8
  * the code cache npm run build made beside it, so a start skips parsing the bundle. A cache
  * that does not fit this Node's V8 (or none) is ignored: V8 compiles the source as usual.
  * Returns undefined when there is no bundle (dist/ built by tsc alone): oclif runs everything.
@@ -13,7 +13,9 @@ const vm = require('node:vm')
 function compileFastPath(file, cacheFile = `${file}.cache`) {
   let source
   try {
-    source = fs.readFileSync(file, 'utf8')
+    // The bundle is ASCII (scripts/bundle-fast-path.mjs checks): as latin1 it is the same string, and
+    // Node makes it without a UTF-8 decode (6 ms instead of 15 ms for the 650 KiB here).
+    source = fs.readFileSync(file, 'latin1')
   } catch (e) {
     if (e.code === 'ENOENT') return undefined
     throw e
@@ -29,9 +31,10 @@ function compileFastPath(file, cacheFile = `${file}.cache`) {
   return { script, exports: module.exports }
 }
 
-/** The code cache made for runs whose first word is `word` (scripts/bundle-fast-path.mjs). */
-function fastPathCache(dist, word) {
-  return path.join(dist, `fast-path.${word.replace(/^-+/, '')}.cache`)
+/** The bundle for runs whose first word is `word`, and its code cache (scripts/bundle-fast-path.mjs). */
+function fastPathFiles(dist, word) {
+  const name = path.join(dist, `fast-path.${word.replace(/^-+/, '')}`)
+  return { bundle: `${name}.cjs`, cache: `${name}.cache` }
 }
 
-module.exports = { compileFastPath, fastPathCache }
+module.exports = { compileFastPath, fastPathFiles }

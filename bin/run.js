@@ -2,17 +2,18 @@
 // CommonJS (bin/package.json): an ES module entry would cost every start-up the ESM loader.
 'use strict'
 const path = require('node:path')
-const { compileFastPath, fastPathCache } = require('./load-fast-path.cjs')
+const { compileFastPath, fastPathFiles } = require('./load-fast-path.cjs')
 
 // Blob writes fsync in libuv's thread pool; the default of 4 threads starves it.
 process.env.UV_THREADPOOL_SIZE ??= '16'
 
-// ls, cat, narinfo, path-info and --version run from one bundle without oclif's runtime
-// (src/hot-commands.ts, built by npm run build); everything else is oclif's.
+// ls, cat, narinfo, path-info, --version and the other hot commands each run from a bundle of their
+// own without oclif's runtime (src/hot-commands.ts, built by npm run build); everything else is oclif's.
 // oclif finds the package from its folder (not from here: bin/package.json has no name).
 const argv = process.argv.slice(2)
 const root = path.join(__dirname, '..')
-;((mayRunFast(argv[0]) ? compileFastPath(path.join(root, 'dist/fast-path.cjs'), fastPathCache(path.join(root, 'dist'), argv[0]))?.exports : undefined) ?? { run: async () => false })
+const fast = mayRunFast(argv[0]) ? fastPathFiles(path.join(root, 'dist'), argv[0]) : undefined
+;((fast ? compileFastPath(fast.bundle, fast.cache)?.exports : undefined) ?? { run: async () => false })
   .run(argv, root)
   .then(async (ran) => {
     if (ran) return

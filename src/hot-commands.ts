@@ -4,8 +4,9 @@ const load = async (m: Promise<{ default: unknown }>): Promise<CommandClass> => 
 
 /**
  * Commands scripts call hundreds of times. bin/run.js runs them through
- * runFast, from one bundle of this file (dist/fast-path.cjs, npm run
- * build), without oclif's runtime. A new hot command is one line here; it
+ * runFast, each from a bundle of this file with only its own line
+ * (dist/fast-path.<command>.cjs, npm run build), without oclif's
+ * runtime. A new hot command is one line here, written as these are; it
  * must be a plain command (no aliases, hooks, topics or deprecation), as
  * these are. Each loads on demand: `--version`, or a command that is not
  * here, evaluates none of them.

@@ -33,6 +33,9 @@ export async function runFast(argv: string[], root: string, commands: HotCommand
   // TVIX_STORE_DEBUG switches on oclif's debug settings (its warnings printed), also the runtime's.
   if (scopedEnvVarKeys(pjson.oclif.bin, 'DEBUG').some((k) => process.env[k] !== undefined)) return false
   installQuickStdout()
+  // Once the event loop is empty (output written, the store closed), exit as process.exit does: a
+  // natural exit first tears down V8's heap, ~8 ms of CPU for the bundle's code here, for nothing.
+  if (!process.listeners('beforeExit').includes(exitNow)) process.once('beforeExit', exitNow)
   if (version) {
     process.stdout.write(userAgent(pjson) + '\n')
     return true
@@ -52,6 +55,8 @@ export async function runFast(argv: string[], root: string, commands: HotCommand
   }
   return true
 }
+
+const exitNow = (): never => process.exit()
 
 function beforeDashDash(argv: string[]): string[] {
   const end = argv.indexOf('--')

@@ -11,7 +11,7 @@ import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { BIN, REPO, cliEnv, runCli } from '../helpers/cli.js'
 import { type ProcessResult, runProcess } from '../helpers/spawn.js'
-import { TREES } from '../helpers/trees.js'
+import { randomBytes, TREES } from '../helpers/trees.js'
 
 const MAIN = path.join(REPO, 'dist/cli/main.js')
 const FAST = path.join(REPO, 'dist/fast-path.cjs')
@@ -22,13 +22,19 @@ const MISSING = '/nix/store/ix6ykgdrk4m9dfl0zl48d0nr88g02rxq-missing'
 const viaOclif = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(process.execPath, ['--input-type=module', '-e', `(await import(${JSON.stringify(MAIN)})).main(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)})`, JSON.stringify(argv)], { env, cwd: REPO })
 
+/** The bundle bin/run.js loads for this first word, else the one of all hot commands. */
+const bundleFor = (word = ''): string => {
+  const own = path.join(REPO, `dist/fast-path.${word.replace(/^-+/, '')}.cjs`)
+  return /^[a-z-]+$/.test(word) && fs.existsSync(own) ? own : FAST
+}
+
 /** The fast path alone, loaded and called as bin/run.js does; exit 99 and a note if it declined. */
 const viaFast = (argv: string[], env: Record<string, string>): Promise<ProcessResult> =>
   runProcess(
     process.execPath,
     [
       '-e',
-      `require(${JSON.stringify(LOADER)}).compileFastPath(${JSON.stringify(FAST)}).exports.run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`,
+      `require(${JSON.stringify(LOADER)}).compileFastPath(${JSON.stringify(bundleFor(argv[0]))}).exports.run(JSON.parse(process.argv[1]), ${JSON.stringify(REPO)}).then((taken) => { if (!taken) { process.stderr.write('declined'); process.exitCode = 99 } })`,
       JSON.stringify(argv),
     ],
     { env, cwd: REPO },
@@ -216,5 +222,42 @@ describe('the fast path answers as oclif does', () => {
         [['ls', '--store', store, p], { TVIX_STORE_DEBUG: '1' }],
       ].map(([argv, env]) => () => sameAnswer(argv as string[], env as Record<string, string> | undefined, false)),
     )
+  })
+})
+
+describe('what a short read loads', () => {
+  let dir: string
+  let store: string
+  let p: string
+  /** A preload that says, at exit, whether the native BLAKE3 binding was loaded. */
+  let preload: string
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fast-path-loads-'))
+    store = path.join(dir, 'store')
+    const tree = path.join(dir, 'tree')
+    // Past the first plain files, small blobs go into a bundle, whose index (~1.3 KiB here) a read checks.
+    fs.mkdirSync(path.join(tree, 'sub'), { recursive: true })
+    fs.writeFileSync(path.join(tree, 'sub', 'a.txt'), 'abc')
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(tree, `f${i}`), randomBytes(3000, i))
+    fs.writeFileSync(path.join(tree, 'large'), randomBytes(5000, 99))
+    const r = await runCli(['import', '--store', store, tree])
+    assert.equal(r.code, 0, r.stderr)
+    p = r.stdout.toString().trim()
+    preload = path.join(dir, 'report-native.cjs')
+    fs.writeFileSync(preload, "process.on('exit', () => { if (Object.keys(require.cache).some((k) => k.includes('blake-hash'))) process.stderr.write('native BLAKE3 loaded\\n') })\n")
+  })
+  after(() => fs.rmSync(dir, { recursive: true, force: true }))
+
+  const cat = (file: string) => runProcess(process.execPath, ['-r', preload, BIN, 'cat', '--store', store, `${p}/${file}`], { env: cliEnv(), cwd: REPO })
+
+  test('cat of a small file checks it, its Directories and its bundle in JavaScript; a file over 4 KiB loads the native binding', async () => {
+    const small = await cat('sub/a.txt')
+    assert.equal(small.code, 0, small.stderr)
+    assert.equal(small.stdout.toString(), 'abc')
+    assert.equal(small.stderr, '')
+    const large = await cat('large')
+    assert.equal(large.code, 0, large.stderr)
+    assert.ok(large.stdout.equals(randomBytes(5000, 99)))
+    assert.equal(large.stderr, 'native BLAKE3 loaded\n')
   })
 })
