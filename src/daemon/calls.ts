@@ -14,6 +14,7 @@ import {
   type ServerWritableStream,
 } from '@grpc/grpc-js'
 import { requireDigestLength } from '../castore/digest.js'
+import { frameMessages } from '../grpc/definitions.js'
 import { Status, StatusError, toStatus } from '../grpc/status.js'
 import { type Transfers, UNLIMITED, callDeadline, withinIdle } from './transfers.js'
 
@@ -74,17 +75,7 @@ export class FramedAnswer {
 
   /** `messages` (each encoded) framed into one fresh buffer. */
   static of(messages: readonly Uint8Array[]): FramedAnswer {
-    let size = 0
-    for (const m of messages) size += 5 + m.length
-    const framed = Buffer.allocUnsafe(size)
-    let at = 0
-    for (const m of messages) {
-      framed[at] = 0
-      framed.writeUInt32BE(m.length, at + 1)
-      framed.set(m, at + 5)
-      at += 5 + m.length
-    }
-    return new FramedAnswer(framed)
+    return new FramedAnswer(frameMessages(messages))
   }
 }
 

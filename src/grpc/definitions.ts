@@ -115,6 +115,24 @@ function blobChunkInScratch(v: unknown): Buffer {
 }
 
 /**
+ * Encoded messages, each with gRPC's 5-byte prefix (uncompressed, length),
+ * in one fresh buffer: one write, which HTTP/2 packs into full DATA frames.
+ */
+export function frameMessages(messages: readonly Uint8Array[]): Buffer {
+  let size = 0
+  for (const m of messages) size += 5 + m.length
+  const framed = Buffer.allocUnsafe(size)
+  let at = 0
+  for (const m of messages) {
+    framed[at] = 0
+    framed.writeUInt32BE(m.length, at + 1)
+    framed.set(m, at + 5)
+    at += 5 + m.length
+  }
+  return framed
+}
+
+/**
  * The gRPC prefix and protobuf head of a BlobChunk message with `size`
  * bytes of data, the data to follow: a daemon writing a Read's messages
  * onto HTTP/2 itself (DirectBytes), as blobChunkInScratch would frame them.

@@ -2,7 +2,7 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHt
 import net from 'node:net'
 import { finished } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
+import { BLOB_CHUNK_BYTES, frameMessages } from '../../grpc/definitions.js'
 import { Status } from '../../grpc/status.js'
 
 /**
@@ -107,7 +107,7 @@ export class H2Streams {
     }
     // Its errors (a reset, an abort) end the call's reading; none may go unhandled when nobody reads.
     stream.on('error', () => {})
-    if (request !== undefined) stream.end(frame(request instanceof Uint8Array ? [request] : request))
+    if (request !== undefined) stream.end(frameMessages(request instanceof Uint8Array ? [request] : request))
     if (this.active++ === 0) session.ref()
     const call: Call = { stream, session, messages: new MessageReader(this.maxMessageBytes), finish: () => {} }
     stream.once('response', (h) => (call.headers = h))
@@ -268,7 +268,7 @@ export class H2Streams {
       }
     } catch (e) {
       // Node may half-close the stream before its reset goes out: ABORT_MESSAGE first, so no daemon takes the cut-off stream for a whole one.
-      if (!over && stream.writable) await new Promise<void>((resolve) => stream.write(frame([ABORT_MESSAGE]), () => resolve()))
+      if (!over && stream.writable) await new Promise<void>((resolve) => stream.write(frameMessages([ABORT_MESSAGE]), () => resolve()))
       if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL)
       await ended
       throw e
@@ -292,21 +292,6 @@ const ABORT_MESSAGE = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])
 
 /** A call's request: one message, or the messages of a client stream already in memory (a batch). */
 type Request = Uint8Array | readonly Uint8Array[]
-
-/** The messages of a request, each with gRPC's 5-byte prefix, in one buffer: one write, one DATA frame where they fit. */
-function frame(messages: readonly Uint8Array[]): Buffer {
-  let size = 0
-  for (const m of messages) size += 5 + m.length
-  const framed = Buffer.allocUnsafe(size)
-  let at = 0
-  for (const m of messages) {
-    framed[at] = 0
-    framed.writeUInt32BE(m.length, at + 1)
-    framed.set(m, at + 5)
-    at += 5 + m.length
-  }
-  return framed
-}
 
 /** Messages of a client stream in flight at once (send()), each in a buffer that holds a blob chunk framed. */
 const SEND_BUFFERS = 4
