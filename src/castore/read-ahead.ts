@@ -62,8 +62,6 @@ interface Ahead {
   ready?: Uint8Array
 }
 
-const NO_BYTES = new Uint8Array(0)
-
 export interface ReadAhead {
   /** Serves `get` from the recursive Get and `open` from the files fetched ahead, falling back to `source` for anything else. */
   reader: TreeSource
@@ -109,14 +107,12 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     queueFile(f)
   }
   const queueFile = (f: FileNode) => {
-    if (stopOn.aborted) return
+    // No bytes, and the digest of no bytes: renderNar writes such a file without asking for it (a tree's
+    // empty files are one in ten), so it is not queued; were it asked for, it would be read as without us.
+    if (stopOn.aborted || (f.size === 0 && bytesEqual(f.digest, EMPTY_DIGEST))) return
     const small = f.size <= AHEAD_FILE_BYTES
     const entry: Ahead = { digest: f.digest, size: 0 }
-    if (f.size === 0 && bytesEqual(f.digest, EMPTY_DIGEST)) {
-      // No bytes, and the digest of no bytes: nothing to fetch or to check (a tree's empty files are one in ten).
-      entry.data = Promise.resolve(NO_BYTES)
-      entry.ready = NO_BYTES
-    } else if (small) {
+    if (small) {
       const hex = toHex(f.digest)
       const same = fetching.get(hex)
       if (same) {
