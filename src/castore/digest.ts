@@ -66,7 +66,7 @@ let checker: InstanceType<BlakeBinding['Blake3Hasher']> | undefined
  * per 64 KiB chunk).
  */
 export function b3Matches(data: Uint8Array, digest: Uint8Array): boolean {
-  if (binding === undefined && data.length <= 1024 && data.length <= jsBudget) return bytesEqual(b3(data), digest)
+  if (binding === undefined && data.length <= jsBudget) return bytesEqual(b3(data), digest)
   const h = (checker ??= new (blake().Blake3Hasher)())
   h.reset()
   h.update(buf(data))
