@@ -281,7 +281,7 @@ function rmTree(p: string): void {
 async function snapshotCli(dest: string): Promise<void> {
   // The fast-path bundles too (the hot commands' own and their caches): without them bin/run.js quietly runs everything through oclif, and start-up figures come out slow.
   const commands = ['import', 'export-nar', 'ls', 'cat', 'narinfo', 'copy', 'daemon', 'path-info']
-  const bundles = ['fast-path.cjs', 'fast-path.cjs.cache', 'fast-path.json', ...commands.flatMap((c) => [`fast-path.${c}.cjs`, `fast-path.${c}.cache`])]
+  const bundles = ['fast-path.json', ...commands.flatMap((c) => [`fast-path.${c}.cjs`, `fast-path.${c}.cache`])]
   const needed = [...commands.map((c) => path.join(REPO, 'dist/commands', `${c}.js`)), path.join(REPO, 'dist/backends/open-store.js'), ...bundles.map((f) => path.join(REPO, 'dist', f))]
   for (let attempt = 0; ; attempt++) {
     if (needed.every((f) => fs.existsSync(f))) {
