@@ -220,7 +220,8 @@ const { script, exports: fast } = compileFastPath(${JSON.stringify(path.resolve(
   process.exitCode = 0
 })()
 `
-  for (const word of firstWords) {
+  // gc's last, as in the list: its run empties the store the others' runs read.
+  for (const word of [...firstWords.filter((w) => w !== 'gc'), 'gc']) {
     const { bundle, cache } = fastPathFiles('dist', word)
     execFileSync(process.execPath, ['-e', warm(argvs.filter((a) => a[0] === word), bundle, path.resolve(cache))], { stdio: 'ignore' })
   }
