@@ -2,7 +2,7 @@
  * Codecs for tvix_store.ext.v1.BatchBlobService (protos/tvix_store/ext/v1):
  * our extension beside tvix's services, on the same wire helpers.
  */
-import { asBytes, asUint, encode } from '../proto/wire.js'
+import { asBytes, asUint, encode, varintLength, writeVarint } from '../proto/wire.js'
 import { decodeWith } from './messages.js'
 
 const EMPTY: Uint8Array = new Uint8Array(0)
@@ -111,15 +111,15 @@ export function frameReadBlobsResponse(out: Buffer, at: number, index: number, s
   // Fields in number order, zero and empty ones left out: as encode() writes them.
   if (index > 0) {
     out[at++] = 0x08
-    at = varint(out, at, index)
+    at = writeVarint(out, at, index)
   }
   if (state > 0) {
     out[at++] = 0x10
-    at = varint(out, at, state)
+    at = writeVarint(out, at, state)
   }
   if (size > 0) {
     out[at++] = 0x1a
-    at = varint(out, at, size)
+    at = writeVarint(out, at, size)
   }
   return at
 }
@@ -128,7 +128,7 @@ export function frameReadBlobsResponse(out: Buffer, at: number, index: number, s
 function bytesField(out: Buffer, at: number, tag: number, v: Uint8Array): number {
   if (v.length === 0) return at
   out[at++] = tag
-  at = varint(out, at, v.length)
+  at = writeVarint(out, at, v.length)
   out.set(v, at)
   return at + v.length
 }
@@ -137,17 +137,6 @@ function bytesFieldLength(v: Uint8Array): number {
   return v.length > 0 ? 1 + varintLength(v.length) + v.length : 0
 }
 
-function varintLength(v: number): number {
-  let n = 1
-  for (; v > 0x7f; v = Math.floor(v / 128)) n++
-  return n
-}
-
-function varint(out: Buffer, at: number, v: number): number {
-  for (; v > 0x7f; v = Math.floor(v / 128)) out[at++] = (v % 128) | 0x80
-  out[at++] = v
-  return at
-}
 
 export interface PutBlobsRequest {
   digest: Uint8Array

@@ -4,7 +4,7 @@
  * as the store's own messages. A oneof member is `undefined` when unset:
  * unlike a plain field, a set-but-empty member is meaningful.
  */
-import { type Field, asBytes, asUint, encode, fields } from '../proto/wire.js'
+import { type Field, asBytes, asUint, encode, fields, writeVarint } from '../proto/wire.js'
 
 const EMPTY: Uint8Array = new Uint8Array(0)
 
@@ -85,11 +85,8 @@ export const blobChunk = {
    * A sender that frames the data itself copies it once, or not at all.
    */
   head(out: Uint8Array, at: number, size: number): number {
-    out[at++] = 0x0a
-    for (let n = size; ; n = Math.floor(n / 128)) {
-      out[at++] = n > 0x7f ? (n % 128) | 0x80 : n
-      if (n <= 0x7f) return at
-    }
+    out[at] = 0x0a
+    return writeVarint(out, at + 1, size)
   },
   decode: (b: Uint8Array): Uint8Array =>
     decodeWith(b, { data: EMPTY }, (m, f) => {

@@ -19,11 +19,7 @@ export class Writer {
 
   varint(v: number): void {
     this.ensure(10)
-    while (v > 0x7f) {
-      this.buf[this.pos++] = (v % 128) | 0x80
-      v = Math.floor(v / 128)
-    }
-    this.buf[this.pos++] = v
+    this.pos = writeVarint(this.buf, this.pos, v)
   }
 
   private tag(field: number, wireType: number): void {
@@ -71,21 +67,14 @@ export class Writer {
     const at = ++this.pos
     write(this)
     const len = this.pos - at
-    const extra = varintLen(len) - 1
+    const extra = varintLength(len) - 1
     if (extra > 0) {
       this.ensure(extra)
       this.buf.copyWithin(at + extra, at, this.pos)
       this.pos += extra
     }
     // The length in the bytes kept for it (no ensure(): growing now would drop what follows pos).
-    let p = at - 1
-    for (let v = len; ; v = Math.floor(v / 128)) {
-      if (v <= 0x7f) {
-        this.buf[p] = v
-        break
-      }
-      this.buf[p++] = (v % 128) | 0x80
-    }
+    writeVarint(this.buf, at - 1, len)
   }
 
   finish(): Uint8Array {
@@ -94,13 +83,27 @@ export class Writer {
 }
 
 /** Bytes of `v` as a varint. */
-function varintLen(v: number): number {
+export function varintLength(v: number): number {
   let n = 1
   while (v > 0x7f) {
     v = Math.floor(v / 128)
     n++
   }
   return n
+}
+
+/**
+ * `v` as a varint written into `out` at `at` (room for varintLength(v)
+ * bytes assumed); returns where it ends. For senders that frame messages
+ * into buffers of their own (a daemon's batch answers, a Read's heads).
+ */
+export function writeVarint(out: Uint8Array, at: number, v: number): number {
+  while (v > 0x7f) {
+    out[at++] = (v % 128) | 0x80
+    v = Math.floor(v / 128)
+  }
+  out[at++] = v
+  return at
 }
 
 export function encode(write: (w: Writer) => void): Uint8Array {
