@@ -73,6 +73,15 @@ export interface BlobStage {
    */
   readonly putsAtOnce?: number
   put(src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo>
+  /**
+   * Puts a small buffer whose BLAKE3 the caller has just computed from it,
+   * if the stage can do that at once: the blob is already stored (or staged
+   * here), or the stage copies it into something of its own. Its info, or
+   * undefined and the caller put()s it. What this took keeps no reference
+   * to `data`, so an import's walk can read every small file into one
+   * buffer, and skips a chain of promises per file.
+   */
+  putNow?(data: Uint8Array, digest: B3Digest): BlobInfo | undefined
   commit(opts?: CallOptions): Promise<void>
   abort(opts?: CallOptions): Promise<void>
 }

@@ -455,6 +455,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     }
     return {
       put: (src, opts) => tracked(this.write(src, opts, written, opts?.digest, toBundle)),
+      // A small blob known or bundled needs no temp file, so no await: before init() has run once, the caller puts it.
+      putNow: (data, digest) => (this.root.initialized && data.length <= SMALL_BLOB ? this.storeSmallNow(data, digest, written, toBundle) : undefined),
       putChunks: async (digest, chunks, fetch, opts) => {
         opts?.signal?.throwIfAborted()
         const size = chunks.reduce((n, c) => n + c.size, 0)
@@ -528,6 +530,26 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   }
 
   /**
+   * A small blob stored without a temp file: one already in the store or
+   * written by this stage (`written`), or a new one the stage's bundle
+   * copies in. Undefined if it needs a file of its own.
+   */
+  private storeSmallNow(src: Uint8Array, digest: B3Digest, written?: Set<string>, toBundle?: ToBundle): Written | undefined {
+    const key = binaryKey(digest)
+    if (written?.has(key)) return { digest, size: src.length }
+    // Contents this small are never a pack of their own: a plain file, a chunk of some pack, or a bundle member.
+    if (this.storedSmall(digest)) {
+      this.rememberSize(toHex(digest), src.length)
+      return { digest, size: src.length }
+    }
+    if (toBundle?.(digest, src)) {
+      written?.add(key)
+      return { digest, size: src.length }
+    }
+    return undefined
+  }
+
+  /**
    * `known`: the BLAKE3 of a small buffer `src`, computed by the caller
    * from these bytes (StagePutOptions.digest). `toBundle`: a stage's
    * bundle, which takes a new small blob (true) or leaves it to a temp file.
@@ -536,17 +558,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   private async writeTemp(src: ByteSource, written?: Set<string>, reused = false, known?: B3Digest, toBundle?: ToBundle): Promise<Written> {
     if (src instanceof Uint8Array && src.length <= SMALL_BLOB) {
       const digest = known ?? b3(src)
-      const key = binaryKey(digest)
-      if (written?.has(key)) return { digest, size: src.length }
-      // Contents this small are never a pack of their own: a plain file, a chunk of some pack, or a bundle member.
-      if (this.storedSmall(digest)) {
-        this.rememberSize(toHex(digest), src.length)
-        return { digest, size: src.length }
-      }
-      if (toBundle?.(digest, src)) {
-        written?.add(key)
-        return { digest, size: src.length }
-      }
+      const now = this.storeSmallNow(src, digest, written, toBundle)
+      if (now) return now
       const tmp = this.root.tempPath()
       try {
         fsSync.writeFileSync(tmp, src, { flag: 'wx', mode: 0o444 })
@@ -555,7 +568,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         await this.root.discard(tmp)
         throw e
       }
-      written?.add(key)
+      written?.add(binaryKey(digest))
       return { digest, size: src.length, tmp }
     }
     // A stream: look at its first SMALL_BLOB + 1 bytes to know which kind it is.

@@ -85,6 +85,8 @@ export class LocalRoot {
   private cleanupRegistered = false
   private version = 0
   private ready: Promise<void> | undefined
+  /** init() has succeeded: writes may go ahead without awaiting it. */
+  initialized = false
   /** The store's marker was found or written. */
   private exists = false
   /** Where temp files go while the store does not exist (stagingDir); `made` is the first folder we created for it. */
@@ -234,6 +236,7 @@ export class LocalRoot {
         await this.sync()
         this.version = FORMAT.version
       }
+      this.initialized = true
     })()
     return this.ready
   }
