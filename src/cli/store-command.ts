@@ -1,7 +1,7 @@
 import { Command } from '@oclif/core/command'
 import * as Flags from '@oclif/core/flags'
 import type { Interfaces } from '@oclif/core'
-import { type ClientSecurity, openStore } from '../backends/open-store.js'
+import { type ClientSecurity, openStore, storeLabel } from '../backends/open-store.js'
 import { BackendError, NoSpaceError, StoreError, isNoSpace, systemMessage } from '../errors.js'
 import type { Caller } from '../ops/require-capability.js'
 import { DEFAULT_STORE_DIR } from '../store/store-path.js'
@@ -127,6 +127,12 @@ export abstract class StoreCommand<T extends typeof Command> extends Command {
   /** TLS trust and token for remote stores, read once (also for the URLs a command opens itself, copy's --from and --to). */
   protected clientSecurity(): ClientSecurity {
     return (this.security ??= clientSecurity(this.flags))
+  }
+
+  /** The store's name that stays the same between runs (keys what import-cache.ts keeps): a local store's folder, else the URL its PathInfos come from. */
+  protected storeScope(): string {
+    const f = this.flags
+    return storeLabel(f['path-info-service-addr'] ?? f.store)
   }
 
   /** How an op refusing a capability the store lacks names the command and the store (`store`: a URL other than --store's). */

@@ -6,6 +6,7 @@ import { importProgress } from '../cli/progress.js'
 import { StoreCommand } from '../cli/store-command.js'
 import { BackendError, NotFoundError, UsageError, systemMessage } from '../errors.js'
 import { importNar } from '../ops/import-nar.js'
+import { ImportCache } from '../ops/import-cache.js'
 import { importPath } from '../ops/import-paths.js'
 import type { Imported } from '../ops/register.js'
 import { type PathInfoJson, pathInfoJson } from '../store/path-info-json.js'
@@ -30,6 +31,11 @@ export default class Import extends StoreCommand<typeof Import> {
     name: Flags.string({ summary: 'Store path name (default: the last component of PATH).' }),
     nar: Flags.string({ summary: 'Import a NAR from FILE, or from stdin with "-".', helpValue: 'FILE|-' }),
     root: Flags.string({ summary: 'Register a GC root NAME for the imported path, in the same step (local stores).', helpValue: 'NAME' }),
+    rehash: Flags.boolean({
+      summary: 'Read and hash every file, even of a tree unchanged since you last imported it.',
+      description:
+        'A tree imported before is not read again while every entry looks the same to lstat (device, inode, mode, size, mtime, ctime) and the store still has its path: the fingerprint is kept in $XDG_CACHE_HOME/tvix-store/imports. Entries changed within 2 s before an import are not trusted to look different after a change.',
+    }),
   }
 
   async run(): Promise<PathInfoJson[]> {
@@ -80,7 +86,8 @@ export default class Import extends StoreCommand<typeof Import> {
       return results
     }
     try {
-      for (const p of paths) done(await importPath(store, p, { name, onProgress: (b, f) => progress.update(b, f) }))
+      const cache = { cache: ImportCache.forUser(), scope: this.storeScope() }
+      for (const p of paths) done(await importPath(store, p, { name, cache, rehash: this.flags.rehash, onProgress: (b, f) => progress.update(b, f) }))
     } finally {
       progress.stop()
     }

@@ -9,6 +9,7 @@ import { stageDirectory, type TreeObserver, type TreeStage } from '../castore/tr
 import { InvalidInputError } from '../errors.js'
 import { BufferPool } from '../util/buffer-pool.js'
 import { NarEncoder } from './nar/encoder.js'
+import { listDir, type TreeFingerprint } from './tree-fingerprint.js'
 
 export interface IngestProgress {
   (bytes: number, files: number): void
@@ -43,6 +44,8 @@ const SLASH = Buffer.from('/')
 export interface IngestOptions extends CallOptions {
   /** Told of every file and Directory as it is staged. */
   observe?: TreeObserver
+  /** Fed every entry's name and stats, as the walk meets them (a later import may find the tree unchanged: import-cache.ts). */
+  fingerprint?: TreeFingerprint
 }
 
 export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: IngestProgress, opts: IngestOptions = {}): Promise<IngestResult> {
@@ -50,7 +53,7 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
   // Each piece is hashed before the sink returns: the encoder fills the same buffer again.
   const nar = new NarEncoder((c) => sha.update(c), { reuse: 'sink' })
   const { blobs: stage, directories } = tree
-  const { observe, ...callOpts } = opts
+  const { observe, fingerprint, ...callOpts } = opts
   const pending = new Set<Promise<unknown>>()
   const maxPending = stage.putsAtOnce ?? MAX_PENDING_WRITES
   let pendingBytes = 0
@@ -77,6 +80,7 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
   /** A regular file; `fd`, if given, is open on it (closed here). */
   async function file(p: Buffer, st: fs.Stats, fd?: number): Promise<Node> {
     const executable = (st.mode & 0o100) !== 0
+    fingerprint?.leaf(st)
     if (st.size <= SMALL_FILE) {
       // Read into the walk's one buffer: what the stage does not take at once is copied out for its put.
       const data = st.size === 0 ? EMPTY : readSmall(p, fd, st.size)
@@ -110,6 +114,7 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
   async function leaf(p: Buffer, st: fs.Stats): Promise<Node> {
     if (st.isSymbolicLink()) {
       const target = fs.readlinkSync(p, { encoding: 'buffer' })
+      fingerprint?.leaf(st)
       nar.symlink(target)
       return { kind: 'symlink', name: EMPTY, target }
     }
@@ -161,6 +166,7 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
           const st = listed?.isDirectory() ? undefined : fs.lstatSync(p)
           if (!st || st.isDirectory()) {
             nar.directory()
+            fingerprint?.directory()
             open.push({ path: p, entries: listDir(p), next: 0, dir: new DirectoryEncoder() })
           } else {
             done = await leaf(p, st)
@@ -179,9 +185,11 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
         listed = top.entries[top.next++]!
         const name = (top.name = Buffer.from(listed.name, 'latin1'))
         nar.entry(name)
+        fingerprint?.name(name)
         p = Buffer.concat([top.path, SLASH, name])
       } else {
         nar.endDirectory()
+        fingerprint?.endDirectory()
         open.pop()
         // Staged now (its bytes spilled or kept encoded): the ingest holds no Directory it has finished.
         done = await stageDirectory(directories, top.dir, observe)
@@ -200,16 +208,6 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
     await Promise.allSettled(pending)
     throw e
   }
-}
-
-/**
- * A folder's entries with their types, sorted bytewise by name (NAR order).
- * Names as latin1 strings, a byte a character (any bytes, exactly; their
- * order is the bytes' order): a Buffer each, held while the folder is
- * walked, is ~200 bytes more per entry of a folder of 100,000.
- */
-function listDir(p: Buffer): fs.Dirent[] {
-  return fs.readdirSync(p, { encoding: 'latin1', withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
 }
 
 /** The buffer small files are read into, one after another: valid until the next read. */

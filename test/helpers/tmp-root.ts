@@ -11,6 +11,8 @@ import path from 'node:path'
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-test-'))
 process.env.TMPDIR = root
+// What the CLI caches per user (import fingerprints) stays with the test, not in the home folder.
+process.env.XDG_CACHE_HOME = path.join(root, 'cache')
 process.on('exit', () => {
   try {
     fs.rmSync(root, { recursive: true, force: true })
