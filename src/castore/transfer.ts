@@ -1,4 +1,5 @@
-import { type BlobInfo, type BlobService, type BlobStage, chunkwiseCheckable, hasChunkLists, readAll, readsLocally, stageOrWriteThrough, verifyBlob } from './blob-service.js'
+import { type BlobInfo, type BlobService, type BlobStage, type ImmediateReads, chunkwiseCheckable, hasChunkLists, iterateSource, readAll, readsLocally, stageOrWriteThrough, verifyBlob } from './blob-service.js'
+import { lentSource } from './reusable-source.js'
 import { LARGER, type WholeReads } from './read-ahead.js'
 import { chunksFrom, hasChunkedPuts } from './chunk-transfer.js'
 import { type B3Digest, b3Display, bytesEqual, toHex } from './digest.js'
@@ -63,7 +64,10 @@ export async function blobSource(from: BlobService, to: BlobService, d: B3Digest
     })
   }
   if (held.size === 0) {
-    const src = await from.open(d)
+    // A local source lends its read buffers (no fresh memory per piece); a target that does not know the contract gets copies (ReusableSource).
+    const lent = (from as Partial<ImmediateReads>).openNow?.call(from, d, undefined, true)
+    if (lent !== undefined && !(lent instanceof Uint8Array)) return lentSource(counted(lent, fetched))
+    const src = lent ? iterateSource(lent) : await from.open(d)
     return src && counted(src, fetched)
   }
   async function* assembled(): AsyncGenerator<Uint8Array> {

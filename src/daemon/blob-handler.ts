@@ -2,7 +2,7 @@ import type { UntypedServiceImplementation } from '@grpc/grpc-js'
 import type { ImmediateReads } from '../castore/blob-service.js'
 import { B3_LEN, b3Display, toHex } from '../castore/digest.js'
 import { ConflictError } from '../errors.js'
-import { BLOB_CHUNK_BYTES, blobChunkFrameHead } from '../grpc/definitions.js'
+import { BLOB_CHUNK_BYTES, MAX_MESSAGE_BYTES, blobChunkFrameHead } from '../grpc/definitions.js'
 import { blobChunk, digestMessage, statBlobRequest } from '../grpc/messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import type { Store } from '../store/store.js'
@@ -13,6 +13,9 @@ import { foundAndHeld, type RootsOf } from './temp-roots.js'
 import { type Transfers, UNLIMITED } from './transfers.js'
 import { inWriteSession } from '../store/capabilities.js'
 import { formatSize } from '../util/size.js'
+import { BufferPool } from '../util/buffer-pool.js'
+import { lentSource } from '../castore/reusable-source.js'
+import { putData } from './put-data.js'
 
 /**
  * tvix.castore.v1.BlobService over any BlobService (SPEC 3.2). `window`:
@@ -71,10 +74,12 @@ export function blobHandler(
     // Kept by a temp root until the client's PathInfo (a later call) refers to it.
     // A small blob (all of it within SMALL_PUT) goes to the window, answered once staged; a larger one is
     // final when answered: written and committed in a write session of its own (its pack may borrow chunks).
-    Put: clientStream('BlobService/Put', log, blobChunk.decode, async (sent, signal, call) => {
+    // Its data read straight off HTTP/2 where grpc-js lets us (putData): lent pieces of a reused buffer.
+    Put: clientStream('BlobService/Put', log, blobChunk.decode, async (sent, signal, call, lent) => {
       const chunks = atMost(sent, maxBlobSize)
-      return put(window ? await smallOrStream(chunks) : chunks, signal, call)
-    }, transfers),
+      if (!window) return put(lent ? lentSource(chunks) : chunks, signal, call)
+      return put(await smallOrStream(chunks, lent), signal, call)
+    }, transfers, pooledPutData),
   }
 }
 
@@ -99,27 +104,57 @@ export function blobPutter(store: Store, rootsOf: RootsOf, window?: PutWindow) {
 
 /** Blobs up to this size go through the put window: a local store's small blobs (plain files or bundle members). */
 export const SMALL_PUT = 1 << 20
+/**
+ * Bytes of Put data a daemon's reader hands on at once (putData): a bit
+ * more than SMALL_PUT, so the first piece of a blob the window does not
+ * take already says so, and is passed on without a copy.
+ */
+const PUT_BUFFER = SMALL_PUT + (64 << 10)
 
 /**
  * A Put's whole data if it ends within SMALL_PUT bytes; else its messages
  * as a stream (those read so far first). Reading to the end also tells
- * that the call was not cancelled: the messages throw if it was.
+ * that the call was not cancelled: the messages throw if it was. `lent`:
+ * each message is valid until the next is asked for (putData): what is
+ * held is copied, and the stream is a ReusableSource.
  */
-async function smallOrStream(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array | AsyncIterable<Uint8Array>> {
+async function smallOrStream(chunks: AsyncIterable<Uint8Array>, lent: boolean): Promise<Uint8Array | AsyncIterable<Uint8Array>> {
   const it = chunks[Symbol.asyncIterator]()
   const head: Uint8Array[] = []
   let size = 0
   for (;;) {
     const r = await it.next()
     if (r.done) return head.length === 1 ? head[0]! : Buffer.concat(head, size)
-    head.push(r.value)
     size += r.value.length
+    // A lent piece that makes the blob large is passed on as it is (putData's first piece of a large blob: nothing copied).
+    if (size > SMALL_PUT && lent) {
+      const rest = (async function* () {
+        yield* head.splice(0)
+        yield r.value
+        for (let next = await it.next(); !next.done; next = await it.next()) yield next.value
+      })()
+      return lentSource(rest)
+    }
+    head.push(lent ? Buffer.from(r.value) : r.value)
     if (size > SMALL_PUT) break
   }
   return (async function* () {
     yield* head.splice(0)
     for (let r = await it.next(); !r.done; r = await it.next()) yield r.value
   })()
+}
+
+/** Buffers Put data is read into (putData), kept from one Put to the next: each fresh one would cost its page faults. */
+const putBuffers = new BufferPool(PUT_BUFFER, 2)
+
+/** putData into a pooled buffer, given back once the Put has read its last piece (or stopped). */
+async function* pooledPutData(pieces: AsyncIterable<Buffer>): AsyncGenerator<Uint8Array> {
+  const buf = putBuffers.take()
+  try {
+    yield* putData(pieces, buf, MAX_MESSAGE_BYTES)
+  } finally {
+    putBuffers.give(buf)
+  }
 }
 
 /** `chunks`, failing with RESOURCE_EXHAUSTED once they add up to more than `max` bytes. */

@@ -14,6 +14,7 @@ import {
   type ServerWritableStream,
 } from '@grpc/grpc-js'
 import { requireDigestLength } from '../castore/digest.js'
+import { dataPieces } from '../grpc/data-pieces.js'
 import { frameMessages } from '../grpc/definitions.js'
 import { Status, StatusError, toStatus } from '../grpc/status.js'
 import { type Transfers, UNLIMITED, callDeadline, withinIdle } from './transfers.js'
@@ -181,11 +182,38 @@ class FlushWindow {
   }
 }
 
+/** What we read of grpc-js's base call (BaseServerInterceptingCall): its HTTP/2 stream and the request's grpc-encoding. */
+interface BaseCall {
+  stream?: ServerHttp2Stream
+  incomingEncoding?: string
+}
+
+/** grpc-js's base call under a call, if this grpc-js version still has it where we look. */
+function baseCallOf(call: object): BaseCall | undefined {
+  // With server interceptors, grpc-js wraps its base call once more.
+  const inner = (call as { call?: BaseCall & { nextCall?: BaseCall } }).call
+  return inner?.stream ? inner : inner?.nextCall
+}
+
 /** grpc-js's HTTP/2 stream under a call, if this grpc-js version still has it where we look. */
 export function http2StreamOf(call: object): ServerHttp2Stream | undefined {
-  // With server interceptors, grpc-js wraps its base call once more.
-  const inner = (call as { call?: { stream?: ServerHttp2Stream; nextCall?: { stream?: ServerHttp2Stream } } }).call
-  return inner?.stream ?? inner?.nextCall?.stream
+  return baseCallOf(call)?.stream
+}
+
+/**
+ * A client stream's HTTP/2 stream, taken from grpc-js to be read
+ * directly (DirectRequests): grpc-js's own reader of its DATA is removed,
+ * so it decodes none of it (it still sends the answer and the status).
+ * Undefined, and grpc-js reads the call, where this grpc-js's stream cannot
+ * be found, its reader is not the one we know (one listener, the stream
+ * paused until the handler reads), or the request is compressed.
+ */
+function takeRequestStream(call: object): ServerHttp2Stream | undefined {
+  const base = baseCallOf(call)
+  const h2 = base?.stream
+  if (!h2 || h2.destroyed || base.incomingEncoding !== 'identity' || h2.listenerCount('data') !== 1 || !h2.isPaused()) return undefined
+  h2.removeAllListeners('data')
+  return h2
 }
 
 /**
@@ -314,38 +342,78 @@ async function pingBarrier(call: object): Promise<void> {
   })
 }
 
-/** A heavy client stream holds one of `transfers`' slots while it runs. */
+/**
+ * How a client stream's requests may skip grpc-js (a blob Put's data):
+ * the call's HTTP/2 DATA pieces, as they come, turned into what the
+ * handler reads, lent (each valid until the next is asked for). It must
+ * check each message as grpc-js and the decoder would (size, protobuf)
+ * and fail on a stream that ends inside one.
+ */
+export type DirectRequests<Req> = (pieces: AsyncIterable<Buffer>) => AsyncIterable<Req>
+
+/**
+ * A heavy client stream holds one of `transfers`' slots while it runs.
+ * `direct`: its requests are read off the HTTP/2 stream (DirectRequests)
+ * where grpc-js lets us; `fn` is told so by `lent`.
+ */
 export function clientStream<Req, Res>(
   method: string,
   log: Log,
   decode: (b: Uint8Array) => Req,
-  fn: (reqs: AsyncIterable<Req>, signal: AbortSignal, call: object) => Promise<Res>,
+  fn: (reqs: AsyncIterable<Req>, signal: AbortSignal, call: object, lent: boolean) => Promise<Res>,
   transfers: Transfers = UNLIMITED,
+  direct?: DirectRequests<Req>,
 ): handleClientStreamingCall<Buffer, Res> {
   return (call: ServerReadableStream<Buffer, Res>, callback) => {
     const signal = cancelSignal(call)
+    const h2 = direct && takeRequestStream(call)
     async function* messages(): AsyncGenerator<Req> {
-      // Not destroying the call when the loop ends: grpc-js ends it itself.
-      const it = call.iterator({ destroyOnReturn: false })
       const deadline = callDeadline(transfers.limits)
-      for (;;) {
-        const r = await withinIdle(it.next(), transfers.limits.callIdleMs, 'the client sent nothing')
-        if (r.done || signal.aborted) break
-        deadline.check()
-        yield decode(r.value as Buffer)
+      /** What the client sends, each step within the idle timeout and the call's deadline: grpc-js's messages, or (direct) DATA pieces. */
+      async function* paced<T>(it: AsyncIterator<T>): AsyncGenerator<T> {
+        try {
+          for (;;) {
+            const r = await withinIdle(it.next(), transfers.limits.callIdleMs, 'the client sent nothing')
+            if (r.done) return
+            deadline.check()
+            yield r.value
+          }
+        } finally {
+          // The direct reader stops listening to the stream. Not waited for: after a timeout, `it` still waits for the client (its return() runs once the call is torn down).
+          it.return?.()?.catch(() => {})
+        }
+      }
+      if (h2) {
+        try {
+          for await (const m of direct!(paced(dataPieces(h2)[Symbol.asyncIterator]()))) {
+            if (signal.aborted) break
+            yield m
+          }
+        } catch (e) {
+          // Read directly, a reset stream fails the read (grpc-js ends its messages instead): the client cancelled.
+          if (!h2.readableEnded && (h2.destroyed || h2.closed)) throw cancelledError()
+          throw e
+        }
+      } else {
+        // Not destroying the call when the loop ends: grpc-js ends it itself.
+        for await (const m of paced(call.iterator({ destroyOnReturn: false }))) {
+          if (signal.aborted) break
+          yield decode(m as Buffer)
+        }
       }
       // A cancelled call is destroyed without an error, which ends the loop
       // like the client's half-close would. And a Node client that cancels
       // half-closes first, its RST_STREAM following a write later: give that
       // one I/O turn to arrive before calling the stream complete.
-      if (call.readableEnded && !signal.aborted) await pingBarrier(call)
-      if (signal.aborted || !call.readableEnded) throw cancelledError()
+      const ended = () => (h2 ?? call).readableEnded
+      if (ended() && !signal.aborted) await pingBarrier(call)
+      if (signal.aborted || !ended()) throw cancelledError()
     }
     let release: (() => void) | undefined
     Promise.resolve()
       .then(async () => {
         release = await transfers.acquire(signal)
-        return fn(messages(), signal, call)
+        return fn(messages(), signal, call, h2 !== undefined)
       })
       .then(
         (res) => callback(null, res),

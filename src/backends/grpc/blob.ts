@@ -21,6 +21,7 @@ import type { CallOptions } from '../../util/call-options.js'
 import { LARGER } from '../../castore/read-ahead.js'
 import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
+import { isReusable } from '../../castore/reusable-source.js'
 import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE } from './blob-batches.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
@@ -182,8 +183,10 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
     let size = 0
     // Each message as its head and a view of the data: copied once, into the framed buffer that is sent.
     const head = new Uint8Array(16)
+    // Each piece is hashed and copied out before the next is asked for: a source's reused buffers will do.
+    const pieces = isReusable(src) ? src.reusing() : iterateSource(src)
     async function* messages(): AsyncGenerator<readonly Uint8Array[]> {
-      for await (const c of iterateSource(src)) {
+      for await (const c of pieces) {
         h.update(c)
         size += c.length
         for (let i = 0; i < c.length; i += BLOB_CHUNK_BYTES) {

@@ -1,7 +1,7 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import net from 'node:net'
-import { finished } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { dataPieces } from '../../grpc/data-pieces.js'
 import { BLOB_CHUNK_BYTES, frameMessages } from '../../grpc/definitions.js'
 import { Status } from '../../grpc/status.js'
 
@@ -135,7 +135,7 @@ export class H2Streams {
       try {
         try {
           // A refused stream yielded nothing (no response came), so it may be sent again.
-          for await (const piece of pieces(call.stream)) yield* call.messages.push(piece)
+          for await (const piece of dataPieces(call.stream)) yield* call.messages.push(piece)
         } catch (e) {
           if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) {
             await sleep(RETRY_MS * attempt)
@@ -380,57 +380,6 @@ function refusedUnanswered(call: Call, signal?: AbortSignal): boolean {
 const greeted = new WeakSet<ClientHttp2Session>()
 /** Pause before a refused call goes again, times its attempt: a daemon at its limits gets a moment. */
 const RETRY_MS = 50
-
-/** Bytes of a response received and not yet taken before its stream is paused (pieces()). */
-const PIECES_AHEAD = 1 << 20
-
-/**
- * A response's DATA pieces one by one, as HTTP/2 gave them. Not the
- * stream's own async iterator: its read() joins all that is buffered into
- * one fresh buffer, and a consumer slower than the link (a copy writing to
- * disk) then took pieces of up to the stream's 16 MiB window, each a new
- * allocation (a 1 GiB copy from a daemon: ~1 s of fromList plus ~1.4 s of
- * GC). Ends and fails as that iterator does (finished()).
- */
-async function* pieces(stream: ClientHttp2Stream): AsyncGenerator<Buffer> {
-  const queue: Buffer[] = []
-  let next = 0
-  let queued = 0
-  let wake: (() => void) | undefined
-  let ended = false
-  let failure: unknown
-  const onData = (piece: Buffer) => {
-    queue.push(piece)
-    queued += piece.length
-    if (queued >= PIECES_AHEAD) stream.pause()
-    wake?.()
-  }
-  stream.on('data', onData)
-  finished(stream, { writable: false }).then(
-    () => void (ended = true),
-    (e: unknown) => void (failure = e ?? new Error('the stream failed')),
-  ).finally(() => wake?.())
-  try {
-    for (;;) {
-      if (next < queue.length) {
-        const piece = queue[next]!
-        queue[next++] = EMPTY_PIECE
-        if (next === queue.length) queue.length = next = 0
-        queued -= piece.length
-        if (queued < PIECES_AHEAD && stream.isPaused()) stream.resume()
-        yield piece
-        continue
-      }
-      if (failure !== undefined) throw failure
-      if (ended) return
-      await new Promise<void>((resolve) => (wake = resolve))
-      wake = undefined
-    }
-  } finally {
-    stream.off('data', onData)
-  }
-}
-const EMPTY_PIECE = Buffer.alloc(0)
 
 /** The connection failed or the stream was reset under the call. */
 function streamFailure(e: unknown, signal?: AbortSignal): unknown {

@@ -509,8 +509,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
     const reused = isReusable(src)
     const source = abortableSource(reused ? src.reusing() : src, opts)
     await this.root.init()
-    // Its size known to be over SMALL_BLOB, no head is needed to tell: a pack.
-    if (reused && src.size > SMALL_BLOB) return this.writePack(callerInput(iterateSource(source)))
+    // Its size known to be over SMALL_BLOB, no head is needed to tell: a pack. Unknown (a daemon's upload), the head tells.
+    if (reused && src.size !== undefined && src.size > SMALL_BLOB) return this.writePack(callerInput(iterateSource(source)))
     return this.writeTemp(source, written, reused, known, toBundle)
   }
 

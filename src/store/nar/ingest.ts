@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { ReusableSource } from '../../castore/reusable-source.js'
+import { lentSource } from '../../castore/reusable-source.js'
 import type { Node } from '../../castore/node.js'
 import { DirectoryEncoder } from '../../castore/proto.js'
 import { stageDirectory, type TreeStage } from '../../castore/tree-stage.js'
@@ -40,7 +40,7 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, tree: TreeStage,
   try {
     const root = await readNar<Node>(reader, {
       async file(executable, size, contents) {
-        const info = await tree.blobs.put(size <= WHOLE_FILE ? await wholeFile(contents, reused) : reused ? reusableContents(contents, size) : contents, callOpts)
+        const info = await tree.blobs.put(size <= WHOLE_FILE ? await wholeFile(contents, reused) : reused ? lentSource(contents, size) : contents, callOpts)
         observe?.file(info.digest, size)
         return { kind: 'file', name: EMPTY, digest: info.digest, size, executable }
       },
@@ -67,19 +67,4 @@ async function wholeFile(contents: AsyncIterable<Uint8Array>, reused: boolean): 
   const pieces: Uint8Array[] = []
   for await (const p of contents) pieces.push(reused ? Buffer.from(p) : p)
   return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)
-}
-
-/**
- * A large file's contents from a source that reuses its buffers, for the
- * stage: a stage that knows the contract (the local store: it copies what
- * it keeps) takes the views, any other gets a copy of each piece.
- */
-function reusableContents(contents: AsyncIterable<Uint8Array>, size: number): ReusableSource {
-  return {
-    size,
-    reusing: () => contents,
-    async *[Symbol.asyncIterator]() {
-      for await (const p of contents) yield Buffer.from(p)
-    },
-  }
 }
