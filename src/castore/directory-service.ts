@@ -64,6 +64,12 @@ export interface DirectoryStage {
   /** Makes everything put visible, in the order it was put (leaves first). */
   commit(opts?: CallOptions): Promise<void>
   abort(opts?: CallOptions): Promise<void>
+  /**
+   * Makes what was put so far durable without making it visible (where a
+   * backend writes temp files first), so that commit, called next, waits
+   * on the disk once instead of twice; run while the blobs commit.
+   */
+  prepare?(): Promise<void>
 }
 
 /** A stage for backends that keep Directories in memory or send them on: held, then one putClosure. */

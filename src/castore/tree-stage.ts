@@ -25,9 +25,13 @@ export function stageTree(store: { blobs: BlobService; directories: DirectorySer
   return { blobs: stageOrWriteThrough(store.blobs), directories: store.directories.stage() }
 }
 
-/** Blobs first, then the Directories leaves first: nothing visible names what is not stored. */
+/**
+ * Blobs first, then the Directories leaves first: nothing visible names
+ * what is not stored. The Directories' bytes are made durable while the
+ * blobs commit (nothing visible changes), so theirs waits only on the renames.
+ */
 export async function commitTreeStage(stage: TreeStage): Promise<void> {
-  await stage.blobs.commit()
+  await Promise.all([stage.blobs.commit(), stage.directories.prepare?.()])
   await stage.directories.commit()
 }
 

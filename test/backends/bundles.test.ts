@@ -97,6 +97,43 @@ describe('bundles of small blobs', { skip: SKIP }, () => {
     assert.ok((await narOf(await openLocalStore(root), got.storePath)).equals(nar))
   })
 
+  test('more than 16 new small files: all in the bundle, in NAR order, no plain file; 16 or fewer: plain files, no bundle', async () => {
+    /** A folder of `count` files named in NAR order with distinct contents of `size(i)` bytes; the contents in that order. */
+    const flat = (count: number, size: (i: number) => number) => {
+      const dir = scratch()
+      const contents = [...Array(count).keys()].map((i) => randomBytes(size(i), 0x5100 + i))
+      contents.forEach((c, i) => fs.writeFileSync(path.join(dir, `f${String(i).padStart(3, '0')}`), c))
+      return { dir, contents }
+    }
+    const bundleData = (root: string) => {
+      const [only] = bundles(root)
+      return fs.readFileSync(path.join(root, 'blobs', 'bundles', only!))
+    }
+    // 40 files: the first 16 are held, then go into the bundle ahead of the rest, so it is the NAR's files in order.
+    const many = flat(40, (i) => 100 + i)
+    const root = scratch()
+    const got = await importPath(await openLocalStore(root), many.dir)
+    assert.equal(got.storePath, nix.add(many.dir))
+    assert.deepEqual(plainBlobs(root), [])
+    assert.equal(bundles(root).length, 1)
+    const all = Buffer.concat(many.contents)
+    assert.ok(bundleData(root).subarray(0, all.length).equals(all))
+    // 16 files: plain files only, as before.
+    const few = flat(16, (i) => 100 + i)
+    const root2 = scratch()
+    await importPath(await openLocalStore(root2), few.dir)
+    assert.equal(plainBlobs(root2).length, 16)
+    assert.deepEqual(bundles(root2), [])
+    // The first small files beyond 1 MiB held stay plain files, written as they come: a stage never holds more.
+    const large = flat(20, (i) => (i < 4 ? 400 << 10 : 100 + i))
+    const root3 = scratch()
+    const got3 = await importPath(await openLocalStore(root3), large.dir)
+    assert.equal(plainBlobs(root3).length, 2)
+    assert.equal(bundleMembers(root3), 18)
+    assert.ok((await narOf(await openLocalStore(root3), got3.storePath)).equals(NixStore.dump(large.dir)))
+    await assertClean(await openLocalStore(root3))
+  })
+
   test('a version 3 store (plain files only) is read as it is, and its first write adds bundles and marks it version 4', async () => {
     const root = scratch()
     const old = smallTree(6, (i) => `old ${i}\n`, false)

@@ -44,11 +44,20 @@ const sharing = (file: string): true | 'shared' => (fsSync.statSync(file, { thro
 /** Packs held open at most for reads of single chunks. */
 const MAX_OPEN_PACKS = 32
 /**
- * A stage writes its first small blobs as plain files, the rest into one
- * bundle: an import of a few files costs no bundle (and stores of many
- * small imports no pile of tiny bundles for every lookup to search).
+ * A stage that stores at most this many new small blobs writes them as
+ * plain files; more go into one bundle, the first ones too: an import of a
+ * few files costs no bundle (and stores of many small imports no pile of
+ * tiny bundles for every lookup to search), and one of many costs one
+ * file to sync and rename, not that many more (each an fsync of the file
+ * and of its folder at commit).
  */
 const PLAIN_FIRST = 16
+/**
+ * The first small blobs are held in memory (copies) until the stage knows
+ * which they become, up to this many bytes; past it they go to plain temp
+ * files at once, as before, so a stage never holds more than this.
+ */
+const HELD_BYTES = 1 << 20
 /**
  * A bundle is finished, and the stage's next small blobs go to a new one,
  * at this many members or bytes: the index a stage holds for it, and what
@@ -413,17 +422,53 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
      */
     const written = new Set<string>()
     const inFlight = new Set<Promise<Written>>()
-    /** The small blobs after the first PLAIN_FIRST, written into a bundle (the last of `bundles`, the others full and finished) published by commit. */
+    /** The small blobs past the first PLAIN_FIRST (and those held), written into a bundle (the last of `bundles`, the others full and finished) published by commit. */
     let bundles: Array<{ writer: BundleWriter; name?: string }> = []
     let small = 0
-    const toBundle: ToBundle = (digest, data) => {
-      if (small++ < PLAIN_FIRST) return false
+    /** Of the first PLAIN_FIRST small blobs, those held (in order) until a bundle takes them or commit writes them as plain files. */
+    let held: Array<{ digest: B3Digest; data: Buffer }> = []
+    let heldBytes = 0
+    const intoBundle = (digest: B3Digest, data: Uint8Array) => {
       let open = bundles.at(-1)
       if (!open || open.name !== undefined) bundles.push((open = { writer: BundleWriter.create(this.root.tempPath()) }))
       open.writer.add(digest, data)
       // A full bundle is finished now: what a stage holds of its index, and what a gc compacting one copies, stay bounded.
       if (open.writer.count >= BUNDLE_MEMBERS || open.writer.size >= BUNDLE_BYTES) open.name = open.writer.finish()
+    }
+    const toBundle: ToBundle = (digest, data) => {
+      if (small++ < PLAIN_FIRST) {
+        if (heldBytes + data.length > HELD_BYTES) return false
+        // A copy: the caller may reuse its buffer (a NAR reader's, a Put's message).
+        held.push({ digest, data: Buffer.from(data) })
+        heldBytes += data.length
+        return true
+      }
+      // Past PLAIN_FIRST a bundle is made anyway: the held blobs go first, in the order they came (a tree's NAR order, which reads follow).
+      for (const h of takeHeld()) intoBundle(h.digest, h.data)
+      intoBundle(digest, data)
       return true
+    }
+    const takeHeld = () => {
+      const taken = held
+      held = []
+      heldBytes = 0
+      return taken
+    }
+    /** The held blobs as plain temp files (a stage of few small blobs: no bundle); on failure none is left. */
+    const writeHeld = async (taken: Array<{ digest: B3Digest; data: Buffer }>): Promise<Written[]> => {
+      const out: Written[] = []
+      try {
+        for (const { digest, data } of taken) {
+          const tmp = this.root.tempPath()
+          out.push({ digest, size: data.length, tmp })
+          fsSync.writeFileSync(tmp, data, { flag: 'wx', mode: 0o444 })
+        }
+      } catch (e) {
+        // A full disk leaves a partial file behind.
+        for (const w of out) await this.root.discard(w.tmp!)
+        throw e
+      }
+      return out
     }
     /** The stage's bundles, taken from it (commit or abort). */
     const takeBundles = () => {
@@ -466,12 +511,15 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         return tracked(this.writeFromChunks(digest, chunks, fetch))
       },
       commit: async () => {
-        const staged = [...pending.values()]
+        const plain = [...pending.values()]
         const taken = takeBundles()
+        const stillHeld = takeHeld()
         pending.clear()
         written.clear()
-        if (staged.length === 0 && taken.length === 0) return
+        if (plain.length === 0 && taken.length === 0 && stillHeld.length === 0) return
+        let staged = plain
         try {
+          staged = [...plain, ...(await writeHeld(stillHeld))]
           for (const b of taken) b.name ??= b.writer.finish()
           await this.root.syncFiles([...staged.map((w) => w.tmp!), ...taken.map((b) => b.writer.file)])
           await this.root.commit(this.session, async () => {
@@ -491,6 +539,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         for (const w of pending.values()) await this.root.discard(w.tmp!)
         pending.clear()
         written.clear()
+        takeHeld()
         await dropBundles(takeBundles())
       },
     }

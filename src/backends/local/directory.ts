@@ -86,7 +86,16 @@ export class LocalDirectoryService implements DirectoryService {
   stage(): DirectoryStage {
     let staged: Array<{ digest: B3Digest; tmp: string }> = []
     let seen = new Set<string>()
+    /** How many of `staged` (the first ones) prepare() made durable already. */
+    let synced = 0
     return {
+      prepare: async () => {
+        const list = staged
+        const upTo = list.length
+        await this.root.syncFiles(list.slice(synced, upTo).map((s) => s.tmp))
+        // Unless a commit or abort took the list meanwhile (then it synced or dropped them itself).
+        if (staged === list) synced = upTo
+      },
       put: async (digest, bytes) => {
         await this.root.init()
         const key = binaryKey(digest)
@@ -104,10 +113,12 @@ export class LocalDirectoryService implements DirectoryService {
       },
       commit: async () => {
         const all = staged
+        const done = synced
         staged = []
         seen = new Set()
+        synced = 0
         try {
-          await this.root.syncFiles(all.map((s) => s.tmp))
+          await this.root.syncFiles(all.slice(done).map((s) => s.tmp))
           await this.root.commit(this.session, async () => {
             for (const { digest, tmp } of all) {
               const p = this.path(digest)
@@ -128,6 +139,7 @@ export class LocalDirectoryService implements DirectoryService {
         const all = staged
         staged = []
         seen = new Set()
+        synced = 0
         for (const { tmp } of all) await this.root.discard(tmp)
       },
     }

@@ -51,12 +51,14 @@ export class LocalPathInfoService implements PathInfoService, SignatureAdding {
     await this.root.sync()
     const file = this.root.pathInfoPath(nixbase32.encode(path.digest))
     return this.root.commit(this.session, async () => {
-      // Index entries first, durable, so a stored PathInfo always has them (referrers.ts).
+      // Index entries first, durable before the PathInfo's name, so a stored PathInfo always has them (referrers.ts).
+      let entries: (() => Promise<void>) | undefined
       if (info.references.length > 0) {
         this.index.add(path.digest, info.references)
-        await this.root.sync()
+        entries = () => this.root.sync()
       }
-      while (!(await this.root.writeNew(file, encodePathInfo(info)))) {
+      while (!(await this.root.writeNew(file, encodePathInfo(info), entries))) {
+        entries = undefined
         // Another writer published this path since we looked: its PathInfo stands
         // (unless it is gone again already, when ours goes in after all).
         const winner = await this.get(path.digest)
