@@ -174,6 +174,16 @@ interface PutItem {
  */
 export const PUTS_AT_ONCE = BATCH_BLOBS * (BATCHES_IN_FLIGHT + 1)
 
+/**
+ * Bytes of puts a writer hands over between turns of the event loop
+ * (BatchedPuts.turnBytes): a daemon's receive window (256 KiB per
+ * connection, ours) is opened again, and the next batch formed, only
+ * while the loop turns. An import's walk reads files synchronously: it
+ * read ~1,000 files between turns, and the daemon took in the first 256
+ * KiB of them, then waited for the rest.
+ */
+export const TURN_BYTES = 256 << 10
+
 /** The largest blob either batch takes: larger ones go through BlobService. */
 export const BATCH_BLOB_BYTES = 1 << 20
 
