@@ -178,9 +178,9 @@ export const PUTS_AT_ONCE = BATCH_BLOBS * (BATCHES_IN_FLIGHT + 1)
  * Bytes of puts a writer hands over between turns of the event loop
  * (BatchedPuts.turnBytes): a daemon's receive window (256 KiB per
  * connection, ours) is opened again, and the next batch formed, only
- * while the loop turns. An import's walk reads files synchronously: it
- * read ~1,000 files between turns, and the daemon took in the first 256
- * KiB of them, then waited for the rest.
+ * while the loop turns. An import's walk reads files synchronously and
+ * gave the loop a turn only once PUTS_AT_ONCE puts were unanswered: the
+ * daemon took in the first 256 KiB of what it read, then waited.
  */
 export const TURN_BYTES = 256 << 10
 
