@@ -72,6 +72,12 @@ export interface BlobStage {
    * batches (see BatchedPuts) need many in flight to fill them.
    */
   readonly putsAtOnce?: number
+  /**
+   * Bytes of small files a walk may read between turns of the event loop,
+   * where puts travel on a connection (BatchedPuts.turnBytes); none asked
+   * for when unset.
+   */
+  readonly turnBytes?: number
   put(src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo>
   /**
    * Puts a small buffer whose BLAKE3 the caller has just computed from it,
@@ -107,6 +113,13 @@ export function hasStaging(blobs: BlobService): blobs is BlobService & Staging {
  */
 export interface BatchedPuts {
   readonly putsAtOnce: number | undefined
+  /**
+   * Bytes a writer may hand over before it lets the event loop turn: the
+   * batches are formed and their bytes sent (as the daemon's receive
+   * window opens again) only then, so a writer that reads on synchronously
+   * leaves the daemon waiting.
+   */
+  readonly turnBytes: number | undefined
 }
 
 /** Digests a write-through stage remembers having put (then it forgets them all): a few MiB. */
@@ -132,7 +145,7 @@ export function writeThroughStage(blobs: Pick<BlobService, 'put'> & Partial<Batc
     p.catch(() => once.get(key) === p && once.delete(key))
     return p
   }
-  return { writesThrough: true, putsAtOnce: blobs.putsAtOnce, put, commit: async () => {}, abort: async () => {} }
+  return { writesThrough: true, putsAtOnce: blobs.putsAtOnce, turnBytes: blobs.turnBytes, put, commit: async () => {}, abort: async () => {} }
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
 import type { ImmediateReads } from '../castore/blob-service.js'
-import { B3_LEN, b3, b3Display, bytesEqual, toHex } from '../castore/digest.js'
+import { B3_LEN, b3, b3Display, b3Matches, toHex } from '../castore/digest.js'
 import { BlobState, FRAMED_HEAD_MAX, type ReadBlobsResponse, frameReadBlobsResponse, putBlobsRequest, readBlobsRequest, statBlobsRequest } from '../grpc/batch-messages.js'
 import { Status, StatusError } from '../grpc/status.js'
 import { BufferPool } from '../util/buffer-pool.js'
@@ -148,9 +148,10 @@ export function batchBlobHandler(...args: Parameters<typeof blobHandler>): Untyp
         if (m.data.length > MAX_BATCH_BLOB) throw new StatusError(Status.INVALID_ARGUMENT, `blob ${i} of the batch has ${m.data.length} bytes: a batch takes blobs of up to ${formatSize(MAX_BATCH_BLOB)} (larger ones go through BlobService.Put)`)
         bytes += m.data.length
         if (bytes > MAX_BATCH_BYTES) throw new StatusError(Status.RESOURCE_EXHAUSTED, `a batch holds at most ${formatSize(MAX_BATCH_BYTES)} of blobs`)
-        const digest = b3(m.data)
-        if (!bytesEqual(digest, expected)) throw new StatusError(Status.INVALID_ARGUMENT, `blob ${i} of the batch is ${b3Display(digest)}, not ${b3Display(expected)} as sent: nothing of the batch was stored`)
-        got.push({ data: m.data, digest })
+        // Compared as b3Matches does (a hex digest): no digest buffer is made per blob.
+        if (!b3Matches(m.data, expected)) throw new StatusError(Status.INVALID_ARGUMENT, `blob ${i} of the batch is ${b3Display(b3(m.data))}, not ${b3Display(expected)} as sent: nothing of the batch was stored`)
+        // A copy: the digest outlives the message it came in (held by the put window until it commits).
+        got.push({ data: m.data, digest: Buffer.from(expected) })
       }
       if (trace) log(`trace: PutBlobs of ${got.length} blobs`)
       // At once, as concurrent Puts of each would be: their writes and lookups overlap.

@@ -71,6 +71,10 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
     })
     pending.add(q)
   }
+  // Where puts travel on a connection, the event loop turns every stage.turnBytes of small files read (the
+  // reads are synchronous): their batches are sent only then.
+  const turnBytes = stage.turnBytes ?? Infinity
+  let sinceTurn = 0
   const full = () => pending.size >= maxPending || pendingBytes >= MAX_PENDING_BYTES
   const throttle = async () => {
     while (full()) await Promise.race(pending)
@@ -96,6 +100,10 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
       }
       observe?.file(digest, data.length)
       onProgress?.(data.length, 1)
+      if ((sinceTurn += data.length) >= turnBytes) {
+        sinceTurn = 0
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
       return { kind: 'file', name: EMPTY, digest, size: data.length, executable }
     }
     if (fd !== undefined) fs.closeSync(fd)

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 import { test } from 'node:test'
 import { blake3Js } from '../../src/castore/blake3-js.js'
-import { b3 } from '../../src/castore/digest.js'
+import { b3, b3Matches } from '../../src/castore/digest.js'
 import { randomBytes } from '../helpers/trees.js'
 
 const native = createRequire(import.meta.url)('@napi-rs/blake-hash') as { blake3(d: Buffer): Buffer }
@@ -44,4 +44,16 @@ test('b3 gives the same digests before and after the native binding loads', () =
   const inputs = [0, 5, 1024, 1025, 3000, 200, 64 * 1024].map((n, i) => randomBytes(n, i))
   for (const d of inputs) assert.equal(hex(b3(d)), hex(native.blake3(d)))
   for (const d of inputs) assert.equal(hex(b3(d)), hex(native.blake3(d)))
+})
+
+test('b3 and b3Matches share one native hasher: each starts from a fresh state, whatever the other hashed last', () => {
+  const a = randomBytes(70_000, 1)
+  const b = randomBytes(5_000, 2)
+  // Past the JavaScript budget: the native hasher from here on.
+  b3(randomBytes(8192, 3))
+  const da = b3(a)
+  assert.ok(b3Matches(b, native.blake3(b)))
+  assert.equal(hex(b3(a)), hex(da))
+  assert.ok(!b3Matches(b, da))
+  assert.equal(hex(b3(b)), hex(native.blake3(b)))
 })

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { BlobState, FRAMED_HEAD_MAX, frameReadBlobsResponse, putBlobsRequest, readBlobsResponse } from '../../src/grpc/batch-messages.js'
+import { BlobState, FRAMED_HEAD_MAX, framedPutBlobsLength, framePutBlobsRequests, frameReadBlobsResponse, putBlobsRequest, readBlobsResponse } from '../../src/grpc/batch-messages.js'
+import { frameMessages } from '../../src/grpc/definitions.js'
 import { randomBytes } from '../helpers/trees.js'
 
 test("a ReadBlobs answer the daemon frames itself (frameReadBlobsResponse, then the data) is gRPC's framing of readBlobsResponse.encode", () => {
@@ -57,4 +58,15 @@ test('a PutBlobsRequest is encoded as the generic Writer encodes it, whatever th
       assert.ok(Buffer.from(putBlobsRequest.encode({ digest, data })).equals(generic), `${n} bytes, digest of ${digest.length}`)
     }
   }
+})
+
+test("a PutBlobs batch the client frames itself (framePutBlobsRequests) is gRPC's framing of putBlobsRequest.encode, into a dirty reused buffer", () => {
+  // Empty data (left out, as proto3 does), sizes around the varint's byte boundaries, a whole 1 MiB blob.
+  const reqs = [0, 1, 127, 128, 16383, 16384, 1 << 20].map((size, i) => ({ digest: randomBytes(32, 100 + i), data: randomBytes(size, 200 + i) }))
+  const expected = frameMessages(reqs.map((r) => putBlobsRequest.encode(r)))
+  assert.equal(framedPutBlobsLength(reqs), expected.length)
+  // A buffer with bytes of an earlier batch in it: every byte of the frame must be written.
+  const out = Buffer.alloc(expected.length + 100, 0xa5)
+  assert.equal(framePutBlobsRequests(out, reqs), expected.length)
+  assert.ok(out.subarray(0, expected.length).equals(expected))
 })

@@ -12,6 +12,9 @@ import path from 'node:path'
 import { test } from 'node:test'
 import { readAll } from '../../src/castore/blob-service.js'
 import { openLocalStore } from '../../src/backends/local/index.js'
+import { openMemoryStore } from '../../src/backends/memory/index.js'
+import { stageTree } from '../../src/castore/tree-stage.js'
+import { ingestPath } from '../../src/store/ingest-fs.js'
 import { InvalidInputError } from '../../src/errors.js'
 import { exportNar } from '../../src/ops/export-nar.js'
 import { importPath } from '../../src/ops/import-paths.js'
@@ -118,3 +121,35 @@ for (const [how, change] of [
     assert.deepEqual(fs.readdirSync(tmp).sort(), ['changing'])
   })
 }
+
+test('a walk whose stage sends its puts on a connection (turnBytes) lets the event loop turn as it reads, and one without reads on', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ingest-turns-'))
+  try {
+    // 40 files of 1,000 bytes, in two folders.
+    for (const d of ['a', 'b']) {
+      fs.mkdirSync(path.join(tmp, d))
+      for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(tmp, d, `f${i}`), randomBytes(1000, i + (d === 'a' ? 0 : 100)))
+    }
+    /** Turns of the event loop while `tmp` is ingested into a stage whose puts settle at once (no I/O of their own). */
+    const turnsDuring = async (turnBytes: number | undefined): Promise<number> => {
+      const store = openMemoryStore()
+      const stage = stageTree(store)
+      let turns = 0
+      let walking = true
+      const tick = () => {
+        if (!walking) return
+        turns++
+        setImmediate(tick)
+      }
+      setImmediate(tick)
+      await ingestPath(tmp, { ...stage, blobs: { ...stage.blobs, turnBytes, put: stage.blobs.put.bind(stage.blobs) } })
+      walking = false
+      return turns
+    }
+    // 40,000 bytes at 4,000 between turns: at least 10 turns; the reads alone never wait for the loop.
+    assert.ok((await turnsDuring(4000)) >= 10)
+    assert.equal(await turnsDuring(undefined), 0)
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true })
+  }
+})

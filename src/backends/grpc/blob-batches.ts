@@ -4,6 +4,8 @@ import { LARGER } from '../../castore/read-ahead.js'
 import { IntegrityError } from '../../errors.js'
 import {
   BlobState,
+  framedPutBlobsLength,
+  framePutBlobsRequests,
   type PutBlobsRequest,
   type PutBlobsResponse,
   type ReadBlobsRequest,
@@ -13,6 +15,8 @@ import {
 } from '../../grpc/batch-messages.js'
 import { BATCH_SERVICE } from '../../grpc/definitions.js'
 import type { CallOptions } from '../../util/call-options.js'
+import { BufferPool } from '../../util/buffer-pool.js'
+import { FramedRequests } from './h2-stream.js'
 import { isUnimplemented, type RpcClient } from './rpc.js'
 
 /*
@@ -33,6 +37,14 @@ const BATCH_BLOBS = 256
 const BATCH_BYTES = 2 << 20
 /** Batch calls in flight: one being answered while the next is asked for. */
 const BATCHES_IN_FLIGHT = 3
+
+/**
+ * Buffers PutBlobs batches are framed in, kept between calls: a fresh one
+ * per batch (~1-2 MiB) cost more at its first touch on this machine than
+ * the copy into it. Room for BATCH_BYTES of blobs and a frame and two
+ * field heads per blob (5 + 34 + 4 bytes).
+ */
+const framedPuts = new BufferPool(BATCH_BYTES + BATCH_BLOBS * 43, BATCHES_IN_FLIGHT + 1)
 
 interface Pending<T, R> {
   item: T
@@ -162,6 +174,16 @@ interface PutItem {
  */
 export const PUTS_AT_ONCE = BATCH_BLOBS * (BATCHES_IN_FLIGHT + 1)
 
+/**
+ * Bytes of puts a writer hands over between turns of the event loop
+ * (BatchedPuts.turnBytes): a daemon's receive window (256 KiB per
+ * connection, ours) is opened again, and the next batch formed, only
+ * while the loop turns. An import's walk reads files synchronously and
+ * gave the loop a turn only once PUTS_AT_ONCE puts were unanswered: the
+ * daemon took in the first 256 KiB of what it read, then waited.
+ */
+export const TURN_BYTES = 256 << 10
+
 /** The largest blob either batch takes: larger ones go through BlobService. */
 export const BATCH_BLOB_BYTES = 1 << 20
 
@@ -251,7 +273,13 @@ export class BlobBatches {
 
   private async putBatch(batch: Array<Pending<PutItem, BlobInfo>>, signal: AbortSignal): Promise<void> {
     const reqs: PutBlobsRequest[] = batch.map((p) => ({ digest: p.item.digest, data: p.item.data }))
-    const res = await this.rpc.leanBatch<PutBlobsRequest, PutBlobsResponse>(BATCH_SERVICE, 'PutBlobs', reqs, 64 + 40 * batch.length, { signal })
+    const size = framedPutBlobsLength(reqs)
+    const buf = size <= framedPuts.size ? framedPuts.take() : Buffer.allocUnsafe(size)
+    const framed = new FramedRequests(buf.subarray(0, framePutBlobsRequests(buf, reqs)))
+    const res = await this.rpc.leanBatch<PutBlobsResponse>(BATCH_SERVICE, 'PutBlobs', framed, 64 + 40 * batch.length, { signal })
+    // Answered, so the daemon read every byte and HTTP/2 holds none of them. A failed call's buffer is
+    // not reused: a write of it may still be queued.
+    framedPuts.give(buf)
     if (res.digests.length !== batch.length) throw new IntegrityError(`the daemon stored ${res.digests.length} blobs of a batch of ${batch.length}`)
     for (const [i, p] of batch.entries()) {
       const { digest, data } = p.item

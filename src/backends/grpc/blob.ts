@@ -22,7 +22,7 @@ import { LARGER } from '../../castore/read-ahead.js'
 import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
 import { isReusable } from '../../castore/reusable-source.js'
-import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE } from './blob-batches.js'
+import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE, TURN_BYTES } from './blob-batches.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
@@ -43,6 +43,11 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
   /** Small puts worth keeping unanswered (BatchedPuts): enough to fill the batches where the daemon has them. */
   get putsAtOnce(): number | undefined {
     return this.batches.available ? PUTS_AT_ONCE : undefined
+  }
+
+  /** Bytes handed over between turns of the event loop (BatchedPuts), where puts go in batches. */
+  get turnBytes(): number | undefined {
+    return this.batches.available ? TURN_BYTES : undefined
   }
 
   /** Stat with send_chunks: the chunk list of a chunked blob (empty if stored whole). */

@@ -107,7 +107,7 @@ export class H2Streams {
     }
     // Its errors (a reset, an abort) end the call's reading; none may go unhandled when nobody reads.
     stream.on('error', () => {})
-    if (request !== undefined) stream.end(frameMessages(request instanceof Uint8Array ? [request] : request))
+    if (request !== undefined) stream.end(request instanceof FramedRequests ? request.bytes : frameMessages(request instanceof Uint8Array ? [request] : request))
     if (this.active++ === 0) session.ref()
     const call: Call = { stream, session, messages: new MessageReader(this.maxMessageBytes), finish: () => {} }
     stream.once('response', (h) => (call.headers = h))
@@ -290,8 +290,18 @@ export class H2Streams {
  */
 const ABORT_MESSAGE = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])
 
-/** A call's request: one message, or the messages of a client stream already in memory (a batch). */
-type Request = Uint8Array | readonly Uint8Array[]
+/**
+ * The messages of a client stream already framed by the caller (a batch
+ * written straight into a buffer it reuses): sent as they are. The caller
+ * may reuse the bytes once the call was answered OK (the server read them
+ * all), not before: a call the server refused unread is sent again.
+ */
+export class FramedRequests {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** A call's request: one message, or the messages of a client stream already in memory (a batch), possibly framed. */
+type Request = Uint8Array | readonly Uint8Array[] | FramedRequests
 
 /** Messages of a client stream in flight at once (send()), each in a buffer that holds a blob chunk framed. */
 const SEND_BUFFERS = 4

@@ -2,7 +2,7 @@ import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../gr
 import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
 import { abortable } from '../../util/abortable.js'
 import { IntegrityError } from '../../errors.js'
-import { type Connection, H2Streams, callFailure } from './h2-stream.js'
+import { type Connection, type FramedRequests, H2Streams, callFailure } from './h2-stream.js'
 
 export type { Connection }
 import type { CallOptions } from '../../util/call-options.js'
@@ -87,13 +87,13 @@ export class RpcClient {
   }
 
   /**
-   * A client stream whose requests are all in memory (a batch), on a lean
-   * HTTP/2 call: sent in one go, the single answer decoded (at most
-   * `maxBytes` of it).
+   * A client stream whose requests are all in memory (a batch, framed by
+   * the caller), on a lean HTTP/2 call: sent in one go, the single answer
+   * decoded (at most `maxBytes` of it).
    */
-  async leanBatch<Req, Res>(service: ServiceName, name: string, reqs: readonly Req[], maxBytes: number, { signal }: CallOptions = {}): Promise<Res> {
+  async leanBatch<Res>(service: ServiceName, name: string, reqs: FramedRequests, maxBytes: number, { signal }: CallOptions = {}): Promise<Res> {
     const m = this.method(service, name)
-    const answer = await this.lean.collect(m.path, reqs.map((r) => m.requestSerialize(r)), maxBytes, signal)
+    const answer = await this.lean.collect(m.path, reqs, maxBytes, signal)
     if (answer?.length !== 1) throw new IntegrityError(`the daemon answered ${name} with ${answer ? answer.length : 'too many'} messages`)
     return (m.responseDeserialize as (b: Buffer) => Res)(answer[0] as Buffer)
   }
