@@ -23,6 +23,9 @@ export interface TreeSource {
 /** Returned by readWhole for a blob with more than the bytes asked for. */
 export const LARGER = Symbol('larger')
 
+/** What readWhole gives: the blob's bytes, LARGER, or undefined (absent). */
+export type WholeRead = Uint8Array | undefined | typeof LARGER
+
 /**
  * Optional capability of a BlobService whose every call costs a round
  * trip: a small blob read whole in one step, checked against its digest,
@@ -30,9 +33,18 @@ export const LARGER = Symbol('larger')
  */
 export interface WholeReads {
   /** The blob's bytes if it has at most `maxBytes`, LARGER if more (then nothing more is read), undefined if absent. */
-  readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER>
+  readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<WholeRead>
   /** How many readWhole calls are worth keeping in flight (READS_IN_FLIGHT when unset): many where they go in batches. */
   readonly readsAtOnce?: number
+  /**
+   * Many small blobs in one call, each handed to `each` as readWhole would
+   * give it (checked), in the order asked; rejects at the first that fails
+   * its check, those before it handed out. Only while `readManyLimits` says
+   * how many a call takes.
+   */
+  readMany?(items: ReadonlyArray<{ digest: B3Digest; maxBytes: number }>, each: (i: number, r: WholeRead) => void, opts?: CallOptions): Promise<void>
+  /** Blobs and bytes (counted as maxBytes) per readMany call, and calls worth keeping in flight; undefined: no readMany (now). */
+  readonly readManyLimits?: { blobs: number; bytes: number; calls: number }
 }
 
 /** Files up to this size are fetched ahead whole; a larger one streams when its turn comes (a single stream fills the link). */
@@ -50,16 +62,31 @@ const AHEAD_FILES = 2048
 /** Blob reads in flight at once: enough to hide the round trip, few beside a daemon's transfer slots (16 by default). */
 const READS_IN_FLIGHT = 8
 
+/**
+ * The fetch of one small blob's bytes, shared by the queued files that
+ * have them. Set, not resolved: a batch settles its blobs by writing
+ * here as their messages arrive, and one promise per call (`done`) is
+ * all a file that is not here yet waits on; no promise per file.
+ */
+interface Fetch {
+  digest: B3Digest
+  maxBytes: number
+  settled: boolean
+  /** Once settled: the bytes (checked), LARGER, or undefined (absent), unless it failed. */
+  result?: WholeRead
+  failure?: unknown
+  /** Settles once this fetch has (never rejects); unset while the fetch waits to be sent. */
+  done?: Promise<void>
+}
+
 interface Ahead {
   digest: B3Digest
-  /** The blob's bytes (undefined: absent), or nothing for a file left to stream. */
-  data?: Promise<Uint8Array | undefined | typeof LARGER>
+  /** Its bytes' fetch, or none for a file left to stream. */
+  fetch?: Fetch
   /** Bytes this entry counts against AHEAD_BYTES (0 for a file that shares an earlier entry's fetch). */
   size: number
   /** Key in `fetching` while this entry is the last queued file with these contents. */
-  hex?: string
-  /** The bytes, once `data` settled with them: handed out without a promise (openNow). */
-  ready?: Uint8Array
+  key?: number
 }
 
 export interface ReadAhead {
@@ -81,24 +108,85 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   const opts = { signal: stopOn }
   const dirs = new DirectoryArrivals()
   const queue = new AheadQueue()
+  const blobs = source.blobs
   let heldBytes = 0
   let roomFor: (() => void) | undefined
   // Reads that go in batches are bounded by the batching (and by AHEAD_BYTES here): no slot per read.
-  const atOnce = source.blobs.readsAtOnce ?? READS_IN_FLIGHT
+  const atOnce = blobs.readsAtOnce ?? READS_IN_FLIGHT
   const run: <T>(fn: () => Promise<T>) => Promise<T> = atOnce > AHEAD_FILES ? (fn) => fn() : limiter(atOnce)
 
-  /** `size`: what the file's node says; a blob with more bytes is LARGER and read as without us (the render then sees it). */
-  const fetchWhole = async (digest: B3Digest, size: number): Promise<Uint8Array | undefined | typeof LARGER> => {
-    if (source.blobs.readWhole) return source.blobs.readWhole(digest, size, opts)
-    const src = await source.blobs.open(digest, opts)
-    return src && readAll(src)
+  const settle = (f: Fetch, r: WholeRead) => {
+    f.settled = true
+    f.result = r
   }
+  const fail = (f: Fetch, e: unknown) => {
+    f.settled = true
+    f.failure = e
+  }
+  /** One blob read on its own: where the store reads no batches. `size`: what the file's node says (a blob with more is LARGER). */
+  const fetchOne = (f: Fetch) => {
+    const read = blobs.readWhole ? () => blobs.readWhole!(f.digest, f.maxBytes, opts) : async () => {
+      const src = await blobs.open(f.digest, opts)
+      return src && readAll(src)
+    }
+    f.done = run(read).then((r) => settle(f, r), (e) => fail(f, e))
+  }
+
   /**
-   * Fetches of small blobs by digest, while their entry is queued: a file
-   * whose contents an earlier queued file has (a tree's copies) shares
-   * its fetch, one Read for both, and holds no more bytes.
+   * Fetches not yet asked for, oldest first, sent in batches (readMany)
+   * where the store reads them: what the walk queued in a turn goes out
+   * at its end, up to the store's limits per call and calls at once.
    */
-  const fetching = new Map<string, Ahead>()
+  const unsent: Fetch[] = []
+  let unsentHead = 0
+  let calls = 0
+  /** The last batch call made: one still in flight whenever all calls are. */
+  let lastSent: Promise<void> | undefined
+  let sendDue = false
+  const wantSend = () => {
+    if (sendDue) return
+    sendDue = true
+    setImmediate(send)
+  }
+  const send = () => {
+    sendDue = false
+    for (;;) {
+      if (stopOn.aborted || unsentHead === unsent.length) break
+      const limits = blobs.readMany && blobs.readManyLimits
+      if (!limits) {
+        // No batches (any more): each blob on its own.
+        while (unsentHead < unsent.length) fetchOne(unsent[unsentHead++]!)
+        break
+      }
+      if (calls >= limits.calls) return
+      let bytes = 0
+      let end = unsentHead
+      while (end < unsent.length && end - unsentHead < limits.blobs && (end === unsentHead || bytes + unsent[end]!.maxBytes <= limits.bytes)) bytes += unsent[end++]!.maxBytes
+      const batch = unsent.slice(unsentHead, end)
+      unsentHead = end
+      calls++
+      const done = blobs.readMany!(batch, (i, r) => settle(batch[i]!, r), opts).then(
+        () => {},
+        (e) => {
+          for (const f of batch) if (!f.settled) fail(f, e)
+        },
+      ).finally(() => {
+        calls--
+        send()
+      })
+      for (const f of batch) f.done = done
+      lastSent = done
+    }
+    unsent.length = unsentHead = 0
+  }
+
+  /**
+   * Fetches of small blobs by digest (keyed by its first 6 bytes, the
+   * digest itself compared), while their entry is queued: a file whose
+   * contents an earlier queued file has (a tree's copies) shares its
+   * fetch, one Read for both, and holds no more bytes.
+   */
+  const fetching = new Map<number, Ahead>()
   const full = () => queue.length >= AHEAD_FILES || heldBytes >= AHEAD_BYTES
   /** Queues `f` now if there is room (no promise per file), else once there is. */
   const enqueue = (f: FileNode): Promise<void> | void => (full() && !stopOn.aborted ? enqueueLater(f) : queueFile(f))
@@ -110,26 +198,25 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     // No bytes, and the digest of no bytes: renderNar writes such a file without asking for it (a tree's
     // empty files are one in ten), so it is not queued; were it asked for, it would be read as without us.
     if (stopOn.aborted || (f.size === 0 && bytesEqual(f.digest, EMPTY_DIGEST))) return
-    const small = f.size <= AHEAD_FILE_BYTES
     const entry: Ahead = { digest: f.digest, size: 0 }
-    if (small) {
-      const hex = toHex(f.digest)
-      const same = fetching.get(hex)
-      if (same) {
+    if (f.size <= AHEAD_FILE_BYTES) {
+      const key = digestKey(f.digest)
+      const same = fetching.get(key)
+      if (same && bytesEqual(same.digest, f.digest)) {
         // The bytes are held until the last file sharing them is used: that one counts them.
-        entry.data = same.data
+        entry.fetch = same.fetch
         entry.size = same.size
         same.size = 0
-        same.hex = undefined
+        same.key = undefined
       } else {
-        entry.data = run(() => fetchWhole(f.digest, f.size))
+        entry.fetch = { digest: f.digest, maxBytes: f.size, settled: false }
         entry.size = f.size
         heldBytes += f.size
+        unsent.push(entry.fetch)
+        wantSend()
       }
-      // Seen by the walk when it gets there; until then (or if it never does) not an unhandled rejection.
-      entry.data!.then((d) => d instanceof Uint8Array && (entry.ready = d), () => {})
-      entry.hex = hex
-      fetching.set(hex, entry)
+      entry.key = key
+      fetching.set(key, entry)
     }
     queue.push(entry)
   }
@@ -140,7 +227,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     for (let k = 0; k < n; k++) {
       e = queue.shift()
       heldBytes -= e.size
-      if (e.hex !== undefined) fetching.delete(e.hex)
+      if (e.key !== undefined && fetching.get(e.key) === e) fetching.delete(e.key)
     }
     roomFor?.()
     return e
@@ -166,10 +253,10 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     blobs: {
       // The file the render asks for next, when its bytes are here already: no promise, no stream.
       openNow: (digest) => {
-        const first = queue.first
-        if (!first?.ready || !bytesEqual(first.digest, digest)) return undefined
+        const result = queue.first?.fetch?.result
+        if (!(result instanceof Uint8Array) || !bytesEqual(queue.first!.digest, digest)) return undefined
         take(1)
-        return first.ready
+        return result
       },
       open: async (digest, o) => {
         let i = queued(digest)
@@ -179,11 +266,19 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
           i = queued(digest)
         }
         if (i < 0) return source.blobs.open(digest, o)
-        const entry = take(i + 1)
-        const data = await entry.data
-        // Left to stream, or larger than its node says: read as the walk would read it without us.
-        if (entry.data === undefined || data === LARGER) return source.blobs.open(digest, o)
-        return data && iterateSource(data)
+        const { fetch } = take(i + 1)
+        // Left to stream: read as the walk would read it without us.
+        if (!fetch) return source.blobs.open(digest, o)
+        while (!fetch.settled) {
+          stopOn.throwIfAborted()
+          // Not yet sent (the render overtook the batching): it goes now, or after a batch in flight.
+          if (!fetch.done) send()
+          await (fetch.done ?? lastSent)
+        }
+        if (fetch.failure !== undefined) throw fetch.failure
+        // Larger than its node says: read as the walk would read it without us.
+        if (fetch.result === LARGER) return source.blobs.open(digest, o)
+        return fetch.result && iterateSource(fetch.result)
       },
     },
   }
@@ -194,6 +289,11 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
       roomFor?.()
     },
   }
+}
+
+/** A number from a digest's first 6 bytes: a key for a Map without a string per digest. */
+function digestKey(d: B3Digest): number {
+  return d[0]! + d[1]! * 2 ** 8 + d[2]! * 2 ** 16 + d[3]! * 2 ** 24 + d[4]! * 2 ** 32 + d[5]! * 2 ** 40
 }
 
 /**
