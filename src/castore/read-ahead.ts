@@ -1,6 +1,7 @@
 import { type BlobService, type ImmediateReads, iterateSource, readAll } from './blob-service.js'
 import { type B3Digest, bytesEqual, EMPTY_DIGEST, toHex } from './digest.js'
-import { type Directory, directoryDigest, entriesInOrder } from './directory.js'
+import { type Directory, directoryDigest, entriesInOrder, validateDirectory } from './directory.js'
+import { decodeDirectory } from './proto.js'
 import type { DirectoryService } from './directory-service.js'
 import type { FileNode, Node } from './node.js'
 import type { CallOptions } from '../util/call-options.js'
@@ -17,7 +18,10 @@ import { limiter } from '../util/pool.js'
 /** The store calls a tree walk makes (renderNar's CastoreReader, with the recursive Get). */
 export interface TreeSource {
   blobs: Pick<BlobService, 'open'> & Partial<WholeReads> & Partial<Pick<ImmediateReads, 'openNow'>>
-  directories: Pick<DirectoryService, 'get' | 'getClosure'>
+  directories: Pick<DirectoryService, 'get' | 'getClosure'> & {
+    /** getClosure with each Directory left encoded (a daemon's): decoded as the walk reaches it. */
+    getClosureEncoded?(root: B3Digest, opts?: CallOptions): AsyncIterable<EncodedDirectory>
+  }
 }
 
 /** Returned by readWhole for a blob with more than the bytes asked for. */
@@ -235,7 +239,8 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
 
   let walking = root.kind === 'directory'
   if (root.kind === 'directory') {
-    void dirs.pump(source.directories.getClosure(root.digest, opts))
+    const { getClosureEncoded } = source.directories
+    void (getClosureEncoded ? dirs.pumpEncoded(getClosureEncoded.call(source.directories, root.digest, opts)) : dirs.pump(source.directories.getClosure(root.digest, opts)))
     void walkFiles(root.digest, dirs, enqueue, stopOn)
       .catch(() => {})
       .finally(() => (walking = false))
@@ -336,22 +341,45 @@ class AheadQueue {
   }
 }
 
+/** A Directory as its canonical bytes, with its digest (a recursive Get left encoded). */
+export interface EncodedDirectory {
+  digest: B3Digest
+  bytes: Uint8Array
+}
+
 /**
  * The Directories of a recursive Get, by digest, as they arrive (all of
  * them kept until the walk ends, as a copy keeps a closure's). A
  * Directory the stream did not bring (it failed, or ended without it) is
  * undefined: the caller asks the store for it alone and gets the store's
  * own answer.
+ *
+ * From a store that sends them encoded, each is kept as its bytes and
+ * decoded (and validated) when the walk enters it; the render, which
+ * follows, takes that decoding. So only the Directories between the walk
+ * and the render are held decoded: held whole, a closure of 15,000 files
+ * was 15,000 decoded entries that every young-generation collection of
+ * the export copied, then promoted.
  */
 class DirectoryArrivals {
-  private readonly got = new Map<string, Directory>()
+  private readonly got = new Map<string, Directory | Uint8Array>()
+  /** Encoded ones the walk decoded, until the render takes them. */
+  private readonly decoded = new Map<string, Directory>()
   private ended = false
   private waiters: Array<() => void> = []
 
   async pump(src: AsyncIterable<Directory>): Promise<void> {
+    await this.arrivals(src, (d) => this.got.set(toHex(directoryDigest(d)), d))
+  }
+
+  async pumpEncoded(src: AsyncIterable<EncodedDirectory>): Promise<void> {
+    await this.arrivals(src, (d) => this.got.set(toHex(d.digest), d.bytes))
+  }
+
+  private async arrivals<T>(src: AsyncIterable<T>, add: (d: T) => void): Promise<void> {
     try {
       for await (const d of src) {
-        this.got.set(toHex(directoryDigest(d)), d)
+        add(d)
         this.wake()
       }
     } catch {
@@ -362,8 +390,29 @@ class DirectoryArrivals {
     }
   }
 
+  /** For the walk: the Directory, decoded once for the render's get() that follows. */
+  async enter(digest: B3Digest): Promise<Directory | undefined> {
+    const key = toHex(digest)
+    const d = await this.arrived(key)
+    if (!(d instanceof Uint8Array)) return d
+    const dir = decodeValidated(d)
+    this.decoded.set(key, dir)
+    return dir
+  }
+
+  /** For the render: the Directory, as the walk decoded it if it did. */
   async get(digest: B3Digest): Promise<Directory | undefined> {
     const key = toHex(digest)
+    const dir = this.decoded.get(key)
+    if (dir) {
+      this.decoded.delete(key)
+      return dir
+    }
+    const d = await this.arrived(key)
+    return d instanceof Uint8Array ? decodeValidated(d) : d
+  }
+
+  private async arrived(key: string): Promise<Directory | Uint8Array | undefined> {
     for (;;) {
       const d = this.got.get(key)
       if (d || this.ended) return d
@@ -376,12 +425,19 @@ class DirectoryArrivals {
   }
 }
 
+/** A Directory's canonical bytes decoded, and checked as a store checks what it serves (SPEC 2.1). */
+function decodeValidated(bytes: Uint8Array): Directory {
+  const dir = decodeDirectory(bytes)
+  validateDirectory(dir)
+  return dir
+}
+
 /** The files under Directory `root` in NAR order, each handed to `each` (which may wait for room). */
 async function walkFiles(root: B3Digest, dirs: DirectoryArrivals, each: (f: FileNode) => Promise<void> | void, signal: AbortSignal): Promise<void> {
   // An explicit stack of entry lists, innermost last: any depth works.
   const open: Array<{ entries: Node[]; next: number }> = []
   const enter = async (digest: B3Digest) => {
-    const dir = await dirs.get(digest)
+    const dir = await dirs.enter(digest)
     // Not in the stream: the walk stops fetching ahead, and the reader's fallbacks take over.
     if (!dir) return false
     open.push({ entries: entriesInOrder(dir), next: 0 })

@@ -13,6 +13,8 @@ import { openMemoryStore } from '../../src/backends/memory/index.js'
 import { readAll } from '../../src/castore/blob-service.js'
 import { type B3Digest, b3, bytesEqual, toHex } from '../../src/castore/digest.js'
 import type { Node } from '../../src/castore/node.js'
+import { type Directory, directoryDigest } from '../../src/castore/directory.js'
+import { encodeDirectory } from '../../src/castore/proto.js'
 import { LARGER, readAhead, type TreeSource } from '../../src/castore/read-ahead.js'
 import { IntegrityError } from '../../src/errors.js'
 import { importPath } from '../../src/ops/import-paths.js'
@@ -238,14 +240,20 @@ const LIMITS = { blobs: 16, bytes: 48 * 1024, calls: 2 }
 
 /**
  * `store` as a source that reads small blobs in batches (readMany, as a
- * daemon with batches), recording each call and the calls in flight; a
+ * daemon with batches) and gives its closure encoded, recording each call and the calls in flight; a
  * call fails at `failOn` (those before it handed out) and says `absent`
  * is absent, as the gRPC client's batches do.
  */
 function batched(store: TreeSource, odd: { failOn?: B3Digest; absent?: B3Digest } = {}) {
   const seen = { calls: [] as Array<{ blobs: number; bytes: number }>, inFlight: 0, maxInFlight: 0, asked: [] as string[], opens: 0 }
   const source: TreeSource = {
-    directories: store.directories,
+    directories: {
+      ...store.directories,
+      // Left encoded, as a daemon's recursive Get is read: the walk decodes each.
+      getClosureEncoded: async function* (root, o) {
+        for await (const d of store.directories.getClosure(root, o)) yield { digest: directoryDigest(d), bytes: encodeDirectory(d) }
+      },
+    },
     blobs: {
       open: (d, o) => {
         seen.opens++
@@ -339,3 +347,24 @@ for (const odd of ['failOn', 'absent'] as const) {
     }
   })
 }
+
+test('a Directory left encoded is validated when decoded: one out of order fails the render there, with the reason', async () => {
+  const file = (name: string) => ({ kind: 'file' as const, name: Buffer.from(name), digest: b3(Buffer.from('x')), size: 1, executable: false })
+  const bad: Directory = { directories: [], files: [file('b'), file('a')], symlinks: [] }
+  const top: Directory = { directories: [{ kind: 'directory', name: Buffer.from('sub'), digest: directoryDigest(bad), size: 2 }], files: [file('a')], symlinks: [] }
+  const node: Node = { kind: 'directory', name: Buffer.alloc(0), digest: directoryDigest(top), size: 4 }
+  const source: TreeSource = {
+    directories: {
+      get: async () => undefined,
+      getClosure: () => (async function* () {})(),
+      getClosureEncoded: async function* () {
+        for (const d of [top, bad]) yield { digest: directoryDigest(d), bytes: encodeDirectory(d) }
+      },
+    },
+    blobs: { open: async () => (async function* () { yield Buffer.from('x') })() },
+  }
+  const ahead = readAhead(source, node)
+  const got = await renderUntilFailure(node, ahead.reader)
+  ahead.stop()
+  assert.match(String(got.error), /not sorted or duplicated/)
+})
