@@ -185,8 +185,8 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   }
 
   /**
-   * Fetches of small blobs by digest (keyed by its first 6 bytes, the
-   * digest itself compared), while their entry is queued: a file whose
+   * Fetches of small blobs by digest (keyed by digestKey, the digest
+   * itself compared), while their entry is queued: a file whose
    * contents an earlier queued file has (a tree's copies) shares its
    * fetch, one Read for both, and holds no more bytes.
    */
@@ -296,9 +296,13 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   }
 }
 
-/** A number from a digest's first 6 bytes: a key for a Map without a string per digest. */
+/**
+ * A number from a digest's first 30 bits: a key for a Map without a string
+ * per digest, and small enough to be held unboxed (wider keys are heap
+ * numbers, one allocation per file); the digest itself is compared on a hit.
+ */
 function digestKey(d: B3Digest): number {
-  return d[0]! + d[1]! * 2 ** 8 + d[2]! * 2 ** 16 + d[3]! * 2 ** 24 + d[4]! * 2 ** 32 + d[5]! * 2 ** 40
+  return d[0]! | (d[1]! << 8) | (d[2]! << 16) | ((d[3]! & 0x3f) << 24)
 }
 
 /**
