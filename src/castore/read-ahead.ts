@@ -127,7 +127,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     f.settled = true
     f.failure = e
   }
-  /** One blob read on its own: where the store reads no batches. `size`: what the file's node says (a blob with more is LARGER). */
+  /** One blob read on its own, where the store reads no batches. `maxBytes` is what the file's node says: a blob with more is LARGER. */
   const fetchOne = (f: Fetch) => {
     const read = blobs.readWhole ? () => blobs.readWhole!(f.digest, f.maxBytes, opts) : async () => {
       const src = await blobs.open(f.digest, opts)

@@ -59,3 +59,20 @@ test('a Directory nothing before it announced is refused, also as the first mess
   const stranger: Directory = { ...leaf, files: [{ ...leaf.files[0]!, size: 3 }] }
   await assert.rejects(closure(answering([encodeDirectory(root), encodeDirectory(stranger)])), IntegrityError)
 })
+
+test('getClosure decodes the same closure and validates each Directory, which getClosureEncoded leaves to its reader', async () => {
+  const got: Directory[] = []
+  for await (const d of answering([encodeDirectory(root), encodeDirectory(leaf)]).getClosure(directoryDigest(root))) got.push(d)
+  assert.deepEqual(got.map((d) => toHex(directoryDigest(d))), [canonical(root).digest, canonical(leaf).digest])
+  // Entries out of order: announced by a parent that names its digest, so only validation refuses it.
+  const unsorted: Directory = { ...leaf, files: [{ ...leaf.files[0]!, name: Buffer.from('b') }, leaf.files[0]!] }
+  const parent: Directory = { ...root, directories: [{ ...root.directories[0]!, digest: directoryDigest(unsorted) }] }
+  const messages = [encodeDirectory(parent), encodeDirectory(unsorted)]
+  const svc = answering(messages)
+  const encoded = []
+  for await (const d of svc.getClosureEncoded(directoryDigest(parent))) encoded.push(d)
+  assert.equal(encoded.length, 2)
+  await assert.rejects(async () => {
+    for await (const _ of answering(messages).getClosure(directoryDigest(parent))) void _
+  }, /not sorted or duplicated/)
+})

@@ -156,7 +156,7 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
     return this.readOne(digest, maxBytes, opts)
   }
 
-  /** Small blobs in one batch call (WholeReads.readMany), while the daemon has batches. */
+  /** Small blobs (each of at most BATCH_BLOB_BYTES) in one batch call (WholeReads.readMany), while the daemon has batches. */
   readMany(items: ReadonlyArray<{ digest: B3Digest; maxBytes: number }>, each: (i: number, r: WholeRead) => void, opts?: CallOptions): Promise<void> {
     return this.batches.readMany(items, each, opts)
   }

@@ -25,22 +25,12 @@ export class GrpcDirectoryService implements DirectoryService {
     return checked(head.first.value, digest)
   }
 
-  /** Verifies that the first message is the root and every later one was announced before it. */
+  /** Verifies that the first message is the root and every later one was announced before it (getClosureEncoded), and each is valid. */
   async *getClosure(root: B3Digest, opts?: CallOptions): AsyncIterable<Directory> {
-    const announced = new Set<string>([toHex(root)])
-    // Leaving the loop (done, failed, or the caller stopped) returns the stream, which cancels the call.
-    const stream = this.rpc.leanServerStream<GetDirectoryRequest, Directory>(SERVICE, 'Get', { digest: root, recursive: true }, opts)
-    try {
-      for await (const dir of stream) {
-        const d = directoryDigest(dir)
-        if (!announced.has(toHex(d))) throw new IntegrityError(`the daemon sent directory ${b3Display(d)}, which nothing before it refers to`)
-        validateDirectory(dir)
-        for (const child of dir.directories) announced.add(toHex(child.digest))
-        yield dir
-      }
-    } catch (e) {
-      if (e instanceof IntegrityError) throw e
-      throw this.rpc.error(e, opts)
+    for await (const { bytes } of this.getClosureEncoded(root, opts)) {
+      const dir = decodeDirectory(bytes)
+      validateDirectory(dir)
+      yield dir
     }
   }
 
@@ -52,10 +42,11 @@ export class GrpcDirectoryService implements DirectoryService {
    * know its digest. The bytes hash to a digest announced before them, so
    * they are that Directory's canonical encoding; a daemon that sent
    * another encoding of it is answered from the decoded Directory.
-   * Not validated here: decodeValidated does that when it is decoded.
+   * Not validated here: a reader validates each as it decodes it.
    */
   async *getClosureEncoded(root: B3Digest, opts?: CallOptions): AsyncIterable<EncodedDirectory> {
     const announced = new Set<string>([toHex(root)])
+    // Leaving the loop (done, failed, or the caller stopped) returns the stream, which cancels the call.
     const stream = this.rpc.leanServerStreamBytes<GetDirectoryRequest>(SERVICE, 'Get', { digest: root, recursive: true }, opts)
     try {
       for await (let bytes of stream) {
