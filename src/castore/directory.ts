@@ -20,8 +20,13 @@ export function invalidNameReason(name: Uint8Array): string | undefined {
   if (name.length > MAX_NAME_LEN) return `name longer than ${MAX_NAME_LEN} bytes`
   if (name.length === 1 && name[0] === 0x2e) return 'name "."'
   if (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e) return 'name ".."'
-  if (name.includes(SLASH)) return 'name contains "/"'
-  if (name.includes(0)) return 'name contains NUL'
+  // A loop, not two Buffer.includes (each a call into C++): names are short, and a Directory of a daemon's is checked entry by entry.
+  let nul = false
+  for (let i = 0; i < name.length; i++) {
+    if (name[i] === SLASH) return 'name contains "/"'
+    if (name[i] === 0) nul = true
+  }
+  if (nul) return 'name contains NUL'
   return undefined
 }
 
@@ -38,7 +43,8 @@ export function printableName(name: Uint8Array): string {
 
 /** Throws InvalidInputError unless `dir` obeys every rule of SPEC 2.1. */
 export function validateDirectory(dir: Directory): void {
-  const seen = new Set<string>()
+  /** The lists checked so far: sorted, so a name of a later list is looked up in each by bisection (no key string per entry). */
+  const earlier: Array<readonly Node[]> = []
   const checkList = (nodes: readonly Node[]) => {
     let prev: Uint8Array | undefined
     for (const node of nodes) {
@@ -48,9 +54,7 @@ export function validateDirectory(dir: Directory): void {
         throw new InvalidInputError(`directory entries not sorted or duplicated at ${printableName(node.name)}`)
       }
       prev = node.name
-      const key = Buffer.from(node.name).toString('latin1')
-      if (seen.has(key)) throw new InvalidInputError(`duplicate directory entry ${printableName(node.name)}`)
-      seen.add(key)
+      for (const list of earlier) if (hasName(list, node.name)) throw new InvalidInputError(`duplicate directory entry ${printableName(node.name)}`)
       if (node.kind === 'symlink') {
         const t = invalidTargetReason(node.target)
         if (t) throw new InvalidInputError(`invalid symlink ${printableName(node.name)}: ${t}`)
@@ -59,10 +63,25 @@ export function validateDirectory(dir: Directory): void {
       }
     }
   }
-  checkList(dir.directories)
-  checkList(dir.files)
-  checkList(dir.symlinks)
+  for (const list of [dir.directories, dir.files, dir.symlinks]) {
+    checkList(list)
+    if (list.length > 0) earlier.push(list)
+  }
   directorySize(dir)
+}
+
+/** Whether `nodes`, sorted by name, has one named `name`. */
+function hasName(nodes: readonly Node[], name: Uint8Array): boolean {
+  let lo = 0
+  let hi = nodes.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    const c = compareBytes(nodes[mid]!.name, name)
+    if (c === 0) return true
+    if (c < 0) lo = mid + 1
+    else hi = mid
+  }
+  return false
 }
 
 /** Recursive entry count (SPEC 2.2); this is what a DirectoryNode's size must say. */

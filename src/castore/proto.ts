@@ -100,7 +100,7 @@ export class DirectoryEncoder {
 }
 
 export function decodeDirectory(buf: Uint8Array): Directory {
-  return described('Directory', () => readDirectory(buf))
+  return readDirectoryPlain(buf) ?? described('Directory', () => readDirectory(buf))
 }
 
 /** How many entries a Directory message holds, counted without decoding them (a decoded entry costs a few hundred bytes). */
@@ -114,11 +114,118 @@ export function directoryEntryCount(buf: Uint8Array): number {
 
 /** The digests of a Directory's child Directories, read from its bytes without decoding its other entries. */
 export function childDirectoryDigests(buf: Uint8Array): Uint8Array[] {
+  const plain = new PlainReader(buf)
+  const out: Uint8Array[] = []
+  for (let tag = plain.tag(); tag > 0; tag = plain.tag()) {
+    const end = plain.end()
+    if (end < 0 || tag > 0x1a || (tag & 7) !== 2) break
+    if (tag === 0x0a) {
+      const n = plain.node(end, 'directory') as DirectoryNode | undefined
+      if (!n) break
+      out.push(n.digest)
+    }
+    plain.pos = end
+  }
+  if (plain.done) return out
   return described('Directory', () => {
     const out: Uint8Array[] = []
     for (const f of fields(buf)) if (f.field === 1) out.push(readDirNode(asBytes(f, 'directories')).digest)
     return out
   })
+}
+
+/**
+ * A Directory read in one pass, when it has only the fields of its
+ * schema, each with its own wire type (as encodeDirectory writes it, in
+ * any order): no field object per field, as the generic reader makes
+ * (the most a client reading a daemon's closure allocated). Undefined for
+ * anything else (an unknown field, a long varint, bytes cut short): the
+ * generic reader then reads it, or refuses it with the reason.
+ */
+function readDirectoryPlain(buf: Uint8Array): Directory | undefined {
+  const plain = new PlainReader(buf)
+  const d: Directory = { directories: [], files: [], symlinks: [] }
+  for (let tag = plain.tag(); tag > 0; tag = plain.tag()) {
+    const end = plain.end()
+    const n = end < 0 ? undefined : tag === 0x0a ? plain.node(end, 'directory') : tag === 0x12 ? plain.node(end, 'file') : tag === 0x1a ? plain.node(end, 'symlink') : undefined
+    if (!n) return undefined
+    if (n.kind === 'directory') d.directories.push(n)
+    else if (n.kind === 'file') d.files.push(n)
+    else d.symlinks.push(n)
+  }
+  return plain.done ? d : undefined
+}
+
+/** The reading behind readDirectoryPlain: each step gives -1 or undefined where the bytes are not plain, and stops (`done` stays false). */
+class PlainReader {
+  pos = 0
+  private failed = false
+
+  constructor(private readonly buf: Uint8Array) {}
+
+  /** All of it read, nothing unusual met. */
+  get done(): boolean {
+    return !this.failed && this.pos === this.buf.length
+  }
+
+  /** The next field's tag (one byte: fields 1-15), 0 at the end, -1 on anything else. */
+  tag(): number {
+    if (this.failed || this.pos >= this.buf.length) return 0
+    const t = this.buf[this.pos++]!
+    // Field 0 is no field, and a tag of more than one byte is no field of ours.
+    if (t >= 0x80 || t < 8) return this.fail()
+    return t
+  }
+
+  /** Where a length-delimited field whose tag was just read ends, or -1. */
+  end(): number {
+    const len = this.varint()
+    return len < 0 || len > this.buf.length - this.pos ? this.fail() : this.pos + len
+  }
+
+  /** A varint of up to 7 bytes (below 2^49, so exact), or -1. */
+  varint(): number {
+    let v = 0
+    for (let i = 0, mul = 1; i < 7 && this.pos < this.buf.length; i++, mul *= 128) {
+      const b = this.buf[this.pos++]!
+      v += (b & 0x7f) * mul
+      if (b < 0x80) return v
+    }
+    return this.fail()
+  }
+
+  /** A node of `kind` whose message ends at `end`, last value of a field winning as in the generic reader. */
+  node(end: number, kind: Node['kind']): Node | undefined {
+    const { buf } = this
+    let name = EMPTY
+    let second = EMPTY
+    let size = 0
+    let executable = false
+    while (this.pos < end) {
+      const t = buf[this.pos++]!
+      if (t === 0x0a || t === 0x12) {
+        const to = this.end()
+        if (to < 0 || to > end) return void this.fail()
+        const v = buf.subarray(this.pos, to)
+        this.pos = to
+        if (t === 0x0a) name = v
+        else second = v
+      } else if ((t === 0x18 && kind !== 'symlink') || (t === 0x20 && kind === 'file')) {
+        const v = this.varint()
+        if (v < 0 || this.pos > end) return void this.fail()
+        if (t === 0x18) size = v
+        else executable = v !== 0
+      } else return void this.fail()
+    }
+    if (kind === 'directory') return { kind, name, digest: second, size }
+    if (kind === 'file') return { kind, name, digest: second, size, executable }
+    return { kind, name, target: second }
+  }
+
+  private fail(): -1 {
+    this.failed = true
+    return -1
+  }
 }
 
 function readDirectory(buf: Uint8Array): Directory {

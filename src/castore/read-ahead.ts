@@ -1,6 +1,7 @@
 import { type BlobService, type ImmediateReads, iterateSource, readAll } from './blob-service.js'
 import { type B3Digest, bytesEqual, EMPTY_DIGEST, toHex } from './digest.js'
-import { type Directory, directoryDigest, entriesInOrder } from './directory.js'
+import { type Directory, directoryDigest, entriesInOrder, validateDirectory } from './directory.js'
+import { decodeDirectory } from './proto.js'
 import type { DirectoryService } from './directory-service.js'
 import type { FileNode, Node } from './node.js'
 import type { CallOptions } from '../util/call-options.js'
@@ -17,11 +18,17 @@ import { limiter } from '../util/pool.js'
 /** The store calls a tree walk makes (renderNar's CastoreReader, with the recursive Get). */
 export interface TreeSource {
   blobs: Pick<BlobService, 'open'> & Partial<WholeReads> & Partial<Pick<ImmediateReads, 'openNow'>>
-  directories: Pick<DirectoryService, 'get' | 'getClosure'>
+  directories: Pick<DirectoryService, 'get' | 'getClosure'> & {
+    /** getClosure with each Directory left encoded (a daemon's): decoded as the walk reaches it. */
+    getClosureEncoded?(root: B3Digest, opts?: CallOptions): AsyncIterable<EncodedDirectory>
+  }
 }
 
 /** Returned by readWhole for a blob with more than the bytes asked for. */
 export const LARGER = Symbol('larger')
+
+/** What readWhole gives: the blob's bytes, LARGER, or undefined (absent). */
+export type WholeRead = Uint8Array | undefined | typeof LARGER
 
 /**
  * Optional capability of a BlobService whose every call costs a round
@@ -30,9 +37,18 @@ export const LARGER = Symbol('larger')
  */
 export interface WholeReads {
   /** The blob's bytes if it has at most `maxBytes`, LARGER if more (then nothing more is read), undefined if absent. */
-  readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER>
+  readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<WholeRead>
   /** How many readWhole calls are worth keeping in flight (READS_IN_FLIGHT when unset): many where they go in batches. */
   readonly readsAtOnce?: number
+  /**
+   * Many small blobs in one call, each handed to `each` as readWhole would
+   * give it (checked), in the order asked; rejects at the first that fails
+   * its check, those before it handed out. Only while `readManyLimits` says
+   * how many a call takes.
+   */
+  readMany?(items: ReadonlyArray<{ digest: B3Digest; maxBytes: number }>, each: (i: number, r: WholeRead) => void, opts?: CallOptions): Promise<void>
+  /** Blobs and bytes (counted as maxBytes) per readMany call, and calls worth keeping in flight; undefined: no readMany (now). */
+  readonly readManyLimits?: { blobs: number; bytes: number; calls: number }
 }
 
 /** Files up to this size are fetched ahead whole; a larger one streams when its turn comes (a single stream fills the link). */
@@ -50,16 +66,31 @@ const AHEAD_FILES = 2048
 /** Blob reads in flight at once: enough to hide the round trip, few beside a daemon's transfer slots (16 by default). */
 const READS_IN_FLIGHT = 8
 
+/**
+ * The fetch of one small blob's bytes, shared by the queued files that
+ * have them. Set, not resolved: a batch settles its blobs by writing
+ * here as their messages arrive, and one promise per call (`done`) is
+ * all a file that is not here yet waits on; no promise per file.
+ */
+interface Fetch {
+  digest: B3Digest
+  maxBytes: number
+  settled: boolean
+  /** Once settled: the bytes (checked), LARGER, or undefined (absent), unless it failed. */
+  result?: WholeRead
+  failure?: unknown
+  /** Settles once this fetch has (never rejects); unset while the fetch waits to be sent. */
+  done?: Promise<void>
+}
+
 interface Ahead {
   digest: B3Digest
-  /** The blob's bytes (undefined: absent), or nothing for a file left to stream. */
-  data?: Promise<Uint8Array | undefined | typeof LARGER>
+  /** Its bytes' fetch, or none for a file left to stream. */
+  fetch?: Fetch
   /** Bytes this entry counts against AHEAD_BYTES (0 for a file that shares an earlier entry's fetch). */
   size: number
   /** Key in `fetching` while this entry is the last queued file with these contents. */
-  hex?: string
-  /** The bytes, once `data` settled with them: handed out without a promise (openNow). */
-  ready?: Uint8Array
+  key?: number
 }
 
 export interface ReadAhead {
@@ -81,24 +112,85 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
   const opts = { signal: stopOn }
   const dirs = new DirectoryArrivals()
   const queue = new AheadQueue()
+  const blobs = source.blobs
   let heldBytes = 0
   let roomFor: (() => void) | undefined
   // Reads that go in batches are bounded by the batching (and by AHEAD_BYTES here): no slot per read.
-  const atOnce = source.blobs.readsAtOnce ?? READS_IN_FLIGHT
+  const atOnce = blobs.readsAtOnce ?? READS_IN_FLIGHT
   const run: <T>(fn: () => Promise<T>) => Promise<T> = atOnce > AHEAD_FILES ? (fn) => fn() : limiter(atOnce)
 
-  /** `size`: what the file's node says; a blob with more bytes is LARGER and read as without us (the render then sees it). */
-  const fetchWhole = async (digest: B3Digest, size: number): Promise<Uint8Array | undefined | typeof LARGER> => {
-    if (source.blobs.readWhole) return source.blobs.readWhole(digest, size, opts)
-    const src = await source.blobs.open(digest, opts)
-    return src && readAll(src)
+  const settle = (f: Fetch, r: WholeRead) => {
+    f.settled = true
+    f.result = r
   }
+  const fail = (f: Fetch, e: unknown) => {
+    f.settled = true
+    f.failure = e
+  }
+  /** One blob read on its own, where the store reads no batches. `maxBytes` is what the file's node says: a blob with more is LARGER. */
+  const fetchOne = (f: Fetch) => {
+    const read = blobs.readWhole ? () => blobs.readWhole!(f.digest, f.maxBytes, opts) : async () => {
+      const src = await blobs.open(f.digest, opts)
+      return src && readAll(src)
+    }
+    f.done = run(read).then((r) => settle(f, r), (e) => fail(f, e))
+  }
+
   /**
-   * Fetches of small blobs by digest, while their entry is queued: a file
-   * whose contents an earlier queued file has (a tree's copies) shares
-   * its fetch, one Read for both, and holds no more bytes.
+   * Fetches not yet asked for, oldest first, sent in batches (readMany)
+   * where the store reads them: what the walk queued in a turn goes out
+   * at its end, up to the store's limits per call and calls at once.
    */
-  const fetching = new Map<string, Ahead>()
+  const unsent: Fetch[] = []
+  let unsentHead = 0
+  let calls = 0
+  /** The last batch call made: one still in flight whenever all calls are. */
+  let lastSent: Promise<void> | undefined
+  let sendDue = false
+  const wantSend = () => {
+    if (sendDue) return
+    sendDue = true
+    setImmediate(send)
+  }
+  const send = () => {
+    sendDue = false
+    for (;;) {
+      if (stopOn.aborted || unsentHead === unsent.length) break
+      const limits = blobs.readMany && blobs.readManyLimits
+      if (!limits) {
+        // No batches (any more): each blob on its own.
+        while (unsentHead < unsent.length) fetchOne(unsent[unsentHead++]!)
+        break
+      }
+      if (calls >= limits.calls) return
+      let bytes = 0
+      let end = unsentHead
+      while (end < unsent.length && end - unsentHead < limits.blobs && (end === unsentHead || bytes + unsent[end]!.maxBytes <= limits.bytes)) bytes += unsent[end++]!.maxBytes
+      const batch = unsent.slice(unsentHead, end)
+      unsentHead = end
+      calls++
+      const done = blobs.readMany!(batch, (i, r) => settle(batch[i]!, r), opts).then(
+        () => {},
+        (e) => {
+          for (const f of batch) if (!f.settled) fail(f, e)
+        },
+      ).finally(() => {
+        calls--
+        send()
+      })
+      for (const f of batch) f.done = done
+      lastSent = done
+    }
+    unsent.length = unsentHead = 0
+  }
+
+  /**
+   * Fetches of small blobs by digest (keyed by digestKey, the digest
+   * itself compared), while their entry is queued: a file whose
+   * contents an earlier queued file has (a tree's copies) shares its
+   * fetch, one Read for both, and holds no more bytes.
+   */
+  const fetching = new Map<number, Ahead>()
   const full = () => queue.length >= AHEAD_FILES || heldBytes >= AHEAD_BYTES
   /** Queues `f` now if there is room (no promise per file), else once there is. */
   const enqueue = (f: FileNode): Promise<void> | void => (full() && !stopOn.aborted ? enqueueLater(f) : queueFile(f))
@@ -110,26 +202,25 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     // No bytes, and the digest of no bytes: renderNar writes such a file without asking for it (a tree's
     // empty files are one in ten), so it is not queued; were it asked for, it would be read as without us.
     if (stopOn.aborted || (f.size === 0 && bytesEqual(f.digest, EMPTY_DIGEST))) return
-    const small = f.size <= AHEAD_FILE_BYTES
     const entry: Ahead = { digest: f.digest, size: 0 }
-    if (small) {
-      const hex = toHex(f.digest)
-      const same = fetching.get(hex)
-      if (same) {
+    if (f.size <= AHEAD_FILE_BYTES) {
+      const key = digestKey(f.digest)
+      const same = fetching.get(key)
+      if (same && bytesEqual(same.digest, f.digest)) {
         // The bytes are held until the last file sharing them is used: that one counts them.
-        entry.data = same.data
+        entry.fetch = same.fetch
         entry.size = same.size
         same.size = 0
-        same.hex = undefined
+        same.key = undefined
       } else {
-        entry.data = run(() => fetchWhole(f.digest, f.size))
+        entry.fetch = { digest: f.digest, maxBytes: f.size, settled: false }
         entry.size = f.size
         heldBytes += f.size
+        unsent.push(entry.fetch)
+        wantSend()
       }
-      // Seen by the walk when it gets there; until then (or if it never does) not an unhandled rejection.
-      entry.data!.then((d) => d instanceof Uint8Array && (entry.ready = d), () => {})
-      entry.hex = hex
-      fetching.set(hex, entry)
+      entry.key = key
+      fetching.set(key, entry)
     }
     queue.push(entry)
   }
@@ -140,7 +231,7 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     for (let k = 0; k < n; k++) {
       e = queue.shift()
       heldBytes -= e.size
-      if (e.hex !== undefined) fetching.delete(e.hex)
+      if (e.key !== undefined && fetching.get(e.key) === e) fetching.delete(e.key)
     }
     roomFor?.()
     return e
@@ -148,7 +239,8 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
 
   let walking = root.kind === 'directory'
   if (root.kind === 'directory') {
-    void dirs.pump(source.directories.getClosure(root.digest, opts))
+    const { getClosureEncoded } = source.directories
+    void (getClosureEncoded ? dirs.pumpEncoded(getClosureEncoded.call(source.directories, root.digest, opts)) : dirs.pump(source.directories.getClosure(root.digest, opts)))
     void walkFiles(root.digest, dirs, enqueue, stopOn)
       .catch(() => {})
       .finally(() => (walking = false))
@@ -166,10 +258,10 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
     blobs: {
       // The file the render asks for next, when its bytes are here already: no promise, no stream.
       openNow: (digest) => {
-        const first = queue.first
-        if (!first?.ready || !bytesEqual(first.digest, digest)) return undefined
+        const result = queue.first?.fetch?.result
+        if (!(result instanceof Uint8Array) || !bytesEqual(queue.first!.digest, digest)) return undefined
         take(1)
-        return first.ready
+        return result
       },
       open: async (digest, o) => {
         let i = queued(digest)
@@ -179,11 +271,19 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
           i = queued(digest)
         }
         if (i < 0) return source.blobs.open(digest, o)
-        const entry = take(i + 1)
-        const data = await entry.data
-        // Left to stream, or larger than its node says: read as the walk would read it without us.
-        if (entry.data === undefined || data === LARGER) return source.blobs.open(digest, o)
-        return data && iterateSource(data)
+        const { fetch } = take(i + 1)
+        // Left to stream: read as the walk would read it without us.
+        if (!fetch) return source.blobs.open(digest, o)
+        while (!fetch.settled) {
+          stopOn.throwIfAborted()
+          // Not yet sent (the render overtook the batching): it goes now, or after a batch in flight.
+          if (!fetch.done) send()
+          await (fetch.done ?? lastSent)
+        }
+        if (fetch.failure !== undefined) throw fetch.failure
+        // Larger than its node says: read as the walk would read it without us.
+        if (fetch.result === LARGER) return source.blobs.open(digest, o)
+        return fetch.result && iterateSource(fetch.result)
       },
     },
   }
@@ -194,6 +294,15 @@ export function readAhead(source: TreeSource, root: Node, signal?: AbortSignal):
       roomFor?.()
     },
   }
+}
+
+/**
+ * A number from a digest's first 30 bits: a key for a Map without a string
+ * per digest, and small enough to be held unboxed (wider keys are heap
+ * numbers, one allocation per file); the digest itself is compared on a hit.
+ */
+function digestKey(d: B3Digest): number {
+  return d[0]! | (d[1]! << 8) | (d[2]! << 16) | ((d[3]! & 0x3f) << 24)
 }
 
 /**
@@ -236,22 +345,45 @@ class AheadQueue {
   }
 }
 
+/** A Directory as its canonical bytes, with its digest (a recursive Get left encoded). */
+export interface EncodedDirectory {
+  digest: B3Digest
+  bytes: Uint8Array
+}
+
 /**
  * The Directories of a recursive Get, by digest, as they arrive (all of
  * them kept until the walk ends, as a copy keeps a closure's). A
  * Directory the stream did not bring (it failed, or ended without it) is
  * undefined: the caller asks the store for it alone and gets the store's
  * own answer.
+ *
+ * From a store that sends them encoded, each is kept as its bytes and
+ * decoded (and validated) when the walk enters it; the render, which
+ * follows, takes that decoding. So only the Directories between the walk
+ * and the render are held decoded: held whole, a closure of 15,000 files
+ * was 15,000 decoded entries that every young-generation collection of
+ * the export copied, then promoted.
  */
 class DirectoryArrivals {
-  private readonly got = new Map<string, Directory>()
+  private readonly got = new Map<string, Directory | Uint8Array>()
+  /** Encoded ones the walk decoded, until the render takes them. */
+  private readonly decoded = new Map<string, Directory>()
   private ended = false
   private waiters: Array<() => void> = []
 
   async pump(src: AsyncIterable<Directory>): Promise<void> {
+    await this.arrivals(src, (d) => this.got.set(toHex(directoryDigest(d)), d))
+  }
+
+  async pumpEncoded(src: AsyncIterable<EncodedDirectory>): Promise<void> {
+    await this.arrivals(src, (d) => this.got.set(toHex(d.digest), d.bytes))
+  }
+
+  private async arrivals<T>(src: AsyncIterable<T>, add: (d: T) => void): Promise<void> {
     try {
       for await (const d of src) {
-        this.got.set(toHex(directoryDigest(d)), d)
+        add(d)
         this.wake()
       }
     } catch {
@@ -262,8 +394,29 @@ class DirectoryArrivals {
     }
   }
 
+  /** For the walk: the Directory, decoded once for the render's get() that follows. */
+  async enter(digest: B3Digest): Promise<Directory | undefined> {
+    const key = toHex(digest)
+    const d = await this.arrived(key)
+    if (!(d instanceof Uint8Array)) return d
+    const dir = decodeValidated(d)
+    this.decoded.set(key, dir)
+    return dir
+  }
+
+  /** For the render: the Directory, as the walk decoded it if it did. */
   async get(digest: B3Digest): Promise<Directory | undefined> {
     const key = toHex(digest)
+    const dir = this.decoded.get(key)
+    if (dir) {
+      this.decoded.delete(key)
+      return dir
+    }
+    const d = await this.arrived(key)
+    return d instanceof Uint8Array ? decodeValidated(d) : d
+  }
+
+  private async arrived(key: string): Promise<Directory | Uint8Array | undefined> {
     for (;;) {
       const d = this.got.get(key)
       if (d || this.ended) return d
@@ -276,12 +429,19 @@ class DirectoryArrivals {
   }
 }
 
+/** A Directory's canonical bytes decoded, and checked as a store checks what it serves (SPEC 2.1). */
+function decodeValidated(bytes: Uint8Array): Directory {
+  const dir = decodeDirectory(bytes)
+  validateDirectory(dir)
+  return dir
+}
+
 /** The files under Directory `root` in NAR order, each handed to `each` (which may wait for room). */
 async function walkFiles(root: B3Digest, dirs: DirectoryArrivals, each: (f: FileNode) => Promise<void> | void, signal: AbortSignal): Promise<void> {
   // An explicit stack of entry lists, innermost last: any depth works.
   const open: Array<{ entries: Node[]; next: number }> = []
   const enter = async (digest: B3Digest) => {
-    const dir = await dirs.get(digest)
+    const dir = await dirs.enter(digest)
     // Not in the stream: the walk stops fetching ahead, and the reader's fallbacks take over.
     if (!dir) return false
     open.push({ entries: entriesInOrder(dir), next: 0 })

@@ -13,8 +13,8 @@ interface Calls {
 const BLOB_STAGE: Calls = { put: 1, commit: 0 }
 const DIRECTORY_STAGE: Calls = { put: 2, commit: 0 }
 const SERVICES: Record<'blobs' | 'directories' | 'pathInfos', Calls> = {
-  blobs: { has: 1, open: 1, readWhole: 2, put: 1, chunks: 1, size: 1, stage: { at: 0, returns: BLOB_STAGE } },
-  directories: { get: 1, getClosure: 1, putClosure: 1, stage: { at: 0, returns: DIRECTORY_STAGE } },
+  blobs: { has: 1, open: 1, readWhole: 2, readMany: 2, put: 1, chunks: 1, size: 1, stage: { at: 0, returns: BLOB_STAGE } },
+  directories: { get: 1, getClosure: 1, getClosureEncoded: 1, putClosure: 1, stage: { at: 0, returns: DIRECTORY_STAGE } },
   pathInfos: { get: 1, put: 1, list: 0, referrers: 1 },
 }
 

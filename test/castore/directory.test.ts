@@ -53,6 +53,10 @@ describe('Directory validation (SPEC 2.1)', () => {
     ['unsorted', dir({ files: [f('b'), f('a')] }), /not sorted/],
     ['duplicate within a list', dir({ files: [f('a'), f('a')] }), /not sorted or duplicated/],
     ['duplicate across lists', dir({ files: [f('a')], symlinks: [l('a')] }), /duplicate/],
+    // Each list sorted on its own; a name of a later list is looked for in every earlier one, wherever it sorts there.
+    ['duplicate of a directory in the symlinks, files between', dir({ directories: [d('m')], files: [f('a'), f('z')], symlinks: [l('b'), l('m')] }), /duplicate directory entry "m"/],
+    ['duplicate of the last of many files', dir({ files: ['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((x) => f(x)), symlinks: [l('g')] }), /duplicate directory entry "g"/],
+    ['duplicate of the first of many files, in the directories', dir({ directories: [d('a')], files: ['a', 'b', 'c', 'd'].map((x) => f(x)) }), /duplicate directory entry "a"/],
     ['short digest', dir({ files: [{ ...f('a'), digest: new Uint8Array(31) }] }), /31-byte digest/],
     ['empty symlink target', dir({ symlinks: [l('a', '')] }), /empty symlink target/],
     ['symlink target with NUL', dir({ symlinks: [l('a', 'x\0')] }), /NUL/],

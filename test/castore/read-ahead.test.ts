@@ -13,7 +13,9 @@ import { openMemoryStore } from '../../src/backends/memory/index.js'
 import { readAll } from '../../src/castore/blob-service.js'
 import { type B3Digest, b3, bytesEqual, toHex } from '../../src/castore/digest.js'
 import type { Node } from '../../src/castore/node.js'
-import { readAhead, type TreeSource } from '../../src/castore/read-ahead.js'
+import { type Directory, directoryDigest } from '../../src/castore/directory.js'
+import { encodeDirectory } from '../../src/castore/proto.js'
+import { LARGER, readAhead, type TreeSource } from '../../src/castore/read-ahead.js'
 import { IntegrityError } from '../../src/errors.js'
 import { importPath } from '../../src/ops/import-paths.js'
 import { renderNar } from '../../src/store/nar/render.js'
@@ -231,4 +233,138 @@ test('bytes fetched for a file and kept for a later copy of it still count again
   } finally {
     fs.rmSync(root, { recursive: true, force: true })
   }
+})
+
+/** Per readMany call of a test source: how many blobs it can take, the bytes they may have, how many calls at once. */
+const LIMITS = { blobs: 16, bytes: 48 * 1024, calls: 2 }
+
+/**
+ * `store` as a source that reads small blobs in batches (readMany, as a
+ * daemon with batches) and gives its closure encoded, recording each call and the calls in flight; a
+ * call fails at `failOn` (those before it handed out) and says `absent`
+ * is absent, as the gRPC client's batches do.
+ */
+function batched(store: TreeSource, odd: { failOn?: B3Digest; absent?: B3Digest } = {}) {
+  const seen = { calls: [] as Array<{ blobs: number; bytes: number }>, inFlight: 0, maxInFlight: 0, asked: [] as string[], opens: 0 }
+  const source: TreeSource = {
+    directories: {
+      ...store.directories,
+      // Left encoded, as a daemon's recursive Get is read: the walk decodes each.
+      getClosureEncoded: async function* (root, o) {
+        for await (const d of store.directories.getClosure(root, o)) yield { digest: directoryDigest(d), bytes: encodeDirectory(d) }
+      },
+    },
+    blobs: {
+      open: (d, o) => {
+        seen.opens++
+        return store.blobs.open(d, o)
+      },
+      readManyLimits: LIMITS,
+      readMany: async (items, each, o) => {
+        seen.calls.push({ blobs: items.length, bytes: items.reduce((n, it) => n + it.maxBytes, 0) })
+        seen.maxInFlight = Math.max(seen.maxInFlight, ++seen.inFlight)
+        try {
+          // A turn of the event loop, as a round trip would take.
+          await new Promise((r) => setImmediate(r))
+          for (const [i, { digest, maxBytes }] of items.entries()) {
+            seen.asked.push(toHex(digest))
+            if (odd.failOn && bytesEqual(digest, odd.failOn)) throw new IntegrityError('blob is corrupt (test)')
+            const src = odd.absent && bytesEqual(digest, odd.absent) ? undefined : await store.blobs.open(digest, o)
+            const data = src && (await readAll(src))
+            each(i, data && data.length > maxBytes ? LARGER : data)
+          }
+        } finally {
+          seen.inFlight--
+        }
+      },
+    },
+  }
+  return { source, seen }
+}
+
+test('read in batches (readMany): the NAR is nix-store --dump\'s, each call within the limits, calls overlapped and bounded', async (t) => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'read-ahead-'))
+  try {
+    const dir = makeMixedTree(root)
+    const { store, root: node } = await stored(dir)
+    const { source, seen } = batched(store)
+    const ahead = readAhead(source, node)
+    const nar = await readAll(renderNar(node, ahead.reader))
+    ahead.stop()
+    const want = nixMissing() ? await readAll(renderNar(node, store)) : NixStore.dump(dir)
+    if (nixMissing()) t.diagnostic(`compared with a plain render: ${nixMissing()}`)
+    assert.ok(nar.equals(want), 'NAR bytes differ')
+    assert.ok(seen.calls.length > 10, `${seen.calls.length} batch calls`)
+    for (const c of seen.calls) assert.ok(c.blobs <= LIMITS.blobs && (c.blobs === 1 || c.bytes <= LIMITS.bytes), `a call of ${c.blobs} blobs, ${c.bytes} bytes`)
+    assert.equal(seen.maxInFlight, LIMITS.calls, `at most ${seen.maxInFlight} calls in flight`)
+    // The files over 1 MiB stream on their own: the 3 MiB one and the one of 1 MiB + 1 byte.
+    assert.equal(seen.opens, 2, `${seen.opens} files read outside the batches`)
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true })
+  }
+})
+
+test('read in batches: copies of one content are asked for once', async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'read-ahead-'))
+  try {
+    const dir = path.join(root, 'copies')
+    writeFiles(dir, 'a', 10, 3000, 500)
+    writeFiles(dir, 'b', 10, 0, 0, 'a')
+    writeFiles(dir, 'e', 10, 0, 0)
+    const { store, root: node } = await stored(dir)
+    const { source, seen } = batched(store)
+    const ahead = readAhead(source, node)
+    await readAll(renderNar(node, ahead.reader))
+    ahead.stop()
+    assert.equal(seen.asked.length, 10, `${seen.asked.length} blobs asked for 10 distinct non-empty contents in 30 files`)
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true })
+  }
+})
+
+for (const odd of ['failOn', 'absent'] as const) {
+  test(`read in batches, a blob ${odd === 'failOn' ? 'that fails its check' : 'absent'} mid-batch: the same bytes out as without read-ahead, then the same one error`, async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'read-ahead-'))
+    try {
+      const dir = makeMixedTree(root)
+      const { store, root: node } = await stored(dir)
+      const dirNode = (await store.directories.get((node as Extract<Node, { kind: 'directory' }>).digest))!
+      const victim = dirNode.files.find((f) => f.name.toString() >= 'f1000' && f.size > 32)!
+      // Without read-ahead: the store itself fails (or lacks) the blob.
+      const plainSource = watched(store, odd === 'failOn' ? victim.digest : undefined).source
+      if (odd === 'absent') plainSource.blobs.open = async (d) => (bytesEqual(d, victim.digest) ? undefined : store.blobs.open(d))
+      const plain = await renderUntilFailure(node, plainSource)
+      const { source, seen } = batched(store, { [odd]: victim.digest })
+      const ahead = readAhead(source, node)
+      const got = await renderUntilFailure(node, ahead.reader)
+      ahead.stop()
+      assert.ok(seen.asked.includes(toHex(victim.digest)))
+      assert.match(String(got.error), odd === 'failOn' ? /corrupt \(test\)/ : /is missing from the store/)
+      assert.equal(String(got.error), String(plain.error))
+      assert.ok(got.out.length > 0 && got.out.equals(plain.out), `${got.out.length} bytes out before the failure, ${plain.out.length} without read-ahead`)
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true })
+    }
+  })
+}
+
+test('a Directory left encoded is validated when decoded: one out of order fails the render there, with the reason', async () => {
+  const file = (name: string) => ({ kind: 'file' as const, name: Buffer.from(name), digest: b3(Buffer.from('x')), size: 1, executable: false })
+  const bad: Directory = { directories: [], files: [file('b'), file('a')], symlinks: [] }
+  const top: Directory = { directories: [{ kind: 'directory', name: Buffer.from('sub'), digest: directoryDigest(bad), size: 2 }], files: [file('a')], symlinks: [] }
+  const node: Node = { kind: 'directory', name: Buffer.alloc(0), digest: directoryDigest(top), size: 4 }
+  const source: TreeSource = {
+    directories: {
+      get: async () => undefined,
+      getClosure: () => (async function* () {})(),
+      getClosureEncoded: async function* () {
+        for (const d of [top, bad]) yield { digest: directoryDigest(d), bytes: encodeDirectory(d) }
+      },
+    },
+    blobs: { open: async () => (async function* () { yield Buffer.from('x') })() },
+  }
+  const ahead = readAhead(source, node)
+  const got = await renderUntilFailure(node, ahead.reader)
+  ahead.stop()
+  assert.match(String(got.error), /not sorted or duplicated/)
 })

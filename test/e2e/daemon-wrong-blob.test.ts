@@ -11,7 +11,7 @@ import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { openMemoryStore } from '../../src/backends/memory/index.js'
 import type { BlobService } from '../../src/castore/blob-service.js'
-import { type B3Digest, b3, bytesEqual } from '../../src/castore/digest.js'
+import { type B3Digest, b3, b3Display, bytesEqual } from '../../src/castore/digest.js'
 import { parseListen } from '../../src/daemon/listen.js'
 import { type Daemon, startDaemon } from '../../src/daemon/server.js'
 import { importPath } from '../../src/ops/import-paths.js'
@@ -19,13 +19,14 @@ import { assertOneErrorLine, runCli } from '../helpers/cli.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
 import { randomBytes } from '../helpers/trees.js'
 
-/** `blobs`, except that the blob `victim` is served with one byte changed. */
+/** `blobs`, except that the blob `victim` is served with one byte changed, or said to be absent while `hidden`. */
 function lyingAbout(blobs: BlobService, victim: () => B3Digest | undefined): BlobService {
   return new Proxy(blobs, {
     get(target, prop) {
       if (prop !== 'open') return Reflect.get(target, prop, target)
       return async (d: B3Digest, o: never) => {
         const v = victim()
+        if (hidden && v && bytesEqual(d, v)) return undefined
         const src = await target.open(d, o)
         if (!src || !v || !bytesEqual(d, v)) return src
         return (async function* () {
@@ -43,6 +44,7 @@ function lyingAbout(blobs: BlobService, victim: () => B3Digest | undefined): Blo
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wrong-blob-'))
 let daemon: Daemon
 let victim: B3Digest | undefined
+let hidden = false
 /** 300 small files (most fetched ahead while earlier ones are written), the 200th sent wrong. */
 const dir = path.join(root, 'tree')
 let storePath = ''
@@ -75,4 +77,23 @@ test('export-nar through the daemon: the NAR as nix-store --dump writes it, or, 
   assert.ok(contentsAt > 0)
   assert.ok(r.stdout.length <= contentsAt, `${r.stdout.length} bytes out; the bad file's contents start at ${contentsAt}`)
   assert.ok(want.subarray(0, r.stdout.length).equals(r.stdout), 'what was written is not the NAR prefix')
+})
+
+test('export-nar through the daemon with one blob of the tree absent there: the NAR before that file, then one error line naming the blob', { skip: nixMissing() }, async () => {
+  const want = NixStore.dump(dir)
+  const gone = fs.readFileSync(path.join(dir, 'f150'))
+  victim = b3(gone)
+  hidden = true
+  try {
+    const r = await runCli(['export-nar', '--store', daemon.url, storePath])
+    assert.equal(r.code, 1)
+    assertOneErrorLine(r.stderr, new RegExp(`blob ${b3Display(victim).replace(/[+/]/g, '\\$&')} is missing`))
+    const contentsAt = want.indexOf(gone)
+    assert.ok(contentsAt > 0)
+    assert.ok(r.stdout.length <= contentsAt, `${r.stdout.length} bytes out; the absent file's contents start at ${contentsAt}`)
+    assert.ok(want.subarray(0, r.stdout.length).equals(r.stdout), 'what was written is not the NAR prefix')
+  } finally {
+    hidden = false
+    victim = undefined
+  }
 })

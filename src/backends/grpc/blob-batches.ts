@@ -155,11 +155,11 @@ function cancelWhenAllAbort<T, R>(batch: Array<Pending<T, R>>, ac: AbortControll
   }
 }
 
-interface ReadItem {
+export interface ReadItem {
   digest: B3Digest
   maxBytes: number
 }
-type ReadResult = Uint8Array | undefined | typeof LARGER
+export type ReadResult = Uint8Array | undefined | typeof LARGER
 
 interface PutItem {
   data: Uint8Array
@@ -184,6 +184,9 @@ export const PUTS_AT_ONCE = BATCH_BLOBS * (BATCHES_IN_FLIGHT + 1)
  */
 export const TURN_BYTES = 256 << 10
 
+/** What a caller that batches its own reads (readMany) may put in one call, and how many calls it keeps in flight: as the Coalescer does. */
+export const READ_MANY_LIMITS = { blobs: BATCH_BLOBS, bytes: BATCH_BYTES, calls: BATCHES_IN_FLIGHT } as const
+
 /** The largest blob either batch takes: larger ones go through BlobService. */
 export const BATCH_BLOB_BYTES = 1 << 20
 
@@ -195,14 +198,14 @@ export class BlobBatches {
   constructor(
     private readonly rpc: RpcClient,
     /** Each blob on its own, where the daemon lacks the extension. */
-    fallback: {
+    private readonly fallback: {
       read(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<ReadResult>
       put(data: Uint8Array, opts?: CallOptions): Promise<BlobInfo>
       has(digest: B3Digest, opts?: CallOptions): Promise<boolean>
     },
   ) {
     this.reads = new Coalescer((batch, signal) =>
-      this.orEach(batch, () => this.readBatch(batch, signal), (p) => fallback.read(p.item.digest, p.item.maxBytes, { signal: p.signal })),
+      this.orEach(batch, () => this.readBatch(batch.map((p) => p.item), (i, r) => batch[i]!.resolve(r), (i, e) => batch[i]!.reject(e), signal), (p) => fallback.read(p.item.digest, p.item.maxBytes, { signal: p.signal })),
     )
     this.puts = new Coalescer((batch, signal) => this.orEach(batch, () => this.putBatch(batch, signal), (p) => fallback.put(p.item.data, { signal: p.signal })))
     this.stats = new Coalescer((batch, signal) => this.orEach(batch, () => this.statBatch(batch, signal), (p) => fallback.has(p.item, { signal: p.signal })))
@@ -216,6 +219,30 @@ export class BlobBatches {
   /** A blob of at most `maxBytes` (up to BATCH_BLOB_BYTES), read in a batch and checked: as WholeReads.readWhole. */
   read(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<ReadResult> {
     return this.reads.add({ digest, maxBytes }, maxBytes, opts?.signal)
+  }
+
+  /**
+   * Small blobs read in one batch call made now (no gathering): each
+   * handed to `each` checked, in the order asked; rejects at the first
+   * that fails its check (those before it were handed out) or when the
+   * call fails. For a reader that does its own batching (a tree read
+   * ahead): no promise or pending record per blob. Where the daemon has
+   * no batches, each blob takes its own Read, handed out in order too.
+   */
+  async readMany(items: readonly ReadItem[], each: (i: number, r: ReadResult) => void, opts?: CallOptions): Promise<void> {
+    const fail = (_i: number, e: unknown) => {
+      throw e
+    }
+    if (!this.rpc.batchesUnsupported) {
+      try {
+        return await this.readBatch(items, each, fail, opts?.signal)
+      } catch (e) {
+        if (!isUnimplemented(e)) throw this.rpc.error(e, opts)
+        this.rpc.batchesUnsupported = true
+      }
+    }
+    const got = await Promise.allSettled(items.map((it) => this.fallback.read(it.digest, it.maxBytes, opts)))
+    for (const [i, r] of got.entries()) r.status === 'fulfilled' ? each(i, r.value) : fail(i, r.reason)
   }
 
   /** A blob of at most BATCH_BLOB_BYTES whose digest the caller computed from `data`, put in a batch. */
@@ -241,28 +268,40 @@ export class BlobBatches {
     await Promise.all(batch.map((p) => each(p).then(p.resolve, p.reject)))
   }
 
-  private async readBatch(batch: Array<Pending<ReadItem, ReadResult>>, signal: AbortSignal): Promise<void> {
-    const req: ReadBlobsRequest = { digests: batch.map((p) => p.item.digest), maxBlobSize: Math.max(...batch.map((p) => p.item.maxBytes)) }
+  /**
+   * Reads `items` in one ReadBlobs call, each checked blob handed to
+   * `settle` as its message arrives (in order: the stream's own events),
+   * one that fails its check to `fail`; a broken answer rejects.
+   */
+  private async readBatch(items: readonly ReadItem[], settle: (i: number, r: ReadResult) => void, fail: (i: number, e: unknown) => void, signal?: AbortSignal): Promise<void> {
+    let maxBlobSize = 0
+    const digests = new Array<B3Digest>(items.length)
+    for (let i = 0; i < items.length; i++) {
+      digests[i] = items[i]!.digest
+      maxBlobSize = Math.max(maxBlobSize, items[i]!.maxBytes)
+    }
     let next = 0
-    // Each blob settled as its message arrives, in the stream's own events.
-    await this.rpc.leanEach<ReadBlobsRequest, ReadBlobsResponse>(BATCH_SERVICE, 'ReadBlobs', req, (m) => {
+    await this.rpc.leanEach<ReadBlobsRequest, ReadBlobsResponse>(BATCH_SERVICE, 'ReadBlobs', { digests, maxBlobSize }, (m) => {
       // In order, each once: anything else is a broken answer.
       if (m.index !== next) throw new IntegrityError(`the daemon answered blob ${m.index} of a batch where blob ${next} was due`)
-      const p = batch[next++]!
-      const { digest, maxBytes } = p.item
-      if (m.state === BlobState.NOT_FOUND) p.resolve(undefined)
-      else if (m.state === BlobState.LARGER || m.data.length > maxBytes) p.resolve(LARGER)
+      const i = next++
+      const { digest, maxBytes } = items[i]!
+      if (m.state === BlobState.NOT_FOUND) settle(i, undefined)
+      else if (m.state === BlobState.LARGER || m.data.length > maxBytes) settle(i, LARGER)
       else if (m.state !== BlobState.FOUND) throw new IntegrityError(`the daemon answered blob ${b3Display(digest)} with an unknown state ${m.state}`)
       else {
         // Checked whole before anyone sees a byte of it.
+        let data
         try {
-          p.resolve(checkedBuffer(digest, m.data))
+          data = checkedBuffer(digest, m.data)
         } catch (e) {
-          p.reject(e)
+          fail(i, e)
+          return
         }
+        settle(i, data)
       }
     }, { signal })
-    if (next < batch.length) throw new IntegrityError(`the daemon's batch answer left out blob ${b3Display(batch[next]!.item.digest)}`)
+    if (next < items.length) throw new IntegrityError(`the daemon's batch answer left out blob ${b3Display(items[next]!.digest)}`)
   }
 
   private async statBatch(batch: Array<Pending<B3Digest, boolean>>, signal: AbortSignal): Promise<void> {

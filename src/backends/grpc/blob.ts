@@ -18,11 +18,11 @@ import { BLOB_CHUNK_BYTES } from '../../grpc/definitions.js'
 import { type StatBlobRequest, type StatBlobResponse, blobChunk } from '../../grpc/messages.js'
 import { abortable } from '../../util/abortable.js'
 import type { CallOptions } from '../../util/call-options.js'
-import { LARGER } from '../../castore/read-ahead.js'
+import { LARGER, type WholeRead } from '../../castore/read-ahead.js'
 import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
 import { isReusable } from '../../castore/reusable-source.js'
-import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE, TURN_BYTES } from './blob-batches.js'
+import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE, READ_MANY_LIMITS, TURN_BYTES } from './blob-batches.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
@@ -160,6 +160,16 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
   readWhole(digest: B3Digest, maxBytes: number, opts?: CallOptions): Promise<Uint8Array | undefined | typeof LARGER> {
     if (maxBytes <= BATCH_BLOB_BYTES && this.batches.available) return this.batches.read(digest, maxBytes, opts)
     return this.readOne(digest, maxBytes, opts)
+  }
+
+  /** Small blobs (each of at most BATCH_BLOB_BYTES) in one batch call (WholeReads.readMany), while the daemon has batches. */
+  readMany(items: ReadonlyArray<{ digest: B3Digest; maxBytes: number }>, each: (i: number, r: WholeRead) => void, opts?: CallOptions): Promise<void> {
+    return this.batches.readMany(items, each, opts)
+  }
+
+  /** What one readMany call takes (WholeReads): undefined once the daemon said it has no batches. */
+  get readManyLimits(): { blobs: number; bytes: number; calls: number } | undefined {
+    return this.batches.available ? READ_MANY_LIMITS : undefined
   }
 
   /** A small blob in one lean Read: checked whole before it is returned. */

@@ -64,10 +64,15 @@ export class RpcClient {
    * here, the responses decoded as they are read. Fails like a grpc-js
    * call (see error()); an aborted `signal` cancels it.
    */
-  async *leanServerStream<Req, Res>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}): AsyncGenerator<Res> {
+  async *leanServerStream<Req, Res>(service: ServiceName, name: string, req: Req, opts: CallOptions = {}): AsyncGenerator<Res> {
+    const decode = this.method(service, name).responseDeserialize as (b: Buffer) => Res
+    for await (const msg of this.leanServerStreamBytes(service, name, req, opts)) yield decode(msg as Buffer)
+  }
+
+  /** As leanServerStream, each message left encoded: its bytes as they came (a view of what HTTP/2 gave where it came in one piece). */
+  leanServerStreamBytes<Req>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}): AsyncGenerator<Uint8Array> {
     const m = this.method(service, name)
-    const decode = m.responseDeserialize as (b: Buffer) => Res
-    for await (const msg of this.lean.call(m.path, m.requestSerialize(req), signal)) yield decode(msg as Buffer)
+    return this.lean.call(m.path, m.requestSerialize(req), signal)
   }
 
   /** The decoded messages of a server stream that answers with at most `maxBytes` of them (H2Streams.collect); undefined beyond. */
