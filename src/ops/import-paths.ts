@@ -64,9 +64,10 @@ export async function importPath(store: Store, arg: string, opts: ImportPathOpti
 /** What an earlier import of the same tree gave, if the tree looks the same to lstat and the store still has that path. */
 async function importedBefore(store: Store, cache: ImportCache, key: ImportKey): Promise<Imported | undefined> {
   const entry = cache.lookup(key)
-  if (!entry || fingerprintPath(key.source).digest() !== entry.fingerprint) return undefined
+  if (!entry) return undefined
+  // The store first: one lookup, where a store made afresh (same folder, same URL) would cost a walk of the tree.
   const info = await store.pathInfos.get(entry.path.digest)
-  if (!info?.narinfo) return undefined
+  if (!info?.narinfo || fingerprintPath(key.source).digest() !== entry.fingerprint) return undefined
   const { narSize, narSha256 } = info.narinfo
   return { storePath: absolute(entry.path, store.storeDir), narSize, narSha256, info }
 }
