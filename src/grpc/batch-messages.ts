@@ -44,28 +44,36 @@ export const readBlobsResponse = {
       w.uint(2, m.state)
       w.bytes(3, m.data)
     }),
-  decode: (b: Uint8Array): ReadBlobsResponse =>
-    canonicalReadBlobsResponse(b) ??
-    decodeWith<ReadBlobsResponse>(b, { index: 0, state: BlobState.FOUND, data: EMPTY }, (m, f) => {
-      if (f.field === 1) m.index = asUint(f, 'index')
-      else if (f.field === 2) m.state = asUint(f, 'state')
-      else if (f.field === 3) m.data = asBytes(f, 'data')
-    }),
+  decode: (b: Uint8Array): ReadBlobsResponse => {
+    const m = readBlobsResponseAt(b, 0, b.length, { index: 0, state: 0, dataStart: 0, dataEnd: 0 })
+    return { index: m.index, state: m.state, data: m.dataStart === m.dataEnd ? EMPTY : b.subarray(m.dataStart, m.dataEnd) }
+  },
+}
+
+/** A ReadBlobsResponse read in place: its data is bytes `dataStart` to `dataEnd` of the buffer it was read from. */
+export interface ReadBlobsFields {
+  index: number
+  state: BlobState
+  dataStart: number
+  dataEnd: number
 }
 
 /**
- * A ReadBlobsResponse as encode() writes it (fields 1, 2, 3 in order, each
- * at most once, nothing else), read in one pass; undefined for any other
- * shape, which the generic decoder then reads (or refuses). A client reads
- * one per blob of a batch: the generic decoder's generator step and field
- * objects per field were ~6 % of an export's CPU through a daemon.
+ * The ReadBlobsResponse that is bytes `start` to `end` of `b`, as
+ * encode() writes it (fields 1, 2, 3 in order, each at most once, nothing
+ * else), read in one pass into `into` (which a caller may reuse for every
+ * message) and returned; any other shape is read by the generic decoder
+ * (which refuses what is not a ReadBlobsResponse). A client reads one per blob of a batch,
+ * where it lies in the DATA piece: a view and an object per message, and
+ * the generic decoder's generator step and field objects per field, were
+ * several % of an export's CPU through a daemon.
  */
-function canonicalReadBlobsResponse(b: Uint8Array): ReadBlobsResponse | undefined {
-  let at = 0
+export function readBlobsResponseAt(b: Uint8Array, start: number, end: number, into: ReadBlobsFields): ReadBlobsFields {
+  let at = start
   /** A varint of up to 4 bytes (2^28) at `at`, or -1. */
   const varint = (): number => {
     let v = 0
-    for (let shift = 0; shift < 28 && at < b.length; shift += 7) {
+    for (let shift = 0; shift < 28 && at < end; shift += 7) {
       const byte = b[at++]!
       v += (byte & 0x7f) * 2 ** shift
       if (byte < 0x80) return v
@@ -74,23 +82,45 @@ function canonicalReadBlobsResponse(b: Uint8Array): ReadBlobsResponse | undefine
   }
   let index = 0
   let state = 0
-  let data = EMPTY
-  if (b[at] === 0x08) {
+  let dataStart = at
+  let dataEnd = at
+  if (at < end && b[at] === 0x08) {
     at++
-    if ((index = varint()) < 0) return undefined
+    if ((index = varint()) < 0) return genericReadBlobsResponse(b, start, end, into)
   }
-  if (b[at] === 0x10) {
+  if (at < end && b[at] === 0x10) {
     at++
-    if ((state = varint()) < 0) return undefined
+    if ((state = varint()) < 0) return genericReadBlobsResponse(b, start, end, into)
   }
-  if (b[at] === 0x1a) {
+  if (at < end && b[at] === 0x1a) {
     at++
     const len = varint()
-    if (len < 0 || len > b.length - at) return undefined
-    data = b.subarray(at, at + len)
-    at += len
+    if (len < 0 || len > end - at) return genericReadBlobsResponse(b, start, end, into)
+    dataStart = at
+    dataEnd = at += len
   }
-  return at === b.length ? { index, state, data } : undefined
+  if (at !== end) return genericReadBlobsResponse(b, start, end, into)
+  into.index = index
+  into.state = state
+  into.dataStart = dataStart
+  into.dataEnd = dataEnd
+  return into
+}
+
+/** A ReadBlobsResponse of another shape than encode()'s (fields repeated or out of order), by the generic decoder: its data located in `b`. */
+function genericReadBlobsResponse(b: Uint8Array, start: number, end: number, into: ReadBlobsFields): ReadBlobsFields {
+  const msg = b.subarray(start, end)
+  const m = decodeWith<ReadBlobsResponse>(msg, { index: 0, state: BlobState.FOUND, data: EMPTY }, (m, f) => {
+    if (f.field === 1) m.index = asUint(f, 'index')
+    else if (f.field === 2) m.state = asUint(f, 'state')
+    else if (f.field === 3) m.data = asBytes(f, 'data')
+  })
+  into.index = m.index
+  into.state = m.state
+  // The generic decoder's bytes are views of what it read; an empty field may be a shared empty array.
+  into.dataStart = m.data.length === 0 ? start : m.data.byteOffset - msg.byteOffset + start
+  into.dataEnd = into.dataStart + m.data.length
+  return into
 }
 
 /** Most bytes frameReadBlobsResponse writes before a message's data (gRPC's prefix, three tags, three varints). */

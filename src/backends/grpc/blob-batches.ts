@@ -8,8 +8,9 @@ import {
   framePutBlobsRequests,
   type PutBlobsRequest,
   type PutBlobsResponse,
+  type ReadBlobsFields,
   type ReadBlobsRequest,
-  type ReadBlobsResponse,
+  readBlobsResponseAt,
   type StatBlobsRequest,
   type StatBlobsResponse,
 } from '../../grpc/batch-messages.js'
@@ -281,19 +282,22 @@ export class BlobBatches {
       maxBlobSize = Math.max(maxBlobSize, items[i]!.maxBytes)
     }
     let next = 0
-    await this.rpc.leanEach<ReadBlobsRequest, ReadBlobsResponse>(BATCH_SERVICE, 'ReadBlobs', { digests, maxBlobSize }, (m) => {
+    // Each message read where it lies in the DATA piece, into one reused record: only a found blob's data gets a view.
+    const m: ReadBlobsFields = { index: 0, state: BlobState.FOUND, dataStart: 0, dataEnd: 0 }
+    await this.rpc.leanEachBytes<ReadBlobsRequest>(BATCH_SERVICE, 'ReadBlobs', { digests, maxBlobSize }, (b, start, end) => {
+      readBlobsResponseAt(b, start, end, m)
       // In order, each once: anything else is a broken answer.
       if (m.index !== next) throw new IntegrityError(`the daemon answered blob ${m.index} of a batch where blob ${next} was due`)
       const i = next++
       const { digest, maxBytes } = items[i]!
       if (m.state === BlobState.NOT_FOUND) settle(i, undefined)
-      else if (m.state === BlobState.LARGER || m.data.length > maxBytes) settle(i, LARGER)
+      else if (m.state === BlobState.LARGER || m.dataEnd - m.dataStart > maxBytes) settle(i, LARGER)
       else if (m.state !== BlobState.FOUND) throw new IntegrityError(`the daemon answered blob ${b3Display(digest)} with an unknown state ${m.state}`)
       else {
         // Checked whole before anyone sees a byte of it.
         let data
         try {
-          data = checkedBuffer(digest, m.data)
+          data = checkedBuffer(digest, b.subarray(m.dataStart, m.dataEnd))
         } catch (e) {
           fail(i, e)
           return

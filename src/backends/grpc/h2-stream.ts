@@ -135,7 +135,13 @@ export class H2Streams {
       try {
         try {
           // A refused stream yielded nothing (no response came), so it may be sent again.
-          for await (const piece of dataPieces(call.stream)) yield* call.messages.push(piece)
+          const got: Uint8Array[] = []
+          const take = (b: Buffer, start: number, end: number) => void got.push(b.subarray(start, end))
+          for await (const piece of dataPieces(call.stream)) {
+            call.messages.push(piece, take)
+            yield* got
+            got.length = 0
+          }
         } catch (e) {
           if (attempt < ATTEMPTS && refusedUnanswered(call, signal)) {
             await sleep(RETRY_MS * attempt)
@@ -165,9 +171,9 @@ export class H2Streams {
   async collect(path: string, request: Request, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
     const got: Uint8Array[] = []
     let bytes = 0
-    const whole = await this.each(path, request, (m) => {
-      got.push(m)
-      bytes += m.length
+    const whole = await this.each(path, request, (b, start, end) => {
+      got.push(b.subarray(start, end))
+      bytes += end - start
       return bytes <= maxBytes
     }, signal)
     return whole ? got : undefined
@@ -176,11 +182,12 @@ export class H2Streams {
   /**
    * Hands each response message to `onMessage` as it arrives, in the
    * stream's 'data' events (no async step per message: a batch of small
-   * blobs). Resolves true once the call ended OK, false (the call
-   * cancelled) once `onMessage` returned false; rejects as call() fails,
-   * or with what `onMessage` threw.
+   * blobs), as where it lies (OnMessage): no view is made of it here.
+   * Resolves true once the call ended OK, false (the call cancelled) once
+   * `onMessage` returned false; rejects as call() fails, or with what
+   * `onMessage` threw.
    */
-  each(path: string, request: Request, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, attempt = 1): Promise<boolean> {
+  each(path: string, request: Request, onMessage: OnMessage, signal?: AbortSignal, attempt = 1): Promise<boolean> {
     const call = this.start(path, request, signal)
     return this.answer(call, onMessage, signal, () => (attempt < ATTEMPTS ? sleep(RETRY_MS * attempt).then(() => this.each(path, request, onMessage, signal, attempt + 1)) : undefined))
   }
@@ -190,7 +197,7 @@ export class H2Streams {
    * `again`: for a call the daemon refused unread, the same call sent
    * again (undefined: the refusal is the failure).
    */
-  private answer(call: Call, onMessage: (m: Uint8Array) => boolean | void, signal?: AbortSignal, again?: () => Promise<boolean> | undefined): Promise<boolean> {
+  private answer(call: Call, onMessage: OnMessage, signal?: AbortSignal, again?: () => Promise<boolean> | undefined): Promise<boolean> {
     const { stream } = call
     return new Promise<boolean>((resolve, reject) => {
       let settled = false
@@ -202,7 +209,7 @@ export class H2Streams {
       }
       stream.on('data', (piece: Buffer) => {
         try {
-          for (const m of call.messages.push(piece)) if (onMessage(m) === false) return settle(false, () => resolve(false))
+          if (!call.messages.push(piece, onMessage)) return settle(false, () => resolve(false))
         } catch (e) {
           return settle(false, () => reject(e))
         }
@@ -248,9 +255,9 @@ export class H2Streams {
     const { stream } = call
     const got: Uint8Array[] = []
     let bytes = 0
-    const answered = this.answer(call, (m) => {
-      got.push(m)
-      bytes += m.length
+    const answered = this.answer(call, (b, start, end) => {
+      got.push(b.subarray(start, end))
+      bytes += end - start
       return bytes <= maxBytes
     }, signal)
     let over = false
@@ -426,9 +433,20 @@ function decodeMessage(v: string | string[] | undefined): string {
 }
 
 /**
+ * A response message, as bytes `start` to `end` of `b`: of the DATA piece
+ * it arrived in when it lies whole in one, else of a buffer of its own.
+ * `b` is not reused: a view of it may be kept. Returns false to stop the
+ * call.
+ */
+export type OnMessage = (b: Buffer, start: number, end: number) => boolean | void
+
+/**
  * Splits a stream of DATA pieces into gRPC messages (1 flag byte, 4 length
- * bytes, the message). A message inside one piece is a view of it; one that
- * spans pieces is copied once into a buffer of its size.
+ * bytes, the message), each handed to a callback where it lies: a message
+ * inside one piece is not copied, nor is a view made of it (a batch of
+ * small blobs is one piece's worth of messages; its reader parses them in
+ * place, no generator per piece nor view per message); one that spans
+ * pieces is copied once into a buffer of its size.
  */
 export class MessageReader {
   /** Bytes of a header that spans pieces. */
@@ -440,7 +458,8 @@ export class MessageReader {
 
   constructor(private readonly maxBytes: number) {}
 
-  *push(piece: Buffer): Generator<Uint8Array> {
+  /** Hands the messages `piece` completes to `onMessage`, in order; false once it returned false (the rest of the piece is dropped). */
+  push(piece: Buffer, onMessage: OnMessage): boolean {
     let at = 0
     while (at < piece.length) {
       if (this.body) {
@@ -451,15 +470,15 @@ export class MessageReader {
         if (this.bodyHave === this.body.length) {
           const msg = this.body
           this.body = undefined
-          yield msg
+          if (onMessage(msg, 0, msg.length) === false) return false
         }
         continue
       }
       if (this.headHave === 0 && piece.length - at >= 5) {
         const len = this.check(piece[at]!, piece.readUInt32BE(at + 1))
         if (piece.length - at - 5 >= len) {
-          yield piece.subarray(at + 5, at + 5 + len)
           at += 5 + len
+          if (onMessage(piece, at - len, at) === false) return false
           continue
         }
         at += 5
@@ -473,12 +492,13 @@ export class MessageReader {
       if (this.headHave === 5) {
         this.headHave = 0
         const len = this.check(this.head[0]!, this.head.readUInt32BE(1))
-        if (len === 0) yield new Uint8Array(0)
-        else this.start(len)
+        if (len === 0) {
+          if (onMessage(EMPTY_MESSAGE, 0, 0) === false) return false
+        } else this.start(len)
       }
     }
+    return true
   }
-
   /** The stream ended: a message cut short is a broken stream. */
   end(): void {
     if (this.body || this.headHave > 0) throw callFailure(Status.INTERNAL, 'the stream ended inside a message')
@@ -495,3 +515,5 @@ export class MessageReader {
     return len
   }
 }
+
+const EMPTY_MESSAGE = Buffer.alloc(0)

@@ -2,7 +2,7 @@ import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../gr
 import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
 import { abortable } from '../../util/abortable.js'
 import { IntegrityError } from '../../errors.js'
-import { type Connection, type FramedRequests, H2Streams, callFailure } from './h2-stream.js'
+import { type Connection, type FramedRequests, H2Streams, type OnMessage, callFailure } from './h2-stream.js'
 
 export type { Connection }
 import type { CallOptions } from '../../util/call-options.js'
@@ -51,9 +51,9 @@ export class RpcClient {
     const m = this.method(service, name)
     let answer: Res | undefined
     let count = 0
-    await this.unaryCalls.each(m.path, m.requestSerialize(req), (b) => {
+    await this.unaryCalls.each(m.path, m.requestSerialize(req), (b, start, end) => {
       if (++count > 1) throw callFailure(Status.UNIMPLEMENTED, 'Too many responses received')
-      answer = (m.responseDeserialize as (b: Buffer) => Res)(b as Buffer)
+      answer = (m.responseDeserialize as (b: Buffer) => Res)(b.subarray(start, end))
     }, signal)
     if (count === 0) throw callFailure(Status.UNIMPLEMENTED, 'No message received')
     return answer!
@@ -84,11 +84,15 @@ export class RpcClient {
     return messages?.map((b) => decode(b as Buffer))
   }
 
-  /** Each decoded message of a server stream, handed to `onMessage` as it arrives (H2Streams.each). */
-  async leanEach<Req, Res>(service: ServiceName, name: string, req: Req, onMessage: (m: Res) => void, { signal }: CallOptions = {}): Promise<void> {
+  /**
+   * Each message of a server stream handed to `onMessage` as it arrives
+   * (H2Streams.each), left encoded where it lies, for a caller that reads
+   * it in place: a batch of small blobs, one message per blob, with no
+   * view or decoded object made per message.
+   */
+  async leanEachBytes<Req>(service: ServiceName, name: string, req: Req, onMessage: OnMessage, { signal }: CallOptions = {}): Promise<void> {
     const m = this.method(service, name)
-    const decode = m.responseDeserialize as (b: Buffer) => Res
-    await this.lean.each(m.path, m.requestSerialize(req), (b) => onMessage(decode(b as Buffer)), signal)
+    await this.lean.each(m.path, m.requestSerialize(req), onMessage, signal)
   }
 
   /**
