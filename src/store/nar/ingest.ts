@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto'
+import type { BlobInfo } from '../../castore/blob-service.js'
+import { b3 } from '../../castore/digest.js'
 import { lentSource } from '../../castore/reusable-source.js'
 import type { Node } from '../../castore/node.js'
 import { DirectoryEncoder } from '../../castore/proto.js'
@@ -40,7 +42,7 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, tree: TreeStage,
   try {
     const root = await readNar<Node>(reader, {
       async file(executable, size, contents) {
-        const info = await tree.blobs.put(size <= WHOLE_FILE ? await wholeFile(contents, reused) : reused ? lentSource(contents, size) : contents, callOpts)
+        const info = size <= WHOLE_FILE ? await putSmall(await wholeFile(contents, size, reused), reused) : await tree.blobs.put(reused ? lentSource(contents, size) : contents, callOpts)
         observe?.file(info.digest, size)
         return { kind: 'file', name: EMPTY, digest: info.digest, size, executable }
       },
@@ -60,11 +62,29 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, tree: TreeStage,
   } finally {
     await reader.cancel()
   }
+
+  /**
+   * A small file, hashed here (microseconds) so that a stage that can take
+   * it at once (BlobStage.putNow: the local store's bundle, or a blob it
+   * has) does so without the promises of a put, most of what a NAR of many
+   * small files costs; the stage copies what it keeps. Else a put, told the
+   * digest so it does not hash again, of a copy where the reader reuses its
+   * buffer (`data` is a view of it while it came whole).
+   */
+  function putSmall(data: Uint8Array, reused: boolean): BlobInfo | Promise<BlobInfo> {
+    const digest = b3(data)
+    return tree.blobs.putNow?.(data, digest) ?? tree.blobs.put(reused ? Buffer.from(data) : data, { ...callOpts, digest })
+  }
 }
 
-/** A small file's contents as one buffer: the piece itself when it came whole (the common case; a copy of it if the source reuses it), else the pieces joined. */
-async function wholeFile(contents: AsyncIterable<Uint8Array>, reused: boolean): Promise<Uint8Array> {
+/**
+ * A small file's `size` bytes as one buffer: the piece itself when it came
+ * whole (the common case; where the source reuses its buffer, a view valid
+ * until the next piece is asked for), else the pieces joined (each copied
+ * as it comes where the source reuses its buffer).
+ */
+async function wholeFile(contents: AsyncIterable<Uint8Array>, size: number, reused: boolean): Promise<Uint8Array> {
   const pieces: Uint8Array[] = []
-  for await (const p of contents) pieces.push(reused ? Buffer.from(p) : p)
+  for await (const p of contents) pieces.push(reused && p.length !== size ? Buffer.from(p) : p)
   return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)
 }

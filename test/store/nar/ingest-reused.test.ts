@@ -85,6 +85,40 @@ describe('NAR ingest from a source that reuses its buffers (reusedBuffers)', () 
     assert.ok(files.slice(2).every((f, i) => f.equals(randomBytes(1 + ((i * 37) % 700), 0x5eed + i))))
   })
 
+  test("small files are offered to the stage's putNow with their BLAKE3 first; what it refuses is put, told the digest, with intact bytes", async () => {
+    const offered: Array<{ data: Buffer; digest: Uint8Array }> = []
+    const put: Array<{ data: Buffer; digest?: Uint8Array }> = []
+    const stage: BlobStage = {
+      // Takes files of even size (copying, as putNow must), refuses the others.
+      putNow(data, digest) {
+        offered.push({ data: Buffer.from(data), digest })
+        return data.length % 2 === 0 ? { digest, size: data.length } : undefined
+      },
+      async put(src, opts) {
+        // Read later, after the reader has moved on: a view of its buffer would be scribbled over by now.
+        await new Promise((resolve) => setImmediate(resolve))
+        const data = src instanceof Uint8Array ? Buffer.from(src) : await readAll(src as AsyncIterable<Uint8Array>)
+        put.push({ data, digest: opts?.digest })
+        return { digest: b3(data), size: data.length }
+      },
+      commit: async () => {},
+      abort: async () => {},
+    }
+    const r = await ingestNar(reusingSource(bytes, 4096 + 3), { blobs: stage, directories: openMemoryStore().directories.stage() }, { reusedBuffers: true })
+    const smallSizes = Array.from({ length: 300 }, (_, i) => 1 + ((i * 37) % 700))
+    assert.deepEqual(offered.map((o) => o.data.length), smallSizes, 'every file of up to 1 MiB is offered, in NAR order; none larger')
+    assert.ok(offered.every((o, i) => o.data.equals(randomBytes(smallSizes[i]!, 0x5eed + i)) && Buffer.from(o.digest).equals(b3(o.data))), 'with its bytes and their BLAKE3')
+    const refused = smallSizes.map((size, i) => ({ size, i })).filter(({ size }) => size % 2 === 1)
+    assert.deepEqual(put.map((p) => p.data.length), [3 * MiB, MiB + 1, ...refused.map(({ size }) => size)])
+    assert.equal(put[0]!.digest, undefined, 'a streamed file is not told a digest')
+    put.slice(2).forEach((p, k) => {
+      const { size, i } = refused[k]!
+      assert.ok(p.data.equals(randomBytes(size, 0x5eed + i)), `refused file s${i} intact`)
+      assert.ok(p.digest && Buffer.from(p.digest).equals(b3(p.data)), `refused file s${i} put with its digest`)
+    })
+    assert.equal(r.narSize, bytes.length)
+  })
+
   test("a cache folder's file read in reused buffers is the file, over several reads", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reused-'))
     try {
