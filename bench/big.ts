@@ -78,7 +78,11 @@ export async function benchBig(ctx: BigBenchContext): Promise<number> {
   fs.mkdirSync(path.dirname(file), { recursive: true })
   console.error(`[big] generating a seeded ${label} file`)
   makeBigFile(file)
-  spawnSync('sync') // its writeback must not land in a timed run
+  // Writeback of what the step before wrote (the input, the other tool's 2 GiB, which Nix leaves dirty) must not land in a
+  // timed run: the disk is busy with it, and an fsync of ours may wait for it (ext4's ordered mode writes out the data of
+  // files in the same journal commit first).
+  const settle = () => spawnSync('sync')
+  settle()
   const genSeconds = (performance.now() - t0) / 1000
   const storeArgs = (tool: Tool, store: string) => (tool === 'ours' ? ['--store', store] : ['--store', `local?root=${store}`])
   const rss = (xs: { rssKiB?: number }[]) => xs.flatMap((x) => (x.rssKiB === undefined ? [] : [x.rssKiB / 1024]))
@@ -95,6 +99,7 @@ export async function benchBig(ctx: BigBenchContext): Promise<number> {
         const store = rep === 0 ? stores[tool] : path.join(base, `${tool}-${rep}`)
         fs.mkdirSync(store, { recursive: true })
         const args = tool === 'ours' ? ['import', ...storeArgs(tool, store), file] : [...storeArgs(tool, store), '--add', file]
+        settle()
         imp[tool].push(await ctx.run(tool, args, { stdout: 'pipe', rss: true }))
         if (rep > 0) ctx.rmTree(store)
       }
@@ -121,6 +126,7 @@ export async function benchBig(ctx: BigBenchContext): Promise<number> {
           tool === 'ours'
             ? ['copy', '--from', stores.ours, '--to', target, storePath]
             : ['copy', '--from', `local?root=${stores.nix}`, '--to', `local?root=${target}`, storePath]
+        settle()
         const r = await ctx.run(tool, args, { stdout: 'pipe', rss: true, program: tool === 'nix' ? 'nix' : undefined })
         cp[tool].push(r)
         if (tool === 'ours' && rep === 0) {
