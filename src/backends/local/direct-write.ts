@@ -44,38 +44,39 @@ export class SequentialWriter {
   private at = 0
   private filled = 0
   private readonly inFlight: Array<{ buf: Buffer; done: Promise<void> }> = []
-  /** A second, ordinary handle where `fh` is O_DIRECT: the tail, and every write once direct ones are refused. */
-  private plain: Promise<fs.FileHandle> | undefined
   private syncing: Promise<void> | undefined
   private failed: unknown
   private closed = false
-
   /** Whether whole blocks still go out with O_DIRECT. */
   private direct: boolean
 
+  /** `plain`: the file's ordinary handle (the tail, and every block without O_DIRECT); `directFh`: its O_DIRECT one, if any. */
   private constructor(
-    private readonly file: string,
-    private readonly fh: fs.FileHandle,
-    private readonly fhDirect: boolean,
+    private readonly plain: fs.FileHandle,
+    private readonly directFh: fs.FileHandle | undefined,
   ) {
-    this.direct = fhDirect
+    this.direct = directFh !== undefined
   }
 
-  /** Creates `file` (it must not exist). */
-  static async create(file: string, mode = 0o444): Promise<SequentialWriter> {
-    if (O_DIRECT !== undefined) {
+  /**
+   * Creates `file` (it must not exist). Created with an ordinary open, then
+   * opened again with O_DIRECT: a filesystem that refuses that (EINVAL) may
+   * have created the file already. `direct: false`: ordinary writes only.
+   */
+  static async create(file: string, { mode = 0o444, direct = true } = {}): Promise<SequentialWriter> {
+    const plain = await fs.open(file, O_CREAT | O_EXCL | O_WRONLY, mode)
+    let directFh: fs.FileHandle | undefined
+    if (direct && O_DIRECT !== undefined) {
       try {
-        return new SequentialWriter(file, await fs.open(file, O_CREAT | O_EXCL | O_WRONLY | O_DIRECT, mode), true)
+        directFh = await fs.open(file, O_WRONLY | O_DIRECT)
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e
+        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') {
+          await plain.close()
+          throw e
+        }
       }
     }
-    return new SequentialWriter(file, await fs.open(file, O_CREAT | O_EXCL | O_WRONLY, mode), false)
-  }
-
-  /** Whether whole blocks still go out with O_DIRECT (for tests). */
-  get isDirect(): boolean {
-    return this.direct
+    return new SequentialWriter(plain, directFh)
   }
 
   /** Appends `bytes`, copied before this returns (the caller may reuse them). */
@@ -109,17 +110,16 @@ export class SequentialWriter {
   private async writeBlock(buf: Buffer, at: number): Promise<void> {
     if (this.direct) {
       try {
-        return await writeAllAt(this.fh, buf, at)
+        return await writeAllAt(this.directFh!, buf, at)
       } catch (e) {
         // Unaligned for this device after all: ordinary writes from here on (this block too).
         if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e
         this.direct = false
       }
     }
-    const plain = await this.plainHandle()
-    await writeAllAt(plain, buf, at)
+    await writeAllAt(this.plain, buf, at)
     // Writeback starts now, not at the final fdatasync (which would then wait for all of it).
-    this.syncing ??= plain.datasync().then(
+    this.syncing ??= this.plain.datasync().then(
       () => {
         this.syncing = undefined
       },
@@ -130,21 +130,15 @@ export class SequentialWriter {
     )
   }
 
-  private plainHandle(): Promise<fs.FileHandle> {
-    if (!this.fhDirect) return Promise.resolve(this.fh)
-    return (this.plain ??= fs.open(this.file, O_WRONLY))
-  }
-
   /** Writes what is left, makes the whole file durable (fdatasync) and closes it. */
   async finish(): Promise<void> {
     try {
       await Promise.all(this.inFlight.map((w) => w.done))
       await this.syncing
       if (this.failed) throw this.failed
-      const handle = await this.plainHandle()
-      await writeAllAt(handle, this.fill.subarray(0, this.filled), this.at)
+      await writeAllAt(this.plain, this.fill.subarray(0, this.filled), this.at)
       // One inode: this flushes the direct writes' metadata (the size) and the device's cache too.
-      await handle.datasync()
+      await this.plain.datasync()
     } finally {
       await this.close()
     }
@@ -161,8 +155,8 @@ export class SequentialWriter {
     if (this.closed) return
     this.closed = true
     await Promise.allSettled(this.inFlight.map((w) => w.done))
-    await this.plain?.then((h) => h.close()).catch(() => {})
-    await this.fh.close().catch(() => {})
+    await this.directFh?.close().catch(() => {})
+    await this.plain.close().catch(() => {})
     // Nothing can touch the blocks any more.
     for (const w of this.inFlight) blocks.give(w.buf)
     this.inFlight.length = 0
