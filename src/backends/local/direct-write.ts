@@ -44,39 +44,38 @@ export class SequentialWriter {
   private at = 0
   private filled = 0
   private readonly inFlight: Array<{ buf: Buffer; done: Promise<void> }> = []
+  /** A second, ordinary handle where `fh` is O_DIRECT: the tail, and every write once direct ones are refused. */
+  private plain: Promise<fs.FileHandle> | undefined
   private syncing: Promise<void> | undefined
   private failed: unknown
   private closed = false
+
   /** Whether whole blocks still go out with O_DIRECT. */
   private direct: boolean
 
-  /** `plain`: the file's ordinary handle (the tail, and every block without O_DIRECT); `directFh`: its O_DIRECT one, if any. */
   private constructor(
-    private readonly plain: fs.FileHandle,
-    private readonly directFh: fs.FileHandle | undefined,
+    private readonly file: string,
+    private readonly fh: fs.FileHandle,
+    private readonly fhDirect: boolean,
   ) {
-    this.direct = directFh !== undefined
+    this.direct = fhDirect
   }
 
-  /**
-   * Creates `file` (it must not exist). Created with an ordinary open, then
-   * opened again with O_DIRECT: a filesystem that refuses that (EINVAL) may
-   * have created the file already. `direct: false`: ordinary writes only.
-   */
-  static async create(file: string, { mode = 0o444, direct = true } = {}): Promise<SequentialWriter> {
-    const plain = await fs.open(file, O_CREAT | O_EXCL | O_WRONLY, mode)
-    let directFh: fs.FileHandle | undefined
-    if (direct && O_DIRECT !== undefined) {
+  /** Creates `file` (it must not exist). */
+  static async create(file: string, mode = 0o444): Promise<SequentialWriter> {
+    if (O_DIRECT !== undefined) {
       try {
-        directFh = await fs.open(file, O_WRONLY | O_DIRECT)
+        return new SequentialWriter(file, await fs.open(file, O_CREAT | O_EXCL | O_WRONLY | O_DIRECT, mode), true)
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') {
-          await plain.close()
-          throw e
-        }
+        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e
       }
     }
-    return new SequentialWriter(plain, directFh)
+    return new SequentialWriter(file, await fs.open(file, O_CREAT | O_EXCL | O_WRONLY, mode), false)
+  }
+
+  /** Whether whole blocks still go out with O_DIRECT (for tests). */
+  get isDirect(): boolean {
+    return this.direct
   }
 
   /** Appends `bytes`, copied before this returns (the caller may reuse them). */
@@ -110,16 +109,17 @@ export class SequentialWriter {
   private async writeBlock(buf: Buffer, at: number): Promise<void> {
     if (this.direct) {
       try {
-        return await writeAllAt(this.directFh!, buf, at)
+        return await writeAllAt(this.fh, buf, at)
       } catch (e) {
         // Unaligned for this device after all: ordinary writes from here on (this block too).
         if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e
         this.direct = false
       }
     }
-    await writeAllAt(this.plain, buf, at)
+    const plain = await this.plainHandle()
+    await writeAllAt(plain, buf, at)
     // Writeback starts now, not at the final fdatasync (which would then wait for all of it).
-    this.syncing ??= this.plain.datasync().then(
+    this.syncing ??= plain.datasync().then(
       () => {
         this.syncing = undefined
       },
@@ -130,15 +130,21 @@ export class SequentialWriter {
     )
   }
 
+  private plainHandle(): Promise<fs.FileHandle> {
+    if (!this.fhDirect) return Promise.resolve(this.fh)
+    return (this.plain ??= fs.open(this.file, O_WRONLY))
+  }
+
   /** Writes what is left, makes the whole file durable (fdatasync) and closes it. */
   async finish(): Promise<void> {
     try {
       await Promise.all(this.inFlight.map((w) => w.done))
       await this.syncing
       if (this.failed) throw this.failed
-      await writeAllAt(this.plain, this.fill.subarray(0, this.filled), this.at)
+      const handle = await this.plainHandle()
+      await writeAllAt(handle, this.fill.subarray(0, this.filled), this.at)
       // One inode: this flushes the direct writes' metadata (the size) and the device's cache too.
-      await this.plain.datasync()
+      await handle.datasync()
     } finally {
       await this.close()
     }
@@ -155,8 +161,8 @@ export class SequentialWriter {
     if (this.closed) return
     this.closed = true
     await Promise.allSettled(this.inFlight.map((w) => w.done))
-    await this.directFh?.close().catch(() => {})
-    await this.plain.close().catch(() => {})
+    await this.plain?.then((h) => h.close()).catch(() => {})
+    await this.fh.close().catch(() => {})
     // Nothing can touch the blocks any more.
     for (const w of this.inFlight) blocks.give(w.buf)
     this.inFlight.length = 0
