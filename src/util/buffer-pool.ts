@@ -11,12 +11,10 @@ export class BufferPool {
   constructor(
     readonly size: number,
     private readonly keep: number,
-    /** Makes a new buffer of `size` (one with an alignment, say). */
-    private readonly alloc: (size: number) => Buffer = (size) => Buffer.allocUnsafe(size),
   ) {}
 
   take(): Buffer {
-    return this.free.pop() ?? this.alloc(this.size)
+    return this.free.pop() ?? Buffer.allocUnsafe(this.size)
   }
 
   give(buf: Buffer): void {

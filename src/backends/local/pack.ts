@@ -63,14 +63,6 @@ export interface ChunkRef {
   codec: 0 | 1
 }
 
-/** What follows a manifest of `length` bytes: its length, then the magic. */
-function packTrailer(length: number): Buffer {
-  const trailer = Buffer.alloc(TRAILER)
-  trailer.writeUInt32LE(length)
-  MAGIC.copy(trailer, 4)
-  return trailer
-}
-
 function encodeManifest(entries: ChunkRef[], self: string): Buffer {
   const parts: Buffer[] = []
   const count = Buffer.alloc(4)
@@ -188,11 +180,6 @@ export function manifestEntries(file: string, self: string): (Iterable<ChunkRef>
 
 /** The manifest bytes of a pack file, or undefined if there is no such file. */
 function readManifestBytes(file: string): Buffer | undefined {
-  return readManifestAt(file)?.raw
-}
-
-/** The manifest bytes of a pack file and where they start (where the payload ends), or undefined if there is no such file. */
-function readManifestAt(file: string): { raw: Buffer; start: number } | undefined {
   let fd: number
   try {
     fd = fsSync.openSync(file, 'r')
@@ -208,10 +195,9 @@ function readManifestAt(file: string): { raw: Buffer; start: number } | undefine
     }
     const len = trailer.readUInt32LE(0)
     if (len > size - TRAILER) throw new IntegrityError(`pack ${file} is truncated`)
-    const raw = Buffer.alloc(len)
-    const start = size - TRAILER - len
-    fsSync.readSync(fd, raw, 0, len, start)
-    return { raw, start }
+    const manifest = Buffer.alloc(len)
+    fsSync.readSync(fd, manifest, 0, len, size - TRAILER - len)
+    return manifest
   } catch (e) {
     throw onFile(e, file)
   } finally {
@@ -311,24 +297,6 @@ function* spans(manifest: Iterable<ChunkRef>, max: number): Generator<Span> {
  * The packs are open only while the generator runs.
  */
 export function* readPackedBlob(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number, lend: boolean | 'shared' = false): Generator<Uint8Array> {
-  for (const span of checkedSpans(packPath, manifest, readAhead, lend)) yield* span.data
-}
-
-/** A span of a pack as read (`stored`, at `start` in the pack of `pack`), every chunk of it checked, and its chunks' bytes (`data`: the span itself where all are stored raw). */
-interface CheckedSpan {
-  pack: string
-  start: number
-  stored: Buffer
-  data: Uint8Array[]
-}
-
-/**
- * The manifest's spans, each read and checked: readPackedBlob's reads (see
- * there: `lend`, the shared buffer); copyCheckedPack writes the stored
- * bytes instead of the chunks. A span with a bad chunk comes out cut
- * before it (the chunks before it are good), then the error is thrown.
- */
-function* checkedSpans(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number, lend: boolean | 'shared'): Generator<CheckedSpan> {
   const fds = new Map<string, number>()
   // Lent, the buffer may be one shared with the check thread: the two halves of each span are then read and checked at once.
   const lease = lend === 'shared' ? leaseCheckBuffer() : undefined
@@ -349,7 +317,6 @@ function* checkedSpans(packPath: (hex: string) => string, manifest: Iterable<Chu
       const buf = whole.subarray(0, sp.length)
       const readOwn = (into: Buffer, pos: number) => readFull(fd, into, pos, file)
       const truncated = () => new IntegrityError(`pack ${file} is truncated`)
-      const cut = (bytes: number, data: Uint8Array[]): CheckedSpan => ({ pack: sp.pack, start: sp.start, stored: buf.subarray(0, bytes), data })
       if (sp.refs.every((r) => r.codec === 0 && r.stored === r.size)) {
         // Stored raw (incompressible data): the span is the bytes, one piece once all its chunks check; fewer, larger pieces downstream.
         const { got, bad } = shared ? lease.readChecked(fd, sp.start, sp.length, sp.refs, readOwn) : readThenCheck(buf, sp.start, sp.refs, readOwn)
@@ -357,63 +324,19 @@ function* checkedSpans(packPath: (hex: string) => string, manifest: Iterable<Chu
         if (bad >= 0) {
           // The chunks before the bad one are good: out they go, as they would one by one.
           const good = sp.refs.slice(0, bad).reduce((n, r) => n + r.size, 0)
-          if (good > 0) yield cut(good, [buf.subarray(0, good)])
+          if (good > 0) yield buf.subarray(0, good)
           throw corruptChunk(sp.refs[bad]!, file)
         }
-        yield cut(sp.length, [buf])
+        yield buf
       } else {
         if (readOwn(buf, sp.start) !== sp.length) throw truncated()
-        const data: Uint8Array[] = []
-        try {
-          for (const r of sp.refs) data.push(unpack(buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored), r, file, true))
-        } catch (e) {
-          const good = sp.refs.slice(0, data.length).reduce((n, r) => n + r.stored, 0)
-          if (data.length > 0) yield cut(good, data)
-          throw e
-        }
-        yield cut(sp.length, data)
+        for (const r of sp.refs) yield unpack(buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored), r, file, true)
       }
     }
   } finally {
     lease?.release()
     for (const fd of fds.values()) fsSync.closeSync(fd)
   }
-}
-
-/**
- * Copies the pack `file` of blob `hex` to `out` as it is (same chunks, same
- * offsets, same manifest): what a store that holds none of the blob's
- * chunks would write, had it cut the blob itself. Only a sealed pack that
- * holds every chunk it lists is copied this way; for any other (or no
- * such file) this writes nothing and returns undefined. Every chunk is
- * read and checked (half of each span on the check thread) before a byte
- * of it is written; the seal proves the list makes up the blob. Returns
- * the chunk list and the blob's size.
- */
-export async function copyCheckedPack(file: string, hex: string, out: { write(bytes: Uint8Array): Promise<void> }): Promise<{ chunks: ChunkRef[]; size: number } | undefined> {
-  const found = readManifestAt(file)
-  if (!found) return undefined
-  const { entries, sealed } = parseManifest(found.raw, hex, file)
-  const chunks = sealed ? decodeManifest(entries, hex, file) : []
-  if (chunks.length === 0 || !selfContained(chunks, hex)) return undefined
-  // Front to back: a chunk listed twice (a repeat in the blob) is stored once, and its second span is checked, not written again.
-  let written = 0
-  for (const span of checkedSpans(() => file, chunks, SHARED_SPAN, 'shared')) {
-    const end = span.start + span.stored.length
-    // A gap in the payload: not a layout a writer makes; copying it would take unchecked bytes.
-    if (span.start > written) return undefined
-    if (end > written) await out.write(span.stored.subarray(written - span.start))
-    written = Math.max(written, end)
-  }
-  if (written !== found.start) return undefined
-  await out.write(Buffer.concat([found.raw, packTrailer(found.raw.length)]))
-  return { chunks, size: chunks.reduce((n, c) => n + c.size, 0) }
-}
-
-/** Whether every chunk a manifest lists is in the pack of blob `hex` itself (walked, not gathered: a 2 GiB blob lists ~30,000). */
-export function selfContained(manifest: Iterable<ChunkRef>, hex: string): boolean {
-  for (const c of manifest) if (c.pack !== hex) return false
-  return true
 }
 
 /** readOwn into `buf`, then checkAll if it read all (see Lease.readChecked): the same on the main thread alone. */
@@ -621,7 +544,9 @@ export class PackWriter {
     const entries = this.entries.map((e) => (e.pack === PackWriter.SELF ? { ...e, pack: self } : e))
     const list = encodeManifest(entries, self)
     const manifest = sealed ? Buffer.concat([list, sealOf(list, self)]) : list
-    await writeAll(this.fh, Buffer.concat([manifest, packTrailer(manifest.length)]))
+    const trailer = Buffer.alloc(4)
+    trailer.writeUInt32LE(manifest.length)
+    await writeAll(this.fh, Buffer.concat([manifest, trailer, MAGIC]))
     await this.fh.close()
     this.release()
     return entries
