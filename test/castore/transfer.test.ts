@@ -239,6 +239,21 @@ describe('from a local store to another, a pack the target shares no chunk of is
     assert.deepEqual(tmpFiles(root), [])
   })
 
+  test('a blob that repeats itself (chunks listed twice, stored once) is copied as it is', async () => {
+    const half = randomBytes(3 << 20, 45)
+    const data = Buffer.concat([half, half])
+    const src = await localSource(data)
+    const hex = toHex(src.digest)
+    const manifest = readManifest(packFile(src.root, hex), hex)!
+    assert.ok(manifest.some((c, i) => i > 0 && c.offset < manifest[i - 1]!.offset), 'some chunk is listed again, at an earlier offset')
+    const root = fresh()
+    const to = await openLocalStore(root)
+    await new CastoreTransfer(src.store, to).blobs([src.digest])
+    assert.deepEqual(src.read, [])
+    assert.ok(fs.readFileSync(packFile(root, hex)).equals(fs.readFileSync(packFile(src.root, hex))))
+    assert.ok((await readAll((await to.blobs.open(src.digest))!)).equals(data))
+  })
+
   test('a target that holds some of its chunks writes its own pack, referencing them', async () => {
     const data = randomBytes(3 << 20, 43)
     const src = await localSource(data)
