@@ -73,6 +73,10 @@ export class H2Streams {
       // No SNI for an address (RFC 6066; Node warns): the certificate is still checked against it.
       ...(tls && net.isIP(new URL(`https://${this.target}`).hostname.replace(/^\[|\]$/g, '')) ? { servername: '' } : {}),
       settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
+      // As grpc-js's own client: Node counts every queued write against 10 MB by default and resets a stream with
+      // ENHANCE_YOUR_CALM past it, which several Puts of large blobs, each with its send buffers queued, reached.
+      // What a call holds is bounded by its SendPool; the daemon's flow control paces the rest.
+      maxSessionMemory: Number.MAX_SAFE_INTEGER,
     })
     session.once('connect', () => session.setLocalWindowSize(SESSION_WINDOW))
     session.once('remoteSettings', () => greeted.add(session))
