@@ -6,6 +6,7 @@ import { describe, test } from 'node:test'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { readAll } from '../../src/castore/blob-service.js'
 import { b3, toHex } from '../../src/castore/digest.js'
+import { importPath } from '../../src/ops/import-paths.js'
 import { randomBytes } from '../helpers/trees.js'
 
 const fresh = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-pack-'))
@@ -59,6 +60,24 @@ describe('large blobs as packs of content-defined chunks', () => {
     assert.equal(files(path.join(root, 'blobs')), 2)
     assert.deepEqual(await readAll((await store.blobs.open(digest))!), v2)
     assert.equal(toHex(digest), toHex(b3(v2)))
+  })
+
+  test('an import of small files reads none of the packs a store holds; a chunk is still found by its digest', async () => {
+    const root = fresh()
+    const { digest: large } = await (await openLocalStore(root)).blobs.put(randomBytes(3 << 20, 5))
+    // Another store object, as in a new process: its chunk index (every pack's manifest) is not loaded yet.
+    const store = await openLocalStore(root)
+    const src = path.join(fresh(), 'tree')
+    fs.mkdirSync(src)
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(src, `f${i}`), `small file ${i}\n`)
+    const { storePath } = await importPath(store, src)
+    assert.ok(storePath.endsWith('-tree'))
+    assert.equal(store.objects.chunks.isLoaded, false, 'the import loaded the chunk index')
+    // A blob stored only as a chunk of that pack: has() and open() still find it, loading the index then.
+    const [chunk] = (await store.blobs.chunks!(large))!
+    const other = await openLocalStore(root)
+    assert.ok(await other.blobs.has(chunk!.digest))
+    assert.equal(toHex(b3(await readAll((await other.blobs.open(chunk!.digest))!))), toHex(chunk!.digest))
   })
 
   test('compressible data is stored compressed, incompressible data as is', async () => {
