@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import fsSync, { constants } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -6,6 +5,7 @@ import { BackendError, UsageError } from '../../errors.js'
 import { onInterrupt } from '../../util/interrupt.js'
 import { onFile } from './io-errors.js'
 import { StoreLocks, type WriteSession } from './locks.js'
+import { syncFilesystem } from './syncfs.js'
 
 /**
  * On-disk layout of a local store (format version 4):
@@ -535,11 +535,3 @@ async function fsyncPath(p: string): Promise<void> {
   }
 }
 
-/** syncfs(2) of the filesystem holding `p`, via coreutils (async: a daemon keeps serving); false if that failed. */
-function syncFilesystem(p: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const child = spawn('sync', ['--file-system', p], { stdio: 'ignore' })
-    child.once('error', () => resolve(false))
-    child.once('exit', (code) => resolve(code === 0))
-  })
-}
