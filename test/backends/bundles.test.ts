@@ -156,6 +156,32 @@ describe('bundles of small blobs', { skip: SKIP }, () => {
     await assertClean(reopened)
   })
 
+  test('past 16 bundles lookups go through one table: every member found, a re-import writes nothing, gc of one path leaves the rest', async () => {
+    const root = scratch()
+    const store = await openLocalStore(root)
+    const trees = Array.from({ length: 20 }, (_, t) => smallTree(20, (i) => `tree ${t} file ${i}\n`, false))
+    const paths: string[] = []
+    for (const t of trees) paths.push((await importPath(store, t)).storePath)
+    const written = bundles(root)
+    assert.equal(written.length, 20)
+    // A reader that loads all 20 bundles at once (a new process), then the writer's own set, which grew one by one.
+    const reader = await openLocalStore(root)
+    for (const s of [reader, store]) {
+      for (let t = 0; t < 20; t++) for (let i = 0; i < 20; i += 7) assert.ok(await s.blobs.has(b3(Buffer.from(`tree ${t} file ${i}\n`))), `tree ${t} file ${i}`)
+      assert.equal(await s.blobs.has(b3(Buffer.from('in no tree\n'))), false)
+    }
+    for (const t of trees) await importPath(reader, t)
+    assert.deepEqual(bundles(root), written, 're-imports found every file in the bundles')
+    await collectGarbage(store, { graceMs: 0, deletePaths: [parseStorePathArg(paths[3]!).path] })
+    assert.equal(bundles(root).length, 19)
+    // The reader's table named the deleted bundle: a read of its file finds it gone (the table is rebuilt without
+    // it), the other trees are still found and read.
+    assert.equal(await reader.blobs.open(b3(Buffer.from('tree 3 file 0\n'))), undefined)
+    for (const t of [0, 19]) assert.ok((await narOf(reader, paths[t]!)).equals(NixStore.dump(trees[t]!)))
+    assert.equal(await (await openLocalStore(root)).blobs.has(b3(Buffer.from('tree 3 file 0\n'))), false)
+    await assertClean(reader)
+  })
+
   test('gc compacts a bundle shared by a live and a dead path, and deletes one whose members are all dead', async () => {
     const root = scratch()
     const store = await openLocalStore(root)

@@ -17,6 +17,7 @@
 import fsSync from 'node:fs'
 import { type B3Digest, b3, b3Matches, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
+import { DigestTable } from './digest-table.js'
 import { onFile } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
 import { readFull } from './pack.js'
@@ -137,6 +138,11 @@ export class BundleIndex {
     private readonly index: Buffer,
     readonly count: number,
   ) {}
+
+  /** Records in `table` that list `list` (this bundle) holds each of its members. */
+  addTo(table: DigestTable, list: number): void {
+    table.addAll(this.index, FANOUT, ENTRY, this.count, list)
+  }
 
   /** Where member `digest` is, or undefined: the fanout narrows the search to the entries of its first byte. */
   find(digest: Uint8Array): Member | undefined {
@@ -308,6 +314,15 @@ export class MemberReader {
 /** How fresh a lookup that misses must be: `force` relists the folder (reads, gc, verify), `cheap` looks at most every REFRESH_MS (dedup: a miss only costs a copy). */
 export type Freshness = 'none' | 'cheap' | 'force'
 const REFRESH_MS = 100
+/**
+ * Up to this many bundles a lookup asks each in turn; past it, one probe
+ * of a table across all of them (DigestTable), built on the first lookup
+ * that needs it: a store gains a bundle per import of more than a few small
+ * files, and an import of 2,000 new ones into a store of 325 bundles spent
+ * 67 ms asking each (the table: ~22 ms to build in a fresh process, then
+ * microseconds a lookup).
+ */
+const FEW_BUNDLES = 16
 
 /**
  * The indexes of a store's bundles: loaded once per process, on first
@@ -317,6 +332,11 @@ const REFRESH_MS = 100
  */
 export class BundleSet {
   private readonly byName = new Map<string, BundleIndex>()
+  /** Which bundle holds a digest, across all of them (search, past FEW_BUNDLES); numbers index `numbered`. */
+  private readonly table = new DigestTable()
+  private numbered: BundleIndex[] = []
+  /** The table lacks bundles or holds dropped ones: it is built afresh at the next search that needs it. */
+  private stale = true
   private loaded = false
   private checkedAt = 0
   private stamp = ''
@@ -325,6 +345,7 @@ export class BundleSet {
 
   reset(): void {
     this.byName.clear()
+    this.dropTable()
     this.loaded = false
   }
 
@@ -340,12 +361,12 @@ export class BundleSet {
 
   /** Forgets a bundle found gone (compacted by gc), so that the next lookup lists the folder again. */
   forget(name: string): void {
-    this.byName.delete(name)
+    if (this.byName.delete(name)) this.dropTable()
   }
 
   /** Records a bundle this process just published. */
   add(index: BundleIndex): void {
-    if (this.loaded) this.byName.set(index.name, index)
+    if (this.loaded) this.keep(index)
   }
 
   /** The bundle holding `digest` and where in it; `fresh`: how hard a miss looks for bundles published since. */
@@ -369,11 +390,45 @@ export class BundleSet {
   }
 
   private search(digest: Uint8Array): { bundle: BundleIndex; member: Member } | undefined {
-    for (const bundle of this.byName.values()) {
-      const member = bundle.find(digest)
-      if (member) return { bundle, member }
+    if (this.byName.size <= FEW_BUNDLES) {
+      for (const bundle of this.byName.values()) {
+        const member = bundle.find(digest)
+        if (member) return { bundle, member }
+      }
+      return undefined
     }
-    return undefined
+    if (this.stale) this.rebuildTable()
+    return this.table.find(digest, (n) => {
+      const bundle = this.numbered[n]!
+      const member = bundle.find(digest)
+      return member && { bundle, member }
+    })
+  }
+
+  private keep(index: BundleIndex): void {
+    if (this.byName.has(index.name)) return
+    this.byName.set(index.name, index)
+    if (this.stale) return
+    const n = this.numbered.push(index) - 1
+    index.addTo(this.table, n)
+  }
+
+  private dropTable(): void {
+    this.table.clear()
+    this.numbered = []
+    this.stale = true
+  }
+
+  private rebuildTable(): void {
+    this.dropTable()
+    this.stale = false
+    let members = 0
+    for (const index of this.byName.values()) members += index.count
+    this.table.reserve(members)
+    for (const index of this.byName.values()) {
+      const n = this.numbered.push(index) - 1
+      index.addTo(this.table, n)
+    }
   }
 
   private folderStamp(): string {
@@ -386,16 +441,19 @@ export class BundleSet {
     this.stamp = this.folderStamp()
     this.checkedAt = Date.now()
     const names = new Set(this.root.bundleNames())
-    for (const n of this.byName.keys()) if (!names.has(n)) this.byName.delete(n)
+    for (const n of this.byName.keys()) if (!names.has(n)) this.forget(n)
+    const found: BundleIndex[] = []
     for (const n of names) {
       if (this.byName.has(n)) continue
       try {
         const index = readBundleIndex(this.root.bundlePath(n), n)
-        if (index) this.byName.set(n, index)
+        if (index) found.push(index)
       } catch (e) {
         if (!(e instanceof IntegrityError)) throw e
       }
     }
+    if (!this.stale) this.table.reserve(found.reduce((sum, index) => sum + index.count, 0))
+    for (const index of found) this.keep(index)
     this.loaded = true
   }
 }
