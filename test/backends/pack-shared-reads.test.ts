@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { openLocalStore } from '../../src/backends/local/index.js'
 import { type ChunkRef, readManifest, readPackedBlob } from '../../src/backends/local/pack.js'
-import { SHARED_SPAN, leaseCheckThread } from '../../src/castore/check-thread.js'
+import { SHARED_SPAN, leaseCheckBuffer } from '../../src/castore/check-thread.js'
 import { b3, toHex } from '../../src/castore/digest.js'
 import { IntegrityError } from '../../src/errors.js'
 import { randomBytes } from '../helpers/trees.js'
@@ -33,10 +33,10 @@ describe('a packed blob read with the check thread', () => {
     assert.ok(manifest.every((c) => c.codec === 0 && c.pack === hex), 'stored raw, in this pack')
     fs.chmodSync(file, 0o644)
     // Until the thread has started, spans are checked on the main thread alone.
-    const lease = leaseCheckThread()!
+    const lease = leaseCheckBuffer()!
     const fd = fs.openSync(file, 'r')
     try {
-      // The chunks of the first span, planned as many times as fit, until the worker takes one.
+      // The chunks of the first span: the worker takes those from the middle on.
       const first: ChunkRef[] = []
       let len = 0
       for (const c of manifest) {
@@ -44,17 +44,12 @@ describe('a packed blob read with the check thread', () => {
         first.push(c)
         len += c.size
       }
-      const read = () => {
-        while (lease.plan(fd, 0, len, first, (into, pos) => fs.readSync(fd, into, 0, into.length, pos)));
-        let byWorker = false
-        while (lease.planned > 0) byWorker = lease.next().byWorker || byWorker
-        return byWorker
-      }
-      for (let i = 0; i < 200 && !read(); i++) await sleep(50)
-      assert.ok(read(), 'the check thread took part')
+      const read = () => lease.readChecked(fd, 0, len, first, (into, pos) => fs.readSync(fd, into, 0, into.length, pos))
+      for (let i = 0; i < 200 && !read().shared; i++) await sleep(50)
+      assert.ok(read().shared, 'the check thread took part')
     } finally {
-      lease.release()
       fs.closeSync(fd)
+      lease.release()
     }
   })
   after(() => fs.rmSync(root, { recursive: true, force: true }))

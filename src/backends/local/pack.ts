@@ -25,7 +25,7 @@ import fs from 'node:fs/promises'
 import zlib from 'node:zlib'
 import { type B3Digest, b3, b3Display, b3Hasher, b3Matches, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
-import { type ReadOwn, SHARED_SPAN, SHARED_SPAN_CHUNKS, checkAll, leaseCheckThread } from '../../castore/check-thread.js'
+import { SHARED_SPAN, type SpanChunk, type SpanResult, checkAll, leaseCheckBuffer } from '../../castore/check-thread.js'
 import { BufferPool } from '../../util/buffer-pool.js'
 import { onFile } from './io-errors.js'
 import { type LocalRoot, PACK_SUFFIX, packOwner } from './layout.js'
@@ -262,11 +262,11 @@ interface Span {
   refs: ChunkRef[]
 }
 
-/** The manifest's chunks grouped into spans of up to `max` bytes and `maxChunks` chunks, one span at a time. */
-function* spans(manifest: Iterable<ChunkRef>, max: number, maxChunks = Infinity): Generator<Span> {
+/** The manifest's chunks grouped into spans of up to `max` bytes, one span at a time. */
+function* spans(manifest: Iterable<ChunkRef>, max: number): Generator<Span> {
   let last: Span | undefined
   for (const r of manifest) {
-    if (last && last.pack === r.pack && last.start + last.length === r.offset && last.length + r.stored <= max && last.refs.length < maxChunks) {
+    if (last && last.pack === r.pack && last.start + last.length === r.offset && last.length + r.stored <= max) {
       last.length += r.stored
       last.refs.push(r)
     } else {
@@ -276,9 +276,6 @@ function* spans(manifest: Iterable<ChunkRef>, max: number, maxChunks = Infinity)
   }
   if (last) yield last
 }
-
-/** Stored raw (incompressible data): the span is the bytes, handed on as one piece once all its chunks check. */
-const isRaw = (sp: Span): boolean => sp.refs.every((r) => r.codec === 0 && r.stored === r.size)
 
 /**
  * A whole packed blob, chunk by chunk: consecutive chunks come out of one
@@ -294,82 +291,58 @@ const isRaw = (sp: Span): boolean => sp.refs.every((r) => r.codec === 0 && r.sto
  * consumer asks for the next one (it must be done with it by then, e.g.
  * a write it waited for). A fresh buffer per 256 KiB span cost more CPU
  * than reading and hashing it (page faults of new memory, then GC): 290
- * vs 45 ms per 256 MiB. Lent 'shared', spans of up to SHARED_SPAN go
- * through the check thread's slots where a lease is free
- * (check-thread.ts): raw ones are planned a few ahead, and read and
- * checked by whichever thread comes to them first.
+ * vs 45 ms per 256 MiB. Lent 'shared', that buffer is one shared with
+ * the check thread where one is free (check-thread.ts): spans of up to
+ * SHARED_SPAN, of which raw ones are read and checked half on each thread.
  * The packs are open only while the generator runs.
  */
 export function* readPackedBlob(packPath: (hex: string) => string, manifest: Iterable<ChunkRef>, readAhead: number, lend: boolean | 'shared' = false): Generator<Uint8Array> {
   const fds = new Map<string, number>()
-  const lease = lend === 'shared' ? leaseCheckThread() : undefined
+  // Lent, the buffer may be one shared with the check thread: the two halves of each span are then read and checked at once.
+  const lease = lend === 'shared' ? leaseCheckBuffer() : undefined
   const max = lease ? SHARED_SPAN : readAhead
   let lent: Buffer | undefined
-  const open = (sp: Span): { fd: number; file: string; readOwn: ReadOwn } => {
-    const file = packPath(sp.pack)
-    let fd = fds.get(file)
-    if (fd === undefined) {
-      fd = fsSync.openSync(file, 'r')
-      fds.set(file, fd)
-    }
-    const at = fd
-    return { fd, file, readOwn: (into, pos) => readFull(at, into, pos, file) }
-  }
   try {
-    const all = spans(manifest, max, lease ? SHARED_SPAN_CHUNKS : Infinity)
-    /** Spans planned with the lease, oldest first; and the next span not yet planned nor read. */
-    const ahead: Span[] = []
-    let next: Span | undefined
-    for (;;) {
-      if (lease) {
-        for (; (next ??= all.next().value ?? undefined) && isRaw(next); next = undefined) {
-          const { fd, readOwn } = open(next)
-          if (!lease.plan(fd, next.start, next.length, next.refs, readOwn)) break
-          ahead.push(next)
-        }
-        const sp = ahead.shift()
-        if (sp) {
-          const { buf, got, bad } = lease.next()
-          yield* rawSpan(sp, buf, got, bad, packPath(sp.pack))
-          continue
-        }
-      } else next ??= all.next().value ?? undefined
-      // Without a lease, or a span with deflated chunks (the planned ones before it all handed on): read here.
-      const sp = next
-      if (!sp) break
-      next = undefined
-      const { file, readOwn } = open(sp)
+    for (const sp of spans(manifest, max)) {
+      const file = packPath(sp.pack)
+      let fd = fds.get(file)
+      if (fd === undefined) {
+        fd = fsSync.openSync(file, 'r')
+        fds.set(file, fd)
+      }
+      const shared = lease !== undefined && sp.length <= lease.buf.length
       // One size for every span buffer: glibc reuses freed blocks of one size, where varying sizes fragment the heap.
       const size = Math.max(max, sp.length)
-      const whole = !lend ? Buffer.allocUnsafe(size) : lent && lent.length >= size ? lent : (lent = Buffer.allocUnsafe(size))
+      const whole = shared ? lease.buf : !lend ? Buffer.allocUnsafe(size) : lent && lent.length >= size ? lent : (lent = Buffer.allocUnsafe(size))
       const buf = whole.subarray(0, sp.length)
-      if (isRaw(sp)) {
-        const got = readOwn(buf, sp.start)
-        yield* rawSpan(sp, buf, got, got === buf.length ? checkAll(buf, sp.refs) : -1, file)
+      const readOwn = (into: Buffer, pos: number) => readFull(fd, into, pos, file)
+      const truncated = () => new IntegrityError(`pack ${file} is truncated`)
+      if (sp.refs.every((r) => r.codec === 0 && r.stored === r.size)) {
+        // Stored raw (incompressible data): the span is the bytes, one piece once all its chunks check; fewer, larger pieces downstream.
+        const { got, bad } = shared ? lease.readChecked(fd, sp.start, sp.length, sp.refs, readOwn) : readThenCheck(buf, sp.start, sp.refs, readOwn)
+        if (got !== sp.length) throw truncated()
+        if (bad >= 0) {
+          // The chunks before the bad one are good: out they go, as they would one by one.
+          const good = sp.refs.slice(0, bad).reduce((n, r) => n + r.size, 0)
+          if (good > 0) yield buf.subarray(0, good)
+          throw corruptChunk(sp.refs[bad]!, file)
+        }
+        yield buf
       } else {
-        if (readOwn(buf, sp.start) !== sp.length) throw truncated(file)
+        if (readOwn(buf, sp.start) !== sp.length) throw truncated()
         for (const r of sp.refs) yield unpack(buf.subarray(r.offset - sp.start, r.offset - sp.start + r.stored), r, file, true)
       }
     }
   } finally {
-    // The worker may still be reading a planned span from one of the fds: release waits for it.
     lease?.release()
     for (const fd of fds.values()) fsSync.closeSync(fd)
   }
 }
 
-const truncated = (file: string) => new IntegrityError(`pack ${file} is truncated`)
-
-/** A raw span read (`got` bytes) and checked (`bad`: the first chunk that does not match, or -1): its bytes, or the good chunks before the error. */
-function* rawSpan(sp: Span, buf: Buffer, got: number, bad: number, file: string): Generator<Uint8Array> {
-  if (got !== sp.length) throw truncated(file)
-  if (bad >= 0) {
-    // The chunks before the bad one are good: out they go, as they would one by one.
-    const good = sp.refs.slice(0, bad).reduce((n, r) => n + r.size, 0)
-    if (good > 0) yield buf.subarray(0, good)
-    throw corruptChunk(sp.refs[bad]!, file)
-  }
-  yield buf
+/** readOwn into `buf`, then checkAll if it read all (see Lease.readChecked): the same on the main thread alone. */
+function readThenCheck(buf: Buffer, pos: number, chunks: readonly SpanChunk[], readOwn: (into: Buffer, pos: number) => number): Omit<SpanResult, 'shared'> {
+  const got = readOwn(buf, pos)
+  return { got, bad: got === buf.length ? checkAll(buf, chunks) : -1 }
 }
 
 /**
