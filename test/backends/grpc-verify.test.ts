@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { openGrpcStore } from '../../src/backends/grpc/index.js'
 import { MemoryBlobService, openMemoryStore } from '../../src/backends/memory/index.js'
-import type { ChunkMeta } from '../../src/castore/blob-service.js'
+import { openLocalStore } from '../../src/backends/local/index.js'
+import { type ChunkMeta, hasStaging, readAll } from '../../src/castore/blob-service.js'
+import { chunksFrom, hasChunkedPuts } from '../../src/castore/chunk-transfer.js'
 import { chunkStream } from '../../src/castore/chunker.js'
 import { type B3Digest, b3, toHex } from '../../src/castore/digest.js'
 import { type Daemon, startDaemon } from '../../src/daemon/server.js'
@@ -223,5 +228,34 @@ describe('lent reads (open with lend): pieces in reused buffers, each checked as
     assert.ok(r.out.equals(data.subarray(0, r.out.length)))
     const again = await readLent(digest)
     assert.ok(again.out.equals(data))
+  })
+
+  test('a copy to a local store by chunk list reads lent (64 KiB messages): intact it is stored whole; a corrupt chunk stores nothing', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-lent-copy-'))
+    const to = await openLocalStore(root)
+    try {
+      const blobsTo = to.blobs
+      assert.ok(hasStaging(blobsTo))
+      const data = randomBytes(16 << 20, 27)
+      const chunks = await chunkList(data)
+      for (const [bytes, ok] of [[corrupted(data, 9 << 20), false], [data, true]] as const) {
+        const digest = serve(data, bytes, chunks, 64 << 10)
+        const stage = blobsTo.stage()
+        assert.ok(hasChunkedPuts(stage))
+        const put = stage.putChunks(digest, chunks, chunksFrom(client.blobs, digest, chunks, () => {}))
+        if (!ok) {
+          await assert.rejects(put, /corrupt/)
+          await stage.abort()
+          assert.equal(await blobsTo.has(digest), false)
+          continue
+        }
+        assert.equal((await put)?.size, data.length)
+        await stage.commit()
+        assert.ok((await readAll((await blobsTo.open(digest))!)).equals(data))
+      }
+    } finally {
+      await to.close()
+      fs.rmSync(root, { recursive: true, force: true })
+    }
   })
 })

@@ -28,7 +28,7 @@ import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE, READ_MANY_LIMITS, TURN_BYT
 
 const SERVICE = 'tvix.castore.v1.BlobService'
 
-/** Buffers of a lent read's MessageRing: the three messages it may hold (see verified()), and one to spare. */
+/** Buffers of a lent read's MessageRing: the three messages it may hold (see verified(); unchecked: the reader's, one complete, one assembled), and one to spare. */
 const LENT_MESSAGES = 4
 
 /** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
@@ -90,7 +90,7 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
    */
   async open(digest: B3Digest, opts?: OpenOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
     const ring = opts?.lend ? new MessageRing(LENT_MESSAGES, BLOB_CHUNK_BYTES + 16) : undefined
-    const received = await this.readUnchecked(digest, opts, ring)
+    const received = await this.receive(digest, opts, ring)
     if (!received) return undefined
     // The server does not re-check what it sends; we do (SPEC 3.2), before the bytes go on.
     const verified = this.verified(digest, received, opts, ring)
@@ -102,9 +102,17 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
    * A Read's messages as they arrive, undefined if the blob is absent. As
    * UncheckedReads: for a writer that checks each chunk against the list
    * and the whole blob itself (no second hashing here, and no Stat for a
-   * chunk list it has).
+   * chunk list it has). `lend`: each message is valid until the next is
+   * asked for (received into a MessageRing from the first).
    */
-  async readUnchecked(digest: B3Digest, opts?: CallOptions, ring?: MessageRing): Promise<AsyncGenerator<Uint8Array> | undefined> {
+  readUnchecked(digest: B3Digest, opts?: OpenOptions): Promise<AsyncGenerator<Uint8Array> | undefined> {
+    const ring = opts?.lend ? new MessageRing(LENT_MESSAGES, BLOB_CHUNK_BYTES + 16) : undefined
+    if (ring) ring.lending = true
+    return this.receive(digest, opts, ring)
+  }
+
+  /** A Read's messages as they arrive (see readUnchecked), those that span DATA pieces assembled in `ring` while it is lending. */
+  private async receive(digest: B3Digest, opts?: CallOptions, ring?: MessageRing): Promise<AsyncGenerator<Uint8Array> | undefined> {
     const call = this.rpc.leanServerStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts, ring)
     let head
     try {
