@@ -16,11 +16,20 @@ export interface BlobInfo {
   size: number
 }
 
+/**
+ * `lend`: the caller is done with each piece before it asks for the next
+ * (it writes it out or copies it), so a store may hand out pieces of
+ * buffers it reuses (a daemon's client does; one that cannot ignores it).
+ */
+export interface OpenOptions extends CallOptions {
+  lend?: boolean
+}
+
 /** Content-addressed blob storage keyed by BLAKE3. */
 export interface BlobService {
   has(digest: B3Digest, opts?: CallOptions): Promise<boolean>
   /** The blob's bytes, digest-checked as they are read, or undefined if absent. */
-  open(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined>
+  open(digest: B3Digest, opts?: OpenOptions): Promise<AsyncIterable<Uint8Array> | undefined>
   /** Stores the bytes and returns the digest computed while writing. */
   put(src: ByteSource, opts?: CallOptions): Promise<BlobInfo>
   /** The blob's chunks in order (empty if stored whole), undefined if absent; optional capability. */
@@ -216,12 +225,25 @@ export function chunkwiseCheckable(chunks: ChunkMeta[]): boolean {
  * (MAX_VERIFIED_CHUNK) is held, and no byte of a bad chunk, or of
  * anything after it, leaves. Chunks inside one piece are checked in place
  * and passed on together (few, large pieces downstream); only a chunk
- * that spans pieces is copied.
+ * that spans pieces is copied, as its pieces arrive, so no piece is held
+ * once the next is asked for. `lend`: the source's pieces and ours are
+ * each valid until the next is asked for, and a spanning chunk is copied
+ * into one of two reused buffers (one may still be held downstream, e.g.
+ * verifyBlob's last piece, while the other fills).
  */
-export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: AsyncIterable<Uint8Array>, lend = false): AsyncGenerator<Uint8Array> {
   let i = 0
-  let parts: Uint8Array[] = []
+  /** The chunk that spans pieces, and how much of it is here. */
+  let span: Buffer | undefined
   let have = 0
+  const spans: Buffer[] = []
+  let turn = 0
+  const spanBuffer = (size: number): Buffer => {
+    if (!lend) return Buffer.allocUnsafe(size)
+    turn ^= 1
+    const b = spans[turn]
+    return b && b.length >= size ? b.subarray(0, size) : (spans[turn] = Buffer.allocUnsafeSlow(size))
+  }
   const checked = (c: Uint8Array) => {
     if (!b3Matches(c, chunks[i]!.digest)) {
       throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: its chunk ${b3Display(chunks[i]!.digest)} does not match its digest`)
@@ -230,15 +252,15 @@ export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: As
     return c.length
   }
   for await (let piece of src) {
-    if (have > 0) {
+    if (span) {
       // The rest of a chunk begun in earlier pieces.
-      const take = piece.subarray(0, chunks[i]!.size - have)
-      parts.push(take)
+      const take = piece.subarray(0, span.length - have)
+      span.set(take, have)
       have += take.length
       piece = piece.subarray(take.length)
-      if (have < chunks[i]!.size) continue
-      const whole = Buffer.concat(parts, have)
-      parts = []
+      if (have < span.length) continue
+      const whole = span
+      span = undefined
       have = 0
       checked(whole)
       yield whole
@@ -254,7 +276,8 @@ export async function* verifyChunks(blob: B3Digest, chunks: ChunkMeta[], src: As
     if (good > 0) yield piece.subarray(0, good)
     if (good < piece.length) {
       if (i === chunks.length) throw new IntegrityError(`blob ${b3Display(blob)} is corrupt: it has more bytes than its chunks`)
-      parts.push(piece.subarray(good))
+      span = spanBuffer(chunks[i]!.size)
+      span.set(piece.subarray(good))
       have = piece.length - good
     }
   }

@@ -1,5 +1,5 @@
 import { inOrder } from '../util/pool.js'
-import { type BlobInfo, type BlobService, type ChunkMeta, readAll } from './blob-service.js'
+import { type BlobInfo, type BlobService, type ChunkMeta, type OpenOptions, readAll } from './blob-service.js'
 import { type B3Digest, b3Display } from './digest.js'
 import { NotFoundError } from '../errors.js'
 import type { CallOptions } from '../util/call-options.js'
@@ -13,7 +13,9 @@ import type { CallOptions } from '../util/call-options.js'
 /**
  * The bytes of the chunks a writer asks for (`wanted`: a subsequence of the
  * blob's chunk list, in order), back to back, in pieces of any size. The
- * writer checks each chunk against its digest as it arrives.
+ * writer checks each chunk against its digest as it arrives, and is done
+ * with each piece (it copied what it keeps) before it asks for the next:
+ * pieces may be lent (OpenOptions).
  */
 export type ChunkFetch = ((wanted: ChunkMeta[]) => AsyncIterable<Uint8Array>) & {
   /**
@@ -59,13 +61,13 @@ export function hasChunkedPuts<T extends object>(stage: T): stage is T & Chunked
  * (then open()); nothing else may use what it gives.
  */
 export interface UncheckedReads {
-  readUnchecked(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined>
+  readUnchecked(digest: B3Digest, opts?: OpenOptions): Promise<AsyncIterable<Uint8Array> | undefined>
 }
 
 /** Reads `d` for a writer that checks what it gets: unchecked where `from` offers that, else open()'s checked bytes. */
-async function readForChecker(from: BlobService, d: B3Digest): Promise<AsyncIterable<Uint8Array> | undefined> {
+async function readForChecker(from: BlobService, d: B3Digest, opts?: OpenOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
   const unchecked = (from as Partial<UncheckedReads>).readUnchecked
-  return (unchecked && (await unchecked.call(from, d))) ?? from.open(d)
+  return (unchecked && (await unchecked.call(from, d, opts))) ?? from.open(d, opts)
 }
 
 /** Chunk reads in flight when single chunks are fetched: enough to hide a daemon's round trip, each chunk at most MAX_VERIFIED_CHUNK. */
@@ -82,7 +84,8 @@ export function chunksFrom(from: BlobService, blob: B3Digest, chunks: ChunkMeta[
     if (wanted.length === 0) return
     const missing = (what: string) => new NotFoundError(`${what} is missing from the source store`)
     if (wanted.length === chunks.length) {
-      const src = await readForChecker(from, blob)
+      // One stream, each piece done with before the next (ChunkFetch): lent.
+      const src = await readForChecker(from, blob, { lend: true })
       if (!src) throw missing(`blob ${b3Display(blob)}`)
       for await (const piece of src) {
         fetched(piece.length)

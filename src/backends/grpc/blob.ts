@@ -4,6 +4,7 @@ import {
   type BlobService,
   type ChunkMeta,
   type ByteSource,
+  type OpenOptions,
   type StagePutOptions,
   MAX_VERIFIED_CHUNK,
   chunkwiseCheckable,
@@ -21,10 +22,14 @@ import type { CallOptions } from '../../util/call-options.js'
 import { LARGER, type WholeRead } from '../../castore/read-ahead.js'
 import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
+import { MessageRing } from './h2-stream.js'
 import { isReusable } from '../../castore/reusable-source.js'
 import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE, READ_MANY_LIMITS, TURN_BYTES } from './blob-batches.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
+
+/** Buffers of a lent read's MessageRing: the three messages it may hold (see verified(); unchecked: the reader's, one complete, one assembled), and one to spare. */
+const LENT_MESSAGES = 4
 
 /** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
 export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads {
@@ -78,12 +83,17 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
     }
   }
 
-  /** An aborted signal cancels the Read: the stream fails at once with the signal's reason. */
-  async open(digest: B3Digest, opts?: CallOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const received = await this.readUnchecked(digest, opts)
+  /**
+   * An aborted signal cancels the Read: the stream fails at once with the
+   * signal's reason. `lend`: a large blob's messages are received into a
+   * MessageRing, so each piece is valid only until the next is asked for.
+   */
+  async open(digest: B3Digest, opts?: OpenOptions): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const ring = opts?.lend ? new MessageRing(LENT_MESSAGES, BLOB_CHUNK_BYTES + 16) : undefined
+    const received = await this.receive(digest, opts, ring)
     if (!received) return undefined
     // The server does not re-check what it sends; we do (SPEC 3.2), before the bytes go on.
-    const verified = this.verified(digest, received, opts)
+    const verified = this.verified(digest, received, opts, ring)
     // What grpc-js had buffered before the call was cancelled is not passed on either.
     return opts?.signal ? abortable(verified, opts.signal) : verified
   }
@@ -92,10 +102,18 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
    * A Read's messages as they arrive, undefined if the blob is absent. As
    * UncheckedReads: for a writer that checks each chunk against the list
    * and the whole blob itself (no second hashing here, and no Stat for a
-   * chunk list it has).
+   * chunk list it has). `lend`: each message is valid until the next is
+   * asked for (received into a MessageRing from the first).
    */
-  async readUnchecked(digest: B3Digest, opts?: CallOptions): Promise<AsyncGenerator<Uint8Array> | undefined> {
-    const call = this.rpc.leanServerStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts)
+  readUnchecked(digest: B3Digest, opts?: OpenOptions): Promise<AsyncGenerator<Uint8Array> | undefined> {
+    const ring = opts?.lend ? new MessageRing(LENT_MESSAGES, BLOB_CHUNK_BYTES + 16) : undefined
+    if (ring) ring.lending = true
+    return this.receive(digest, opts, ring)
+  }
+
+  /** A Read's messages as they arrive (see readUnchecked), those that span DATA pieces assembled in `ring` while it is lending. */
+  private async receive(digest: B3Digest, opts?: CallOptions, ring?: MessageRing): Promise<AsyncGenerator<Uint8Array> | undefined> {
+    const call = this.rpc.leanServerStream<Uint8Array, Uint8Array>(SERVICE, 'Read', digest, opts, ring)
     let head
     try {
       head = await peek(call)
@@ -129,8 +147,14 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
    * digest of anything smaller than the blob, and holding a blob of any
    * size would break flat memory: it is checked at its end only, with
    * its last piece held back until then (verifyBlob).
+   *
+   * With a `ring` (a lent read), the messages held at the start come in
+   * fresh buffers; the ring is used from the first message after them,
+   * when at most three messages are alive at once: the piece verifyBlob
+   * holds back, the one verifyChunks is reading (it copies a chunk that
+   * spans messages as they come), and the one being assembled.
    */
-  private async *verified(digest: B3Digest, src: AsyncGenerator<Uint8Array>, opts?: CallOptions): AsyncGenerator<Uint8Array> {
+  private async *verified(digest: B3Digest, src: AsyncGenerator<Uint8Array>, opts?: CallOptions, ring?: MessageRing): AsyncGenerator<Uint8Array> {
     try {
       const head: Uint8Array[] = []
       let size = 0
@@ -148,9 +172,10 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
       const chunks = await this.chunks(digest, opts)
       const all = (async function* () {
         yield* head.splice(0)
+        if (ring) ring.lending = true
         yield* src
       })()
-      yield* verifyBlob(digest, chunks && chunkwiseCheckable(chunks) ? verifyChunks(digest, chunks, all) : all)
+      yield* verifyBlob(digest, chunks && chunkwiseCheckable(chunks) ? verifyChunks(digest, chunks, all, ring !== undefined) : all)
     } finally {
       await src.return(undefined)
     }

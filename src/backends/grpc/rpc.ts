@@ -2,7 +2,7 @@ import { MAX_MESSAGE_BYTES, type ServiceName, serviceDefinition } from '../../gr
 import { Status, fromStatus, isServiceError } from '../../grpc/status.js'
 import { abortable } from '../../util/abortable.js'
 import { IntegrityError } from '../../errors.js'
-import { type Connection, type FramedRequests, H2Streams, type OnMessage, callFailure } from './h2-stream.js'
+import { type Connection, type FramedRequests, H2Streams, type MessageRing, type OnMessage, callFailure } from './h2-stream.js'
 
 export type { Connection }
 import type { CallOptions } from '../../util/call-options.js'
@@ -64,15 +64,15 @@ export class RpcClient {
    * here, the responses decoded as they are read. Fails like a grpc-js
    * call (see error()); an aborted `signal` cancels it.
    */
-  async *leanServerStream<Req, Res>(service: ServiceName, name: string, req: Req, opts: CallOptions = {}): AsyncGenerator<Res> {
+  async *leanServerStream<Req, Res>(service: ServiceName, name: string, req: Req, opts: CallOptions = {}, ring?: MessageRing): AsyncGenerator<Res> {
     const decode = this.method(service, name).responseDeserialize as (b: Buffer) => Res
-    for await (const msg of this.leanServerStreamBytes(service, name, req, opts)) yield decode(msg as Buffer)
+    for await (const msg of this.leanServerStreamBytes(service, name, req, opts, ring)) yield decode(msg as Buffer)
   }
 
   /** As leanServerStream, each message left encoded: its bytes as they came (a view of what HTTP/2 gave where it came in one piece). */
-  leanServerStreamBytes<Req>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}): AsyncGenerator<Uint8Array> {
+  leanServerStreamBytes<Req>(service: ServiceName, name: string, req: Req, { signal }: CallOptions = {}, ring?: MessageRing): AsyncGenerator<Uint8Array> {
     const m = this.method(service, name)
-    return this.lean.call(m.path, m.requestSerialize(req), signal)
+    return this.lean.call(m.path, m.requestSerialize(req), signal, ring)
   }
 
   /** The decoded messages of a server stream that answers with at most `maxBytes` of them (H2Streams.collect); undefined beyond. */

@@ -16,8 +16,9 @@ import type { ChunkIndex, ChunkReader, PackWriter } from './pack.js'
 export async function fillPackFromChunks(pack: PackWriter, index: ChunkIndex, reader: ChunkReader, blob: B3Digest, chunks: ChunkMeta[], fetch: ChunkFetch): Promise<number> {
   const held = chunks.map((c) => index.get(c.digest))
   const wanted = chunks.filter((_, i) => !held[i])
-  // verifyChunks passes on runs of whole chunks, each checked: a run is cut back into its chunks below.
-  const arriving = verifyChunks(blob, wanted, fetch(wanted))
+  // verifyChunks passes on runs of whole chunks, each checked: a run is cut back into its chunks below, each
+  // copied into the pack (pack.add) before the next run is asked for, so the fetch's and verifyChunks' buffers may be reused.
+  const arriving = verifyChunks(blob, wanted, fetch(wanted), true)
   const h = b3Hasher()
   let size = 0
   let run: Uint8Array = new Uint8Array(0)

@@ -98,7 +98,7 @@ export async function* renderNar(root: Node, store: CastoreReader, opts: RenderO
             break
           }
           // Without a promise where the store has it at hand (a local store's small blob, a file read ahead); else opened.
-          const found = store.blobs.openNow?.(node.digest, node.size, opts.lend) ?? (await store.blobs.open(node.digest, { signal: opts.signal }))
+          const found = store.blobs.openNow?.(node.digest, node.size, opts.lend) ?? (await store.blobs.open(node.digest, { signal: opts.signal, lend: opts.lend }))
           if (!found) throw new NotFoundError(`blob ${b3Display(node.digest)} is missing from the store`)
           let got = 0
           if (found instanceof Uint8Array) {
