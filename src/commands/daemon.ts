@@ -10,9 +10,8 @@ import { readKeyFile } from '../cli/key-file.js'
 import { parseSecretKey, type SecretKey } from '../store/signing.js'
 import { checkCompressor, parseServedCompression } from '../http/compressed-nar.js'
 import { storeLabel } from '../backends/open-store.js'
-import { LocalStore } from '../backends/local/index.js'
-import { startSyncHelper } from '../backends/local/syncfs.js'
 import { collectGarbage, garbageCollector } from '../ops/gc.js'
+import { prepareToServe } from '../store/capabilities.js'
 import type { Store } from '../store/store.js'
 import { DEFAULT_GRACE_MS, parseDuration } from '../cli/duration.js'
 import { UsageError } from '../errors.js'
@@ -178,8 +177,7 @@ export default class Daemon extends StoreCommand<typeof Daemon> {
     // Read before anything starts: a bad key is one error line, not a half-started daemon.
     const secretKeys = (this.flags['secret-key-file'] ?? []).map((f) => parseSecretKey(readKeyFile(f)))
     const store = await this.store()
-    // Its commits sync through a helper shell (syncfs.ts): started now, while the daemon is small and serves no one.
-    if (store instanceof LocalStore) startSyncHelper()
+    prepareToServe(store)
     // Nothing after the stop line: a handler whose client vanished may settle after the server closed.
     let stopped = false
     const log = (line: string) => {

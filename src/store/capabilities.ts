@@ -49,6 +49,19 @@ export function hasTempRoots(store: Store): store is Store & TempRootsCapable {
   return typeof (store as Partial<TempRootsCapable>).tempRoots === 'function'
 }
 
+/**
+ * A store that starts, before a server takes its first request, what its
+ * writes will need (the local store: the helper its big commits sync
+ * through, started while the daemon is small and serves no one).
+ */
+export interface ServingPreparable {
+  prepareToServe(): void
+}
+
+export function prepareToServe(store: Store): void {
+  ;(store as Partial<ServingPreparable>).prepareToServe?.()
+}
+
 /** A process inside a commit that a sweep waits for. */
 export interface Writer {
   pid: number

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { NotFoundError } from '../../errors.js'
 import { DEFAULT_STORE_DIR } from '../../store/store-path.js'
-import type { GarbageCollecting, GcOptions, GcReport, GcRootsCapable, TempRootsCapable, Verifying, VerifyOptions, VerifyReport, WriteSessions } from '../../store/capabilities.js'
+import type { GarbageCollecting, GcOptions, GcReport, GcRootsCapable, ServingPreparable, TempRootsCapable, Verifying, VerifyOptions, VerifyReport, WriteSessions } from '../../store/capabilities.js'
 import type { Store, TempRoots } from '../../store/store.js'
 import { LocalBlobService, SharedBlobState } from './blob.js'
 import { LocalDirectoryService } from './directory.js'
@@ -14,6 +14,7 @@ import { LocalPathInfoService } from './path-info.js'
 import { ReferrersIndex } from './referrers.js'
 import type { LocalStoreParts } from './parts.js'
 import { GcRoots } from './roots.js'
+import { startSyncHelper } from './syncfs.js'
 import { LocalTempRoots } from './temp-roots.js'
 import type { BackendModule } from '../backend.js'
 import type { LocalAddress } from '../url-forms.js'
@@ -31,7 +32,7 @@ interface Shared {
  * same folder, caches and object graph, with services that record what
  * the session relies on (locks.ts).
  */
-export class LocalStore implements Store, LocalStoreParts, WriteSessions, TempRootsCapable, GarbageCollecting, Verifying, GcRootsCapable {
+export class LocalStore implements Store, LocalStoreParts, WriteSessions, TempRootsCapable, GarbageCollecting, Verifying, GcRootsCapable, ServingPreparable {
   readonly blobs: LocalBlobService
   readonly directories: LocalDirectoryService
   readonly pathInfos: LocalPathInfoService
@@ -66,6 +67,11 @@ export class LocalStore implements Store, LocalStoreParts, WriteSessions, TempRo
   writeSession<T>(fn: (store: LocalStore) => Promise<T>): Promise<T> {
     if (this.session) return fn(this)
     return fn(new LocalStore(this.root, this.storeDir, this.shared, this.root.locks.openSession()))
+  }
+
+  /** Its commits of many files sync through a helper shell (syncfs.ts): started before the server is big or busy. */
+  prepareToServe(): void {
+    startSyncHelper()
   }
 
   tempRoots(): TempRoots {
