@@ -61,11 +61,14 @@ async function readUntilError(src: AsyncIterable<Uint8Array>): Promise<{ out: Bu
   }
 }
 
-describe('the gRPC client passes on no byte it has not checked', () => {
+/**
+ * A daemon over a memory store whose blobs are served as given (UncheckedBlobs), and a gRPC client
+ * of it (`client()`), started before the tests of the describe that calls this and stopped after.
+ */
+function uncheckedDaemon(): { blobs: UncheckedBlobs; client: () => Store } {
   const blobs = new UncheckedBlobs()
   let daemon: Daemon
   let client: Store
-
   before(async () => {
     daemon = await startDaemon({ ...openMemoryStore(), blobs }, parseListen('127.0.0.1:0'), () => {})
     client = openGrpcStore(daemon.url.replace('grpc+http://', ''), daemon.url, '/nix/store')
@@ -74,6 +77,11 @@ describe('the gRPC client passes on no byte it has not checked', () => {
     await client.close()
     await daemon.shutdown()
   })
+  return { blobs, client: () => client }
+}
+
+describe('the gRPC client passes on no byte it has not checked', () => {
+  const { blobs, client } = uncheckedDaemon()
 
   const serve = (data: Buffer, bytes: Buffer, chunks: ChunkMeta[]) => {
     const digest = b3(data)
@@ -91,7 +99,7 @@ describe('the gRPC client passes on no byte it has not checked', () => {
       if (badStart + c.size > at) break
       badStart += c.size
     }
-    const r = await readUntilError((await client.blobs.open(serve(data, corrupted(data, at), chunks)))!)
+    const r = await readUntilError((await client().blobs.open(serve(data, corrupted(data, at), chunks)))!)
     assert.match(String(r.error), /corrupt/)
     assert.equal(r.out.length, badStart)
     assert.ok(r.out.equals(data.subarray(0, badStart)))
@@ -99,7 +107,7 @@ describe('the gRPC client passes on no byte it has not checked', () => {
 
   test('the same blob intact reads whole', async () => {
     const data = randomBytes(12 << 20, 8)
-    const r = await readUntilError((await client.blobs.open(serve(data, data, await chunkList(data))))!)
+    const r = await readUntilError((await client().blobs.open(serve(data, data, await chunkList(data))))!)
     assert.equal(r.error, undefined)
     assert.ok(r.out.equals(data))
   })
@@ -107,20 +115,20 @@ describe('the gRPC client passes on no byte it has not checked', () => {
   test('more bytes than the chunk list accounts for is an error', async () => {
     const data = randomBytes(6 << 20, 9)
     const chunks = await chunkList(data)
-    const r = await readUntilError((await client.blobs.open(serve(data, data, chunks.slice(0, -1))))!)
+    const r = await readUntilError((await client().blobs.open(serve(data, data, chunks.slice(0, -1))))!)
     assert.match(String(r.error), /more bytes than its chunks/)
   })
 
   test('a blob of a few MiB without a chunk list is checked whole before any byte', async () => {
     const data = randomBytes(3 << 20, 10)
-    const r = await readUntilError((await client.blobs.open(serve(data, corrupted(data, 1 << 20), [])))!)
+    const r = await readUntilError((await client().blobs.open(serve(data, corrupted(data, 1 << 20), [])))!)
     assert.match(String(r.error), /corrupt/)
     assert.equal(r.out.length, 0)
   })
 
   test('a large blob without a chunk list never comes out whole: its last piece waits for the check', async () => {
     const data = randomBytes(12 << 20, 11)
-    const r = await readUntilError((await client.blobs.open(serve(data, corrupted(data, data.length - 100), [])))!)
+    const r = await readUntilError((await client().blobs.open(serve(data, corrupted(data, data.length - 100), [])))!)
     assert.match(String(r.error), /corrupt/)
     assert.ok(r.out.length < data.length - 100, `${r.out.length} bytes out`)
   })
@@ -134,18 +142,7 @@ function fixedChunks(data: Buffer, size: number): ChunkMeta[] {
 }
 
 describe('lent reads (open with lend): pieces in reused buffers, each checked as before', () => {
-  const blobs = new UncheckedBlobs()
-  let daemon: Daemon
-  let client: Store
-
-  before(async () => {
-    daemon = await startDaemon({ ...openMemoryStore(), blobs }, parseListen('127.0.0.1:0'), () => {})
-    client = openGrpcStore(daemon.url.replace('grpc+http://', ''), daemon.url, '/nix/store')
-  })
-  after(async () => {
-    await client.close()
-    await daemon.shutdown()
-  })
+  const { blobs, client } = uncheckedDaemon()
 
   const serve = (data: Buffer, bytes: Buffer, chunks: ChunkMeta[], piece?: number) => {
     const digest = b3(data)
@@ -160,7 +157,7 @@ describe('lent reads (open with lend): pieces in reused buffers, each checked as
     let pieces = 0
     const parts: Uint8Array[] = []
     try {
-      for await (const c of (await client.blobs.open(digest, { lend: true }))!) {
+      for await (const c of (await client().blobs.open(digest, { lend: true }))!) {
         if (seen.has(c.buffer)) reused++
         seen.add(c.buffer)
         parts.push(Uint8Array.from(c))
@@ -242,7 +239,7 @@ describe('lent reads (open with lend): pieces in reused buffers, each checked as
         const digest = serve(data, bytes, chunks, 64 << 10)
         const stage = blobsTo.stage()
         assert.ok(hasChunkedPuts(stage))
-        const put = stage.putChunks(digest, chunks, chunksFrom(client.blobs, digest, chunks, () => {}))
+        const put = stage.putChunks(digest, chunks, chunksFrom(client().blobs, digest, chunks, () => {}))
         if (!ok) {
           await assert.rejects(put, /corrupt/)
           await stage.abort()

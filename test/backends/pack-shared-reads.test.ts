@@ -15,6 +15,7 @@ import { SHARED_SPAN, leaseCheckBuffer } from '../../src/castore/check-thread.js
 import { b3, toHex } from '../../src/castore/digest.js'
 import { IntegrityError } from '../../src/errors.js'
 import { randomBytes } from '../helpers/trees.js'
+import { flipByte } from '../helpers/corrupt.js'
 
 describe('a packed blob read with the check thread', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-pack-shared-'))
@@ -65,14 +66,7 @@ describe('a packed blob read with the check thread', () => {
     return { out: Buffer.concat(pieces) }
   }
 
-  function flip(at: number): void {
-    const fd = fs.openSync(file, 'r+')
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, at)
-    b[0]! ^= 0x40
-    fs.writeSync(fd, b, 0, 1, at)
-    fs.closeSync(fd)
-  }
+  const flip = (at: number) => flipByte(file, at, 0x40)
 
   test('the bytes of the blob', () => {
     const { out, error } = readShared()

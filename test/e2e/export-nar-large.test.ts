@@ -15,6 +15,7 @@ import { type ChunkRef, readManifest } from '../../src/backends/local/pack.js'
 import { b3, toHex } from '../../src/castore/digest.js'
 import { assertOneErrorLine, runCli } from '../helpers/cli.js'
 import { randomBytes } from '../helpers/trees.js'
+import { flipByte } from '../helpers/corrupt.js'
 
 /** The NAR before a regular file's contents: magic, ( type regular contents, the size. */
 const HEADER = 96
@@ -41,14 +42,7 @@ describe('export-nar of a large file, read with the check thread', () => {
   })
   after(() => fs.rmSync(root, { recursive: true, force: true }))
 
-  function flip(at: number): void {
-    const fd = fs.openSync(pack, 'r+')
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, at)
-    b[0]! ^= 0x10
-    fs.writeSync(fd, b, 0, 1, at)
-    fs.closeSync(fd)
-  }
+  const flip = (at: number) => flipByte(pack, at, 0x10)
 
   test('the NAR: its header, then the file', async () => {
     const r = await runCli(['export-nar', '--store', store, storePath])
