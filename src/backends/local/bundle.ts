@@ -442,18 +442,15 @@ export class BundleSet {
     this.checkedAt = Date.now()
     const names = new Set(this.root.bundleNames())
     for (const n of this.byName.keys()) if (!names.has(n)) this.forget(n)
-    const found: BundleIndex[] = []
     for (const n of names) {
       if (this.byName.has(n)) continue
       try {
         const index = readBundleIndex(this.root.bundlePath(n), n)
-        if (index) found.push(index)
+        if (index) this.keep(index)
       } catch (e) {
         if (!(e instanceof IntegrityError)) throw e
       }
     }
-    if (!this.stale) this.table.reserve(found.reduce((sum, index) => sum + index.count, 0))
-    for (const index of found) this.keep(index)
     this.loaded = true
   }
 }
