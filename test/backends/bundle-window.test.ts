@@ -17,6 +17,7 @@ import { IntegrityError } from '../../src/errors.js'
 import { exportNar } from '../../src/ops/export-nar.js'
 import { importPath } from '../../src/ops/import-paths.js'
 import { randomBytes, rng } from '../helpers/trees.js'
+import { flipByte } from '../helpers/corrupt.js'
 
 describe('bundle members read ahead', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-bundle-window-'))
@@ -69,12 +70,7 @@ describe('bundle members read ahead', () => {
     // A member well inside the bundle, so that it is served from a window read for the members before it.
     const victim = bundle.members[Math.floor(bundle.members.length * 0.7)]!
     fs.chmodSync(bundle.file, 0o644)
-    const fd = fs.openSync(bundle.file, 'r+')
-    const byte = Buffer.alloc(1)
-    fs.readSync(fd, byte, 0, 1, victim.offset)
-    byte[0] ^= 0x01
-    fs.writeSync(fd, byte, 0, 1, victim.offset)
-    fs.closeSync(fd)
+    flipByte(bundle.file, victim.offset, 0x01)
     const fresh = await openLocalStore(path.join(root, 'store'))
     try {
       await assert.rejects(async () => readAll(await exportNar(fresh, storePath)), (e: unknown) => e instanceof IntegrityError && /is corrupt/.test(e.message))

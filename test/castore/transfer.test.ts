@@ -12,6 +12,7 @@ import { CastoreTransfer } from '../../src/castore/transfer.js'
 import { IntegrityError } from '../../src/errors.js'
 import type { Store } from '../../src/store/store.js'
 import { randomBytes } from '../helpers/trees.js'
+import { flipByte } from '../helpers/corrupt.js'
 
 const fresh = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tvix-chunk-transfer-'))
 
@@ -225,12 +226,7 @@ describe('from a local store to another, a pack the target shares no chunk of is
     const file = packFile(src.root, toHex(src.digest))
     // Stored raw (random data): flip a byte in the middle of the payload.
     fs.chmodSync(file, 0o644)
-    const fd = fs.openSync(file, 'r+')
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, 3 << 19)
-    b[0]! ^= 1
-    fs.writeSync(fd, b, 0, 1, 3 << 19)
-    fs.closeSync(fd)
+    flipByte(file, 3 << 19, 1)
     const root = fresh()
     const to = await openLocalStore(root)
     await assert.rejects(new CastoreTransfer(src.store, to).blobs([src.digest]), (e: unknown) => e instanceof IntegrityError && /corrupt/.test(e.message))
