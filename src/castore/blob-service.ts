@@ -97,8 +97,20 @@ export interface BlobStage {
    * buffer, and skips a chain of promises per file.
    */
   putNow?(data: Uint8Array, digest: B3Digest): BlobInfo | undefined
+  /**
+   * put() of a small buffer (up to 1 MiB) with its digest, which the caller
+   * fills again once this returns: the stage copies it into memory of its
+   * own first (a daemon's client: reused slabs, where a fresh buffer per
+   * file cost more than the copy). Without it callers copy (putReused).
+   */
+  putCopy?(data: Uint8Array, opts: StagePutOptions & { digest: B3Digest }): Promise<BlobInfo>
   commit(opts?: CallOptions): Promise<void>
   abort(opts?: CallOptions): Promise<void>
+}
+
+/** Puts a small buffer that the caller fills again once this returns: the stage's own copy where it makes one, else a fresh one. */
+export function putReused(stage: BlobStage, data: Uint8Array, opts: StagePutOptions & { digest: B3Digest }): Promise<BlobInfo> {
+  return stage.putCopy ? stage.putCopy(data, opts) : stage.put(Buffer.from(data), opts)
 }
 
 /**
@@ -131,6 +143,11 @@ export interface BatchedPuts {
   readonly turnBytes: number | undefined
 }
 
+/** Optional capability of a BlobService: BlobStage.putCopy, for the write-through stage over it. */
+export interface CopiedPuts {
+  putCopy(data: Uint8Array, opts: StagePutOptions & { digest: B3Digest }): Promise<BlobInfo>
+}
+
 /** Digests a write-through stage remembers having put (then it forgets them all): a few MiB. */
 const PUT_ONCE_MAX = 1 << 16
 
@@ -140,21 +157,23 @@ const PUT_ONCE_MAX = 1 << 16
  * (StagePutOptions.digest: an import's small files) is put once per stage:
  * through a daemon, duplicate and empty files cost no second call.
  */
-export function writeThroughStage(blobs: Pick<BlobService, 'put'> & Partial<BatchedPuts>): BlobStage {
+export function writeThroughStage(blobs: Pick<BlobService, 'put'> & Partial<BatchedPuts & CopiedPuts>): BlobStage {
   const once = new Map<string, Promise<BlobInfo>>()
-  const put = (src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo> => {
-    if (!opts?.digest || !(src instanceof Uint8Array)) return blobs.put(src, opts)
-    const key = toHex(opts.digest)
+  const putOnce = (digest: B3Digest, put: () => Promise<BlobInfo>): Promise<BlobInfo> => {
+    const key = toHex(digest)
     let p = once.get(key)
     if (p) return p
     if (once.size >= PUT_ONCE_MAX) once.clear()
-    p = blobs.put(src, opts)
+    p = put()
     once.set(key, p)
     // A failed put is not remembered: the caller's failure stands, a later put tries again.
     p.catch(() => once.get(key) === p && once.delete(key))
     return p
   }
-  return { writesThrough: true, putsAtOnce: blobs.putsAtOnce, turnBytes: blobs.turnBytes, put, commit: async () => {}, abort: async () => {} }
+  const put = (src: ByteSource, opts?: StagePutOptions): Promise<BlobInfo> =>
+    opts?.digest && src instanceof Uint8Array ? putOnce(opts.digest, () => blobs.put(src, opts)) : blobs.put(src, opts)
+  const putCopy = blobs.putCopy && ((data: Uint8Array, opts: StagePutOptions & { digest: B3Digest }) => putOnce(opts.digest, () => blobs.putCopy!(data, opts)))
+  return { writesThrough: true, putsAtOnce: blobs.putsAtOnce, turnBytes: blobs.turnBytes, put, ...(putCopy && { putCopy }), commit: async () => {}, abort: async () => {} }
 }
 
 /**

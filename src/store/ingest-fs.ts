@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import type { CallOptions } from '../util/call-options.js'
+import { putReused } from '../castore/blob-service.js'
 import { b3 } from '../castore/digest.js'
 import type { Node } from '../castore/node.js'
 import { DirectoryEncoder } from '../castore/proto.js'
@@ -96,7 +97,7 @@ export async function ingestPath(fsPath: string, tree: TreeStage, onProgress?: I
       const digest = b3(data)
       if (!stage.putNow?.(data, digest)) {
         if (full() || failure) await throttle()
-        track(stage.put(Buffer.from(data), { ...callOpts, digest }), data.length)
+        track(putReused(stage, data, { ...callOpts, digest }), data.length)
       }
       observe?.file(digest, data.length)
       onProgress?.(data.length, 1)

@@ -268,6 +268,36 @@ describe('in process, over memory stores', () => {
     }
   })
 
+  test('putCopy: a buffer the caller fills again as soon as each call returns is stored as it was, with batches and without', async () => {
+    for (const d of [daemon, without]) {
+      const client = openGrpcStore(d.url.replace('grpc+unix://', 'unix:'), d.url, '/nix/store')
+      try {
+        const blobs = client.blobs as GrpcBlobService
+        // One buffer for all, as an import's walk reads every small file into one; 300 puts fill more than one slab.
+        const reused = Buffer.alloc(8192)
+        const data = Array.from({ length: 300 }, (_, i) => randomBytes(1 + ((i * 997) % 8000), 600 + i))
+        const puts = data.map((x) => {
+          x.copy(reused)
+          const p = blobs.putCopy(reused.subarray(0, x.length), { digest: b3(x) })
+          reused.fill(0xee)
+          return p
+        })
+        assert.deepEqual((await Promise.all(puts)).map((p) => toHex(p.digest)), data.map((x) => toHex(b3(x))))
+        // The next round reuses the released slabs: what is read back is still each blob.
+        const again = data.slice(0, 50).map((x) => Buffer.concat([x, Buffer.from('!')]))
+        await Promise.all(again.map((x) => {
+          x.copy(reused)
+          const p = blobs.putCopy(reused.subarray(0, x.length), { digest: b3(x) })
+          reused.fill(0xdd)
+          return p
+        }))
+        for (const x of [...data, ...again]) assert.ok(Buffer.from((await blobs.readWhole(b3(x), 1 << 20)) as Uint8Array).equals(x))
+      } finally {
+        await client.close()
+      }
+    }
+  })
+
   test('tokens: a read token reads in batches and may not PutBlobs (PERMISSION_DENIED, nothing stored)', async () => {
     const guarded = await startInProcess(openMemoryStore(), parseListen(`unix:${path.join(root, 'g.sock')}`), () => {}, DEFAULT_LIMITS, { tokens })
     const target = guarded.url.replace('grpc+unix://', 'unix:')

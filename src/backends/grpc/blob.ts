@@ -4,6 +4,7 @@ import {
   type BlobService,
   type ChunkMeta,
   type ByteSource,
+  type CopiedPuts,
   type OpenOptions,
   type StagePutOptions,
   MAX_VERIFIED_CHUNK,
@@ -24,6 +25,7 @@ import type { UncheckedReads } from '../../castore/chunk-transfer.js'
 import { isNotFound, peek, type RpcClient } from './rpc.js'
 import { MessageRing } from './h2-stream.js'
 import { isReusable } from '../../castore/reusable-source.js'
+import { CopySlabs } from '../../util/copy-slabs.js'
 import { BATCH_BLOB_BYTES, BlobBatches, PUTS_AT_ONCE, READ_MANY_LIMITS, TURN_BYTES } from './blob-batches.js'
 
 const SERVICE = 'tvix.castore.v1.BlobService'
@@ -31,8 +33,14 @@ const SERVICE = 'tvix.castore.v1.BlobService'
 /** Buffers of a lent read's MessageRing: the three messages it may hold (see verified(); unchecked: the reader's, one complete, one assembled), and one to spare. */
 const LENT_MESSAGES = 4
 
+/**
+ * Slabs for putCopy: an import's walk keeps up to 32 MiB of small files
+ * unanswered, ~4 MiB in the usual run of files of a few KiB.
+ */
+const putCopies = new CopySlabs(1 << 20, 16)
+
 /** No staging (hasStaging is false): the protocol has no transactions, a put is final when the daemon answers. */
-export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads {
+export class GrpcBlobService implements BlobService, BatchedPuts, CopiedPuts, UncheckedReads {
   /** Small blob Reads and Puts gathered into our BatchBlobService's calls (each on its own where the daemon lacks them). */
   private readonly batches: BlobBatches
 
@@ -242,6 +250,19 @@ export class GrpcBlobService implements BlobService, BatchedPuts, UncheckedReads
       throw this.rpc.error(e, opts)
     }
     return checkedPut(h.digest(), digest, size)
+  }
+
+  /**
+   * put() of a buffer the caller fills again once this returns (CopiedPuts):
+   * copied into reused slabs, each copy released once its put succeeded
+   * (the call that carried it is over). A failed put's copy is not reused:
+   * a write of it may still be queued.
+   */
+  async putCopy(data: Uint8Array, opts: StagePutOptions & { digest: B3Digest }): Promise<BlobInfo> {
+    const copy = putCopies.copy(data)
+    const info = await this.put(copy.bytes, opts)
+    copy.release()
+    return info
   }
 
   /** A Put of one message: sent whole with the request (the wire of a client stream of one message). */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { BlobInfo } from '../../castore/blob-service.js'
+import { type BlobInfo, putReused } from '../../castore/blob-service.js'
 import { b3 } from '../../castore/digest.js'
 import { lentSource } from '../../castore/reusable-source.js'
 import type { Node } from '../../castore/node.js'
@@ -73,7 +73,7 @@ export async function ingestNar(src: AsyncIterable<Uint8Array>, tree: TreeStage,
    */
   function putSmall(data: Uint8Array, reused: boolean): BlobInfo | Promise<BlobInfo> {
     const digest = b3(data)
-    return tree.blobs.putNow?.(data, digest) ?? tree.blobs.put(reused ? Buffer.from(data) : data, { ...callOpts, digest })
+    return tree.blobs.putNow?.(data, digest) ?? (reused ? putReused(tree.blobs, data, { ...callOpts, digest }) : tree.blobs.put(data, { ...callOpts, digest }))
   }
 }
 
