@@ -181,9 +181,12 @@ export const PUTS_AT_ONCE = BATCH_BLOBS * (BATCHES_IN_FLIGHT + 1)
  * connection, ours) is opened again, and the next batch formed, only
  * while the loop turns. An import's walk reads files synchronously and
  * gave the loop a turn only once PUTS_AT_ONCE puts were unanswered: the
- * daemon took in the first 256 KiB of what it read, then waited.
+ * daemon took in the first 256 KiB of what it read, then waited. A
+ * quarter of the window: the daemon's window updates are answered while
+ * it still has data to take (15,000 files through a daemon: 2.37 s at
+ * 256 KiB, 2.11 s at 64 KiB; 16 KiB spent the gain on turns).
  */
-export const TURN_BYTES = 256 << 10
+export const TURN_BYTES = 64 << 10
 
 /** What a caller that batches its own reads (readMany) may put in one call, and how many calls it keeps in flight: as the Coalescer does. */
 export const READ_MANY_LIMITS = { blobs: BATCH_BLOBS, bytes: BATCH_BYTES, calls: BATCHES_IN_FLIGHT } as const
