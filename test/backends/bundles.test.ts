@@ -50,7 +50,7 @@ function smallTree(count: number, content: (i: number) => string | Buffer, extra
   return dir
 }
 
-const bundles = (root: string) => (fs.existsSync(path.join(root, 'blobs', 'bundles')) ? fs.readdirSync(path.join(root, 'blobs', 'bundles')).sort() : [])
+const bundles = (root: string) => (fs.existsSync(path.join(root, 'blobs', 'bundles')) ? fs.readdirSync(path.join(root, 'blobs', 'bundles')).filter((f) => f.endsWith('.bundle')).sort() : [])
 const plainBlobs = (root: string) => (fs.readdirSync(path.join(root, 'blobs', 'b3'), { recursive: true }) as string[]).filter((f) => /[0-9a-f]{64}$/.test(f))
 
 async function narOf(store: LocalStore, p: string): Promise<Buffer> {

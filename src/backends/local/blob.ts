@@ -533,6 +533,8 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
           await dropBundles(taken)
           throw e
         }
+        // After the commit (other writers need not wait for it): a bundle a sweep removes meanwhile is skipped by readers of the catalog.
+        if (taken.length > 0) await this.objects.bundles.consolidate()
       },
       abort: async () => {
         await Promise.allSettled(inFlight)

@@ -1,6 +1,7 @@
 import fsSync from 'node:fs'
 import { IntegrityError } from '../../errors.js'
 import { type BundleIndex, type Member, readBundleIndex } from './bundle.js'
+import { BundleCatalog } from './bundle-catalog.js'
 import { DigestTable } from './digest-table.js'
 import type { LocalRoot } from './layout.js'
 
@@ -17,13 +18,33 @@ const REFRESH_MS = 100
  */
 const FEW_BUNDLES = 16
 
+/** A bundle a lookup found a member in: its name (hex) and file. */
+export interface BundleRef {
+  name: string
+  file: string
+}
+
+/** A catalog loaded, with which of the bundles it names are still there. */
+interface LoadedCatalog {
+  catalog: BundleCatalog
+  present: boolean[]
+  /** Catalog numbers by bundle name. */
+  numbers: Map<string, number>
+  /** Files of its bundles, joined as lookups need them. */
+  files: string[]
+}
+
 /**
  * The indexes of a store's bundles: loaded once per process, on first
  * use; bundles this process publishes are added as they appear, those of
  * other processes found when a lookup misses and the folder changed (never
- * a scan of the store per call). A sweep resets it.
+ * a scan of the store per call). A sweep resets it. The catalog
+ * (bundle-catalog.ts) stands in for the indexes of the bundles it names:
+ * only the others are read one by one, and once more than FEW_BUNDLES are,
+ * a writer's commit replaces the catalog with one that names them all.
  */
 export class BundleSet {
+  /** Indexes of the bundles the catalog does not name. */
   private readonly byName = new Map<string, BundleIndex>()
   /** Which bundle holds a digest, across all of them (search, past FEW_BUNDLES); numbers index `numbered`. */
   private readonly table = new DigestTable()
@@ -33,12 +54,16 @@ export class BundleSet {
   private loaded = false
   private checkedAt = 0
   private stamp = ''
+  private catalog: LoadedCatalog | undefined
+  private catalogStamp = ''
 
   constructor(private readonly root: LocalRoot) {}
 
   reset(): void {
     this.byName.clear()
     this.dropTable()
+    this.catalog = undefined
+    this.catalogStamp = ''
     this.loaded = false
   }
 
@@ -46,15 +71,12 @@ export class BundleSet {
     return this.loaded
   }
 
-  /** Every bundle's index (corrupt ones left out: verify reports them). */
-  all(): BundleIndex[] {
-    this.relist()
-    return [...this.byName.values()]
-  }
-
   /** Forgets a bundle found gone (compacted by gc), so that the next lookup lists the folder again. */
   forget(name: string): void {
-    if (this.byName.delete(name)) this.dropTable()
+    this.unload(name)
+    const c = this.catalog
+    const n = c?.numbers.get(name)
+    if (c && n !== undefined) c.present[n] = false
   }
 
   /** Records a bundle this process just published. */
@@ -63,7 +85,7 @@ export class BundleSet {
   }
 
   /** The bundle holding `digest` and where in it; `fresh`: how hard a miss looks for bundles published since. */
-  find(digest: Uint8Array, fresh: Freshness): { bundle: BundleIndex; member: Member } | undefined {
+  find(digest: Uint8Array, fresh: Freshness): { bundle: BundleRef; member: Member } | undefined {
     if (!this.loaded) this.relist()
     const hit = this.search(digest)
     if (hit || fresh === 'none') return hit
@@ -78,11 +100,40 @@ export class BundleSet {
   }
 
   /** Like find without looking for new bundles, and only once loaded: undefined, without a listing, before. */
-  ifLoaded(digest: Uint8Array): { bundle: BundleIndex; member: Member } | undefined {
+  ifLoaded(digest: Uint8Array): { bundle: BundleRef; member: Member } | undefined {
     return this.loaded ? this.search(digest) : undefined
   }
 
-  private search(digest: Uint8Array): { bundle: BundleIndex; member: Member } | undefined {
+  /**
+   * Once more than FEW_BUNDLES bundles are outside the catalog, writes one
+   * that names them and the present bundles of the last (after a writer's
+   * commit that published a bundle). One a sweep removes meanwhile is
+   * named but skipped, as any gone bundle is. A failure leaves the old
+   * catalog: it is only ever a shortcut. Its cost grows with the store
+   * (1M members: ~0.75 s to write, 44 MiB), paid once per 17 bundles.
+   */
+  async consolidate(): Promise<void> {
+    if (!this.loaded || this.byName.size <= FEW_BUNDLES) return
+    const c = this.catalog
+    const tmp = this.root.tempPath()
+    try {
+      BundleCatalog.write(tmp, [...this.byName.values()], c && { catalog: c.catalog, keep: (n) => c.present[n]! })
+      await this.root.publish(tmp, this.root.bundleCatalogPath)
+    } catch {
+      // A full disk, say: the commit it follows stands; the next one tries again.
+      await this.root.discard(tmp)
+      return
+    }
+    // The new catalog stands in for the indexes it names from the next lookup on.
+    this.loaded = false
+  }
+
+  private search(digest: Uint8Array): { bundle: BundleRef; member: Member } | undefined {
+    const c = this.catalog
+    if (c) {
+      const hit = c.catalog.find(digest, (n) => c.present[n]!)
+      if (hit) return { bundle: { name: c.catalog.names[hit.bundle]!, file: (c.files[hit.bundle] ??= this.root.bundlePath(c.catalog.names[hit.bundle]!)) }, member: hit.member }
+    }
     if (this.byName.size <= FEW_BUNDLES) {
       for (const bundle of this.byName.values()) {
         const member = bundle.find(digest)
@@ -96,6 +147,11 @@ export class BundleSet {
       const member = bundle.find(digest)
       return member && { bundle, member }
     })
+  }
+
+  /** Drops a bundle's own index (gone, or named by the catalog now). */
+  private unload(name: string): void {
+    if (this.byName.delete(name)) this.dropTable()
   }
 
   private keep(index: BundleIndex): void {
@@ -125,18 +181,37 @@ export class BundleSet {
   }
 
   private folderStamp(): string {
-    const st = fsSync.statSync(this.root.bundlesDir, { throwIfNoEntry: false, bigint: true })
-    return st ? `${st.ino}:${st.mtimeNs}:${st.size}` : ''
+    return fileStamp(this.root.bundlesDir)
   }
 
-  /** Loads the bundles not loaded yet and forgets those that are gone (a sweep in another process compacted them). */
+  /** The catalog as it is now (read again only if its file changed), which of its bundles are in `names`; undefined if there is none or it is damaged. */
+  private readCatalog(names: Set<string>): LoadedCatalog | undefined {
+    const stamp = fileStamp(this.root.bundleCatalogPath)
+    if (stamp !== this.catalogStamp) {
+      this.catalogStamp = stamp
+      let catalog: BundleCatalog | undefined
+      try {
+        catalog = stamp ? BundleCatalog.read(this.root.bundleCatalogPath) : undefined
+      } catch (e) {
+        // Damaged (a torn write, a flipped bit): the bundles are read one by one, and the next consolidation replaces it.
+        if (!(e instanceof IntegrityError)) throw e
+      }
+      this.catalog = catalog && { catalog, present: [], numbers: new Map(catalog.names.map((n, i) => [n, i])), files: [] }
+    }
+    const c = this.catalog
+    if (c) c.present = c.catalog.names.map((n) => names.has(n))
+    return c
+  }
+
+  /** Loads the catalog and the bundles it does not name, and forgets those that are gone (a sweep in another process compacted them). */
   private relist(): void {
     this.stamp = this.folderStamp()
     this.checkedAt = Date.now()
     const names = new Set(this.root.bundleNames())
-    for (const n of this.byName.keys()) if (!names.has(n)) this.forget(n)
+    const c = this.readCatalog(names)
+    for (const n of this.byName.keys()) if (!names.has(n) || c?.numbers.has(n)) this.unload(n)
     for (const n of names) {
-      if (this.byName.has(n)) continue
+      if (this.byName.has(n) || c?.numbers.has(n)) continue
       try {
         const index = readBundleIndex(this.root.bundlePath(n), n)
         if (index) this.keep(index)
@@ -146,4 +221,10 @@ export class BundleSet {
     }
     this.loaded = true
   }
+}
+
+/** A file's identity and version (inode, mtime, size); '' if it is absent. */
+function fileStamp(file: string): string {
+  const st = fsSync.statSync(file, { throwIfNoEntry: false, bigint: true })
+  return st ? `${st.ino}:${st.mtimeNs}:${st.size}` : ''
 }

@@ -24,8 +24,9 @@ import { readFull } from './pack.js'
 
 const MAGIC = Buffer.from('TVXBNDL1')
 const TRAILER = 4 + 8 + 32 + MAGIC.length
-const FANOUT = 256 * 4
-const ENTRY = 32 + 8 + 4
+export const FANOUT = 256 * 4
+/** An index entry: digest, u64le offset, u32le size. */
+export const ENTRY = 32 + 8 + 4
 /** Member bytes gathered before one write: a write per small file would be most of the syscalls again. */
 const WRITE_BATCH = 1 << 20
 
@@ -144,6 +145,11 @@ export class BundleIndex {
     table.addAll(this.index, FANOUT, ENTRY, this.count, list)
   }
 
+  /** Copies its entries (digest, offset, size: ENTRY bytes each) into `into` from `at`, `stride` bytes apart. */
+  copyEntries(into: Buffer, at: number, stride: number): void {
+    for (let i = 0; i < this.count; i++) this.index.copy(into, at + i * stride, FANOUT + i * ENTRY, FANOUT + (i + 1) * ENTRY)
+  }
+
   /** Where member `digest` is, or undefined: the fanout narrows the search to the entries of its first byte. */
   find(digest: Uint8Array): Member | undefined {
     const first = digest[0]!
@@ -178,8 +184,8 @@ export class BundleIndex {
 const INSERTION_MAX = 16
 
 /**
- * The `members` entries of `entries` in digest order (their numbers), and
- * the fanout: where each first byte's entries end. A counting sort on the
+ * The `members` entries of `entries` (`stride` bytes each, the digest
+ * first) in digest order (their numbers), and the fanout: where each first byte's entries end. A counting sort on the
  * first byte, then each bucket on the whole digest: BLAKE3 digests spread
  * evenly, so a bucket holds a few entries (~8 for 2,000 members), which an
  * insertion sort orders at once. A typed array's sort with a comparator took
@@ -187,15 +193,15 @@ const INSERTION_MAX = 16
  * long on purpose (digests ground to share a first byte) still sorts in
  * n log n.
  */
-function digestOrder(entries: Buffer, members: number): { order: Uint32Array; ends: Uint32Array } {
+export function digestOrder(entries: Buffer, members: number, stride = ENTRY): { order: Uint32Array; ends: Uint32Array } {
   const ends = new Uint32Array(256)
-  for (let e = 0; e < members; e++) ends[entries[e * ENTRY]!]!++
+  for (let e = 0; e < members; e++) ends[entries[e * stride]!]!++
   for (let i = 1; i < 256; i++) ends[i]! += ends[i - 1]!
   const next = new Uint32Array(256)
   next.set(ends.subarray(0, 255), 1)
   const order = new Uint32Array(members)
-  for (let e = 0; e < members; e++) order[next[entries[e * ENTRY]!]!++] = e
-  const before = (a: number, b: number) => compareAt(entries, a * ENTRY, entries, b * ENTRY)
+  for (let e = 0; e < members; e++) order[next[entries[e * stride]!]!++] = e
+  const before = (a: number, b: number) => compareAt(entries, a * stride, entries, b * stride)
   for (let k = 0, lo = 0; k < 256; lo = ends[k++]!) {
     const hi = ends[k]!
     if (hi - lo > INSERTION_MAX) {
@@ -213,7 +219,7 @@ function digestOrder(entries: Buffer, members: number): { order: Uint32Array; en
 }
 
 /** `index[at..at+32]` against `digest[from..from+32]`, bytewise. */
-function compareAt(index: Buffer, at: number, digest: Uint8Array, from = 0): number {
+export function compareAt(index: Buffer, at: number, digest: Uint8Array, from = 0): number {
   for (let i = 0; i < 32; i++) {
     const d = index[at + i]! - digest[from + i]!
     if (d !== 0) return d

@@ -14,6 +14,7 @@ import { syncFilesystem } from './syncfs.js'
  *   blobs/b3/<hex[0..2]>/<hex>   contents of a blob up to 1 MiB, named by BLAKE3
  *   blobs/b3/<hex[0..2]>/<hex>.pack   a larger blob as content-defined chunks (pack.ts)
  *   blobs/bundles/<hex>.bundle   the small blobs of one stage commit, with a sorted index (bundle.ts)
+ *   blobs/bundles/catalog        one index over many bundles, derived from theirs (bundle-catalog.ts)
  *   dirs/b3/<hex[0..2]>/<hex>    canonical Directory protobuf, named by BLAKE3
  *   pathinfo/<nixbase32>         PathInfo protobuf, named by the store path hash part
  *   roots/<name>                 a GC root: the store path it keeps alive (roots.ts)
@@ -51,6 +52,8 @@ export const PACK_SUFFIX = '.pack'
 const SYNCFS_ABOVE = 64
 /** Bundles of small blobs: `blobs/bundles/`, beside the shards (`blobs/b3/`). */
 const BUNDLES = 'bundles'
+/** The bundles' catalog, beside them. */
+const BUNDLE_CATALOG = 'catalog'
 /** A bundle's file name: its index's hex digest and this. */
 export const BUNDLE_SUFFIX = '.bundle'
 const HEX64 = /^[0-9a-f]{64}$/
@@ -130,6 +133,11 @@ export class LocalRoot {
   /** The folder of bundles (bundle.ts). */
   get bundlesDir(): string {
     return path.join(this.dir, 'blobs', BUNDLES)
+  }
+
+  /** The catalog of bundles (bundle-catalog.ts): derived data, not an object; bundleNames() leaves it out. */
+  get bundleCatalogPath(): string {
+    return path.join(this.dir, 'blobs', BUNDLES, BUNDLE_CATALOG)
   }
 
   /** A bundle of small blobs, by the hex digest of its index. */
