@@ -145,9 +145,9 @@ export class BundleIndex {
     table.addAll(this.index, FANOUT, ENTRY, this.count, list)
   }
 
-  /** Copies its entries (digest, offset, size: ENTRY bytes each) into `into` from `at`, `stride` bytes apart. */
-  copyEntries(into: Buffer, at: number, stride: number): void {
-    for (let i = 0; i < this.count; i++) this.index.copy(into, at + i * stride, FANOUT + i * ENTRY, FANOUT + (i + 1) * ENTRY)
+  /** Its index entries (digest, offset, size: ENTRY bytes each) in digest order, as views of the index. */
+  *entries(): Generator<Buffer> {
+    for (let i = 0; i < this.count; i++) yield this.index.subarray(FANOUT + i * ENTRY, FANOUT + (i + 1) * ENTRY)
   }
 
   /** Where member `digest` is, or undefined: the fanout narrows the search to the entries of its first byte. */
@@ -166,9 +166,7 @@ export class BundleIndex {
   }
 
   private member(i: number): Member {
-    const at = FANOUT + i * ENTRY
-    // u64le, below 2^53 (a file offset): two halves, no BigInt per lookup (one per file an export reads).
-    return { offset: this.index.readUInt32LE(at + 36) * 0x1_0000_0000 + this.index.readUInt32LE(at + 32), size: this.index.readUInt32LE(at + 40) }
+    return memberAt(this.index, FANOUT + i * ENTRY)
   }
 
   /** Every member, in digest order. */
@@ -178,6 +176,12 @@ export class BundleIndex {
       yield { hex: this.index.toString('hex', at, at + 32), ...this.member(i) }
     }
   }
+}
+
+/** The member an index entry at `at` of `buf` describes (its offset and size after the digest). */
+export function memberAt(buf: Buffer, at: number): Member {
+  // u64le, below 2^53 (a file offset): two halves, no BigInt per lookup (one per file an export reads).
+  return { offset: buf.readUInt32LE(at + 36) * 0x1_0000_0000 + buf.readUInt32LE(at + 32), size: buf.readUInt32LE(at + 40) }
 }
 
 /** A bucket of one first byte longer than this is sorted by the engine's sort (n log n whatever the digests), a shorter one in place. */
