@@ -18,7 +18,7 @@ import fsSync from 'node:fs'
 import { type B3Digest, b3, b3Matches, bytesEqual, toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import type { DigestTable } from './digest-table.js'
-import { onFile } from './io-errors.js'
+import { onFile, readIfPresent } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
 import { readFull } from './pack.js'
 
@@ -233,14 +233,7 @@ export function compareAt(index: Buffer, at: number, digest: Uint8Array, from = 
 
 /** The checked index of the bundle at `file`; undefined if there is no such file, an IntegrityError if it is damaged. */
 export function readBundleIndex(file: string, name: string): BundleIndex | undefined {
-  let fd: number
-  try {
-    fd = fsSync.openSync(file, 'r')
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw onFile(e, file)
-  }
-  try {
+  return readIfPresent(file, (fd) => {
     const bad = (why: string) => new IntegrityError(`bundle ${file} is corrupt: ${why}`)
     const size = fsSync.fstatSync(fd).size
     const trailer = Buffer.alloc(TRAILER)
@@ -252,9 +245,7 @@ export function readBundleIndex(file: string, name: string): BundleIndex | undef
     if (readFull(fd, index, at, file) !== index.length || !bytesEqual(b3(index), trailer.subarray(12, 44))) throw bad('its index does not match its digest')
     if (index.readUInt32LE(255 * 4) !== count) throw bad('its fanout does not add up')
     return new BundleIndex(name, file, index, count)
-  } finally {
-    fsSync.closeSync(fd)
-  }
+  })
 }
 
 /**

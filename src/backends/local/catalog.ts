@@ -19,7 +19,7 @@ import fsSync from 'node:fs'
 import { b3, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { FANOUT, compareAt, digestOrder } from './bundle.js'
-import { onFile } from './io-errors.js'
+import { readIfPresent } from './io-errors.js'
 import { readFull } from './pack.js'
 
 const NAME = 32
@@ -46,14 +46,7 @@ export class Catalog {
 
   /** The checked catalog at `file`; undefined if there is none, an IntegrityError if it is damaged. */
   static read(file: string, format: CatalogFormat): Catalog | undefined {
-    let fd: number
-    try {
-      fd = fsSync.openSync(file, 'r')
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw onFile(e, file)
-    }
-    try {
+    return readIfPresent(file, (fd) => {
       const bad = (why: string) => new IntegrityError(`${format.what} ${file} is damaged: ${why}`)
       const size = fsSync.fstatSync(fd).size
       if (size < FANOUT + TRAILER) throw bad('it is truncated')
@@ -70,9 +63,7 @@ export class Catalog {
       const catalog = new Catalog(format, Array.from({ length: owners }, (_, n) => all.toString('hex', n * NAME, (n + 1) * NAME)), index, count)
       for (let e = 0; e < count; e++) if (catalog.ownerOf(e) >= owners) throw bad('an entry names no file')
       return catalog
-    } finally {
-      fsSync.closeSync(fd)
-    }
+    })
   }
 
   /** The owner number of entry `e`. */

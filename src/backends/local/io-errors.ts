@@ -1,3 +1,4 @@
+import fsSync from 'node:fs'
 import { BackendError, NoSpaceError, isNoSpace, systemMessage } from '../../errors.js'
 
 /**
@@ -33,6 +34,22 @@ export function storeFailure(e: unknown, dir: string): unknown {
 export function onFile(e: unknown, file: string): unknown {
   if (isSystemError(e) && !e.path) e.path = file
   return e
+}
+
+/** `read` of a descriptor open on `file` (closed after), or undefined if there is no such file: a store's index files (bundles, packs, catalogs). */
+export function readIfPresent<T>(file: string, read: (fd: number) => T): T | undefined {
+  let fd: number
+  try {
+    fd = fsSync.openSync(file, 'r')
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw onFile(e, file)
+  }
+  try {
+    return read(fd)
+  } finally {
+    fsSync.closeSync(fd)
+  }
 }
 
 /** The caller's byte or Directory source, its failures marked as not the store's. */

@@ -27,7 +27,7 @@ import { type B3Digest, b3, b3Display, b3Hasher, b3Matches, bytesEqual, toHex } 
 import { IntegrityError } from '../../errors.js'
 import { SHARED_SPAN, type SpanChunk, type SpanResult, checkAll, leaseCheckBuffer } from '../../castore/check-thread.js'
 import { BufferPool } from '../../util/buffer-pool.js'
-import { onFile } from './io-errors.js'
+import { onFile, readIfPresent } from './io-errors.js'
 import { type LocalRoot, PACK_SUFFIX, packOwner } from './layout.js'
 
 /** Re-exported: tests that damage packs find them by it. */
@@ -180,29 +180,22 @@ export function manifestEntries(file: string, self: string): (Iterable<ChunkRef>
 
 /** The manifest bytes of a pack file, or undefined if there is no such file. */
 function readManifestBytes(file: string): Buffer | undefined {
-  let fd: number
-  try {
-    fd = fsSync.openSync(file, 'r')
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw e
-  }
-  try {
-    const size = fsSync.fstatSync(fd).size
-    const trailer = Buffer.alloc(TRAILER)
-    if (size < TRAILER || fsSync.readSync(fd, trailer, 0, TRAILER, size - TRAILER) !== TRAILER || !trailer.subarray(4).equals(MAGIC)) {
-      throw new IntegrityError(`pack ${file} is truncated or not a pack`)
+  return readIfPresent(file, (fd) => {
+    try {
+      const size = fsSync.fstatSync(fd).size
+      const trailer = Buffer.alloc(TRAILER)
+      if (size < TRAILER || fsSync.readSync(fd, trailer, 0, TRAILER, size - TRAILER) !== TRAILER || !trailer.subarray(4).equals(MAGIC)) {
+        throw new IntegrityError(`pack ${file} is truncated or not a pack`)
+      }
+      const len = trailer.readUInt32LE(0)
+      if (len > size - TRAILER) throw new IntegrityError(`pack ${file} is truncated`)
+      const manifest = Buffer.alloc(len)
+      fsSync.readSync(fd, manifest, 0, len, size - TRAILER - len)
+      return manifest
+    } catch (e) {
+      throw onFile(e, file)
     }
-    const len = trailer.readUInt32LE(0)
-    if (len > size - TRAILER) throw new IntegrityError(`pack ${file} is truncated`)
-    const manifest = Buffer.alloc(len)
-    fsSync.readSync(fd, manifest, 0, len, size - TRAILER - len)
-    return manifest
-  } catch (e) {
-    throw onFile(e, file)
-  } finally {
-    fsSync.closeSync(fd)
-  }
+  })
 }
 
 /**
