@@ -402,6 +402,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
         await this.root.discard(w.tmp)
         throw e
       }
+      if (w.chunks) await this.objects.chunks.consolidate()
     }
     return { digest: w.digest, size: w.size }
   }
@@ -533,8 +534,9 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
           await dropBundles(taken)
           throw e
         }
-        // After the commit (other writers need not wait for it): a bundle a sweep removes meanwhile is skipped by readers of the catalog.
+        // After the commit (other writers need not wait for it): a bundle or pack a sweep removes meanwhile is skipped by readers of the catalogs.
         if (taken.length > 0) await this.objects.bundles.consolidate()
+        if (staged.some((w) => w.chunks)) await this.objects.chunks.consolidate()
       },
       abort: async () => {
         await Promise.allSettled(inFlight)

@@ -2,7 +2,8 @@ import { type ChunkMeta, verifyChunks } from '../../castore/blob-service.js'
 import type { ChunkFetch } from '../../castore/chunk-transfer.js'
 import { type B3Digest, b3Display, b3Hasher, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
-import type { ChunkIndex, ChunkReader, PackWriter } from './pack.js'
+import type { ChunkIndex } from './chunk-index.js'
+import type { ChunkReader, PackWriter } from './pack.js'
 
 /**
  * Fills `pack` with blob `blob` as its chunk list gives it, without cutting

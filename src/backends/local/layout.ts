@@ -15,6 +15,7 @@ import { syncFilesystem } from './syncfs.js'
  *   blobs/b3/<hex[0..2]>/<hex>.pack   a larger blob as content-defined chunks (pack.ts)
  *   blobs/bundles/<hex>.bundle   the small blobs of one stage commit, with a sorted index (bundle.ts)
  *   blobs/bundles/catalog        one index over many bundles, derived from theirs (bundle-catalog.ts)
+ *   blobs/chunk-catalog          one index over many packs' chunks, derived from their manifests (chunk-index.ts)
  *   dirs/b3/<hex[0..2]>/<hex>    canonical Directory protobuf, named by BLAKE3
  *   pathinfo/<nixbase32>         PathInfo protobuf, named by the store path hash part
  *   roots/<name>                 a GC root: the store path it keeps alive (roots.ts)
@@ -133,6 +134,11 @@ export class LocalRoot {
   /** The folder of bundles (bundle.ts). */
   get bundlesDir(): string {
     return path.join(this.dir, 'blobs', BUNDLES)
+  }
+
+  /** The catalog of the packs' chunks (chunk-index.ts): derived data, not an object, beside the shards. */
+  get chunkCatalogPath(): string {
+    return path.join(this.dir, 'blobs', 'chunk-catalog')
   }
 
   /** The catalog of bundles (bundle-catalog.ts): derived data, not an object; bundleNames() leaves it out. */

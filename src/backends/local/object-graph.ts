@@ -6,7 +6,8 @@ import { decodeDirectory } from '../../castore/proto.js'
 import { type LocalRoot, readSmallFile } from './layout.js'
 import type { Member } from './bundle.js'
 import { BundleSet, type Freshness } from './bundle-set.js'
-import { ChunkIndex, type ChunkRef, readManifest } from './pack.js'
+import { ChunkIndex } from './chunk-index.js'
+import { type ChunkRef, readManifest } from './pack.js'
 
 /** Where a blob's bytes are: a plain file, a pack of its own, one chunk inside some blob's pack (readable by its digest too), or a member of a bundle. */
 export type BlobLocation =

@@ -28,7 +28,7 @@ import { IntegrityError } from '../../errors.js'
 import { SHARED_SPAN, type SpanChunk, type SpanResult, checkAll, leaseCheckBuffer } from '../../castore/check-thread.js'
 import { BufferPool } from '../../util/buffer-pool.js'
 import { onFile, readIfPresent } from './io-errors.js'
-import { type LocalRoot, PACK_SUFFIX, packOwner } from './layout.js'
+import { PACK_SUFFIX } from './layout.js'
 
 /** Re-exported: tests that damage packs find them by it. */
 export { PACK_SUFFIX }
@@ -61,6 +61,11 @@ export interface ChunkRef {
   offset: number
   stored: number
   codec: 0 | 1
+}
+
+/** Where the store holds a chunk already (ChunkIndex): what a pack being written references instead of storing it again. */
+export interface ChunkLookup {
+  get(digest: Uint8Array): ChunkRef | undefined
 }
 
 function encodeManifest(entries: ChunkRef[], self: string): Buffer {
@@ -357,58 +362,6 @@ export function readFull(fd: number, buf: Uint8Array, pos: number, file: string)
 }
 
 /**
- * Where every chunk stored in a published pack lives, for deduplication
- * and for reading chunks by digest. Loaded once per process by scanning
- * the packs' manifests; packs published by this process are added as
- * they appear (packs of other processes meanwhile only cost dedup).
- */
-export class ChunkIndex {
-  private readonly map = new Map<string, ChunkRef>()
-  private loaded = false
-
-  constructor(private readonly root: LocalRoot) {}
-
-  private load(): void {
-    if (this.loaded) return
-    this.loaded = true
-    for (const { name, file } of this.root.shardFiles('blobs')) {
-      const self = packOwner(name)
-      if (self !== undefined) this.addPack(self, readManifest(file, self) ?? [])
-    }
-  }
-
-  /** Forgets everything (a sweep may have deleted packs); reloaded on next use. */
-  reset(): void {
-    this.map.clear()
-    this.loaded = false
-  }
-
-  get(digest: Uint8Array): ChunkRef | undefined {
-    return this.byHex(toHex(digest))
-  }
-
-  byHex(hex: string): ChunkRef | undefined {
-    this.load()
-    return this.map.get(hex)
-  }
-
-  /** Whether the index is loaded (ifLoaded can answer): a caller asks first and saves hex-encoding a digest per lookup. */
-  get isLoaded(): boolean {
-    return this.loaded
-  }
-
-  /** Like byHex, but only once the index is loaded: undefined, without a scan of every pack, before. */
-  ifLoaded(hex: string): ChunkRef | undefined {
-    return this.loaded ? this.map.get(hex) : undefined
-  }
-
-  /** Records the chunks a published pack holds itself. */
-  addPack(self: string, entries: ChunkRef[]): void {
-    for (const e of entries) if (e.pack === self && !this.map.has(toHex(e.digest))) this.map.set(toHex(e.digest), e)
-  }
-}
-
-/**
  * Bits of entropy per byte of a sample (order 0). Random or already
  * compressed data is close to 8; deflate cannot win there, and the
  * estimate costs microseconds where a trial deflate costs tens.
@@ -463,7 +416,7 @@ export class PackWriter {
   }
 
   /** `digest`: the chunk's BLAKE3 where the caller has checked it already (a chunk list's). */
-  async add(chunk: Uint8Array, index: ChunkIndex, digest: B3Digest = b3(chunk)): Promise<void> {
+  async add(chunk: Uint8Array, index: ChunkLookup, digest: B3Digest = b3(chunk)): Promise<void> {
     const known = index.get(digest) ?? this.own.get(toHex(digest))
     if (known) {
       this.entries.push({ ...known, digest })
