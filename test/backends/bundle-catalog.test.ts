@@ -92,7 +92,7 @@ test('a damaged catalog is ignored (every member still found) and the next catal
   assert.equal(BundleCatalog.read(catalogOf(root))!.names.length, 18)
 })
 
-test('gc deletes one bundle the catalog names and compacts another: nothing live is lost, for a fresh reader and one that read the catalog before', { skip: nixMissing() }, async () => {
+test('gc deletes one bundle the catalog names and compacts another: the catalog is written again, nothing live is lost, for a fresh reader and one that read the catalog before', { skip: nixMissing() }, async () => {
   const root = scratch()
   const store = await openLocalStore(root)
   // Tree 0 first: the files it shares with tree 1 (the even ones) are in its bundle.
@@ -104,6 +104,10 @@ test('gc deletes one bundle the catalog names and compacts another: nothing live
   const before = await openLocalStore(root)
   assert.ok(await before.blobs.has(b3(file(2, 1))))
   await collectGarbage(store, { graceMs: 0, deletePaths: [paths[0]!, paths[2]!].map((p) => parseStorePathArg(p).path) })
+  // gc wrote the catalog again: it names exactly the bundles there are (tree 2's gone, tree 0's replaced by its compacted copy).
+  assert.deepEqual(new Set(BundleCatalog.read(catalogOf(root))!.names.map((b) => `${b}.bundle`)), new Set(bundleFiles(root)))
+  // 17 bundles before (tree 1's 10 files of its own went to plain files): one deleted, one replaced.
+  assert.equal(bundleFiles(root).length, 16)
   for (const s of [before, await openLocalStore(root)]) {
     for (const t of [1, 3, 17]) assert.ok((await readAll(await exportNar(s, paths[t]!))).equals(NixStore.dump(trees[t]!)), `tree ${t}`)
     assert.equal(await s.blobs.has(b3(file(0, 1))), false)

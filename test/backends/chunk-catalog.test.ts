@@ -2,8 +2,8 @@
  * The chunks' catalog (blobs/chunk-catalog): written by the commit that
  * leaves more than 16 packs outside it, it stands in for the manifests of
  * the packs it names (a fresh process's dedup and chunk reads open only
- * the others), a damaged one is ignored and replaced, and a pack it names
- * that gc deleted is skipped.
+ * the others), a damaged one is ignored and replaced, and gc writes it
+ * again without the packs it deleted.
  */
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
@@ -113,11 +113,15 @@ test('a damaged catalog is ignored (dedup and chunk reads go on) and the next ca
   assert.equal(Catalog.read(catalogOf(root), FORMAT)!.owners.length, 21)
 })
 
-test('gc deletes a pack the catalog names: its chunks are gone, every other pack still deduplicates and reads', async () => {
+test('gc deletes a pack the catalog names: the catalog is written again without it, its chunks are gone, every other pack still deduplicates and reads', async () => {
   const { root, data, paths } = await storeOf20()
   const store = await openLocalStore(root)
   const first = (await store.blobs.chunks!(b3(data[0]!)))![0]!
   await collectGarbage(store, { graceMs: 0, deletePaths: [parseStorePathArg(paths[0]!).path] })
+  // gc wrote the catalog again: without the pack it deleted, with the three that were outside it.
+  const owners = Catalog.read(catalogOf(root), FORMAT)!.owners
+  assert.equal(owners.length, 19)
+  assert.deepEqual(new Set(owners.map((o) => `${o.slice(0, 2)}/${o}.pack`)), new Set(packNames(root)))
   const fresh = await openLocalStore(root)
   assert.equal(await fresh.blobs.has(first.digest), false)
   const other = (await fresh.blobs.chunks!(b3(data[2]!)))![0]!

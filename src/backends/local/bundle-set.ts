@@ -113,7 +113,17 @@ export class BundleSet {
    * (1M members: ~0.75 s to write, 44 MiB), paid once per 17 bundles.
    */
   async consolidate(): Promise<void> {
-    if (!this.loaded || this.byName.size <= FEW_BUNDLES) return
+    if (this.loaded && this.byName.size > FEW_BUNDLES) await this.writeCatalog()
+  }
+
+  /** After a sweep (writers held off): a catalog naming bundles it deleted or compacted is written again without them, and with their replacements. */
+  async rewriteCatalog(): Promise<void> {
+    this.reset()
+    this.relist()
+    if (this.catalog?.present.includes(false)) await this.writeCatalog()
+  }
+
+  private async writeCatalog(): Promise<void> {
     const c = this.catalog
     const tmp = this.root.tempPath()
     try {

@@ -102,7 +102,17 @@ export class ChunkIndex {
    * the old catalog: it is only ever a shortcut.
    */
   async consolidate(): Promise<void> {
-    if (!this.loaded || this.outside.size <= FEW_PACKS) return
+    if (this.loaded && this.outside.size > FEW_PACKS) await this.writeCatalog()
+  }
+
+  /** After a sweep (writers held off): a catalog naming packs it deleted is written again without them. */
+  async rewriteCatalog(): Promise<void> {
+    this.reset()
+    this.load()
+    if (this.catalog?.present.includes(false)) await this.writeCatalog()
+  }
+
+  private async writeCatalog(): Promise<void> {
     const c = this.catalog
     const out = new CatalogBuilder(FORMAT, this.map.size + (c?.catalog.count ?? 0))
     if (c) out.carry(c.catalog, (n) => c.present[n]!)

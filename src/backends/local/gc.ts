@@ -111,6 +111,8 @@ async function markAndSweep(store: LocalStoreParts, opts: GcOptions): Promise<Gc
       opts.onProgress?.(++done, total)
     }
     if (!opts.dryRun && p.bundles.length > 0) await store.root.sync()
+    // Catalogs that name what went would keep its entries (skipped, but read) until enough new files came.
+    if (!opts.dryRun && (p.bundles.length > 0 || p.deadPacks.length > 0)) await store.objects.rewriteCatalogs()
     // After the PathInfos they served are gone (a PathInfo never lacks its entries):
     // the entries of deleted paths, and stale ones a crashed commit left.
     if (!opts.dryRun && store.pathInfos.index.prune(p.liveEntry) > 0) await store.root.sync()

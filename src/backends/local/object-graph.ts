@@ -68,6 +68,12 @@ export class ObjectGraph {
     this.bundles.reset()
   }
 
+  /** After a sweep that deleted or compacted bundles or packs: the catalogs are written again without them (unless none names them). */
+  async rewriteCatalogs(): Promise<void> {
+    await this.bundles.rewriteCatalog()
+    await this.chunks.rewriteCatalog()
+  }
+
   /**
    * Where blob `hex` is stored, in the order reads look: plain file, its own pack, a bundle member, a chunk of another pack.
    * The chunk index comes last: loading it reads every pack's manifest, so a lookup the bundles answer must not pay for it.
