@@ -125,7 +125,7 @@ test('a digest in two bundles is found in the one still there', () => {
   }
   const [a, b] = [bundle('only in a\n'), bundle('only in b\n')]
   const file = path.join(root, 'catalog')
-  BundleCatalog.write(file, [a, b])
+  BundleCatalog.build([a, b]).write(file)
   const catalog = BundleCatalog.read(file)!
   const same = b3(Buffer.from('same\n'))
   const numberOf = (name: string) => catalog.names.indexOf(name)
@@ -135,7 +135,7 @@ test('a digest in two bundles is found in the one still there', () => {
   assert.deepEqual(catalog.find(b3(Buffer.from('only in b\n')), () => true)?.member, b.find(b3(Buffer.from('only in b\n'))))
   // Carried over from it, without the bundle that went: b's members only.
   const next = path.join(root, 'catalog2')
-  BundleCatalog.write(next, [], { catalog, keep: (n) => n === numberOf(b.name) })
+  BundleCatalog.build([], { catalog, keep: (n) => n === numberOf(b.name) }).write(next)
   const carried = BundleCatalog.read(next)!
   assert.deepEqual(carried.names, [b.name])
   assert.equal(carried.find(b3(Buffer.from('only in a\n')), () => true), undefined)

@@ -23,12 +23,12 @@ export class BundleCatalog {
     return c && new BundleCatalog(c)
   }
 
-  /** Writes a catalog of `bundles` and of the entries of `from` whose bundle `keep` accepts (a catalog's bundles still present), to the new file `tmp`. */
-  static write(tmp: string, bundles: BundleIndex[], from?: { catalog: BundleCatalog; keep: (n: number) => boolean }): void {
+  /** A catalog of `bundles` and of the entries of `from` whose bundle `keep` accepts (a catalog's bundles still present), to write. */
+  static build(bundles: BundleIndex[], from?: { catalog: BundleCatalog; keep: (n: number) => boolean }): CatalogBuilder {
     const out = new CatalogBuilder(FORMAT, bundles.reduce((c, b) => c + b.count, from?.catalog.catalog.count ?? 0))
     if (from) out.carry(from.catalog.catalog, from.keep)
     for (const b of bundles) for (const e of b.entries()) out.add(b.name, e)
-    out.write(tmp)
+    return out
   }
 
   /** Hex names of the bundles it covers, by number. */

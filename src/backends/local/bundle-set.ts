@@ -125,17 +125,9 @@ export class BundleSet {
 
   private async writeCatalog(): Promise<void> {
     const c = this.catalog
-    const tmp = this.root.tempPath()
-    try {
-      BundleCatalog.write(tmp, [...this.byName.values()], c && { catalog: c.catalog, keep: (n) => c.present[n]! })
-      await this.root.publish(tmp, this.root.bundleCatalogPath)
-    } catch {
-      // A full disk, say: the commit it follows stands; the next one tries again.
-      await this.root.discard(tmp)
-      return
-    }
+    const built = BundleCatalog.build([...this.byName.values()], c && { catalog: c.catalog, keep: (n) => c.present[n]! })
     // The new catalog stands in for the indexes it names from the next lookup on.
-    this.loaded = false
+    if (await built.publish(this.root, this.root.bundleCatalogPath)) this.loaded = false
   }
 
   private search(digest: Uint8Array): { bundle: BundleRef; member: Member } | undefined {

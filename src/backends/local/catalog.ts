@@ -20,6 +20,7 @@ import { b3, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
 import { FANOUT, compareAt, digestOrder } from './bundle.js'
 import { readIfPresent } from './io-errors.js'
+import type { LocalRoot } from './layout.js'
 import { readFull } from './pack.js'
 
 const NAME = 32
@@ -127,6 +128,23 @@ export class CatalogBuilder {
     const at = this.count++ * stride
     this.entries.set(fields.subarray(0, stride - 4), at)
     this.entries.writeUInt32LE(n, at + stride - 4)
+  }
+
+  /**
+   * Writes the catalog to a temp file of `root` and renames it to `final`
+   * (not synced: a torn one fails its BLAKE3). False if that failed (a
+   * full disk, say), with nothing left behind: it is only ever a shortcut.
+   */
+  async publish(root: LocalRoot, final: string): Promise<boolean> {
+    const tmp = root.tempPath()
+    try {
+      this.write(tmp)
+      await root.publish(tmp, final)
+      return true
+    } catch {
+      await root.discard(tmp)
+      return false
+    }
   }
 
   /** Sorts the entries and writes the catalog to the new file `tmp`. */

@@ -127,17 +127,8 @@ export class ChunkIndex {
         out.add(pack, fields)
       }
     }
-    const tmp = this.root.tempPath()
-    try {
-      out.write(tmp)
-      await this.root.publish(tmp, this.root.chunkCatalogPath)
-    } catch {
-      // A full disk, say: the commit it follows stands; the next one tries again.
-      await this.root.discard(tmp)
-      return
-    }
     // The new catalog stands in for the manifests it names from the next lookup on.
-    this.reset()
+    if (await out.publish(this.root, this.root.chunkCatalogPath)) this.reset()
   }
 
   private find(hex: string): ChunkRef | undefined {
