@@ -8,6 +8,8 @@
  *    and few-large against nix-store --add / --dump;
  *  - startup: cold start of ls, cat, narinfo and path-info against a bare
  *    `node -e 0` in the same round;
+ *  - grown (bench/grown.ts): cat and imports in a store after many imports
+ *    against a store of one or two (what grows with the store's size);
  *  - daemon (bench/daemon.ts): the CLI through a gRPC daemon on loopback
  *    against a local store (gRPC blob put/read, import, export-nar of
  *    many-small, copy, daemon RSS under 32 readers), the second copy of a
@@ -27,7 +29,7 @@
  * inputs, one run each, under 2 minutes idle; the tables say [quick]),
  * BENCH_REPS (default 3, quick 1), BENCH_STARTUP_RUNS (default 30, quick 15),
  * BENCH_BIG_REPS (runs per tool in the big part, default 1), BENCH_PARTS
- * (comma-separated subset of nix,daemon,startup,space,big,gc,cache,shared; default all, but
+ * (comma-separated subset of nix,daemon,startup,grown,space,big,gc,cache,shared; default all, but
  * BENCH_QUICK=1 leaves out shared unless named),
  * BENCH_KEEP=1 keeps the temp dir for inspection.
  */
@@ -43,6 +45,7 @@ import { BIG_BYTES, benchBig } from './big.js'
 import { benchCache } from './cache.js'
 import { benchGc, GC_TREE_FILES, gcTable, type GcRow } from './gc.js'
 import { benchDaemon, COPY_BYTES } from './daemon.js'
+import { benchGrown, GROWN_IMPORTS } from './grown.js'
 import { benchShared, printShared, type SharedResult } from './shared.js'
 import { benchSpace, type SpaceResult, spaceTable } from './space.js'
 import { QUICK, sized, sizeText } from './quick.js'
@@ -59,7 +62,7 @@ const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? sized(3, 1)))
 const STARTUP_RUNS = Math.max(1, Number(process.env.BENCH_STARTUP_RUNS ?? sized(30, 15)))
 const BIG_REPS = Math.max(1, Number(process.env.BENCH_BIG_REPS ?? 1))
 // The shared part starts radosgw + PostgreSQL and fills buckets: minutes even on small inputs, so the quick run leaves it out unless named.
-const PARTS = new Set((process.env.BENCH_PARTS ?? `nix,daemon,startup,space,big,gc,cache${QUICK ? '' : ',shared'}`).split(',').map((s) => s.trim()))
+const PARTS = new Set((process.env.BENCH_PARTS ?? `nix,daemon,startup,grown,space,big,gc,cache${QUICK ? '' : ',shared'}`).split(',').map((s) => s.trim()))
 /** GNU time gives the peak RSS of any child; without it only ours is measured (via a preload). */
 const GNU_TIME = spawnSync('/usr/bin/time', ['-f', '%M', 'true'], { stdio: 'ignore' }).status === 0 ? '/usr/bin/time' : undefined
 /** GNU time's report: CPU (user, system seconds) and peak RSS (KiB) on its last line. */
@@ -327,7 +330,7 @@ function foreignLoad(a: ReturnType<typeof cpuTicks>, b: ReturnType<typeof cpuTic
  * our copy from a file:// cache vs Nix's (`ours` = the tvix-store side).
  * JSON keeps the names; the tables say what the columns are.
  */
-type Section = 'nix' | 'startup' | 'daemon' | 'copy' | 'changed' | 'big' | 'cache'
+type Section = 'nix' | 'startup' | 'grown' | 'daemon' | 'copy' | 'changed' | 'big' | 'cache'
 
 interface Row {
   section: Section
@@ -345,7 +348,7 @@ interface Row {
 const rows: Row[] = []
 const checks: { check: string; ok: boolean; detail: string }[] = []
 /** Lines printed under a table. */
-const notes: Record<'startup' | 'daemon' | 'copy' | 'changed' | 'big' | 'cache', string[]> = { startup: [], daemon: [], copy: [], changed: [], big: [], cache: [] }
+const notes: Record<'startup' | 'grown' | 'daemon' | 'copy' | 'changed' | 'big' | 'cache', string[]> = { startup: [], grown: [], daemon: [], copy: [], changed: [], big: [], cache: [] }
 
 /**
  * One figure: the medians of both sides, and their ratio; with `paired`
@@ -373,6 +376,7 @@ const ratioText = (r: number | undefined): string => (r === undefined ? '–' : 
 const HEADS: Record<Section, string[]> = {
   nix: ['figure', 'tvix-store', 'nix-store', 'ratio'],
   startup: ['figure (cold start, whole process)', 'tvix-store', 'node -e 0', 'ratio'],
+  grown: [`figure (a store after ${GROWN_IMPORTS} imports)`, 'that store', 'a store of 1-2 imports', 'ratio'],
   daemon: ['figure (tvix-store CLI)', 'through daemon', 'local store', 'ratio'],
   copy: ['figure (one file through a daemon)', 'copy', 'cat through the daemon', 'ratio'],
   changed: ['figure (second copy of a slightly changed tree)', 'tvix-store', 'changed in the tree', 'ratio'],
@@ -583,6 +587,16 @@ async function main(): Promise<void> {
       daemonSeconds = (performance.now() - t0) / 1000
     }
     if (PARTS.has('startup')) await benchStartup()
+    let grownSeconds = 0
+    if (PARTS.has('grown')) {
+      grownSeconds = await benchGrown({
+        tmpRoot,
+        run: (args) => exec('ours', args, { stdout: 'pipe', rss: true }),
+        addRow: (figure, unit, grown, small, target) => addRow(figure, unit, grown, small, 'grown', target, true),
+        check,
+        rmTree,
+      })
+    }
     let bigSeconds = 0
     if (PARTS.has('big')) {
       bigSeconds = await benchBig({
@@ -654,6 +668,13 @@ async function main(): Promise<void> {
     printSection('startup', [
       `cold start — median of ${STARTUP_RUNS} rounds, each round every command next to a \`node -e 0\` of its own (which goes first alternating); ratio = median of the pairs' ours/node; wall and CPU both through GNU time (or the preload)`,
     ])
+    printSection(
+      'grown',
+      [
+        `a store grown by ${GROWN_IMPORTS} imports (each 20 small files and one of 1.1 MiB: a bundle and a pack) against a store of one or two imports — ${QUICK ? 5 : 15} rounds, the two sides next to each other (which goes first alternating); ratio = median of the pairs' CPU ratios`,
+      ],
+      `grown section took ${grownSeconds.toFixed(1)} s`,
+    )
     printSection(
       'daemon',
       [
