@@ -140,7 +140,7 @@ export interface VerifyReport {
   problems: Problem[]
   /** With repair: what was removed, one line each. */
   removed: string[]
-  /** With repair: referrers index entries added back, one line each. */
+  /** With repair: what was written back (referrers index entries, a local store's catalogs), one line each. */
   added: string[]
   /** With narHash: paths whose NAR hash was not checked, and why, one line each. */
   skipped: string[]

@@ -92,6 +92,22 @@ test('a damaged catalog is ignored (every member still found) and the next catal
   assert.equal(BundleCatalog.read(catalogOf(root))!.names.length, 18)
 })
 
+test('verify reports a damaged catalog as a problem, and --repair writes it again from the bundles', async () => {
+  const root = scratch()
+  const store = await openLocalStore(root)
+  for (let t = 0; t < 17; t++) await importPath(store, tree((i) => file(t, i)))
+  assert.deepEqual((await verifyStore(store, {})).problems, [])
+  flipByte(catalogOf(root), 64)
+  const found = await verifyStore(await openLocalStore(root), {})
+  assert.equal(found.problems.length, 1)
+  assert.match(found.problems[0]!.message, /^bundle catalog .*catalog is damaged: it does not match its digest$/)
+  const repaired = await verifyStore(await openLocalStore(root), { repair: true })
+  assert.deepEqual(repaired.removed, [])
+  assert.deepEqual(repaired.added, ['wrote the catalogs again from the bundles and packs there are'])
+  assert.equal(BundleCatalog.read(catalogOf(root))!.names.length, 17)
+  assert.deepEqual((await verifyStore(await openLocalStore(root), {})).problems, [])
+})
+
 test('gc deletes one bundle the catalog names and compacts another: the catalog is written again, nothing live is lost, for a fresh reader and one that read the catalog before', { skip: nixMissing() }, async () => {
   const root = scratch()
   const store = await openLocalStore(root)

@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test'
 import { Catalog } from '../../src/backends/local/catalog.js'
 import { collectGarbage } from '../../src/backends/local/gc.js'
 import { openLocalStore } from '../../src/backends/local/index.js'
+import { verifyStore } from '../../src/backends/local/verify.js'
 import { readAll } from '../../src/castore/blob-service.js'
 import { b3 } from '../../src/castore/digest.js'
 import { importPath } from '../../src/ops/import-paths.js'
@@ -111,6 +112,15 @@ test('a damaged catalog is ignored (dedup and chunk reads go on) and the next ca
   assert.ok(fs.statSync(path.join(root, 'blobs', 'b3', added[0]!)).size < 400_000, 'deduplicated against the packs read one by one')
   // Its 21 packs were outside the (damaged) catalog: that commit wrote a new one.
   assert.equal(Catalog.read(catalogOf(root), FORMAT)!.owners.length, 21)
+})
+
+test('verify reports a damaged catalog as a problem, and --repair writes it again from the packs', async () => {
+  const { root } = await storeOf20()
+  flipByte(catalogOf(root), 64)
+  const found = await verifyStore(await openLocalStore(root), {})
+  assert.deepEqual(found.problems.map((p) => p.message.replace(/ \/\S+ is/, ' … is')), ['chunk catalog … is damaged: it does not match its digest'])
+  await verifyStore(await openLocalStore(root), { repair: true })
+  assert.equal(Catalog.read(catalogOf(root), FORMAT)!.owners.length, 20)
 })
 
 test('gc deletes a pack the catalog names: the catalog is written again without it, its chunks are gone, every other pack still deduplicates and reads', async () => {

@@ -2,6 +2,7 @@ import fsSync from 'node:fs'
 import { IntegrityError } from '../../errors.js'
 import { type BundleIndex, type Member, readBundleIndex } from './bundle.js'
 import { BundleCatalog } from './bundle-catalog.js'
+import { damage } from './catalog.js'
 import { DigestTable } from './digest-table.js'
 import type { LocalRoot } from './layout.js'
 
@@ -116,11 +117,21 @@ export class BundleSet {
     if (this.loaded && this.byName.size > FEW_BUNDLES) await this.writeCatalog()
   }
 
-  /** After a sweep (writers held off): a catalog naming bundles it deleted or compacted is written again without them, and with their replacements. */
-  async rewriteCatalog(): Promise<void> {
+  /**
+   * After a sweep (writers held off): a catalog naming bundles it deleted
+   * or compacted is written again without them, and with their
+   * replacements. `anyway` (verify's repair): written again from what is
+   * there whatever the last one was (damaged, say).
+   */
+  async rewriteCatalog(anyway = false): Promise<void> {
     this.reset()
     this.relist()
-    if (this.catalog?.present.includes(false)) await this.writeCatalog()
+    if (anyway ? this.byName.size > 0 : this.catalog?.present.includes(false)) await this.writeCatalog()
+  }
+
+  /** Why the catalog is damaged, or undefined if it is sound or absent (verify). */
+  catalogDamage(): string | undefined {
+    return damage(() => BundleCatalog.read(this.root.bundleCatalogPath))
   }
 
   private async writeCatalog(): Promise<void> {

@@ -165,3 +165,14 @@ export class CatalogBuilder {
     fsSync.writeFileSync(tmp, out, { flag: 'wx', mode: 0o444 })
   }
 }
+
+/** The message of the IntegrityError `read` throws (a damaged catalog), or undefined if it throws none. */
+export function damage(read: () => unknown): string | undefined {
+  try {
+    read()
+    return undefined
+  } catch (e) {
+    if (e instanceof IntegrityError) return e.message
+    throw e
+  }
+}

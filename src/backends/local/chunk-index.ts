@@ -1,6 +1,6 @@
 import { toHex } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
-import { Catalog, CatalogBuilder, type CatalogFormat } from './catalog.js'
+import { Catalog, CatalogBuilder, type CatalogFormat, damage } from './catalog.js'
 import { type LocalRoot, packOwner } from './layout.js'
 import { type ChunkRef, readManifest } from './pack.js'
 
@@ -105,11 +105,16 @@ export class ChunkIndex {
     if (this.loaded && this.outside.size > FEW_PACKS) await this.writeCatalog()
   }
 
-  /** After a sweep (writers held off): a catalog naming packs it deleted is written again without them. */
-  async rewriteCatalog(): Promise<void> {
+  /** After a sweep (writers held off): a catalog naming packs it deleted is written again without them; `anyway` (verify's repair): from what is there, whatever the last one was. */
+  async rewriteCatalog(anyway = false): Promise<void> {
     this.reset()
     this.load()
-    if (this.catalog?.present.includes(false)) await this.writeCatalog()
+    if (anyway ? this.outside.size > 0 : this.catalog?.present.includes(false)) await this.writeCatalog()
+  }
+
+  /** Why the catalog is damaged, or undefined if it is sound or absent (verify). */
+  catalogDamage(): string | undefined {
+    return damage(() => Catalog.read(this.root.chunkCatalogPath, FORMAT))
   }
 
   private async writeCatalog(): Promise<void> {

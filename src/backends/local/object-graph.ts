@@ -68,10 +68,15 @@ export class ObjectGraph {
     this.bundles.reset()
   }
 
-  /** After a sweep that deleted or compacted bundles or packs: the catalogs are written again without them (unless none names them). */
-  async rewriteCatalogs(): Promise<void> {
-    await this.bundles.rewriteCatalog()
-    await this.chunks.rewriteCatalog()
+  /** After a sweep that deleted or compacted bundles or packs: the catalogs are written again without them (unless none names them); `anyway`: from what is there, whatever they were. */
+  async rewriteCatalogs(anyway = false): Promise<void> {
+    await this.bundles.rewriteCatalog(anyway)
+    await this.chunks.rewriteCatalog(anyway)
+  }
+
+  /** What is wrong with each damaged catalog, one line each (verify). */
+  catalogDamage(): string[] {
+    return [this.bundles.catalogDamage(), this.chunks.catalogDamage()].filter((m): m is string => m !== undefined)
   }
 
   /**

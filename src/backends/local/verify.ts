@@ -89,8 +89,15 @@ class Verifier {
       await this.check(o, opts)
       opts.onProgress?.(++done, targets.length)
     }
+    // A damaged catalog loses nothing (lookups read each bundle index or pack manifest instead), but it is damage on disk.
+    const catalogs = opts.paths ? [] : this.store.objects.catalogDamage()
+    for (const m of catalogs) this.problem(m)
     const removed = opts.repair ? await this.repair(all) : []
     const added = opts.repair ? await this.reindex() : []
+    if (opts.repair && catalogs.length > 0) {
+      await this.store.objects.rewriteCatalogs(true)
+      added.push('wrote the catalogs again from the bundles and packs there are')
+    }
     return { checked: this.checked, problems: this.problems, removed, added, skipped: this.skipped, seconds: 0 }
   }
 
