@@ -19,12 +19,12 @@ import { type B3Digest, b3, b3Matches, bytesEqual, toHex } from '../../castore/d
 import { IntegrityError } from '../../errors.js'
 import type { DigestTable } from './digest-table.js'
 import { onFile, readIfPresent } from './io-errors.js'
+import { FANOUT, compareAt, digestOrder } from './sorted-digests.js'
 import type { LocalRoot } from './layout.js'
 import { readFull } from './pack.js'
 
 const MAGIC = Buffer.from('TVXBNDL1')
 const TRAILER = 4 + 8 + 32 + MAGIC.length
-export const FANOUT = 256 * 4
 /** An index entry: digest, u64le offset, u32le size. */
 export const ENTRY = 32 + 8 + 4
 /** Member bytes gathered before one write: a write per small file would be most of the syscalls again. */
@@ -106,7 +106,7 @@ export class BundleWriter {
   /** Writes the index and trailer and closes the file (not synced: the stage's commit syncs it); the bundle's name (hex). */
   finish(): string {
     const { entries, members } = this
-    const { order, ends } = digestOrder(entries, members)
+    const { order, ends } = digestOrder(entries, members, ENTRY)
     const index = Buffer.alloc(FANOUT + members * ENTRY)
     order.forEach((e, i) => entries.copy(index, FANOUT + i * ENTRY, e * ENTRY, (e + 1) * ENTRY))
     for (let i = 0; i < 256; i++) index.writeUInt32LE(ends[i]!, i * 4)
@@ -182,53 +182,6 @@ export class BundleIndex {
 export function memberAt(buf: Buffer, at: number): Member {
   // u64le, below 2^53 (a file offset): two halves, no BigInt per lookup (one per file an export reads).
   return { offset: buf.readUInt32LE(at + 36) * 0x1_0000_0000 + buf.readUInt32LE(at + 32), size: buf.readUInt32LE(at + 40) }
-}
-
-/** A bucket of one first byte longer than this is sorted by the engine's sort (n log n whatever the digests), a shorter one in place. */
-const INSERTION_MAX = 16
-
-/**
- * The `members` entries of `entries` (`stride` bytes each, the digest
- * first) in digest order (their numbers), and the fanout: where each first byte's entries end. A counting sort on the
- * first byte, then each bucket on the whole digest: BLAKE3 digests spread
- * evenly, so a bucket holds a few entries (~8 for 2,000 members), which an
- * insertion sort orders at once. A typed array's sort with a comparator took
- * ~14 ms for 2,000 entries here, the counting sort 0.5 ms; a bucket made
- * long on purpose (digests ground to share a first byte) still sorts in
- * n log n.
- */
-export function digestOrder(entries: Buffer, members: number, stride = ENTRY): { order: Uint32Array; ends: Uint32Array } {
-  const ends = new Uint32Array(256)
-  for (let e = 0; e < members; e++) ends[entries[e * stride]!]!++
-  for (let i = 1; i < 256; i++) ends[i]! += ends[i - 1]!
-  const next = new Uint32Array(256)
-  next.set(ends.subarray(0, 255), 1)
-  const order = new Uint32Array(members)
-  for (let e = 0; e < members; e++) order[next[entries[e * stride]!]!++] = e
-  const before = (a: number, b: number) => compareAt(entries, a * stride, entries, b * stride)
-  for (let k = 0, lo = 0; k < 256; lo = ends[k++]!) {
-    const hi = ends[k]!
-    if (hi - lo > INSERTION_MAX) {
-      order.subarray(lo, hi).sort(before)
-      continue
-    }
-    for (let i = lo + 1; i < hi; i++) {
-      const e = order[i]!
-      let j = i
-      for (; j > lo && before(order[j - 1]!, e) > 0; j--) order[j] = order[j - 1]!
-      order[j] = e
-    }
-  }
-  return { order, ends }
-}
-
-/** `index[at..at+32]` against `digest[from..from+32]`, bytewise. */
-export function compareAt(index: Buffer, at: number, digest: Uint8Array, from = 0): number {
-  for (let i = 0; i < 32; i++) {
-    const d = index[at + i]! - digest[from + i]!
-    if (d !== 0) return d
-  }
-  return 0
 }
 
 /** The checked index of the bundle at `file`; undefined if there is no such file, an IntegrityError if it is damaged. */

@@ -18,10 +18,10 @@
 import fsSync from 'node:fs'
 import { b3, bytesEqual } from '../../castore/digest.js'
 import { IntegrityError } from '../../errors.js'
-import { FANOUT, compareAt, digestOrder } from './bundle.js'
 import { readIfPresent } from './io-errors.js'
 import type { LocalRoot } from './layout.js'
 import { readFull } from './pack.js'
+import { FANOUT, compareAt, digestOrder } from './sorted-digests.js'
 
 const NAME = 32
 const TRAILER = 4 + 4 + 32 + 8
