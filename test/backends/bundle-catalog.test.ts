@@ -22,6 +22,7 @@ import { importPath } from '../../src/ops/import-paths.js'
 import { parseStorePathArg } from '../../src/store/store-path.js'
 import { flipByte } from '../helpers/corrupt.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
+import { opensOf } from '../helpers/opens.js'
 
 let tmp: string
 before(() => {
@@ -43,20 +44,7 @@ function tree(content: (i: number) => Buffer): string {
 }
 
 /** Counts the bundle files `fn` opens. */
-async function bundleOpens(fn: () => Promise<void>): Promise<number> {
-  const open = fs.openSync
-  let count = 0
-  fs.openSync = ((p: fs.PathLike, ...rest: unknown[]) => {
-    if (String(p).endsWith('.bundle')) count++
-    return (open as (...a: unknown[]) => number)(p, ...rest)
-  }) as typeof fs.openSync
-  try {
-    await fn()
-  } finally {
-    fs.openSync = open
-  }
-  return count
-}
+const bundleOpens = async (fn: () => Promise<void>) => (await opensOf((p) => p.endsWith('.bundle'), fn)).opened.length
 
 test('past 16 bundles outside it the commit writes the catalog; a fresh reader opens it and the bundles published since, not every bundle', async () => {
   const root = scratch()

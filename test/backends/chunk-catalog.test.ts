@@ -19,6 +19,7 @@ import { b3 } from '../../src/castore/digest.js'
 import { importPath } from '../../src/ops/import-paths.js'
 import { parseStorePathArg } from '../../src/store/store-path.js'
 import { flipByte } from '../helpers/corrupt.js'
+import { opensOf } from '../helpers/opens.js'
 import { randomBytes } from '../helpers/trees.js'
 
 let tmp: string
@@ -42,20 +43,7 @@ function tree(data: Buffer): string {
 }
 
 /** Counts the pack files `fn` opens. */
-async function packOpens(fn: () => Promise<void>): Promise<number> {
-  const open = fs.openSync
-  let count = 0
-  fs.openSync = ((p: fs.PathLike, ...rest: unknown[]) => {
-    if (String(p).endsWith('.pack')) count++
-    return (open as (...a: unknown[]) => number)(p, ...rest)
-  }) as typeof fs.openSync
-  try {
-    await fn()
-  } finally {
-    fs.openSync = open
-  }
-  return count
-}
+const packOpens = async (fn: () => Promise<void>) => (await opensOf((p) => p.endsWith('.pack'), fn)).opened.length
 
 /** A store of 20 packs (the catalog written at the 17th) and the files they hold. */
 async function storeOf20(): Promise<{ root: string; data: Buffer[]; paths: string[] }> {

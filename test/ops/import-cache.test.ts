@@ -18,6 +18,7 @@ import { parseStorePathArg } from '../../src/store/store-path.js'
 import type { Store } from '../../src/store/store.js'
 import { runCli } from '../helpers/cli.js'
 import { NixStore, nixMissing } from '../helpers/nix.js'
+import { opensOf } from '../helpers/opens.js'
 
 const SKIP_NIX = nixMissing()
 if (SKIP_NIX) console.log(`skipping the CLI comparison with nix-store --add: ${SKIP_NIX}`)
@@ -49,19 +50,7 @@ async function settle(dir: string): Promise<void> {
 }
 
 /** The files under `dir` that `fn` opens (fs.openSync is how an import opens a file it reads). */
-async function opensUnder<T>(dir: string, fn: () => Promise<T>): Promise<{ result: T; opened: string[] }> {
-  const original = fs.openSync
-  const opened: string[] = []
-  fs.openSync = ((p: fs.PathLike, ...rest: unknown[]) => {
-    if (String(p).startsWith(dir + '/')) opened.push(String(p))
-    return (original as (...a: unknown[]) => number)(p, ...rest)
-  }) as typeof fs.openSync
-  try {
-    return { result: await fn(), opened }
-  } finally {
-    fs.openSync = original
-  }
-}
+const opensUnder = <T>(dir: string, fn: () => Promise<T>) => opensOf((p) => p.startsWith(dir + '/'), fn)
 
 describe('import of a tree unchanged since its last import', () => {
   let tree: string
