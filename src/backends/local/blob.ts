@@ -234,7 +234,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
    */
   openNow(d: B3Digest, sizeHint?: number, lend = false): Uint8Array | AsyncIterable<Uint8Array> | undefined {
     const hex = toHex(requireDigestLength(d))
-    const chunk = this.objects.chunks.ifLoaded(hex)
+    const chunk = this.objects.chunks.ifLoaded(hex, d)
     if (chunk) {
       const data = this.readChunk(d, chunk)
       if (data) return data
@@ -280,7 +280,7 @@ export class LocalBlobService implements BlobService, Staging, LocalReads, Immed
   readInto(d: B3Digest, size: number, into: Uint8Array, at: number): boolean {
     requireDigestLength(d)
     const { chunks } = this.objects
-    if (chunks.isLoaded && chunks.ifLoaded(toHex(d))) return false
+    if (chunks.isLoaded && chunks.ifLoaded(toHex(d), d)) return false
     const m = this.objects.bundles.ifLoaded(d)
     if (m) {
       if (m.member.size !== size) return false

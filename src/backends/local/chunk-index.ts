@@ -69,12 +69,13 @@ export class ChunkIndex {
   }
 
   get(digest: Uint8Array): ChunkRef | undefined {
-    return this.byHex(toHex(digest))
+    return this.byHex(toHex(digest), digest)
   }
 
-  byHex(hex: string): ChunkRef | undefined {
+  /** `digest`: the bytes of `hex`, where the caller has them (the catalog is searched by bytes). */
+  byHex(hex: string, digest?: Uint8Array): ChunkRef | undefined {
     this.load()
-    return this.find(hex)
+    return this.find(hex, digest)
   }
 
   /** Whether the index is loaded (ifLoaded can answer): a caller asks first and saves hex-encoding a digest per lookup. */
@@ -83,8 +84,8 @@ export class ChunkIndex {
   }
 
   /** Like byHex, but only once the index is loaded: undefined, without a scan of every pack, before. */
-  ifLoaded(hex: string): ChunkRef | undefined {
-    return this.loaded ? this.find(hex) : undefined
+  ifLoaded(hex: string, digest?: Uint8Array): ChunkRef | undefined {
+    return this.loaded ? this.find(hex, digest) : undefined
   }
 
   /** Records the chunks a published pack holds itself. */
@@ -136,11 +137,11 @@ export class ChunkIndex {
     if (await out.publish(this.root, this.root.chunkCatalogPath)) this.reset()
   }
 
-  private find(hex: string): ChunkRef | undefined {
+  private find(hex: string, digest?: Uint8Array): ChunkRef | undefined {
     const known = this.map.get(hex)
     const c = this.catalog
     if (known || !c) return known
-    const e = c.catalog.find(Buffer.from(hex, 'hex'), (n) => c.present[n]!)
+    const e = c.catalog.find(digest ?? Buffer.from(hex, 'hex'), (n) => c.present[n]!)
     if (e === undefined) return undefined
     const entry = c.catalog.entry(e)
     return {

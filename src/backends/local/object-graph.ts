@@ -96,9 +96,10 @@ export class ObjectGraph {
     }
     const pack = this.root.packPath(hex)
     if (!small && fsSync.existsSync(pack)) return { kind: 'pack', file: pack }
-    const m = this.bundles.find(digest ?? Buffer.from(hex, 'hex'), fresh)
+    const bytes = digest ?? Buffer.from(hex, 'hex')
+    const m = this.bundles.find(bytes, fresh)
     if (m) return { kind: 'member', file: m.bundle.file, bundle: m.bundle.name, member: m.member }
-    const ref = chunks === 'load' ? this.chunks.byHex(hex) : this.chunks.ifLoaded(hex)
+    const ref = chunks === 'load' ? this.chunks.byHex(hex, bytes) : this.chunks.ifLoaded(hex, bytes)
     return ref && { kind: 'chunk', file: this.root.packPath(ref.pack), ref }
   }
 
